@@ -1,0 +1,1 @@
+"""Stackless Python API on top of _continuation (work in progress)."""
