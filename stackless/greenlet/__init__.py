@@ -1,0 +1,604 @@
+"""A pure-Python emulation of the greenlet 3.x API on top of ``_continuation``.
+
+Each greenlet owns one continulet.  A suspended greenlet's continulet holds
+that greenlet's own stack.  The thread's main greenlet owns an *unbound*
+continulet, and while any other greenlet runs, the main greenlet's stack is
+stored in the running greenlet's continulet.  With that invariant every switch
+is a single three-way exchange, ``current.switch(value, to=target)``.
+
+A greenlet's ``run`` is called directly by the continulet machinery (through
+C-level callables only), so no emulation frame sits below it.  When ``run``
+returns or raises, its outcome therefore comes out of the main greenlet's
+pending switch; the main greenlet then forwards it to the dead greenlet's
+parent.  See docs/greenlet.md.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import operator
+import sys
+import threading
+from types import FrameType, TracebackType
+from typing import Any, Callable, Optional
+
+from _continuation import continulet
+
+__all__ = [
+    "greenlet", "getcurrent", "settrace", "gettrace", "GreenletExit", "error",
+    "install", "uninstall", "__version__",
+]
+
+#: The greenlet version whose API and semantics this module follows.
+__version__ = "3.2.4"
+
+GREENLET_USE_GC = True
+GREENLET_USE_TRACING = True
+GREENLET_USE_CONTEXT_VARS = True
+GREENLET_USE_STANDARD_THREADING = True
+CLOCKS_PER_SEC = 1000000
+
+_getframe = sys._getframe
+_Context = contextvars.Context
+_partial = functools.partial
+_call = operator.call
+
+
+class error(Exception):
+    """Raised on an invalid switch, like ``greenlet.error``."""
+
+
+class GreenletExit(BaseException):
+    """Thrown into a greenlet to kill it; returned to the parent as a value."""
+
+
+class _Cont(continulet):
+    """A continulet whose start calls ``self.r()`` without any Python frame.
+
+    The continulet calls ``operator.call(self)``, i.e. ``self()``, and
+    ``__call__`` is a property whose getter is a C-level ``attrgetter``.
+    """
+
+    __slots__ = ("r",)
+    __call__ = property(operator.attrgetter("r"))
+
+
+class _ThreadState:
+    """Per-thread bookkeeping: current and main greenlet, tracer, kills."""
+
+    __slots__ = ("current", "main", "origin", "trace", "kills", "slow",
+                 "throwing", "alive")
+
+    def __init__(self) -> None:
+        self.current: Any = None
+        self.main: Any = None
+        # The greenlet that switched to ``current`` (for the trace callback).
+        self.origin: Any = None
+        self.trace: Optional[Callable[[str, tuple], Any]] = None
+        # Greenlets of this thread dropped in another thread, to be killed.
+        self.kills: list = []
+        # True when a switch must take the slow path (tracer or kills).
+        self.slow = False
+        # True while the transfer into ``current`` is a throw.
+        self.throwing = False
+        self.alive = True
+
+
+class _Local(threading.local):
+    ts: Optional[_ThreadState] = None
+
+
+class _ThreadWatch:
+    """Lives in the thread-local storage: marks the main greenlet dead at exit."""
+
+    __slots__ = ("ts",)
+
+    def __init__(self, ts: _ThreadState) -> None:
+        self.ts = ts
+
+    def __del__(self) -> None:
+        ts = self.ts
+        ts.alive = False
+        main = ts.main
+        if main is not None:
+            main._state = _DEAD
+            main._c = None
+            main._top = None
+        ts.current = None
+        ts.kills = []
+
+
+_tls = _Local()
+
+_UNSTARTED, _ACTIVE, _DEAD = 0, 1, 2
+
+
+def _thread_state() -> _ThreadState:
+    ts = _tls.ts
+    if ts is None:
+        ts = _ThreadState()
+        main = object.__new__(greenlet)
+        main._c = continulet.__new__(continulet)
+        main._parent = None
+        main._run = None
+        main._ts = ts
+        main._top = None
+        main._state = _ACTIVE
+        main._ctx = None
+        main._ctx_set = False
+        main._main = True
+        ts.main = ts.current = main
+        _tls.ts = ts
+        _tls.watch = _ThreadWatch(ts)
+    return ts
+
+
+def _thread_of(g: "greenlet") -> Optional[_ThreadState]:
+    """The thread state a greenlet belongs to (through its parents if unstarted)."""
+    while g is not None:
+        if g._ts is not None:
+            return g._ts
+        g = g._parent
+    return None
+
+
+def _check_thread(ts: _ThreadState, target: "greenlet") -> None:
+    tts = _thread_of(target)
+    if tts is not ts:
+        expected = tts.main if tts is not None else None
+        raise error("Cannot switch to a different thread\n\tCurrent:  %r\n\t"
+                    "Expected: %r" % (ts.current, expected))
+
+
+def _pack(args: tuple, kwargs: Optional[dict]) -> Any:
+    """greenlet's convention for the value a switch() returns."""
+    if kwargs:
+        return (args, kwargs) if args else kwargs
+    return args[0] if len(args) == 1 else args
+
+
+_OWN_CODES: set = set()
+
+
+def _strip(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    """Drop the leading traceback entries that belong to this module."""
+    while tb is not None and tb.tb_frame.f_code in _OWN_CODES:
+        tb = tb.tb_next
+    return tb
+
+
+def _user_frame() -> Optional[FrameType]:
+    """The innermost frame that is not this module's."""
+    f = _getframe(1)
+    while f is not None and f.f_code in _OWN_CODES:
+        f = f.f_back
+    return f
+
+
+def _launch(ts: _ThreadState, g: "greenlet", args: tuple,
+            kwargs: Optional[dict]) -> _Cont:
+    """Make the continulet that will run ``g.run(*args, **kwargs)``."""
+    run = g.run  # AttributeError('run') leaves g unstarted, as greenlet does
+    ctx = g._ctx
+    if ctx is None:
+        ctx = g._ctx = _Context()
+    c = _Cont(_call)
+    if kwargs:
+        c.r = _partial(ctx.run, run, *args, **kwargs)
+    else:
+        c.r = _partial(ctx.run, run, *args)
+    g._c = c
+    g._ts = ts
+    g._run = None
+    g._state = _ACTIVE
+    return c
+
+
+def _leap(ts: _ThreadState, me: "greenlet", origin: "greenlet",
+          target: "greenlet", args: tuple, kwargs: Optional[dict],
+          exc: Optional[BaseException]) -> tuple:
+    """Leave ``me`` (whose stack is running) for ``target``.
+
+    ``target`` may be dead (its first live ancestor is used) or unstarted (it
+    starts with ``args``/``kwargs``, or dies at once if ``exc`` is given).
+    Returns ``(value, exception)`` as they come out of the continulet
+    operation once ``me`` is resumed; the caller handles deaths.
+    """
+    while target._state != _ACTIVE:
+        if target._state == _UNSTARTED and exc is None:
+            break
+        if target._state == _UNSTARTED:
+            # Throwing into an unstarted greenlet: it dies without running.
+            target._state = _DEAD
+            target._run = None
+            target._ts = ts
+            origin = target
+            if isinstance(exc, GreenletExit):
+                args, kwargs, exc = (exc,), None, None
+        target = target._parent
+    if target is me:
+        ts.current = me
+        ts.origin = origin
+        ts.throwing = exc is not None
+        if exc is not None:
+            return None, exc
+        return _pack(args, kwargs), None
+    me._top = _user_frame()
+    try:
+        if target._state == _UNSTARTED:
+            c = _launch(ts, target, args, kwargs)
+            ts.current = target
+            ts.origin = origin
+            ts.throwing = False
+            if ts.trace is not None:
+                ts.trace("switch", (origin, target))
+            value = me._c.switch(None, to=c)
+        elif exc is None:
+            ts.current = target
+            ts.origin = origin
+            ts.throwing = False
+            value = me._c.switch(_pack(args, kwargs), to=target._c)
+        else:
+            ts.current = target
+            ts.origin = origin
+            ts.throwing = True
+            value = me._c.throw(type(exc), exc, exc.__traceback__,
+                                to=target._c)
+    except BaseException as e:
+        me._top = None
+        return None, e
+    me._top = None
+    return value, None
+
+
+def _after(ts: _ThreadState, me: "greenlet", value: Any,
+           exc: Optional[BaseException]) -> tuple:
+    """Run in ``me`` after it is resumed: forward the outcome of greenlets
+    that died into this stack to their parents, then run the tracer and the
+    deferred kills.  Returns ``(value, exception)`` for ``me``."""
+    while ts.current is not me:
+        dying = ts.current
+        dying._finish()
+        if exc is not None and isinstance(exc, GreenletExit):
+            value, exc = exc, None
+        ts.throwing = exc is not None
+        value, exc = _leap(ts, me, dying, dying._parent, (value,), None, exc)
+    throwing = ts.throwing
+    ts.throwing = False
+    if ts.slow:
+        trace = ts.trace
+        if trace is not None and ts.origin is not None:
+            try:
+                trace("throw" if throwing else "switch", (ts.origin, me))
+            except BaseException as e:
+                # A failing tracer is removed and its error raised here.
+                ts.trace = None
+                ts.slow = bool(ts.kills)
+                return None, e
+        if ts.kills:
+            _run_kills(ts)
+    return value, exc
+
+
+def _run_kills(ts: _ThreadState) -> None:
+    """Kill the greenlets of this thread that were dropped in other threads."""
+    while ts.kills:
+        g = ts.kills.pop()
+        ts.slow = ts.trace is not None or bool(ts.kills)
+        g._kill(ts)
+        del g
+    ts.slow = ts.trace is not None
+
+
+def _stripped(exc: BaseException) -> BaseException:
+    """``exc`` without this module's frames at the head of its traceback."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code in _OWN_CODES:
+        exc.__traceback__ = _strip(tb)
+    return exc
+
+
+class greenlet:
+    """A micro-thread: ``greenlet(run=None, parent=None)``.
+
+    ``run`` is called with the arguments of the first ``switch()``; its
+    return value (or exception) goes to ``parent``, which defaults to the
+    greenlet that creates this one.
+    """
+
+    __slots__ = ("_c", "_parent", "_run", "_ts", "_top", "_state", "_ctx",
+                 "_ctx_set", "_main", "__dict__", "__weakref__")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "greenlet":
+        self = object.__new__(cls)
+        self._c = None
+        self._parent = getcurrent()
+        self._run = None
+        self._ts = None
+        self._top = None
+        self._state = _UNSTARTED
+        self._ctx = None
+        self._ctx_set = False
+        self._main = False
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 2:
+            raise TypeError("green() takes at most 2 arguments (%d given)"
+                            % len(args))
+        names = ("run", "parent")
+        values = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names or key in values:
+                if key in names:
+                    raise TypeError("argument for green() given by name "
+                                    "('%s') and position" % key)
+                raise TypeError("'%s' is an invalid keyword argument for "
+                                "green()" % key)
+            values[key] = value
+        run = values.get("run")
+        parent = values.get("parent")
+        if run is not None:
+            self.run = run
+        if parent is not None:
+            self.parent = parent
+
+    # -- switching ------------------------------------------------------
+
+    def switch(self, *args: Any, **kwargs: Any) -> Any:
+        """Switch to this greenlet; ``args``/``kwargs`` become the value
+        returned by the switch() it is suspended in (or ``run``'s
+        arguments).  Returns what is sent back to the calling greenlet."""
+        ts = _tls.ts
+        if ts is None:
+            ts = _thread_state()
+        if self._ts is ts and self._state == _ACTIVE and not kwargs:
+            cur = ts.current
+            if cur is self:
+                return args[0] if len(args) == 1 else args
+            ts.current = self
+            ts.origin = cur
+            cur._top = _getframe(1)
+            try:
+                value = cur._c.switch(args[0] if len(args) == 1 else args,
+                                      to=self._c)
+            except BaseException as e:
+                cur._top = None
+                value, exc = _after(ts, cur, None, e)
+            else:
+                cur._top = None
+                if ts.current is cur and not ts.slow:
+                    return value
+                value, exc = _after(ts, cur, value, None)
+        else:
+            _check_thread(ts, self)
+            cur = ts.current
+            value, exc = _leap(ts, cur, cur, self, args, kwargs, None)
+            value, exc = _after(ts, cur, value, exc)
+        if exc is not None:
+            raise _stripped(exc)
+        return value
+
+    def throw(self, typ: Any = GreenletExit, val: Any = None,
+              tb: Optional[TracebackType] = None) -> Any:
+        """Raise an exception in this greenlet at its switch point.
+
+        An unstarted greenlet dies at once, and a dead one passes the
+        exception to its parent.  Returns what is then sent back to the
+        calling greenlet."""
+        if tb is not None and not isinstance(tb, TracebackType):
+            raise TypeError("throw() third argument must be a traceback object")
+        if isinstance(typ, type) and issubclass(typ, BaseException):
+            if val is None:
+                exc = typ()
+            elif isinstance(val, typ):
+                exc = val
+            elif isinstance(val, tuple):
+                exc = typ(*val)
+            else:
+                exc = typ(val)
+        elif isinstance(typ, BaseException):
+            if val is not None:
+                raise TypeError("instance exception may not have a separate value")
+            exc = typ
+        else:
+            raise TypeError("exceptions must be classes, or instances, not %s"
+                            % type(typ).__name__)
+        if tb is not None:
+            exc = exc.with_traceback(tb)
+        ts = _tls.ts
+        if ts is None:
+            ts = _thread_state()
+        _check_thread(ts, self)
+        cur = ts.current
+        value, exc = _leap(ts, cur, cur, self, (), None, exc)
+        value, exc = _after(ts, cur, value, exc)
+        if exc is not None:
+            raise _stripped(exc)
+        return value
+
+    # -- life and death -------------------------------------------------
+
+    def _finish(self) -> None:
+        """Forget everything of a greenlet whose run() has ended."""
+        self._state = _DEAD
+        self._c = None
+        self._top = None
+        self._ctx = None
+
+    def _kill(self, ts: _ThreadState) -> None:
+        """Throw GreenletExit into this suspended greenlet, returning here."""
+        if self._state != _ACTIVE or self._ts is not ts:
+            return
+        self._parent = ts.current
+        try:
+            self.throw(GreenletExit)
+        except GreenletExit:
+            pass
+
+    def __del__(self) -> None:
+        if self._state != _ACTIVE or self._main:
+            return
+        ts = self._ts
+        try:
+            here = _tls.ts
+        except Exception:  # interpreter shutdown
+            return
+        if here is ts:
+            if ts.current is not self:
+                self._kill(ts)
+        elif ts.alive:
+            # Killed later, in its own thread (this resurrects it).
+            ts.kills.append(self)
+            ts.slow = True
+
+    # -- attributes -----------------------------------------------------
+
+    @property
+    def run(self) -> Callable[..., Any]:
+        """The callable run by the first switch(); gone once started."""
+        run = self._run
+        if run is None or self._state != _UNSTARTED:
+            raise AttributeError("run")
+        return run
+
+    @run.setter
+    def run(self, value: Callable[..., Any]) -> None:
+        if self._state != _UNSTARTED:
+            raise AttributeError("run cannot be set after the start of the greenlet")
+        self._run = value
+
+    @run.deleter
+    def run(self) -> None:
+        if self._state != _UNSTARTED:
+            raise AttributeError("run cannot be set after the start of the greenlet")
+        self._run = None
+
+    @property
+    def parent(self) -> Optional["greenlet"]:
+        """The greenlet that receives this one's result; None for a main greenlet."""
+        return self._parent
+
+    @parent.setter
+    def parent(self, value: "greenlet") -> None:
+        if self._main:
+            raise AttributeError("cannot set the parent of a main greenlet")
+        if not isinstance(value, greenlet):
+            raise TypeError("GreenletChecker: Expected any type of greenlet, "
+                            "not %s" % type(value).__name__)
+        p = value
+        while p is not None:
+            if p is self:
+                raise ValueError("cyclic parent chain")
+            p = p._parent
+        if self._ts is not None and _thread_of(value) is not self._ts:
+            raise ValueError("parent cannot be on a different thread")
+        self._parent = value
+
+    @parent.deleter
+    def parent(self) -> None:
+        raise AttributeError("can't delete attribute")
+
+    @property
+    def dead(self) -> bool:
+        """True once run() has finished (or the main greenlet's thread has)."""
+        return self._state == _DEAD
+
+    def __bool__(self) -> bool:
+        return self._state == _ACTIVE
+
+    @property
+    def gr_frame(self) -> Optional[FrameType]:
+        """The innermost frame of a suspended greenlet, else None."""
+        if self._state != _ACTIVE or self._ts.current is self:
+            return None
+        return self._top
+
+    @property
+    def gr_context(self) -> Optional[contextvars.Context]:
+        """The contextvars.Context this greenlet runs in (None if none yet)."""
+        self._check_context_thread("get")
+        ctx = self._ctx
+        if ctx is not None and not self._ctx_set and len(ctx) == 0:
+            return None  # greenlet creates a context only on first use
+        return ctx
+
+    @gr_context.setter
+    def gr_context(self, value: Optional[contextvars.Context]) -> None:
+        if value is not None and not isinstance(value, contextvars.Context):
+            raise TypeError("greenlet context must be a contextvars.Context or None")
+        self._check_context_thread("set")
+        self._ctx = value
+        self._ctx_set = value is not None
+
+    def _check_context_thread(self, verb: str) -> None:
+        ts = self._ts
+        if ts is not None and ts.current is self and ts is not _tls.ts:
+            raise ValueError("cannot %s context of a greenlet that is running "
+                             "in a different thread" % verb)
+
+    def __repr__(self) -> str:
+        cls = type(self)
+        name = "greenlet.greenlet" if cls is greenlet else cls.__name__
+        ts = self._ts
+        if ts is None or not ts.alive:
+            otid = "0x(nil)"
+        else:
+            otid = "0x%x" % id(ts)
+        if self._state == _ACTIVE:
+            here = ts.current is self and ts is _tls.ts
+            where = " current" if here else " suspended"
+            return "<%s object at 0x%x (otid=%s)%s active started%s>" % (
+                name, id(self), otid, where, " main" if self._main else "")
+        if self._state == _UNSTARTED:
+            return "<%s object at 0x%x (otid=%s) pending>" % (name, id(self), otid)
+        exited = "(thread exited) " if ts is not None and not ts.alive else ""
+        return "<%s object at 0x%x (otid=%s) %sdead>" % (name, id(self), otid, exited)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("cannot pickle '%s' object" % type(self).__name__)
+
+
+def getcurrent() -> greenlet:
+    """The greenlet running in the calling thread."""
+    ts = _tls.ts
+    if ts is None:
+        ts = _thread_state()
+    elif ts.kills:
+        _run_kills(ts)
+    return ts.current
+
+
+def settrace(callback: Optional[Callable[[str, tuple], Any]]) -> Any:
+    """Set this thread's switch tracer; returns the previous one.
+
+    The callback gets ``('switch' | 'throw', (origin, target))``."""
+    ts = _thread_state()
+    previous = ts.trace
+    ts.trace = callback
+    ts.slow = callback is not None or bool(ts.kills)
+    return previous
+
+
+def gettrace() -> Optional[Callable[[str, tuple], Any]]:
+    """This thread's switch tracer, or None."""
+    return _thread_state().trace
+
+
+def enable_optional_cleanup(enabled: bool) -> None:
+    """Accepted for compatibility; the emulation has no optional cleanup."""
+
+
+def get_clocks_used_doing_optional_cleanup() -> Optional[int]:
+    """Always None: the emulation has no optional cleanup."""
+    return None
+
+
+from ._activate import install, uninstall  # noqa: E402
+
+for _f in (greenlet.switch, greenlet.throw, _leap, _after, _launch,
+           _run_kills, greenlet._kill, greenlet.__del__, _user_frame, _strip,
+           getcurrent, _thread_state):
+    _OWN_CODES.add(_f.__code__)
+del _f
