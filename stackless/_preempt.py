@@ -1,0 +1,105 @@
+"""Preemptive scheduling for ``stackless.run(timeout)``.
+
+A tick is one trace event (a line executed or a function called) of
+``sys.settrace``.  The trace function is installed only for the duration of
+a ``run(timeout)`` call, so code that never passes a timeout pays nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import stackless as _sl
+from stackless import _make_runnable_first, _switch, _take_tempval
+
+_OWN_GLOBALS = (vars(_sl), globals())
+
+
+class _Preempt:
+    """The tick budget of one ``run(timeout)`` call."""
+
+    __slots__ = ("ts", "watchdog", "timeout", "soft", "ignore_nesting",
+                 "total", "outer", "ticks", "interrupted", "old_trace",
+                 "fired", "__weakref__")
+
+    def __init__(self, ts: Any, watchdog: Any, timeout: int, soft: bool,
+                 ignore_nesting: bool, total: bool, outer: Optional["_Preempt"]) -> None:
+        self.ts = ts
+        self.watchdog = watchdog
+        self.timeout = timeout
+        self.soft = bool(soft)
+        self.ignore_nesting = bool(ignore_nesting)
+        self.total = bool(total)
+        self.outer = outer
+        self.ticks = 0
+        self.interrupted = None
+        self.old_trace = None
+        self.fired = False
+
+    def start(self) -> None:
+        """Install the tick counter for this thread."""
+        self.old_trace = sys.gettrace()
+        self.ts.timeout = self
+        sys.settrace(self._global_trace)
+        self._arm(sys._getframe(1))
+
+    def stop(self) -> None:
+        """Remove the tick counter and restore the previous trace function."""
+        self.fired = True
+        self.ts.timeout = self.outer
+        sys.settrace(self.old_trace)
+
+    def resumed(self, t: Any) -> None:
+        """Tasklet ``t`` runs again: give it a fresh budget and trace its frames."""
+        if not self.total:
+            self.ticks = 0
+        self._arm(sys._getframe(2))
+
+    def _arm(self, f: Any) -> None:
+        # Frames that were already running before the trace function was
+        # installed get no line events unless their f_trace is set.
+        local = self._local_trace
+        while f is not None:
+            if f.f_globals not in _OWN_GLOBALS and f.f_trace is None:
+                f.f_trace = local
+            f = f.f_back
+
+    def _global_trace(self, frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_globals in _OWN_GLOBALS or self.fired:
+            return None
+        self._tick()
+        return self._local_trace
+
+    def _local_trace(self, frame: Any, event: str, arg: Any) -> Any:
+        if self.fired:
+            return None
+        self._tick()
+        return self._local_trace
+
+    def _tick(self) -> None:
+        self.ticks += 1
+        if self.ticks < self.timeout or self.soft:
+            return
+        ts = self.ts
+        cur = ts.current
+        if cur._atomic or cur is self.watchdog or ts.timeout is not self:
+            return
+        self.interrupt(ts, cur)
+
+    def soft_due(self, cur: Any) -> bool:
+        """True when a soft timeout has expired and ``cur`` may be interrupted."""
+        return (self.soft and not self.fired and self.ticks >= self.timeout
+                and not cur._atomic and cur is not self.watchdog)
+
+    def interrupt(self, ts: Any, cur: Any) -> None:
+        """Take ``cur`` off the run queue and resume the waiting ``run()``."""
+        self.fired = True
+        self.interrupted = cur
+        rq = ts.rq
+        if cur._scheduled:
+            rq.remove(cur)
+            cur._scheduled = False
+        _make_runnable_first(ts, self.watchdog)
+        _switch(ts, cur, self.watchdog)
+        _take_tempval(cur)
