@@ -35,6 +35,18 @@ IMPLS = [pytest.param(emulation, id="emulation"),
                                                reason="C greenlet not installed"))]
 
 
+PYPY = sys.implementation.name == "pypy"
+needs_refcounting = pytest.mark.skipif(
+    PYPY, reason="PyPy frees objects only at garbage collection, not at the last del")
+# PyPy's own _continuation neither switches the contextvars context with the
+# stack nor runs operator.call/functools.partial without a Python frame: the
+# project's C module does both.  docs/greenlet.md lists these two PyPy gaps.
+cpython_frames = pytest.mark.skipif(
+    PYPY, reason="on PyPy, operator.call and functools.partial are Python code")
+cpython_context = pytest.mark.skipif(
+    PYPY, reason="PyPy's _continuation does not switch the contextvars context")
+
+
 @pytest.fixture(params=IMPLS)
 def gl(request):
     """The greenlet module under test."""
@@ -523,6 +535,7 @@ def test_parent_change_redirects_result(gl):
 
 # -- frames ---------------------------------------------------------------
 
+@cpython_frames
 def test_gr_frame(gl):
     main = gl.getcurrent()
 
@@ -552,6 +565,7 @@ def test_main_gr_frame_seen_from_greenlet(gl):
     assert frame.f_code is test_main_gr_frame_seen_from_greenlet.__code__
 
 
+@cpython_frames
 def test_run_frame_is_outermost_while_running(gl):
     def run():
         return sys._getframe().f_back
@@ -574,6 +588,7 @@ def test_new_greenlet_starts_with_empty_context(gl):
         VAR.reset(token)
 
 
+@cpython_context
 def test_context_is_per_greenlet(gl):
     main = gl.getcurrent()
 
@@ -751,6 +766,7 @@ def test_greenlets_in_many_threads(gl):
 
 # -- garbage collection ----------------------------------------------------
 
+@needs_refcounting
 def test_finished_greenlet_is_freed_without_gc(gl):
     gc.disable()
     try:
@@ -765,6 +781,7 @@ def test_finished_greenlet_is_freed_without_gc(gl):
         gc.enable()
 
 
+@needs_refcounting
 def test_finished_greenlet_with_exception_is_freed_without_gc(gl):
     gc.disable()
     try:
@@ -800,6 +817,7 @@ def test_dropping_suspended_greenlet_throws_greenlet_exit(gl):
     assert gl.getcurrent() is main
 
 
+@needs_refcounting
 def test_dropped_greenlet_returns_to_the_dropper(gl):
     log = []
 

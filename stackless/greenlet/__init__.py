@@ -195,15 +195,18 @@ def _launch(ts: _ThreadState, g: "greenlet", args: tuple,
     return c
 
 
-def _leap(ts: _ThreadState, me: "greenlet", origin: "greenlet",
+def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
           target: "greenlet", args: tuple, kwargs: Optional[dict],
           exc: Optional[BaseException]) -> tuple:
-    """Leave ``me`` (whose stack is running) for ``target``.
+    """Leave the running greenlet, whose continulet is ``mc``, for ``target``.
 
     ``target`` may be dead (its first live ancestor is used) or unstarted (it
     starts with ``args``/``kwargs``, or dies at once if ``exc`` is given).
     Returns ``(value, exception)`` as they come out of the continulet
-    operation once ``me`` is resumed; the caller handles deaths.
+    operation once the greenlet is resumed; ``_after`` handles the rest.
+
+    While suspended here, no frame of this module holds the greenlet that
+    is leaving: dropping its last reference must kill it at once.
     """
     while target._state != _ACTIVE:
         if target._state == _UNSTARTED and exc is None:
@@ -217,60 +220,71 @@ def _leap(ts: _ThreadState, me: "greenlet", origin: "greenlet",
             if isinstance(exc, GreenletExit):
                 args, kwargs, exc = (exc,), None, None
         target = target._parent
-    if target is me:
-        ts.current = me
-        ts.origin = origin
+    if target._c is mc:
+        ts.current = target
+        ts.origin = origin if ts.slow else None
         ts.throwing = exc is not None
         if exc is not None:
             return None, exc
         return _pack(args, kwargs), None
-    me._top = _user_frame()
+    cur = ts.current
+    if cur._c is mc:  # else cur has just died and this is the main greenlet
+        cur._top = _user_frame()
+    cur = None
+    ts.origin = origin if ts.slow else None
+    origin = None
     try:
         if target._state == _UNSTARTED:
             c = _launch(ts, target, args, kwargs)
             ts.current = target
-            ts.origin = origin
             ts.throwing = False
             if ts.trace is not None:
-                ts.trace("switch", (origin, target))
-            value = me._c.switch(None, to=c)
+                ts.trace("switch", (ts.origin, target))
+                ts.origin = None
+            target = None
+            value = mc.switch(None, to=c)
         elif exc is None:
             ts.current = target
-            ts.origin = origin
             ts.throwing = False
-            value = me._c.switch(_pack(args, kwargs), to=target._c)
+            c = target._c
+            target = None
+            value = mc.switch(_pack(args, kwargs), to=c)
         else:
             ts.current = target
-            ts.origin = origin
             ts.throwing = True
-            value = me._c.throw(type(exc), exc, exc.__traceback__,
-                                to=target._c)
+            c = target._c
+            target = None
+            value = mc.throw(type(exc), exc, exc.__traceback__, to=c)
     except BaseException as e:
-        me._top = None
         return None, e
-    me._top = None
     return value, None
 
 
-def _after(ts: _ThreadState, me: "greenlet", value: Any,
+def _after(ts: _ThreadState, mc: continulet, value: Any,
            exc: Optional[BaseException]) -> tuple:
-    """Run in ``me`` after it is resumed: forward the outcome of greenlets
-    that died into this stack to their parents, then run the tracer and the
-    deferred kills.  Returns ``(value, exception)`` for ``me``."""
-    while ts.current is not me:
-        dying = ts.current
-        dying._finish()
+    """Run in the greenlet owning ``mc`` once it is resumed: forward the
+    outcome of greenlets that died into this stack to their parents, then
+    run the tracer and the deferred kills.  Returns ``(value, exception)``
+    for the resumed greenlet."""
+    while ts.current._c is not mc:
+        # ts.current is a greenlet whose run() has just ended.
+        ts.current._finish()
         if exc is not None and isinstance(exc, GreenletExit):
             value, exc = exc, None
         ts.throwing = exc is not None
-        value, exc = _leap(ts, me, dying, dying._parent, (value,), None, exc)
+        value, exc = _leap(ts, mc, ts.current, ts.current._parent, (value,),
+                           None, exc)
+    ts.current._top = None
     throwing = ts.throwing
     ts.throwing = False
     if ts.slow:
         trace = ts.trace
-        if trace is not None and ts.origin is not None:
+        origin = ts.origin
+        ts.origin = None
+        if trace is not None and origin is not None:
             try:
-                trace("throw" if throwing else "switch", (ts.origin, me))
+                trace("throw" if throwing else "switch",
+                      (origin, ts.current))
             except BaseException as e:
                 # A failing tracer is removed and its error raised here.
                 ts.trace = None
@@ -357,25 +371,28 @@ class greenlet:
             cur = ts.current
             if cur is self:
                 return args[0] if len(args) == 1 else args
-            ts.current = self
-            ts.origin = cur
+            mc = cur._c
             cur._top = _getframe(1)
+            ts.origin = cur if ts.slow else None
+            cur = None  # the suspended stack must not hold its greenlet
+            ts.current = self
             try:
-                value = cur._c.switch(args[0] if len(args) == 1 else args,
-                                      to=self._c)
+                value = mc.switch(args[0] if len(args) == 1 else args,
+                                  to=self._c)
             except BaseException as e:
-                cur._top = None
-                value, exc = _after(ts, cur, None, e)
+                value, exc = _after(ts, mc, None, e)
             else:
-                cur._top = None
-                if ts.current is cur and not ts.slow:
+                cur = ts.current
+                if cur._c is mc and not ts.slow:
+                    cur._top = None
                     return value
-                value, exc = _after(ts, cur, value, None)
+                cur = None
+                value, exc = _after(ts, mc, value, None)
         else:
             _check_thread(ts, self)
-            cur = ts.current
-            value, exc = _leap(ts, cur, cur, self, args, kwargs, None)
-            value, exc = _after(ts, cur, value, exc)
+            mc = ts.current._c
+            value, exc = _leap(ts, mc, ts.current, self, args, kwargs, None)
+            value, exc = _after(ts, mc, value, exc)
         if exc is not None:
             raise _stripped(exc)
         return value
@@ -411,9 +428,9 @@ class greenlet:
         if ts is None:
             ts = _thread_state()
         _check_thread(ts, self)
-        cur = ts.current
-        value, exc = _leap(ts, cur, cur, self, (), None, exc)
-        value, exc = _after(ts, cur, value, exc)
+        mc = ts.current._c
+        value, exc = _leap(ts, mc, ts.current, self, (), None, exc)
+        value, exc = _after(ts, mc, value, exc)
         if exc is not None:
             raise _stripped(exc)
         return value
