@@ -905,3 +905,72 @@ def test_version_and_module_api(gl):
                  "GREENLET_USE_CONTEXT_VARS", "CLOCKS_PER_SEC",
                  "enable_optional_cleanup", "get_clocks_used_doing_optional_cleanup"):
         assert hasattr(gl, name), name
+
+
+# -- sys.settrace and sys.setprofile ---------------------------------------
+
+def _switch_twice(gl):
+    main = gl.getcurrent()
+
+    def f(x):
+        y = main.switch(x)
+        return y
+    g = gl.greenlet(f)
+    g.switch(1)
+    g.switch(2)
+
+
+@cpython_frames
+def test_setprofile_sees_switch_as_a_c_call(gl):
+    events = []
+
+    def profiler(frame, event, arg):
+        name = getattr(arg, "__name__", None) if event.startswith("c_") else None
+        events.append((event, frame.f_code.co_name, name))
+    sys.setprofile(profiler)
+    try:
+        assert sys.getprofile() is profiler
+        _switch_twice(gl)
+    finally:
+        sys.setprofile(None)
+    assert sys.getprofile() is None
+    assert events == [
+        ("c_return", "test_setprofile_sees_switch_as_a_c_call", "setprofile"),
+        ("call", "_switch_twice", None),
+        ("c_call", "_switch_twice", "getcurrent"),
+        ("c_return", "_switch_twice", "getcurrent"),
+        ("c_call", "_switch_twice", "switch"),
+        ("call", "f", None),
+        ("c_call", "f", "switch"),
+        ("c_return", "_switch_twice", "switch"),
+        ("c_call", "_switch_twice", "switch"),
+        ("c_return", "f", "switch"),
+        ("return", "f", None),
+        ("c_return", "_switch_twice", "switch"),
+        ("return", "_switch_twice", None),
+        ("c_call", "test_setprofile_sees_switch_as_a_c_call", "setprofile"),
+    ]
+
+
+@cpython_frames
+def test_settrace_sees_only_user_frames(gl):
+    events = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name in ("f", "_switch_twice"):
+            events.append((event, frame.f_code.co_name))
+            return tracer
+        return None
+    sys.settrace(tracer)
+    try:
+        assert sys.gettrace() is tracer
+        _switch_twice(gl)
+    finally:
+        sys.settrace(None)
+    assert sys.gettrace() is None
+    assert events == [
+        ("call", "_switch_twice"), ("line", "_switch_twice"), ("line", "_switch_twice"),
+        ("line", "_switch_twice"), ("line", "_switch_twice"), ("call", "f"), ("line", "f"),
+        ("line", "_switch_twice"), ("line", "f"), ("return", "f"),
+        ("return", "_switch_twice"),
+    ]

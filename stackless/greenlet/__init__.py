@@ -158,9 +158,6 @@ def _pack(args: tuple, kwargs: Optional[dict]) -> Any:
     return args[0] if len(args) == 1 else args
 
 
-_OWN_CODES: set = set()
-
-
 def _strip(tb: Optional[TracebackType]) -> Optional[TracebackType]:
     """Drop the leading traceback entries that belong to this module."""
     while tb is not None and tb.tb_frame.f_code in _OWN_CODES:
@@ -614,8 +611,10 @@ def get_clocks_used_doing_optional_cleanup() -> Optional[int]:
 
 from ._activate import install, uninstall  # noqa: E402
 
-for _f in (greenlet.switch, greenlet.throw, _leap, _after, _launch,
-           _run_kills, greenlet._kill, greenlet.__del__, _user_frame, _strip,
-           getcurrent, _thread_state):
-    _OWN_CODES.add(_f.__code__)
-del _f
+from . import _activate as _activate_module  # noqa: E402
+from . import _hide  # noqa: E402
+
+_hide.hide([sys.modules[__name__], _activate_module],
+           {greenlet.switch: greenlet.switch, greenlet.throw: greenlet.throw,
+            getcurrent: getcurrent, settrace: settrace, gettrace: gettrace})
+_OWN_CODES = _hide.HIDDEN
