@@ -111,7 +111,7 @@ class _ThreadState:
     """The scheduler of one thread: its main tasklet, run queue and watchdogs."""
 
     __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "cond",
-                 "trap", "idle", "timeout", "__weakref__")
+                 "trap", "idle", "timeout", "launch", "__weakref__")
 
     def __init__(self) -> None:
         self.thread_id = _get_ident()
@@ -123,6 +123,7 @@ class _ThreadState:
         self.trap = 0
         self.idle = False
         self.timeout: Optional[_Preempt] = None
+        self.launch: Optional[tasklet] = None
         m = object.__new__(tasklet)
         m._init_fields(self)
         m._is_main = True
@@ -207,17 +208,24 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
         _schedule_cb(cur, nxt)
     ts.current = nxt
     cur._frame = _getframe(1)
-    c = nxt._cont
-    if c is None and not nxt._is_main:
-        c = nxt._cont = continulet(_bootstrap, nxt)
     if _PYPY:
         cur._ctx = _get_ctx()
     if cur._is_main:
+        c = nxt._cont
+        if c is None:
+            c = nxt._cont = continulet(_bootstrap, nxt)
         c.switch()
+        while ts.launch is not None:
+            _launch(ts)
     elif nxt._is_main:
         cur._cont.switch()
+    elif nxt._cont is None:
+        # New tasklets start from the main tasklet's stack, so that their
+        # depth does not pile up on the stack of whoever started them.
+        ts.launch = nxt
+        cur._cont.switch()
     else:
-        cur._cont.switch(to=c)
+        cur._cont.switch(to=nxt._cont)
     if _PYPY:
         _set_ctx(cur._ctx)
     if ts.timeout is not None:
@@ -277,15 +285,24 @@ def _finish(cont: continulet, ts: _ThreadState, self: "tasklet",
         except BaseException:
             pass
     ts.current = nxt
+    if _PYPY:
+        self._ctx = None
     if nxt._is_main:
         return None         # our continulet holds main's stack: resume it
     c = nxt._cont
     if c is None:
-        c = nxt._cont = continulet(_bootstrap, nxt)
-    if _PYPY:
-        self._ctx = None
+        ts.launch = nxt     # main starts it (see _switch)
+        return None
     permute(cont, c)        # returning now resumes nxt; main moves into c
     return None
+
+
+def _launch(ts: _ThreadState) -> None:
+    """In the main tasklet's stack: start the new tasklet ``ts.launch``."""
+    t = ts.launch
+    ts.launch = None
+    c = t._cont = continulet(_bootstrap, t)
+    c.switch()
 
 
 def _end_switch_target(ts: _ThreadState, self: "tasklet",
