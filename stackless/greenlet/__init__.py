@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import operator
+import _thread
 import sys
-import threading
 from types import FrameType, TracebackType
 from typing import Any, Callable, Optional
 
@@ -85,7 +85,9 @@ class _ThreadState:
         self.alive = True
 
 
-class _Local(threading.local):
+class _Local(_thread._local):
+    """Thread-local storage (the C one: gevent may patch ``threading.local``)."""
+
     ts: Optional[_ThreadState] = None
 
 
@@ -102,9 +104,9 @@ class _ThreadWatch:
         ts.alive = False
         main = ts.main
         if main is not None:
-            main._state = _DEAD
-            main._c = None
-            main._top = None
+            main._gl_state = _DEAD
+            main._gl_c = None
+            main._gl_top = None
         ts.current = None
         ts.kills = []
 
@@ -119,15 +121,15 @@ def _thread_state() -> _ThreadState:
     if ts is None:
         ts = _ThreadState()
         main = object.__new__(greenlet)
-        main._c = continulet.__new__(continulet)
-        main._parent = None
-        main._run = None
-        main._ts = ts
-        main._top = None
-        main._state = _ACTIVE
-        main._ctx = None
-        main._ctx_set = False
-        main._main = True
+        main._gl_c = continulet.__new__(continulet)
+        main._gl_parent = None
+        main._gl_run = None
+        main._gl_ts = ts
+        main._gl_top = None
+        main._gl_state = _ACTIVE
+        main._gl_ctx = None
+        main._gl_ctx_set = False
+        main._gl_main = True
         ts.main = ts.current = main
         _tls.ts = ts
         _tls.watch = _ThreadWatch(ts)
@@ -137,9 +139,9 @@ def _thread_state() -> _ThreadState:
 def _thread_of(g: "greenlet") -> Optional[_ThreadState]:
     """The thread state a greenlet belongs to (through its parents if unstarted)."""
     while g is not None:
-        if g._ts is not None:
-            return g._ts
-        g = g._parent
+        if g._gl_ts is not None:
+            return g._gl_ts
+        g = g._gl_parent
     return None
 
 
@@ -177,18 +179,18 @@ def _launch(ts: _ThreadState, g: "greenlet", args: tuple,
             kwargs: Optional[dict]) -> _Cont:
     """Make the continulet that will run ``g.run(*args, **kwargs)``."""
     run = g.run  # AttributeError('run') leaves g unstarted, as greenlet does
-    ctx = g._ctx
+    ctx = g._gl_ctx
     if ctx is None:
-        ctx = g._ctx = _Context()
+        ctx = g._gl_ctx = _Context()
     c = _Cont(_call)
     if kwargs:
         c.r = _partial(ctx.run, run, *args, **kwargs)
     else:
         c.r = _partial(ctx.run, run, *args)
-    g._c = c
-    g._ts = ts
-    g._run = None
-    g._state = _ACTIVE
+    g._gl_c = c
+    g._gl_ts = ts
+    g._gl_run = None
+    g._gl_state = _ACTIVE
     return c
 
 
@@ -205,19 +207,19 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     While suspended here, no frame of this module holds the greenlet that
     is leaving: dropping its last reference must kill it at once.
     """
-    while target._state != _ACTIVE:
-        if target._state == _UNSTARTED and exc is None:
+    while target._gl_state != _ACTIVE:
+        if target._gl_state == _UNSTARTED and exc is None:
             break
-        if target._state == _UNSTARTED:
+        if target._gl_state == _UNSTARTED:
             # Throwing into an unstarted greenlet: it dies without running.
-            target._state = _DEAD
-            target._run = None
-            target._ts = ts
+            target._gl_state = _DEAD
+            target._gl_run = None
+            target._gl_ts = ts
             origin = target
             if isinstance(exc, GreenletExit):
                 args, kwargs, exc = (exc,), None, None
-        target = target._parent
-    if target._c is mc:
+        target = target._gl_parent
+    if target._gl_c is mc:
         ts.current = target
         ts.origin = origin if ts.slow else None
         ts.throwing = exc is not None
@@ -225,13 +227,13 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
             return None, exc
         return _pack(args, kwargs), None
     cur = ts.current
-    if cur._c is mc:  # else cur has just died and this is the main greenlet
-        cur._top = _user_frame()
+    if cur._gl_c is mc:  # else cur has just died and this is the main greenlet
+        cur._gl_top = _user_frame()
     cur = None
     ts.origin = origin if ts.slow else None
     origin = None
     try:
-        if target._state == _UNSTARTED:
+        if target._gl_state == _UNSTARTED:
             c = _launch(ts, target, args, kwargs)
             ts.current = target
             ts.throwing = False
@@ -243,13 +245,13 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
         elif exc is None:
             ts.current = target
             ts.throwing = False
-            c = target._c
+            c = target._gl_c
             target = None
             value = mc.switch(_pack(args, kwargs), to=c)
         else:
             ts.current = target
             ts.throwing = True
-            c = target._c
+            c = target._gl_c
             target = None
             value = mc.throw(type(exc), exc, exc.__traceback__, to=c)
     except BaseException as e:
@@ -263,15 +265,15 @@ def _after(ts: _ThreadState, mc: continulet, value: Any,
     outcome of greenlets that died into this stack to their parents, then
     run the tracer and the deferred kills.  Returns ``(value, exception)``
     for the resumed greenlet."""
-    while ts.current._c is not mc:
+    while ts.current._gl_c is not mc:
         # ts.current is a greenlet whose run() has just ended.
-        ts.current._finish()
+        ts.current._gl_finish()
         if exc is not None and isinstance(exc, GreenletExit):
             value, exc = exc, None
         ts.throwing = exc is not None
-        value, exc = _leap(ts, mc, ts.current, ts.current._parent, (value,),
+        value, exc = _leap(ts, mc, ts.current, ts.current._gl_parent, (value,),
                            None, exc)
-    ts.current._top = None
+    ts.current._gl_top = None
     throwing = ts.throwing
     ts.throwing = False
     if ts.slow:
@@ -297,7 +299,7 @@ def _run_kills(ts: _ThreadState) -> None:
     while ts.kills:
         g = ts.kills.pop()
         ts.slow = ts.trace is not None or bool(ts.kills)
-        g._kill(ts)
+        g._gl_kill(ts)
         del g
     ts.slow = ts.trace is not None
 
@@ -318,20 +320,23 @@ class greenlet:
     greenlet that creates this one.
     """
 
-    __slots__ = ("_c", "_parent", "_run", "_ts", "_top", "_state", "_ctx",
-                 "_ctx_set", "_main", "__dict__", "__weakref__")
+    # Private names are prefixed: subclasses (gevent's Greenlet has ``_run``)
+    # must not collide with them.
+    __slots__ = ("_gl_c", "_gl_parent", "_gl_run", "_gl_ts", "_gl_top",
+                 "_gl_state", "_gl_ctx", "_gl_ctx_set", "_gl_main",
+                 "__dict__", "__weakref__")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "greenlet":
         self = object.__new__(cls)
-        self._c = None
-        self._parent = getcurrent()
-        self._run = None
-        self._ts = None
-        self._top = None
-        self._state = _UNSTARTED
-        self._ctx = None
-        self._ctx_set = False
-        self._main = False
+        self._gl_c = None
+        self._gl_parent = getcurrent()
+        self._gl_run = None
+        self._gl_ts = None
+        self._gl_top = None
+        self._gl_state = _UNSTARTED
+        self._gl_ctx = None
+        self._gl_ctx_set = False
+        self._gl_main = False
         return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -364,30 +369,30 @@ class greenlet:
         ts = _tls.ts
         if ts is None:
             ts = _thread_state()
-        if self._ts is ts and self._state == _ACTIVE and not kwargs:
+        if self._gl_ts is ts and self._gl_state == _ACTIVE and not kwargs:
             cur = ts.current
             if cur is self:
                 return args[0] if len(args) == 1 else args
-            mc = cur._c
-            cur._top = _getframe(1)
+            mc = cur._gl_c
+            cur._gl_top = _getframe(1)
             ts.origin = cur if ts.slow else None
             cur = None  # the suspended stack must not hold its greenlet
             ts.current = self
             try:
                 value = mc.switch(args[0] if len(args) == 1 else args,
-                                  to=self._c)
+                                  to=self._gl_c)
             except BaseException as e:
                 value, exc = _after(ts, mc, None, e)
             else:
                 cur = ts.current
-                if cur._c is mc and not ts.slow:
-                    cur._top = None
+                if cur._gl_c is mc and not ts.slow:
+                    cur._gl_top = None
                     return value
                 cur = None
                 value, exc = _after(ts, mc, value, None)
         else:
             _check_thread(ts, self)
-            mc = ts.current._c
+            mc = ts.current._gl_c
             value, exc = _leap(ts, mc, ts.current, self, args, kwargs, None)
             value, exc = _after(ts, mc, value, exc)
         if exc is not None:
@@ -425,7 +430,7 @@ class greenlet:
         if ts is None:
             ts = _thread_state()
         _check_thread(ts, self)
-        mc = ts.current._c
+        mc = ts.current._gl_c
         value, exc = _leap(ts, mc, ts.current, self, (), None, exc)
         value, exc = _after(ts, mc, value, exc)
         if exc is not None:
@@ -434,34 +439,34 @@ class greenlet:
 
     # -- life and death -------------------------------------------------
 
-    def _finish(self) -> None:
+    def _gl_finish(self) -> None:
         """Forget everything of a greenlet whose run() has ended."""
-        self._state = _DEAD
-        self._c = None
-        self._top = None
-        self._ctx = None
+        self._gl_state = _DEAD
+        self._gl_c = None
+        self._gl_top = None
+        self._gl_ctx = None
 
-    def _kill(self, ts: _ThreadState) -> None:
+    def _gl_kill(self, ts: _ThreadState) -> None:
         """Throw GreenletExit into this suspended greenlet, returning here."""
-        if self._state != _ACTIVE or self._ts is not ts:
+        if self._gl_state != _ACTIVE or self._gl_ts is not ts:
             return
-        self._parent = ts.current
+        self._gl_parent = ts.current
         try:
             self.throw(GreenletExit)
         except GreenletExit:
             pass
 
     def __del__(self) -> None:
-        if self._state != _ACTIVE or self._main:
+        if self._gl_state != _ACTIVE or self._gl_main:
             return
-        ts = self._ts
+        ts = self._gl_ts
         try:
             here = _tls.ts
         except Exception:  # interpreter shutdown
             return
         if here is ts:
             if ts.current is not self:
-                self._kill(ts)
+                self._gl_kill(ts)
         elif ts.alive:
             # Killed later, in its own thread (this resurrects it).
             ts.kills.append(self)
@@ -472,31 +477,31 @@ class greenlet:
     @property
     def run(self) -> Callable[..., Any]:
         """The callable run by the first switch(); gone once started."""
-        run = self._run
-        if run is None or self._state != _UNSTARTED:
+        run = self._gl_run
+        if run is None or self._gl_state != _UNSTARTED:
             raise AttributeError("run")
         return run
 
     @run.setter
     def run(self, value: Callable[..., Any]) -> None:
-        if self._state != _UNSTARTED:
+        if self._gl_state != _UNSTARTED:
             raise AttributeError("run cannot be set after the start of the greenlet")
-        self._run = value
+        self._gl_run = value
 
     @run.deleter
     def run(self) -> None:
-        if self._state != _UNSTARTED:
+        if self._gl_state != _UNSTARTED:
             raise AttributeError("run cannot be set after the start of the greenlet")
-        self._run = None
+        self._gl_run = None
 
     @property
     def parent(self) -> Optional["greenlet"]:
         """The greenlet that receives this one's result; None for a main greenlet."""
-        return self._parent
+        return self._gl_parent
 
     @parent.setter
     def parent(self, value: "greenlet") -> None:
-        if self._main:
+        if self._gl_main:
             raise AttributeError("cannot set the parent of a main greenlet")
         if not isinstance(value, greenlet):
             raise TypeError("GreenletChecker: Expected any type of greenlet, "
@@ -505,10 +510,10 @@ class greenlet:
         while p is not None:
             if p is self:
                 raise ValueError("cyclic parent chain")
-            p = p._parent
-        if self._ts is not None and _thread_of(value) is not self._ts:
+            p = p._gl_parent
+        if self._gl_ts is not None and _thread_of(value) is not self._gl_ts:
             raise ValueError("parent cannot be on a different thread")
-        self._parent = value
+        self._gl_parent = value
 
     @parent.deleter
     def parent(self) -> None:
@@ -517,24 +522,24 @@ class greenlet:
     @property
     def dead(self) -> bool:
         """True once run() has finished (or the main greenlet's thread has)."""
-        return self._state == _DEAD
+        return self._gl_state == _DEAD
 
     def __bool__(self) -> bool:
-        return self._state == _ACTIVE
+        return self._gl_state == _ACTIVE
 
     @property
     def gr_frame(self) -> Optional[FrameType]:
         """The innermost frame of a suspended greenlet, else None."""
-        if self._state != _ACTIVE or self._ts.current is self:
+        if self._gl_state != _ACTIVE or self._gl_ts.current is self:
             return None
-        return self._top
+        return self._gl_top
 
     @property
     def gr_context(self) -> Optional[contextvars.Context]:
         """The contextvars.Context this greenlet runs in (None if none yet)."""
-        self._check_context_thread("get")
-        ctx = self._ctx
-        if ctx is not None and not self._ctx_set and len(ctx) == 0:
+        self._gl_check_context_thread("get")
+        ctx = self._gl_ctx
+        if ctx is not None and not self._gl_ctx_set and len(ctx) == 0:
             return None  # greenlet creates a context only on first use
         return ctx
 
@@ -542,12 +547,12 @@ class greenlet:
     def gr_context(self, value: Optional[contextvars.Context]) -> None:
         if value is not None and not isinstance(value, contextvars.Context):
             raise TypeError("greenlet context must be a contextvars.Context or None")
-        self._check_context_thread("set")
-        self._ctx = value
-        self._ctx_set = value is not None
+        self._gl_check_context_thread("set")
+        self._gl_ctx = value
+        self._gl_ctx_set = value is not None
 
-    def _check_context_thread(self, verb: str) -> None:
-        ts = self._ts
+    def _gl_check_context_thread(self, verb: str) -> None:
+        ts = self._gl_ts
         if ts is not None and ts.current is self and ts is not _tls.ts:
             raise ValueError("cannot %s context of a greenlet that is running "
                              "in a different thread" % verb)
@@ -555,17 +560,17 @@ class greenlet:
     def __repr__(self) -> str:
         cls = type(self)
         name = "greenlet.greenlet" if cls is greenlet else cls.__name__
-        ts = self._ts
+        ts = self._gl_ts
         if ts is None or not ts.alive:
             otid = "0x(nil)"
         else:
             otid = "0x%x" % id(ts)
-        if self._state == _ACTIVE:
+        if self._gl_state == _ACTIVE:
             here = ts.current is self and ts is _tls.ts
             where = " current" if here else " suspended"
             return "<%s object at 0x%x (otid=%s)%s active started%s>" % (
-                name, id(self), otid, where, " main" if self._main else "")
-        if self._state == _UNSTARTED:
+                name, id(self), otid, where, " main" if self._gl_main else "")
+        if self._gl_state == _UNSTARTED:
             return "<%s object at 0x%x (otid=%s) pending>" % (name, id(self), otid)
         exited = "(thread exited) " if ts is not None and not ts.alive else ""
         return "<%s object at 0x%x (otid=%s) %sdead>" % (name, id(self), otid, exited)
