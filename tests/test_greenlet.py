@@ -628,10 +628,16 @@ def test_gr_context_type_check(gl):
 def test_settrace_events(gl):
     main = gl.getcurrent()
     events = []
-    names = {}
+    seen = []  # keeps the greenlets alive: their ids stay distinct
 
     def name(g):
-        return "main" if g is main else names.setdefault(id(g), "g%d" % len(names))
+        if g is main:
+            return "main"
+        for i, other in enumerate(seen):
+            if other is g:
+                return "g%d" % i
+        seen.append(g)
+        return "g%d" % (len(seen) - 1)
 
     def tracer(event, args):
         origin, target = args
@@ -741,6 +747,34 @@ def test_parent_on_other_thread_is_rejected(gl):
         except ValueError as e:
             return str(e)
     assert run_in_thread(attempt) == "parent cannot be on a different thread"
+
+
+def test_greenlet_of_exited_thread_is_dead(gl):
+    log = []
+
+    def make():
+        main = gl.getcurrent()
+
+        def run():
+            try:
+                main.switch()
+            finally:
+                log.append("finally ran")
+        g = gl.greenlet(run)
+        g.switch()
+        return g
+    g = run_in_thread(make)
+    gc.collect()
+    assert g.dead and not g and g.gr_frame is None
+    assert "(thread exited) dead>" in repr(g)
+    for action in (g.switch, g.throw):
+        with pytest.raises(gl.error) as info:
+            action()
+        assert str(info.value) == ("cannot switch to a different thread "
+                                   "(which happens to have exited)")
+    del g
+    gc.collect()
+    assert log == []
 
 
 def test_greenlets_in_many_threads(gl):

@@ -148,6 +148,9 @@ def _thread_of(g: "greenlet") -> Optional[_ThreadState]:
 def _check_thread(ts: _ThreadState, target: "greenlet") -> None:
     tts = _thread_of(target)
     if tts is not ts:
+        if tts is not None and not tts.alive:
+            raise error("cannot switch to a different thread (which happens "
+                        "to have exited)")
         expected = tts.main if tts is not None else None
         raise error("Cannot switch to a different thread\n\tCurrent:  %r\n\t"
                     "Expected: %r" % (ts.current, expected))
@@ -396,7 +399,10 @@ class greenlet:
             value, exc = _leap(ts, mc, ts.current, self, args, kwargs, None)
             value, exc = _after(ts, mc, value, exc)
         if exc is not None:
-            raise _stripped(exc)
+            try:
+                raise _stripped(exc)
+            finally:
+                exc = None  # no cycle exception -> traceback -> this frame
         return value
 
     def throw(self, typ: Any = GreenletExit, val: Any = None,
@@ -434,7 +440,10 @@ class greenlet:
         value, exc = _leap(ts, mc, ts.current, self, (), None, exc)
         value, exc = _after(ts, mc, value, exc)
         if exc is not None:
-            raise _stripped(exc)
+            try:
+                raise _stripped(exc)
+            finally:
+                exc = None  # no cycle exception -> traceback -> this frame
         return value
 
     # -- life and death -------------------------------------------------
@@ -521,16 +530,18 @@ class greenlet:
 
     @property
     def dead(self) -> bool:
-        """True once run() has finished (or the main greenlet's thread has)."""
-        return self._gl_state == _DEAD
+        """True once run() has finished, or once the greenlet's thread has."""
+        state = self._gl_state
+        return state == _DEAD or (state == _ACTIVE and not self._gl_ts.alive)
 
     def __bool__(self) -> bool:
-        return self._gl_state == _ACTIVE
+        return self._gl_state == _ACTIVE and self._gl_ts.alive
 
     @property
     def gr_frame(self) -> Optional[FrameType]:
         """The innermost frame of a suspended greenlet, else None."""
-        if self._gl_state != _ACTIVE or self._gl_ts.current is self:
+        ts = self._gl_ts
+        if self._gl_state != _ACTIVE or ts.current is self or not ts.alive:
             return None
         return self._gl_top
 
@@ -565,7 +576,7 @@ class greenlet:
             otid = "0x(nil)"
         else:
             otid = "0x%x" % id(ts)
-        if self._gl_state == _ACTIVE:
+        if self._gl_state == _ACTIVE and ts.alive:
             here = ts.current is self and ts is _tls.ts
             where = " current" if here else " suspended"
             return "<%s object at 0x%x (otid=%s)%s active started%s>" % (
