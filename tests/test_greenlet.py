@@ -623,6 +623,40 @@ def test_gr_context_type_check(gl):
     assert g.gr_context is None
 
 
+def test_gr_context_of_greenlet_running_in_other_thread(gl):
+    ready, done = threading.Event(), threading.Event()
+    box = []
+
+    def thread_main():
+        box.append(gl.getcurrent())
+        ready.set()
+        done.wait(10)
+    t = threading.Thread(target=thread_main)
+    t.start()
+    try:
+        ready.wait(10)
+        with pytest.raises(ValueError) as info:
+            box[0].gr_context
+        assert str(info.value) == ("cannot get context of a greenlet that is running "
+                                   "in a different thread")
+        with pytest.raises(ValueError) as info:
+            box[0].gr_context = None
+        assert str(info.value) == ("cannot set context of a greenlet that is running "
+                                   "in a different thread")
+    finally:
+        done.set()
+        t.join()
+
+
+def test_init_again_after_start(gl):
+    g = gl.greenlet(lambda: None)
+    g.__init__(lambda: 5)
+    assert g.switch() == 5
+    with pytest.raises(AttributeError) as info:
+        g.__init__(lambda: 1)
+    assert str(info.value) == "run cannot be set after the start of the greenlet"
+
+
 # -- tracing ----------------------------------------------------------------
 
 def test_settrace_events(gl):
