@@ -378,7 +378,8 @@ class greenlet:
                 return args[0] if len(args) == 1 else args
             mc = cur._gl_c
             cur._gl_top = _getframe(1)
-            ts.origin = cur if ts.slow else None
+            if ts.slow:
+                ts.origin = cur  # for the tracer, cleared by _after()
             cur = None  # the suspended stack must not hold its greenlet
             ts.current = self
             try:
