@@ -1,0 +1,88 @@
+/* stk: stack slicing for one C thread, without any CPython dependency.
+ *
+ * Every "slice" is a run of C frames that lives at a fixed address range
+ * of the thread's one and only C stack.  Only one slice runs at a time.
+ * Switching to a slice copies its saved bytes back to the addresses they
+ * came from; the bytes of other slices that the target is about to
+ * overwrite are copied to the heap first, and only those (lazy saving).
+ *
+ * The caller owns the memory of each stk_slice (it is embedded in bigger
+ * records).  A suspended slice is a one-shot handle: once resumed, it is
+ * running again and holds nothing until it is suspended the next time.
+ *
+ * Stacks grow downwards on every ABI we support; a slice is the byte range
+ * [start, stop) where start is the stack pointer at suspension time.
+ */
+#ifndef STK_H
+#define STK_H
+
+#include <stddef.h>
+
+typedef struct stk_slice stk_slice;
+typedef struct stk_thread stk_thread;
+
+enum stk_state { STK_FREE = 0, STK_RUNNING, STK_SUSPENDED, STK_DEAD };
+
+struct stk_slice {
+    char *start;            /* stack pointer when suspended */
+    char *stop;             /* base of the slice (exclusive upper bound) */
+    size_t saved;           /* bytes of [start, start+saved) held in buf */
+    char *buf;              /* heap copy, reused from one suspension to the next */
+    size_t cap;
+    stk_slice *chain;       /* next slice that still has bytes on the stack */
+    int state;
+};
+
+/* The body of a new slice.  It must never return: it ends with stk_exit(). */
+typedef void (*stk_run_fn)(void *arg);
+
+struct stk_thread {
+    stk_slice *current;     /* the running slice */
+    stk_slice *on_stack;    /* suspended slices with bytes still in place */
+    /* state handed through the assembly routine; kept here rather than on
+       the C stack, because the stack is overwritten in the middle */
+    stk_slice *target;
+    stk_slice *from;
+    stk_run_fn run;
+    void *run_arg;
+    int from_dies;
+};
+
+/* Make the calling C frame's slice the main slice of this thread. */
+void stk_thread_init(stk_thread *t, stk_slice *main_slice);
+
+/* Suspend the current slice and run fn(arg) in `fresh`, just below the
+ * current stack pointer.  Returns 0 when the current slice is resumed
+ * later, -1 on out-of-memory (nothing happened). */
+int stk_start(stk_thread *t, stk_slice *fresh, stk_run_fn fn, void *arg);
+
+/* Suspend the current slice and resume `target`.  Returns 0 when the
+ * current slice is resumed later, -1 on out-of-memory (nothing happened). */
+int stk_switch(stk_thread *t, stk_slice *target);
+
+/* The current slice is finished: resume `target` and never come back.
+ * Returns only on out-of-memory, with -1. */
+int stk_exit(stk_thread *t, stk_slice *target);
+
+/* Forget a suspended slice that will never be resumed. */
+void stk_forget(stk_thread *t, stk_slice *s);
+
+/* Release the heap buffer of a slice that is not suspended. */
+void stk_release(stk_slice *s);
+
+/* Where the byte that a suspended slice had at address p lives now: in its
+ * heap copy, or still at p.  Lets debuggers and the GC read suspended C
+ * stack memory (CPython keeps some frames on the C stack). */
+const void *stk_locate(const stk_slice *s, const void *p);
+
+/* The assembly routine, one per ABI (src/stk_<abi>.c).  It pushes every
+ * callee-saved register, MXCSR and the x87 control word, calls
+ * save(sp, t) and, if that returns a non-NULL stack pointer, moves the
+ * stack pointer there and calls after(sp, t); then it pops the registers
+ * from wherever the stack pointer is and returns what the last call
+ * returned. */
+typedef void *(*stk_hook)(void *sp, stk_thread *t);
+void *stk_swap(stk_hook save, stk_hook after, stk_thread *t)
+    __attribute__((visibility("hidden")));
+
+#endif

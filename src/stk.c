@@ -1,0 +1,190 @@
+/* The stack slicing engine: which bytes to copy, and when.
+ *
+ * Invariant: every byte that a suspended slice still has in place on the
+ * C stack lies above the running slice's stop address.  The running slice
+ * may therefore grow freely down from its own stop.  Before resuming a
+ * target, every suspended slice saves the part of itself that lies below
+ * the target's stop, because the target may grow down over all of it.
+ */
+#include "stk.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *lowest(char *a, char *b) { return a < b ? a : b; }
+
+void stk_thread_init(stk_thread *t, stk_slice *main_slice)
+{
+    memset(t, 0, sizeof(*t));
+    memset(main_slice, 0, sizeof(*main_slice));
+    /* The main slice owns everything up to the top of the thread's stack;
+       its real top is unknown and never needed, only compared. */
+    main_slice->stop = (char *)UINTPTR_MAX;
+    main_slice->state = STK_RUNNING;
+    t->current = main_slice;
+}
+
+/* Copy to the heap the bytes of slice s below `limit`.  0 or -1 (OOM). */
+static int save_below(stk_slice *s, char *limit)
+{
+    char *end = lowest(s->stop, limit);
+    if (end <= s->start)
+        return 0;               /* the slice lies wholly above the target */
+    size_t want = (size_t)(end - s->start);
+    if (want <= s->saved)
+        return 0;
+    if (want > s->cap) {
+        /* grow geometrically: a slice that got deeper once tends to again */
+        size_t cap = s->cap ? s->cap : 256;
+        while (cap < want)
+            cap *= 2;
+        char *buf = realloc(s->buf, cap);
+        if (buf == NULL)
+            return -1;
+        s->buf = buf;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->saved, s->start + s->saved, want - s->saved);
+    s->saved = want;
+    return 0;
+}
+
+static void unchain(stk_thread *t, stk_slice *s)
+{
+    for (stk_slice **p = &t->on_stack; *p; p = &(*p)->chain) {
+        if (*p == s) {
+            *p = s->chain;
+            s->chain = NULL;
+            return;
+        }
+    }
+}
+
+/* Make room for the target: save what it will overwrite.  Runs on the
+ * current slice, below its stack pointer sp. */
+static void *save_hook(void *sp, stk_thread *t)
+{
+    stk_slice *from = t->from, *target = t->target;
+    if (!t->from_dies) {
+        from->start = sp;
+        from->saved = 0;
+        from->state = STK_SUSPENDED;
+        from->chain = t->on_stack;
+        t->on_stack = from;
+    }
+    if (target == NULL) {
+        /* starting a fresh slice right below: nothing gets overwritten */
+        return sp;
+    }
+    unchain(t, target);
+    for (stk_slice **p = &t->on_stack; *p; ) {
+        stk_slice *s = *p;
+        if (save_below(s, target->stop) < 0) {
+            /* Out of memory: undo the bookkeeping and stay.  The copies made
+               so far remain exact, since a suspended slice never changes. */
+            if (target->state == STK_SUSPENDED && target->saved < (size_t)(target->stop - target->start)) {
+                target->chain = t->on_stack;
+                t->on_stack = target;
+            }
+            if (!t->from_dies) {
+                unchain(t, from);
+                from->state = STK_RUNNING;
+            }
+            return NULL;
+        }
+        if (s->saved == (size_t)(s->stop - s->start)) {
+            *p = s->chain;          /* entirely on the heap now */
+            s->chain = NULL;
+        }
+        else {
+            p = &s->chain;
+        }
+    }
+    if (t->from_dies)
+        from->state = STK_DEAD;
+    return target->start;
+}
+
+/* Runs on the target's stack, below target->start: put its bytes back. */
+static void *restore_hook(void *sp, stk_thread *t)
+{
+    stk_slice *target = t->target;
+    (void)sp;
+    memcpy(target->start, target->buf, target->saved);
+    target->saved = 0;
+    target->state = STK_RUNNING;
+    t->current = target;
+    return target;
+}
+
+/* Runs a fresh slice below the caller's stack pointer sp. */
+static void *start_hook(void *sp, stk_thread *t)
+{
+    stk_slice *fresh = t->current;
+    fresh->stop = sp;
+    t->run(t->run_arg);
+    abort();    /* unreachable: a run function ends with stk_exit() */
+}
+
+int stk_start(stk_thread *t, stk_slice *fresh, stk_run_fn fn, void *arg)
+{
+    stk_slice *from = t->current;
+    fresh->start = NULL;
+    fresh->saved = 0;
+    fresh->chain = NULL;
+    fresh->state = STK_RUNNING;
+    t->from = from;
+    t->target = NULL;
+    t->from_dies = 0;
+    t->run = fn;
+    t->run_arg = arg;
+    t->current = fresh;
+    stk_swap(save_hook, start_hook, t);
+    /* back here only when someone resumed `from` */
+    return 0;
+}
+
+static int swap_to(stk_thread *t, stk_slice *target, int from_dies)
+{
+    t->from = t->current;
+    t->target = target;
+    t->from_dies = from_dies;
+    if (stk_swap(save_hook, restore_hook, t) == NULL)
+        return -1;
+    return 0;
+}
+
+int stk_switch(stk_thread *t, stk_slice *target)
+{
+    return swap_to(t, target, 0);
+}
+
+int stk_exit(stk_thread *t, stk_slice *target)
+{
+    return swap_to(t, target, 1);
+}
+
+void stk_forget(stk_thread *t, stk_slice *s)
+{
+    if (t != NULL)
+        unchain(t, s);
+    s->state = STK_DEAD;
+    s->saved = 0;
+}
+
+void stk_release(stk_slice *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+    s->cap = 0;
+    s->saved = 0;
+}
+
+const void *stk_locate(const stk_slice *s, const void *p)
+{
+    const char *c = p;
+    if (s->state == STK_SUSPENDED && c >= s->start && c < s->start + s->saved)
+        return s->buf + (c - s->start);
+    return p;
+}

@@ -1,0 +1,243 @@
+/* Standalone tests of the stk engine: no Python involved.
+ * Built and run by tests/test_engine.py; prints "ok N" and exits 0. */
+#include "stk.h"
+
+#include <fenv.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "FAIL line %d: %s\n", __LINE__, #c); exit(1); } } while (0)
+
+static stk_thread T;
+static stk_slice main_slice;
+static int checks;
+
+/* --- ping-pong between main and one slice ------------------------------ */
+static stk_slice ping;
+static volatile int counter;
+
+static void ping_body(void *arg)
+{
+    volatile char local[200];
+    memset((char *)local, 0x5a, sizeof(local));
+    CHECK(arg == &counter);
+    for (int i = 0; i < 1000; i++) {
+        CHECK(counter == 2 * i + 1);
+        counter++;
+        CHECK(stk_switch(&T, &main_slice) == 0);
+        for (size_t k = 0; k < sizeof(local); k++)
+            CHECK(local[k] == 0x5a);
+    }
+    stk_exit(&T, &main_slice);
+}
+
+static void test_ping_pong(void)
+{
+    counter = 1;
+    CHECK(stk_start(&T, &ping, ping_body, (void *)&counter) == 0);
+    for (int i = 1; i < 1000; i++) {
+        CHECK(counter == 2 * i);
+        counter++;
+        CHECK(stk_switch(&T, &ping) == 0);
+    }
+    counter++;
+    CHECK(stk_switch(&T, &ping) == 0);   /* lets ping_body finish */
+    CHECK(ping.state == STK_DEAD);
+    CHECK(T.current == &main_slice);
+    stk_release(&ping);
+    checks++;
+}
+
+/* --- many slices at different depths, visited in a scrambled order ----- */
+#define N 40
+static stk_slice many[N];
+static int visits[N];
+static int next_of(int i) { return (i * 7 + 3) % N; }
+
+static int recurse_then_loop(int id, int depth, int acc)
+{
+    volatile int mine[16];
+    for (int k = 0; k < 16; k++)
+        mine[k] = id * 100 + k + acc;
+    if (depth > 0)
+        return recurse_then_loop(id, depth - 1, acc + 1) + mine[3] - mine[3];
+    for (int round = 0; round < 5; round++) {
+        visits[id]++;
+        stk_slice *to = (round == 4 && id == 0) ? &main_slice : &many[next_of(id)];
+        if (to != &main_slice && to->state != STK_SUSPENDED)
+            to = &main_slice;
+        CHECK(stk_switch(&T, to) == 0);
+        for (int k = 0; k < 16; k++)
+            CHECK(mine[k] == id * 100 + k + acc);
+    }
+    return acc;
+}
+
+static void many_body(void *arg)
+{
+    int id = (int)(long)arg;
+    /* each slice sits at its own depth, so the lazy saving sees overlaps
+       of every shape */
+    int r = recurse_then_loop(id, (id * 13) % 50, 0);
+    CHECK(r == (id * 13) % 50);
+    stk_exit(&T, &main_slice);
+}
+
+static void test_many(void)
+{
+    for (int i = 0; i < N; i++)
+        CHECK(stk_start(&T, &many[i], many_body, (void *)(long)i) == 0);
+    /* every slice switched back to main right away (its successor was not
+       started yet when it was created, except for the last ones) */
+    int alive = N;
+    int guard = 0;
+    while (alive > 0 && guard++ < 100000) {
+        alive = 0;
+        for (int i = 0; i < N; i++) {
+            if (many[i].state == STK_SUSPENDED) {
+                alive++;
+                CHECK(stk_switch(&T, &many[i]) == 0);
+            }
+        }
+    }
+    CHECK(alive == 0);
+    for (int i = 0; i < N; i++) {
+        CHECK(visits[i] == 5);
+        stk_release(&many[i]);
+    }
+    checks++;
+}
+
+/* --- nested starts: a slice starts another slice from deep inside ------ */
+static stk_slice outer, inner;
+static int nested_log[8], nested_n;
+
+static void inner_body(void *arg)
+{
+    (void)arg;
+    nested_log[nested_n++] = 2;
+    CHECK(stk_switch(&T, &outer) == 0);
+    nested_log[nested_n++] = 4;
+    stk_exit(&T, &main_slice);
+}
+
+static int deep_start(int d)
+{
+    volatile char pad[64];
+    pad[0] = (char)d;
+    if (d > 0)
+        return deep_start(d - 1) + pad[0] - pad[0];
+    CHECK(stk_start(&T, &inner, inner_body, NULL) == 0);
+    nested_log[nested_n++] = 3;
+    CHECK(stk_switch(&T, &inner) == 0);   /* inner exits to main */
+    return 0;
+}
+
+static void outer_body(void *arg)
+{
+    (void)arg;
+    nested_log[nested_n++] = 1;
+    deep_start(20);
+    stk_exit(&T, &main_slice);
+}
+
+static void test_nested(void)
+{
+    CHECK(stk_start(&T, &outer, outer_body, NULL) == 0);
+    /* inner finished and came back here; outer is still suspended */
+    CHECK(inner.state == STK_DEAD);
+    CHECK(outer.state == STK_SUSPENDED);
+    CHECK(stk_switch(&T, &outer) == 0);
+    CHECK(outer.state == STK_DEAD);
+    CHECK(nested_n == 4);
+    for (int i = 0; i < 4; i++)
+        CHECK(nested_log[i] == i + 1);
+    stk_release(&outer);
+    stk_release(&inner);
+    checks++;
+}
+
+/* --- floating point control state is per slice ------------------------ */
+static stk_slice fp;
+
+static void fp_body(void *arg)
+{
+    (void)arg;
+    CHECK(fegetround() == FE_TONEAREST);
+    fesetround(FE_UPWARD);
+    CHECK(stk_switch(&T, &main_slice) == 0);
+    CHECK(fegetround() == FE_UPWARD);
+    fesetround(FE_TONEAREST);
+    stk_exit(&T, &main_slice);
+}
+
+static void test_fp_control(void)
+{
+    CHECK(fegetround() == FE_TONEAREST);
+    CHECK(stk_start(&T, &fp, fp_body, NULL) == 0);
+    CHECK(fegetround() == FE_TONEAREST);      /* the slice's mode stayed there */
+    fesetround(FE_DOWNWARD);
+    CHECK(stk_switch(&T, &fp) == 0);
+    CHECK(fegetround() == FE_DOWNWARD);
+    fesetround(FE_TONEAREST);
+    stk_release(&fp);
+    checks++;
+}
+
+/* --- stk_locate finds suspended bytes --------------------------------- */
+static stk_slice loc, deep;
+static volatile int *loc_addr;
+
+static int scribble(int d)
+{
+    volatile char pad[256];
+    memset((char *)pad, d, sizeof(pad));
+    return d > 0 ? scribble(d - 1) + pad[1] - pad[1] : 0;
+}
+
+static void deep_body(void *arg)
+{
+    (void)arg;
+    scribble(40);               /* overwrites the region loc lives in */
+    stk_exit(&T, &main_slice);
+}
+
+static void loc_body(void *arg)
+{
+    (void)arg;
+    volatile int marker = 0x12345678;
+    loc_addr = &marker;
+    CHECK(stk_switch(&T, &main_slice) == 0);
+    CHECK(marker == 0x12345678);
+    stk_exit(&T, &main_slice);
+}
+
+static void test_locate(void)
+{
+    CHECK(stk_start(&T, &loc, loc_body, NULL) == 0);
+    /* the slice's bytes are still in place: locate returns the address */
+    CHECK(*(const int *)stk_locate(&loc, (const void *)loc_addr) == 0x12345678);
+    /* a slice that goes deep, then back to main, makes loc save itself */
+    CHECK(stk_start(&T, &deep, deep_body, NULL) == 0);
+    CHECK(deep.state == STK_DEAD);
+    CHECK(loc.saved > 0);
+    CHECK(*(const int *)stk_locate(&loc, (const void *)loc_addr) == 0x12345678);
+    stk_release(&deep);
+    CHECK(stk_switch(&T, &loc) == 0);
+    stk_release(&loc);
+    checks++;
+}
+
+int main(void)
+{
+    stk_thread_init(&T, &main_slice);
+    test_ping_pong();
+    test_many();
+    test_nested();
+    test_fp_control();
+    test_locate();
+    stk_release(&main_slice);
+    printf("ok %d\n", checks);
+    return 0;
+}
