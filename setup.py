@@ -1,0 +1,27 @@
+"""Build the _continuation extension (CPython only; PyPy has its own)."""
+import os
+import platform
+import sys
+
+from setuptools import Extension, setup
+
+ext_modules = []
+if platform.python_implementation() == "CPython":
+    cflags = ["-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
+              "-fno-strict-aliasing"]
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
+        # The switch routine changes stacks by hand; CET shadow stacks would
+        # see every switch as a return-address mismatch.
+        cflags.append("-fcf-protection=none")
+    if os.environ.get("CONTINULET_WERROR"):
+        cflags.append("-Werror")
+    ext_modules.append(Extension(
+        "_continuation",
+        sources=["src/module.c", "src/genlet.c", "src/pystate.c", "src/stk.c",
+                 "src/stk_x86_64.c", "src/stk_i386.c"],
+        include_dirs=["include", "src"],
+        depends=["include/stk.h", "src/pystate.h", "src/continulet.h"],
+        extra_compile_args=cflags,
+    ))
+
+setup(ext_modules=ext_modules)

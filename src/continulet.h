@@ -1,0 +1,48 @@
+/* Shared between the files of the _continuation module. */
+#ifndef CONTINULET_H
+#define CONTINULET_H
+
+#include <Python.h>
+#include <stdint.h>
+#include "pystate.h"
+#include "stk.h"
+
+/* One stack of frames: a thread's main stack, or the run of one callable. */
+typedef struct cont_stack {
+    stk_slice slice;
+    cps_saved saved;
+    uint64_t thread_id;
+    int is_main;
+    int started;
+    /* What the run holds on to for its whole life (the continulet passed
+     * as first argument, the callable and its arguments).  Kept here, not
+     * only on the C stack, so that tp_traverse can report them. */
+    PyObject *owner;
+    PyObject *callable;
+    PyObject *args;         /* (owner, *args) */
+    PyObject *kwargs;
+    struct cont_stack *kill_return;  /* set while being unwound at GC time */
+    struct cont_stack *next;         /* free list, orphan list */
+    cps_root root;
+    /* first data-stack chunk of the run, aligned for PyObject pointers */
+    union { void *align; char bytes[CPS_CHUNK_BYTES]; } chunk;
+} cont_stack;
+
+typedef struct {
+    PyObject_HEAD
+    cont_stack *h;          /* the stored continuation, NULL if unbound or finished */
+    uint64_t thread_id;
+    char initialized;
+    PyObject *weakrefs;
+} Continulet;
+
+extern PyTypeObject Continulet_Type;
+extern PyObject *cont_error;
+
+/* switch(value, to) with PyPy's semantics; `hint` is the end of the
+ * caller's argument array (see cps_save). */
+PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, PyObject *const *hint);
+
+int cont_genlet_init(PyObject *module);
+
+#endif

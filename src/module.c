@@ -1,0 +1,858 @@
+/* The _continuation module: continulet objects, switch/throw/permute,
+ * and the per-thread bookkeeping around the stk engine. */
+#include "continulet.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+PyObject *cont_error;
+
+/* ---------------------------------------------------------------------
+ * Per-thread state
+ * --------------------------------------------------------------------- */
+
+typedef struct cont_tls {
+    stk_thread eng;
+    cont_stack main;            /* the thread's own stack */
+    cont_stack *current;        /* the stack running now */
+    uint64_t thread_id;
+    PyObject *xfer;             /* what a switch hands over (owned) */
+    int xfer_is_exc;            /* xfer is an exception to raise */
+    cont_stack *dead;           /* a finished run, recycled by whoever resumes */
+    struct cont_tls *next;      /* all live threads */
+} cont_tls;
+
+static _Thread_local cont_tls *tls_cache;
+static cont_tls *all_threads;       /* under the GIL */
+static cont_stack *orphans;         /* runs dropped by a foreign thread */
+static cont_stack *free_stacks;     /* recycled records */
+static int n_free_stacks;
+#define MAX_FREE_STACKS 256
+
+static uint64_t current_thread_id(void)
+{
+    return PyThreadState_GetID(PyThreadState_Get());
+}
+
+static int thread_alive(uint64_t id)
+{
+    for (cont_tls *t = all_threads; t; t = t->next)
+        if (t->thread_id == id)
+            return 1;
+    return 0;
+}
+
+static void free_stack(cont_stack *s);
+
+/* Runs when the thread state's dict is cleared, i.e. when the thread ends. */
+static void tls_destroy(PyObject *capsule)
+{
+    cont_tls *t = PyCapsule_GetPointer(capsule, "_continuation.tls");
+    if (t == NULL)
+        return;
+    for (cont_tls **p = &all_threads; *p; p = &(*p)->next)
+        if (*p == t) { *p = t->next; break; }
+    /* runs of this thread that another thread dropped: nobody can resume
+       them any more, so free their memory (what they reference leaks) */
+    for (cont_stack **p = &orphans; *p; ) {
+        cont_stack *s = *p;
+        if (s->thread_id == t->thread_id) {
+            *p = s->next;
+            free_stack(s);
+        }
+        else
+            p = &s->next;
+    }
+    if (tls_cache == t)
+        tls_cache = NULL;
+    stk_release(&t->main.slice);
+    PyMem_RawFree(t);
+}
+
+static cont_tls *tls_create(uint64_t id)
+{
+    PyObject *dict = PyThreadState_GetDict();
+    if (dict == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no thread state dict");
+        return NULL;
+    }
+    cont_tls *t = PyMem_RawCalloc(1, sizeof(cont_tls));
+    if (t == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject *cap = PyCapsule_New(t, "_continuation.tls", tls_destroy);
+    if (cap == NULL) {
+        PyMem_RawFree(t);
+        return NULL;
+    }
+    if (PyDict_SetItemString(dict, "_continuation.tls", cap) < 0) {
+        PyCapsule_SetDestructor(cap, NULL);
+        Py_DECREF(cap);
+        PyMem_RawFree(t);
+        return NULL;
+    }
+    Py_DECREF(cap);
+    stk_thread_init(&t->eng, &t->main.slice);
+    t->main.is_main = 1;
+    t->main.started = 1;
+    t->main.thread_id = id;
+    t->current = &t->main;
+    t->thread_id = id;
+    t->next = all_threads;
+    all_threads = t;
+    tls_cache = t;
+    return t;
+}
+
+static cont_tls *get_tls(void)
+{
+    uint64_t id = current_thread_id();
+    cont_tls *t = tls_cache;
+    if (t != NULL && t->thread_id == id)
+        return t;
+    return tls_create(id);
+}
+
+/* ---------------------------------------------------------------------
+ * Stack records
+ * --------------------------------------------------------------------- */
+
+static cont_stack *new_stack(uint64_t thread_id)
+{
+    cont_stack *s = free_stacks;
+    if (s != NULL) {
+        free_stacks = s->next;
+        n_free_stacks--;
+    }
+    else {
+        s = PyMem_RawCalloc(1, sizeof(cont_stack));
+        if (s == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    s->thread_id = thread_id;
+    s->is_main = 0;
+    s->started = 0;
+    s->owner = s->callable = s->args = s->kwargs = NULL;
+    s->kill_return = NULL;
+    s->next = NULL;
+    s->slice.state = STK_FREE;
+    return s;
+}
+
+/* Give a record back; its copy buffer stays with it for the next user. */
+static void recycle_stack(cont_stack *s)
+{
+    Py_CLEAR(s->owner);
+    Py_CLEAR(s->callable);
+    Py_CLEAR(s->args);
+    Py_CLEAR(s->kwargs);
+    if (n_free_stacks >= MAX_FREE_STACKS || s->slice.cap > 64 * 1024) {
+        stk_release(&s->slice);
+        PyMem_RawFree(s);
+        return;
+    }
+    s->next = free_stacks;
+    free_stacks = s;
+    n_free_stacks++;
+}
+
+/* Free a record that will never run again, without unwinding it. */
+static void free_stack(cont_stack *s)
+{
+    if (s->started && s->slice.state == STK_SUSPENDED) {
+        cont_tls *t = tls_cache;
+        stk_forget(t && t->thread_id == s->thread_id ? &t->eng : NULL, &s->slice);
+        cps_clear(&s->saved);
+        /* the run's own references cannot be released safely: its C frames
+           may still need them.  Keep them (a leak) rather than crash. */
+        s->owner = s->callable = s->args = s->kwargs = NULL;
+    }
+    recycle_stack(s);
+}
+
+/* ---------------------------------------------------------------------
+ * Switching
+ * --------------------------------------------------------------------- */
+
+static void run_stack(void *arg);
+static void process_orphans(cont_tls *t);
+
+/* Suspend the running stack and resume (or start) `target`.  Returns 0
+ * once this stack is resumed again, -1 with MemoryError set if the switch
+ * could not even start. */
+static int resume(cont_tls *t, cont_stack *target, PyObject *const *hint)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    cont_stack *cur = t->current;
+    void *switcher = cps_top_frame(ts);
+    int rc;
+
+    cps_save(ts, &cur->saved, hint);
+    t->current = target;
+    if (!target->started) {
+        target->started = 1;
+        rc = stk_start(&t->eng, &target->slice, run_stack, target);
+    }
+    else {
+        cps_set_switcher(&target->saved, switcher);
+        rc = stk_switch(&t->eng, &target->slice);
+    }
+    /* Back on this stack: either nothing happened (rc < 0) or someone
+       switched back here.  Either way, our own Python state comes back. */
+    cps_restore(ts, &cur->saved);
+    t->current = cur;
+    if (rc < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (t->dead != NULL) {
+        cont_stack *d = t->dead;
+        t->dead = NULL;
+        recycle_stack(d);
+    }
+    return 0;
+}
+
+/* The value or exception handed over by the switch that resumed us. */
+static PyObject *take_xfer(cont_tls *t)
+{
+    PyObject *v = t->xfer;
+    t->xfer = NULL;
+    if (t->xfer_is_exc) {
+        t->xfer_is_exc = 0;
+        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(v)), v, PyException_GetTraceback(v));
+        return NULL;
+    }
+    return v;
+}
+
+static void put_xfer(cont_tls *t, PyObject *v, int is_exc)
+{
+    t->xfer = v;
+    t->xfer_is_exc = is_exc;
+}
+
+/* The body of every run, on its own fresh slice of the C stack. */
+static void run_stack(void *arg)
+{
+    cont_stack *me = arg;
+    cont_tls *t = tls_cache;
+    PyThreadState *ts = PyThreadState_Get();
+    Continulet *owner = (Continulet *)me->owner;
+    PyObject *result;
+
+    cps_begin(ts, &me->saved, &me->root, me->chunk.bytes);
+    if (t->xfer_is_exc) {
+        (void)take_xfer(t);          /* thrown in before the first switch */
+        result = NULL;
+    }
+    else {
+        PyObject *v = take_xfer(t);
+        if (v != Py_None) {
+            Py_DECREF(v);
+            PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started continulet");
+            result = NULL;
+        }
+        else {
+            Py_DECREF(v);
+            result = PyObject_Call(me->callable, me->args, me->kwargs);
+        }
+    }
+
+    /* The result goes to whatever continuation the owner holds now, or to
+     * whoever is unwinding this run at GC time. */
+    cont_stack *target = me->kill_return;
+    if (target == NULL) {
+        target = owner->h;
+        owner->h = NULL;
+    }
+    if (result == NULL) {
+        PyObject *exc = cps_fetch_exception();
+        put_xfer(t, exc, 1);
+    }
+    else {
+        put_xfer(t, result, 0);
+    }
+    Py_CLEAR(me->callable);
+    Py_CLEAR(me->args);
+    Py_CLEAR(me->kwargs);
+    Py_CLEAR(me->owner);
+    cps_end(ts, &me->saved);
+
+    if (target == NULL || target->thread_id != me->thread_id) {
+        /* cannot happen through the public API; be loud, not corrupt */
+        Py_FatalError("_continuation: a finished continulet has nowhere to return");
+    }
+    t->dead = me;
+    t->current = target;
+    if (!target->started) {
+        /* permute() handed us a not-yet-started continuation: start it on
+         * top of this finished run (whose record is then never recycled) */
+        t->dead = NULL;
+        target->started = 1;
+        stk_start(&t->eng, &target->slice, run_stack, target);
+    }
+    else {
+        cps_set_switcher(&target->saved, NULL);
+        stk_exit(&t->eng, &target->slice);
+    }
+    Py_FatalError("_continuation: out of memory while leaving a finished continulet");
+}
+
+static int check_switch_allowed(cont_tls *t)
+{
+    if (t->current->kill_return != NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot switch away from a continulet that is being garbage-collected");
+        return -1;
+    }
+    return 0;
+}
+
+/* The three-way exchange at the heart of switch() and throw():
+ * the running stack goes into origin, origin's content into dest, and
+ * dest's old content runs.  `v` is the value (or exception) to hand over
+ * and is stolen. */
+static PyObject *exchange(cont_tls *t, Continulet *origin, Continulet *dest,
+                          PyObject *v, int is_exc, PyObject *const *hint)
+{
+    cont_stack *target = dest->h;
+    cont_stack *cur = t->current;
+    if (check_switch_allowed(t) < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    dest->h = origin->h;
+    origin->h = cur;
+    put_xfer(t, v, is_exc);
+    if (resume(t, target, hint) < 0) {
+        if (origin == dest)
+            origin->h = target;
+        else {
+            origin->h = dest->h;
+            dest->h = target;
+        }
+        Py_CLEAR(t->xfer);
+        t->xfer_is_exc = 0;
+        return NULL;
+    }
+    if (orphans != NULL)
+        process_orphans(t);
+    return take_xfer(t);
+}
+
+static int check_continulet(PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, &Continulet_Type)) {
+        PyErr_Format(PyExc_TypeError, "'_continuation.continulet' object expected, got '%.200s' instead",
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Resolve PyPy's rules for self and to=; returns 1 to switch, 0 for a
+ * no-op (the value comes straight back), -1 on error. */
+static int resolve(cont_tls *t, Continulet **selfp, Continulet **top)
+{
+    Continulet *self = *selfp, *to = *top;
+    if (to != NULL && !to->initialized)
+        to = NULL;
+    if (!self->initialized) {
+        if (to == NULL)
+            return 0;
+        self = to;
+        to = NULL;
+    }
+    if (to != NULL) {
+        if (to->thread_id != self->thread_id) {
+            PyErr_SetString(cont_error, "cross-thread double switch");
+            return -1;
+        }
+        if (to == self)
+            return 0;
+    }
+    if (self->thread_id != t->thread_id) {
+        PyErr_SetString(cont_error, "cannot switch to a different thread");
+        return -1;
+    }
+    if (self->h == NULL || (to != NULL && to->h == NULL)) {
+        PyErr_SetString(cont_error, "continulet already finished");
+        return -1;
+    }
+    *selfp = self;
+    *top = to;
+    return 1;
+}
+
+static PyObject *raise_now(PyObject *exc)
+{
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+    return NULL;
+}
+
+/* switch or throw; `v` is stolen. */
+static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj,
+                          PyObject *const *hint)
+{
+    Continulet *to = NULL;
+    if (to_obj != NULL && to_obj != Py_None) {
+        if (check_continulet(to_obj) < 0) {
+            Py_DECREF(v);
+            return NULL;
+        }
+        to = (Continulet *)to_obj;
+    }
+    cont_tls *t = get_tls();
+    if (t == NULL) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    int r = resolve(t, &self, &to);
+    if (r <= 0) {
+        if (r < 0) {
+            Py_DECREF(v);
+            return NULL;
+        }
+        return is_exc ? raise_now(v) : v;
+    }
+    return exchange(t, self, to ? to : self, v, is_exc, hint);
+}
+
+PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, PyObject *const *hint)
+{
+    return dispatch(self, Py_NewRef(value ? value : Py_None), 0, to, hint);
+}
+
+/* ---------------------------------------------------------------------
+ * Unwinding runs that nobody can reach any more
+ * --------------------------------------------------------------------- */
+
+/* Throw GeneratorExit into a suspended run of this thread and wait for it
+ * to finish, so that its frames release what they hold and its finally
+ * blocks run. */
+static void kill_stack(cont_tls *t, cont_stack *s, PyObject *culprit)
+{
+    PyObject *saved_exc = cps_fetch_exception();
+    PyObject *exc = PyObject_CallNoArgs(PyExc_GeneratorExit);
+    if (exc == NULL) {
+        PyErr_WriteUnraisable(culprit);
+        cps_restore_exception(saved_exc);
+        return;
+    }
+    s->kill_return = t->current;
+    put_xfer(t, exc, 1);
+    if (resume(t, s, NULL) < 0) {
+        s->kill_return = NULL;
+        Py_CLEAR(t->xfer);
+        t->xfer_is_exc = 0;
+        PyErr_WriteUnraisable(culprit);
+        free_stack(s);
+    }
+    else {
+        PyObject *r = take_xfer(t);
+        if (r != NULL)
+            Py_DECREF(r);
+        else if (PyErr_ExceptionMatches(PyExc_GeneratorExit))
+            PyErr_Clear();
+        else
+            PyErr_WriteUnraisable(culprit);
+    }
+    cps_restore_exception(saved_exc);
+}
+
+/* A continulet is going away while holding stack s. */
+static void drop_stack(cont_stack *s, PyObject *culprit)
+{
+    if (s->is_main)
+        return;         /* a thread's main stack is never ours to free */
+    if (!s->started) {
+        recycle_stack(s);
+        return;
+    }
+    cont_tls *t = tls_cache;
+    if (t != NULL && t->thread_id == s->thread_id && t->thread_id == current_thread_id()) {
+        kill_stack(t, s, culprit);
+        return;
+    }
+    if (thread_alive(s->thread_id)) {
+        /* its own thread unwinds it at its next switch */
+        s->next = orphans;
+        orphans = s;
+        return;
+    }
+    free_stack(s);
+}
+
+static void process_orphans(cont_tls *t)
+{
+    static int busy;
+    if (busy)
+        return;
+    busy = 1;
+    for (cont_stack **p = &orphans; *p; ) {
+        cont_stack *s = *p;
+        if (s->thread_id == t->thread_id) {
+            *p = s->next;
+            s->next = NULL;
+            kill_stack(t, s, Py_None);
+            p = &orphans;       /* the list may have changed meanwhile */
+        }
+        else
+            p = &s->next;
+    }
+    busy = 0;
+}
+
+/* ---------------------------------------------------------------------
+ * The continulet type
+ * --------------------------------------------------------------------- */
+
+static PyObject *Continulet_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args; (void)kwds;
+    Continulet *self = (Continulet *)type->tp_alloc(type, 0);
+    return (PyObject *)self;
+}
+
+static int Continulet_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    Continulet *self = (Continulet *)op;
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (n < 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "continulet.__init__() missing 1 required positional argument: 'callable'");
+        return -1;
+    }
+    if (self->initialized) {
+        PyErr_SetString(cont_error, "continulet already __init__ialized");
+        return -1;
+    }
+    cont_tls *t = get_tls();
+    if (t == NULL)
+        return -1;
+    PyObject *callargs = PyTuple_New(n);
+    if (callargs == NULL)
+        return -1;
+    PyTuple_SET_ITEM(callargs, 0, Py_NewRef(op));
+    for (Py_ssize_t i = 1; i < n; i++)
+        PyTuple_SET_ITEM(callargs, i, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+    PyObject *kw = NULL;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+        kw = PyDict_Copy(kwds);
+        if (kw == NULL) {
+            Py_DECREF(callargs);
+            return -1;
+        }
+    }
+    cont_stack *s = new_stack(t->thread_id);
+    if (s == NULL) {
+        Py_DECREF(callargs);
+        Py_XDECREF(kw);
+        return -1;
+    }
+    s->owner = Py_NewRef(op);
+    s->callable = Py_NewRef(PyTuple_GET_ITEM(args, 0));
+    s->args = callargs;
+    s->kwargs = kw;
+    self->h = s;
+    self->thread_id = t->thread_id;
+    self->initialized = 1;
+    return 0;
+}
+
+static int visit_stack(cont_stack *s, visitproc visit, void *arg)
+{
+    if (s == NULL || s->is_main)
+        return 0;   /* a thread's main stack is a root, like any thread's */
+    Py_VISIT(s->owner);
+    Py_VISIT(s->callable);
+    Py_VISIT(s->args);
+    Py_VISIT(s->kwargs);
+    if (s->started && s->slice.state == STK_SUSPENDED)
+        return cps_traverse(&s->saved, &s->slice, visit, arg);
+    return 0;
+}
+
+static int Continulet_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Continulet *self = (Continulet *)op;
+    return visit_stack(self->h, visit, arg);
+}
+
+static void Continulet_finalize(PyObject *op)
+{
+    Continulet *self = (Continulet *)op;
+    cont_stack *s = self->h;
+    if (s == NULL || s->is_main || !s->started)
+        return;
+    self->h = NULL;
+    drop_stack(s, op);
+}
+
+static int Continulet_clear(PyObject *op)
+{
+    Continulet *self = (Continulet *)op;
+    cont_stack *s = self->h;
+    if (s != NULL) {
+        self->h = NULL;
+        drop_stack(s, op);
+    }
+    return 0;
+}
+
+static void Continulet_dealloc(PyObject *op)
+{
+    Continulet *self = (Continulet *)op;
+    PyObject_GC_UnTrack(op);
+    if (PyObject_CallFinalizerFromDealloc(op) < 0)
+        return;     /* resurrected */
+    if (self->weakrefs != NULL)
+        PyObject_ClearWeakRefs(op);
+    (void)Continulet_clear(op);
+    /* a Python subclass's dealloc drops the reference to its type itself */
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyObject *Continulet_switch(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"value", "to"};
+    PyObject *vals[2] = {NULL, NULL};
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "continulet.switch() takes from 1 to 3 positional arguments but %zd were given", nargs + 1);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        vals[i] = args[i];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        int found = 0;
+        for (int j = 0; j < 2; j++) {
+            if (PyUnicode_CompareWithASCIIString(k, names[j]) == 0) {
+                if (vals[j] != NULL) {
+                    PyErr_Format(PyExc_TypeError, "continulet.switch() got multiple values for argument '%s'", names[j]);
+                    return NULL;
+                }
+                vals[j] = args[nargs + i];
+                found = 1;
+            }
+        }
+        if (!found) {
+            PyErr_Format(PyExc_TypeError, "continulet.switch() got an unexpected keyword argument '%U'", k);
+            return NULL;
+        }
+    }
+    return cont_switch((Continulet *)op, vals[0], vals[1], args + nargs + nkw);
+}
+
+/* Build the exception that throw() delivers, with PyPy's checks. */
+static PyObject *make_exception(PyObject *type, PyObject *value, PyObject *tb)
+{
+    if (tb == Py_None)
+        tb = NULL;
+    if (tb != NULL && !PyTraceBack_Check(tb)) {
+        PyErr_SetString(PyExc_TypeError, "throw() third argument must be a traceback object");
+        return NULL;
+    }
+    PyObject *exc;
+    if (PyExceptionClass_Check(type)) {
+        if (value != NULL && value != Py_None && PyObject_TypeCheck(value, (PyTypeObject *)type))
+            exc = Py_NewRef(value);
+        else if (value == NULL || value == Py_None)
+            exc = PyObject_CallNoArgs(type);
+        else if (PyTuple_Check(value))
+            exc = PyObject_Call(type, value, NULL);
+        else
+            exc = PyObject_CallOneArg(type, value);
+        if (exc == NULL)
+            return NULL;
+        if (!PyExceptionInstance_Check(exc)) {
+            PyErr_Format(PyExc_TypeError,
+                         "calling %R should have returned an instance of BaseException, not %.200s",
+                         type, Py_TYPE(exc)->tp_name);
+            Py_DECREF(exc);
+            return NULL;
+        }
+    }
+    else if (PyExceptionInstance_Check(type)) {
+        if (value != NULL && value != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+            return NULL;
+        }
+        exc = Py_NewRef(type);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "exceptions must derive from BaseException, not %.200s",
+                     Py_TYPE(type)->tp_name);
+        return NULL;
+    }
+    if (tb != NULL && PyException_SetTraceback(exc, tb) < 0) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    return exc;
+}
+
+static PyObject *Continulet_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"type", "value", "tb", "to"};
+    PyObject *vals[4] = {NULL, NULL, NULL, NULL};
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 4) {
+        PyErr_Format(PyExc_TypeError,
+                     "continulet.throw() takes from 2 to 5 positional arguments but %zd were given", nargs + 1);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        vals[i] = args[i];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        int found = 0;
+        for (int j = 0; j < 4; j++) {
+            if (PyUnicode_CompareWithASCIIString(k, names[j]) == 0 ||
+                (j == 1 && PyUnicode_CompareWithASCIIString(k, "val") == 0)) {
+                if (vals[j] != NULL) {
+                    PyErr_Format(PyExc_TypeError, "continulet.throw() got multiple values for argument '%s'", names[j]);
+                    return NULL;
+                }
+                vals[j] = args[nargs + i];
+                found = 1;
+            }
+        }
+        if (!found) {
+            PyErr_Format(PyExc_TypeError, "continulet.throw() got an unexpected keyword argument '%U'", k);
+            return NULL;
+        }
+    }
+    if (vals[0] == NULL) {
+        PyErr_SetString(PyExc_TypeError, "continulet.throw() missing 1 required positional argument: 'type'");
+        return NULL;
+    }
+    PyObject *exc = make_exception(vals[0], vals[1], vals[2]);
+    if (exc == NULL)
+        return NULL;
+    return dispatch((Continulet *)op, exc, 1, vals[3], args + nargs + nkw);
+}
+
+static PyObject *Continulet_is_pending(PyObject *op, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(((Continulet *)op)->h != NULL);
+}
+
+static PyMethodDef Continulet_methods[] = {
+    {"switch", (PyCFunction)(void (*)(void))Continulet_switch, METH_FASTCALL | METH_KEYWORDS,
+     "switch(value=None, to=None)\n--\n\n"
+     "Suspend the running frames into this continulet and resume what it\n"
+     "held.  With to=, a three-way exchange: the running frames go into\n"
+     "self, self's content goes into `to`, and `to`'s content resumes."},
+    {"throw", (PyCFunction)(void (*)(void))Continulet_throw, METH_FASTCALL | METH_KEYWORDS,
+     "throw(type, value=None, tb=None, to=None)\n--\n\n"
+     "Like switch(), but the exception is raised where the frames resume."},
+    {"is_pending", Continulet_is_pending, METH_NOARGS,
+     "is_pending()\n--\n\nTrue unless the continulet is unbound or finished."},
+    {NULL, NULL, 0, NULL}
+};
+
+PyTypeObject Continulet_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_continuation.continulet",
+    .tp_basicsize = sizeof(Continulet),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "continulet(callable, *args, **kwds)\n--\n\n"
+              "A one-shot continuation: the first switch() calls callable(self, *args, **kwds).",
+    .tp_new = Continulet_new,
+    .tp_init = Continulet_init,
+    .tp_dealloc = Continulet_dealloc,
+    .tp_finalize = Continulet_finalize,
+    .tp_traverse = Continulet_traverse,
+    .tp_clear = Continulet_clear,
+    .tp_methods = Continulet_methods,
+    .tp_weaklistoffset = offsetof(Continulet, weakrefs),
+};
+
+/* ---------------------------------------------------------------------
+ * permute() and the module
+ * --------------------------------------------------------------------- */
+
+static PyObject *permute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    cont_tls *t = NULL;
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        if (check_continulet(args[i]) < 0)
+            return NULL;
+        Continulet *c = (Continulet *)args[i];
+        if (!c->initialized)
+            continue;       /* ignored, like switch() ignores them */
+        if (t == NULL && (t = get_tls()) == NULL)
+            return NULL;
+        if (c->thread_id != t->thread_id) {
+            PyErr_SetString(cont_error, "inter-thread support is missing");
+            return NULL;
+        }
+        if (c->h == NULL) {
+            PyErr_SetString(cont_error, "got an already-finished continulet");
+            return NULL;
+        }
+        n++;
+    }
+    if (n > 1) {
+        /* each one gets the previous one's continuation; the first gets the last's */
+        cont_stack *carry = NULL;
+        for (Py_ssize_t i = nargs - 1; i >= 0; i--)
+            if (((Continulet *)args[i])->initialized) { carry = ((Continulet *)args[i])->h; break; }
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            Continulet *c = (Continulet *)args[i];
+            if (!c->initialized)
+                continue;
+            cont_stack *mine = c->h;
+            c->h = carry;
+            carry = mine;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"permute", (PyCFunction)(void (*)(void))permute, METH_FASTCALL,
+     "permute(*continulets)\n--\n\n"
+     "Rotate the stored continuations: each continulet gets the one of the\n"
+     "continulet before it, the first gets the last one's.  Never switches."},
+    {NULL, NULL, 0, NULL}
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_continuation",
+    .m_doc = "PyPy's _continuation module for CPython: one-shot continuations by stack slicing.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__continuation(void)
+{
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    if (PyType_Ready(&Continulet_Type) < 0)
+        goto fail;
+    if (PyModule_AddObjectRef(m, "continulet", (PyObject *)&Continulet_Type) < 0)
+        goto fail;
+    cont_error = PyErr_NewException("_continuation.error", NULL, NULL);
+    if (cont_error == NULL || PyModule_AddObjectRef(m, "error", cont_error) < 0)
+        goto fail;
+    if (cont_genlet_init(m) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

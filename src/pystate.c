@@ -1,0 +1,499 @@
+/* Everything that depends on the CPython minor version lives in this file:
+ * which thread-state fields belong to a stack of frames, how frames are
+ * laid out, and how a stack's bottom frame is linked to its switcher.
+ *
+ * Sections:  common helpers,  3.11,  3.13,  3.14 and 3.15.
+ * 3.12 is not supported (nobody has tested it here; see docs/design.md).
+ */
+#define Py_BUILD_CORE 1
+#include <Python.h>
+
+#if PY_VERSION_HEX >= 0x030D0000
+#  include "internal/pycore_frame.h"
+#  include "internal/pycore_tstate.h"
+#else
+#  include "internal/pycore_frame.h"
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+#  include "internal/pycore_interpframe.h"
+#  include "internal/pycore_stackref.h"
+#endif
+
+#include "pystate.h"
+
+#include <string.h>
+
+#if PY_VERSION_HEX < 0x030B0000 || (PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000)
+#  error "continulet supports CPython 3.11, 3.13, 3.14 and 3.15"
+#endif
+
+/* ======================================================================
+ * Common: the records behind the opaque types of pystate.h
+ * ====================================================================== */
+
+typedef struct {
+    _PyErr_StackItem exc;           /* bottom of this stack's handled-exception chain */
+#if PY_VERSION_HEX < 0x030C0000
+    _PyCFrame cframe;               /* 3.11: root C frame of this stack */
+#endif
+} root_t;
+
+typedef struct {
+    _PyInterpreterFrame *top;       /* top frame while suspended */
+    _PyInterpreterFrame *switcher;  /* frame to link the bottom to on resume */
+    _PyInterpreterFrame *entry;     /* C-stack entry frame under the bottom frame, if any */
+    _PyStackChunk *root_chunk;      /* first data-stack chunk; NULL for a thread's main stack */
+    root_t *root;
+    PyObject **top_sp;              /* exact value-stack top of `top`, or NULL */
+    _PyErr_StackItem *exc_info;
+    _PyStackChunk *chunk;
+    PyObject **ds_top;
+    PyObject **ds_limit;
+    PyObject *context;              /* strong reference */
+    void *executor;                 /* 3.13 previous_executor, 3.14+ current_executor */
+    void *delete_later;
+#if PY_VERSION_HEX < 0x030C0000
+    _PyCFrame *cframe;
+    int delete_nesting;
+#endif
+#if PY_VERSION_HEX >= 0x030F0000
+    void *jit_exit;
+#endif
+    int py_depth;
+    int c_depth;
+    int tracing;
+} saved_t;
+
+_Static_assert(sizeof(saved_t) <= sizeof(cps_saved), "cps_saved is too small");
+_Static_assert(sizeof(root_t) <= sizeof(cps_root), "cps_root is too small");
+
+#define SAVED(p) ((saved_t *)(void *)(p))
+
+/* Version-specific primitives used by the common code further down. */
+static _PyInterpreterFrame *top_frame(PyThreadState *ts);
+static void set_top_frame(PyThreadState *ts, _PyInterpreterFrame *f);
+static int is_entry_frame(const _PyInterpreterFrame *f);
+static int is_thread_frame(const _PyInterpreterFrame *f);
+static PyCodeObject *frame_code(const _PyInterpreterFrame *f);
+static void save_version_fields(PyThreadState *ts, saved_t *s);
+static void restore_version_fields(PyThreadState *ts, saved_t *s);
+static void begin_version_fields(PyThreadState *ts, saved_t *s, root_t *root);
+static int visit_frame(_PyInterpreterFrame *f, Py_ssize_t nvalues, visitproc visit, void *arg);
+static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inlined);
+static int entered_from_c(const _PyInterpreterFrame *f);
+
+/* ======================================================================
+ * CPython 3.11
+ * The current frame hangs off tstate->cframe, a chain of _PyCFrame
+ * structs that live on the C stack; each stack needs its own root one.
+ * Tracing is cached in cframe->use_tracing.  One recursion counter.
+ * ====================================================================== */
+#if PY_VERSION_HEX < 0x030C0000
+
+static _PyInterpreterFrame *top_frame(PyThreadState *ts) { return ts->cframe->current_frame; }
+static void set_top_frame(PyThreadState *ts, _PyInterpreterFrame *f) { ts->cframe->current_frame = f; }
+/* 3.11 keeps no entry frames on the C stack: a frame entered from C is
+   flagged is_entry and links straight to the caller's frame. */
+static int is_entry_frame(const _PyInterpreterFrame *f) { (void)f; return 0; }
+static int is_thread_frame(const _PyInterpreterFrame *f) { return f->owner == FRAME_OWNED_BY_THREAD; }
+static PyCodeObject *frame_code(const _PyInterpreterFrame *f) { return f->f_code; }
+static int entered_from_c(const _PyInterpreterFrame *f) { return f->is_entry; }
+
+static void save_version_fields(PyThreadState *ts, saved_t *s)
+{
+    s->cframe = ts->cframe;
+    s->py_depth = ts->recursion_limit - ts->recursion_remaining;
+    s->delete_nesting = ts->trash_delete_nesting;
+    s->delete_later = ts->trash_delete_later;
+}
+
+static void restore_version_fields(PyThreadState *ts, saved_t *s)
+{
+    ts->cframe = s->cframe;
+    ts->recursion_remaining = ts->recursion_limit - s->py_depth;
+    ts->trash_delete_nesting = s->delete_nesting;
+    ts->trash_delete_later = s->delete_later;
+    /* sys.settrace() may have run on another stack meanwhile: the cached
+       flag in this stack's C frame must follow the thread's setting */
+    ts->cframe->use_tracing = (ts->tracing == 0 &&
+        (ts->c_tracefunc != NULL || ts->c_profilefunc != NULL)) ? 255 : 0;
+    if (s->root != NULL)
+        s->root->cframe.current_frame = s->switcher;
+}
+
+static void begin_version_fields(PyThreadState *ts, saved_t *s, root_t *root)
+{
+    root->cframe.use_tracing = ts->cframe->use_tracing;
+    root->cframe.current_frame = ts->cframe->current_frame;
+    root->cframe.previous = NULL;
+    ts->cframe = &root->cframe;
+    s->cframe = &root->cframe;
+    ts->trash_delete_nesting = 0;
+    ts->trash_delete_later = NULL;
+}
+
+static int visit_frame(_PyInterpreterFrame *f, Py_ssize_t nvalues, visitproc visit, void *arg)
+{
+    Py_VISIT(f->frame_obj);
+    Py_VISIT(f->f_func);
+    Py_VISIT(f->f_code);
+    Py_VISIT(f->f_locals);
+    for (Py_ssize_t i = 0; i < nvalues; i++)
+        Py_VISIT(f->localsplus[i]);
+    return 0;
+}
+
+/* stacktop is only exact in a frame that made an inlined Python call and
+   is waiting for it: the interpreter stores it right before such a call. */
+static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inlined)
+{
+    return callee_inlined ? f->stacktop : -1;
+}
+
+/* ======================================================================
+ * CPython 3.13
+ * tstate->current_frame; a frame entered from C sits on an entry frame
+ * (owner FRAME_OWNED_BY_CSTACK) that lives on the C stack.  Separate
+ * Python and C recursion counters.  Tier-2 keeps previous_executor.
+ * ====================================================================== */
+#elif PY_VERSION_HEX < 0x030E0000
+
+static _PyInterpreterFrame *top_frame(PyThreadState *ts) { return ts->current_frame; }
+static void set_top_frame(PyThreadState *ts, _PyInterpreterFrame *f) { ts->current_frame = f; }
+static int is_entry_frame(const _PyInterpreterFrame *f) { return f->owner == FRAME_OWNED_BY_CSTACK; }
+static int is_thread_frame(const _PyInterpreterFrame *f) { return f->owner == FRAME_OWNED_BY_THREAD; }
+static PyCodeObject *frame_code(const _PyInterpreterFrame *f) { return (PyCodeObject *)f->f_executable; }
+/* 3.12+ mark a call from C with a separate entry frame instead */
+static int entered_from_c(const _PyInterpreterFrame *f) { (void)f; return 0; }
+
+static void save_version_fields(PyThreadState *ts, saved_t *s)
+{
+    s->py_depth = ts->py_recursion_limit - ts->py_recursion_remaining;
+    s->c_depth = Py_C_RECURSION_LIMIT - ts->c_recursion_remaining;
+    s->delete_later = ts->delete_later;
+    s->executor = ts->previous_executor;
+}
+
+static void restore_version_fields(PyThreadState *ts, saved_t *s)
+{
+    ts->py_recursion_remaining = ts->py_recursion_limit - s->py_depth;
+    ts->c_recursion_remaining = Py_C_RECURSION_LIMIT - s->c_depth;
+    ts->delete_later = s->delete_later;
+    ts->previous_executor = s->executor;
+}
+
+static void begin_version_fields(PyThreadState *ts, saved_t *s, root_t *root)
+{
+    (void)s; (void)root;
+    ts->delete_later = NULL;
+    ts->previous_executor = NULL;
+}
+
+static int visit_frame(_PyInterpreterFrame *f, Py_ssize_t nvalues, visitproc visit, void *arg)
+{
+    Py_VISIT(f->frame_obj);
+    Py_VISIT(f->f_funcobj);
+    Py_VISIT(f->f_executable);
+    Py_VISIT(f->f_locals);
+    for (Py_ssize_t i = 0; i < nvalues; i++)
+        Py_VISIT(f->localsplus[i]);
+    return 0;
+}
+
+static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inlined)
+{
+    return callee_inlined ? f->stacktop : -1;
+}
+
+/* ======================================================================
+ * CPython 3.14 and 3.15
+ * Frames hold tagged _PyStackRef values; the interpreter stores the stack
+ * pointer before every call that may escape, so it is exact in every
+ * suspended frame.  C recursion is checked against stack addresses, which
+ * stay valid because all stacks share the thread's C stack.  The entry
+ * frame is owned by the interpreter (3.14 also knows FRAME_OWNED_BY_CSTACK).
+ * 3.15 adds jit_exit and a profiler cache, last_profiled_frame.
+ * ====================================================================== */
+#else
+
+static _PyInterpreterFrame *top_frame(PyThreadState *ts) { return ts->current_frame; }
+static void set_top_frame(PyThreadState *ts, _PyInterpreterFrame *f) { ts->current_frame = f; }
+static int is_entry_frame(const _PyInterpreterFrame *f)
+{
+#if PY_VERSION_HEX < 0x030F0000
+    if (f->owner == FRAME_OWNED_BY_CSTACK)
+        return 1;
+#endif
+    return f->owner == FRAME_OWNED_BY_INTERPRETER;
+}
+static int is_thread_frame(const _PyInterpreterFrame *f) { return f->owner == FRAME_OWNED_BY_THREAD; }
+static PyCodeObject *frame_code(const _PyInterpreterFrame *f)
+{
+    return (PyCodeObject *)PyStackRef_AsPyObjectBorrow(f->f_executable);
+}
+static int entered_from_c(const _PyInterpreterFrame *f) { (void)f; return 0; }
+
+static void save_version_fields(PyThreadState *ts, saved_t *s)
+{
+    s->py_depth = ts->py_recursion_limit - ts->py_recursion_remaining;
+    s->delete_later = ts->delete_later;
+    s->executor = ts->current_executor;
+#if PY_VERSION_HEX >= 0x030F0000
+    s->jit_exit = ts->jit_exit;
+#endif
+}
+
+static void restore_version_fields(PyThreadState *ts, saved_t *s)
+{
+    ts->py_recursion_remaining = ts->py_recursion_limit - s->py_depth;
+    ts->delete_later = s->delete_later;
+    ts->current_executor = s->executor;
+#if PY_VERSION_HEX >= 0x030F0000
+    ts->jit_exit = s->jit_exit;
+    /* a cache of a frame address for out-of-process profilers: the frame
+       it names may now be on another stack */
+    ts->last_profiled_frame = NULL;
+#endif
+}
+
+static void begin_version_fields(PyThreadState *ts, saved_t *s, root_t *root)
+{
+    (void)s; (void)root;
+    ts->delete_later = NULL;
+    ts->current_executor = NULL;
+#if PY_VERSION_HEX >= 0x030F0000
+    ts->jit_exit = NULL;
+    ts->last_profiled_frame = NULL;
+#endif
+}
+
+/* A reference that the frame owns: untagged and not NULL.  Tagged values
+   are borrowed or immortal and must not be reported to the GC. */
+static int visit_ref(_PyStackRef ref, visitproc visit, void *arg)
+{
+    if (PyStackRef_IsNull(ref) || (ref.bits & Py_TAG_REFCNT))
+        return 0;
+    Py_VISIT(PyStackRef_AsPyObjectBorrow(ref));
+    return 0;
+}
+
+static int visit_frame(_PyInterpreterFrame *f, Py_ssize_t nvalues, visitproc visit, void *arg)
+{
+    int r;
+    Py_VISIT(f->frame_obj);
+    Py_VISIT(f->f_locals);
+    if ((r = visit_ref(f->f_funcobj, visit, arg)) || (r = visit_ref(f->f_executable, visit, arg)))
+        return r;
+    for (Py_ssize_t i = 0; i < nvalues; i++)
+        if ((r = visit_ref(f->localsplus[i], visit, arg)))
+            return r;
+    return 0;
+}
+
+static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inlined)
+{
+    (void)callee_inlined;
+    return f->stackpointer ? f->stackpointer - f->localsplus : -1;
+}
+
+#endif
+
+/* ======================================================================
+ * Common code, written once against the primitives above
+ * ====================================================================== */
+
+/* The lowest frame in a continulet's own data stack, if there is one. */
+static _PyInterpreterFrame *bottom_frame(const saved_t *s, PyThreadState *ts)
+{
+    _PyStackChunk *root = s->root_chunk;
+    if (root == NULL)
+        return NULL;
+    if (ts->datastack_chunk == root && ts->datastack_top <= &root->data[1])
+        return NULL;
+    return (_PyInterpreterFrame *)&root->data[1];
+}
+
+void *cps_top_frame(PyThreadState *ts)
+{
+    return top_frame(ts);
+}
+
+void cps_set_switcher(cps_saved *saved, void *switcher_top)
+{
+    SAVED(saved)->switcher = switcher_top;
+}
+
+void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint)
+{
+    saved_t *s = SAVED(saved);
+    _PyInterpreterFrame *top = top_frame(ts);
+    s->top = top;
+    s->top_sp = NULL;
+    if (top != NULL && stack_hint != NULL && is_thread_frame(top)) {
+        PyCodeObject *co = frame_code(top);
+        PyObject **lo = (PyObject **)(top->localsplus + co->co_nlocalsplus);
+        PyObject **hi = (PyObject **)(top->localsplus + co->co_nlocalsplus + co->co_stacksize);
+        if ((PyObject **)stack_hint >= lo && (PyObject **)stack_hint <= hi)
+            s->top_sp = (PyObject **)stack_hint;
+    }
+    s->exc_info = ts->exc_info;
+    s->chunk = ts->datastack_chunk;
+    s->ds_top = (PyObject **)ts->datastack_top;
+    s->ds_limit = (PyObject **)ts->datastack_limit;
+    s->context = ts->context;
+    s->tracing = ts->tracing;
+    save_version_fields(ts, s);
+
+    /* Cut the bottom frame loose: while suspended, its frames must not
+       point into a stack that may change or vanish.  Remember the link so
+       that a resume without a new switcher restores it exactly. */
+    _PyInterpreterFrame *bottom = bottom_frame(s, ts);
+    s->entry = NULL;
+    if (bottom != NULL && bottom->previous != NULL) {
+        _PyInterpreterFrame *link = bottom->previous;
+        if (is_entry_frame(link)) {
+            s->entry = link;
+            s->switcher = link->previous;
+        }
+        else {
+            s->switcher = link;
+        }
+        bottom->previous = NULL;
+    }
+    else if (bottom == NULL) {
+        s->switcher = NULL;
+    }
+}
+
+void cps_restore(PyThreadState *ts, cps_saved *saved)
+{
+    saved_t *s = SAVED(saved);
+    ts->exc_info = s->exc_info;
+    ts->datastack_chunk = s->chunk;
+    ts->datastack_top = (void *)s->ds_top;
+    ts->datastack_limit = (void *)s->ds_limit;
+    ts->context = s->context;
+    s->context = NULL;
+    /* cached ContextVar lookups are keyed by this counter */
+    ts->context_ver++;
+    ts->tracing = s->tracing;
+    restore_version_fields(ts, s);
+    set_top_frame(ts, s->top);
+
+    _PyInterpreterFrame *bottom = bottom_frame(s, ts);
+    if (bottom != NULL) {
+        if (s->entry != NULL) {
+            bottom->previous = s->entry;
+            s->entry->previous = s->switcher;
+        }
+        else {
+            bottom->previous = s->switcher;
+        }
+    }
+}
+
+void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *rootp, void *chunk_mem)
+{
+    saved_t *s = SAVED(saved);
+    root_t *root = (root_t *)(void *)rootp;
+    _PyStackChunk *chunk = chunk_mem;
+    memset(s, 0, sizeof(*s));
+    s->root = root;
+    s->root_chunk = chunk;
+
+    chunk->previous = NULL;
+    chunk->size = CPS_CHUNK_BYTES;
+    chunk->top = 0;
+    ts->datastack_chunk = chunk;
+    /* data[0] stays unused, as in CPython's own root chunk: the interpreter
+       then never tries to pop (and free) this chunk */
+    ts->datastack_top = &chunk->data[1];
+    ts->datastack_limit = (void *)((char *)chunk + CPS_CHUNK_BYTES);
+
+    root->exc.exc_value = NULL;
+    root->exc.previous_item = NULL;
+    ts->exc_info = &root->exc;
+    /* the context object is shared with the starter, as on PyPy; a
+       Context.run() on either stack stays on that stack */
+    Py_XINCREF(ts->context);
+    ts->tracing = 0;
+    begin_version_fields(ts, s, root);
+}
+
+void cps_end(PyThreadState *ts, cps_saved *saved)
+{
+    saved_t *s = SAVED(saved);
+    PyObject *ctx = ts->context;
+    ts->context = NULL;
+    Py_XDECREF(ctx);
+    if (s->root != NULL)
+        Py_CLEAR(s->root->exc.exc_value);
+}
+
+int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit, void *arg)
+{
+    const saved_t *s = (const saved_t *)(const void *)saved;
+    Py_VISIT(s->context);
+    if (s->root != NULL)
+        Py_VISIT(s->root->exc.exc_value);
+    int callee_inlined = 0;
+    for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
+        /* entry frames live on the C stack, whose bytes may be on the heap
+           while the stack is suspended */
+        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+        if (is_thread_frame(rf)) {
+            PyCodeObject *co = frame_code(rf);
+            Py_ssize_t nlocals = co->co_nlocalsplus;
+            Py_ssize_t n = (f == s->top && s->top_sp != NULL)
+                ? (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus
+                : frame_stack_depth(rf, callee_inlined);
+            if (n < nlocals || n > nlocals + co->co_stacksize)
+                n = nlocals;    /* not known exactly: the locals only */
+            int r = visit_frame(rf, n, visit, arg);
+            if (r)
+                return r;
+            callee_inlined = !entered_from_c(rf);
+        }
+        else {
+            callee_inlined = 0;
+        }
+        f = rf->previous;
+    }
+    return 0;
+}
+
+void cps_clear(cps_saved *saved)
+{
+    saved_t *s = SAVED(saved);
+    Py_CLEAR(s->context);
+}
+
+/* PyErr_GetRaisedException() only exists from 3.12 on. */
+PyObject *cps_fetch_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL)
+        return NULL;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+void cps_restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    if (exc == NULL)
+        return;
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}

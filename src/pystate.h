@@ -1,0 +1,60 @@
+/* The per-stack part of CPython's thread state: the interface between the
+ * version-neutral module code and src/pystate.c, the only file that knows
+ * how each CPython minor version lays out its thread state and frames. */
+#ifndef CONT_PYSTATE_H
+#define CONT_PYSTATE_H
+
+#include <Python.h>
+#include "stk.h"
+
+/* Saved fields of a suspended stack of frames.  Opaque here; pystate.c
+ * checks at compile time that its real layout fits. */
+typedef struct { void *opaque[20]; } cps_saved;
+
+/* Storage that a continulet's stack needs at a fixed address for its whole
+ * life (the thread state points into it while the stack runs): its
+ * bottom exception-state entry and, on 3.11, its root C frame. */
+typedef struct { void *opaque[8]; } cps_root;
+
+/* Bytes of the first frame data-stack chunk that a new stack gets.  Frames
+ * that need more spill over into chunks that CPython allocates itself. */
+#define CPS_CHUNK_BYTES 2048
+
+/* Suspend the running stack: copy its fields into `saved` and cut its
+ * bottom frame loose from the frames of whoever switched into it.
+ * `stack_hint`, when it points into the top frame's value stack, is the
+ * exact top of that stack (the end of the arguments of the switch call),
+ * which lets the GC see the references the top frame holds there. */
+void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint);
+
+/* Resume a stack: put its fields back and link its bottom frame to
+ * `switcher`, the top frame of the stack that switched in. */
+void cps_restore(PyThreadState *ts, cps_saved *saved);
+
+/* The top frame of the running stack, as an opaque pointer. */
+void *cps_top_frame(PyThreadState *ts);
+
+/* Set the thread state up for a brand-new stack (called on that stack):
+ * own frame data stack in `chunk`, empty exception state, no trashcan
+ * backlog; frame, recursion depth and context are the starter's.  The
+ * new stack's `saved` record remembers where its bottom frame is. */
+void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *root, void *chunk);
+
+/* The stack's callable has returned: hand back what cps_begin took. */
+void cps_end(PyThreadState *ts, cps_saved *saved);
+
+/* The `switcher` value for cps_restore, captured before suspending. */
+void cps_set_switcher(cps_saved *saved, void *switcher_top);
+
+/* Visit the references held by the frames and state of a suspended stack
+ * whose C stack is `slice` (some frames live on the C stack). */
+int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit, void *arg);
+
+/* Drop the references a saved record holds by itself (not its frames). */
+void cps_clear(cps_saved *saved);
+
+/* The exception being raised, as one object (taken), and back. */
+PyObject *cps_fetch_exception(void);
+void cps_restore_exception(PyObject *exc);
+
+#endif
