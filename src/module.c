@@ -303,8 +303,23 @@ static void run_stack(void *arg)
     Py_FatalError("_continuation: out of memory while leaving a finished continulet");
 }
 
+/* Set while our gc.callbacks hook runs: the collection is over by then
+ * and its stack-resident lists are gone, even though the GC still counts
+ * as collecting. */
+static int gc_finished;
+
+static int gc_forbids_switch(void)
+{
+    return !gc_finished && cps_gc_collecting();
+}
+
 static int check_switch_allowed(cont_tls *t)
 {
+    if (gc_forbids_switch()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot switch continulets while the garbage collector is running");
+        return -1;
+    }
     if (t->current->kill_return != NULL) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot switch away from a continulet that is being garbage-collected");
@@ -475,12 +490,14 @@ static void drop_stack(cont_stack *s, PyObject *culprit)
         return;
     }
     cont_tls *t = tls_cache;
-    if (t != NULL && t->thread_id == s->thread_id && t->thread_id == current_thread_id()) {
+    if (t != NULL && t->thread_id == s->thread_id && t->thread_id == current_thread_id()
+            && !gc_forbids_switch()) {
         kill_stack(t, s, culprit);
         return;
     }
     if (thread_alive(s->thread_id)) {
-        /* its own thread unwinds it at its next switch */
+        /* its own thread unwinds it at its next switch, or right after
+           the garbage collection that found it */
         s->next = orphans;
         orphans = s;
         return;
@@ -821,7 +838,25 @@ static PyObject *permute(PyObject *module, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+/* gc.callbacks hook: unwind the runs that the collection just dropped. */
+static PyObject *gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (orphans == NULL || nargs < 1 || !PyUnicode_Check(args[0]) ||
+            PyUnicode_CompareWithASCIIString(args[0], "stop") != 0)
+        Py_RETURN_NONE;
+    cont_tls *t = tls_cache;
+    if (t == NULL || t->thread_id != current_thread_id())
+        Py_RETURN_NONE;
+    gc_finished = 1;
+    process_orphans(t);
+    gc_finished = 0;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_gc_callback", (PyCFunction)(void (*)(void))gc_callback, METH_FASTCALL,
+     "_gc_callback(phase, info)\n--\n\nInternal: installed in gc.callbacks."},
     {"permute", (PyCFunction)(void (*)(void))permute, METH_FASTCALL,
      "permute(*continulets)\n--\n\n"
      "Rotate the stored continuations: each continulet gets the one of the\n"
@@ -851,6 +886,17 @@ PyMODINIT_FUNC PyInit__continuation(void)
         goto fail;
     if (cont_genlet_init(m) < 0)
         goto fail;
+    {
+        PyObject *gc = PyImport_ImportModule("gc");
+        PyObject *cbs = gc ? PyObject_GetAttrString(gc, "callbacks") : NULL;
+        PyObject *cb = PyObject_GetAttrString(m, "_gc_callback");
+        int bad = cbs == NULL || cb == NULL || PyList_Append(cbs, cb) < 0;
+        Py_XDECREF(gc);
+        Py_XDECREF(cbs);
+        Py_XDECREF(cb);
+        if (bad)
+            goto fail;
+    }
     return m;
 fail:
     Py_DECREF(m);

@@ -8,11 +8,10 @@
 #define Py_BUILD_CORE 1
 #include <Python.h>
 
+#include "internal/pycore_frame.h"
+#include "internal/pycore_interp.h"
 #if PY_VERSION_HEX >= 0x030D0000
-#  include "internal/pycore_frame.h"
 #  include "internal/pycore_tstate.h"
-#else
-#  include "internal/pycore_frame.h"
 #endif
 #if PY_VERSION_HEX >= 0x030E0000
 #  include "internal/pycore_interpframe.h"
@@ -496,4 +495,11 @@ void cps_restore_exception(PyObject *exc)
         return;
     PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
 #endif
+}
+
+/* True while the cyclic GC runs: it keeps list heads on the C stack, and
+   objects being collected point at them, so no other stack may run. */
+int cps_gc_collecting(void)
+{
+    return PyInterpreterState_Get()->gc.collecting;
 }

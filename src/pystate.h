@@ -57,4 +57,7 @@ void cps_clear(cps_saved *saved);
 PyObject *cps_fetch_exception(void);
 void cps_restore_exception(PyObject *exc);
 
+/* Whether the cyclic garbage collector is running right now. */
+int cps_gc_collecting(void);
+
 #endif
