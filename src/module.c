@@ -355,9 +355,10 @@ static PyObject *exchange(cont_tls *t, Continulet *origin, Continulet *dest,
         t->xfer_is_exc = 0;
         return NULL;
     }
+    PyObject *res = take_xfer(t);
     if (orphans != NULL)
-        process_orphans(t);
-    return take_xfer(t);
+        process_orphans(t);     /* keeps the raised exception, if any */
+    return res;
 }
 
 static int check_continulet(PyObject *o)

@@ -1,0 +1,994 @@
+"""Behaviour of _continuation, as PyPy defines it, plus what CPython adds.
+
+The expected messages were read off PyPy 3.11's own _continuation; the same
+file runs on PyPy (where the CPython-only parts are marked) and on our C
+module.
+"""
+import contextvars
+import gc
+import sys
+import threading
+import traceback
+import weakref
+
+import pytest
+
+import _continuation
+from _continuation import continulet, error, generator, permute
+
+ON_PYPY = sys.implementation.name == "pypy"
+cpython_only = pytest.mark.skipif(ON_PYPY, reason="behaviour of our C module, not PyPy's")
+
+
+def fresh():
+    """A continulet that, once started, switches back 'x' and then returns 'done'."""
+    def body(c):
+        c.switch("x")
+        return "done"
+    return continulet(body)
+
+
+def finished():
+    c = continulet(lambda c: 1)
+    c.switch()
+    return c
+
+
+# ---------------------------------------------------------------- states
+
+def test_unbound_pending_finished():
+    u = continulet.__new__(continulet)
+    assert u.is_pending() is False
+    c = continulet(lambda c: 42)
+    assert c.is_pending() is True
+    assert c.switch() == 42
+    assert c.is_pending() is False
+
+
+def test_pending_while_running():
+    assert continulet(lambda c: c.is_pending()).switch() is True
+
+
+def test_callable_gets_continulet_args_and_kwargs():
+    seen = []
+
+    def body(c, *args, **kw):
+        seen.append((c, args, kw))
+        return "r"
+    c = continulet(body, 1, 2, x=3)
+    assert c.switch() == "r"
+    assert seen == [(c, (1, 2), {"x": 3})]
+
+
+def test_values_go_both_ways():
+    def body(c, start):
+        got = []
+        v = start
+        while True:
+            x = c.switch(v)
+            if x is None:
+                return got
+            got.append(x)
+            v = x * 2
+    c = continulet(body, 7)
+    assert c.switch() == 7
+    assert c.switch(1) == 2
+    assert c.switch(5) == 10
+    assert c.switch() == [1, 5]
+
+
+def test_subclass():
+    class Sub(continulet):
+        extra = "yes"
+    s = Sub(lambda c: c.extra)
+    assert s.switch() == "yes"
+    assert isinstance(s, continulet)
+
+
+# ---------------------------------------------------------------- errors
+
+def test_second_init():
+    c = continulet(lambda c: 1)
+    with pytest.raises(error, match=r"^continulet already __init__ialized$"):
+        c.__init__(lambda c: 2)
+    assert c.switch() == 1          # still usable, still the first callable
+    with pytest.raises(error, match=r"^continulet already __init__ialized$"):
+        c.__init__(lambda c: 2)
+
+
+def test_init_without_callable():
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'callable'"):
+        continulet()
+
+
+def test_non_callable_fails_at_first_switch():
+    c = continulet(5)
+    with pytest.raises(TypeError, match="'int' object is not callable"):
+        c.switch()
+    assert not c.is_pending()
+
+
+def test_switch_finished():
+    c = finished()
+    with pytest.raises(error, match=r"^continulet already finished$"):
+        c.switch()
+    with pytest.raises(error, match=r"^continulet already finished$"):
+        c.throw(ValueError)
+    with pytest.raises(error, match=r"^continulet already finished$"):
+        fresh().switch(to=c)
+    with pytest.raises(error, match=r"^continulet already finished$"):
+        c.switch(to=fresh())
+
+
+def test_non_none_first_value_finishes_the_continulet():
+    ran = []
+    c = continulet(lambda c: ran.append(1))
+    with pytest.raises(TypeError, match=r"^can't send non-None value to a just-started continulet$"):
+        c.switch(5)
+    assert ran == []
+    assert not c.is_pending()
+
+
+def test_to_must_be_a_continulet():
+    c = fresh()
+    with pytest.raises(TypeError, match=r"^'_continuation.continulet' object expected, got 'int' instead$"):
+        c.switch(to=5)
+    with pytest.raises(TypeError, match=r"^'_continuation.continulet' object expected, got 'str' instead$"):
+        c.throw(ValueError, to="x")
+    assert c.is_pending()
+    assert c.switch() == "x"
+
+
+def test_too_many_arguments():
+    with pytest.raises(TypeError, match=r"takes from 1 to 3 positional arguments but 4 were given"):
+        fresh().switch(1, 2, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((5,), "exceptions must derive from BaseException, not int"),
+    (("x",), "exceptions must derive from BaseException, not str"),
+    ((ValueError, None, 5), "throw() third argument must be a traceback object"),
+    ((ValueError("x"), 5), "instance exception may not have a separate value"),
+])
+def test_bad_throw_raises_before_switching(args, message):
+    ran = []
+    c = continulet(lambda c: ran.append(1))
+    with pytest.raises(TypeError) as info:
+        c.throw(*args)
+    assert str(info.value) == message
+    assert ran == [] and c.is_pending()
+    # a bad argument to a finished continulet is still an argument error
+    with pytest.raises(TypeError):
+        finished().throw(*args)
+
+
+def test_other_thread():
+    c = fresh()
+    results = []
+
+    def other():
+        for name, fn in [("switch", lambda: c.switch()),
+                         ("throw", lambda: c.throw(ValueError)),
+                         ("to", lambda: fresh().switch(to=c)),
+                         ("permute", lambda: permute(c)),
+                         ("permute2", lambda: permute(c, fresh()))]:
+            try:
+                fn()
+            except error as e:
+                results.append((name, str(e)))
+        results.append(("pending", c.is_pending()))
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert results == [("switch", "cannot switch to a different thread"),
+                       ("throw", "cannot switch to a different thread"),
+                       ("to", "cross-thread double switch"),
+                       ("permute", "inter-thread support is missing"),
+                       ("permute2", "inter-thread support is missing"),
+                       ("pending", True)]
+    assert c.switch() == "x"        # untouched by all that
+
+
+def test_error_is_an_exception():
+    assert issubclass(error, Exception)
+    assert error.__module__ == "_continuation"
+
+
+# ---------------------------------------------------------------- switch(to=) and permute
+
+def test_switch_to_self_and_unbound_is_noop():
+    c = fresh()
+    u = continulet.__new__(continulet)
+    assert c.switch(7, to=c) == 7
+    assert u.switch(8) == 8
+    assert u.switch() is None
+    assert c.is_pending() and c.switch() == "x"
+
+
+def test_unbound_self_with_to_switches_to_to():
+    u = continulet.__new__(continulet)
+    assert u.switch(to=fresh()) == "x"
+    with pytest.raises(TypeError, match="just-started"):
+        u.switch(5, to=fresh())
+
+
+def test_unbound_to_is_ignored():
+    u = continulet.__new__(continulet)
+    assert fresh().switch(to=u) == "x"
+
+
+def test_unbound_throw_raises_in_caller():
+    u = continulet.__new__(continulet)
+    with pytest.raises(KeyError, match="k"):
+        u.throw(KeyError, "k")
+
+
+def test_double_switch_exchange_precisely():
+    order = []
+
+    def f1(c1):
+        order.append("f1")
+        x = c1.switch(to=c2)
+        order.append(("f1 resumed with", x))
+        return "f1 end"
+
+    def f2(c2):
+        order.append("f2")
+        y = c2.switch("f2->")
+        order.append(("f2 resumed with", y))
+        return "f2 end"
+    c1 = continulet(f1)
+    c2 = continulet(f2)
+    # main -> c1: main stored in c1; f1 does c1.switch(to=c2): f1 stored in c1,
+    # main (c1's old content) moved into c2, and c2's old content (f2 start) runs.
+    r = c1.switch()
+    assert order == ["f1", "f2"]
+    assert r == "f2->"                       # f2 switched to c2, which held main
+    assert c1.is_pending() and c2.is_pending()
+    # c2 now holds f2, c1 holds f1
+    assert c2.switch("to f2") == "f2 end"
+    assert order[-1] == ("f2 resumed with", "to f2")
+    assert c1.switch("to f1") == "f1 end"
+    assert order[-1] == ("f1 resumed with", "to f1")
+
+
+def test_throw_with_to():
+    def a(c):
+        return ("a got", c.switch())
+
+    def b(c):
+        try:
+            c.switch()
+        except KeyError:
+            return "b caught"
+    ka, kb = continulet(a), continulet(b)
+    ka.switch()
+    kb.switch()
+    assert ka.throw(KeyError, to=kb) == ("a got", "b caught")
+
+
+def test_result_goes_to_whatever_is_stored_at_the_end():
+    def f(c):
+        c.switch("suspended")
+        return "finished"
+    c1 = continulet(f)
+    c2 = continulet(f)
+    assert c1.switch() == "suspended"
+    assert c2.switch() == "suspended"
+    permute(c1, c2)                 # c1 holds c2's run, c2 holds c1's run
+    # resuming c1 resumes c2's run; its result comes out of what c2 holds:
+    # c1's run, whose own result then comes out of what c1 holds: us
+    assert c1.switch() == "finished"
+    assert not c1.is_pending() and not c2.is_pending()
+
+
+def test_result_of_a_run_resumes_the_stored_switch():
+    def f(c):
+        return ("f saw", c.switch("first"))
+    c1 = continulet(f)
+    c2 = continulet(f)
+    assert c1.switch() == "first"
+    assert c2.switch() == "first"
+    permute(c1, c2)
+    assert c1.switch("v") == ("f saw", ("f saw", "v"))
+
+
+def test_permute_rotates_without_switching():
+    log = []
+
+    def body(c, i):
+        log.append((i, c.switch(i)))
+        return i * 10
+    conts = [continulet(body, i) for i in range(3)]
+    for i, c in enumerate(conts):
+        assert c.switch() == i
+    permute(*conts)                 # 0 gets 2's run, 1 gets 0's, 2 gets 1's
+    assert log == []                # nothing ran
+    # run 2 resumes; its result goes to conts[2], which holds run 1; run 1's
+    # goes to conts[1], which holds run 0; run 0's goes to conts[0]: us
+    assert conts[0].switch("go") == 0
+    assert log == [(2, "go"), (1, 20), (0, 10)]
+    assert not any(c.is_pending() for c in conts)
+
+
+def test_permute_errors_and_ignored():
+    u = continulet.__new__(continulet)
+    c = fresh()
+    assert permute() is None
+    assert permute(c) is None
+    assert permute(c, u) is None
+    with pytest.raises(error, match=r"^got an already-finished continulet$"):
+        permute(c, finished())
+    with pytest.raises(TypeError, match=r"object expected, got 'int' instead"):
+        permute(c, 5)
+    assert c.switch() == "x"
+
+
+# ---------------------------------------------------------------- exceptions
+
+def test_exception_comes_out_of_switch():
+    def boom(c):
+        raise KeyError("k")
+    c = continulet(boom)
+    with pytest.raises(KeyError, match="k"):
+        c.switch()
+    assert not c.is_pending()
+
+
+def test_throw_into_started():
+    def w(c):
+        try:
+            c.switch()
+        except KeyError as e:
+            return ("got", e.args, e.__traceback__ is not None)
+    for args, expected in [((KeyError, "v"), ("v",)), ((KeyError, (1, 2)), (1, 2)),
+                           ((KeyError(7),), (7,))]:
+        c = continulet(w)
+        c.switch()
+        assert c.throw(*args) == ("got", expected, True)
+
+
+def test_throw_value_normalisation():
+    q = ValueError("q")
+    for args, check in [((ValueError, q), lambda e: e is q),
+                        ((ValueError, KeyError("q")), lambda e: str(e) == "'q'"),
+                        ((ValueError, (1, 2)), lambda e: e.args == (1, 2))]:
+        with pytest.raises(ValueError) as info:
+            fresh().throw(*args)
+        assert check(info.value)
+
+
+def test_throw_into_unstarted_never_runs_it():
+    ran = []
+    c = continulet(lambda c: ran.append(1))
+    with pytest.raises(ValueError):
+        c.throw(ValueError)
+    assert ran == [] and not c.is_pending()
+
+
+def test_throw_with_traceback():
+    try:
+        raise KeyError("orig")
+    except KeyError as e:
+        tb = e.__traceback__
+
+    def w(c):
+        try:
+            c.switch()
+        except KeyError as e:
+            return traceback.extract_tb(e.__traceback__)[-1].name
+    c = continulet(w)
+    c.switch()
+    assert c.throw(KeyError, None, tb) == "test_throw_with_traceback"
+
+
+def test_fresh_continulet_has_no_exception_state():
+    def inside(c):
+        return sys.exc_info()
+    try:
+        raise ValueError("outer")
+    except ValueError:
+        assert continulet(inside).switch() == (None, None, None)
+        assert sys.exc_info()[0] is ValueError
+
+
+def test_exception_state_is_per_stack():
+    def body(c):
+        try:
+            raise KeyError("inner")
+        except KeyError:
+            c.switch(sys.exc_info()[0])
+            return sys.exc_info()[0]
+    c = continulet(body)
+    try:
+        raise ValueError("outer")
+    except ValueError:
+        assert c.switch() is KeyError
+        assert sys.exc_info()[0] is ValueError
+        assert c.switch() is KeyError
+        assert sys.exc_info()[0] is ValueError
+    assert sys.exc_info() == (None, None, None)
+
+
+# ---------------------------------------------------------------- frames
+
+def test_caller_frame_is_the_switcher():
+    def body(c):
+        names = []
+        for i in range(3):
+            names.append(sys._getframe(i).f_code.co_name)
+        return names
+
+    def switcher():
+        return continulet(body).switch()
+    assert switcher() == ["body", "switcher", "test_caller_frame_is_the_switcher"]
+
+
+def test_caller_frame_follows_each_switch():
+    def body(c):
+        names = []
+        while True:
+            names.append(sys._getframe(1).f_code.co_name)
+            if c.switch() == "stop":
+                return names
+
+    def first(c):
+        c.switch()
+
+    def second(c):
+        c.switch()
+    c = continulet(body)
+    first(c)
+    second(c)
+    assert c.switch("stop") == ["first", "second"]
+
+
+def test_traceback_across_switches_is_complete():
+    def inner(c):
+        c.switch()
+        raise ValueError("deep")
+
+    def body(c):
+        inner(c)
+    c = continulet(body)
+    c.switch()
+    try:
+        c.switch()
+    except ValueError as e:
+        names = [f.name for f in traceback.extract_tb(e.__traceback__)]
+    assert names == ["test_traceback_across_switches_is_complete", "body", "inner"]
+
+
+def test_suspended_frames_are_readable():
+    def leaf(c, token):
+        local = [token]
+        c.switch(sys._getframe())
+        return local
+
+    def body(c):
+        return leaf(c, "tok")
+    c = continulet(body)
+    frame = c.switch()
+    gc.collect()
+    # walk it as debuggers do, from another stack
+    assert frame.f_code.co_name == "leaf"
+    assert frame.f_locals["token"] == "tok"
+    assert frame.f_back.f_code.co_name == "body"
+    assert frame.f_back.f_back is None
+    summary = traceback.extract_stack(frame)
+    assert [s.name for s in summary] == ["body", "leaf"]
+    assert c.switch() == ["tok"]
+
+
+def test_frames_of_other_stacks_do_not_leak_into_traceback_extract_stack():
+    def body(c):
+        return [f.name for f in traceback.extract_stack()]
+    names = continulet(body).switch()
+    assert names[-1] == "body"
+    assert "test_frames_of_other_stacks_do_not_leak_into_traceback_extract_stack" in names
+
+
+def test_deep_python_switch():
+    def rec(c, n):
+        if n == 0:
+            return c.switch("bottom")
+        return rec(c, n - 1) + 1
+
+    def body(c):
+        return rec(c, 500)
+    c = continulet(body)
+    assert c.switch() == "bottom"
+    assert c.switch(0) == 500
+
+
+# ---------------------------------------------------------------- tracing
+
+def test_settrace_across_switches():
+    events = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name in ("body", "driver"):
+            events.append((frame.f_code.co_name, event))
+        return tracer
+
+    def body(c):
+        c.switch(1)
+        return 2
+
+    def driver():
+        c = continulet(body)
+        a = c.switch()
+        b = c.switch()
+        return a, b
+    sys.settrace(tracer)
+    try:
+        assert driver() == (1, 2)
+    finally:
+        sys.settrace(None)
+    # a switch is neither a call nor a return: body's frame is entered once
+    # and left once, and the lines in between are traced on both sides
+    calls = [e for e in events if e[1] in ("call", "return")]
+    assert calls == [("driver", "call"), ("body", "call"), ("body", "return"), ("driver", "return")]
+    lines = [e[0] for e in events if e[1] == "line"]
+    assert lines.count("body") == 2 and lines.count("driver") >= 4
+
+
+def test_setprofile_across_switches():
+    events = []
+
+    def prof(frame, event, arg):
+        if event in ("call", "return") and frame.f_code.co_name == "body":
+            events.append(event)
+
+    def body(c):
+        c.switch()
+    c = continulet(body)
+    sys.setprofile(prof)
+    try:
+        c.switch()
+        c.switch()
+    finally:
+        sys.setprofile(None)
+    assert events == ["call", "return"]
+
+
+def test_settrace_set_inside_continulet_applies_to_the_thread():
+    seen = []
+
+    def tracer(frame, event, arg):
+        if event == "call":
+            seen.append(frame.f_code.co_name)
+        return None
+
+    def marker():
+        pass
+
+    def body(c):
+        sys.settrace(tracer)
+        c.switch()
+    c = continulet(body)
+    try:
+        c.switch()
+        marker()
+    finally:
+        sys.settrace(None)
+    assert "marker" in seen
+
+
+# ---------------------------------------------------------------- genlets
+
+def test_genlet_iterates():
+    @generator
+    def g(self, n):
+        for i in range(n):
+            self.switch(i)
+    assert list(g(4)) == [0, 1, 2, 3]
+    assert type(g(1)).__name__ == "genlet"
+    assert type(g(1)).__mro__[1] is continulet
+
+
+def test_genlet_switch_next_and_end():
+    @generator
+    def g(self, n):
+        got = []
+        for i in range(n):
+            got.append(self.switch(i))
+    x = g(3)
+    assert iter(x) is x
+    assert next(x) == 0
+    assert x.switch("s") == 1
+    assert next(x) == 2
+    with pytest.raises(StopIteration):
+        next(x)
+    with pytest.raises(error, match="continulet already finished"):
+        next(x)
+
+
+def test_genlet_must_return_none():
+    @generator
+    def g(self):
+        self.switch(1)
+        return [1]
+    x = g()
+    assert next(x) == 1
+    with pytest.raises(TypeError, match=r"^_continuation.generator must return None$"):
+        next(x)
+
+
+@pytest.mark.skipif(ON_PYPY, reason="PyPy 3's genlet.send is broken")
+def test_genlet_send():
+    @generator
+    def acc(self):
+        total = 0
+        while True:
+            v = self.switch(total)
+            total += v
+    a = acc()
+    assert next(a) == 0
+    assert a.send(5) == 5
+    assert a.send(10) == 15
+    with pytest.raises(TypeError, match="just-started"):
+        acc().send(1)
+
+
+def test_genlet_as_method():
+    class K:
+        @generator
+        def m(self, cont, n):
+            for i in range(n):
+                cont.switch((self, i))
+    k = K()
+    assert list(k.m(2)) == [(k, 0), (k, 1)]
+    assert isinstance(K.m, generator)
+
+
+def test_genlet_throw():
+    @generator
+    def g(self):
+        try:
+            self.switch(1)
+        except KeyError:
+            self.switch("caught")
+    x = g()
+    assert next(x) == 1
+    assert x.throw(KeyError) == "caught"
+    with pytest.raises(StopIteration):
+        next(x)
+
+
+# ---------------------------------------------------------------- GC and memory
+
+@cpython_only
+def test_tracked_by_gc():
+    assert gc.is_tracked(fresh())
+
+
+@cpython_only
+def test_weakref():
+    c = fresh()
+    r = weakref.ref(c)
+    del c
+    gc.collect()
+    assert r() is None
+
+
+class Token:
+    pass
+
+
+@cpython_only
+def test_cycle_through_suspended_frames_is_collected():
+    token = Token()
+    alive = weakref.ref(token)
+
+    def body(c, t):
+        holder = [c, t]         # a cycle: c -> its frames -> holder -> c
+        c.switch()
+        return holder
+    c = continulet(body, token)
+    c.switch()
+    wc = weakref.ref(c)
+    del c, token
+    gc.collect()
+    assert wc() is None
+    assert alive() is None
+
+
+@cpython_only
+def test_cycle_through_deep_suspended_frames_is_collected():
+    def rec(c, n, t):
+        if n == 0:
+            return c.switch()
+        return rec(c, n - 1, t)
+    token = Token()
+    alive = weakref.ref(token)
+    c = continulet(lambda c: rec(c, 50, token))
+    c.switch()
+    del c, token
+    gc.collect()
+    assert alive() is None
+
+
+@cpython_only
+def test_dropped_pending_continulet_runs_finally_and_releases():
+    log = []
+    token = Token()
+    alive = weakref.ref(token)
+
+    def body(c, t):
+        try:
+            c.switch()
+        except GeneratorExit:
+            log.append("GeneratorExit")
+            raise
+        finally:
+            log.append("finally")
+    c = continulet(body, token)
+    c.switch()
+    del token, c
+    gc.collect()
+    assert log == ["GeneratorExit", "finally"]
+    assert alive() is None
+
+
+@cpython_only
+def test_unstarted_dropped_releases_arguments():
+    token = Token()
+    alive = weakref.ref(token)
+    c = continulet(lambda c, t: None, token)
+    del c, token
+    gc.collect()
+    assert alive() is None
+
+
+@cpython_only
+def test_switch_refused_while_gc_runs():
+    c = fresh()
+    outcome = []
+
+    class Switcher:
+        def __del__(self):
+            try:
+                c.switch()
+            except RuntimeError as e:
+                outcome.append(str(e))
+    s = Switcher()
+    s.self = s
+    del s
+    gc.collect()
+    assert outcome == ["cannot switch continulets while the garbage collector is running"]
+    assert c.switch() == "x"
+
+
+@cpython_only
+def test_no_reference_leaks_over_many_switches():
+    payload = object()
+    before = sys.getrefcount(payload)
+
+    def body(c):
+        while True:
+            c.switch(payload)
+    c = continulet(body)
+    for _ in range(10000):
+        assert c.switch() is payload
+    # the suspended c.switch(payload) call holds it once, and only once
+    assert sys.getrefcount(payload) == before + 1
+    del c
+    gc.collect()
+    assert sys.getrefcount(payload) == before
+
+
+@cpython_only
+def test_no_object_growth_over_many_lifecycles():
+    def body(c, x):
+        c.switch(x)
+        return x
+    for _ in range(100):
+        continulet(body, 1).switch()
+    gc.collect()
+    n = len(gc.get_objects())
+    for i in range(3000):
+        c = continulet(body, i)
+        c.switch()
+        c.switch()
+    del c
+    gc.collect()
+    assert len(gc.get_objects()) <= n + 10
+
+
+# ---------------------------------------------------------------- recursion
+
+def test_recursion_depth_trick():
+    def invoke(_, callable, arg):
+        return callable(arg)
+
+    def bootstrap(c):
+        callable, arg = c.switch()
+        while True:
+            to = continulet(invoke, callable, arg)
+            callable, arg = c.switch(to=to)
+    c = continulet(bootstrap)
+    c.switch()
+
+    def recursive(n):
+        if n == 0:
+            return ("ok", n)
+        if n % 200 == 0:
+            prev = c.switch((recursive, n - 1))
+        else:
+            prev = recursive(n - 1)
+        return (prev[0], prev[1] + 1)
+    assert recursive(999999) == ("ok", 999999)
+
+
+@cpython_only
+def test_new_continulet_inherits_recursion_depth():
+    limit = sys.getrecursionlimit()
+
+    def measure(c):
+        def down(n):
+            try:
+                return down(n + 1)
+            except RecursionError:
+                return n
+        return down(0)
+
+    def at_depth(n):
+        if n == 0:
+            return continulet(measure).switch()
+        return at_depth(n - 1)
+    shallow = at_depth(0)
+    deep = at_depth(300)
+    assert 250 <= shallow - deep <= 350
+    assert shallow < limit
+
+
+@cpython_only
+def test_recursion_error_inside_continulet_is_clean():
+    def down(n):
+        return down(n + 1)
+
+    def body(c):
+        try:
+            down(0)
+        except RecursionError:
+            return "recursion error"
+    assert continulet(body).switch() == "recursion error"
+
+
+# ---------------------------------------------------------------- context variables
+
+var = contextvars.ContextVar("var", default="default")
+
+
+def test_context_is_shared_like_pypy():
+    var.set("main")
+    assert continulet(lambda c: var.get()).switch() == "main"
+
+    def setter(c):
+        var.set("inner")
+        c.switch()
+        return var.get()
+    c = continulet(setter)
+    c.switch()
+    assert var.get() == "inner"
+    assert c.switch() == "inner"
+
+
+@cpython_only
+def test_context_run_stays_on_its_stack():
+    def body(c):
+        ctx = contextvars.Context()
+
+        def inside():
+            var.set("in ctx")
+            c.switch(var.get())
+            return var.get()
+        return ctx.run(inside)
+    var.set("outside")
+    c = continulet(body)
+    assert c.switch() == "in ctx"
+    assert var.get() == "outside"
+    assert c.switch() == "in ctx"
+    assert var.get() == "outside"
+
+
+# ---------------------------------------------------------------- threads
+
+def test_each_thread_has_its_own_main():
+    results = {}
+
+    def worker(k):
+        def body(c, k):
+            for i in range(200):
+                c.switch((k, i))
+            return (k, "end")
+        c = continulet(body, k)
+        got = [c.switch() for _ in range(200)]
+        results[k] = (got == [(k, i) for i in range(200)], c.switch())
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {k: (True, (k, "end")) for k in range(6)}
+
+
+def test_many_continulets_in_several_threads():
+    errors = []
+
+    def worker(seed):
+        try:
+            conts = [continulet(lambda c, j=j: [c.switch(j) for _ in range(50)]) for j in range(30)]
+            for rnd in range(51):
+                for j, c in enumerate(conts):
+                    v = c.switch(rnd or None)
+                    if rnd < 50:
+                        assert v == j or v is None
+                    else:
+                        assert isinstance(v, list)
+        except BaseException as e:  # reported below
+            errors.append(e)
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+@cpython_only
+def test_pending_continulets_of_a_finished_thread():
+    box = []
+
+    def worker():
+        c = fresh()
+        c.switch()
+        box.append(c)
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    c = box.pop()
+    with pytest.raises(error, match="cannot switch to a different thread"):
+        c.switch()
+    del c
+    gc.collect()        # freed without being run: must not crash
+
+
+@cpython_only
+def test_continulet_dropped_in_another_thread_is_unwound_in_its_own():
+    log = []
+    box = []
+    go = threading.Event()
+    done = threading.Event()
+
+    def owner():
+        def body(c):
+            try:
+                c.switch()
+            finally:
+                log.append(threading.current_thread().name)
+        c = continulet(body)
+        c.switch()
+        box.append(c)
+        del c
+        go.wait()
+        # the next switch in this thread unwinds what others dropped
+        fresh().switch()
+        done.set()
+    t = threading.Thread(target=owner, name="owner")
+    t.start()
+    while not box:
+        pass
+    box.clear()          # drop it here, in the main thread
+    gc.collect()
+    assert log == []
+    go.set()
+    done.wait(10)
+    t.join()
+    assert log == ["owner"]
+
+
+def test_module_surface():
+    for name in ("continulet", "error", "generator", "permute"):
+        assert hasattr(_continuation, name)
