@@ -1,0 +1,1338 @@
+"""The Stackless Python API of the ``stackless`` package.
+
+The tests check what a program written for Stackless Python 3.7 relies on:
+values, exception types and messages, run-queue order, threads, contexts,
+preemption, pickling.  They run on CPython with this project's
+``_continuation`` and on PyPy with PyPy's own.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextvars
+import gc
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import stackless
+from stackless import bomb, channel, tasklet
+
+PYPY = sys.implementation.name == "pypy"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEADLOCK = "Deadlock: the last runnable tasklet cannot be blocked."
+
+
+@pytest.fixture(autouse=True)
+def clean_scheduler():
+    """Each test starts and must end with only the main tasklet runnable."""
+    assert stackless.getcurrent() is stackless.getmain()
+    assert stackless.getruncount() == 1
+    yield
+    leftovers = stackless._alive_registry.get(threading.get_ident(), {})
+    for t in list(leftovers.values()):
+        if t.alive and not t.is_main:
+            t.kill()
+    stackless.set_schedule_callback(None)
+    stackless.set_channel_callback(None)
+    stackless.set_error_handler(None)
+    assert stackless.getcurrent() is stackless.getmain()
+    assert stackless.getruncount() == 1
+
+
+def run_script(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, *args, "-c", code] if code else
+                          [sys.executable, *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=timeout)
+
+
+# ---------------------------------------------------------------------------
+# The module
+# ---------------------------------------------------------------------------
+
+def test_imports_this_package_not_pypys():
+    assert stackless.__file__.endswith(os.path.join("stackless", "__init__.py"))
+    assert hasattr(stackless, "tasklet") and hasattr(stackless, "coroutine")
+
+
+def test_all_names_exist():
+    for name in stackless.__all__:
+        assert hasattr(stackless, name), name
+    for name in ("run", "schedule", "schedule_remove", "getcurrent", "getmain",
+                 "getruncount", "getcurrentid", "get_thread_info",
+                 "set_schedule_callback", "get_schedule_callback",
+                 "set_channel_callback", "get_channel_callback",
+                 "set_error_handler", "switch_trap", "enable_softswitch",
+                 "getthreads", "atomic", "bomb", "TaskletExit", "tasklet",
+                 "channel", "current", "main", "runcount", "threads"):
+        assert name in stackless.__all__, name
+
+
+def test_tasklet_exit_is_system_exit_and_builtin():
+    assert issubclass(stackless.TaskletExit, SystemExit)
+    assert builtins.TaskletExit is stackless.TaskletExit
+
+
+def test_module_attributes():
+    assert stackless.current is stackless.getcurrent()
+    assert stackless.main is stackless.getmain()
+    assert stackless.main.is_main and stackless.current.is_current
+    assert stackless.runcount == 1
+    assert threading.get_ident() in stackless.threads
+    assert stackless.stackless is stackless
+    t = tasklet(lambda: None)()
+    assert stackless.runcount == 2
+    stackless.run()
+    assert stackless.runcount == 1
+
+
+def test_enable_softswitch_is_always_false():
+    assert stackless.enable_softswitch(True) is False
+    assert stackless.enable_softswitch(None) is False
+    assert "hard" in stackless.enable_softswitch.__doc__
+
+
+def test_getcurrentid_and_thread_info():
+    ids = []
+
+    def f():
+        ids.append(stackless.getcurrentid())
+        ids.append(id(stackless.getcurrent()))
+        ids.append(stackless.get_thread_info(threading.get_ident()))
+
+    t = tasklet(f)()
+    assert stackless.getcurrentid() == id(stackless.main)
+    stackless.run()
+    assert ids[0] == ids[1] == id(t)
+    main, current, runcount = ids[2]
+    assert main is stackless.main and current is t and runcount == 1
+    assert stackless.get_thread_info(threading.get_ident()) == (stackless.main, stackless.main, 1)
+
+
+def test_schedule_callback():
+    seen = []
+    assert stackless.set_schedule_callback(lambda p, n: seen.append((p, n))) is None
+    cb = stackless.get_schedule_callback()
+    t = tasklet(lambda: None)()
+    stackless.run()
+    assert seen == [(stackless.main, t), (t, stackless.main)]
+    assert stackless.set_schedule_callback(None) is cb
+    assert stackless.get_schedule_callback() is None
+
+
+def test_channel_callback():
+    seen = []
+    stackless.set_channel_callback(lambda *a: seen.append(a))
+    assert stackless.get_channel_callback() is not None
+    ch = channel()
+    t = tasklet(ch.receive)()
+    stackless.run()
+    ch.send(3)
+    stackless.set_channel_callback(None)
+    assert seen == [(ch, t, False, True), (ch, stackless.main, True, False)]
+
+
+def test_switch_trap():
+    t = tasklet(lambda: None)()
+    old = stackless.switch_trap(1)
+    try:
+        assert old == 0
+        with pytest.raises(RuntimeError, match="switch_trap"):
+            stackless.schedule()
+        with pytest.raises(RuntimeError, match="switch_trap"):
+            stackless.run()
+    finally:
+        assert stackless.switch_trap(-1) == 1
+    stackless.run()
+    assert not t.alive
+
+
+def test_atomic_context_manager():
+    cur = stackless.getcurrent()
+    assert not cur.atomic
+    with stackless.atomic():
+        assert cur.atomic
+        with stackless.atomic():
+            assert cur.atomic
+        assert cur.atomic
+    assert not cur.atomic
+    assert cur.set_atomic(True) is False
+    assert cur.set_atomic(False) is True
+
+
+def test_bomb():
+    b = bomb(ValueError, ValueError("x"), None)
+    assert b.type is ValueError and str(b.value) == "x" and b.traceback is None
+    with pytest.raises(ValueError, match="x"):
+        b.raise_()
+    with pytest.raises(KeyError):
+        bomb(KeyError).raise_()
+
+
+# ---------------------------------------------------------------------------
+# Tasklets
+# ---------------------------------------------------------------------------
+
+def test_tasklet_lifecycle_flags():
+    def f(x):
+        out.append(x)
+    out = []
+    t = tasklet(f)
+    assert not t.alive and not t.scheduled and not t.paused and t.restorable
+    t(1)
+    assert t.alive and t.scheduled and not t.paused and not t.blocked
+    stackless.run()
+    assert out == [1] and not t.alive and not t.scheduled
+
+
+def test_run_order_and_runcount():
+    out = []
+    for i in range(3):
+        tasklet(out.append)(i)
+    assert stackless.getruncount() == 4
+    stackless.run()
+    assert out == [0, 1, 2]
+
+
+def test_schedule_round_robin():
+    out = []
+
+    def f(name):
+        for i in range(3):
+            out.append((name, i))
+            stackless.schedule()
+
+    tasklet(f)("a")
+    tasklet(f)("b")
+    stackless.run()
+    assert out == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+
+
+def test_schedule_returns_retval_or_current():
+    res = []
+
+    def f():
+        res.append(stackless.schedule())
+        res.append(stackless.schedule(42))
+
+    t = tasklet(f)()
+    stackless.run()
+    assert res == [t, 42]
+
+
+def test_runcount_inside_run_excludes_main():
+    counts = []
+    tasklet(lambda: counts.append(stackless.getruncount()))()
+    tasklet(lambda: counts.append(stackless.getruncount()))()
+    stackless.run()
+    assert counts == [2, 1]
+
+
+def test_bind_with_args_is_paused_then_insert():
+    out = []
+    t = tasklet()
+    t.bind(out.append, (1,))
+    assert t.alive and t.paused and not t.scheduled
+    t.insert()
+    assert t.scheduled and not t.paused
+    stackless.run()
+    assert out == [1]
+
+
+def test_constructor_with_args_and_kwargs():
+    out = []
+    t = tasklet(lambda a, b: out.append((a, b)), (1,), {"b": 2})
+    assert t.paused
+    t.insert()
+    stackless.run()
+    assert out == [(1, 2)]
+
+
+def test_setup_and_rebinding_errors():
+    t = tasklet(lambda: None)
+    t.setup()
+    with pytest.raises(RuntimeError):
+        t.setup()
+    with pytest.raises(RuntimeError):
+        t.bind(lambda: None)
+    stackless.run()
+    with pytest.raises(TypeError):
+        tasklet(42)
+    with pytest.raises(TypeError):
+        tasklet().setup()
+
+
+def test_unbind_and_rebind():
+    out = []
+    t = tasklet(out.append, (1,))
+    t.bind(None)
+    assert not t.alive and not t.paused
+    t.bind(out.append)
+    t(2)
+    stackless.run()
+    assert out == [2]
+    with pytest.raises(RuntimeError):
+        stackless.getcurrent().bind(None)
+
+
+def test_insert_remove_errors():
+    ch = channel()
+    t = tasklet(ch.receive)()
+    stackless.run()
+    assert t.blocked
+    with pytest.raises(RuntimeError, match="You cannot run a blocked tasklet"):
+        t.insert()
+    with pytest.raises(RuntimeError, match="You cannot remove a blocked tasklet."):
+        t.remove()
+    ch.send(None)
+    dead = tasklet(lambda: None)
+    with pytest.raises(RuntimeError, match=r"You cannot run an unbound\(dead\) tasklet"):
+        dead.insert()
+    with pytest.raises(RuntimeError, match="You cannot run an unbound"):
+        dead.run()
+
+
+def test_remove_pauses_and_insert_resumes():
+    out = []
+    t = tasklet(out.append)(1)
+    assert t.remove() is t
+    assert t.paused and stackless.getruncount() == 1
+    stackless.run()
+    assert out == []
+    t.insert()
+    stackless.run()
+    assert out == [1]
+
+
+def test_run_rotates_queue_to_target():
+    out = []
+
+    def f(x):
+        out.append(x)
+
+    a, b, c = tasklet(f)("a"), tasklet(f)("b"), tasklet(f)("c")
+    out.append("main")
+    c.run()
+    # c runs, then the main tasklet (right after c in the circle), then a, b
+    out.append("back")
+    stackless.run()
+    assert out == ["main", "c", "back", "a", "b"]
+
+
+def test_tasklet_switch_pauses_current():
+    out = []
+
+    def f():
+        out.append("f")
+        main.run()
+        out.append("f again")
+
+    main = stackless.getmain()
+    t = tasklet(f)
+    t.bind(f, ())
+    t.switch()
+    assert out == ["f"]
+    assert t.alive and not t.paused  # f ran main.run(): it stays scheduled
+    stackless.run()
+    assert out == ["f", "f again"]
+
+    def g():
+        res.append(main.paused)
+        main.insert()
+
+    res = []
+    t2 = tasklet(g, ())
+    t2.switch()
+    assert res == [True]
+
+
+def test_schedule_remove_returns_tempval_of_inserter():
+    got = []
+
+    def f():
+        got.append(stackless.schedule_remove())
+        got.append(stackless.schedule_remove("default"))
+
+    t = tasklet(f)()
+    stackless.run()
+    assert t.paused
+    t.tempval = "from main"
+    t.insert()
+    stackless.run()
+    assert got == ["from main"]
+    t.insert()
+    stackless.run()
+    assert got == ["from main", "default"]
+
+
+def test_kill_blocked_tasklet_fixes_balance():
+    ch = channel()
+    caught = []
+
+    def f():
+        try:
+            ch.receive()
+        except TaskletExit:
+            caught.append("exit")
+            raise
+
+    t = tasklet(f)()
+    stackless.run()
+    assert ch.balance == -1 and t.blocked
+    t.kill()
+    assert caught == ["exit"]
+    assert ch.balance == 0 and not t.alive and not t.blocked
+    assert ch.queue is None
+
+
+def test_kill_blocked_sender_fixes_balance():
+    ch = channel()
+    t = tasklet(ch.send)(1)
+    u = tasklet(ch.send)(2)
+    stackless.run()
+    assert ch.balance == 2
+    t.kill()
+    assert ch.balance == 1
+    assert ch.receive() == 2
+    stackless.run()
+    assert not u.alive
+
+
+def test_kill_pending():
+    out = []
+
+    def f():
+        try:
+            stackless.schedule_remove()
+        finally:
+            out.append("finally")
+
+    t = tasklet(f)()
+    stackless.run()
+    t.kill(pending=True)
+    assert out == [] and t.scheduled
+    stackless.run()
+    assert out == ["finally"] and not t.alive
+
+
+def test_kill_unstarted_never_runs_body():
+    out = []
+    t = tasklet(out.append)(1)
+    t.kill()
+    assert not t.alive and out == []
+    assert stackless.getruncount() == 1
+    t.kill()   # killing a dead tasklet does nothing
+
+
+def test_kill_from_inside_is_silent():
+    out = []
+
+    def f():
+        stackless.getcurrent().kill()
+        out.append("unreachable")
+
+    tasklet(f)()
+    stackless.run()
+    assert out == []
+
+
+def test_throw_and_raise_exception():
+    got = []
+
+    def f():
+        try:
+            stackless.schedule_remove()
+        except Exception as e:
+            got.append((type(e), e.args))
+        try:
+            stackless.schedule_remove()
+        except Exception as e:
+            got.append((type(e), e.args))
+
+    t = tasklet(f)()
+    stackless.run()
+    t.throw(ValueError, "v")
+    assert got == [(ValueError, ("v",))]
+    t.raise_exception(KeyError, 1, 2)
+    assert got[1] == (KeyError, (1, 2))
+    assert not t.alive
+
+
+def test_throw_uncaught_reaches_main():
+    t = tasklet(stackless.schedule_remove)()
+    stackless.run()
+    with pytest.raises(ZeroDivisionError):
+        t.throw(ZeroDivisionError("x"))
+    assert not t.alive
+
+
+def test_throw_pending():
+    got = []
+
+    def f():
+        try:
+            stackless.schedule_remove()
+        except IndexError:
+            got.append("index")
+
+    t = tasklet(f)()
+    stackless.run()
+    t.throw(IndexError, pending=True)
+    assert got == []
+    stackless.run()
+    assert got == ["index"]
+
+
+def test_uncaught_exception_reraised_in_main():
+    def f():
+        raise ValueError("boom")
+
+    t = tasklet(f)()
+    with pytest.raises(ValueError, match="boom") as info:
+        stackless.run()
+    assert not t.alive
+    assert any(e.name == "f" for e in info.traceback)
+
+
+def test_other_tasklets_survive_an_error():
+    out = []
+    tasklet(lambda: 1 / 0)()
+    tasklet(out.append)(1)
+    with pytest.raises(ZeroDivisionError):
+        stackless.run()
+    stackless.run()
+    assert out == [1]
+
+
+def test_error_handler():
+    seen = []
+
+    def handler(typ, val, tb):
+        seen.append((typ, str(val), tb is not None))
+
+    assert stackless.set_error_handler(handler) is None
+    out = []
+    tasklet(lambda: 1 / 0)()
+    tasklet(out.append)(2)
+    stackless.run()
+    assert seen == [(ZeroDivisionError, "division by zero", True)]
+    assert out == [2]
+    assert stackless.set_error_handler(None) is handler
+
+
+def test_error_handler_that_raises_reaches_main():
+    def handler(typ, val, tb):
+        raise KeyError("from handler")
+
+    stackless.set_error_handler(handler)
+    tasklet(lambda: 1 / 0)()
+    with pytest.raises(KeyError):
+        stackless.run()
+
+
+def test_taskletexit_is_silent_but_systemexit_is_not():
+    def f():
+        raise TaskletExit
+
+    tasklet(f)()
+    stackless.run()
+
+    def g():
+        raise SystemExit(3)
+
+    tasklet(g)()
+    with pytest.raises(SystemExit) as info:
+        stackless.run()
+    assert info.value.code == 3
+
+
+def test_deadlock_main_blocks():
+    ch = channel()
+    with pytest.raises(RuntimeError) as info:
+        ch.receive()
+    assert str(info.value) == DEADLOCK
+    assert ch.balance == 0
+    with pytest.raises(RuntimeError, match=DEADLOCK):
+        ch.send(1)
+    assert ch.balance == 0
+
+
+def test_deadlock_when_last_tasklet_blocks_while_main_waits():
+    a, b = channel(), channel()
+    t = tasklet(b.receive)()
+    with pytest.raises(RuntimeError, match=DEADLOCK):
+        a.receive()
+    assert a.balance == 0 and b.balance == -1 and t.blocked
+    b.send(None)
+    assert not t.alive
+
+
+def test_run_returns_when_all_blocked():
+    ch = channel()
+    ts = [tasklet(ch.receive)() for _ in range(3)]
+    assert stackless.run() is None
+    assert ch.balance == -3 and all(t.blocked for t in ts)
+    for i in range(3):
+        ch.send(i)
+    assert all(not t.alive for t in ts)
+
+
+def test_nested_run_in_tasklet():
+    out = []
+
+    def inner():
+        out.append("inner")
+
+    def outer():
+        tasklet(inner)()
+        out.append("outer before")
+        stackless.run()
+        out.append("outer after")
+
+    tasklet(outer)()
+    stackless.run()
+    assert out == ["outer before", "inner", "outer after"]
+
+
+def test_tasklet_subclass():
+    class MyTasklet(tasklet):
+        def __init__(self, func, tag):
+            super().__init__(func)
+            self.tag = tag
+
+    out = []
+    t = MyTasklet(lambda: out.append(stackless.getcurrent().tag), "x")
+    t()
+    assert isinstance(t, tasklet)
+    stackless.run()
+    assert out == ["x"]
+
+
+def test_attributes_of_suspended_tasklet():
+    ch = channel()
+
+    def deep(n):
+        if n:
+            return deep(n - 1)
+        return ch.receive()
+
+    t = tasklet(deep)(3)
+    assert t.frame is None and t.recursion_depth == 0
+    stackless.run()
+    assert t.frame.f_code.co_name == "deep"
+    assert t.recursion_depth == 4
+    assert t.nesting_level == 0
+    assert t.thread_id == threading.get_ident()
+    assert not t.is_main and not t.is_current
+    assert not t.restorable
+    ch.send(None)
+    assert t.frame is None
+
+
+def test_next_and_prev():
+    main = stackless.getmain()
+    a = tasklet(lambda: None)()
+    b = tasklet(lambda: None)()
+    assert main.next is a and a.next is b and b.next is main
+    assert main.prev is b and b.prev is a
+    stackless.run()
+    assert main.next is main and a.next is None
+
+
+def test_tempval_property():
+    t = tasklet(lambda: None)
+    t.tempval = 5
+    assert t.tempval == 5
+
+
+def test_set_ignore_nesting_and_block_trap():
+    t = tasklet(lambda: None)
+    assert t.set_ignore_nesting(True) is False
+    assert t.ignore_nesting
+    assert t.set_ignore_nesting(False) is True
+    ch = channel()
+
+    def f():
+        stackless.getcurrent().block_trap = True
+        try:
+            ch.receive()
+        except RuntimeError as e:
+            out.append(str(e))
+
+    out = []
+    tasklet(f)()
+    stackless.run()
+    assert out == ["this tasklet does not like to be blocked."]
+    assert ch.balance == 0
+
+
+def test_trace_and_profile_function_attributes():
+    t = tasklet(lambda: None)
+    t.trace_function = print
+    t.profile_function = repr
+    assert t.trace_function is print and t.profile_function is repr
+    assert stackless.getcurrent().trace_function is sys.gettrace()
+
+
+def test_exception_state_per_tasklet():
+    seen = []
+
+    def f():
+        seen.append(sys.exc_info()[0])
+        try:
+            raise KeyError
+        except KeyError:
+            stackless.schedule()
+            seen.append(sys.exc_info()[0])
+
+    try:
+        raise ValueError
+    except ValueError:
+        tasklet(f)()
+        stackless.schedule()
+        seen.append(sys.exc_info()[0])
+        stackless.run()
+    assert seen == [None, ValueError, KeyError]
+
+
+# ---------------------------------------------------------------------------
+# Channels
+# ---------------------------------------------------------------------------
+
+def test_classic_demo_order(capsys):
+    from stackless.__main__ import channel_demo
+    channel_demo()
+    assert capsys.readouterr().out.splitlines() == [
+        "Receiving tasklet started",
+        "Sending tasklet started",
+        "send from sending_tasklet",
+        "Receiving tasklet finished",
+        "Just another tasklet in the scheduler",
+        "sending tasklet finished",
+    ]
+
+
+def _preference_order(pref, sender_first):
+    ch = channel()
+    ch.preference = pref
+    out = []
+
+    def sender():
+        ch.send("v")
+        out.append("sender after")
+
+    def receiver():
+        out.append(ch.receive())
+        out.append("receiver after")
+
+    def other():
+        out.append("other")
+
+    if sender_first:
+        tasklet(sender)()
+        tasklet(receiver)()
+    else:
+        tasklet(receiver)()
+        tasklet(sender)()
+    tasklet(other)()
+    stackless.run()
+    return out
+
+
+def test_preference_receiver_default():
+    assert channel().preference == -1
+    assert _preference_order(-1, sender_first=False) == [
+        "v", "receiver after", "other", "sender after"]
+    assert _preference_order(-1, sender_first=True) == [
+        "v", "receiver after", "other", "sender after"]
+
+
+def test_preference_sender():
+    assert _preference_order(1, sender_first=False) == [
+        "sender after", "other", "v", "receiver after"]
+    assert _preference_order(1, sender_first=True) == [
+        "sender after", "other", "v", "receiver after"]
+
+
+def test_preference_none():
+    assert _preference_order(0, sender_first=False) == [
+        "sender after", "other", "v", "receiver after"]
+    assert _preference_order(0, sender_first=True) == [
+        "v", "receiver after", "other", "sender after"]
+
+
+def test_schedule_all():
+    ch = channel()
+    ch.schedule_all = True
+    out = []
+
+    def receiver():
+        out.append(ch.receive())
+
+    def sender():
+        ch.send(1)
+        out.append("sender after")
+
+    tasklet(receiver)()
+    tasklet(sender)()
+    tasklet(out.append)("other")
+    stackless.run()
+    assert out == ["other", 1, "sender after"]
+
+
+def test_main_sends_and_receives():
+    ch = channel()
+    tasklet(lambda: ch.send(ch.receive() * 2))()
+    stackless.schedule()
+    ch.send(21)
+    assert ch.receive() == 42
+
+
+def test_send_exception_and_send_throw():
+    ch = channel()
+    got = []
+
+    def receiver():
+        for _ in range(3):
+            try:
+                ch.receive()
+            except Exception as e:
+                got.append((type(e), e.args))
+
+    tasklet(receiver)()
+    stackless.run()
+    ch.send_exception(ValueError, 1, 2)
+    ch.send_throw(KeyError("k"))
+    ch.send_throw(IndexError, "i")
+    assert got == [(ValueError, (1, 2)), (KeyError, ("k",)), (IndexError, ("i",))]
+
+
+def test_send_exception_to_waiting_sender_side():
+    ch = channel()
+    tasklet(ch.send_exception)(KeyError, "x")
+    stackless.run()
+    with pytest.raises(KeyError):
+        ch.receive()
+
+
+def test_send_sequence_and_iteration():
+    ch = channel()
+    got = []
+
+    def receiver():
+        for x in ch:
+            got.append(x)
+        got.append("end")
+
+    tasklet(receiver)()
+    stackless.run()
+    assert ch.send_sequence(range(5)) == 5
+    ch.send_exception(StopIteration)
+    assert got == [0, 1, 2, 3, 4, "end"]
+
+
+def test_balance_and_queue():
+    ch = channel()
+    ts = [tasklet(ch.receive)() for _ in range(3)]
+    stackless.run()
+    assert ch.balance == -3
+    assert ch.queue is ts[0] and ts[0].next is ts[1] and ts[1].next is ts[2]
+    assert ts[2].next is None
+    for i in range(3):
+        ch.send(i)
+    assert ch.balance == 0 and ch.queue is None
+    senders = [tasklet(ch.send)(i) for i in range(2)]
+    stackless.run()
+    assert ch.balance == 2 and ch.queue is senders[0]
+    assert [ch.receive(), ch.receive()] == [0, 1]
+
+
+def test_close_and_open():
+    ch = channel()
+    tasklet(ch.send)(1)
+    stackless.run()
+    ch.close()
+    assert ch.closing and not ch.closed
+    assert ch.receive() == 1
+    assert ch.closed
+    with pytest.raises(ValueError) as info:
+        ch.send(2)
+    assert str(info.value) == "Send/receive operation on a closed channel"
+    with pytest.raises(ValueError):
+        ch.receive()
+    ch.open()
+    assert not ch.closing and not ch.closed
+    tasklet(ch.send)(3)
+    assert ch.receive() == 3
+
+
+def test_channel_subclass():
+    class Counting(channel):
+        def __init__(self):
+            super().__init__()
+            self.sent = 0
+
+        def send(self, value):
+            self.sent += 1
+            return super().send(value)
+
+    ch = Counting()
+    tasklet(ch.receive)()
+    stackless.run()
+    ch.send(1)
+    assert ch.sent == 1 and ch.balance == 0
+
+
+def test_channel_many_tasklets():
+    ch = channel()
+    n = 2000
+    total = []
+
+    def worker(i):
+        ch.send(i)
+
+    for i in range(n):
+        tasklet(worker)(i)
+    for _ in range(n):
+        total.append(ch.receive())
+    stackless.run()
+    assert sorted(total) == list(range(n))
+
+
+# ---------------------------------------------------------------------------
+# Contexts
+# ---------------------------------------------------------------------------
+
+VAR = contextvars.ContextVar("VAR", default="unset")
+
+
+def test_context_isolated_per_tasklet():
+    VAR.set("main")
+    seen = []
+
+    def f(name):
+        seen.append((name, VAR.get()))
+        VAR.set(name)
+        stackless.schedule()
+        seen.append((name, VAR.get()))
+
+    tasklet(f)("a")
+    tasklet(f)("b")
+    stackless.schedule()
+    seen.append(("main", VAR.get()))
+    stackless.run()
+    assert seen == [("a", "main"), ("b", "main"), ("main", "main"),
+                    ("a", "a"), ("b", "b")]
+    assert VAR.get() == "main"
+
+
+def test_set_context_and_context_run():
+    ctx = contextvars.Context()
+    ctx.run(VAR.set, "in ctx")
+    seen = []
+    t = tasklet(lambda: seen.append(VAR.get()))
+    t.set_context(ctx)
+    assert t.context_id == id(ctx)
+    assert t.context_run(VAR.get) == "in ctx"
+    t()
+    stackless.run()
+    assert seen == ["in ctx"]
+    with pytest.raises(TypeError):
+        t.set_context("nope")
+
+
+# ---------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------
+
+def test_each_thread_has_its_own_scheduler():
+    res = {}
+
+    def thread_main():
+        out = []
+        tasklet(out.append)("in thread")
+        res["main_differs"] = stackless.getmain() is not main
+        res["runcount"] = stackless.getruncount()
+        stackless.run()
+        res["out"] = out
+        res["current_is_main"] = stackless.getcurrent() is stackless.getmain()
+
+    main = stackless.getmain()
+    t = tasklet(lambda: None)()
+    th = threading.Thread(target=thread_main)
+    th.start()
+    th.join()
+    assert res == {"main_differs": True, "runcount": 2, "out": ["in thread"],
+                   "current_is_main": True}
+    assert stackless.getruncount() == 2
+    stackless.run()
+    assert not t.alive
+
+
+def test_channel_between_threads():
+    ch = channel()
+    got = []
+
+    def thread_main():
+        for i in range(5):
+            ch.send(i)
+        got.append(ch.receive())
+
+    th = threading.Thread(target=thread_main)
+    th.start()
+    for _ in range(5):
+        got.append(ch.receive())
+    ch.send("back")
+    th.join(10)
+    assert not th.is_alive()
+    assert got == [0, 1, 2, 3, 4, "back"]
+
+
+def test_threadblock_run_waits_for_other_thread():
+    ch = channel()
+    got = []
+
+    def receiver():
+        got.append(ch.receive())
+
+    tasklet(receiver)()
+
+    def thread_main():
+        time.sleep(0.2)
+        ch.send("late")
+
+    th = threading.Thread(target=thread_main)
+    th.start()
+    stackless.run(threadblock=True)
+    th.join(10)
+    assert got == ["late"]
+
+
+def test_tasklets_killed_when_thread_ends():
+    out = []
+
+    def worker():
+        try:
+            stackless.schedule_remove()
+        finally:
+            out.append("finally ran")
+
+    holder = []
+
+    def thread_main():
+        t = tasklet(worker)()
+        stackless.run()
+        holder.append(t)
+
+    th = threading.Thread(target=thread_main)
+    th.start()
+    th.join(10)
+    deadline = time.time() + 5
+    while not out and time.time() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert out == ["finally ran"]
+    assert holder[0].thread_id == -1 or not holder[0].alive
+
+
+def test_tasklets_killed_at_interpreter_exit():
+    code = (
+        "import stackless\n"
+        "def f():\n"
+        "    try:\n"
+        "        stackless.schedule_remove()\n"
+        "    finally:\n"
+        "        print('cleanup', flush=True)\n"
+        "ch = stackless.channel()\n"
+        "def g():\n"
+        "    try:\n"
+        "        ch.receive()\n"
+        "    except TaskletExit:\n"
+        "        print('blocked killed', flush=True)\n"
+        "        raise\n"
+        "stackless.tasklet(f)(); stackless.tasklet(g)(); stackless.run()\n"
+        "print('exiting', flush=True)\n")
+    r = run_script(code)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == ["blocked killed", "cleanup", "exiting"]
+    assert r.stdout.splitlines()[0] == "exiting"
+
+
+def test_kill_tasklet_of_other_thread_is_pending():
+    started = threading.Event()
+    done = threading.Event()
+    box = []
+
+    def thread_main():
+        ch = channel()
+
+        def worker():
+            try:
+                ch.receive()
+            except TaskletExit:
+                box.append("killed")
+                raise
+
+        box.append(tasklet(worker)())
+        stackless.run()
+        started.set()
+        done.wait(10)
+        stackless.run()
+
+    th = threading.Thread(target=thread_main)
+    th.start()
+    started.wait(10)
+    t = box[0]
+    assert t.blocked and t.thread_id == th.ident
+    t.kill()
+    done.set()
+    th.join(10)
+    assert box[1:] == ["killed"]
+
+
+# ---------------------------------------------------------------------------
+# Preemption
+# ---------------------------------------------------------------------------
+
+def spin(box):
+    n = 0
+    while True:
+        n += 1
+        box[0] = n
+
+
+def test_run_timeout_interrupts_and_returns_tasklet():
+    box = [0]
+    t = tasklet(spin)(box)
+    r = stackless.run(1000)
+    assert r is t
+    assert t.alive and not t.scheduled and t.paused
+    assert box[0] > 0
+    assert stackless.getruncount() == 1
+    first = box[0]
+    t.insert()
+    assert stackless.run(1000) is t
+    assert box[0] > first
+    t.kill()
+
+
+def test_run_without_timeout_installs_no_tracer():
+    seen = []
+    tasklet(lambda: seen.append(sys.gettrace()))()
+    stackless.run()
+    assert seen == [sys.gettrace()]
+    box = [0]
+    t = tasklet(spin)(box)
+    stackless.run(100)
+    assert sys.gettrace() is seen[0]
+    t.kill()
+
+
+def test_timeout_round_robin_between_spinners():
+    a, b = [0], [0]
+    ta = tasklet(spin)(a)
+    tb = tasklet(spin)(b)
+    interrupted = []
+    for _ in range(4):
+        r = stackless.run(500)
+        interrupted.append(r)
+        r.insert()
+    assert interrupted == [ta, tb, ta, tb]
+    assert a[0] > 0 and b[0] > 0
+    ta.kill()
+    tb.kill()
+
+
+def test_atomic_tasklet_is_not_preempted():
+    out = []
+
+    def f():
+        with stackless.atomic():
+            for i in range(3000):
+                pass
+            out.append("atomic done")
+        spin([0])
+
+    t = tasklet(f)()
+    assert stackless.run(100) is t
+    assert out == ["atomic done"]
+    t.kill()
+
+
+def test_soft_timeout_interrupts_only_at_schedule():
+    out = []
+
+    def f():
+        for i in range(2000):
+            pass
+        out.append("loop done")
+        stackless.schedule()
+        out.append("after schedule")
+
+    t = tasklet(f)()
+    r = stackless.run(50, soft=True)
+    assert r is t and out == ["loop done"]
+    t.insert()
+    stackless.run()
+    assert out == ["loop done", "after schedule"]
+
+
+def test_totaltimeout():
+    box = [0]
+    out = []
+
+    def polite():
+        for i in range(200):
+            out.append(i)
+            stackless.schedule()
+
+    tasklet(polite)()
+    t = tasklet(spin)(box)
+    r = stackless.run(20000, totaltimeout=True)
+    assert r is not None
+    r.insert()
+    t.kill()
+    stackless.run()
+
+
+def test_finished_run_with_timeout_returns_none():
+    tasklet(lambda: None)()
+    assert stackless.run(100000) is None
+
+
+# ---------------------------------------------------------------------------
+# Pickling
+# ---------------------------------------------------------------------------
+
+def pickled_func(x, y=0):
+    RESULTS.append(x + y)
+
+
+RESULTS: list = []
+
+
+def test_pickle_unstarted_tasklet():
+    RESULTS.clear()
+    t = tasklet(pickled_func)(1, y=2)
+    assert t.restorable
+    data = pickle.dumps(t)
+    t.kill()
+    t2 = pickle.loads(data)
+    assert t2.alive and t2.scheduled
+    stackless.run()
+    assert RESULTS == [3]
+
+
+def test_pickle_paused_before_start_and_dead():
+    RESULTS.clear()
+    t = tasklet(pickled_func, (5,))
+    t2 = pickle.loads(pickle.dumps(t))
+    assert t2.paused
+    t2.insert()
+    stackless.run()
+    assert RESULTS == [5]
+    t.bind(None)
+    dead = pickle.loads(pickle.dumps(t))
+    assert not dead.alive and dead.restorable
+    unbound = pickle.loads(pickle.dumps(tasklet(pickled_func)))
+    assert not unbound.alive
+    unbound(7)
+    stackless.run()
+    assert RESULTS == [5, 7]
+
+
+def test_pickle_running_tasklet_is_not_restorable():
+    ch = channel()
+    t = tasklet(ch.receive)()
+    stackless.run()
+    assert not t.restorable
+    copy = pickle.loads(pickle.dumps(t))
+    assert copy.alive
+    copy.insert()
+    with pytest.raises(RuntimeError, match="pickled while it was running"):
+        stackless.run()
+    ch.send(None)
+
+
+def test_pickle_channel_with_waiting_tasklets():
+    ch = channel()
+    senders = [tasklet(ch.send)(i) for i in range(2)]
+    stackless.run()
+    assert ch.balance == 2
+    ch2 = pickle.loads(pickle.dumps(ch))
+    assert ch2.balance == 2
+    assert ch2.queue.blocked and ch2.queue.next.blocked
+    assert ch2.queue.tempval == 0 and ch2.queue.next.tempval == 1
+    for t in list(ch2._queue):
+        t.kill()
+    assert ch2.balance == 0
+    assert [ch.receive(), ch.receive()] == [0, 1]
+    ch3 = pickle.loads(pickle.dumps(channel()))
+    assert ch3.balance == 0 and ch3.preference == -1
+
+
+def test_main_tasklet_cannot_be_pickled():
+    with pytest.raises(TypeError):
+        pickle.dumps(stackless.getmain())
+
+
+# ---------------------------------------------------------------------------
+# GC and the demo
+# ---------------------------------------------------------------------------
+
+def test_dead_tasklets_are_collected():
+    import weakref
+    refs = []
+    for _ in range(50):
+        t = tasklet(lambda: None)()
+        refs.append(weakref.ref(t))
+    del t
+    stackless.run()
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0
+
+
+def test_many_tasklets_do_not_pile_up_stack_depth():
+    ch = channel()
+    depths = []
+
+    def f():
+        depths.append(len_stack())
+        ch.receive()
+
+    def len_stack():
+        f, n = sys._getframe(), 0
+        while f is not None and n < 100000:
+            n, f = n + 1, f.f_back
+        return n
+
+    for _ in range(3000):
+        tasklet(f)()
+    stackless.run()
+    assert max(depths) - min(depths) < 5
+    for _ in range(3000):
+        ch.send(None)
+
+
+def test_demo_command():
+    r = run_script("", "-m", "stackless", "--players", "200", "--turns", "300")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:6] == [
+        "Receiving tasklet started",
+        "Sending tasklet started",
+        "send from sending_tasklet",
+        "Receiving tasklet finished",
+        "Just another tasklet in the scheduler",
+        "sending tasklet finished",
+    ]
+    assert lines[6].startswith("hackysack: 200 tasklets, 300 turns: ")
+    assert lines[6].endswith(" s")
