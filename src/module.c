@@ -626,9 +626,13 @@ static int Continulet_clear(PyObject *op)
 static void Continulet_dealloc(PyObject *op)
 {
     Continulet *self = (Continulet *)op;
-    PyObject_GC_UnTrack(op);
-    if (PyObject_CallFinalizerFromDealloc(op) < 0)
-        return;     /* resurrected */
+    /* A Python subclass's dealloc has run the finalizer and untracked the
+       object already; the finalizer insists on a tracked object. */
+    if (PyObject_GC_IsTracked(op)) {
+        if (PyObject_CallFinalizerFromDealloc(op) < 0)
+            return;     /* resurrected */
+        PyObject_GC_UnTrack(op);
+    }
     if (self->weakrefs != NULL)
         PyObject_ClearWeakRefs(op);
     (void)Continulet_clear(op);
