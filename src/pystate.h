@@ -18,7 +18,7 @@ typedef struct { void *opaque[8]; } cps_root;
 
 /* Bytes of the first frame data-stack chunk that a new stack gets.  Frames
  * that need more spill over into chunks that CPython allocates itself. */
-#define CPS_CHUNK_BYTES 2048
+#define CPS_CHUNK_BYTES 1024
 
 /* Suspend the running stack: copy its fields into `saved` and cut its
  * bottom frame loose from the frames of whoever switched into it.

@@ -35,10 +35,10 @@ static int save_below(stk_slice *s, char *limit)
     if (want <= s->saved)
         return 0;
     if (want > s->cap) {
-        /* grow geometrically: a slice that got deeper once tends to again */
-        size_t cap = s->cap ? s->cap : 256;
-        while (cap < want)
-            cap *= 2;
+        /* Exact size, rounded up to a cache line: most slices are suspended
+           at the same depth every time, and thousands of suspended slices
+           must cost little memory.  realloc() absorbs the rare growth. */
+        size_t cap = (want + 63) & ~(size_t)63;
         char *buf = realloc(s->buf, cap);
         if (buf == NULL)
             return -1;
