@@ -1,9 +1,19 @@
 """Build the _continuation extension (CPython only; PyPy has its own)."""
+import glob
 import os
 import platform
-import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+
+class build_py_with_pth(build_py):
+    """Also put the packages' start-up hooks (*.pth) at the top of site-packages."""
+
+    def run(self):
+        super().run()
+        for pth in glob.glob("stackless/**/*.pth", recursive=True):
+            self.copy_file(pth, os.path.join(self.build_lib, os.path.basename(pth)))
 
 ext_modules = []
 if platform.python_implementation() == "CPython":
@@ -24,4 +34,4 @@ if platform.python_implementation() == "CPython":
         extra_compile_args=cflags,
     ))
 
-setup(ext_modules=ext_modules)
+setup(ext_modules=ext_modules, cmdclass={"build_py": build_py_with_pth})
