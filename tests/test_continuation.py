@@ -993,3 +993,40 @@ def test_continulet_dropped_in_another_thread_is_unwound_in_its_own():
 def test_module_surface():
     for name in ("continulet", "error", "generator", "permute"):
         assert hasattr(_continuation, name)
+
+
+@cpython_only
+def test_switch_away_while_being_unwound_is_refused():
+    other = fresh()
+    reports = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: reports.append((type(u.exc_value), str(u.exc_value)))
+    try:
+        def body(c):
+            try:
+                c.switch()
+            finally:
+                other.switch()      # not allowed while the GC unwinds us
+        c = continulet(body)
+        c.switch()
+        del c
+        gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert reports == [(RuntimeError, "cannot switch away from a continulet that is being garbage-collected")]
+    assert other.switch() == "x"     # untouched
+
+
+def test_finishing_into_a_not_yet_started_continuation():
+    a = continulet(lambda c: "a finished")
+
+    def body(b):
+        permute(b, a)       # b now holds a's unstarted run; a holds our caller
+        return "b's result starts a"
+    b = continulet(body)
+    # b's result goes to what b holds: a's not-yet-started run, which must
+    # receive None... so it starts with a TypeError, which goes to what a
+    # holds: us.
+    with pytest.raises(TypeError, match="just-started"):
+        b.switch()
+    assert not a.is_pending() and not b.is_pending()
