@@ -138,7 +138,6 @@ class _ThreadState:
 _local = threading.local()
 _states: "dict[int, _ThreadState]" = {}
 _lock = _thread.allocate_lock()     # guards channel queues across threads
-_sleepers = 0                       # threads waiting for a tasklet to arrive
 
 
 def _new_ts() -> _ThreadState:
@@ -146,7 +145,34 @@ def _new_ts() -> _ThreadState:
     _local.ts = ts
     _local.reaper = _ThreadReaper(ts)
     _states[ts.thread_id] = ts
+    _hook_thread_end(ts)
     return ts
+
+
+def _hook_thread_end(ts: _ThreadState) -> None:
+    """Kill the thread's tasklets when its ``threading.Thread`` finishes.
+
+    ``Thread._bootstrap_inner`` calls ``self._delete()`` in the thread itself
+    once ``run()`` has returned: the tasklets are killed right there, while
+    the thread can still run them.  Threads that are not ``threading``
+    threads fall back on :class:`_ThreadReaper`.
+    """
+    if ts.thread_id == threading.main_thread().ident:
+        return
+    th = threading.current_thread()
+    original = getattr(th, "_delete", None)
+    if original is None or isinstance(th, threading._DummyThread):
+        return
+
+    def _delete() -> None:
+        try:
+            if _get_ident() == ts.thread_id and ts.current is ts.main:
+                _kill_all(ts)
+                _states.pop(ts.thread_id, None)
+        finally:
+            original()
+
+    th._delete = _delete
 
 
 def _ts() -> _ThreadState:
@@ -267,10 +293,11 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
 def _finish(cont: continulet, ts: _ThreadState, self: "tasklet",
             error: Optional[BaseException]) -> None:
     """Make ``self`` dead and pass control on; never raises."""
+    handler = _error_handler
     while True:
         try:
-            if error is not None and _error_handler is not None:
-                h = _error_handler
+            if error is not None and handler is not None:
+                h, handler = handler, None
                 error, e = None, error
                 h(type(e), e, e.__traceback__)
             nxt = _end_switch_target(ts, self, error)
@@ -351,7 +378,14 @@ def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> None:
 
 def _others_can_wake(ts: _ThreadState) -> bool:
     """True when another thread could still hand us a tasklet."""
-    return max(threading.active_count(), _thread._count() + 1) - _sleepers > 1
+    others = max(threading.active_count(), _thread._count() + 1) - 1
+    if others <= 0:
+        return False
+    stuck = 0
+    for s in list(_states.values()):
+        if s is not ts and s.idle and not s.rq:
+            stuck += 1
+    return others > stuck
 
 
 def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
@@ -362,7 +396,6 @@ def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
     the main tasklet is revived.  If the main tasklet is the one that leaves,
     that is a deadlock and ``RuntimeError`` is raised in it.
     """
-    global _sleepers
     rq = ts.rq
     while True:
         wds = ts.watchdogs
@@ -370,14 +403,12 @@ def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
             break
         if _others_can_wake(ts):
             with ts.cond:
-                _sleepers += 1
                 ts.idle = True
                 try:
                     if not rq:
                         ts.cond.wait(0.05)
                 finally:
                     ts.idle = False
-                    _sleepers -= 1
             if rq:
                 return rq[0]
             continue
@@ -799,7 +830,7 @@ class tasklet:
         """True when pickling captures the whole tasklet (it has not started)."""
         if self._is_main:
             return False
-        return not (self._alive and self._started)
+        return not (self._alive and (self._started or self._unrestorable))
 
     @property
     def atomic(self) -> bool:
@@ -1454,6 +1485,7 @@ class channel:
 
     def __setstate__(self, state) -> None:
         balance, pref, sched_all, closing, waiters, d = state
+        channel.__init__(self)
         self.preference = pref
         self.schedule_all = sched_all
         self._closing = closing

@@ -49,7 +49,8 @@ def hackysack(players: int, turns: int, seed: int = 1) -> float:
     done = stackless.channel()
     state = {"turns": 0}
 
-    def player(me: stackless.channel) -> None:
+    def player(index: int) -> None:
+        me = channels[index]
         while True:
             ball = me.receive()
             if ball is None:
@@ -58,11 +59,13 @@ def hackysack(players: int, turns: int, seed: int = 1) -> float:
             if state["turns"] >= turns:
                 done.send(ball)
             else:
-                channels[rnd.randrange(players)].send(ball)
+                # kick to somebody else: a player cannot catch its own kick
+                other = rnd.randrange(players - 1)
+                channels[other + (other >= index)].send(ball)
 
     start = time.perf_counter()
-    for ch in channels:
-        stackless.tasklet(player)(ch)
+    for i in range(players):
+        stackless.tasklet(player)(i)
     stackless.schedule()            # everybody starts and waits for the ball
     channels[0].send("ball")
     done.receive()
@@ -77,7 +80,8 @@ def main(argv: "list[str] | None" = None) -> int:
     """Run the demo; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m stackless",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--players", type=int, default=10_000)
+    parser.add_argument("--players", type=int, default=10_000,
+                        help="number of tasklets (at least 2)")
     parser.add_argument("--turns", type=int, default=1_000)
     parser.add_argument("--no-hackysack", action="store_true")
     args = parser.parse_args(argv)

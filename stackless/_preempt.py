@@ -60,22 +60,29 @@ class _Preempt:
         # Frames that were already running before the trace function was
         # installed get no line events unless their f_trace is set.
         local = self._local_trace
+        own1, own2 = _OWN_GLOBALS
         while f is not None:
-            if f.f_globals not in _OWN_GLOBALS and f.f_trace is None:
-                f.f_trace = local
+            g = f.f_globals
+            if g is not own1 and g is not own2:
+                tr = f.f_trace
+                if tr is None or type(getattr(tr, "__self__", None)) is _Preempt:
+                    f.f_trace = local
             f = f.f_back
 
     def _global_trace(self, frame: Any, event: str, arg: Any) -> Any:
-        if frame.f_globals in _OWN_GLOBALS or self.fired:
+        g = frame.f_globals
+        if g is _OWN_GLOBALS[0] or g is _OWN_GLOBALS[1]:
             return None
-        self._tick()
-        return self._local_trace
+        return self._local_trace(frame, event, arg)
 
     def _local_trace(self, frame: Any, event: str, arg: Any) -> Any:
-        if self.fired:
+        # Always count for the innermost live run(timeout) of the thread,
+        # whichever _Preempt installed this frame's f_trace.
+        pre = self.ts.timeout
+        if pre is None:
             return None
-        self._tick()
-        return self._local_trace
+        pre._tick()
+        return pre._local_trace
 
     def _tick(self) -> None:
         self.ticks += 1
@@ -85,7 +92,9 @@ class _Preempt:
         cur = ts.current
         if cur._atomic or cur is self.watchdog or ts.timeout is not self:
             return
-        self.interrupt(ts, cur)
+        # Switch with the interpreter's "inside a trace function" state
+        # reset, so that the tasklets that run meanwhile are traced.
+        sys.call_tracing(self.interrupt, (ts, cur))
 
     def soft_due(self, cur: Any) -> bool:
         """True when a soft timeout has expired and ``cur`` may be interrupted."""

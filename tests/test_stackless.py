@@ -1147,6 +1147,8 @@ def test_timeout_round_robin_between_spinners():
         r.insert()
     assert interrupted == [ta, tb, ta, tb]
     assert a[0] > 0 and b[0] > 0
+    ta.remove()
+    tb.remove()
     ta.kill()
     tb.kill()
 
@@ -1186,21 +1188,22 @@ def test_soft_timeout_interrupts_only_at_schedule():
 
 
 def test_totaltimeout():
-    box = [0]
-    out = []
-
-    def polite():
-        for i in range(200):
-            out.append(i)
+    def polite(n):
+        for i in range(n):
             stackless.schedule()
 
-    tasklet(polite)()
-    t = tasklet(spin)(box)
-    r = stackless.run(20000, totaltimeout=True)
-    assert r is not None
+    # every turn is short: a per-tasklet budget never runs out
+    tasklet(polite)(300)
+    tasklet(polite)(300)
+    assert stackless.run(200) is None
+    # the budget of the whole run() does
+    a = tasklet(polite)(300)
+    b = tasklet(polite)(300)
+    r = stackless.run(200, totaltimeout=True)
+    assert r in (a, b) and r.alive and not r.scheduled
     r.insert()
-    t.kill()
     stackless.run()
+    assert not a.alive and not b.alive
 
 
 def test_finished_run_with_timeout_returns_none():
@@ -1249,17 +1252,25 @@ def test_pickle_paused_before_start_and_dead():
     assert RESULTS == [5, 7]
 
 
+def pause_then_record():
+    stackless.schedule_remove()
+    RESULTS.append("resumed")
+
+
 def test_pickle_running_tasklet_is_not_restorable():
-    ch = channel()
-    t = tasklet(ch.receive)()
+    RESULTS.clear()
+    t = tasklet(pause_then_record)()
     stackless.run()
-    assert not t.restorable
+    assert t.paused and not t.restorable
     copy = pickle.loads(pickle.dumps(t))
-    assert copy.alive
+    assert copy.alive and copy.paused and not copy.restorable
     copy.insert()
     with pytest.raises(RuntimeError, match="pickled while it was running"):
         stackless.run()
-    ch.send(None)
+    assert not copy.alive and RESULTS == []
+    t.insert()
+    stackless.run()
+    assert RESULTS == ["resumed"]
 
 
 def test_pickle_channel_with_waiting_tasklets():
