@@ -1347,3 +1347,18 @@ def test_demo_command():
     ]
     assert lines[6].startswith("hackysack: 200 tasklets, 300 turns: ")
     assert lines[6].endswith(" s")
+
+
+def test_pypy_path_finder_prefers_the_package(tmp_path):
+    """continulet_stackless.pth's finder skips a single-file stackless.py."""
+    (tmp_path / "stackless.py").write_text(
+        "raise ImportError('the single-file stackless.py was imported')\n")
+    finder = os.path.join(ROOT, "stackless", "_pypy_path.py")
+    code = ("import sys; sys.path.insert(0, %r); "
+            "exec(compile(open(%r).read(), %r, 'exec'), {}); "
+            "import stackless; print(stackless.__file__)" % (str(tmp_path), finder, finder))
+    r = run_script(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == os.path.join(ROOT, "stackless", "__init__.py")
+    pth = open(os.path.join(ROOT, "stackless", "continulet_stackless.pth")).read()
+    assert pth.startswith("import ") and pth.count("\n") == 1
