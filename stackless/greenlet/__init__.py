@@ -20,6 +20,7 @@ import functools
 import operator
 import _thread
 import sys
+import weakref
 from types import FrameType, TracebackType
 from typing import Any, Callable, Optional
 
@@ -43,6 +44,7 @@ _getframe = sys._getframe
 _Context = contextvars.Context
 _partial = functools.partial
 _call = operator.call
+_weakref = weakref.ref
 
 
 class error(Exception):
@@ -58,9 +60,10 @@ class _Cont(continulet):
 
     The continulet calls ``operator.call(self)``, i.e. ``self()``, and
     ``__call__`` is a property whose getter is a C-level ``attrgetter``.
+    ``g`` is a weak reference to the greenlet owning the continulet.
     """
 
-    __slots__ = ("r",)
+    __slots__ = ("r", "g")
     __call__ = property(operator.attrgetter("r"))
 
 
@@ -68,7 +71,7 @@ class _ThreadState:
     """Per-thread bookkeeping: current and main greenlet, tracer, kills."""
 
     __slots__ = ("current", "main", "origin", "trace", "kills", "slow",
-                 "throwing", "alive")
+                 "throwing", "alive", "undying", "conts")
 
     def __init__(self) -> None:
         self.current: Any = None
@@ -78,6 +81,14 @@ class _ThreadState:
         self.trace: Optional[Callable[[str, tuple], Any]] = None
         # Greenlets of this thread dropped in another thread, to be killed.
         self.kills: list = []
+        # Dropped greenlets that survived GreenletExit: kept, never freed.
+        self.undying: list = []
+        # The continulets of this thread's live greenlets.  Holding them here
+        # keeps them out of the garbage collector's unreachable sets: a
+        # greenlet found in a reference cycle is then killed by its own
+        # __del__, never by the continulet's finalizer, which cannot see
+        # that the greenlet resurrects itself to die properly.
+        self.conts: set = set()
         # True when a switch must take the slow path (tracer or kills).
         self.slow = False
         # True while the transfer into ``current`` is a throw.
@@ -109,6 +120,8 @@ class _ThreadWatch:
             main._gl_top = None
         ts.current = None
         ts.kills = []
+        ts.undying = []
+        ts.conts = set()
 
 
 _tls = _Local()
@@ -178,6 +191,34 @@ def _user_frame() -> Optional[FrameType]:
     return f
 
 
+def _owner(ts: _ThreadState, mc: continulet) -> "greenlet":
+    """The greenlet of this thread whose continulet is ``mc``."""
+    main = ts.main
+    return main if main._gl_c is mc else mc.g()
+
+
+def _refused(ts: _ThreadState, mc: continulet, target: "greenlet",
+             c: continulet) -> bool:
+    """After a continulet operation raised: True if it never switched.
+
+    ``_continuation`` refuses some switches before doing anything (during
+    a garbage collection, for instance); then ``ts.current`` still names the
+    target, which is alive.  Undo the bookkeeping done for the switch.
+    """
+    if target is not ts.current or not (target._gl_main or c.is_pending()):
+        return False
+    me = _owner(ts, mc)
+    if me is None:
+        # _continuation is unwinding the stack of a greenlet that no longer
+        # exists: let the exception through, the bookkeeping is not ours.
+        return True
+    ts.current = me
+    ts.origin = None
+    ts.throwing = False
+    me._gl_top = None
+    return True
+
+
 def _launch(ts: _ThreadState, g: "greenlet", args: tuple,
             kwargs: Optional[dict]) -> _Cont:
     """Make the continulet that will run ``g.run(*args, **kwargs)``."""
@@ -186,6 +227,8 @@ def _launch(ts: _ThreadState, g: "greenlet", args: tuple,
     if ctx is None:
         ctx = g._gl_ctx = _Context()
     c = _Cont(_call)
+    c.g = _weakref(g)
+    ts.conts.add(c)
     if kwargs:
         c.r = _partial(ctx.run, run, *args, **kwargs)
     else:
@@ -235,29 +278,35 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     cur = None
     ts.origin = origin if ts.slow else None
     origin = None
+    launching = target._gl_state == _UNSTARTED
     try:
-        if target._gl_state == _UNSTARTED:
+        if launching:
             c = _launch(ts, target, args, kwargs)
             ts.current = target
             ts.throwing = False
             if ts.trace is not None:
                 ts.trace("switch", (ts.origin, target))
                 ts.origin = None
-            target = None
             value = mc.switch(None, to=c)
         elif exc is None:
             ts.current = target
             ts.throwing = False
             c = target._gl_c
-            target = None
             value = mc.switch(_pack(args, kwargs), to=c)
         else:
             ts.current = target
             ts.throwing = True
             c = target._gl_c
-            target = None
             value = mc.throw(type(exc), exc, exc.__traceback__, to=c)
     except BaseException as e:
+        if ts.current is target and _refused(ts, mc, target, target._gl_c):
+            if launching:  # back to unstarted
+                target._gl_state = _UNSTARTED
+                target._gl_run = target._gl_c.r.args[0]
+                ts.conts.discard(target._gl_c)
+                target._gl_c = None
+                target._gl_ts = None
+            raise
         return None, e
     return value, None
 
@@ -298,13 +347,24 @@ def _after(ts: _ThreadState, mc: continulet, value: Any,
 
 
 def _run_kills(ts: _ThreadState) -> None:
-    """Kill the greenlets of this thread that were dropped in other threads."""
+    """Kill the greenlets of this thread whose kill had to wait: dropped in
+    another thread, or found by the garbage collector (no switch can happen
+    during a collection)."""
     while ts.kills:
         g = ts.kills.pop()
-        ts.slow = ts.trace is not None or bool(ts.kills)
-        g._gl_kill(ts)
+        ts.slow = True
+        if not g._gl_kill(ts):
+            ts.kills.append(g)  # still refused: try again later
+            return
         del g
     ts.slow = ts.trace is not None
+
+
+def _unraisable(exc: BaseException, obj: Any) -> None:
+    """Report an exception that nobody can catch, like a failing __del__."""
+    import traceback
+    sys.stderr.write("Exception ignored while killing %r:\n" % (obj,))
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
 
 
 def _stripped(exc: BaseException) -> BaseException:
@@ -386,6 +446,8 @@ class greenlet:
                 value = mc.switch(args[0] if len(args) == 1 else args,
                                   to=self._gl_c)
             except BaseException as e:
+                if _refused(ts, mc, self, self._gl_c):
+                    raise
                 value, exc = _after(ts, mc, None, e)
             else:
                 cur = ts.current
@@ -452,19 +514,32 @@ class greenlet:
     def _gl_finish(self) -> None:
         """Forget everything of a greenlet whose run() has ended."""
         self._gl_state = _DEAD
+        if self._gl_c is not None:
+            self._gl_ts.conts.discard(self._gl_c)
         self._gl_c = None
         self._gl_top = None
         self._gl_ctx = None
 
-    def _gl_kill(self, ts: _ThreadState) -> None:
-        """Throw GreenletExit into this suspended greenlet, returning here."""
-        if self._gl_state != _ACTIVE or self._gl_ts is not ts:
-            return
+    def _gl_kill(self, ts: _ThreadState) -> bool:
+        """Throw GreenletExit into this suspended greenlet, returning here.
+
+        Returns False if ``_continuation`` refused the switch (during a
+        garbage collection): the kill must be retried later."""
+        if self._gl_state != _ACTIVE or self._gl_ts is not ts or not ts.alive:
+            return True
         self._gl_parent = ts.current
         try:
             self.throw(GreenletExit)
         except GreenletExit:
             pass
+        except RuntimeError as e:
+            if self._gl_state == _ACTIVE and self._gl_c.is_pending() \
+                    and "garbage collect" in str(e):
+                return False
+            _unraisable(e, self)
+        except BaseException as e:
+            _unraisable(e, self)
+        return True
 
     def __del__(self) -> None:
         if self._gl_state != _ACTIVE or self._gl_main:
@@ -474,13 +549,17 @@ class greenlet:
             here = _tls.ts
         except Exception:  # interpreter shutdown
             return
-        if here is ts:
-            if ts.current is not self:
-                self._gl_kill(ts)
-        elif ts.alive:
+        if not ts.alive:
+            return
+        if here is not ts or not self._gl_kill(ts):
             # Killed later, in its own thread (this resurrects it).
             ts.kills.append(self)
             ts.slow = True
+        elif self._gl_state == _ACTIVE and ts.alive:
+            # It caught GreenletExit and suspended itself again: like the C
+            # greenlet, keep it (and its stack) alive rather than drop it.
+            ts.undying.append(self)
+            sys.stderr.write("GreenletExit did not kill %r\n" % (self,))
 
     # -- attributes -----------------------------------------------------
 
