@@ -566,7 +566,13 @@ def test_main_gr_frame_seen_from_greenlet(gl):
 
 
 @cpython_frames
-def test_run_frame_is_outermost_while_running(gl):
+def test_run_frame_is_outermost_while_running(gl, request):
+    if gl is emulation:
+        # _continuation follows PyPy: the callable's frame is linked to the
+        # frame that switched in, while it runs.  docs/greenlet.md lists it.
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="_continuation links run's frame to the switching frame"))
+
     def run():
         return sys._getframe().f_back
     assert gl.greenlet(run).switch() is None
