@@ -640,37 +640,47 @@ static void Continulet_dealloc(PyObject *op)
     Py_TYPE(op)->tp_free(op);
 }
 
-static PyObject *Continulet_switch(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* Sort fast-call arguments into vals[0..n) by position and keyword name
+ * (`alias` is another accepted name for the second parameter).  Returns
+ * the end of the caller's argument array (see cps_save), NULL on error. */
+static PyObject *const *parse_args(const char *fname, const char *const *names, int n, const char *alias,
+                                   PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **vals)
 {
-    static const char *const names[] = {"value", "to"};
-    PyObject *vals[2] = {NULL, NULL};
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs > 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "continulet.switch() takes from 1 to 3 positional arguments but %zd were given", nargs + 1);
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "continulet.%s() takes from %d to %d positional arguments but %zd were given",
+                     fname, n == 2 ? 1 : 2, n + 1, nargs + 1);
         return NULL;
     }
     for (Py_ssize_t i = 0; i < nargs; i++)
         vals[i] = args[i];
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-        int found = 0;
-        for (int j = 0; j < 2; j++) {
-            if (PyUnicode_CompareWithASCIIString(k, names[j]) == 0) {
-                if (vals[j] != NULL) {
-                    PyErr_Format(PyExc_TypeError, "continulet.switch() got multiple values for argument '%s'", names[j]);
-                    return NULL;
-                }
-                vals[j] = args[nargs + i];
-                found = 1;
-            }
-        }
-        if (!found) {
-            PyErr_Format(PyExc_TypeError, "continulet.switch() got an unexpected keyword argument '%U'", k);
+        int j = 0;
+        while (j < n && PyUnicode_CompareWithASCIIString(k, names[j]) != 0 &&
+               !(j == 1 && alias && PyUnicode_CompareWithASCIIString(k, alias) == 0))
+            j++;
+        if (j == n) {
+            PyErr_Format(PyExc_TypeError, "continulet.%s() got an unexpected keyword argument '%U'", fname, k);
             return NULL;
         }
+        if (vals[j] != NULL) {
+            PyErr_Format(PyExc_TypeError, "continulet.%s() got multiple values for argument '%s'", fname, names[j]);
+            return NULL;
+        }
+        vals[j] = args[nargs + i];
     }
-    return cont_switch((Continulet *)op, vals[0], vals[1], args + nargs + nkw);
+    return args + nargs + nkw;
+}
+
+static PyObject *Continulet_switch(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"value", "to"};
+    PyObject *vals[2] = {NULL, NULL};
+    PyObject *const *hint = parse_args("switch", names, 2, NULL, args, nargs, kwnames, vals);
+    if (hint == NULL)
+        return NULL;
+    return cont_switch((Continulet *)op, vals[0], vals[1], hint);
 }
 
 /* Build the exception that throw() delivers, with PyPy's checks. */
@@ -725,33 +735,9 @@ static PyObject *Continulet_throw(PyObject *op, PyObject *const *args, Py_ssize_
 {
     static const char *const names[] = {"type", "value", "tb", "to"};
     PyObject *vals[4] = {NULL, NULL, NULL, NULL};
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs > 4) {
-        PyErr_Format(PyExc_TypeError,
-                     "continulet.throw() takes from 2 to 5 positional arguments but %zd were given", nargs + 1);
+    PyObject *const *hint = parse_args("throw", names, 4, "val", args, nargs, kwnames, vals);
+    if (hint == NULL)
         return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        vals[i] = args[i];
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-        int found = 0;
-        for (int j = 0; j < 4; j++) {
-            if (PyUnicode_CompareWithASCIIString(k, names[j]) == 0 ||
-                (j == 1 && PyUnicode_CompareWithASCIIString(k, "val") == 0)) {
-                if (vals[j] != NULL) {
-                    PyErr_Format(PyExc_TypeError, "continulet.throw() got multiple values for argument '%s'", names[j]);
-                    return NULL;
-                }
-                vals[j] = args[nargs + i];
-                found = 1;
-            }
-        }
-        if (!found) {
-            PyErr_Format(PyExc_TypeError, "continulet.throw() got an unexpected keyword argument '%U'", k);
-            return NULL;
-        }
-    }
     if (vals[0] == NULL) {
         PyErr_SetString(PyExc_TypeError, "continulet.throw() missing 1 required positional argument: 'type'");
         return NULL;
@@ -759,7 +745,7 @@ static PyObject *Continulet_throw(PyObject *op, PyObject *const *args, Py_ssize_
     PyObject *exc = make_exception(vals[0], vals[1], vals[2]);
     if (exc == NULL)
         return NULL;
-    return dispatch((Continulet *)op, exc, 1, vals[3], args + nargs + nkw);
+    return dispatch((Continulet *)op, exc, 1, vals[3], hint);
 }
 
 static PyObject *Continulet_is_pending(PyObject *op, PyObject *unused)
