@@ -413,6 +413,10 @@ class greenlet:
                 if key in names:
                     raise TypeError("argument for green() given by name "
                                     "('%s') and position" % key)
+                # CPython's own argument parser words it so (3.13 changed it).
+                if sys.version_info >= (3, 13):
+                    raise TypeError("green() got an unexpected keyword "
+                                    "argument '%s'" % key)
                 raise TypeError("'%s' is an invalid keyword argument for "
                                 "green()" % key)
             values[key] = value
