@@ -67,6 +67,7 @@ static void tls_destroy(PyObject *capsule)
     if (tls_cache == t)
         tls_cache = NULL;
     stk_release(&t->main.slice);
+    cps_release(&t->main.saved);
     PyMem_RawFree(t);
 }
 
@@ -152,6 +153,7 @@ static void recycle_stack(cont_stack *s)
     Py_CLEAR(s->kwargs);
     if (n_free_stacks >= MAX_FREE_STACKS || s->slice.cap > 64 * 1024) {
         stk_release(&s->slice);
+        cps_release(&s->saved);
         PyMem_RawFree(s);
         return;
     }

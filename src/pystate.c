@@ -58,6 +58,11 @@ typedef struct {
 #if PY_VERSION_HEX >= 0x030F0000
     void *jit_exit;
 #endif
+    /* Frames whose `previous` was an entry frame, cut past it while the
+       stack is suspended: pairs (frame, entry frame). */
+    _PyInterpreterFrame **splices;
+    int nsplices;
+    int splices_cap;
     int py_depth;
     int c_depth;
     int tracing;
@@ -93,6 +98,7 @@ static _PyInterpreterFrame *top_frame(PyThreadState *ts) { return ts->cframe->cu
 static void set_top_frame(PyThreadState *ts, _PyInterpreterFrame *f) { ts->cframe->current_frame = f; }
 /* 3.11 keeps no entry frames on the C stack: a frame entered from C is
    flagged is_entry and links straight to the caller's frame. */
+#define HAS_C_STACK_FRAMES 0
 static int is_entry_frame(const _PyInterpreterFrame *f) { (void)f; return 0; }
 static int is_thread_frame(const _PyInterpreterFrame *f) { return f->owner == FRAME_OWNED_BY_THREAD; }
 static PyCodeObject *frame_code(const _PyInterpreterFrame *f) { return f->f_code; }
@@ -159,6 +165,7 @@ static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inl
 
 static _PyInterpreterFrame *top_frame(PyThreadState *ts) { return ts->current_frame; }
 static void set_top_frame(PyThreadState *ts, _PyInterpreterFrame *f) { ts->current_frame = f; }
+#define HAS_C_STACK_FRAMES 1
 static int is_entry_frame(const _PyInterpreterFrame *f) { return f->owner == FRAME_OWNED_BY_CSTACK; }
 static int is_thread_frame(const _PyInterpreterFrame *f) { return f->owner == FRAME_OWNED_BY_THREAD; }
 static PyCodeObject *frame_code(const _PyInterpreterFrame *f) { return (PyCodeObject *)f->f_executable; }
@@ -215,6 +222,7 @@ static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inl
  * ====================================================================== */
 #else
 
+#define HAS_C_STACK_FRAMES 1
 static _PyInterpreterFrame *top_frame(PyThreadState *ts) { return ts->current_frame; }
 static void set_top_frame(PyThreadState *ts, _PyInterpreterFrame *f) { ts->current_frame = f; }
 static int is_entry_frame(const _PyInterpreterFrame *f)
@@ -312,6 +320,53 @@ static _PyInterpreterFrame *bottom_frame(const saved_t *s, PyThreadState *ts)
     return (_PyInterpreterFrame *)&root->data[1];
 }
 
+/* Entry frames (3.13+) live on the C stack, whose bytes move while the
+ * stack is suspended: anyone reading a suspended frame's f_back would read
+ * whatever occupies those addresses now.  So every frame that links to an
+ * entry frame is linked past it until the stack resumes.  This walks the
+ * stack's own frames once per suspension (its bottom link is cut first). */
+static void cut_entry_frames(saved_t *s)
+{
+#if HAS_C_STACK_FRAMES
+    s->nsplices = 0;
+    for (_PyInterpreterFrame *f = s->top; f != NULL; f = f->previous) {
+        _PyInterpreterFrame *prev = f->previous;
+        if (prev == NULL || !is_entry_frame(prev))
+            continue;
+        if (s->nsplices + 2 > s->splices_cap) {
+            int cap = s->splices_cap ? s->splices_cap * 2 : 8;
+            void *p = PyMem_RawRealloc(s->splices, (size_t)cap * sizeof(*s->splices));
+            if (p == NULL)
+                Py_FatalError("_continuation: out of memory while suspending frames");
+            s->splices = p;
+            s->splices_cap = cap;
+        }
+        s->splices[s->nsplices++] = f;
+        s->splices[s->nsplices++] = prev;
+        f->previous = prev->previous;
+    }
+#else
+    (void)s;
+#endif
+}
+
+/* Put the entry frames back, deepest first, so each link is the original. */
+static void restore_entry_frames(saved_t *s)
+{
+    for (int i = s->nsplices - 2; i >= 0; i -= 2)
+        s->splices[i]->previous = s->splices[i + 1];
+    s->nsplices = 0;
+}
+
+/* Whether f was linked past an entry frame: the frame below it called C. */
+static int is_cut(const saved_t *s, const _PyInterpreterFrame *f)
+{
+    for (int i = 0; i < s->nsplices; i += 2)
+        if (s->splices[i] == f)
+            return 1;
+    return 0;
+}
+
 void *cps_top_frame(PyThreadState *ts)
 {
     return top_frame(ts);
@@ -362,6 +417,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint)
     else if (bottom == NULL) {
         s->switcher = NULL;
     }
+    cut_entry_frames(s);
 }
 
 void cps_restore(PyThreadState *ts, cps_saved *saved)
@@ -378,6 +434,7 @@ void cps_restore(PyThreadState *ts, cps_saved *saved)
     ts->tracing = s->tracing;
     restore_version_fields(ts, s);
     set_top_frame(ts, s->top);
+    restore_entry_frames(s);
 
     _PyInterpreterFrame *bottom = bottom_frame(s, ts);
     if (bottom != NULL) {
@@ -396,7 +453,11 @@ void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *rootp, void *chunk
     saved_t *s = SAVED(saved);
     root_t *root = (root_t *)(void *)rootp;
     _PyStackChunk *chunk = chunk_mem;
+    _PyInterpreterFrame **splices = s->splices;     /* kept for reuse */
+    int cap = s->splices_cap;
     memset(s, 0, sizeof(*s));
+    s->splices = splices;
+    s->splices_cap = cap;
     s->root = root;
     s->root_chunk = chunk;
 
@@ -451,7 +512,7 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
             int r = visit_frame(rf, n, visit, arg);
             if (r)
                 return r;
-            callee_inlined = !entered_from_c(rf);
+            callee_inlined = !entered_from_c(rf) && !is_cut(s, rf);
         }
         else {
             callee_inlined = 0;
@@ -465,6 +526,14 @@ void cps_clear(cps_saved *saved)
 {
     saved_t *s = SAVED(saved);
     Py_CLEAR(s->context);
+}
+
+void cps_release(cps_saved *saved)
+{
+    saved_t *s = SAVED(saved);
+    PyMem_RawFree(s->splices);
+    s->splices = NULL;
+    s->splices_cap = s->nsplices = 0;
 }
 
 /* PyErr_GetRaisedException() only exists from 3.12 on. */

@@ -9,7 +9,7 @@
 
 /* Saved fields of a suspended stack of frames.  Opaque here; pystate.c
  * checks at compile time that its real layout fits. */
-typedef struct { void *opaque[20]; } cps_saved;
+typedef struct { void *opaque[24]; } cps_saved;
 
 /* Storage that a continulet's stack needs at a fixed address for its whole
  * life (the thread state points into it while the stack runs): its
@@ -52,6 +52,9 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
 
 /* Drop the references a saved record holds by itself (not its frames). */
 void cps_clear(cps_saved *saved);
+
+/* Free the memory a saved record owns, before the record itself goes. */
+void cps_release(cps_saved *saved);
 
 /* The exception being raised, as one object (taken), and back. */
 PyObject *cps_fetch_exception(void);

@@ -1030,3 +1030,30 @@ def test_finishing_into_a_not_yet_started_continuation():
     with pytest.raises(TypeError, match="just-started"):
         b.switch()
     assert not a.is_pending() and not b.is_pending()
+
+
+def test_suspended_frames_below_a_call_from_c_are_readable():
+    # sorted() calls key() from C: on 3.13+ an entry frame sits on the C
+    # stack between key's frame and body's; reading past it must not touch
+    # C stack memory that other stacks have reused since.
+    def body(c):
+        def key(x):
+            if x == 2:
+                c.switch(sys._getframe())
+            return x
+        return sorted([2, 1], key=key)
+    c = continulet(body)
+    frame = c.switch()
+
+    def churn(n):
+        # C-level recursion (map calls back into Python) over the region
+        # of the C stack that the suspended run occupied
+        if n == 0:
+            return frame.f_back
+        return list(map(lambda _: churn(n - 1), [0]))[0]
+    for depth in (0, 5, 20, 60):
+        back = churn(depth)
+        assert back is not None and back.f_code.co_name == "body"
+    names = [f.name for f in traceback.extract_stack(frame)]
+    assert names[-2:] == ["body", "key"]
+    assert c.switch() == [1, 2]
