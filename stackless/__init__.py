@@ -191,6 +191,8 @@ class _ThreadReaper:
         self.ts = ts
 
     def __del__(self) -> None:
+        if _states is None or _get_ident is None:   # interpreter shutdown
+            return
         ts = self.ts
         _states.pop(ts.thread_id, None)
         if _get_ident() == ts.thread_id and ts.current is ts.main:
@@ -282,12 +284,17 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
         _take_tempval(self)
         func, args, kwargs = self._func, self._args, self._kwargs
         self._args = self._kwargs = None
-        self._context.run(func, *args, **kwargs)
+        self._context.run(_call_body, func, args, kwargs)
     except TaskletExit:
         pass
     except BaseException as e:
         error = e
     return _finish(cont, ts, self, error)
+
+
+def _call_body(func: Callable, args: tuple, kwargs: dict) -> None:
+    """The tasklet's function, called inside its contextvars context."""
+    func(*args, **kwargs)
 
 
 def _finish(cont: continulet, ts: _ThreadState, self: "tasklet",
@@ -921,9 +928,9 @@ class tasklet:
         """Number of Python frames in the tasklet's stack."""
         f = self.frame
         n = 0
-        while f is not None:
-            if f.f_code is _bootstrap.__code__:
-                break
+        # _call_body is the lowest frame worth reading: below it are a C
+        # call (Context.run) and the bootstrap.
+        while f is not None and f.f_code is not _call_body.__code__:
             if f.f_globals is not globals():
                 n += 1
             f = f.f_back
