@@ -1304,7 +1304,20 @@ class channel:
             target._channel = None
             target._tempval = value
             _lock.release()
-            self._wake(ts, cur, target, -1)
+            if (target._ts is ts and self.preference == -1 and not ts.trap
+                    and not self.schedule_all):
+                # the usual case, inlined: the receiver runs now, we go last
+                rq = ts.rq
+                rq.insert(1, target)
+                rq.rotate(-1)
+                target._scheduled = True
+                _switch(ts, cur, target)
+                v = cur._tempval
+                if type(v) is bomb:
+                    cur._tempval = None
+                    v.raise_()
+            else:
+                self._wake(ts, cur, target, -1)
             return None
         if self._closing:
             _lock.release()
@@ -1318,7 +1331,13 @@ class channel:
         cur._channel = self
         cur._tempval = value
         _lock.release()
-        self._block(ts, cur)
+        rq = ts.rq
+        if len(rq) > 1 and not ts.trap:
+            rq.popleft()                    # the usual case, inlined
+            cur._scheduled = False
+            _switch(ts, cur, rq[0])
+        else:
+            self._block(ts, cur)
         v = cur._tempval
         if type(v) is bomb:
             cur._tempval = None
@@ -1340,7 +1359,11 @@ class channel:
             v = target._tempval
             target._tempval = None
             _lock.release()
-            self._wake(ts, cur, target, 1)
+            if target._ts is ts and self.preference != 1 and not self.schedule_all:
+                ts.rq.append(target)        # the usual case, inlined
+                target._scheduled = True
+            else:
+                self._wake(ts, cur, target, 1)
             if type(v) is bomb:
                 v.raise_()
             return v
@@ -1355,7 +1378,13 @@ class channel:
         cur._blocked = -1
         cur._channel = self
         _lock.release()
-        self._block(ts, cur)
+        rq = ts.rq
+        if len(rq) > 1 and not ts.trap:
+            rq.popleft()                    # the usual case, inlined
+            cur._scheduled = False
+            _switch(ts, cur, rq[0])
+        else:
+            self._block(ts, cur)
         v = cur._tempval
         cur._tempval = None
         if type(v) is bomb:
