@@ -1362,3 +1362,56 @@ def test_pypy_path_finder_prefers_the_package(tmp_path):
     assert r.stdout.strip() == os.path.join(ROOT, "stackless", "__init__.py")
     pth = open(os.path.join(ROOT, "stackless", "continulet_stackless.pth")).read()
     assert pth.startswith("import ") and pth.count("\n") == 1
+
+
+def test_bind_thread_moves_unstarted_tasklet():
+    ready = threading.Event()
+    release = channel()
+    result = channel()
+    box = {}
+
+    def worker():
+        box["id"] = threading.get_ident()
+        stackless.getcurrent()          # this thread gets a scheduler
+        ready.set()
+        release.receive()               # wait (other threads are alive)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    assert ready.wait(10)
+    t = tasklet(lambda: result.send(threading.get_ident()), ())
+    assert t.thread_id == threading.get_ident()
+    t.bind_thread(box["id"])
+    assert t.thread_id == box["id"]
+    assert box["id"] in stackless.getthreads()
+    t.insert()                          # into the worker's run queue
+    assert result.receive() == box["id"]
+    release.send(None)
+    th.join(10)
+    assert not th.is_alive() and not t.alive
+
+
+def test_bind_thread_refuses_started_tasklet():
+    t = tasklet(stackless.schedule_remove)()
+    stackless.run()
+    with pytest.raises(RuntimeError):
+        t.bind_thread(12345)
+    t.kill()
+
+
+def test_coroutine_throw_and_getcurrent_inside():
+    from stackless import coroutine
+    got = []
+    main = coroutine.getcurrent()
+
+    def body():
+        try:
+            main.switch()
+        except KeyError as e:
+            got.append(e.args)
+
+    c = coroutine()
+    c.bind(body)
+    c.switch()
+    c.throw(KeyError, "k")
+    assert got == [("k",)] and not c.alive
