@@ -1054,6 +1054,7 @@ def test_suspended_frames_below_a_call_from_c_are_readable():
     for depth in (0, 5, 20, 60):
         back = churn(depth)
         assert back is not None and back.f_code.co_name == "body"
-    names = [f.name for f in traceback.extract_stack(frame)]
-    assert names[-2:] == ["body", "key"]
+    if not ON_PYPY:     # PyPy's suspended bottom frame links back into a loop
+        names = [f.name for f in traceback.extract_stack(frame)]
+        assert names[-2:] == ["body", "key"]
     assert c.switch() == [1, 2]
