@@ -216,6 +216,7 @@ static int resume(cont_tls *t, cont_stack *target, PyObject *const *hint)
         t->dead = NULL;
         recycle_stack(d);
     }
+    cps_catch_up(ts, &cur->saved);
     return 0;
 }
 

@@ -61,6 +61,7 @@ typedef struct {
     /* Frames whose `previous` was an entry frame, cut past it while the
        stack is suspended: pairs (frame, entry frame). */
     _PyInterpreterFrame **splices;
+    uintptr_t instr_version;        /* 3.13+: code instrumentation version */
     int nsplices;
     int splices_cap;
     int py_depth;
@@ -85,6 +86,8 @@ static void begin_version_fields(PyThreadState *ts, saved_t *s, root_t *root);
 static int visit_frame(_PyInterpreterFrame *f, Py_ssize_t nvalues, visitproc visit, void *arg);
 static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inlined);
 static int entered_from_c(const _PyInterpreterFrame *f);
+static void note_instrumentation(PyThreadState *ts, saved_t *s);
+static void catch_up_instrumentation(PyThreadState *ts, saved_t *s);
 
 /* ======================================================================
  * CPython 3.11
@@ -99,6 +102,9 @@ static void set_top_frame(PyThreadState *ts, _PyInterpreterFrame *f) { ts->cfram
 /* 3.11 keeps no entry frames on the C stack: a frame entered from C is
    flagged is_entry and links straight to the caller's frame. */
 #define HAS_C_STACK_FRAMES 0
+/* 3.11 caches tracing in each C frame (handled on restore), nothing more */
+static void note_instrumentation(PyThreadState *ts, saved_t *s) { (void)ts; (void)s; }
+static void catch_up_instrumentation(PyThreadState *ts, saved_t *s) { (void)ts; (void)s; }
 static int is_entry_frame(const _PyInterpreterFrame *f) { (void)f; return 0; }
 static int is_thread_frame(const _PyInterpreterFrame *f) { return f->owner == FRAME_OWNED_BY_THREAD; }
 static PyCodeObject *frame_code(const _PyInterpreterFrame *f) { return f->f_code; }
@@ -305,6 +311,53 @@ static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inl
 
 #endif
 
+#if PY_VERSION_HEX >= 0x030D0000
+/* 3.12+ trace with sys.monitoring: turning tracing on or off re-writes
+ * the bytecode of every code object that runs in some thread's frame
+ * chain, and the rest catches up when it is next entered (RESUME).  The
+ * frames of a suspended stack are in no chain and resume in the middle of
+ * their code, so if the instrumentation changed meanwhile, their code must
+ * be brought up to date by hand.  The function that does it is internal
+ * and not exported; toggling the thread's trace function makes CPython do
+ * it for every executing code object, which by then includes ours. */
+static int noop_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    (void)obj; (void)frame; (void)what; (void)arg;
+    return 0;
+}
+
+static uintptr_t instrumentation_version(PyThreadState *ts)
+{
+    return ts->interp->ceval.instrumentation_version;
+}
+
+static void note_instrumentation(PyThreadState *ts, saved_t *s)
+{
+    s->instr_version = instrumentation_version(ts);
+}
+
+static void catch_up_instrumentation(PyThreadState *ts, saved_t *s)
+{
+    if (s->instr_version == instrumentation_version(ts))
+        return;
+    PyObject *exc = cps_fetch_exception();
+    Py_tracefunc func = ts->c_tracefunc;
+    PyObject *obj = Py_XNewRef(ts->c_traceobj);
+    if (func != NULL) {
+        PyEval_SetTrace(NULL, NULL);
+        PyEval_SetTrace(func, obj);
+    }
+    else {
+        PyEval_SetTrace(noop_trace, NULL);
+        PyEval_SetTrace(NULL, NULL);
+    }
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable(NULL);
+    Py_XDECREF(obj);
+    cps_restore_exception(exc);
+}
+#endif
+
 /* ======================================================================
  * Common code, written once against the primitives above
  * ====================================================================== */
@@ -418,6 +471,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint)
         s->switcher = NULL;
     }
     cut_entry_frames(s);
+    note_instrumentation(ts, s);
 }
 
 void cps_restore(PyThreadState *ts, cps_saved *saved)
@@ -446,6 +500,11 @@ void cps_restore(PyThreadState *ts, cps_saved *saved)
             bottom->previous = s->switcher;
         }
     }
+}
+
+void cps_catch_up(PyThreadState *ts, cps_saved *saved)
+{
+    catch_up_instrumentation(ts, SAVED(saved));
 }
 
 void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *rootp, void *chunk_mem)

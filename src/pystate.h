@@ -31,6 +31,11 @@ void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint);
  * `switcher`, the top frame of the stack that switched in. */
 void cps_restore(PyThreadState *ts, cps_saved *saved);
 
+/* After a resume, once the module's own bookkeeping is done: bring the
+ * resumed frames up to date with tracing changes made while they were
+ * suspended (may run audit hooks). */
+void cps_catch_up(PyThreadState *ts, cps_saved *saved);
+
 /* The top frame of the running stack, as an opaque pointer. */
 void *cps_top_frame(PyThreadState *ts);
 

@@ -1058,3 +1058,39 @@ def test_suspended_frames_below_a_call_from_c_are_readable():
         names = [f.name for f in traceback.extract_stack(frame)]
         assert names[-2:] == ["body", "key"]
     assert c.switch() == [1, 2]
+
+
+def test_tracing_changed_while_suspended_in_a_trace_function():
+    # what stackless's preemption does: the trace function switches away,
+    # and tracing is turned off and on again before the frames resume
+    events = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name == "traced":
+            events.append(event)
+            if event == "line" and len(events) == 2:
+                c.switch("suspended in tracer")
+        return tracer
+
+    def traced():
+        total = 0
+        for i in range(5):
+            total += i
+        return total
+
+    def body(c):
+        sys.settrace(tracer)
+        try:
+            return traced()
+        finally:
+            sys.settrace(None)
+    c = continulet(body)
+    try:
+        assert c.switch() == "suspended in tracer"
+        sys.settrace(None)
+        (lambda: None)()
+        sys.settrace(tracer)
+        assert c.switch() == 10
+    finally:
+        sys.settrace(None)
+    assert events[0] == "call" and events[-1] == "return"
