@@ -9,6 +9,7 @@ import importlib
 import re
 import sys
 import threading
+import time
 import weakref
 
 import pytest
@@ -952,6 +953,35 @@ def test_greenlet_dropped_in_other_thread_is_killed_in_its_own(gl):
     done.wait(10)
     t.join()
     assert log == [("killed in", t.ident), ("owner", t.ident)]
+
+
+def test_switch_while_another_thread_collects_garbage(gl):
+    # A finalizer that releases the GIL in the middle of a collection run by
+    # another thread: this thread's switches must still work.
+    in_finalizer = threading.Event()
+
+    class Slow:
+        def __del__(self):
+            in_finalizer.set()
+            time.sleep(0.3)
+
+    def collector():
+        junk = Slow()
+        junk.cycle = junk
+        del junk
+        gc.collect()
+    t = threading.Thread(target=collector)
+    t.start()
+    try:
+        assert in_finalizer.wait(10)
+        main = gl.getcurrent()
+        g = gl.greenlet(lambda x: main.switch(x + 1) + 1)
+        assert g.switch(1) == 2
+        assert g.switch(10) == 11
+        with pytest.raises(KeyError):
+            gl.greenlet(lambda: None).throw(KeyError)
+    finally:
+        t.join()
 
 
 # -- repr and module ------------------------------------------------------
