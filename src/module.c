@@ -306,14 +306,16 @@ static void run_stack(void *arg)
     Py_FatalError("_continuation: out of memory while leaving a finished continulet");
 }
 
-/* Set while our gc.callbacks hook runs: the collection is over by then
- * and its stack-resident lists are gone, even though the GC still counts
- * as collecting. */
-static int gc_finished;
+/* Set in the thread that runs a garbage collection, between the "start"
+ * and "stop" calls of our gc.callbacks hook: that thread's C stack holds
+ * the collector's lists.  Other threads may switch meanwhile (finalizers
+ * can release the GIL), and so may this one once "stop" is reached, even
+ * though the interpreter still counts as collecting then. */
+static _Thread_local int tl_collecting;
 
 static int gc_forbids_switch(void)
 {
-    return !gc_finished && cps_gc_collecting();
+    return tl_collecting && cps_gc_collecting();
 }
 
 static int check_switch_allowed(cont_tls *t)
@@ -832,19 +834,21 @@ static PyObject *permute(PyObject *module, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
-/* gc.callbacks hook: unwind the runs that the collection just dropped. */
+/* gc.callbacks hook: note which thread collects, and unwind the runs
+ * that the collection dropped once it is over. */
 static PyObject *gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (orphans == NULL || nargs < 1 || !PyUnicode_Check(args[0]) ||
-            PyUnicode_CompareWithASCIIString(args[0], "stop") != 0)
+    if (nargs < 1 || !PyUnicode_Check(args[0]))
         Py_RETURN_NONE;
+    if (PyUnicode_CompareWithASCIIString(args[0], "start") == 0) {
+        tl_collecting = 1;
+        Py_RETURN_NONE;
+    }
+    tl_collecting = 0;
     cont_tls *t = tls_cache;
-    if (t == NULL || t->thread_id != current_thread_id())
-        Py_RETURN_NONE;
-    gc_finished = 1;
-    process_orphans(t);
-    gc_finished = 0;
+    if (orphans != NULL && t != NULL && t->thread_id == current_thread_id())
+        process_orphans(t);
     Py_RETURN_NONE;
 }
 

@@ -1094,3 +1094,33 @@ def test_tracing_changed_while_suspended_in_a_trace_function():
     finally:
         sys.settrace(None)
     assert events[0] == "call" and events[-1] == "return"
+
+
+@cpython_only
+def test_other_threads_switch_while_a_collection_waits_in_a_finalizer():
+    started = threading.Event()
+    done = threading.Event()
+    results = []
+
+    def worker():
+        started.wait(10)
+        try:
+            c = fresh()
+            results.append(c.switch())
+            results.append(c.switch())
+        except RuntimeError as e:
+            results.append(str(e))
+        done.set()
+
+    class Waits:
+        def __del__(self):
+            started.set()
+            done.wait(10)       # releases the GIL in the middle of gc.collect()
+    t = threading.Thread(target=worker)
+    t.start()
+    w = Waits()
+    w.cycle = w
+    del w
+    gc.collect()
+    t.join(10)
+    assert results == ["x", "done"]
