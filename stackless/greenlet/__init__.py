@@ -229,7 +229,8 @@ def _gc_watch(phase: str, info: dict) -> None:
 
 
 _gc_thread: Optional[int] = None
-_gc.callbacks.append(_gc_watch)
+if hasattr(_gc, "callbacks"):  # not on PyPy, whose switches are never refused
+    _gc.callbacks.append(_gc_watch)
 
 
 def _foreign_gc(e: BaseException) -> bool:
