@@ -607,40 +607,33 @@ static int Continulet_traverse(PyObject *op, visitproc visit, void *arg)
     return visit_stack(self->h, visit, arg);
 }
 
-static void Continulet_finalize(PyObject *op)
+/* Unwinding happens here and in dealloc, not in a tp_finalize: another
+ * finalizer of the same collection may resurrect the continulet, and a
+ * resurrected one must keep its stack.  During a collection the unwinding
+ * itself is deferred to the gc.callbacks hook. */
+static void detach(Continulet *self, PyObject *culprit)
 {
-    Continulet *self = (Continulet *)op;
     cont_stack *s = self->h;
-    if (s == NULL || s->is_main || !s->started)
-        return;
-    self->h = NULL;
-    drop_stack(s, op);
+    if (s != NULL) {
+        self->h = NULL;
+        drop_stack(s, culprit);
+    }
 }
 
 static int Continulet_clear(PyObject *op)
 {
-    Continulet *self = (Continulet *)op;
-    cont_stack *s = self->h;
-    if (s != NULL) {
-        self->h = NULL;
-        drop_stack(s, op);
-    }
+    detach((Continulet *)op, op);
     return 0;
 }
 
 static void Continulet_dealloc(PyObject *op)
 {
     Continulet *self = (Continulet *)op;
-    /* A Python subclass's dealloc has run the finalizer and untracked the
-       object already; the finalizer insists on a tracked object. */
-    if (PyObject_GC_IsTracked(op)) {
-        if (PyObject_CallFinalizerFromDealloc(op) < 0)
-            return;     /* resurrected */
-        PyObject_GC_UnTrack(op);
-    }
+    PyObject_GC_UnTrack(op);
     if (self->weakrefs != NULL)
         PyObject_ClearWeakRefs(op);
-    (void)Continulet_clear(op);
+    /* no culprit to report: an object being freed must not be touched */
+    detach(self, NULL);
     /* a Python subclass's dealloc drops the reference to its type itself */
     Py_TYPE(op)->tp_free(op);
 }
@@ -783,7 +776,6 @@ PyTypeObject Continulet_Type = {
     .tp_new = Continulet_new,
     .tp_init = Continulet_init,
     .tp_dealloc = Continulet_dealloc,
-    .tp_finalize = Continulet_finalize,
     .tp_traverse = Continulet_traverse,
     .tp_clear = Continulet_clear,
     .tp_methods = Continulet_methods,

@@ -1124,3 +1124,31 @@ def test_other_threads_switch_while_a_collection_waits_in_a_finalizer():
     gc.collect()
     t.join(10)
     assert results == ["x", "done"]
+
+
+@cpython_only
+def test_continulet_resurrected_by_a_finalizer_keeps_its_stack():
+    log = []
+    saved = []
+
+    def body(c):
+        try:
+            c.switch()
+        finally:
+            log.append("finally")
+
+    class Resurrects:
+        def __del__(self):
+            saved.append(self.c)
+    c = continulet(body)
+    c.switch()
+    r = Resurrects()
+    r.c = c
+    r.cycle = r
+    del c, r
+    gc.collect()
+    assert log == [] and len(saved) == 1
+    c = saved.pop()
+    assert c.is_pending()
+    assert c.switch() is None
+    assert log == ["finally"]
