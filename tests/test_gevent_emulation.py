@@ -16,6 +16,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+if sys.implementation.name == "pypy":
+    # documented in docs/greenlet.md: gevent on PyPy is built for PyPy's
+    # own greenlet module and does not run on the emulation
+    pytest.skip("gevent on PyPy needs PyPy's own greenlet", allow_module_level=True)
+
 try:
     import gevent  # noqa: F401  (only checks that it is installed)
 except ImportError:  # pragma: no cover
