@@ -8,16 +8,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from common import best_time, print_table, rss_per_item
+from common import best_time, c_greenlet, print_table, rss_per_item
 
 from _continuation import continulet
 
-try:
-    import greenlet as _greenlet
-    if not hasattr(_greenlet, "_C_API"):
-        _greenlet = None        # the emulation, not the C original
-except ImportError:
-    _greenlet = None
+_greenlet = c_greenlet()
 
 GREENLET = "greenlet (C)"
 

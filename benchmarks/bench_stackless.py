@@ -16,16 +16,11 @@ import threading
 import time
 from collections import deque
 
-from common import best_time, print_table, rss_per_item
+from common import best_time, c_greenlet, print_table, rss_per_item
 
 import stackless
 
-try:
-    import greenlet as _greenlet
-    if not hasattr(_greenlet, "_C_API"):
-        _greenlet = None        # the emulation, not the C original
-except ImportError:
-    _greenlet = None
+_greenlet = c_greenlet()
 
 SL = "stackless"
 GL = "greenlet (C) + channel"

@@ -9,7 +9,16 @@ from __future__ import annotations
 import gc
 import os
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
+
+
+def c_greenlet() -> Any:
+    """The C greenlet from PyPI, or None (not installed, or the emulation)."""
+    try:
+        import greenlet
+    except ImportError:
+        return None
+    return greenlet if hasattr(greenlet, "_C_API") else None
 
 
 def best_time(fn: Callable[[int], None], n: int, repeat: int = 5) -> float:
