@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import gc as _gc
 import operator
 import _thread
 import sys
-import time
 import weakref
 from types import FrameType, TracebackType
 from typing import Any, Callable, Optional
@@ -47,7 +45,6 @@ _Context = contextvars.Context
 _partial = functools.partial
 _call = operator.call
 _weakref = weakref.ref
-_sleep = time.sleep
 
 
 class error(Exception):
@@ -219,32 +216,6 @@ def _refused(ts: _ThreadState, mc: continulet, target: "greenlet",
     ts.origin = None
     ts.throwing = False
     me._gl_top = None
-    return True
-
-
-def _gc_watch(phase: str, info: dict) -> None:
-    """gc.callbacks hook: which thread runs the current collection."""
-    global _gc_thread
-    _gc_thread = _thread.get_ident() if phase == "start" else None
-
-
-_gc_thread: Optional[int] = None
-if hasattr(_gc, "callbacks"):  # not on PyPy, whose switches are never refused
-    _gc.callbacks.append(_gc_watch)
-
-
-def _foreign_gc(e: BaseException) -> bool:
-    """After ``_continuation`` refused a switch: True if that was because a
-    garbage collection runs in *another* thread, once it is over (the switch
-    can then be retried).  A collection in this thread cannot end while we
-    wait: the caller must give up (kills are then deferred)."""
-    t = _gc_thread
-    me = _thread.get_ident()
-    if t is None or t == me or not isinstance(e, RuntimeError) \
-            or "garbage collector" not in str(e):
-        return False
-    while _gc_thread not in (None, me):
-        _sleep(0.0002)
     return True
 
 
@@ -480,8 +451,6 @@ class greenlet:
                                   to=self._gl_c)
             except BaseException as e:
                 if _refused(ts, mc, self, self._gl_c):
-                    if _foreign_gc(e):
-                        return self.switch(*args)
                     raise
                 value, exc = _after(ts, mc, None, e)
             else:
@@ -494,12 +463,7 @@ class greenlet:
         else:
             _check_thread(ts, self)
             mc = ts.current._gl_c
-            try:
-                value, exc = _leap(ts, mc, ts.current, self, args, kwargs, None)
-            except BaseException as e:  # a refused switch
-                if _foreign_gc(e):
-                    return self.switch(*args, **kwargs)
-                raise
+            value, exc = _leap(ts, mc, ts.current, self, args, kwargs, None)
             value, exc = _after(ts, mc, value, exc)
         if exc is not None:
             try:
@@ -540,12 +504,7 @@ class greenlet:
             ts = _thread_state()
         _check_thread(ts, self)
         mc = ts.current._gl_c
-        try:
-            value, exc = _leap(ts, mc, ts.current, self, (), None, exc)
-        except BaseException as e:  # a refused switch
-            if _foreign_gc(e):
-                return self.throw(exc)
-            raise
+        value, exc = _leap(ts, mc, ts.current, self, (), None, exc)
         value, exc = _after(ts, mc, value, exc)
         if exc is not None:
             try:
