@@ -227,7 +227,7 @@ static PyObject *take_xfer(cont_tls *t)
     t->xfer = NULL;
     if (t->xfer_is_exc) {
         t->xfer_is_exc = 0;
-        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(v)), v, PyException_GetTraceback(v));
+        cps_restore_exception(v);
         return NULL;
     }
     return v;
@@ -410,12 +410,6 @@ static int resolve(cont_tls *t, Continulet **selfp, Continulet **top)
     return 1;
 }
 
-static PyObject *raise_now(PyObject *exc)
-{
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-    return NULL;
-}
-
 /* switch or throw; `v` is stolen. */
 static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj,
                           PyObject *const *hint)
@@ -439,7 +433,11 @@ static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *t
             Py_DECREF(v);
             return NULL;
         }
-        return is_exc ? raise_now(v) : v;
+        if (is_exc) {
+            cps_restore_exception(v);
+            return NULL;
+        }
+        return v;
     }
     return exchange(t, self, to ? to : self, v, is_exc, hint);
 }
