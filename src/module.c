@@ -865,7 +865,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    if (PyType_Ready(&Continulet_Type) < 0)
+    if (cps_init() < 0 || PyType_Ready(&Continulet_Type) < 0)
         goto fail;
     if (PyModule_AddObjectRef(m, "continulet", (PyObject *)&Continulet_Type) < 0)
         goto fail;

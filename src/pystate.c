@@ -60,10 +60,13 @@ typedef struct {
 #endif
     /* Frames whose `previous` was an entry frame, cut past it while the
        stack is suspended: pairs (frame, entry frame). */
-    _PyInterpreterFrame **splices;
+    _PyInterpreterFrame **splices;  /* bottom pair first; kept while running */
+    _PyInterpreterFrame *cp_frame;  /* checkpoint: a top frame marked at a suspension */
+    PyCodeObject *cp_code;          /* its code (borrowed, compared only) */
     uintptr_t instr_version;        /* 3.13+: code instrumentation version */
     int nsplices;
     int splices_cap;
+    int cp_nsplices;                /* splices below the checkpoint when it was marked */
     int py_depth;
     int c_depth;
     int tracing;
@@ -376,39 +379,159 @@ static _PyInterpreterFrame *bottom_frame(const saved_t *s, PyThreadState *ts)
 /* Entry frames (3.13+) live on the C stack, whose bytes move while the
  * stack is suspended: anyone reading a suspended frame's f_back would read
  * whatever occupies those addresses now.  So every frame that links to an
- * entry frame is linked past it until the stack resumes.  This walks the
- * stack's own frames once per suspension (its bottom link is cut first). */
-static void cut_entry_frames(saved_t *s)
-{
+ * entry frame is linked past it until the stack resumes.
+ *
+ * Finding those frames means walking the stack's frames, and a stack that
+ * switches 500 frames deep would pay for 500 frames at every switch.  So
+ * the walk stops at a checkpoint: the top frame of an earlier suspension,
+ * if it has not returned since.  Every frame below a live frame is
+ * unchanged (frames are a stack), so the entry frames found below it last
+ * time are still the ones there.  A frame proves it is still the same by a
+ * mark left in its return_offset field: CPython writes that field when it
+ * pushes a frame and before every Python call the frame makes, and reads it
+ * only when such a callee returns.  The mark is only left in a top frame
+ * that is in the middle of a call to C (ours), at the end of the data
+ * stack: there, no Python callee is about to return into it. */
 #if HAS_C_STACK_FRAMES
-    s->nsplices = 0;
+#define CHECKPOINT_MARK 0xFFFFu
+
+/* call_opcodes[op]: op is one of the CALL instructions (all forms). */
+static unsigned char call_opcodes[256];
+
+static int add_opcodes(PyObject *map, PyObject *names)
+{
+    PyObject *it = PyObject_GetIter(names);
+    if (it == NULL)
+        return -1;
+    PyObject *name;
+    while ((name = PyIter_Next(it)) != NULL) {
+        PyObject *v = PyDict_GetItemWithError(map, name);
+        long op = v != NULL ? PyLong_AsLong(v) : -1;
+        Py_DECREF(name);
+        if (op < 0 || op > 255) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ImportError, "_continuation: unexpected opcode table");
+            Py_DECREF(it);
+            return -1;
+        }
+        call_opcodes[op] = 1;
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+int cps_init(void)
+{
+    PyObject *m = PyImport_ImportModule("_opcode_metadata");
+    if (m == NULL)
+        return -1;
+    PyObject *opmap = PyObject_GetAttrString(m, "opmap");
+    PyObject *spmap = PyObject_GetAttrString(m, "_specialized_opmap");
+    PyObject *specs = PyObject_GetAttrString(m, "_specializations");
+    PyObject *base = Py_BuildValue("(ssssss)", "CALL", "CALL_KW", "CALL_FUNCTION_EX",
+                                   "INSTRUMENTED_CALL", "INSTRUMENTED_CALL_KW",
+                                   "INSTRUMENTED_CALL_FUNCTION_EX");
+    int rc = -1;
+    if (opmap && spmap && specs && base && add_opcodes(opmap, base) == 0) {
+        rc = 0;
+        const char *families[] = {"CALL", "CALL_KW"};
+        for (int i = 0; i < 2 && rc == 0; i++) {
+            PyObject *l = PyDict_GetItemString(specs, families[i]);
+            if (l != NULL)
+                rc = add_opcodes(spmap, l);
+        }
+    }
+    Py_XDECREF(base);
+    Py_XDECREF(specs);
+    Py_XDECREF(spmap);
+    Py_XDECREF(opmap);
+    Py_DECREF(m);
+    return rc;
+}
+
+/* Whether `f`, the top frame, may carry the mark: a frame of this thread,
+ * the last one in the data stack, executing a CALL. */
+static int can_checkpoint(PyThreadState *ts, _PyInterpreterFrame *f)
+{
+    if (f == NULL || !is_thread_frame(f))
+        return 0;
+    char *end = (char *)f + (size_t)frame_code(f)->co_framesize * sizeof(void *);
+    return end == (char *)ts->datastack_top && call_opcodes[f->instr_ptr->op.code];
+}
+
+static int is_checkpoint(const saved_t *s, const _PyInterpreterFrame *f)
+{
+    return f == s->cp_frame && is_thread_frame(f)
+        && f->return_offset == CHECKPOINT_MARK && frame_code(f) == s->cp_code;
+}
+
+static void reserve_splices(saved_t *s, int n)
+{
+    if (n <= s->splices_cap)
+        return;
+    int cap = s->splices_cap ? s->splices_cap : 8;
+    while (cap < n)
+        cap *= 2;
+    void *p = PyMem_RawRealloc(s->splices, (size_t)cap * sizeof(*s->splices));
+    if (p == NULL)
+        Py_FatalError("_continuation: out of memory while suspending frames");
+    s->splices = p;
+    s->splices_cap = cap;
+}
+
+static void cut_entry_frames(PyThreadState *ts, saved_t *s)
+{
+    /* Walk down to the checkpoint (or the bottom), collecting the new
+       pairs after the old ones, top first. */
+    int old = s->nsplices, n = old, keep = 0, reached = 0;
     for (_PyInterpreterFrame *f = s->top; f != NULL; f = f->previous) {
+        if (s->cp_frame != NULL && is_checkpoint(s, f)) {
+            keep = s->cp_nsplices;
+            reached = 1;
+            break;
+        }
         _PyInterpreterFrame *prev = f->previous;
         if (prev == NULL || !is_entry_frame(prev))
             continue;
-        if (s->nsplices + 2 > s->splices_cap) {
-            int cap = s->splices_cap ? s->splices_cap * 2 : 8;
-            void *p = PyMem_RawRealloc(s->splices, (size_t)cap * sizeof(*s->splices));
-            if (p == NULL)
-                Py_FatalError("_continuation: out of memory while suspending frames");
-            s->splices = p;
-            s->splices_cap = cap;
-        }
-        s->splices[s->nsplices++] = f;
-        s->splices[s->nsplices++] = prev;
-        f->previous = prev->previous;
+        reserve_splices(s, n + 2);
+        s->splices[n++] = f;
+        s->splices[n++] = prev;
     }
-#else
-    (void)s;
-#endif
-}
+    /* The pairs below the checkpoint stay; the new ones follow them,
+       bottom first. */
+    int fresh = n - old;
+    memmove(&s->splices[keep], &s->splices[old], (size_t)fresh * sizeof(*s->splices));
+    for (int i = keep, j = keep + fresh - 2; i < j; i += 2, j -= 2) {
+        _PyInterpreterFrame *f = s->splices[i], *e = s->splices[i + 1];
+        s->splices[i] = s->splices[j];
+        s->splices[i + 1] = s->splices[j + 1];
+        s->splices[j] = f;
+        s->splices[j + 1] = e;
+    }
+    s->nsplices = keep + fresh;
+    for (int i = 0; i < s->nsplices; i += 2)
+        s->splices[i]->previous = s->splices[i + 1]->previous;
 
-/* Put the entry frames back, deepest first, so each link is the original. */
+    if (can_checkpoint(ts, s->top)) {
+        s->top->return_offset = CHECKPOINT_MARK;
+        s->cp_frame = s->top;
+        s->cp_code = frame_code(s->top);
+        s->cp_nsplices = s->nsplices;
+    }
+    else if (!reached) {
+        s->cp_frame = NULL;
+    }
+}
+#else
+int cps_init(void) { return 0; }
+static void cut_entry_frames(PyThreadState *ts, saved_t *s) { (void)ts; (void)s; }
+#endif
+
+/* Put the entry frames back; the pairs stay recorded for the next cut. */
 static void restore_entry_frames(saved_t *s)
 {
-    for (int i = s->nsplices - 2; i >= 0; i -= 2)
+    for (int i = 0; i < s->nsplices; i += 2)
         s->splices[i]->previous = s->splices[i + 1];
-    s->nsplices = 0;
 }
 
 /* Whether f was linked past an entry frame: the frame below it called C. */
@@ -470,7 +593,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint)
     else if (bottom == NULL) {
         s->switcher = NULL;
     }
-    cut_entry_frames(s);
+    cut_entry_frames(ts, s);
     note_instrumentation(ts, s);
 }
 
@@ -547,6 +670,9 @@ void cps_end(PyThreadState *ts, cps_saved *saved)
     Py_XDECREF(ctx);
     if (s->root != NULL)
         Py_CLEAR(s->root->exc.exc_value);
+    /* its frames are gone */
+    s->nsplices = 0;
+    s->cp_frame = NULL;
 }
 
 int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit, void *arg)

@@ -20,6 +20,10 @@ typedef struct { void *opaque[8]; } cps_root;
  * that need more spill over into chunks that CPython allocates itself. */
 #define CPS_CHUNK_BYTES 1024
 
+/* Once, at module import: learn what this interpreter's bytecode looks
+ * like (the CALL opcodes).  -1 with an exception set on failure. */
+int cps_init(void);
+
 /* Suspend the running stack: copy its fields into `saved` and cut its
  * bottom frame loose from the frames of whoever switched into it.
  * `stack_hint`, when it points into the top frame's value stack, is the

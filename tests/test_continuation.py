@@ -6,6 +6,7 @@ module.
 """
 import contextvars
 import gc
+import random
 import sys
 import threading
 import traceback
@@ -1058,6 +1059,54 @@ def test_suspended_frames_below_a_call_from_c_are_readable():
         names = [f.name for f in traceback.extract_stack(frame)]
         assert names[-2:] == ["body", "key"]
     assert c.switch() == [1, 2]
+
+
+def test_suspended_frames_stay_readable_while_the_stack_changes():
+    # A random walk up and down, through plain calls and calls from C (each
+    # of which leaves an entry frame on the C stack on 3.13+), switching out
+    # at every level.  Frames return and new ones take their addresses;
+    # after each switch the whole chain is read back through f_back, with
+    # the C stack reused in between.
+    rng = random.Random(20261201)
+
+    def body(c):
+        def level(names):
+            while True:
+                r = rng.random()
+                if r < 0.3 and len(names) < 40:
+                    via_py(names)
+                elif r < 0.5 and len(names) < 40:
+                    via_c(names)
+                elif r < 0.85 or len(names) == 2:
+                    c.switch((sys._getframe(), names))
+                else:
+                    return
+
+        def via_py(names):
+            level(names + ["via_py", "level"])
+
+        def via_c(names):
+            list(map(lambda _: level(names + ["via_c", "<lambda>", "level"]), [0]))
+
+        level(["body", "level"])
+
+    def churn(n):
+        return 0 if n == 0 else sorted([1, 0], key=lambda x: churn(n - 1) + x)[0]
+
+    c = continulet(body)
+    for i in range(3000):
+        frame, names = c.switch()
+        churn(rng.randrange(8))
+        seen = []
+        f = frame
+        while f.f_code.co_name != "body":
+            seen.append(f.f_code.co_name)
+            f = f.f_back
+        assert seen[::-1] == names[1:], i
+        if i % 500 == 0:
+            gc.collect()
+    del frame, f
+    assert c.is_pending()
 
 
 def test_tracing_changed_while_suspended_in_a_trace_function():
