@@ -27,8 +27,11 @@ struct stk_slice {
     char *start;            /* stack pointer when suspended */
     char *stop;             /* base of the slice (exclusive upper bound) */
     size_t saved;           /* bytes of [start, start+saved) held in buf */
-    char *buf;              /* heap copy, reused from one suspension to the next */
+    char *buf;              /* where they are: spare or heap */
+    char *heap;             /* heap buffer, reused from one suspension to the next */
     size_t cap;
+    char *spare;            /* memory offered for this suspension (stk_offer_spare) */
+    size_t spare_n;
     stk_slice *chain;       /* next slice that still has bytes on the stack */
     int state;
 };
@@ -63,6 +66,13 @@ int stk_switch(stk_thread *t, stk_slice *target);
 /* The current slice is finished: resume `target` and never come back.
  * Returns only on out-of-memory, with -1. */
 int stk_exit(stk_thread *t, stk_slice *target);
+
+/* Before suspending the current slice: [p, p+n) is free memory that
+ * nobody touches until the slice is resumed, and its saved bytes may be
+ * kept there instead of on the heap.  A continulet offers the unused end
+ * of its own frame data stack, which saves an allocation per suspended
+ * stack.  The offer ends when the slice resumes. */
+void stk_offer_spare(stk_slice *s, void *p, size_t n);
 
 /* Forget a suspended slice that will never be resumed. */
 void stk_forget(stk_thread *t, stk_slice *s);

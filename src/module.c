@@ -194,6 +194,9 @@ static int resume(cont_tls *t, cont_stack *target, PyObject *const *hint)
     int rc;
 
     cps_save(ts, &cur->saved, hint);
+    size_t spare_n;
+    void *spare = cps_spare(&cur->saved, &spare_n);
+    stk_offer_spare(&cur->slice, spare, spare_n);
     t->current = target;
     if (!target->started) {
         target->started = 1;

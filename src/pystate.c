@@ -597,6 +597,14 @@ void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint)
     note_instrumentation(ts, s);
 }
 
+void *cps_spare(const cps_saved *saved, size_t *n)
+{
+    const saved_t *s = (const saved_t *)(const void *)saved;
+    char *lo = (char *)s->ds_top, *hi = (char *)s->ds_limit;
+    *n = lo != NULL && hi > lo ? (size_t)(hi - lo) : 0;
+    return lo;
+}
+
 void cps_restore(PyThreadState *ts, cps_saved *saved)
 {
     saved_t *s = SAVED(saved);

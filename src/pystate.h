@@ -18,7 +18,7 @@ typedef struct { void *opaque[8]; } cps_root;
 
 /* Bytes of the first frame data-stack chunk that a new stack gets.  Frames
  * that need more spill over into chunks that CPython allocates itself. */
-#define CPS_CHUNK_BYTES 1024
+#define CPS_CHUNK_BYTES 1536
 
 /* Once, at module import: learn what this interpreter's bytecode looks
  * like (the CALL opcodes).  -1 with an exception set on failure. */
@@ -30,6 +30,10 @@ int cps_init(void);
  * exact top of that stack (the end of the arguments of the switch call),
  * which lets the GC see the references the top frame holds there. */
 void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint);
+
+/* The unused end of a suspended stack's frame data stack: free memory
+ * until the stack resumes (see stk_offer_spare). */
+void *cps_spare(const cps_saved *saved, size_t *n);
 
 /* Resume a stack: put its fields back and link its bottom frame to
  * `switcher`, the top frame of the stack that switched in. */

@@ -25,7 +25,40 @@ void stk_thread_init(stk_thread *t, stk_slice *main_slice)
     t->current = main_slice;
 }
 
-/* Copy to the heap the bytes of slice s below `limit`.  0 or -1 (OOM). */
+/* Make s->buf hold at least `want` bytes, keeping the `s->saved` bytes
+ * already there.  The spare memory comes first, then the heap buffer.
+ * 0 or -1 (out of memory). */
+static int reserve(stk_slice *s, size_t want)
+{
+    if (s->saved == 0 && want <= s->spare_n) {
+        s->buf = s->spare;
+        return 0;
+    }
+    if (s->saved > 0 && s->buf == s->spare && want <= s->spare_n)
+        return 0;
+    if (want > s->cap) {
+        /* Exact size, rounded up to a cache line: most slices are suspended
+           at the same depth every time, and thousands of suspended slices
+           must cost little memory.  realloc() absorbs the rare growth. */
+        size_t cap = (want + 63) & ~(size_t)63;
+        char *heap = s->buf == s->heap ? realloc(s->heap, cap) : malloc(cap);
+        if (heap == NULL)
+            return -1;
+        if (s->buf != s->heap) {
+            free(s->heap);
+            memcpy(heap, s->buf, s->saved);    /* outgrew the spare memory */
+        }
+        s->heap = heap;
+        s->cap = cap;
+    }
+    else if (s->buf != s->heap) {
+        memcpy(s->heap, s->buf, s->saved);
+    }
+    s->buf = s->heap;
+    return 0;
+}
+
+/* Copy the bytes of slice s below `limit` off the stack.  0 or -1 (OOM). */
 static int save_below(stk_slice *s, char *limit)
 {
     char *end = lowest(s->stop, limit);
@@ -34,20 +67,17 @@ static int save_below(stk_slice *s, char *limit)
     size_t want = (size_t)(end - s->start);
     if (want <= s->saved)
         return 0;
-    if (want > s->cap) {
-        /* Exact size, rounded up to a cache line: most slices are suspended
-           at the same depth every time, and thousands of suspended slices
-           must cost little memory.  realloc() absorbs the rare growth. */
-        size_t cap = (want + 63) & ~(size_t)63;
-        char *buf = realloc(s->buf, cap);
-        if (buf == NULL)
-            return -1;
-        s->buf = buf;
-        s->cap = cap;
-    }
+    if (reserve(s, want) < 0)
+        return -1;
     memcpy(s->buf + s->saved, s->start + s->saved, want - s->saved);
     s->saved = want;
     return 0;
+}
+
+void stk_offer_spare(stk_slice *s, void *p, size_t n)
+{
+    s->spare = p;
+    s->spare_n = n;
 }
 
 static void unchain(stk_thread *t, stk_slice *s)
@@ -94,7 +124,7 @@ static void *save_hook(void *sp, stk_thread *t)
             return NULL;
         }
         if (s->saved == (size_t)(s->stop - s->start)) {
-            *p = s->chain;          /* entirely on the heap now */
+            *p = s->chain;          /* entirely off the stack now */
             s->chain = NULL;
         }
         else {
@@ -113,6 +143,8 @@ static void *restore_hook(void *sp, stk_thread *t)
     (void)sp;
     memcpy(target->start, target->buf, target->saved);
     target->saved = 0;
+    target->spare = NULL;       /* the owner uses that memory again */
+    target->spare_n = 0;
     target->state = STK_RUNNING;
     t->current = target;
     return target;
@@ -132,6 +164,8 @@ int stk_start(stk_thread *t, stk_slice *fresh, stk_run_fn fn, void *arg)
     stk_slice *from = t->current;
     fresh->start = NULL;
     fresh->saved = 0;
+    fresh->spare = NULL;
+    fresh->spare_n = 0;
     fresh->chain = NULL;
     fresh->state = STK_RUNNING;
     t->from = from;
@@ -171,12 +205,14 @@ void stk_forget(stk_thread *t, stk_slice *s)
         unchain(t, s);
     s->state = STK_DEAD;
     s->saved = 0;
+    s->spare = NULL;
+    s->spare_n = 0;
 }
 
 void stk_release(stk_slice *s)
 {
-    free(s->buf);
-    s->buf = NULL;
+    free(s->heap);
+    s->heap = s->buf = NULL;
     s->cap = 0;
     s->saved = 0;
 }

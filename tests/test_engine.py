@@ -23,4 +23,4 @@ def test_engine_program(tmp_path):
            *src, "-o", str(exe), "-lm"]
     subprocess.run(cmd, check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "ok 5"
+    assert out.stdout.strip() == "ok 6"

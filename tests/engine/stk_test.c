@@ -229,6 +229,100 @@ static void test_locate(void)
     checks++;
 }
 
+/* --- saved bytes kept in memory the owner offers ----------------------- */
+static stk_slice sp_one, sa, sc;
+static char spare_mem[16384];
+static size_t spare_offer;
+
+static void sp_one_body(void *arg)
+{
+    (void)arg;
+    volatile char pad[512];
+    memset((char *)pad, 0x77, sizeof(pad));
+    stk_offer_spare(&sp_one, spare_mem, spare_offer);
+    CHECK(stk_switch(&T, &main_slice) == 0);
+    CHECK(sp_one.spare == NULL);        /* the offer ended with the resume */
+    for (size_t k = 0; k < sizeof(pad); k++)
+        CHECK(pad[k] == 0x77);
+    stk_exit(&T, &main_slice);
+}
+
+static void sc_body(void *arg)
+{
+    (void)arg;
+    CHECK(stk_switch(&T, &sa) == 0);
+    /* sa switched here after saving what lies below our base: a part of
+       itself, which fits in its spare memory */
+    CHECK(sa.buf == spare_mem);
+    CHECK(sa.saved > 0 && sa.saved < (size_t)(sa.stop - sa.start));
+    /* main's base is above all of sa: the rest of sa goes, and outgrows
+       the spare memory */
+    CHECK(stk_switch(&T, &main_slice) == 0);
+    stk_exit(&T, &main_slice);
+}
+
+static int descend(int d)
+{
+    volatile char pad[256];
+    memset((char *)pad, d, sizeof(pad));
+    if (d == 0) {
+        char here;
+        size_t below_sc = (size_t)(sc.stop - &here) + 512;
+        CHECK(below_sc < sizeof(spare_mem));
+        stk_offer_spare(&sa, spare_mem, below_sc);
+        CHECK(stk_switch(&T, &sc) == 0);
+    }
+    else {
+        descend(d - 1);
+    }
+    for (size_t k = 0; k < sizeof(pad); k++)
+        CHECK(pad[k] == (char)d);
+    return d;
+}
+
+static void sa_body(void *arg)
+{
+    (void)arg;
+    volatile char top[2048];
+    memset((char *)top, 0x33, sizeof(top));
+    CHECK(stk_start(&T, &sc, sc_body, NULL) == 0);
+    descend(10);
+    for (size_t k = 0; k < sizeof(top); k++)
+        CHECK(top[k] == 0x33);
+    stk_exit(&T, &main_slice);
+}
+
+static void test_spare(void)
+{
+    /* a whole suspended slice in the offered memory: no heap buffer */
+    spare_offer = sizeof(spare_mem);
+    CHECK(stk_start(&T, &sp_one, sp_one_body, NULL) == 0);
+    CHECK(sp_one.buf == spare_mem && sp_one.heap == NULL);
+    CHECK(sp_one.saved == (size_t)(sp_one.stop - sp_one.start));
+    CHECK(stk_switch(&T, &sp_one) == 0);
+    CHECK(sp_one.state == STK_DEAD);
+
+    /* too little memory offered: the heap buffer as before */
+    spare_offer = 16;
+    CHECK(stk_start(&T, &sp_one, sp_one_body, NULL) == 0);
+    CHECK(sp_one.heap != NULL && sp_one.buf == sp_one.heap);
+    CHECK(stk_switch(&T, &sp_one) == 0);
+    stk_release(&sp_one);
+
+    /* saved in two steps, moving from the offered memory to the heap */
+    CHECK(stk_start(&T, &sa, sa_body, NULL) == 0);
+    CHECK(sa.state == STK_SUSPENDED && sa.heap != NULL && sa.buf == sa.heap);
+    CHECK(sa.saved == (size_t)(sa.stop - sa.start));
+    memset(spare_mem, 0, sizeof(spare_mem));   /* nothing may still live there */
+    CHECK(stk_switch(&T, &sa) == 0);
+    CHECK(sa.state == STK_DEAD);
+    CHECK(stk_switch(&T, &sc) == 0);
+    CHECK(sc.state == STK_DEAD);
+    stk_release(&sa);
+    stk_release(&sc);
+    checks++;
+}
+
 int main(void)
 {
     stk_thread_init(&T, &main_slice);
@@ -237,6 +331,7 @@ int main(void)
     test_nested();
     test_fp_control();
     test_locate();
+    test_spare();
     stk_release(&main_slice);
     printf("ok %d\n", checks);
     return 0;
