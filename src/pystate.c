@@ -40,6 +40,7 @@ typedef struct {
 typedef struct {
     _PyInterpreterFrame *top;       /* top frame while suspended */
     _PyInterpreterFrame *switcher;  /* frame to link the bottom to on resume */
+    _PyInterpreterFrame *bottom;    /* lowest frame of a suspended run, if it has any */
     _PyInterpreterFrame *entry;     /* C-stack entry frame under the bottom frame, if any */
     _PyStackChunk *root_chunk;      /* first data-stack chunk; NULL for a thread's main stack */
     root_t *root;
@@ -365,15 +366,30 @@ static void catch_up_instrumentation(PyThreadState *ts, saved_t *s)
  * Common code, written once against the primitives above
  * ====================================================================== */
 
-/* The lowest frame in a continulet's own data stack, if there is one. */
-static _PyInterpreterFrame *bottom_frame(const saved_t *s, PyThreadState *ts)
+/* The lowest frame of a continulet's stack: the one linked to the frame
+ * that switched in, directly or through an entry frame.  Usually the
+ * first frame of its own data stack, but generator frames live in their
+ * generators, so a run that starts with gen.send() has one below it; any
+ * frame below the first data-stack frame is such a generator frame, so
+ * the walk down to the switcher is short.  NULL when the stack has no
+ * frame of its own (its callable is C code that has not called Python),
+ * and for a thread's main stack, which has no switcher. */
+static _PyInterpreterFrame *bottom_frame(const saved_t *s, PyThreadState *ts, _PyInterpreterFrame *top)
 {
     _PyStackChunk *root = s->root_chunk;
-    if (root == NULL)
+    if (root == NULL || top == s->switcher)
         return NULL;
-    if (ts->datastack_chunk == root && ts->datastack_top <= &root->data[1])
-        return NULL;
-    return (_PyInterpreterFrame *)&root->data[1];
+    /* a first frame too big for the root chunk went to a new one */
+    int in_root = ts->datastack_chunk == root
+        ? (char *)ts->datastack_top > (char *)&root->data[1]
+        : root->top > 1;
+    _PyInterpreterFrame *f = in_root ? (_PyInterpreterFrame *)&root->data[1] : top;
+    for (;;) {
+        _PyInterpreterFrame *p = f->previous;
+        if (p == NULL || p == s->switcher || (is_entry_frame(p) && p->previous == s->switcher))
+            return f;
+        f = p;
+    }
 }
 
 /* Entry frames (3.13+) live on the C stack, whose bytes move while the
@@ -577,7 +593,8 @@ void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint)
     /* Cut the bottom frame loose: while suspended, its frames must not
        point into a stack that may change or vanish.  Remember the link so
        that a resume without a new switcher restores it exactly. */
-    _PyInterpreterFrame *bottom = bottom_frame(s, ts);
+    _PyInterpreterFrame *bottom = bottom_frame(s, ts, top);
+    s->bottom = bottom;
     s->entry = NULL;
     if (bottom != NULL && bottom->previous != NULL) {
         _PyInterpreterFrame *link = bottom->previous;
@@ -589,9 +606,6 @@ void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint)
             s->switcher = link;
         }
         bottom->previous = NULL;
-    }
-    else if (bottom == NULL) {
-        s->switcher = NULL;
     }
     cut_entry_frames(ts, s);
     note_instrumentation(ts, s);
@@ -618,10 +632,16 @@ void cps_restore(PyThreadState *ts, cps_saved *saved)
     ts->context_ver++;
     ts->tracing = s->tracing;
     restore_version_fields(ts, s);
-    set_top_frame(ts, s->top);
     restore_entry_frames(s);
 
-    _PyInterpreterFrame *bottom = bottom_frame(s, ts);
+    _PyInterpreterFrame *bottom = s->bottom;
+    if (bottom == NULL && s->root_chunk != NULL) {
+        /* no frame of its own: the switcher's frame is the top one */
+        set_top_frame(ts, s->switcher);
+    }
+    else {
+        set_top_frame(ts, s->top);
+    }
     if (bottom != NULL) {
         if (s->entry != NULL) {
             bottom->previous = s->entry;
@@ -650,6 +670,7 @@ void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *rootp, void *chunk
     s->splices_cap = cap;
     s->root = root;
     s->root_chunk = chunk;
+    s->switcher = top_frame(ts);    /* the starter's frame */
 
     chunk->previous = NULL;
     chunk->size = CPS_CHUNK_BYTES;

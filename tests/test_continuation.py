@@ -1109,6 +1109,90 @@ def test_suspended_frames_stay_readable_while_the_stack_changes():
     assert c.is_pending()
 
 
+def test_run_that_starts_in_a_generator():
+    # continulet(gen.send): the run's lowest frame is the generator's, which
+    # lives in the generator object, not in the run's own frame stack
+    def gen():
+        c = yield
+        def inner():
+            c.switch(sys._getframe())
+            return sys._getframe(2).f_code.co_name
+        yield inner()
+
+    g = gen()
+    next(g)
+    c = continulet(g.send)
+
+    def first():
+        return c.switch()
+    frame = first()
+    assert frame.f_code.co_name == "inner"
+    assert frame.f_back.f_code.co_name == "gen"
+
+    def second():
+        return c.switch()
+    # inner's caller's caller is whoever switched in last
+    assert second() == "second"
+    assert not c.is_pending()
+
+
+def test_generator_frame_at_the_bottom_of_a_run_switches_itself():
+    # the generator's own frame is the run's lowest: its caller is whoever
+    # switched in last, as for any callable's frame
+    def gen():
+        c = yield
+        c.switch(sys._getframe(1).f_code.co_name)
+        yield sys._getframe(1).f_code.co_name
+
+    g = gen()
+    next(g)
+    c = continulet(g.send)
+
+    def starter():
+        return c.switch()
+    assert starter() == "starter"
+
+    def later():
+        return c.switch()
+    assert later() == "later"
+    assert not c.is_pending()
+
+
+def test_run_without_python_frames_resumed_from_elsewhere():
+    import operator
+    c = continulet(operator.methodcaller("switch", "out"))
+
+    def first():
+        return c.switch()
+
+    def second(v):
+        return c.switch(v)
+    assert first() == "out"
+    assert second(7) == 7
+    assert not c.is_pending()
+    assert sys._getframe().f_code.co_name == "test_run_without_python_frames_resumed_from_elsewhere"
+
+
+def test_run_whose_first_frame_is_bigger_than_its_first_chunk():
+    # a frame too big for the run's first data-stack chunk lands in a chunk
+    # of its own, leaving the first one empty
+    names = [f"v{i}" for i in range(400)]
+    src = "def big(c):\n" + "".join(f"    {n} = {i}\n" for i, n in enumerate(names))
+    src += "    c.switch(sys._getframe())\n    return " + " + ".join(names[:3]) + "\n"
+    ns = {"sys": sys}
+    exec(src, ns)
+    c = continulet(ns["big"])
+    frame = c.switch()
+    assert frame.f_code.co_name == "big" and frame.f_locals["v399"] == 399
+    if not ON_PYPY:
+        assert frame.f_back is None      # cut loose while suspended
+    gc.collect()
+
+    def elsewhere():
+        return c.switch()
+    assert elsewhere() == 0 + 1 + 2
+
+
 def test_tracing_changed_while_suspended_in_a_trace_function():
     # what stackless's preemption does: the trace function switches away,
     # and tracing is turned off and on again before the frames resume
