@@ -162,16 +162,22 @@ static void recycle_stack(cont_stack *s)
     n_free_stacks++;
 }
 
-/* Free a record that will never run again, without unwinding it. */
+/* Free a record that will never run again, without unwinding it: its
+ * Python frames let go of what they hold; what its C frames hold leaks. */
 static void free_stack(cont_stack *s)
 {
     if (s->started && s->slice.state == STK_SUSPENDED) {
         cont_tls *t = tls_cache;
         stk_forget(t && t->thread_id == s->thread_id ? &t->eng : NULL, &s->slice);
         cps_clear(&s->saved);
-        /* the run's own references cannot be released safely: its C frames
-           may still need them.  Keep them (a leak) rather than crash. */
-        s->owner = s->callable = s->args = s->kwargs = NULL;
+        if (cps_discard(&s->saved)) {
+            /* a frame object still reads the frames: the record stays */
+            Py_CLEAR(s->owner);
+            Py_CLEAR(s->callable);
+            Py_CLEAR(s->args);
+            Py_CLEAR(s->kwargs);
+            return;
+        }
     }
     recycle_stack(s);
 }

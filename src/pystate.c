@@ -89,6 +89,8 @@ static void restore_version_fields(PyThreadState *ts, saved_t *s);
 static void begin_version_fields(PyThreadState *ts, saved_t *s, root_t *root);
 static int visit_frame(_PyInterpreterFrame *f, Py_ssize_t nvalues, visitproc visit, void *arg);
 static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inlined);
+static void clear_values(_PyInterpreterFrame *f, Py_ssize_t n);
+static void clear_head(_PyInterpreterFrame *f);
 static int entered_from_c(const _PyInterpreterFrame *f);
 static void note_instrumentation(PyThreadState *ts, saved_t *s);
 static void catch_up_instrumentation(PyThreadState *ts, saved_t *s);
@@ -160,6 +162,20 @@ static int visit_frame(_PyInterpreterFrame *f, Py_ssize_t nvalues, visitproc vis
 
 /* stacktop is only exact in a frame that made an inlined Python call and
    is waiting for it: the interpreter stores it right before such a call. */
+/* Drop what a frame owns (it will never run again). */
+static void clear_values(_PyInterpreterFrame *f, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_CLEAR(f->localsplus[i]);
+}
+
+static void clear_head(_PyInterpreterFrame *f)
+{
+    Py_CLEAR(f->f_locals);
+    Py_CLEAR(f->f_func);
+    Py_CLEAR(f->f_code);
+}
+
 static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inlined)
 {
     return callee_inlined ? f->stacktop : -1;
@@ -214,6 +230,19 @@ static int visit_frame(_PyInterpreterFrame *f, Py_ssize_t nvalues, visitproc vis
     for (Py_ssize_t i = 0; i < nvalues; i++)
         Py_VISIT(f->localsplus[i]);
     return 0;
+}
+
+static void clear_values(_PyInterpreterFrame *f, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_CLEAR(f->localsplus[i]);
+}
+
+static void clear_head(_PyInterpreterFrame *f)
+{
+    Py_CLEAR(f->f_locals);
+    Py_CLEAR(f->f_funcobj);
+    Py_CLEAR(f->f_executable);
 }
 
 static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inlined)
@@ -305,6 +334,19 @@ static int visit_frame(_PyInterpreterFrame *f, Py_ssize_t nvalues, visitproc vis
         if ((r = visit_ref(f->localsplus[i], visit, arg)))
             return r;
     return 0;
+}
+
+static void clear_values(_PyInterpreterFrame *f, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyStackRef_CLEAR(f->localsplus[i]);
+}
+
+static void clear_head(_PyInterpreterFrame *f)
+{
+    Py_CLEAR(f->f_locals);
+    PyStackRef_CLEAR(f->f_funcobj);
+    PyStackRef_CLEAR(f->f_executable);
 }
 
 static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inlined)
@@ -704,6 +746,22 @@ void cps_end(PyThreadState *ts, cps_saved *saved)
     s->cp_frame = NULL;
 }
 
+/* How many value slots of frame f (read at rf) hold references that the
+ * frame owns: all of them where the depth is known exactly, else the
+ * locals only. */
+static Py_ssize_t frame_values(const saved_t *s, const _PyInterpreterFrame *f,
+                               const _PyInterpreterFrame *rf, int callee_inlined)
+{
+    PyCodeObject *co = frame_code(rf);
+    Py_ssize_t nlocals = co->co_nlocalsplus;
+    Py_ssize_t n = (f == s->top && s->top_sp != NULL)
+        ? (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus
+        : frame_stack_depth(rf, callee_inlined);
+    if (n < nlocals || n > nlocals + co->co_stacksize)
+        n = nlocals;    /* not known exactly: the locals only */
+    return n;
+}
+
 int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit, void *arg)
 {
     const saved_t *s = (const saved_t *)(const void *)saved;
@@ -716,14 +774,7 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
            while the stack is suspended */
         _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
         if (is_thread_frame(rf)) {
-            PyCodeObject *co = frame_code(rf);
-            Py_ssize_t nlocals = co->co_nlocalsplus;
-            Py_ssize_t n = (f == s->top && s->top_sp != NULL)
-                ? (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus
-                : frame_stack_depth(rf, callee_inlined);
-            if (n < nlocals || n > nlocals + co->co_stacksize)
-                n = nlocals;    /* not known exactly: the locals only */
-            int r = visit_frame(rf, n, visit, arg);
+            int r = visit_frame(rf, frame_values(s, f, rf, callee_inlined), visit, arg);
             if (r)
                 return r;
             callee_inlined = !entered_from_c(rf) && !is_cut(s, rf);
@@ -734,6 +785,61 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
         f = rf->previous;
     }
     return 0;
+}
+
+/* The generator whose frame f is. */
+static PyObject *generator_of(_PyInterpreterFrame *f)
+{
+    return (PyObject *)((char *)f - offsetof(PyGenObject, gi_iframe));
+}
+
+int cps_discard(cps_saved *saved)
+{
+    saved_t *s = SAVED(saved);
+    /* A generator frame belongs to its generator, which would try to close
+       it (run it) when freed: such generators stay alive, frames and all. */
+    for (_PyInterpreterFrame *f = s->top; f != NULL; f = f->previous)
+        if (!is_thread_frame(f))
+            Py_INCREF(generator_of(f));
+
+    int keep_memory = 0, callee_inlined = 0;
+    for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
+        _PyInterpreterFrame *next = f->previous;
+        f->previous = NULL;
+        if (is_thread_frame(f)) {
+            Py_ssize_t n = frame_values(s, f, f, callee_inlined);
+            callee_inlined = !entered_from_c(f) && !is_cut(s, f);
+            /* a frame object that somebody else holds keeps reading this
+               frame: its code and memory must stay */
+            PyObject *fo = (PyObject *)f->frame_obj;
+            int shared = fo != NULL && Py_REFCNT(fo) > 1;
+            f->frame_obj = NULL;
+            clear_values(f, n);
+            if (shared)
+                keep_memory = 1;
+            else
+                clear_head(f);
+            Py_XDECREF(fo);
+        }
+        f = next;
+    }
+    s->top = NULL;
+    s->nsplices = 0;
+    s->cp_frame = NULL;
+    if (s->root != NULL)
+        Py_CLEAR(s->root->exc.exc_value);
+    if (!keep_memory) {
+        /* the chunks CPython added when the first one was full */
+        PyObjectArenaAllocator a;
+        PyObject_GetArenaAllocator(&a);
+        for (_PyStackChunk *c = s->chunk; c != NULL && c != s->root_chunk; ) {
+            _PyStackChunk *prev = c->previous;
+            a.free(a.ctx, c, c->size);
+            c = prev;
+        }
+    }
+    s->chunk = NULL;
+    return keep_memory;
 }
 
 void cps_clear(cps_saved *saved)

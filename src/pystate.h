@@ -63,6 +63,12 @@ void cps_set_switcher(cps_saved *saved, void *switcher_top);
  * whose C stack is `slice` (some frames live on the C stack). */
 int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit, void *arg);
 
+/* A suspended stack will never run again (its thread has ended): release
+ * what its frames hold, without running them (no finally block runs).
+ * Generators executing in it are kept alive as they are.  Returns 1 when
+ * its memory must stay because a frame object still points into it. */
+int cps_discard(cps_saved *saved);
+
 /* Drop the references a saved record holds by itself (not its frames). */
 void cps_clear(cps_saved *saved);
 

@@ -991,6 +991,98 @@ def test_continulet_dropped_in_another_thread_is_unwound_in_its_own():
     assert log == ["owner"]
 
 
+class _Tracked:
+    """An object whose death is observable."""
+
+
+def _collect():
+    for _ in range(3):
+        gc.collect()
+
+
+def _run_in_thread(fn):
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join()
+    return out[0]
+
+
+@cpython_only
+def test_pending_continulet_of_an_ended_thread_releases_its_frames():
+    # Its thread is gone, so it can never run again: dropping it releases
+    # what its frames hold, without running its finally blocks.  (The GC
+    # would clear weak references to the object even if it leaked, so the
+    # object is kept alive here and its reference count is what tells.)
+    log = []
+    obj = _Tracked()
+    before = sys.getrefcount(obj)
+
+    def make():
+        def body(c, arg):
+            local = [arg, arg]
+            try:
+                c.switch()
+            finally:
+                log.append("finally ran")
+            return local
+        c = continulet(body, obj)
+        c.switch()
+        return c
+    c = _run_in_thread(make)
+    _collect()
+    assert c.is_pending() and sys.getrefcount(obj) > before
+    del c
+    _collect()
+    assert sys.getrefcount(obj) == before
+    assert log == []
+
+
+def test_generator_running_in_a_run_of_an_ended_thread_is_left_alone():
+    unraisable = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        def make():
+            def gen():
+                c = yield
+                held = _Tracked()
+                c.switch(held)
+                yield held
+            g = gen()
+            next(g)
+            c = continulet(g.send)
+            return c, c.switch()
+        c, held = _run_in_thread(make)
+        assert isinstance(held, _Tracked)
+        del c
+        _collect()
+    finally:
+        sys.unraisablehook = old_hook
+    # 3.14+ let the cyclic GC try to close the generator first, which it
+    # refuses (it is still running); nothing else may go wrong
+    assert all(isinstance(u.exc_value, ValueError)
+               and str(u.exc_value) == "generator already executing" for u in unraisable)
+
+
+def test_frame_of_an_ended_threads_run_stays_readable():
+    def make():
+        def body(c):
+            marker = _Tracked()
+            c.switch(sys._getframe())
+            return marker
+        c = continulet(body)
+        return c, c.switch()
+    c, frame = _run_in_thread(make)
+    del c
+    _collect()
+    assert frame.f_code.co_name == "body"
+    assert isinstance(frame.f_lineno, int)
+    if not ON_PYPY:     # PyPy's suspended bottom frame links back into a loop
+        assert frame.f_back is None
+    frame.f_locals      # no crash; what it shows is not specified
+
+
 def test_module_surface():
     for name in ("continulet", "error", "generator", "permute"):
         assert hasattr(_continuation, name)
