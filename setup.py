@@ -33,5 +33,11 @@ if platform.python_implementation() == "CPython":
         depends=["include/stk.h", "src/pystate.h", "src/continulet.h"],
         extra_compile_args=cflags,
     ))
+    # optional: stackless runs without it (pure Python); see _install_accel
+    ext_modules.append(Extension(
+        "_stackless_accel",
+        sources=["src/stackless_accel.c"],
+        extra_compile_args=cflags,
+    ))
 
 setup(ext_modules=ext_modules, cmdclass={"build_py": build_py_with_pth})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import builtins
 import contextvars
+import os
 import sys
 import threading
 import _thread
@@ -169,10 +170,15 @@ def _hook_thread_end(ts: _ThreadState) -> None:
             if _get_ident() == ts.thread_id and ts.current is ts.main:
                 _kill_all(ts)
                 _states.pop(ts.thread_id, None)
+                _forget_thread()
         finally:
             original()
 
     th._delete = _delete
+
+
+def _forget_thread() -> None:
+    """The running thread's scheduler is going away (see _install_accel)."""
 
 
 def _ts() -> _ThreadState:
@@ -197,6 +203,7 @@ class _ThreadReaper:
         _states.pop(ts.thread_id, None)
         if _get_ident() == ts.thread_id and ts.current is ts.main:
             _kill_all(ts)
+            _forget_thread()
         else:
             _orphan_all(ts)
 
@@ -1565,3 +1572,26 @@ def __getattr__(name: str) -> Any:
     if name == "threads":
         return getthreads()
     raise AttributeError("module 'stackless' has no attribute %r" % name)
+
+
+def _install_accel() -> bool:
+    """Swap in the C versions of the hot paths (``_stackless_accel``).
+
+    The Python code above stays the reference, as ``heapq`` is for
+    ``_heapq``: the C functions handle the usual case exactly as it does and
+    call it for everything else.  ``STACKLESS_ACCEL=0`` in the environment
+    keeps the pure-Python code.  Returns whether the C versions are in use.
+    """
+    if _PYPY or os.environ.get("STACKLESS_ACCEL", "1") == "0":
+        return False
+    try:
+        import _stackless_accel  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    _stackless_accel.install(globals())
+    global _forget_thread
+    _forget_thread = _stackless_accel.forget_thread  # it caches each thread's scheduler
+    return True
+
+
+_accelerated = _install_accel()

@@ -1,0 +1,833 @@
+/* _stackless_accel: optional C versions of the hot paths of stackless.
+ *
+ * The pure-Python module (stackless/__init__.py) is the reference, in the
+ * way heapq is for _heapq.  install() replaces channel.send,
+ * channel.receive, schedule() and the internal _switch() with the
+ * functions below.  Each one does what its Python original does in the
+ * usual case, step for step, on the same objects; in every other case
+ * (callbacks, closing channels, traps, timeouts, other threads, ...) it
+ * calls the Python original before it has changed anything, or calls the
+ * same Python helper the original calls at that point.
+ *
+ * Speed comes from reading and writing the objects' __slots__ directly:
+ * install() looks up the offset of every slot used here in the classes'
+ * member descriptors, so subclasses (which keep their bases' slots at the
+ * same offsets) work unchanged.
+ */
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <pythread.h>
+
+/* --- the channel lock -------------------------------------------------------
+ * install() replaces stackless._lock with one of these: the same lock for
+ * the Python code (acquire, release, with), and one that this module takes
+ * without a method call. */
+
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    int locked;
+} LockObject;
+
+static int lock_take(LockObject *l)
+{
+    if (!PyThread_acquire_lock(l->lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(l->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+    l->locked = 1;
+    return 0;
+}
+
+static int lock_give(LockObject *l)
+{
+    if (!l->locked) {
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+        return -1;
+    }
+    l->locked = 0;
+    PyThread_release_lock(l->lock);
+    return 0;
+}
+
+static PyObject *Lock_acquire(PyObject *self, PyObject *unused)
+{
+    lock_take((LockObject *)self);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Lock_release(PyObject *self, PyObject *unused)
+{
+    if (lock_give((LockObject *)self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lock_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return Lock_release(self, NULL);
+}
+
+static PyObject *Lock_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    LockObject *l = (LockObject *)type->tp_alloc(type, 0);
+    if (l != NULL && (l->lock = PyThread_allocate_lock()) == NULL) {
+        Py_DECREF(l);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)l;
+}
+
+static void Lock_dealloc(PyObject *self)
+{
+    LockObject *l = (LockObject *)self;
+    if (l->lock != NULL) {
+        if (l->locked)
+            PyThread_release_lock(l->lock);
+        PyThread_free_lock(l->lock);
+    }
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyMethodDef Lock_methods[] = {
+    {"acquire", Lock_acquire, METH_NOARGS, "Take the lock, waiting (without the GIL) if need be."},
+    {"release", Lock_release, METH_NOARGS, "Give the lock back."},
+    {"__enter__", Lock_acquire, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))Lock_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject Lock_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_stackless_accel.Lock",
+    .tp_basicsize = sizeof(LockObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The lock that guards stackless's channel queues across threads.",
+    .tp_new = Lock_new,
+    .tp_dealloc = Lock_dealloc,
+    .tp_methods = Lock_methods,
+};
+
+/* --- what install() learns ------------------------------------------------ */
+
+static LockObject *chan_lock;
+static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate, *c_switch_descr;
+
+static PyObject *mod_dict;          /* stackless's globals */
+static PyObject *local;             /* stackless._local (threading.local) */
+static PyObject *bomb_type, *continulet_type;
+static PyObject *py_bootstrap, *py_launch;
+static PyObject *py_send, *py_receive, *py_schedule;
+static PyObject *s_ts, *s_switch, *s_rotate, *s_popleft, *s_append, *s_insert,
+                *s_raise, *s_block, *s_wake, *s_resumed, *s_schedule_cb,
+                *s_channel_cb, *kw_to;
+static PyObject *minus_one, *one, *zero;
+
+/* slot offsets: tasklet, channel, _ThreadState */
+static Py_ssize_t t_cont, t_ts, t_tempval, t_blocked, t_channel, t_scheduled,
+                  t_is_main, t_frame, t_block_trap;
+static Py_ssize_t c_queue, c_balance, c_preference, c_schedule_all, c_closing;
+static Py_ssize_t ts_current, ts_rq, ts_trap, ts_timeout, ts_launch;
+
+/* The object in slot `off` of o (borrowed; NULL if unset). */
+static inline PyObject *slot(PyObject *o, Py_ssize_t off)
+{
+    return *(PyObject **)((char *)o + off);
+}
+
+static inline void set_slot(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject **p = (PyObject **)((char *)o + off);
+    PyObject *old = *p;
+    *p = Py_NewRef(v);
+    Py_XDECREF(old);
+}
+
+/* --- small helpers --------------------------------------------------------- */
+
+/* truth of a slot; -1 on error (an unset slot counts as an error) */
+static int slot_true(PyObject *o, Py_ssize_t off)
+{
+    PyObject *v = slot(o, off);
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_stackless_accel: unset slot");
+        return -1;
+    }
+    return PyObject_IsTrue(v);
+}
+
+static PyObject *call_method0(PyObject *obj, PyObject *name)
+{
+    return PyObject_VectorcallMethod(name, &obj, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+static PyObject *call_method1(PyObject *obj, PyObject *name, PyObject *a)
+{
+    PyObject *args[2] = {obj, a};
+    return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+static int discard(PyObject *r)
+{
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int lock(void) { return lock_take(chan_lock); }
+static int unlock(void) { return lock_give(chan_lock); }
+
+/* d.<name>(*args) for a deque, through the cached method when d is a
+ * plain deque (stackless only makes plain ones) */
+static PyObject *deque_call(PyObject *descr, PyObject *name, PyObject *d, PyObject *a, PyObject *b)
+{
+    PyObject *args[3] = {d, a, b};
+    size_t n = b != NULL ? 3 : a != NULL ? 2 : 1;
+    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type))
+        return PyObject_Vectorcall(descr, args, n, NULL);
+    return PyObject_VectorcallMethod(name, args, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* c.switch() or c.switch(to=to) */
+static PyObject *cont_switch(PyObject *c, PyObject *to)
+{
+    PyObject *args[2] = {c, to};
+    PyObject *kw = to != NULL ? kw_to : NULL;
+    if (Py_IS_TYPE(c, (PyTypeObject *)continulet_type))
+        return PyObject_Vectorcall(c_switch_descr, args, 1, kw);
+    return PyObject_VectorcallMethod(s_switch, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw);
+}
+
+/* A module global of stackless (borrowed, NULL if None or missing). */
+static PyObject *global(PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(mod_dict, name);
+    return v == Py_None ? NULL : v;
+}
+
+/* The running thread's _ThreadState (new reference), or NULL without an
+ * exception when the thread has none yet: the Python code creates it. */
+static _Thread_local uint64_t tl_tstate_id;
+static _Thread_local PyObject *tl_ts;       /* strong; see forget_thread() */
+
+static PyObject *thread_state(void)
+{
+    uint64_t id = PyThreadState_GetID(PyThreadState_Get());
+    if (tl_ts != NULL && tl_tstate_id == id)
+        return Py_NewRef(tl_ts);
+    PyObject *ts = PyObject_GetAttr(local, s_ts);
+    if (ts == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        return NULL;
+    }
+    Py_XSETREF(tl_ts, Py_NewRef(ts));
+    tl_tstate_id = id;
+    return ts;
+}
+
+static PyObject *accel_forget_thread(PyObject *mod, PyObject *unused)
+{
+    Py_CLEAR(tl_ts);
+    tl_tstate_id = 0;
+    Py_RETURN_NONE;
+}
+
+/* `len(d) > 1` for a deque; -1 on error */
+static int more_than_one(PyObject *d)
+{
+    Py_ssize_t n = PyObject_Size(d);
+    return n < 0 ? -1 : n > 1;
+}
+
+/* --- _switch(ts, cur, nxt) ------------------------------------------------- */
+
+static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
+{
+    PyObject *cb = global(s_schedule_cb), *r;
+    if (cb == NULL && PyErr_Occurred())
+        return -1;
+    if (cb != NULL) {
+        PyObject *args[2] = {cur, nxt};
+        if (discard(PyObject_Vectorcall(cb, args, 2, NULL)) < 0)
+            return -1;
+    }
+    set_slot(ts, ts_current, nxt);
+    PyFrameObject *frame = PyEval_GetFrame();
+    set_slot(cur, t_frame, frame != NULL ? (PyObject *)frame : Py_None);
+
+    int cur_main = slot_true(cur, t_is_main), nxt_main;
+    if (cur_main < 0)
+        return -1;
+    if (cur_main) {
+        PyObject *c = slot(nxt, t_cont);
+        if (c == Py_None) {
+            PyObject *args[2] = {py_bootstrap, nxt};
+            c = PyObject_Vectorcall(continulet_type, args, 2, NULL);
+            if (c == NULL)
+                return -1;
+            set_slot(nxt, t_cont, c);
+        }
+        else {
+            Py_INCREF(c);
+        }
+        r = cont_switch(c, NULL);
+        Py_DECREF(c);
+        if (discard(r) < 0)
+            return -1;
+        while (slot(ts, ts_launch) != Py_None)
+            if (discard(PyObject_CallOneArg(py_launch, ts)) < 0)
+                return -1;
+    }
+    else if ((nxt_main = slot_true(nxt, t_is_main)) != 0) {
+        if (nxt_main < 0)
+            return -1;
+        PyObject *c = Py_NewRef(slot(cur, t_cont));
+        r = cont_switch(c, NULL);
+        Py_DECREF(c);
+        if (discard(r) < 0)
+            return -1;
+    }
+    else if (slot(nxt, t_cont) == Py_None) {
+        /* new tasklets start from the main tasklet's stack */
+        set_slot(ts, ts_launch, nxt);
+        PyObject *c = Py_NewRef(slot(cur, t_cont));
+        r = cont_switch(c, NULL);
+        Py_DECREF(c);
+        if (discard(r) < 0)
+            return -1;
+    }
+    else {
+        PyObject *c = Py_NewRef(slot(cur, t_cont)), *to = Py_NewRef(slot(nxt, t_cont));
+        r = cont_switch(c, to);
+        Py_DECREF(c);
+        Py_DECREF(to);
+        if (discard(r) < 0)
+            return -1;
+    }
+    PyObject *timeout = slot(ts, ts_timeout);
+    if (timeout != Py_None) {
+        Py_INCREF(timeout);
+        r = call_method1(timeout, s_resumed, cur);
+        Py_DECREF(timeout);
+        if (discard(r) < 0)
+            return -1;
+    }
+    set_slot(cur, t_frame, Py_None);
+    return 0;
+}
+
+static PyObject *accel_switch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_switch(ts, cur, nxt)");
+        return NULL;
+    }
+    if (do_switch(args[0], args[1], args[2]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* `v = t._tempval; if type(v) is bomb: t._tempval = None; v.raise_()` */
+static PyObject *take_tempval(PyObject *t, int clear)
+{
+    PyObject *v = Py_NewRef(slot(t, t_tempval));
+    if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type) || clear)
+        set_slot(t, t_tempval, Py_None);
+    if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type)) {
+        PyObject *r = call_method0(v, s_raise);
+        Py_DECREF(v);
+        Py_XDECREF(r);
+        return NULL;
+    }
+    return v;
+}
+
+/* --- schedule(retval=None) ------------------------------------------------- */
+
+static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    PyObject *ts = NULL, *cur = NULL, *rq = NULL, *nxt = NULL, *result = NULL;
+    if (kwnames != NULL || nargs > 1 || (ts = thread_state()) == NULL
+            || slot(ts, ts_timeout) != Py_None) {
+        Py_XDECREF(ts);
+        return PyErr_Occurred() ? NULL : PyObject_Vectorcall(py_schedule, args, nargs, kwnames);
+    }
+    PyObject *retval = nargs ? args[0] : Py_None;
+    cur = Py_NewRef(slot(ts, ts_current));
+    set_slot(cur, t_tempval, retval == Py_None ? cur : retval);
+    rq = Py_NewRef(slot(ts, ts_rq));
+    int many = more_than_one(rq);
+    if (many < 0)
+        goto done;
+    if (many) {
+        int trap = slot_true(ts, ts_trap);
+        if (trap < 0)
+            goto done;
+        if (trap) {
+            PyErr_SetString(PyExc_RuntimeError, "switch_trap");
+            goto done;
+        }
+        nxt = PySequence_GetItem(rq, 0);
+        if (nxt == NULL)
+            goto done;
+        if (nxt == cur) {
+            Py_CLEAR(nxt);
+            if (discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0)
+                goto done;
+            if ((nxt = PySequence_GetItem(rq, 0)) == NULL)
+                goto done;
+        }
+        if (do_switch(ts, cur, nxt) < 0)
+            goto done;
+    }
+    result = take_tempval(cur, 0);
+done:
+    Py_XDECREF(nxt);
+    Py_XDECREF(rq);
+    Py_XDECREF(cur);
+    Py_DECREF(ts);
+    return result;
+}
+
+/* --- channel.send(value) / channel.receive() ------------------------------- */
+
+/* The Python original of a method, called with the same arguments. */
+static PyObject *call_bound(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *bound = PyMethod_New(func, self);
+    if (bound == NULL)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(bound, args, (size_t)nargs, NULL);
+    Py_DECREF(bound);
+    return r;
+}
+
+/* The tasklet that now runs is rq[0] after the current one left the queue
+ * (blocking), or the current one goes on through the Python helper. */
+static int block_current(PyObject *ch, PyObject *ts, PyObject *cur)
+{
+    PyObject *rq = Py_NewRef(slot(ts, ts_rq));
+    int many = more_than_one(rq), trap = 0, rc = -1;
+    if (many < 0 || (many && (trap = slot_true(ts, ts_trap)) < 0))
+        goto done;
+    if (many && !trap) {
+        /* the usual case, as the Python code inlines it */
+        PyObject *gone = deque_call(d_popleft, s_popleft, rq, NULL, NULL);
+        if (discard(gone) < 0)
+            goto done;
+        set_slot(cur, t_scheduled, Py_False);
+        PyObject *nxt = PySequence_GetItem(rq, 0);
+        if (nxt == NULL)
+            goto done;
+        rc = do_switch(ts, cur, nxt);
+        Py_DECREF(nxt);
+    }
+    else {
+        PyObject *args[3] = {ch, ts, cur};
+        rc = discard(PyObject_VectorcallMethod(s_block, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL));
+    }
+done:
+    Py_DECREF(rq);
+    return rc;
+}
+
+/* self._wake(ts, cur, target, pref) */
+static int wake(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *target, PyObject *pref)
+{
+    PyObject *args[5] = {ch, ts, cur, target, pref};
+    return discard(PyObject_VectorcallMethod(s_wake, args, 5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL));
+}
+
+/* balance += d (a small int) */
+static int add_balance(PyObject *ch, long d)
+{
+    long b = PyLong_AsLong(slot(ch, c_balance));
+    if (b == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *v = PyLong_FromLong(b + d);
+    if (v == NULL)
+        return -1;
+    set_slot(ch, c_balance, v);
+    Py_DECREF(v);
+    return 0;
+}
+
+/* Whether the usual case applies to this channel at all: no channel
+ * callback, and slots that hold what the Python code put there. */
+static int plain_channel(PyObject *ch)
+{
+    PyObject *cb = global(s_channel_cb);
+    if (cb != NULL || PyErr_Occurred())
+        return 0;
+    return slot(ch, c_queue) != NULL && slot(ch, c_balance) != NULL
+        && PyLong_CheckExact(slot(ch, c_balance)) && slot(ch, c_preference) != NULL
+        && slot(ch, c_schedule_all) != NULL && slot(ch, c_closing) != NULL;
+}
+
+/* -1 error, 0 no, 1 yes: closing or the current tasklet refuses to block */
+static int cannot_block(PyObject *ch, PyObject *cur)
+{
+    int closing = slot_true(ch, c_closing);
+    if (closing != 0)
+        return closing;
+    return slot_true(cur, t_block_trap);
+}
+
+/* Balance sign of the channel: -1, 0 or 1; -2 on error. */
+static int balance_sign(PyObject *ch)
+{
+    long b = PyLong_AsLong(slot(ch, c_balance));
+    if (b == -1 && PyErr_Occurred())
+        return -2;
+    return b < 0 ? -1 : b > 0;
+}
+
+static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !plain_channel(ch))
+        return PyErr_Occurred() ? NULL : call_bound(py_send, ch, args, nargs);
+    PyObject *value = args[0];
+    PyObject *ts = thread_state();
+    if (ts == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        PyObject *a[2] = {ch, value};
+        return PyObject_Vectorcall(py_send, a, 2, NULL);
+    }
+    PyObject *cur = Py_NewRef(slot(ts, ts_current)), *queue = Py_NewRef(slot(ch, c_queue));
+    PyObject *target = NULL, *result = NULL;
+    int rc = -1, sign;
+    if (lock() < 0)
+        goto done;
+    if ((sign = balance_sign(ch)) == -2) {
+        unlock();
+        goto done;
+    }
+    if (sign < 0) {
+        /* a receiver is waiting: hand the value over */
+        target = deque_call(d_popleft, s_popleft, queue, NULL, NULL);
+        if (target == NULL || add_balance(ch, 1) < 0) {
+            unlock();
+            goto done;
+        }
+        set_slot(target, t_blocked, zero);
+        set_slot(target, t_channel, Py_None);
+        set_slot(target, t_tempval, value);
+        if (unlock() < 0)
+            goto done;
+        long pref = PyLong_AsLong(slot(ch, c_preference));
+        if (pref == -1 && PyErr_Occurred())
+            goto done;
+        int trap = slot_true(ts, ts_trap), all = slot_true(ch, c_schedule_all);
+        if (trap < 0 || all < 0)
+            goto done;
+        if (slot(target, t_ts) == ts && pref == -1 && !trap && !all) {
+            /* the receiver runs now, we go last */
+            PyObject *rq = Py_NewRef(slot(ts, ts_rq));
+            int bad = discard(deque_call(d_insert, s_insert, rq, one, target)) < 0
+                || discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0;
+            Py_DECREF(rq);
+            if (bad)
+                goto done;
+            set_slot(target, t_scheduled, Py_True);
+            if (do_switch(ts, cur, target) < 0)
+                goto done;
+            PyObject *v = take_tempval(cur, 0);
+            if (v == NULL)
+                goto done;
+            Py_DECREF(v);
+        }
+        else if (wake(ch, ts, cur, target, minus_one) < 0) {
+            goto done;
+        }
+        rc = 0;
+        goto done;
+    }
+    int refuse = cannot_block(ch, cur);
+    if (refuse != 0) {
+        if (unlock() < 0 || refuse < 0)
+            goto done;
+        /* the Python code raises the right error */
+        Py_DECREF(cur);
+        Py_DECREF(queue);
+        Py_DECREF(ts);
+        PyObject *a[2] = {ch, value};
+        return PyObject_Vectorcall(py_send, a, 2, NULL);
+    }
+    if (discard(deque_call(d_append, s_append, queue, cur, NULL)) < 0 || add_balance(ch, 1) < 0) {
+        unlock();
+        goto done;
+    }
+    set_slot(cur, t_blocked, one);
+    set_slot(cur, t_channel, ch);
+    set_slot(cur, t_tempval, value);
+    if (unlock() < 0 || block_current(ch, ts, cur) < 0)
+        goto done;
+    PyObject *v = take_tempval(cur, 0);
+    if (v == NULL)
+        goto done;
+    Py_DECREF(v);
+    rc = 0;
+done:
+    if (rc == 0)
+        result = Py_NewRef(Py_None);
+    Py_XDECREF(target);
+    Py_DECREF(queue);
+    Py_DECREF(cur);
+    Py_DECREF(ts);
+    return result;
+}
+
+static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 0 || !plain_channel(ch))
+        return PyErr_Occurred() ? NULL : call_bound(py_receive, ch, args, nargs);
+    PyObject *ts = thread_state();
+    if (ts == NULL)
+        return PyErr_Occurred() ? NULL : PyObject_CallOneArg(py_receive, ch);
+    PyObject *cur = Py_NewRef(slot(ts, ts_current)), *queue = Py_NewRef(slot(ch, c_queue));
+    PyObject *target = NULL, *result = NULL;
+    int sign;
+    if (lock() < 0)
+        goto done;
+    if ((sign = balance_sign(ch)) == -2) {
+        unlock();
+        goto done;
+    }
+    if (sign > 0) {
+        /* a sender is waiting: take its value */
+        target = deque_call(d_popleft, s_popleft, queue, NULL, NULL);
+        if (target == NULL || add_balance(ch, -1) < 0) {
+            unlock();
+            goto done;
+        }
+        set_slot(target, t_blocked, zero);
+        set_slot(target, t_channel, Py_None);
+        PyObject *v = Py_NewRef(slot(target, t_tempval));
+        set_slot(target, t_tempval, Py_None);
+        if (unlock() < 0) {
+            Py_DECREF(v);
+            goto done;
+        }
+        long pref = PyLong_AsLong(slot(ch, c_preference));
+        int all = pref == -1 && PyErr_Occurred() ? -1 : slot_true(ch, c_schedule_all);
+        if (all < 0) {
+            Py_DECREF(v);
+            goto done;
+        }
+        if (slot(target, t_ts) == ts && pref != 1 && !all) {
+            PyObject *rq = Py_NewRef(slot(ts, ts_rq));
+            int bad = discard(deque_call(d_append, s_append, rq, target, NULL)) < 0;
+            Py_DECREF(rq);
+            if (bad) {
+                Py_DECREF(v);
+                goto done;
+            }
+            set_slot(target, t_scheduled, Py_True);
+        }
+        else if (wake(ch, ts, cur, target, one) < 0) {
+            Py_DECREF(v);
+            goto done;
+        }
+        if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type)) {
+            Py_XDECREF(call_method0(v, s_raise));
+            Py_DECREF(v);
+            goto done;
+        }
+        result = v;
+        goto done;
+    }
+    int refuse = cannot_block(ch, cur);
+    if (refuse != 0) {
+        if (unlock() < 0 || refuse < 0)
+            goto done;
+        Py_DECREF(cur);
+        Py_DECREF(queue);
+        Py_DECREF(ts);
+        return PyObject_CallOneArg(py_receive, ch);
+    }
+    if (discard(deque_call(d_append, s_append, queue, cur, NULL)) < 0 || add_balance(ch, -1) < 0) {
+        unlock();
+        goto done;
+    }
+    set_slot(cur, t_blocked, minus_one);
+    set_slot(cur, t_channel, ch);
+    if (unlock() < 0 || block_current(ch, ts, cur) < 0)
+        goto done;
+    result = take_tempval(cur, 1);
+done:
+    Py_XDECREF(target);
+    Py_DECREF(queue);
+    Py_DECREF(cur);
+    Py_DECREF(ts);
+    return result;
+}
+
+/* --- install(namespace) ---------------------------------------------------- */
+
+static Py_ssize_t slot_offset(PyObject *cls, const char *name)
+{
+    PyObject *d = PyObject_GetAttrString(cls, name);
+    if (d == NULL)
+        return -1;
+    Py_ssize_t off = -1;
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+            off = m->offset;
+    }
+    Py_DECREF(d);
+    if (off < 0)
+        PyErr_Format(PyExc_TypeError, "_stackless_accel: %R.%s is not a slot", cls, name);
+    return off;
+}
+
+static PyObject *need(PyObject *ns, const char *name)
+{
+    PyObject *v = PyDict_GetItemString(ns, name);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_KeyError, "_stackless_accel: stackless has no %s", name);
+    return Py_XNewRef(v);
+}
+
+static PyObject *method_descr(PyObject *cls, PyMethodDef *def)
+{
+    PyObject *d = PyDescr_NewMethod((PyTypeObject *)cls, def);
+    if (d == NULL || PyObject_SetAttrString(cls, def->ml_name, d) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static PyMethodDef send_def = {"send", (PyCFunction)(void (*)(void))accel_send, METH_FASTCALL,
+    "Send ``value``; block until a receiver takes it (C version)."};
+static PyMethodDef receive_def = {"receive", (PyCFunction)(void (*)(void))accel_receive, METH_FASTCALL,
+    "Receive a value; block until a sender provides one (C version)."};
+
+static PyObject *accel_install(PyObject *mod, PyObject *ns)
+{
+    if (!PyDict_Check(ns)) {
+        PyErr_SetString(PyExc_TypeError, "install(globals of stackless)");
+        return NULL;
+    }
+    if (mod_dict != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_stackless_accel is installed already");
+        return NULL;
+    }
+    PyObject *tasklet = NULL, *channel = NULL, *tstate = NULL, *cont = NULL, *coll = NULL;
+    if ((tasklet = need(ns, "tasklet")) == NULL || (channel = need(ns, "channel")) == NULL
+            || (tstate = need(ns, "_ThreadState")) == NULL
+            || (local = need(ns, "_local")) == NULL || (bomb_type = need(ns, "bomb")) == NULL
+            || (py_bootstrap = need(ns, "_bootstrap")) == NULL || (py_launch = need(ns, "_launch")) == NULL
+            || (py_schedule = need(ns, "schedule")) == NULL)
+        goto fail;
+    if ((py_send = PyObject_GetAttrString(channel, "send")) == NULL
+            || (py_receive = PyObject_GetAttrString(channel, "receive")) == NULL
+            || (cont = PyImport_ImportModule("_continuation")) == NULL
+            || (continulet_type = PyObject_GetAttrString(cont, "continulet")) == NULL
+            || (c_switch_descr = PyObject_GetAttrString(continulet_type, "switch")) == NULL
+            || (coll = PyImport_ImportModule("collections")) == NULL
+            || (deque_type = PyObject_GetAttrString(coll, "deque")) == NULL
+            || (d_popleft = PyObject_GetAttrString(deque_type, "popleft")) == NULL
+            || (d_append = PyObject_GetAttrString(deque_type, "append")) == NULL
+            || (d_insert = PyObject_GetAttrString(deque_type, "insert")) == NULL
+            || (d_rotate = PyObject_GetAttrString(deque_type, "rotate")) == NULL)
+        goto fail;
+    /* the Python code's lock becomes ours (nothing holds it at import) */
+    if ((chan_lock = (LockObject *)PyObject_CallNoArgs((PyObject *)&Lock_Type)) == NULL
+            || PyDict_SetItemString(ns, "_lock", (PyObject *)chan_lock) < 0)
+        goto fail;
+    if ((t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
+            || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
+            || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
+            || (t_channel = slot_offset(tasklet, "_channel")) < 0
+            || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
+            || (t_is_main = slot_offset(tasklet, "_is_main")) < 0
+            || (t_frame = slot_offset(tasklet, "_frame")) < 0
+            || (t_block_trap = slot_offset(tasklet, "_block_trap")) < 0
+            || (c_queue = slot_offset(channel, "_queue")) < 0
+            || (c_balance = slot_offset(channel, "_balance")) < 0
+            || (c_preference = slot_offset(channel, "preference")) < 0
+            || (c_schedule_all = slot_offset(channel, "schedule_all")) < 0
+            || (c_closing = slot_offset(channel, "_closing")) < 0
+            || (ts_current = slot_offset(tstate, "current")) < 0 || (ts_rq = slot_offset(tstate, "rq")) < 0
+            || (ts_trap = slot_offset(tstate, "trap")) < 0 || (ts_timeout = slot_offset(tstate, "timeout")) < 0
+            || (ts_launch = slot_offset(tstate, "launch")) < 0)
+        goto fail;
+    static const char *names[] = {"ts", "switch", "rotate", "popleft", "append", "insert", "raise_",
+                                  "_block", "_wake", "resumed", "_schedule_cb", "_channel_cb"};
+    PyObject **slots[] = {&s_ts, &s_switch, &s_rotate, &s_popleft, &s_append, &s_insert, &s_raise,
+                          &s_block, &s_wake, &s_resumed, &s_schedule_cb, &s_channel_cb};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
+            goto fail;
+    if ((kw_to = Py_BuildValue("(s)", "to")) == NULL || (minus_one = PyLong_FromLong(-1)) == NULL
+            || (one = PyLong_FromLong(1)) == NULL || (zero = PyLong_FromLong(0)) == NULL)
+        goto fail;
+
+    PyObject *d;
+    if ((d = method_descr(channel, &send_def)) == NULL)
+        goto fail;
+    Py_DECREF(d);
+    if ((d = method_descr(channel, &receive_def)) == NULL)
+        goto fail;
+    Py_DECREF(d);
+    PyObject *sched = PyObject_GetAttrString(mod, "schedule");
+    PyObject *sw = PyObject_GetAttrString(mod, "_switch");
+    int bad = sched == NULL || sw == NULL || PyDict_SetItemString(ns, "schedule", sched) < 0
+        || PyDict_SetItemString(ns, "_switch", sw) < 0;
+    Py_XDECREF(sched);
+    Py_XDECREF(sw);
+    if (bad)
+        goto fail;
+    mod_dict = Py_NewRef(ns);
+    Py_DECREF(tasklet);
+    Py_DECREF(channel);
+    Py_DECREF(tstate);
+    Py_DECREF(cont);
+    Py_DECREF(coll);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(tasklet);
+    Py_XDECREF(channel);
+    Py_XDECREF(tstate);
+    Py_XDECREF(cont);
+    Py_XDECREF(coll);
+    return NULL;
+}
+
+static PyMethodDef accel_methods[] = {
+    {"install", accel_install, METH_O,
+     "install(globals): replace stackless's hot paths with the C versions."},
+    {"schedule", (PyCFunction)(void (*)(void))accel_schedule, METH_FASTCALL | METH_KEYWORDS,
+     "Let the next runnable tasklet run; the current one goes to the end (C version)."},
+    {"_switch", (PyCFunction)(void (*)(void))accel_switch, METH_FASTCALL,
+     "Suspend the running tasklet and resume another (C version)."},
+    {"forget_thread", accel_forget_thread, METH_NOARGS,
+     "The running thread's scheduler is going away: drop the cached reference."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef accel_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_stackless_accel",
+    .m_doc = "Optional C versions of stackless's channel and scheduler hot paths.",
+    .m_size = -1,
+    .m_methods = accel_methods,
+};
+
+PyMODINIT_FUNC PyInit__stackless_accel(void)
+{
+    if (PyType_Ready(&Lock_Type) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&accel_module);
+    if (m != NULL && PyModule_AddObjectRef(m, "Lock", (PyObject *)&Lock_Type) < 0)
+        Py_CLEAR(m);
+    return m;
+}

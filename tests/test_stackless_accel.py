@@ -1,0 +1,88 @@
+"""The optional C accelerator of stackless (_stackless_accel) and the
+pure-Python reference it stands in for: the same tests pass on both."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import stackless
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+cpython_only = pytest.mark.skipif(sys.implementation.name != "cpython",
+                                  reason="the accelerator is built for CPython only")
+
+
+def _python(code: str, accel: str) -> str:
+    env = dict(os.environ, STACKLESS_ACCEL=accel)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@cpython_only
+def test_accelerator_is_used_by_default():
+    import _stackless_accel
+    assert stackless._accelerated
+    assert type(stackless.channel.__dict__["send"]).__name__ == "method_descriptor"
+    assert stackless.schedule is _stackless_accel.schedule
+    assert isinstance(stackless._lock, _stackless_accel.Lock)
+
+
+@cpython_only
+def test_accelerator_can_be_turned_off():
+    code = "import stackless; print(stackless._accelerated, stackless.schedule.__module__)"
+    assert _python(code, "0") == "False stackless"
+    assert _python(code, "1") == "True _stackless_accel"
+
+
+@cpython_only
+def test_pure_python_reference_passes_the_same_tests():
+    env = dict(os.environ, STACKLESS_ACCEL="0")
+    files = [os.path.join(HERE, f) for f in ("test_stackless.py", "test_coexist.py")]
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+@cpython_only
+def test_lock_guards_like_a_thread_lock():
+    import _stackless_accel
+    lock = _stackless_accel.Lock()
+    assert lock.acquire() is True
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    with lock:
+        pass
+
+
+@cpython_only
+def test_subclassed_channel_and_tasklet_take_the_fast_path_correctly():
+    class Chan(stackless.channel):
+        pass
+
+    class Task(stackless.tasklet):
+        pass
+
+    ch = Chan()
+    got = []
+    Task(lambda: got.append(ch.receive()))()
+    Task(lambda: ch.send("hello"))()
+    stackless.run()
+    assert got == ["hello"] and ch.balance == 0
+
+
+@cpython_only
+def test_wrong_arguments_raise_like_the_reference():
+    ch = stackless.channel()
+    with pytest.raises(TypeError):
+        ch.send()
+    with pytest.raises(TypeError):
+        ch.receive(1)
+    with pytest.raises(TypeError):
+        stackless.schedule(1, 2)
+    with pytest.raises(TypeError):
+        stackless.channel.send(object(), 1)
