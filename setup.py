@@ -39,5 +39,10 @@ if platform.python_implementation() == "CPython":
         sources=["src/stackless_accel.c"],
         extra_compile_args=cflags,
     ))
+    ext_modules.append(Extension(
+        "_greenlet_accel",
+        sources=["src/greenlet_accel.c"],
+        extra_compile_args=cflags,
+    ))
 
 setup(ext_modules=ext_modules, cmdclass={"build_py": build_py_with_pth})

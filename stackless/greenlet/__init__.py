@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import operator
+import os
 import _thread
 import sys
 import weakref
@@ -105,10 +106,11 @@ class _Local(_thread._local):
 class _ThreadWatch:
     """Lives in the thread-local storage: marks the main greenlet dead at exit."""
 
-    __slots__ = ("ts",)
+    __slots__ = ("ts", "ident")
 
     def __init__(self, ts: _ThreadState) -> None:
         self.ts = ts
+        self.ident = _thread.get_ident()
 
     def __del__(self) -> None:
         ts = self.ts
@@ -122,9 +124,16 @@ class _ThreadWatch:
         ts.kills = []
         ts.undying = []
         ts.conts = set()
+        get_ident = getattr(_thread, "get_ident", None)     # None at shutdown
+        if get_ident is not None and get_ident() == self.ident:
+            _forget_thread()
 
 
 _tls = _Local()
+
+
+def _forget_thread() -> None:
+    """The running thread's state is going away (see _install_accel)."""
 
 _UNSTARTED, _ACTIVE, _DEAD = 0, 1, 2
 
@@ -718,3 +727,31 @@ _hide.hide([sys.modules[__name__], _activate_module],
            {greenlet.switch: greenlet.switch, greenlet.throw: greenlet.throw,
             getcurrent: getcurrent, settrace: settrace, gettrace: gettrace})
 _OWN_CODES = _hide.HIDDEN
+
+
+def _install_accel() -> bool:
+    """Swap in the C version of switch() and getcurrent() (``_greenlet_accel``).
+
+    The Python code above stays the reference: the C functions take the
+    usual case exactly as it does and call it for everything else.
+    ``STACKLESS_ACCEL=0`` in the environment keeps the pure-Python code.
+    Returns whether the C versions are in use.
+    """
+    if sys.implementation.name != "cpython" or os.environ.get("STACKLESS_ACCEL", "1") == "0":
+        return False
+    try:
+        import _greenlet_accel  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    py_functions = (greenlet.switch, getcurrent)
+    _greenlet_accel.install(globals())
+    # The C functions are C calls to profilers by themselves; the Python
+    # ones now run only inside them, and must not look like a second call.
+    for func in py_functions:
+        _hide.API.pop(func.__code__, None)
+    global _forget_thread
+    _forget_thread = _greenlet_accel.forget_thread  # it caches each thread's state
+    return True
+
+
+_accelerated = _install_accel()
