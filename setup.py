@@ -37,11 +37,13 @@ if platform.python_implementation() == "CPython":
     ext_modules.append(Extension(
         "_stackless_accel",
         sources=["src/stackless_accel.c"],
+        depends=["src/slots.h"],
         extra_compile_args=cflags,
     ))
     ext_modules.append(Extension(
         "_greenlet_accel",
         sources=["src/greenlet_accel.c"],
+        depends=["src/slots.h"],
         extra_compile_args=cflags,
     ))
 

@@ -16,6 +16,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
+#include "slots.h"
 
 static PyObject *local;                 /* the module's _tls (a _thread._local) */
 static PyObject *greenlet_type, *cont_type, *switch_descr, *kw_to, *s_ts, *s_switch;
@@ -23,19 +24,6 @@ static PyObject *py_switch, *py_getcurrent, *py_refused, *py_after, *py_stripped
 static Py_ssize_t g_c, g_ts, g_top, g_state;                 /* greenlet slots */
 static Py_ssize_t ts_current, ts_slow, ts_origin, ts_kills;  /* _ThreadState slots */
 static int installed;
-
-static inline PyObject *slot(PyObject *o, Py_ssize_t off)
-{
-    return *(PyObject **)((char *)o + off);
-}
-
-static inline void set_slot(PyObject *o, Py_ssize_t off, PyObject *v)
-{
-    PyObject **p = (PyObject **)((char *)o + off);
-    PyObject *old = *p;
-    *p = Py_NewRef(v);
-    Py_XDECREF(old);
-}
 
 /* The running thread's _ThreadState (new reference), cached per thread
  * state; NULL without an exception when the thread has none yet. */
@@ -66,28 +54,7 @@ static PyObject *forget_thread(PyObject *mod, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* The Python original of a method, called with the same arguments. */
-static PyObject *call_python(PyObject *func, PyObject *self, PyObject *const *args,
-                             Py_ssize_t nargs, PyObject *kwnames)
-{
-    PyObject *bound = PyMethod_New(func, self);
-    if (bound == NULL)
-        return NULL;
-    PyObject *r = PyObject_Vectorcall(bound, args, (size_t)nargs, kwnames);
-    Py_DECREF(bound);
-    return r;
-}
 
-/* Truth of a slot that must be set; -1 on error. */
-static int slot_true(PyObject *o, Py_ssize_t off)
-{
-    PyObject *v = slot(o, off);
-    if (v == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "_greenlet_accel: unset slot");
-        return -1;
-    }
-    return PyObject_IsTrue(v);
-}
 
 static PyObject *fetch_exception(void)
 {
@@ -160,7 +127,7 @@ static PyObject *greenlet_switch(PyObject *self, PyObject *const *args, Py_ssize
         Py_XDECREF(ts);
         if (PyErr_Occurred())
             return NULL;
-        return call_python(py_switch, self, args, nargs, kwnames);
+        return call_bound(py_switch, self, args, nargs, kwnames);
     }
     PyObject *value = nargs == 1 ? Py_NewRef(args[0]) : tuple_of(args, nargs);
     if (value == NULL) {
@@ -255,30 +222,6 @@ static PyObject *getcurrent(PyObject *mod, PyObject *unused)
 
 /* --- install(namespace) ---------------------------------------------------- */
 
-static Py_ssize_t slot_offset(PyObject *cls, const char *name)
-{
-    PyObject *d = PyObject_GetAttrString(cls, name);
-    if (d == NULL)
-        return -1;
-    Py_ssize_t off = -1;
-    if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
-            off = m->offset;
-    }
-    Py_DECREF(d);
-    if (off < 0)
-        PyErr_Format(PyExc_TypeError, "_greenlet_accel: %R.%s is not a slot", cls, name);
-    return off;
-}
-
-static PyObject *need(PyObject *ns, const char *name)
-{
-    PyObject *v = PyDict_GetItemString(ns, name);
-    if (v == NULL && !PyErr_Occurred())
-        PyErr_Format(PyExc_KeyError, "_greenlet_accel: stackless.greenlet has no %s", name);
-    return Py_XNewRef(v);
-}
 
 static PyMethodDef switch_def = {"switch", (PyCFunction)(void (*)(void))greenlet_switch,
     METH_FASTCALL | METH_KEYWORDS,

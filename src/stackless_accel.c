@@ -17,6 +17,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
+#include "slots.h"
 #include <pythread.h>
 
 /* --- the channel lock -------------------------------------------------------
@@ -131,32 +132,8 @@ static Py_ssize_t t_cont, t_ts, t_tempval, t_blocked, t_channel, t_scheduled,
 static Py_ssize_t c_queue, c_balance, c_preference, c_schedule_all, c_closing;
 static Py_ssize_t ts_current, ts_rq, ts_trap, ts_timeout, ts_launch;
 
-/* The object in slot `off` of o (borrowed; NULL if unset). */
-static inline PyObject *slot(PyObject *o, Py_ssize_t off)
-{
-    return *(PyObject **)((char *)o + off);
-}
-
-static inline void set_slot(PyObject *o, Py_ssize_t off, PyObject *v)
-{
-    PyObject **p = (PyObject **)((char *)o + off);
-    PyObject *old = *p;
-    *p = Py_NewRef(v);
-    Py_XDECREF(old);
-}
-
 /* --- small helpers --------------------------------------------------------- */
 
-/* truth of a slot; -1 on error (an unset slot counts as an error) */
-static int slot_true(PyObject *o, Py_ssize_t off)
-{
-    PyObject *v = slot(o, off);
-    if (v == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "_stackless_accel: unset slot");
-        return -1;
-    }
-    return PyObject_IsTrue(v);
-}
 
 static PyObject *call_method0(PyObject *obj, PyObject *name)
 {
@@ -396,16 +373,6 @@ done:
 
 /* --- channel.send(value) / channel.receive() ------------------------------- */
 
-/* The Python original of a method, called with the same arguments. */
-static PyObject *call_bound(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *bound = PyMethod_New(func, self);
-    if (bound == NULL)
-        return NULL;
-    PyObject *r = PyObject_Vectorcall(bound, args, (size_t)nargs, NULL);
-    Py_DECREF(bound);
-    return r;
-}
 
 /* The tasklet that now runs is rq[0] after the current one left the queue
  * (blocking), or the current one goes on through the Python helper. */
@@ -490,7 +457,7 @@ static int balance_sign(PyObject *ch)
 static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 1 || !plain_channel(ch))
-        return PyErr_Occurred() ? NULL : call_bound(py_send, ch, args, nargs);
+        return PyErr_Occurred() ? NULL : call_bound(py_send, ch, args, nargs, NULL);
     PyObject *value = args[0];
     PyObject *ts = thread_state();
     if (ts == NULL) {
@@ -586,7 +553,7 @@ done:
 static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 0 || !plain_channel(ch))
-        return PyErr_Occurred() ? NULL : call_bound(py_receive, ch, args, nargs);
+        return PyErr_Occurred() ? NULL : call_bound(py_receive, ch, args, nargs, NULL);
     PyObject *ts = thread_state();
     if (ts == NULL)
         return PyErr_Occurred() ? NULL : PyObject_CallOneArg(py_receive, ch);
@@ -670,30 +637,6 @@ done:
 
 /* --- install(namespace) ---------------------------------------------------- */
 
-static Py_ssize_t slot_offset(PyObject *cls, const char *name)
-{
-    PyObject *d = PyObject_GetAttrString(cls, name);
-    if (d == NULL)
-        return -1;
-    Py_ssize_t off = -1;
-    if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
-            off = m->offset;
-    }
-    Py_DECREF(d);
-    if (off < 0)
-        PyErr_Format(PyExc_TypeError, "_stackless_accel: %R.%s is not a slot", cls, name);
-    return off;
-}
-
-static PyObject *need(PyObject *ns, const char *name)
-{
-    PyObject *v = PyDict_GetItemString(ns, name);
-    if (v == NULL && !PyErr_Occurred())
-        PyErr_Format(PyExc_KeyError, "_stackless_accel: stackless has no %s", name);
-    return Py_XNewRef(v);
-}
 
 static PyObject *method_descr(PyObject *cls, PyMethodDef *def)
 {

@@ -1,0 +1,77 @@
+/* Helpers shared by the optional accelerators (_stackless_accel,
+ * _greenlet_accel): direct access to the __slots__ of the pure-Python
+ * classes they speed up, and calls back into the Python reference code.
+ * Each accelerator is its own extension module and gets its own copy. */
+#ifndef CONT_SLOTS_H
+#define CONT_SLOTS_H
+
+#include <Python.h>
+#include <structmember.h>
+
+/* The object in slot `off` of o (borrowed; NULL if unset). */
+static inline PyObject *slot(PyObject *o, Py_ssize_t off)
+{
+    return *(PyObject **)((char *)o + off);
+}
+
+static inline void set_slot(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject **p = (PyObject **)((char *)o + off);
+    PyObject *old = *p;
+    *p = Py_NewRef(v);
+    Py_XDECREF(old);
+}
+
+/* Truth of a slot that must be set; -1 on error. */
+static inline int slot_true(PyObject *o, Py_ssize_t off)
+{
+    PyObject *v = slot(o, off);
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "accelerator: a slot the Python code sets is unset");
+        return -1;
+    }
+    return PyObject_IsTrue(v);
+}
+
+/* The offset of the writable object slot `name` of class cls, read from
+ * its member descriptor (subclasses keep it); -1 with TypeError if the
+ * attribute is not such a slot. */
+static Py_ssize_t slot_offset(PyObject *cls, const char *name)
+{
+    PyObject *d = PyObject_GetAttrString(cls, name);
+    if (d == NULL)
+        return -1;
+    Py_ssize_t off = -1;
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+            off = m->offset;
+    }
+    Py_DECREF(d);
+    if (off < 0)
+        PyErr_Format(PyExc_TypeError, "accelerator: %R.%s is not a slot", cls, name);
+    return off;
+}
+
+/* ns[name] (new reference), or NULL with KeyError. */
+static PyObject *need(PyObject *ns, const char *name)
+{
+    PyObject *v = PyDict_GetItemString(ns, name);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_KeyError, "accelerator: the Python module has no %s", name);
+    return Py_XNewRef(v);
+}
+
+/* The Python original of a method, called with the same arguments. */
+static PyObject *call_bound(PyObject *func, PyObject *self, PyObject *const *args,
+                            Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *bound = PyMethod_New(func, self);
+    if (bound == NULL)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(bound, args, (size_t)nargs, kwnames);
+    Py_DECREF(bound);
+    return r;
+}
+
+#endif
