@@ -1,6 +1,7 @@
 /* The _continuation module: continulet objects, switch/throw/permute,
  * and the per-thread bookkeeping around the stk engine. */
 #include "continulet.h"
+#include "chunkcache.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -876,6 +877,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
         return NULL;
     if (cps_init() < 0 || PyType_Ready(&Continulet_Type) < 0)
         goto fail;
+    cont_chunkcache_install();
     if (PyModule_AddObjectRef(m, "continulet", (PyObject *)&Continulet_Type) < 0)
         goto fail;
     cont_error = PyErr_NewException("_continuation.error", NULL, NULL);

@@ -1,0 +1,8 @@
+/* Reuse of CPython's frame data-stack chunks (see chunkcache.c). */
+#ifndef CONT_CHUNKCACHE_H
+#define CONT_CHUNKCACHE_H
+
+/* Put the caching arena allocator in place; once per process. */
+void cont_chunkcache_install(void);
+
+#endif
