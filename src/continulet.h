@@ -14,6 +14,7 @@ typedef struct cont_stack {
     uint64_t thread_id;
     int is_main;
     int started;
+    int unlinked;           /* its bottom frame never links to a switcher */
     /* What the run holds on to for its whole life (the continulet passed
      * as first argument, the callable and its arguments).  Kept here, not
      * only on the C stack, so that tp_traverse can report them. */

@@ -210,7 +210,7 @@ static int resume(cont_tls *t, cont_stack *target, PyObject *const *hint)
         rc = stk_start(&t->eng, &target->slice, run_stack, target);
     }
     else {
-        cps_set_switcher(&target->saved, switcher);
+        cps_set_switcher(&target->saved, target->unlinked ? NULL : switcher);
         rc = stk_switch(&t->eng, &target->slice);
     }
     /* Back on this stack: either nothing happened (rc < 0) or someone
@@ -258,7 +258,7 @@ static void run_stack(void *arg)
     Continulet *owner = (Continulet *)me->owner;
     PyObject *result;
 
-    cps_begin(ts, &me->saved, &me->root, me->chunk.bytes);
+    cps_begin(ts, &me->saved, &me->root, me->chunk.bytes, me->unlinked);
     if (t->xfer_is_exc) {
         (void)take_xfer(t);          /* thrown in before the first switch */
         result = NULL;
@@ -585,6 +585,17 @@ static int Continulet_init(PyObject *op, PyObject *args, PyObject *kwds)
         Py_DECREF(callargs);
         Py_XDECREF(kw);
         return -1;
+    }
+    s->unlinked = 0;
+    if (Py_TYPE(op) != &Continulet_Type) {
+        /* CPython-only extension for subclasses (see docs/continuation.md) */
+        PyObject *flag = PyObject_GetAttrString((PyObject *)Py_TYPE(op), "__continulet_unlinked__");
+        if (flag == NULL)
+            PyErr_Clear();
+        else {
+            s->unlinked = PyObject_IsTrue(flag) > 0;
+            Py_DECREF(flag);
+        }
     }
     s->owner = Py_NewRef(op);
     s->callable = Py_NewRef(PyTuple_GET_ITEM(args, 0));

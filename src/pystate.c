@@ -700,7 +700,7 @@ void cps_catch_up(PyThreadState *ts, cps_saved *saved)
     catch_up_instrumentation(ts, SAVED(saved));
 }
 
-void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *rootp, void *chunk_mem)
+void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *rootp, void *chunk_mem, int unlinked)
 {
     saved_t *s = SAVED(saved);
     root_t *root = (root_t *)(void *)rootp;
@@ -731,6 +731,10 @@ void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *rootp, void *chunk
     Py_XINCREF(ts->context);
     ts->tracing = 0;
     begin_version_fields(ts, s, root);
+    if (unlinked) {
+        s->switcher = NULL;
+        set_top_frame(ts, NULL);
+    }
 }
 
 void cps_end(PyThreadState *ts, cps_saved *saved)

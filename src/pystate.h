@@ -50,8 +50,10 @@ void *cps_top_frame(PyThreadState *ts);
 /* Set the thread state up for a brand-new stack (called on that stack):
  * own frame data stack in `chunk`, empty exception state, no trashcan
  * backlog; frame, recursion depth and context are the starter's.  The
- * new stack's `saved` record remembers where its bottom frame is. */
-void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *root, void *chunk);
+ * new stack's `saved` record remembers where its bottom frame is.  An
+ * `unlinked` stack starts with no frame below it instead (and is resumed
+ * with a NULL switcher), so its bottom frame never has a caller. */
+void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *root, void *chunk, int unlinked);
 
 /* The stack's callable has returned: hand back what cps_begin took. */
 void cps_end(PyThreadState *ts, cps_saved *saved);

@@ -1285,6 +1285,35 @@ def test_run_whose_first_frame_is_bigger_than_its_first_chunk():
     assert elsewhere() == 0 + 1 + 2
 
 
+@cpython_only
+def test_unlinked_subclass_runs_without_a_caller_frame():
+    # CPython-only extension: a subclass with __continulet_unlinked__ gets
+    # runs whose callable's frame has no caller, as greenlet's run() has not
+    class Unlinked(continulet):
+        __continulet_unlinked__ = True
+
+    def body(c):
+        first = sys._getframe().f_back
+        c.switch("suspended")
+        try:
+            raise KeyError("inside")
+        except KeyError as e:
+            tb_names = [f.name for f in traceback.extract_tb(e.__traceback__)]
+        return first, sys._getframe().f_back, tb_names, [f.name for f in traceback.extract_stack()]
+
+    c = Unlinked(body)
+    assert c.switch() == "suspended"
+
+    def elsewhere():
+        return c.switch()
+    first, later, tb_names, stack = elsewhere()
+    assert first is None and later is None
+    assert tb_names == ["body"] and stack == ["body"]
+    # the plain type keeps PyPy's rule
+    assert continulet(lambda c: sys._getframe(1).f_code.co_name).switch() == \
+        "test_unlinked_subclass_runs_without_a_caller_frame"
+
+
 def test_tracing_changed_while_suspended_in_a_trace_function():
     # what stackless's preemption does: the trace function switches away,
     # and tracing is turned off and on again before the frames resume

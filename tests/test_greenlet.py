@@ -8,6 +8,7 @@ import gc
 import importlib
 import re
 import sys
+import traceback
 import threading
 import time
 import weakref
@@ -570,16 +571,22 @@ def test_main_gr_frame_seen_from_greenlet(gl):
 
 
 @cpython_frames
-def test_run_frame_is_outermost_while_running(gl, request):
-    if gl is emulation:
-        # _continuation follows PyPy: the callable's frame is linked to the
-        # frame that switched in, while it runs.  docs/greenlet.md lists it.
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="_continuation links run's frame to the switching frame"))
+def test_run_frame_is_outermost_while_running(gl):
+    main = gl.getcurrent()
 
     def run():
-        return sys._getframe().f_back
-    assert gl.greenlet(run).switch() is None
+        first = sys._getframe().f_back
+        main.switch()
+        return first, sys._getframe().f_back, traceback.extract_stack()
+
+    g = gl.greenlet(run)
+    g.switch()
+
+    def elsewhere():
+        return g.switch()
+    first, later, stack = elsewhere()
+    assert first is None and later is None
+    assert [f.name for f in stack] == ["run"]
 
 
 # -- contextvars ------------------------------------------------------------

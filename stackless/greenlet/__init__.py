@@ -66,6 +66,8 @@ class _Cont(continulet):
 
     __slots__ = ("r", "g")
     __call__ = property(operator.attrgetter("r"))
+    # our _continuation (CPython): run()'s frame has no caller, as in greenlet
+    __continulet_unlinked__ = True
 
 
 class _ThreadState:
