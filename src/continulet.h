@@ -22,6 +22,7 @@ typedef struct cont_stack {
     PyObject *callable;
     PyObject *args;         /* (owner, *args) */
     PyObject *kwargs;
+    PyObject *context;      /* the context to start in, if set before it starts */
     struct cont_stack *kill_return;  /* set while being unwound at GC time */
     struct cont_stack *next;         /* free list, orphan list */
     cps_root root;

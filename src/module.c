@@ -138,7 +138,7 @@ static cont_stack *new_stack(uint64_t thread_id)
     s->thread_id = thread_id;
     s->is_main = 0;
     s->started = 0;
-    s->owner = s->callable = s->args = s->kwargs = NULL;
+    s->owner = s->callable = s->args = s->kwargs = s->context = NULL;
     s->kill_return = NULL;
     s->next = NULL;
     s->slice.state = STK_FREE;
@@ -148,6 +148,7 @@ static cont_stack *new_stack(uint64_t thread_id)
 /* Give a record back; its copy buffer stays with it for the next user. */
 static void recycle_stack(cont_stack *s)
 {
+    Py_CLEAR(s->context);
     Py_CLEAR(s->owner);
     Py_CLEAR(s->callable);
     Py_CLEAR(s->args);
@@ -259,6 +260,10 @@ static void run_stack(void *arg)
     PyObject *result;
 
     cps_begin(ts, &me->saved, &me->root, me->chunk.bytes, me->unlinked);
+    if (me->context != NULL) {
+        cps_set_current_context(me->context);      /* taken */
+        me->context = NULL;
+    }
     if (t->xfer_is_exc) {
         (void)take_xfer(t);          /* thrown in before the first switch */
         result = NULL;
@@ -615,6 +620,7 @@ static int visit_stack(cont_stack *s, visitproc visit, void *arg)
     Py_VISIT(s->callable);
     Py_VISIT(s->args);
     Py_VISIT(s->kwargs);
+    Py_VISIT(s->context);
     if (s->started && s->slice.state == STK_SUSPENDED)
         return cps_traverse(&s->saved, &s->slice, visit, arg);
     return 0;
@@ -863,7 +869,77 @@ static PyObject *gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
+/* CPython-only extension: the contextvars context of a stack.  With no
+ * continulet: the running stack's.  With one: the stack it holds (the
+ * context it will start in, if it has not started). */
+static cont_stack *held_stack(PyObject *c)
+{
+    if (!PyObject_TypeCheck(c, &Continulet_Type)) {
+        PyErr_SetString(PyExc_TypeError, "expected a continulet");
+        return NULL;
+    }
+    cont_stack *h = ((Continulet *)c)->h;
+    if (h == NULL)
+        PyErr_SetString(cont_error, "the continulet holds no stack (unbound or finished)");
+    return h;
+}
+
+static PyObject *stack_context(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "_stack_context(continulet=None)");
+        return NULL;
+    }
+    PyObject *ctx;
+    if (nargs == 0 || args[0] == Py_None)
+        ctx = cps_current_context();
+    else {
+        cont_stack *h = held_stack(args[0]);
+        if (h == NULL)
+            return NULL;
+        ctx = h->started ? cps_context(&h->saved) : h->context;
+    }
+    return Py_NewRef(ctx != NULL ? ctx : Py_None);
+}
+
+static PyObject *set_stack_context(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "_set_stack_context(context, continulet=None)");
+        return NULL;
+    }
+    PyObject *ctx = args[0];
+    if (ctx != Py_None && !PyContext_CheckExact(ctx)) {
+        PyErr_SetString(PyExc_TypeError, "context must be a contextvars.Context or None");
+        return NULL;
+    }
+    ctx = ctx == Py_None ? NULL : Py_NewRef(ctx);
+    if (nargs == 1 || args[1] == Py_None) {
+        cps_set_current_context(ctx);
+        Py_RETURN_NONE;
+    }
+    cont_stack *h = held_stack(args[1]);
+    if (h == NULL) {
+        Py_XDECREF(ctx);
+        return NULL;
+    }
+    if (h->started)
+        cps_set_context(&h->saved, ctx);
+    else
+        Py_XSETREF(h->context, ctx);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_stack_context", (PyCFunction)(void (*)(void))stack_context, METH_FASTCALL,
+     "_stack_context(continulet=None)\n--\n\n"
+     "CPython only: the contextvars.Context of the running stack, or of the\n"
+     "stack that a continulet holds (None if it has none)."},
+    {"_set_stack_context", (PyCFunction)(void (*)(void))set_stack_context, METH_FASTCALL,
+     "_set_stack_context(context, continulet=None)\n--\n\n"
+     "CPython only: replace the contextvars.Context of the running stack, or\n"
+     "of the stack that a continulet holds (for an unstarted one: the\n"
+     "context it starts in)."},
     {"_gc_callback", (PyCFunction)(void (*)(void))gc_callback, METH_FASTCALL,
      "_gc_callback(phase, info)\n--\n\nInternal: installed in gc.callbacks."},
     {"permute", (PyCFunction)(void (*)(void))permute, METH_FASTCALL,

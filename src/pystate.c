@@ -846,6 +846,29 @@ int cps_discard(cps_saved *saved)
     return keep_memory;
 }
 
+PyObject *cps_context(const cps_saved *saved)
+{
+    return ((const saved_t *)(const void *)saved)->context;
+}
+
+void cps_set_context(cps_saved *saved, PyObject *ctx)
+{
+    Py_XSETREF(SAVED(saved)->context, ctx);
+}
+
+PyObject *cps_current_context(void)
+{
+    return PyThreadState_Get()->context;
+}
+
+void cps_set_current_context(PyObject *ctx)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    Py_XSETREF(ts->context, ctx);
+    /* cached ContextVar lookups are keyed by this counter */
+    ts->context_ver++;
+}
+
 void cps_clear(cps_saved *saved)
 {
     saved_t *s = SAVED(saved);

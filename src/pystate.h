@@ -71,6 +71,16 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
  * its memory must stay because a frame object still points into it. */
 int cps_discard(cps_saved *saved);
 
+/* The contextvars context of a suspended stack (borrowed, may be NULL),
+ * and replacing it (the new one is taken, may be NULL). */
+PyObject *cps_context(const cps_saved *saved);
+void cps_set_context(cps_saved *saved, PyObject *ctx);
+
+/* The same for the running stack: replacing it is what the C greenlet does
+ * when a greenlet's gr_context is assigned while it runs. */
+PyObject *cps_current_context(void);
+void cps_set_current_context(PyObject *ctx);
+
 /* Drop the references a saved record holds by itself (not its frames). */
 void cps_clear(cps_saved *saved);
 

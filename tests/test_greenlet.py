@@ -594,6 +594,70 @@ def test_run_frame_is_outermost_while_running(gl):
 VAR = contextvars.ContextVar("VAR")
 
 
+@cpython_context
+def test_context_assigned_to_a_suspended_greenlet_is_seen_when_it_resumes(gl):
+    main = gl.getcurrent()
+
+    def run():
+        VAR.set("first")
+        main.switch(VAR.get("unset"))
+        return VAR.get("unset")
+    g = gl.greenlet(run)
+    assert g.switch() == "first"
+    first = g.gr_context
+    assert first is not None and first[VAR] == "first"
+    other = contextvars.Context()
+    other.run(VAR.set, "other")
+    g.gr_context = other
+    assert g.gr_context is other
+    assert g.switch() == "other"
+    assert VAR.get("unset") == "unset"      # main's own context untouched
+
+
+@cpython_context
+def test_context_assigned_to_the_running_greenlet_applies_at_once(gl):
+    other = contextvars.Context()
+    other.run(VAR.set, "other")
+
+    def run():
+        VAR.set("mine")
+        before = VAR.get()
+        gl.getcurrent().gr_context = other
+        return before, VAR.get("unset"), gl.getcurrent().gr_context is other
+    assert gl.greenlet(run).switch() == ("mine", "other", True)
+
+
+@cpython_context
+def test_gr_context_of_a_suspended_greenlet_is_the_context_it_is_in(gl):
+    main = gl.getcurrent()
+    inner = contextvars.Context()
+
+    def run():
+        VAR.set("outer")
+        inner.run(main.switch)              # suspended inside another context
+    g = gl.greenlet(run)
+    g.switch()
+    assert g.gr_context is inner
+    g.switch()
+    assert g.dead
+
+
+@cpython_context
+def test_main_greenlet_context_seen_from_another_greenlet(gl):
+    token = VAR.set("main value")
+    try:
+        main = gl.getcurrent()
+        mine = contextvars.copy_context()  # a snapshot, not the object itself
+
+        def run():
+            ctx = main.gr_context
+            return ctx is not None and ctx[VAR]
+        assert gl.greenlet(run).switch() == "main value"
+        assert mine[VAR] == "main value"
+    finally:
+        VAR.reset(token)
+
+
 def test_new_greenlet_starts_with_empty_context(gl):
     token = VAR.set("main")
     try:

@@ -25,7 +25,14 @@ import weakref
 from types import FrameType, TracebackType
 from typing import Any, Callable, Optional
 
+import _continuation
 from _continuation import continulet
+
+# Our _continuation (CPython) can read and replace the context of the
+# running stack and of a suspended one: gr_context then works on started
+# greenlets as with the C greenlet.  PyPy's cannot.
+_stack_context = getattr(_continuation, "_stack_context", None)
+_set_stack_context = getattr(_continuation, "_set_stack_context", None)
 
 __all__ = [
     "greenlet", "getcurrent", "settrace", "gettrace", "GreenletExit", "error",
@@ -240,10 +247,17 @@ def _launch(ts: _ThreadState, g: "greenlet", args: tuple,
     c = _Cont(_call)
     c.g = _weakref(g)
     ts.conts.add(c)
-    if kwargs:
-        c.r = _partial(ctx.run, run, *args, **kwargs)
+    if _set_stack_context is not None:
+        # the run's stack starts in ctx, and the context stays the stack's
+        # own (gr_context may replace it later)
+        _set_stack_context(ctx, c)
+        call = run
     else:
-        c.r = _partial(ctx.run, run, *args)
+        call = _partial(ctx.run, run)
+    if kwargs:
+        c.r = _partial(call, *args, **kwargs)
+    else:
+        c.r = _partial(call, *args)
     g._gl_c = c
     g._gl_ts = ts
     g._gl_run = None
@@ -644,8 +658,9 @@ class greenlet:
     def gr_context(self) -> Optional[contextvars.Context]:
         """The contextvars.Context this greenlet runs in (None if none yet)."""
         self._gl_check_context_thread("get")
-        ctx = self._gl_ctx
-        if ctx is not None and not self._gl_ctx_set and len(ctx) == 0:
+        holder = self._gl_stack_holder()
+        ctx = self._gl_ctx if holder is False else _stack_context(holder)
+        if ctx is not None and ctx is self._gl_ctx and not self._gl_ctx_set and len(ctx) == 0:
             return None  # greenlet creates a context only on first use
         return ctx
 
@@ -654,8 +669,25 @@ class greenlet:
         if value is not None and not isinstance(value, contextvars.Context):
             raise TypeError("greenlet context must be a contextvars.Context or None")
         self._gl_check_context_thread("set")
+        holder = self._gl_stack_holder()
+        if holder is not False:
+            _set_stack_context(value, holder)
         self._gl_ctx = value
         self._gl_ctx_set = value is not None
+
+    def _gl_stack_holder(self) -> Any:
+        """Where this started greenlet's context lives: None for the running
+        stack, else the continulet holding its stack; False when it has no
+        stack (unstarted, dead) or the context cannot be reached (PyPy)."""
+        ts = self._gl_ts
+        if (_stack_context is None or self._gl_state != _ACTIVE or ts is None
+                or not ts.alive):
+            return False
+        if ts.current is self:
+            return None
+        # while another greenlet runs, the main greenlet's stack is kept in
+        # the running greenlet's continulet (see "How it works")
+        return ts.current._gl_c if self._gl_main else self._gl_c
 
     def _gl_check_context_thread(self, verb: str) -> None:
         ts = self._gl_ts
