@@ -39,6 +39,7 @@ _NOT_RESTORABLE = ("this tasklet was pickled while it was running; a hard-switch
                    "and dead tasklets are restorable")
 
 _PYPY = sys.implementation.name == "pypy"
+_RUNNING = object()     # "the running stack", see tasklet._context_place
 _getframe = sys._getframe
 _get_ident = _thread.get_ident
 
@@ -226,6 +227,10 @@ if _PYPY:
     # PyPy's continulets do not carry the contextvars context: do it here.
     from __pypy__ import get_contextvar_context as _get_ctx  # type: ignore
     from __pypy__ import set_contextvar_context as _set_ctx  # type: ignore
+else:
+    # Ours carry it, one context per stack, and let us read and replace the
+    # context of the running stack or of a suspended one.
+    from _continuation import _stack_context, _set_stack_context  # type: ignore
 
 
 def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
@@ -291,17 +296,18 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
         _take_tempval(self)
         func, args, kwargs = self._func, self._args, self._kwargs
         self._args = self._kwargs = None
-        self._context.run(_call_body, func, args, kwargs)
+        # the stack's own context (not entered with Context.run(), so that
+        # set_context() can replace it while the tasklet lives)
+        if _PYPY:
+            _set_ctx(self._context)
+        else:
+            _set_stack_context(self._context)
+        func(*args, **kwargs)
     except TaskletExit:
         pass
     except BaseException as e:
         error = e
     return _finish(cont, ts, self, error)
-
-
-def _call_body(func: Callable, args: tuple, kwargs: dict) -> None:
-    """The tasklet's function, called inside its contextvars context."""
-    func(*args, **kwargs)
 
 
 def _finish(cont: continulet, ts: _ThreadState, self: "tasklet",
@@ -795,27 +801,73 @@ class tasklet:
     def set_context(self, context: contextvars.Context) -> "tasklet":
         """Set the ``contextvars.Context`` the tasklet runs in.
 
-        Only possible before the tasklet starts (see docs/stackless.md).
+        For the current tasklet the change is immediate; a suspended one
+        finds it when it resumes; an unstarted one starts in it.
         """
         if not isinstance(context, contextvars.Context):
             raise TypeError("context must be a contextvars.Context")
-        if self._started and self._alive or self._is_main:
-            raise RuntimeError("cannot change the context of a tasklet that has started")
+        if self._is_main:
+            # its context is the thread's, which threading (3.14+) and
+            # asyncio enter with Context.run(): replacing it would make
+            # their exit fail
+            raise RuntimeError("cannot change the context of the main tasklet")
+        where = self._context_place()
+        if where is _RUNNING:
+            if _PYPY:
+                _set_ctx(context)
+            else:
+                _set_stack_context(context)
+        elif where is not None:
+            if _PYPY:
+                self._ctx = context     # _switch() puts it in place on resume
+            else:
+                _set_stack_context(context, where)
         self._context = context
         return self
 
+    def _context_place(self) -> Any:
+        """Where the context of this tasklet's stack lives now: _RUNNING, the
+        continulet that holds its suspended stack (on PyPy: True), or None
+        when it has no stack (unstarted or dead)."""
+        if not self._alive or not (self._started or self._is_main):
+            return None
+        ts = self._ts
+        if self is ts.current:
+            if ts.thread_id != _get_ident():
+                raise RuntimeError("cannot change the context of a tasklet "
+                                   "running in another thread")
+            return _RUNNING
+        if _PYPY:
+            return True
+        # while a tasklet other than main runs, its continulet holds the
+        # main tasklet's stack (see _switch)
+        return ts.current._cont if self._is_main else self._cont
+
+    def _live_context(self) -> Optional[contextvars.Context]:
+        """The context the tasklet's stack is in now, else the one it will
+        start in."""
+        where = self._context_place() if self._ts.thread_id == _get_ident() \
+            or self is not self._ts.current else None
+        if where is _RUNNING:
+            return _get_ctx() if _PYPY else _stack_context()
+        if where is None:
+            return self._context
+        return self._ctx if _PYPY else _stack_context(where)
+
     def context_run(self, callable: Callable, *args: Any, **kwargs: Any) -> Any:
         """Call ``callable(*args, **kwargs)`` in the tasklet's context."""
-        if self is self._ts.current or self._is_main or self._context is None:
+        if self is self._ts.current:
             return callable(*args, **kwargs)
-        return self._context.run(callable, *args, **kwargs)
+        ctx = self._live_context()
+        if ctx is None:
+            return callable(*args, **kwargs)
+        return ctx.run(callable, *args, **kwargs)
 
     @property
     def context_id(self) -> int:
         """An id of the tasklet's context object."""
-        if self._context is None:
-            return id(self)
-        return id(self._context)
+        ctx = self._live_context()
+        return id(self) if ctx is None else id(ctx)
 
     # -- attributes ---------------------------------------------------------
 
@@ -935,9 +987,8 @@ class tasklet:
         """Number of Python frames in the tasklet's stack."""
         f = self.frame
         n = 0
-        # _call_body is the lowest frame worth reading: below it are a C
-        # call (Context.run) and the bootstrap.
-        while f is not None and f.f_code is not _call_body.__code__:
+        # _bootstrap is the lowest frame of a tasklet's stack
+        while f is not None and f.f_code is not _bootstrap.__code__:
             if f.f_globals is not globals():
                 n += 1
             f = f.f_back

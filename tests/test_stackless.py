@@ -949,6 +949,67 @@ def test_set_context_and_context_run():
         t.set_context("nope")
 
 
+def _ctx_with(value):
+    ctx = contextvars.Context()
+    ctx.run(VAR.set, value)
+    return ctx
+
+
+def test_set_context_of_a_suspended_tasklet_applies_when_it_resumes():
+    seen = []
+    ch = stackless.channel()
+
+    def f():
+        VAR.set("own")
+        seen.append(VAR.get())
+        stackless.schedule()        # paused in the run queue
+        seen.append(VAR.get())
+        ch.receive()                # blocked on a channel
+        seen.append(VAR.get())
+
+    before = VAR.get()
+    t = tasklet(f)()
+    stackless.schedule()
+    assert seen == ["own"]
+    first = _ctx_with("first")
+    t.set_context(first)
+    assert t.context_id == id(first)
+    assert t.context_run(VAR.get) == "first"
+    stackless.schedule()
+    assert seen == ["own", "first"] and t.blocked
+    t.set_context(_ctx_with("second"))
+    ch.send(None)
+    stackless.run()
+    assert seen == ["own", "first", "second"]
+    assert VAR.get() == before      # main's own context untouched
+
+
+def test_set_context_of_the_current_tasklet_is_immediate():
+    seen = []
+    other = _ctx_with("other")
+
+    def f():
+        VAR.set("own")
+        me = stackless.getcurrent()
+        me.set_context(other)
+        seen.append((VAR.get(), me.context_id == id(other)))
+        VAR.set("changed")
+
+    tasklet(f)()
+    stackless.run()
+    assert seen == [("other", True)]
+    assert other[VAR] == "changed"
+
+
+def test_set_context_of_the_main_tasklet_is_refused():
+    # its context is the thread's, which threading and asyncio enter with
+    # Context.run(): they must find it in place when they leave
+    main = stackless.getmain()
+    with pytest.raises(RuntimeError, match="main tasklet"):
+        main.set_context(_ctx_with("nope"))
+    assert main.context_run(VAR.get) == VAR.get()
+
+
 # ---------------------------------------------------------------------------
 # Threads
 # ---------------------------------------------------------------------------
