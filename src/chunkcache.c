@@ -8,8 +8,10 @@
  * deeper for every request it handles would map, fault in and unmap 16 KiB
  * each time: a gevent server on the greenlet emulation spent a third of its
  * CPU there.  This keeps a few freed chunks of the standard size and hands
- * them out again.  All other arena traffic (pymalloc's arenas) passes
- * through.  CPython calls the arena allocator with the GIL held.
+ * them out again, to the stacks of continulets only: other code in the
+ * process (the C greenlet, say) keeps CPython's own behaviour.  All other
+ * arena traffic (pymalloc's arenas) passes through.  CPython calls the
+ * arena allocator with the GIL held.
  */
 #include <Python.h>
 
@@ -26,7 +28,7 @@ static int ncached;
 static void *cache_alloc(void *ctx, size_t size)
 {
     (void)ctx;
-    if (size == CHUNK_SIZE && ncached > 0)
+    if (size == CHUNK_SIZE && ncached > 0 && cont_in_run())
         return cached[--ncached];
     return base.alloc(base.ctx, size);
 }
@@ -34,7 +36,7 @@ static void *cache_alloc(void *ctx, size_t size)
 static void cache_free(void *ctx, void *ptr, size_t size)
 {
     (void)ctx;
-    if (size == CHUNK_SIZE && ncached < MAX_CACHED) {
+    if (size == CHUNK_SIZE && ncached < MAX_CACHED && cont_in_run()) {
         cached[ncached++] = ptr;
         return;
     }

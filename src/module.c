@@ -108,6 +108,12 @@ static cont_tls *tls_create(uint64_t id)
     return t;
 }
 
+int cont_in_run(void)
+{
+    cont_tls *t = tls_cache;
+    return t != NULL && t->current != &t->main;
+}
+
 static cont_tls *get_tls(void)
 {
     uint64_t id = current_thread_id();
