@@ -119,7 +119,7 @@ static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate, *c_swi
 static PyObject *mod_dict;          /* stackless's globals */
 static PyObject *local;             /* stackless._local (threading.local) */
 static PyObject *bomb_type, *continulet_type;
-static PyObject *py_bootstrap, *py_launch;
+static PyObject *py_bootstrap, *py_launch, *py_tracing_out, *py_tracing_in;
 static PyObject *py_send, *py_receive, *py_schedule;
 static PyObject *s_ts, *s_switch, *s_rotate, *s_popleft, *s_append, *s_insert,
                 *s_raise, *s_block, *s_wake, *s_resumed, *s_schedule_cb,
@@ -130,7 +130,7 @@ static PyObject *minus_one, *one, *zero;
 static Py_ssize_t t_cont, t_ts, t_tempval, t_blocked, t_channel, t_scheduled,
                   t_is_main, t_frame, t_block_trap;
 static Py_ssize_t c_queue, c_balance, c_preference, c_schedule_all, c_closing;
-static Py_ssize_t ts_current, ts_rq, ts_trap, ts_timeout, ts_launch;
+static Py_ssize_t ts_current, ts_rq, ts_trap, ts_timeout, ts_launch, ts_tracing;
 
 /* --- small helpers --------------------------------------------------------- */
 
@@ -232,6 +232,14 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
         if (discard(PyObject_Vectorcall(cb, args, 2, NULL)) < 0)
             return -1;
     }
+    int tracing = slot_true(ts, ts_tracing);
+    if (tracing < 0)
+        return -1;
+    if (tracing) {
+        PyObject *args[2] = {ts, cur};
+        if (discard(PyObject_Vectorcall(py_tracing_out, args, 2, NULL)) < 0)
+            return -1;
+    }
     set_slot(ts, ts_current, nxt);
     PyFrameObject *frame = PyEval_GetFrame();
     set_slot(cur, t_frame, frame != NULL ? (PyObject *)frame : Py_None);
@@ -283,6 +291,11 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
         Py_DECREF(c);
         Py_DECREF(to);
         if (discard(r) < 0)
+            return -1;
+    }
+    if ((tracing = slot_true(ts, ts_tracing)) != 0) {
+        PyObject *args[2] = {ts, cur};
+        if (tracing < 0 || discard(PyObject_Vectorcall(py_tracing_in, args, 2, NULL)) < 0)
             return -1;
     }
     PyObject *timeout = slot(ts, ts_timeout);
@@ -668,6 +681,8 @@ static PyObject *accel_install(PyObject *mod, PyObject *ns)
             || (tstate = need(ns, "_ThreadState")) == NULL
             || (local = need(ns, "_local")) == NULL || (bomb_type = need(ns, "bomb")) == NULL
             || (py_bootstrap = need(ns, "_bootstrap")) == NULL || (py_launch = need(ns, "_launch")) == NULL
+            || (py_tracing_out = need(ns, "_tracing_out")) == NULL
+            || (py_tracing_in = need(ns, "_tracing_in")) == NULL
             || (py_schedule = need(ns, "schedule")) == NULL)
         goto fail;
     if ((py_send = PyObject_GetAttrString(channel, "send")) == NULL
@@ -701,7 +716,8 @@ static PyObject *accel_install(PyObject *mod, PyObject *ns)
             || (c_closing = slot_offset(channel, "_closing")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0 || (ts_rq = slot_offset(tstate, "rq")) < 0
             || (ts_trap = slot_offset(tstate, "trap")) < 0 || (ts_timeout = slot_offset(tstate, "timeout")) < 0
-            || (ts_launch = slot_offset(tstate, "launch")) < 0)
+            || (ts_launch = slot_offset(tstate, "launch")) < 0
+            || (ts_tracing = slot_offset(tstate, "tasklet_tracing")) < 0)
         goto fail;
     static const char *names[] = {"ts", "switch", "rotate", "popleft", "append", "insert", "raise_",
                                   "_block", "_wake", "resumed", "_schedule_cb", "_channel_cb"};

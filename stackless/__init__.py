@@ -113,7 +113,8 @@ class _ThreadState:
     """The scheduler of one thread: its main tasklet, run queue and watchdogs."""
 
     __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "cond",
-                 "trap", "idle", "timeout", "launch", "__weakref__")
+                 "trap", "idle", "timeout", "launch", "tasklet_tracing",
+                 "__weakref__")
 
     def __init__(self) -> None:
         self.thread_id = _get_ident()
@@ -126,6 +127,9 @@ class _ThreadState:
         self.idle = False
         self.timeout: Optional[_Preempt] = None
         self.launch: Optional[tasklet] = None
+        # True once a tasklet's trace_function or profile_function has been
+        # assigned: from then on every switch swaps them (_tracing_out/in)
+        self.tasklet_tracing = False
         m = object.__new__(tasklet)
         m._init_fields(self)
         m._is_main = True
@@ -246,6 +250,8 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
     """
     if _schedule_cb is not None:
         _schedule_cb(cur, nxt)
+    if ts.tasklet_tracing:
+        _tracing_out(ts, cur)
     ts.current = nxt
     cur._frame = _getframe(1)
     if _PYPY:
@@ -268,9 +274,29 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
         cur._cont.switch(to=nxt._cont)
     if _PYPY:
         _set_ctx(cur._ctx)
+    if ts.tasklet_tracing:
+        _tracing_in(ts, cur)
     if ts.timeout is not None:
         ts.timeout.resumed(cur)
     cur._frame = None
+
+
+def _tracing_out(ts: _ThreadState, cur: "tasklet") -> None:
+    """``cur`` is leaving: keep the trace and profile functions it has now.
+
+    While ``run(timeout)`` is active the thread's trace function is its tick
+    counter, which stays in place (docs/stackless.md)."""
+    if ts.timeout is None:
+        cur._trace = sys.gettrace()
+    cur._profile = sys.getprofile()
+
+
+def _tracing_in(ts: _ThreadState, cur: "tasklet") -> None:
+    """``cur`` runs (again): give the thread its trace and profile functions."""
+    if ts.timeout is None and sys.gettrace() is not cur._trace:
+        sys.settrace(cur._trace)
+    if sys.getprofile() is not cur._profile:
+        sys.setprofile(cur._profile)
 
 
 def _take_tempval(t: "tasklet") -> Any:
@@ -288,6 +314,8 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     if _PYPY:
         _set_ctx(self._ctx)
     self._frame = None
+    if ts.tasklet_tracing:
+        _tracing_in(ts, self)
     if ts.timeout is not None:
         ts.timeout.resumed(self)
     self._started = True
@@ -1008,10 +1036,11 @@ class tasklet:
 
     @trace_function.setter
     def trace_function(self, value: Any) -> None:
-        if self is self._ts.current:
+        ts = self._ts
+        ts.tasklet_tracing = True   # from now on, each tasklet has its own
+        self._trace = value
+        if self is ts.current:
             sys.settrace(value)
-        else:
-            self._trace = value
 
     @property
     def profile_function(self) -> Any:
@@ -1022,10 +1051,11 @@ class tasklet:
 
     @profile_function.setter
     def profile_function(self, value: Any) -> None:
-        if self is self._ts.current:
+        ts = self._ts
+        ts.tasklet_tracing = True
+        self._profile = value
+        if self is ts.current:
             sys.setprofile(value)
-        else:
-            self._profile = value
 
     def __repr__(self) -> str:
         state = []

@@ -682,6 +682,79 @@ def test_trace_and_profile_function_attributes():
     assert stackless.getcurrent().trace_function is sys.gettrace()
 
 
+def _in_own_thread(fn):
+    """Run fn in a new thread (its own scheduler, its own tracing state)."""
+    out = []
+    th = threading.Thread(target=lambda: out.append(fn()))
+    th.start()
+    th.join()
+    return out[0]
+
+
+def test_trace_function_of_a_tasklet_is_installed_while_it_runs():
+    def scenario():
+        events = []
+
+        def tracer(frame, event, arg):
+            if frame.f_code.co_name == "traced_call":
+                events.append(event)
+            return None
+
+        def traced_call():
+            return 1
+
+        def body():
+            seen.append(sys.gettrace() is tracer)
+            traced_call()
+            stackless.schedule()
+            seen.append(sys.gettrace() is tracer)
+            traced_call()
+
+        seen = []
+        t = tasklet(body)()
+        t.trace_function = tracer           # t is not running yet
+        stackless.schedule()
+        main_in_between = sys.gettrace()
+        traced_call()                       # main is not traced
+        stackless.run()
+        return seen, events, main_in_between, sys.gettrace(), t.trace_function is tracer
+
+    seen, events, in_between, after, kept = _in_own_thread(scenario)
+    assert seen == [True, True]
+    assert events == ["call", "call"]       # only the tasklet's two calls
+    assert in_between is None and after is None and kept
+
+
+def test_each_tasklet_keeps_its_own_profile_function():
+    def scenario():
+        calls = []
+
+        def profiler(frame, event, arg):
+            if event == "call":
+                calls.append(frame.f_code.co_name)
+
+        def worker():
+            seen.append(sys.getprofile())
+            stackless.schedule()
+            seen.append(sys.getprofile())
+
+        seen = []
+        main = stackless.getcurrent()
+        main.profile_function = profiler    # main's own, set while it runs
+        tasklet(worker)()
+        stackless.run()
+
+        def after_run():
+            pass
+        after_run()
+        main.profile_function = None
+        return seen, "after_run" in calls, "worker" in calls
+
+    seen, main_profiled, worker_profiled = _in_own_thread(scenario)
+    assert seen == [None, None]             # the tasklet has its own: none
+    assert main_profiled and not worker_profiled
+
+
 def test_exception_state_per_tasklet():
     seen = []
 
