@@ -467,6 +467,33 @@ static int balance_sign(PyObject *ch)
     return b < 0 ? -1 : b > 0;
 }
 
+/* With the lock held and nobody to pair with: queue the current tasklet
+ * on the channel as a sender (dir 1, with `value`) or a receiver (dir -1)
+ * and block until another tasklet wakes it.  The lock is released in every
+ * case.  1 when the Python code must take over (a closing channel, a block
+ * trap: it raises the right error), 0 once woken, -1 on error. */
+static int wait_here(PyObject *ch, PyObject *ts, PyObject *queue, PyObject *cur, int dir,
+                     PyObject *value)
+{
+    int refuse = cannot_block(ch, cur);
+    if (refuse != 0) {
+        if (unlock() < 0 || refuse < 0)
+            return -1;
+        return 1;
+    }
+    if (discard(deque_call(d_append, s_append, queue, cur, NULL)) < 0 || add_balance(ch, dir) < 0) {
+        unlock();
+        return -1;
+    }
+    set_slot(cur, t_blocked, dir > 0 ? one : minus_one);
+    set_slot(cur, t_channel, ch);
+    if (value != NULL)
+        set_slot(cur, t_tempval, value);
+    if (unlock() < 0 || block_current(ch, ts, cur) < 0)
+        return -1;
+    return 0;
+}
+
 static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 1 || !plain_channel(ch))
@@ -528,10 +555,8 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
         rc = 0;
         goto done;
     }
-    int refuse = cannot_block(ch, cur);
-    if (refuse != 0) {
-        if (unlock() < 0 || refuse < 0)
-            goto done;
+    int waited = wait_here(ch, ts, queue, cur, 1, value);
+    if (waited > 0) {
         /* the Python code raises the right error */
         Py_DECREF(cur);
         Py_DECREF(queue);
@@ -539,14 +564,7 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
         PyObject *a[2] = {ch, value};
         return PyObject_Vectorcall(py_send, a, 2, NULL);
     }
-    if (discard(deque_call(d_append, s_append, queue, cur, NULL)) < 0 || add_balance(ch, 1) < 0) {
-        unlock();
-        goto done;
-    }
-    set_slot(cur, t_blocked, one);
-    set_slot(cur, t_channel, ch);
-    set_slot(cur, t_tempval, value);
-    if (unlock() < 0 || block_current(ch, ts, cur) < 0)
+    if (waited < 0)
         goto done;
     PyObject *v = take_tempval(cur, 0);
     if (v == NULL)
@@ -622,22 +640,14 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
         result = v;
         goto done;
     }
-    int refuse = cannot_block(ch, cur);
-    if (refuse != 0) {
-        if (unlock() < 0 || refuse < 0)
-            goto done;
+    int waited = wait_here(ch, ts, queue, cur, -1, NULL);
+    if (waited > 0) {
         Py_DECREF(cur);
         Py_DECREF(queue);
         Py_DECREF(ts);
         return PyObject_CallOneArg(py_receive, ch);
     }
-    if (discard(deque_call(d_append, s_append, queue, cur, NULL)) < 0 || add_balance(ch, -1) < 0) {
-        unlock();
-        goto done;
-    }
-    set_slot(cur, t_blocked, minus_one);
-    set_slot(cur, t_channel, ch);
-    if (unlock() < 0 || block_current(ch, ts, cur) < 0)
+    if (waited < 0)
         goto done;
     result = take_tempval(cur, 1);
 done:
