@@ -25,33 +25,11 @@ static Py_ssize_t g_c, g_ts, g_top, g_state;                 /* greenlet slots *
 static Py_ssize_t ts_current, ts_slow, ts_origin, ts_kills;  /* _ThreadState slots */
 static int installed;
 
-/* The running thread's _ThreadState (new reference), cached per thread
- * state; NULL without an exception when the thread has none yet. */
-static _Thread_local uint64_t tl_tstate_id;
-static _Thread_local PyObject *tl_ts;       /* strong; see forget_thread() */
-
+/* The running thread's _ThreadState (new reference), or NULL without an
+ * exception before the Python code has made one. */
 static PyObject *thread_state(void)
 {
-    uint64_t id = PyThreadState_GetID(PyThreadState_Get());
-    if (tl_ts != NULL && tl_tstate_id == id)
-        return Py_NewRef(tl_ts);
-    PyObject *ts = PyObject_GetAttr(local, s_ts);
-    if (ts == NULL)
-        return NULL;
-    if (ts == Py_None) {
-        Py_DECREF(ts);
-        return NULL;
-    }
-    Py_XSETREF(tl_ts, Py_NewRef(ts));
-    tl_tstate_id = id;
-    return ts;
-}
-
-static PyObject *forget_thread(PyObject *mod, PyObject *unused)
-{
-    Py_CLEAR(tl_ts);
-    tl_tstate_id = 0;
-    Py_RETURN_NONE;
+    return thread_state_of(local, s_ts);
 }
 
 

@@ -7,6 +7,7 @@
 
 #include <Python.h>
 #include <structmember.h>
+#include <stdint.h>
 
 /* The object in slot `off` of o (borrowed; NULL if unset). */
 static inline PyObject *slot(PyObject *o, Py_ssize_t off)
@@ -72,6 +73,41 @@ static PyObject *call_bound(PyObject *func, PyObject *self, PyObject *const *arg
     PyObject *r = PyObject_Vectorcall(bound, args, (size_t)nargs, kwnames);
     Py_DECREF(bound);
     return r;
+}
+
+/* The running thread's state object of the Python code, `local.<name>`
+ * of a threading-local object that the Python code sets once per thread,
+ * cached per CPython thread state.  New reference, or NULL without an
+ * exception when the thread has none yet (missing or None).  The cache
+ * holds a strong reference until forget_thread(). */
+static _Thread_local uint64_t tl_tstate_id;
+static _Thread_local PyObject *tl_state;
+
+static PyObject *thread_state_of(PyObject *local, PyObject *name)
+{
+    uint64_t id = PyThreadState_GetID(PyThreadState_Get());
+    if (tl_state != NULL && tl_tstate_id == id)
+        return Py_NewRef(tl_state);
+    PyObject *st = PyObject_GetAttr(local, name);
+    if (st == NULL || st == Py_None) {
+        if (st == NULL && PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        Py_XDECREF(st);
+        return NULL;
+    }
+    Py_XSETREF(tl_state, Py_NewRef(st));
+    tl_tstate_id = id;
+    return st;
+}
+
+/* Module function: the Python code's state for this thread is going away. */
+static PyObject *forget_thread(PyObject *mod, PyObject *unused)
+{
+    (void)mod;
+    (void)unused;
+    Py_CLEAR(tl_state);
+    tl_tstate_id = 0;
+    Py_RETURN_NONE;
 }
 
 #endif

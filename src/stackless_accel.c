@@ -187,30 +187,9 @@ static PyObject *global(PyObject *name)
 
 /* The running thread's _ThreadState (new reference), or NULL without an
  * exception when the thread has none yet: the Python code creates it. */
-static _Thread_local uint64_t tl_tstate_id;
-static _Thread_local PyObject *tl_ts;       /* strong; see forget_thread() */
-
 static PyObject *thread_state(void)
 {
-    uint64_t id = PyThreadState_GetID(PyThreadState_Get());
-    if (tl_ts != NULL && tl_tstate_id == id)
-        return Py_NewRef(tl_ts);
-    PyObject *ts = PyObject_GetAttr(local, s_ts);
-    if (ts == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError))
-            PyErr_Clear();
-        return NULL;
-    }
-    Py_XSETREF(tl_ts, Py_NewRef(ts));
-    tl_tstate_id = id;
-    return ts;
-}
-
-static PyObject *accel_forget_thread(PyObject *mod, PyObject *unused)
-{
-    Py_CLEAR(tl_ts);
-    tl_tstate_id = 0;
-    Py_RETURN_NONE;
+    return thread_state_of(local, s_ts);
 }
 
 /* `len(d) > 1` for a deque; -1 on error */
@@ -778,7 +757,7 @@ static PyMethodDef accel_methods[] = {
      "Let the next runnable tasklet run; the current one goes to the end (C version)."},
     {"_switch", (PyCFunction)(void (*)(void))accel_switch, METH_FASTCALL,
      "Suspend the running tasklet and resume another (C version)."},
-    {"forget_thread", accel_forget_thread, METH_NOARGS,
+    {"forget_thread", forget_thread, METH_NOARGS,
      "The running thread's scheduler is going away: drop the cached reference."},
     {NULL, NULL, 0, NULL},
 };
