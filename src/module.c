@@ -331,12 +331,14 @@ static void run_stack(void *arg)
  * and "stop" calls of our gc.callbacks hook: that thread's C stack holds
  * the collector's lists.  Other threads may switch meanwhile (finalizers
  * can release the GIL), and so may this one once "stop" is reached, even
- * though the interpreter still counts as collecting then. */
+ * though the interpreter still counts as collecting then.  The last
+ * collections at interpreter shutdown call no gc.callbacks: then only the
+ * finalizing thread runs, and it is the one collecting. */
 static _Thread_local int tl_collecting;
 
 static int gc_forbids_switch(void)
 {
-    return tl_collecting && cps_gc_collecting();
+    return cps_gc_collecting() && (tl_collecting || cps_finalizing());
 }
 
 static int check_switch_allowed(cont_tls *t)
@@ -638,10 +640,8 @@ static int Continulet_traverse(PyObject *op, visitproc visit, void *arg)
     return visit_stack(self->h, visit, arg);
 }
 
-/* Unwinding happens here and in dealloc, not in a tp_finalize: another
- * finalizer of the same collection may resurrect the continulet, and a
- * resurrected one must keep its stack.  During a collection the unwinding
- * itself is deferred to the gc.callbacks hook. */
+/* Take the stack out of the continulet and drop it: unwind it now if this
+ * thread may switch, else queue it for its own thread (see drop_stack). */
 static void detach(Continulet *self, PyObject *culprit)
 {
     cont_stack *s = self->h;
@@ -651,6 +651,25 @@ static void detach(Continulet *self, PyObject *culprit)
     }
 }
 
+/* The PEP 442 finalizer, called once: by the cyclic GC before it clears
+ * anything of the garbage this continulet belongs to, or from dealloc.  A
+ * pending continulet is unwound here, so that its finally blocks see the
+ * objects they use intact, as a suspended generator's do.  During a
+ * collection the unwinding waits for the gc.callbacks hook (the collector
+ * may not switch), but the stack leaves the continulet now: whatever its
+ * frames refer to then looks referenced from outside the garbage, so the
+ * collector keeps all of it ("resurrects" it) instead of clearing it.
+ * Like a generator, a continulet that something resurrects afterwards is
+ * finished. */
+static void Continulet_finalize(PyObject *op)
+{
+    PyObject *exc = cps_fetch_exception();
+    detach((Continulet *)op, op);
+    cps_restore_exception(exc);
+}
+
+/* Only reached with a stack still held when the finalizer did not run
+ * (a subclass's __del__ that does not call continulet.__del__). */
 static int Continulet_clear(PyObject *op)
 {
     detach((Continulet *)op, op);
@@ -663,6 +682,13 @@ static void Continulet_dealloc(PyObject *op)
     PyObject_GC_UnTrack(op);
     if (self->weakrefs != NULL)
         PyObject_ClearWeakRefs(op);
+    if (self->h != NULL) {
+        /* (for a Python subclass, subtype_dealloc has done this already) */
+        PyObject_GC_Track(op);
+        if (PyObject_CallFinalizerFromDealloc(op) < 0)
+            return;     /* its unwinding made it reachable again */
+        PyObject_GC_UnTrack(op);
+    }
     /* no culprit to report: an object being freed must not be touched */
     detach(self, NULL);
     /* a Python subclass's dealloc drops the reference to its type itself */
@@ -809,6 +835,7 @@ PyTypeObject Continulet_Type = {
     .tp_dealloc = Continulet_dealloc,
     .tp_traverse = Continulet_traverse,
     .tp_clear = Continulet_clear,
+    .tp_finalize = Continulet_finalize,
     .tp_methods = Continulet_methods,
     .tp_weaklistoffset = offsetof(Continulet, weakrefs),
 };

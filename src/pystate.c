@@ -919,3 +919,13 @@ int cps_gc_collecting(void)
 {
     return PyInterpreterState_Get()->gc.collecting;
 }
+
+/* True once the interpreter is shutting down (after atexit handlers). */
+int cps_finalizing(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+}

@@ -94,4 +94,7 @@ void cps_restore_exception(PyObject *exc);
 /* Whether the cyclic garbage collector is running right now. */
 int cps_gc_collecting(void);
 
+/* Whether the interpreter is shutting down (atexit handlers have run). */
+int cps_finalizing(void);
+
 #endif
