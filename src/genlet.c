@@ -13,6 +13,18 @@
 
 static PyObject *genlet_step(PyObject *self, PyObject *value, PyObject *const *hint)
 {
+    if (!((Continulet *)self)->initialized) {
+        /* made by genlet.__new__ alone: no function, nothing to resume.  It
+         * iterates as empty, as on PyPy; a value sent into it could reach
+         * nobody (and switch() would hand it straight back, which would
+         * look like the function's return value). */
+        if (value != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "can't send non-None value to an unbound genlet");
+            return NULL;
+        }
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
     PyObject *res = cont_switch((Continulet *)self, value, NULL, hint);
     if (res == NULL || ((Continulet *)self)->h != NULL)
         return res;

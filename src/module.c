@@ -563,6 +563,25 @@ static PyObject *Continulet_new(PyTypeObject *type, PyObject *args, PyObject *kw
     return (PyObject *)self;
 }
 
+/* CPython-only extension for subclasses (see docs/continuation.md): the
+ * truth of the class attribute __continulet_unlinked__.  -1 with the
+ * exception of a failing lookup or truth test. */
+static int is_unlinked(PyTypeObject *type)
+{
+    if (type == &Continulet_Type)
+        return 0;
+    PyObject *flag = PyObject_GetAttrString((PyObject *)type, "__continulet_unlinked__");
+    if (flag == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    int truth = PyObject_IsTrue(flag);
+    Py_DECREF(flag);
+    return truth;
+}
+
 static int Continulet_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
     Continulet *self = (Continulet *)op;
@@ -572,13 +591,17 @@ static int Continulet_init(PyObject *op, PyObject *args, PyObject *kwds)
                         "continulet.__init__() missing 1 required positional argument: 'callable'");
         return -1;
     }
+    cont_tls *t = get_tls();
+    if (t == NULL)
+        return -1;
+    int unlinked = is_unlinked(Py_TYPE(op));
+    if (unlinked < 0)
+        return -1;
+    /* checked after the Python code above, which may have initialized us */
     if (self->initialized) {
         PyErr_SetString(cont_error, "continulet already __init__ialized");
         return -1;
     }
-    cont_tls *t = get_tls();
-    if (t == NULL)
-        return -1;
     PyObject *callargs = PyTuple_New(n);
     if (callargs == NULL)
         return -1;
@@ -599,17 +622,7 @@ static int Continulet_init(PyObject *op, PyObject *args, PyObject *kwds)
         Py_XDECREF(kw);
         return -1;
     }
-    s->unlinked = 0;
-    if (Py_TYPE(op) != &Continulet_Type) {
-        /* CPython-only extension for subclasses (see docs/continuation.md) */
-        PyObject *flag = PyObject_GetAttrString((PyObject *)Py_TYPE(op), "__continulet_unlinked__");
-        if (flag == NULL)
-            PyErr_Clear();
-        else {
-            s->unlinked = PyObject_IsTrue(flag) > 0;
-            Py_DECREF(flag);
-        }
-    }
+    s->unlinked = unlinked;
     s->owner = Py_NewRef(op);
     s->callable = Py_NewRef(PyTuple_GET_ITEM(args, 0));
     s->args = callargs;

@@ -690,6 +690,17 @@ def test_genlet_throw():
         next(x)
 
 
+@cpython_only      # PyPy: next() as here, but send() is broken there
+def test_unbound_genlet_iterates_as_empty_and_refuses_a_value():
+    g = _continuation.genlet.__new__(_continuation.genlet)
+    assert list(g) == []
+    with pytest.raises(StopIteration):
+        g.send(None)
+    with pytest.raises(TypeError, match=r"^can't send non-None value to an unbound genlet$"):
+        g.send(1)
+    assert not g.is_pending()
+
+
 # ---------------------------------------------------------------- GC and memory
 
 @cpython_only
@@ -1344,6 +1355,40 @@ def test_unlinked_subclass_runs_without_a_caller_frame():
     # the plain type keeps PyPy's rule
     assert continulet(lambda c: sys._getframe(1).f_code.co_name).switch() == \
         "test_unlinked_subclass_runs_without_a_caller_frame"
+
+
+@cpython_only
+def test_unlinked_flag_whose_lookup_or_truth_test_fails_propagates():
+    class NoTruth:
+        def __bool__(self):
+            raise ValueError("no truth")
+
+    class BadTruth(continulet):
+        __continulet_unlinked__ = NoTruth()
+    c = BadTruth.__new__(BadTruth)
+    with pytest.raises(ValueError, match="^no truth$"):
+        c.__init__(lambda c: "ran")
+    assert not c.is_pending()
+    assert c.switch(5) == 5         # still unbound, still usable
+
+    class Meta(type):
+        @property
+        def __continulet_unlinked__(cls):
+            raise KeyError("lookup")
+
+    class BadLookup(continulet, metaclass=Meta):
+        pass
+    with pytest.raises(KeyError, match="lookup"):
+        BadLookup(lambda c: "ran")
+
+    class Absent(type):
+        def __getattr__(cls, name):
+            raise AttributeError(name)
+
+    class NoFlag(continulet, metaclass=Absent):
+        pass
+    assert NoFlag(lambda c: sys._getframe(1).f_code.co_name).switch() == \
+        "test_unlinked_flag_whose_lookup_or_truth_test_fails_propagates"
 
 
 def test_tracing_changed_while_suspended_in_a_trace_function():
