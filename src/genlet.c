@@ -11,7 +11,7 @@
 
 /* ---- genlet: a continulet that iterates ------------------------------ */
 
-static PyObject *genlet_step(PyObject *self, PyObject *value, PyObject *const *hint)
+static PyObject *genlet_step(PyObject *self, PyObject *value, cps_call *call)
 {
     if (!((Continulet *)self)->initialized) {
         /* made by genlet.__new__ alone: no function, nothing to resume.  It
@@ -25,7 +25,7 @@ static PyObject *genlet_step(PyObject *self, PyObject *value, PyObject *const *h
         PyErr_SetNone(PyExc_StopIteration);
         return NULL;
     }
-    PyObject *res = cont_switch((Continulet *)self, value, NULL, hint);
+    PyObject *res = cont_switch((Continulet *)self, value, NULL, call);
     if (res == NULL || ((Continulet *)self)->h != NULL)
         return res;
     /* the function has returned: its return value came out of switch() */
@@ -50,7 +50,11 @@ static PyObject *genlet_send(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_Format(PyExc_TypeError, "genlet.send() takes exactly one argument (%zd given)", nargs);
         return NULL;
     }
-    return genlet_step(self, args[0], args + 1);
+    cps_call call = {self, args, args + 1, NULL};
+    cps_find_hidden(&call);
+    PyObject *res = genlet_step(self, args[0], &call);
+    Py_XDECREF(call.hidden);        /* if no suspension took it */
+    return res;
 }
 
 static PyMethodDef genlet_methods[] = {

@@ -200,14 +200,14 @@ static void process_orphans(cont_tls *t);
 /* Suspend the running stack and resume (or start) `target`.  Returns 0
  * once this stack is resumed again, -1 with MemoryError set if the switch
  * could not even start. */
-static int resume(cont_tls *t, cont_stack *target, PyObject *const *hint)
+static int resume(cont_tls *t, cont_stack *target, cps_call *call)
 {
     PyThreadState *ts = PyThreadState_Get();
     cont_stack *cur = t->current;
     void *switcher = cps_top_frame(ts);
     int rc;
 
-    cps_save(ts, &cur->saved, hint);
+    cps_save(ts, &cur->saved, call);
     size_t spare_n;
     void *spare = cps_spare(&cur->saved, &spare_n);
     stk_offer_spare(&cur->slice, spare, spare_n);
@@ -224,16 +224,16 @@ static int resume(cont_tls *t, cont_stack *target, PyObject *const *hint)
        switched back here.  Either way, our own Python state comes back. */
     cps_restore(ts, &cur->saved);
     t->current = cur;
-    if (rc < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
     if (t->dead != NULL) {
         cont_stack *d = t->dead;
         t->dead = NULL;
         recycle_stack(d);
     }
     cps_catch_up(ts, &cur->saved);
+    if (rc < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
     return 0;
 }
 
@@ -361,7 +361,7 @@ static int check_switch_allowed(cont_tls *t)
  * dest's old content runs.  `v` is the value (or exception) to hand over
  * and is stolen. */
 static PyObject *exchange(cont_tls *t, Continulet *origin, Continulet *dest,
-                          PyObject *v, int is_exc, PyObject *const *hint)
+                          PyObject *v, int is_exc, cps_call *call)
 {
     cont_stack *target = dest->h;
     cont_stack *cur = t->current;
@@ -372,7 +372,7 @@ static PyObject *exchange(cont_tls *t, Continulet *origin, Continulet *dest,
     dest->h = origin->h;
     origin->h = cur;
     put_xfer(t, v, is_exc);
-    if (resume(t, target, hint) < 0) {
+    if (resume(t, target, call) < 0) {
         if (origin == dest)
             origin->h = target;
         else {
@@ -435,7 +435,7 @@ static int resolve(cont_tls *t, Continulet **selfp, Continulet **top)
 
 /* switch or throw; `v` is stolen. */
 static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj,
-                          PyObject *const *hint)
+                          cps_call *call)
 {
     Continulet *to = NULL;
     if (to_obj != NULL && to_obj != Py_None) {
@@ -462,12 +462,12 @@ static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *t
         }
         return v;
     }
-    return exchange(t, self, to ? to : self, v, is_exc, hint);
+    return exchange(t, self, to ? to : self, v, is_exc, call);
 }
 
-PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, PyObject *const *hint)
+PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, cps_call *call)
 {
-    return dispatch(self, Py_NewRef(value ? value : Py_None), 0, to, hint);
+    return dispatch(self, Py_NewRef(value ? value : Py_None), 0, to, call);
 }
 
 /* ---------------------------------------------------------------------
@@ -745,10 +745,13 @@ static PyObject *Continulet_switch(PyObject *op, PyObject *const *args, Py_ssize
 {
     static const char *const names[] = {"value", "to"};
     PyObject *vals[2] = {NULL, NULL};
-    PyObject *const *hint = parse_args("switch", names, 2, NULL, args, nargs, kwnames, vals);
-    if (hint == NULL)
+    cps_call call = {op, args, parse_args("switch", names, 2, NULL, args, nargs, kwnames, vals), NULL};
+    if (call.end == NULL)
         return NULL;
-    return cont_switch((Continulet *)op, vals[0], vals[1], hint);
+    cps_find_hidden(&call);
+    PyObject *res = cont_switch((Continulet *)op, vals[0], vals[1], &call);
+    Py_XDECREF(call.hidden);        /* if no suspension took it */
+    return res;
 }
 
 /* Build the exception that throw() delivers, with PyPy's checks. */
@@ -803,8 +806,8 @@ static PyObject *Continulet_throw(PyObject *op, PyObject *const *args, Py_ssize_
 {
     static const char *const names[] = {"type", "value", "tb", "to"};
     PyObject *vals[4] = {NULL, NULL, NULL, NULL};
-    PyObject *const *hint = parse_args("throw", names, 4, "val", args, nargs, kwnames, vals);
-    if (hint == NULL)
+    cps_call call = {op, args, parse_args("throw", names, 4, "val", args, nargs, kwnames, vals), NULL};
+    if (call.end == NULL)
         return NULL;
     if (vals[0] == NULL) {
         PyErr_SetString(PyExc_TypeError, "continulet.throw() missing 1 required positional argument: 'type'");
@@ -813,7 +816,10 @@ static PyObject *Continulet_throw(PyObject *op, PyObject *const *args, Py_ssize_
     PyObject *exc = make_exception(vals[0], vals[1], vals[2]);
     if (exc == NULL)
         return NULL;
-    return dispatch((Continulet *)op, exc, 1, vals[3], hint);
+    cps_find_hidden(&call);
+    PyObject *res = dispatch((Continulet *)op, exc, 1, vals[3], &call);
+    Py_XDECREF(call.hidden);        /* if no suspension took it */
+    return res;
 }
 
 static PyObject *Continulet_is_pending(PyObject *op, PyObject *unused)
