@@ -7,8 +7,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from stackless import _pickling
-from stackless._common import (_BLOCK_TRAP, _CLOSED, _index, _make_exception, _own_module,
-                               bomb)
+from stackless._common import (_BLOCK_TRAP, _CLOSED, _NOARG, _at_least_one, _at_most,
+                               _index, _make_exception, _no_args, _one_arg, _own_module, bomb)
 from stackless._switching import _leave, _recover, _switch, _take_tempval
 from stackless._threads import _ThreadState, _ts
 
@@ -20,11 +20,13 @@ _own_module(globals())
 _channel_cb: Optional[Callable] = None
 
 
-def set_channel_callback(callback: Optional[Callable]) -> Optional[Callable]:
+def set_channel_callback(callback: Any = _NOARG, *_more: Any) -> Optional[Callable]:
     """Install ``callback(channel, tasklet, sending, willblock)``.
 
     It is called on every channel action.  Returns the previous callback.
     """
+    if callback is _NOARG or _more:
+        raise _one_arg("set_channel_callback", callback, _more)
     global _channel_cb
     if callback is not None and not callable(callback):
         raise TypeError("channel callback must be callable")
@@ -32,8 +34,10 @@ def set_channel_callback(callback: Optional[Callable]) -> Optional[Callable]:
     return old
 
 
-def get_channel_callback() -> Optional[Callable]:
+def get_channel_callback(*_more: Any) -> Optional[Callable]:
     """Return the installed channel callback, or None."""
+    if _more:
+        raise _no_args("get_channel_callback", _more)
     return _channel_cb
 
 
@@ -48,7 +52,8 @@ class channel:
     __slots__ = ("_queue", "_balance", "_preference", "_schedule_all",
                  "_closing", "__weakref__", "__dict__")
 
-    def __init__(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Stackless's channel ignores its arguments
         self._queue: deque = deque()
         self._balance = 0
         self._preference = -1
@@ -151,8 +156,10 @@ class channel:
 
     # -- sending and receiving ------------------------------------------------
 
-    def send(self, value: Any) -> None:
+    def send(self, value: Any = _NOARG, *_more: Any) -> None:
         """Send ``value``; block until a receiver takes it."""
+        if value is _NOARG or _more:
+            raise _one_arg("send", value, _more)
         ts = _ts()
         cur = ts.current
         if _channel_cb is not None:
@@ -174,8 +181,10 @@ class channel:
             v.raise_()
         return None
 
-    def receive(self) -> Any:
+    def receive(self, *_more: Any) -> Any:
         """Receive a value; block until a sender provides one."""
+        if _more:
+            raise _no_args("receive", _more)
         ts = _ts()
         cur = ts.current
         if _channel_cb is not None:
@@ -194,20 +203,29 @@ class channel:
             v.raise_()
         return v
 
-    def send_exception(self, exc: Any, *args: Any) -> None:
+    def send_exception(self, exc: Any = _NOARG, *args: Any) -> None:
         """Send an exception: the receiver raises ``exc(*args)``."""
+        if exc is _NOARG:
+            raise _at_least_one("send_exception")
         if not (isinstance(exc, type) and issubclass(exc, BaseException)):
             raise TypeError("send_exception: exception class expected")
         e = exc(*args)
         return self.send(bomb(exc, e, None))
 
-    def send_throw(self, exc: Any, val: Any = None, tb: Any = None) -> None:
+    def send_throw(self, exc: Any = _NOARG, val: Any = None, tb: Any = None,
+                   *_more: Any) -> None:
         """Send an exception like ``throw``: type, instance or (type, value, tb)."""
+        if exc is _NOARG:
+            raise _at_least_one("send_throw")
+        if _more:
+            raise _at_most("send_throw", 3, _more)
         e = _make_exception(exc, val)
         return self.send(bomb(type(e), e, tb))
 
-    def send_sequence(self, seq: Any) -> int:
+    def send_sequence(self, seq: Any = _NOARG, *_more: Any) -> int:
         """Send every item of ``seq``; return how many were sent."""
+        if seq is _NOARG or _more:
+            raise _one_arg("send_sequence", seq, _more)
         n = 0
         send = self.send
         for item in seq:
@@ -215,10 +233,14 @@ class channel:
             n += 1
         return n
 
-    def __iter__(self) -> "channel":
+    def __iter__(self, *_more: Any) -> "channel":
+        if _more:
+            raise _no_args("__iter__", _more)
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self, *_more: Any) -> Any:
+        if _more:
+            raise _no_args("__next__", _more)
         return self.receive()
 
     # -- attributes -----------------------------------------------------------
@@ -244,12 +266,16 @@ class channel:
         """True when closing and nobody waits any more."""
         return self._closing and self._balance == 0
 
-    def close(self) -> None:
+    def close(self, *_more: Any) -> None:
         """Refuse further blocking operations; waiting tasklets may finish."""
+        if _more:
+            raise _no_args("close", _more)
         self._closing = True
 
-    def open(self) -> None:
+    def open(self, *_more: Any) -> None:
         """Undo :meth:`close`."""
+        if _more:
+            raise _no_args("open", _more)
         self._closing = False
 
     @property

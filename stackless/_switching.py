@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from _continuation import continulet, permute
 
-from stackless._common import (TaskletExit, _DEADLOCK, _PYPY, _getframe, _index,
-                               _own_module, bomb)
+from stackless._common import (TaskletExit, _DEADLOCK, _NOARG, _PYPY, _getframe, _index,
+                               _no_args, _one_arg, _own_module, bomb)
 from stackless._threads import _ThreadState, _states, _unregister
 
 if TYPE_CHECKING:
@@ -330,11 +330,13 @@ def _leave(ts: _ThreadState, cur: "tasklet") -> None:
         raise
 
 
-def set_schedule_callback(callback: Optional[Callable]) -> Optional[Callable]:
+def set_schedule_callback(callback: Any = _NOARG, *_more: Any) -> Optional[Callable]:
     """Install ``callback(prev, next)``, called before every switch.
 
     Returns the previous callback.  ``None`` removes it.
     """
+    if callback is _NOARG or _more:
+        raise _one_arg("set_schedule_callback", callback, _more)
     global _schedule_cb
     if callback is not None and not callable(callback):
         raise TypeError("schedule callback must be callable")
@@ -342,8 +344,10 @@ def set_schedule_callback(callback: Optional[Callable]) -> Optional[Callable]:
     return old
 
 
-def get_schedule_callback() -> Optional[Callable]:
+def get_schedule_callback(*_more: Any) -> Optional[Callable]:
     """Return the installed schedule callback, or None."""
+    if _more:
+        raise _no_args("get_schedule_callback", _more)
     return _schedule_cb
 
 

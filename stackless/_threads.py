@@ -6,9 +6,9 @@ from __future__ import annotations
 import atexit
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from stackless._common import _get_ident, _own_module
+from stackless._common import _at_most, _get_ident, _no_args, _own_module
 
 if TYPE_CHECKING:
     from stackless._preempt import _Preempt
@@ -177,8 +177,12 @@ def _kill_at_exit() -> None:
         _kill_all(ts)
 
 
-def get_thread_info(thread_id: int) -> tuple:
+def get_thread_info(thread_id: Optional[int] = None, flags: int = 0, *_more: Any) -> tuple:
     """Return ``(main, current, runcount)`` for a thread's scheduler."""
+    if _more:
+        raise _at_most("get_thread_info", 2, _more)
+    if thread_id is None:
+        thread_id = _get_ident()
     if thread_id == _get_ident():
         ts = _ts()
     else:
@@ -188,8 +192,10 @@ def get_thread_info(thread_id: int) -> tuple:
     return (ts.main, ts.current, len(ts.rq))
 
 
-def getthreads() -> list:
+def getthreads(*_more: Any) -> list:
     """Return the ids of all threads (that have a running Python thread state)."""
+    if _more:
+        raise _no_args("getthreads", _more)
     ids = {t.ident for t in threading.enumerate()}
     ids.update(_states)
     ids.add(_get_ident())
