@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from _continuation import continulet, permute
 
-from stackless._common import (TaskletExit, _DEADLOCK, _NOARG, _PYPY, _getframe, _index,
-                               _no_args, _one_arg, _own_module, bomb)
+from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG,
+                               _PYPY, _getframe, _index, _no_args, _one_arg, _own_module,
+                               bomb)
 from stackless._threads import _ThreadState, _states, _unregister
 
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ def _finish(ts: _ThreadState, self: "tasklet",
         return m
     if rq:
         return rq[0]
-    return _idle_target(ts, self)
+    return _idle_target(ts, self, True)
 
 
 def _launch(ts: _ThreadState) -> None:
@@ -272,13 +273,14 @@ def _others_can_wake(ts: _ThreadState) -> bool:
     return others > stuck
 
 
-def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
+def _idle_target(ts: _ThreadState, cur: "tasklet", dying: bool = False) -> "tasklet":
     """The run queue is empty and ``cur`` left it: find what runs next.
 
     A waiting ``run()`` is woken first (unless it asked for ``threadblock``);
-    then, while other threads may send us work, this thread sleeps; otherwise
-    the main tasklet is revived.  If the main tasklet is the one that leaves,
-    that is a deadlock and ``RuntimeError`` is raised in it.
+    then, while other threads may send us work, this thread sleeps.
+    Otherwise it is a deadlock, and as in Stackless ``RuntimeError`` is
+    raised in ``cur``, the tasklet that blocks last, unless it is ``dying``:
+    then the main tasklet is revived, taken off its channel with an error.
     """
     rq = ts.rq
     while True:
@@ -301,13 +303,14 @@ def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
         wd = ts.watchdogs.pop()[0]
         _make_runnable_first(ts, wd)
         return wd
-    m = ts.main
-    if m is cur:
+    if not dying:
         raise RuntimeError(_DEADLOCK)
+    m = ts.main
     blocked = m._blocked
     _make_runnable_first(ts, m)
     if blocked:
-        m._tempval = bomb(RuntimeError, RuntimeError(_DEADLOCK), None)
+        e = RuntimeError(_MAIN_RECEIVING if blocked < 0 else _MAIN_SENDING)
+        m._tempval = bomb(RuntimeError, e, None)
     return m
 
 
