@@ -57,7 +57,7 @@ class channel:
         self._queue: deque = deque()
         self._balance = 0
         self.preference = -1
-        self.schedule_all = False
+        self.schedule_all = 0
         self._closing = False
 
     # -- waiting queue --------------------------------------------------------
@@ -267,6 +267,8 @@ class channel:
     def __next__(self, *_more: Any) -> Any:
         if _more:
             raise _no_args("__next__", _more)
+        if self._closing and self._balance == 0:
+            raise StopIteration
         return self.receive()
 
     # -- attributes -----------------------------------------------------------
@@ -306,11 +308,13 @@ class channel:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "preference":
-            value = int(value)
-            if value not in (-1, 0, 1):
-                value = 1 if value > 0 else -1
+            if not isinstance(value, int):
+                raise TypeError("preference must be set to an integer")
+            value = 1 if value > 0 else -1 if value < 0 else 0
         elif name == "schedule_all":
-            value = bool(value)
+            if not isinstance(value, int):
+                raise TypeError("schedule_all must be set to a bool or integer")
+            value = 1 if value else 0
         object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:

@@ -1332,10 +1332,33 @@ def test_soft_timeout_interrupts_only_at_schedule():
 
     t = tasklet(f)()
     r = stackless.run(50, soft=True)
-    assert r is t and out == ["loop done"]
-    t.insert()
+    # as in Stackless: run() returns None and the tasklet stays scheduled
+    assert r is None and out == ["loop done"]
+    assert t.scheduled and stackless.getruncount() == 2
     stackless.run()
     assert out == ["loop done", "after schedule"]
+
+
+def test_soft_timeout_interrupts_at_a_channel_switch():
+    # a soft timeout ends run() at the next switch of any kind, not only at
+    # schedule(): a ring of tasklets that only talk through channels
+    chans = [channel() for i in range(3)]
+
+    def ring(i):
+        if i:
+            chans[i].receive()
+        while True:
+            for _ in range(200):
+                pass
+            chans[(i + 1) % 3].send(None)
+            chans[i].receive()
+
+    ts = [tasklet(ring)(i) for i in range(3)]
+    for _ in range(3):
+        assert stackless.run(1000, soft=True, totaltimeout=True) is None
+        assert stackless.getruncount() in (2, 3)
+    for t in ts:
+        t.kill()
 
 
 def test_totaltimeout():
@@ -1602,3 +1625,24 @@ def test_module_contents_like_stackless():
     assert stackless.debug is False and stackless.getdebug() is False
     assert stackless.uncollectables == [] and stackless.getuncollectables() == []
     assert stackless.get_thread_info() == (stackless.getmain(), stackless.getcurrent(), 1)
+
+
+def test_channel_attribute_types_are_checked():
+    c = channel()
+    with pytest.raises(TypeError, match="^preference must be set to an integer$"):
+        c.preference = 2.5
+    with pytest.raises(TypeError, match="^schedule_all must be set to a bool or integer$"):
+        c.schedule_all = None
+    c.preference, c.schedule_all = -7, -1
+    assert (c.preference, c.schedule_all) == (-1, 1)
+    assert type(c.schedule_all) is int
+
+
+def test_iterating_a_closed_channel_stops():
+    c = channel()
+    tasklet(c.send)(1)
+    stackless.run()
+    c.close()
+    assert list(c) == [1]           # the waiting sender's value, then the end
+    with pytest.raises(ValueError, match="closed channel"):
+        c.receive()
