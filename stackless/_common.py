@@ -45,6 +45,19 @@ def _own_module(namespace: dict) -> None:
 _own_module(globals())
 
 
+def _index(q: Any, t: Any) -> int:
+    """The position of ``t`` in the deque ``q`` by identity, or -1.
+
+    ``deque.index``/``remove`` would call ``__eq__`` of the other items,
+    which a subclass may define: no user code runs in the scheduler."""
+    i = 0
+    for x in q:
+        if x is t:
+            return i
+        i += 1
+    return -1
+
+
 class TaskletExit(SystemExit):
     """Raised in a tasklet to kill it (see :meth:`tasklet.kill`).
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from stackless._common import _NOARG, _at_most, _no_args, _one_arg, _own_module, bomb
 from stackless._preempt import _Preempt
-from stackless._switching import _leave, _switch, _take_tempval
+from stackless._switching import _leave, _recover, _switch, _take_tempval
 from stackless._threads import _ts
 
 if TYPE_CHECKING:
@@ -62,9 +62,13 @@ def schedule(retval: Any = None, *_more: Any) -> Any:
     if len(rq) > 1 or (pre is not None and pre.soft_due(cur)):
         if ts.trap:
             raise RuntimeError("switch_trap")
-        if rq[0] is cur:
-            rq.rotate(-1)
-        _switch(ts, cur, rq[0])
+        try:
+            if rq[0] is cur:
+                rq.rotate(-1)
+            _switch(ts, cur, rq[0])
+        except BaseException:
+            _recover(ts, cur)
+            raise
     return _take_tempval(cur)
 
 
@@ -115,15 +119,12 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
         pre.start()
     try:
         if rq and rq[0] is cur:
-            rq.popleft()
+            del rq[0]
             cur._scheduled = False
         if rq:
             _switch(ts, cur, rq[0])
-        elif entry in ts.watchdogs:
-            ts.watchdogs.remove(entry)
-            rq.appendleft(cur)
-            cur._scheduled = True
     finally:
+        ts.current = cur    # whatever surfaced here, cur runs
         if entry in ts.watchdogs:
             ts.watchdogs.remove(entry)
         if not cur._scheduled:

@@ -10,11 +10,10 @@ from typing import Any, Callable, Optional
 
 from stackless import _pickling
 from stackless._common import (TaskletExit, _NOARG, _OWN_GLOBALS, _PYPY, _RUNNING,
-                               _at_least_one, _at_most, _get_ident, _getframe,
+                               _at_least_one, _at_most, _get_ident, _getframe, _index,
                                _make_exception, _no_args, _one_arg, _own_module, bomb)
-from stackless._switching import _bootstrap, _switch, _take_tempval
-from stackless._threads import (_ThreadState, _lock, _register, _states, _ts,
-                                _unregister)
+from stackless._switching import _bootstrap, _recover, _switch, _take_tempval
+from stackless._threads import _ThreadState, _register, _states, _ts, _unregister
 
 if _PYPY:
     from stackless._common import _get_ctx, _set_ctx
@@ -168,13 +167,10 @@ class tasklet:
             raise RuntimeError("You cannot run an unbound(dead) tasklet")
         if not self._scheduled:
             ts = self._ts
-            if ts.thread_id == _get_ident():
-                ts.rq.append(self)
-                self._scheduled = True
-            else:
+            self._scheduled = True
+            ts.rq.append(self)
+            if ts.thread_id != _get_ident():
                 with ts.cond:
-                    ts.rq.append(self)
-                    self._scheduled = True
                     ts.cond.notify()
         return self
 
@@ -188,10 +184,9 @@ class tasklet:
         if self is ts.current:
             raise RuntimeError("The current tasklet cannot be removed.")
         if self._scheduled:
-            try:
-                ts.rq.remove(self)
-            except ValueError:
-                pass
+            i = _index(ts.rq, self)
+            if i >= 0:
+                del ts.rq[i]
             self._scheduled = False
         return self
 
@@ -222,15 +217,19 @@ class tasklet:
             raise RuntimeError("switch_trap")
         rq = ts.rq
         if not self._scheduled:
-            rq.append(self)
             self._scheduled = True
-        if pause:
-            rq.popleft()
+            rq.append(self)
+        if pause and rq[0] is cur:
+            del rq[0]
             cur._scheduled = False
-        i = rq.index(self)
-        if i:
-            rq.rotate(-i)
-        _switch(ts, cur, self)
+        try:
+            i = _index(rq, self)
+            if i:
+                rq.rotate(-i)
+            _switch(ts, cur, self)
+        except BaseException:
+            _recover(ts, cur)
+            raise
         return _take_tempval(cur)
 
     def kill(self, pending: bool = False, *_more: Any) -> None:
@@ -270,17 +269,12 @@ class tasklet:
         if self is ts.current:
             raise e
         b = bomb(type(e), e, tb)
+        if self._blocked:
+            self._channel._remove_waiter(self)
+        self._tempval = b
         if self._ts is not ts:
-            with _lock:
-                if self._blocked:
-                    self._channel._remove_waiter(self)
-            self._tempval = b
             self.insert()
             return None
-        if self._blocked:
-            with _lock:
-                self._channel._remove_waiter(self)
-        self._tempval = b
         if pending:
             if not self._scheduled:
                 ts.rq.append(self)
@@ -482,7 +476,7 @@ class tasklet:
         q = self._queue()
         if q is None:
             return None
-        i = q.index(self) + 1
+        i = _index(q, self) + 1
         if i < len(q):
             return q[i]
         return q[0] if q is self._ts.rq else None
@@ -493,7 +487,7 @@ class tasklet:
         q = self._queue()
         if q is None:
             return None
-        i = q.index(self)
+        i = _index(q, self)
         if i:
             return q[i - 1]
         return q[-1] if q is self._ts.rq else None

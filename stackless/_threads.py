@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import atexit
 import threading
-import _thread
 from collections import deque
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -23,7 +22,7 @@ class _ThreadState:
 
     __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "cond",
                  "trap", "idle", "timeout", "launch", "tasklet_tracing",
-                 "__weakref__")
+                 "pending", "__weakref__")
 
     def __init__(self) -> None:
         self.thread_id = _get_ident()
@@ -39,6 +38,9 @@ class _ThreadState:
         # True once a tasklet's trace_function or profile_function has been
         # assigned: from then on every switch swaps them (_tracing_out/in)
         self.tasklet_tracing = False
+        # an exception for main that landed where it could not be raised
+        # (after a dying tasklet switched away, see _bootstrap)
+        self.pending: Optional[BaseException] = None
         from stackless._tasklet import tasklet  # it needs _ts(): import late
         m = object.__new__(tasklet)
         m._init_fields(self)
@@ -53,7 +55,6 @@ class _ThreadState:
 
 _local = threading.local()
 _states: "dict[int, _ThreadState]" = {}
-_lock = _thread.allocate_lock()     # guards channel queues across threads
 
 
 def _new_ts() -> _ThreadState:
