@@ -1568,9 +1568,92 @@ def test_bind_thread_moves_unstarted_tasklet():
 def test_bind_thread_refuses_started_tasklet():
     t = tasklet(stackless.schedule_remove)()
     stackless.run()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="^bad thread$"):      # as in Stackless
+        t.bind_thread(12345)
+    t.bind_thread()             # its own thread: nothing to do
+    go, done = threading.Event(), threading.Event()
+    th = threading.Thread(target=lambda: (go.set(), done.wait()))
+    th.start()
+    go.wait()
+    try:
+        # a hard-switched stack cannot move to another thread
+        with pytest.raises(RuntimeError, match="has started"):
+            t.bind_thread(th.ident)
+    finally:
+        done.set()
+        th.join()
+    t.kill()
+
+
+def test_bind_thread_errors_like_stackless():
+    t = tasklet(lambda: None)()
+    with pytest.raises(OverflowError):
+        t.bind_thread(-2)
+    with pytest.raises(OverflowError):
+        t.bind_thread(1 << 70)
+    t.bind_thread()             # runnable, but already in this thread
+    with pytest.raises(RuntimeError, match="^can't \\(re\\)bind a runnable tasklet$"):
         t.bind_thread(12345)
     t.kill()
+
+
+def test_tasklets_of_another_thread():
+    # run() schedules a paused tasklet of another thread there, first in line;
+    # switch() refuses; once the thread is gone its tasklets report -1
+    box, ready, done = [], threading.Event(), threading.Event()
+    ran_in = []
+
+    def body():
+        ran_in.append(threading.get_ident())
+
+    def thread_main():
+        box.append(tasklet(body)().remove())
+        box.append(tasklet(body)().remove())
+        ready.set()
+        while not done.is_set():
+            stackless.run()
+            time.sleep(0.001)
+
+    th = threading.Thread(target=thread_main)
+    th.start()
+    ready.wait()
+    t1, t2 = box
+    with pytest.raises(RuntimeError, match="^can't switch to a different thread.$"):
+        t1.switch()
+    assert t1.run() is None
+    for _ in range(1000):
+        if ran_in:
+            break
+        time.sleep(0.005)
+    assert ran_in == [th.ident] and not t1.alive
+    assert stackless.getruncount() == 1
+    done.set()
+    th.join()
+    assert t1.thread_id == -1 and t2.thread_id == -1 and not t2.alive
+    with pytest.raises(RuntimeError, match="^tasklet has no thread$"):
+        t2.run()
+    with pytest.raises(RuntimeError, match="^tasklet has no thread$"):
+        t2.throw(ValueError, pending=True)
+    with pytest.raises(RuntimeError, match="^Target thread isn't initialized$"):
+        t2.insert()
+    t2.kill()                   # a dead tasklet: nothing to do
+    t2.bind_thread()
+    assert t2.thread_id == threading.get_ident()
+
+
+def test_get_thread_info_of_a_thread_without_tasklets():
+    go, done = threading.Event(), threading.Event()
+    th = threading.Thread(target=lambda: (go.set(), done.wait()))
+    th.start()
+    go.wait()
+    try:
+        main, current, runcount = stackless.get_thread_info(th.ident)
+        assert main is current and runcount == 1 and main.thread_id == th.ident
+    finally:
+        done.set()
+        th.join()
+    with pytest.raises(RuntimeError, match="^Thread id not found$"):
+        stackless.get_thread_info(th.ident)
 
 
 def test_coroutine_throw_and_getcurrent_inside():
