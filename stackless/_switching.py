@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from _continuation import continulet, permute
 
-from stackless._common import (TaskletExit, _DEADLOCK, _NOARG, _PYPY, _getframe, _index,
+from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG, _PYPY, _getframe, _index,
                                _no_args, _one_arg, _own_module, bomb)
 from stackless._threads import _ThreadState, _states, _unregister
 
@@ -284,7 +284,9 @@ def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
     A waiting ``run()`` is woken first (unless it asked for ``threadblock``);
     then, while other threads may send us work, this thread sleeps; otherwise
     the main tasklet is revived.  If the main tasklet is the one that leaves,
-    that is a deadlock and ``RuntimeError`` is raised in it.
+    or ``cur`` blocks on a channel while main is blocked too, that is a
+    deadlock and ``RuntimeError`` is raised in ``cur``.  A blocked main that
+    is revived (the last tasklet ended or paused) gets ``RuntimeError`` too.
     """
     rq = ts.rq
     while True:
@@ -308,12 +310,13 @@ def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
         _make_runnable_first(ts, wd)
         return wd
     m = ts.main
-    if m is cur:
+    if m is cur or (cur._blocked and m._blocked):
         raise RuntimeError(_DEADLOCK)
     blocked = m._blocked
     _make_runnable_first(ts, m)
     if blocked:
-        m._tempval = bomb(RuntimeError, RuntimeError(_DEADLOCK), None)
+        e = RuntimeError(_MAIN_RECEIVING if blocked < 0 else _MAIN_SENDING)
+        m._tempval = bomb(RuntimeError, e, None)
     return m
 
 
