@@ -29,7 +29,7 @@ static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate, *c_swi
 static PyObject *sched_dict, *chan_dict;
 static PyObject *local;             /* stackless._local (threading.local) */
 static PyObject *bomb_type, *continulet_type;
-static PyObject *py_bootstrap, *py_launch, *py_tracing_out, *py_tracing_in;
+static PyObject *py_bootstrap, *py_launch, *py_tracing_out, *py_tracing_in, *py_switch;
 static PyObject *py_send, *py_receive, *py_schedule, *py_recover, *py_leave,
                 *py_raise_pending, *py_not_started;
 static PyObject *s_ts, *s_switch, *s_rotate, *s_popleft, *s_append, *s_insert,
@@ -112,6 +112,12 @@ static int more_than_one(PyObject *d)
 
 static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
+    if (slot(ts, ts_timeout) != Py_None) {
+        /* under run(timeout) the Python switch decides whether a spent
+           soft timeout sends this switch to the waiting run() instead */
+        PyObject *args[3] = {ts, cur, nxt};
+        return discard(PyObject_Vectorcall(py_switch, args, 3, NULL));
+    }
     PyObject *cb = global(sched_dict, s_schedule_cb), *r;
     if (cb == NULL && PyErr_Occurred())
         return -1;
@@ -677,6 +683,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (py_bootstrap = need(ns, "_bootstrap")) == NULL || (py_launch = need(ns, "_launch")) == NULL
             || (py_tracing_out = need(ns, "_tracing_out")) == NULL
             || (py_tracing_in = need(ns, "_tracing_in")) == NULL
+            || (py_switch = need(ns, "_switch")) == NULL
             || (py_schedule = need(ns, "schedule")) == NULL
             || (py_recover = need(ns, "_recover")) == NULL || (py_leave = need(ns, "_leave")) == NULL
             || (py_raise_pending = need(ns, "_raise_pending")) == NULL

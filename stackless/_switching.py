@@ -42,7 +42,13 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
     other tasklet's continulet holds that tasklet's own stack; while a
     non-main tasklet X runs, X's continulet holds the main tasklet's stack.
     The three switch forms below keep that invariant.
+
+    Under ``run(timeout, soft=True)`` whose budget is spent, the switch goes
+    to the waiting ``run()`` instead, everything else staying as it is.
     """
+    pre = ts.timeout
+    if pre is not None and nxt is not pre.watchdog and pre.soft_due(cur):
+        nxt = pre.soft_interrupt(ts)
     if _schedule_cb is not None:
         _schedule_cb(cur, nxt)
     if ts.tasklet_tracing:

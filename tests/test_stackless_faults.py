@@ -266,35 +266,7 @@ def test_keyboardinterrupt_inside_a_channel_operation(kind):
     assert points > 3
 
 
-# -- deadlocks and closed channels (as Stackless 3.7 does them) ---------------
-
-def test_deadlock_is_raised_in_the_tasklet_that_blocks_last():
-    mc, seen = stackless.channel(), []
-
-    def task():
-        try:
-            stackless.channel().receive()
-        except RuntimeError as e:
-            seen.append(str(e))
-        mc.send("after the deadlock")
-    t = stackless.tasklet(task)()
-    assert mc.receive() == "after the deadlock"
-    assert seen == ["Deadlock: the last runnable tasklet cannot be blocked."]
-    stackless.run()
-    assert not t.alive and mc.balance == 0
-
-
-@pytest.mark.parametrize("op, message", [
-    ("receive", "the main tasklet is receiving without a sender available."),
-    ("send", "the main tasklet is sending without a receiver available.")])
-def test_main_blocked_when_the_last_tasklet_ends(op, message):
-    ch = stackless.channel()
-    stackless.tasklet(lambda: None)()
-    with pytest.raises(RuntimeError) as info:
-        ch.receive() if op == "receive" else ch.send(1)
-    assert str(info.value) == message
-    assert ch.balance == 0 and not stackless.getmain().blocked
-
+# -- closed channels (as Stackless 3.7 does them) ------------------------------
 
 def test_iterating_a_closing_channel_stops_when_no_sender_is_left():
     ch = stackless.channel()
@@ -319,17 +291,3 @@ def test_iterating_a_closing_channel_stops_when_no_sender_is_left():
     with pytest.raises(StopIteration):
         next(ch)
     receiver.kill()
-
-
-def test_channel_preference_and_schedule_all_take_integers_only():
-    ch = stackless.channel()
-    for value, expected in ((5, 1), (-7, -1), (0, 0), (True, 1)):
-        ch.preference = value
-        assert ch.preference == expected
-    with pytest.raises(TypeError, match="preference must be set to an integer"):
-        ch.preference = 2.5
-    ch.schedule_all = 5
-    assert ch.schedule_all == 1
-    with pytest.raises(TypeError, match="must be set to a bool or integer"):
-        ch.schedule_all = "yes"
-    assert ch.preference == 1 and ch.schedule_all == 1
