@@ -122,9 +122,17 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
     if (cb == NULL && PyErr_Occurred())
         return -1;
     if (cb != NULL) {
+        /* its error does not stop the switch (as in Stackless) */
         PyObject *args[2] = {cur, nxt};
-        if (discard(PyObject_Vectorcall(cb, args, 2, NULL)) < 0)
-            return -1;
+        r = PyObject_Vectorcall(cb, args, 2, NULL);
+        if (r == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return -1;
+            PyObject *where = PyUnicode_FromString("Error in scheduling callback");
+            PyErr_WriteUnraisable(where);
+            Py_XDECREF(where);
+        }
+        Py_XDECREF(r);
     }
     int tracing = slot_true(ts, ts_tracing);
     if (tracing < 0)

@@ -50,7 +50,7 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
     if pre is not None and nxt is not pre.watchdog and pre.soft_due(cur):
         nxt = pre.soft_interrupt(ts)
     if _schedule_cb is not None:
-        _schedule_cb(cur, nxt)
+        _call_schedule_cb(cur, nxt)
     if ts.tasklet_tracing:
         _tracing_out(ts, cur)
     ts.current = nxt
@@ -93,6 +93,40 @@ def _raise_pending(ts: _ThreadState) -> None:
     switched away (see _bootstrap)."""
     e, ts.pending = ts.pending, None
     raise e
+
+
+def _call_schedule_cb(prev: "tasklet", nxt: "tasklet") -> None:
+    """Call the schedule callback in ``prev``, before the switch.  As in
+    Stackless, its exception does not stop the switch: it is reported as
+    unraisable ("Error in scheduling callback")."""
+    try:
+        _schedule_cb(prev, nxt)
+    except Exception as e:
+        _write_unraisable(e, "Error in scheduling callback")
+
+
+_hook_args_type: Any = None
+
+
+def _write_unraisable(e: BaseException, where: str) -> None:
+    """Report ``e`` through ``sys.unraisablehook`` as C code reports an
+    error it cannot raise (``PyErr_WriteUnraisable(where)``)."""
+    global _hook_args_type
+    if _hook_args_type is None:
+        # the hook's argument type is not exposed: take it from one report
+        seen: list = []
+        hook, sys.unraisablehook = sys.unraisablehook, seen.append
+
+        class _Probe:
+            def __del__(self) -> None:
+                raise RuntimeError
+
+        try:
+            _Probe()
+        finally:
+            sys.unraisablehook = hook
+        _hook_args_type = type(seen[0])
+    sys.unraisablehook(_hook_args_type((type(e), e, e.__traceback__, None, where)))
 
 
 def _tracing_out(ts: _ThreadState, cur: "tasklet") -> None:
@@ -167,9 +201,9 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
             error = e
     try:
         if _schedule_cb is not None:
-            _schedule_cb(self, nxt)
+            _call_schedule_cb(self, nxt)
     except BaseException:
-        pass
+        pass    # (an asynchronous exception here has nowhere to go)
     # From here on no call may come before the switch: nxt is current.
     ts.current = nxt
     if _PYPY:
