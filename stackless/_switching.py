@@ -188,6 +188,7 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     # gets it.  _finish is idempotent, so it is simply run again.
     nxt = None
     handler = _error_handler
+    tries = 0
     while nxt is None:
         try:
             if error is not None and handler is not None:
@@ -199,6 +200,13 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
             error = None
         except BaseException as e:  # the handler failed, or an async exception
             error = e
+            tries += 1
+            if tries > 3:
+                # not an interruption: a tasklet the GC has cleared, while
+                # the interpreter finalizes.  Never spin: end the stack.
+                if not sys.is_finalizing():
+                    _write_unraisable(e, "Error in tasklet end")
+                return None
     try:
         if _schedule_cb is not None:
             _call_schedule_cb(self, nxt)

@@ -312,3 +312,33 @@ def test_schedule_callback_error_is_unraisable_and_the_switch_goes_on(monkeypatc
         assert r.exc_type is ZeroDivisionError and str(r.exc_value) == "callback"
         assert r.object == "Error in scheduling callback" and r.err_msg is None
     assert_consistent()
+
+
+# -- interpreter exit -------------------------------------------------------
+
+STUBBORN = """
+import stackless
+def stubborn(how):
+    while True:
+        try:
+            if how == "remove":
+                stackless.schedule_remove()
+            elif how == "schedule":
+                stackless.schedule()
+            else:
+                stackless.channel().receive()
+        except TaskletExit:
+            pass
+for how in ("remove", "schedule", "block", "block"):
+    stackless.tasklet(stubborn)(how)
+stackless.schedule()
+print("script ends", flush=True)
+"""
+
+
+def test_interpreter_exit_never_spins_on_tasklets_that_refuse_to_die():
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", STUBBORN], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "script ends\n" and out.stderr == ""
