@@ -248,10 +248,13 @@ def _finish(ts: _ThreadState, self: "tasklet",
     self._alive = False
     _unregister(self)
     if error is not None:
-        # An uncaught exception is re-raised in the main tasklet.
-        m = ts.main
+        # An uncaught exception is re-raised in the innermost waiting
+        # run() (a "watchdog"), else in the main tasklet.
+        b = bomb(type(error), error, error.__traceback__)
+        wds = ts.watchdogs
+        m = wds[-1][0] if wds else ts.main
         _make_runnable_first(ts, m)
-        m._tempval = bomb(type(error), error, error.__traceback__)
+        m._tempval = b
         return m
     if rq:
         return rq[0]

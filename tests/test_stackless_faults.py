@@ -342,3 +342,23 @@ def test_interpreter_exit_never_spins_on_tasklets_that_refuse_to_die():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "script ends\n" and out.stderr == ""
+
+
+def test_uncaught_error_goes_to_the_innermost_waiting_run():
+    ch, log = stackless.channel(), []
+
+    def failing():
+        raise LookupError("in a tasklet")
+
+    def runner():
+        stackless.tasklet(failing)()
+        try:
+            stackless.run()
+        except LookupError as e:
+            log.append(str(e))
+        ch.send("runner done")
+    stackless.tasklet(runner)()
+    assert ch.receive() == "runner done"     # main, blocked meanwhile, gets nothing
+    stackless.run()
+    assert log == ["in a tasklet"]
+    assert_consistent(ch)
