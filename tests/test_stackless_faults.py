@@ -362,3 +362,22 @@ def test_uncaught_error_goes_to_the_innermost_waiting_run():
     stackless.run()
     assert log == ["in a tasklet"]
     assert_consistent(ch)
+
+
+def test_waking_an_outer_run_directly_ends_the_runs_nested_in_it():
+    log = []
+
+    def waker():
+        stackless.getmain().run()       # main's run() ends here
+        log.append("waker")
+
+    def nested():
+        stackless.tasklet(waker)()
+        stackless.run()                 # ends too: nested goes back to the queue
+        log.append("nested")
+    t = stackless.tasklet(nested)()
+    stackless.run()
+    assert log == [] and t.scheduled and not t.blocked
+    assert stackless.getruncount() == 3
+    stackless.run()
+    assert log == ["waker", "nested"] and not t.alive
