@@ -205,8 +205,9 @@ def _finish(ts: _ThreadState, self: "tasklet",
     self._alive = False
     _unregister(self)
     if error is not None:
-        # An uncaught exception is re-raised in the main tasklet.
-        m = ts.main
+        # An uncaught exception is re-raised in the innermost waiting run()
+        # (its "watchdog"), else in the main tasklet, as in Stackless.
+        m = ts.watchdogs[-1][0] if ts.watchdogs else ts.main
         _make_runnable_first(ts, m)
         m._tempval = bomb(type(error), error, error.__traceback__)
         return m

@@ -1759,3 +1759,65 @@ def test_iterating_a_closed_channel_stops():
     assert list(c) == [1]           # the waiting sender's value, then the end
     with pytest.raises(ValueError, match="closed channel"):
         c.receive()
+
+
+def test_uncaught_error_goes_to_the_innermost_run():
+    got = []
+
+    def bad():
+        raise KeyError("inner")
+
+    def runner():
+        tasklet(bad)()
+        try:
+            stackless.run()
+        except KeyError as e:
+            got.append(e.args)
+
+    tasklet(runner)()
+    stackless.run()             # as in Stackless: the outer run() sees nothing
+    assert got == [("inner",)]
+
+
+def test_waking_an_outer_run_by_hand_ends_the_inner_ones():
+    out = []
+
+    def wake_main():
+        stackless.getmain().run()
+        out.append("wake_main")
+
+    def runner():
+        tasklet(wake_main)()
+        stackless.run()
+        out.append("inner run returned")
+
+    tasklet(runner)()
+    stackless.run()
+    # main's run() returned; the run() nested in it is runnable again
+    assert out == [] and stackless.getruncount() == 3
+    stackless.run()
+    assert out == ["wake_main", "inner run returned"]
+
+
+def test_nested_timeouts_interrupt_the_outermost_run():
+    order = []
+
+    def spin():
+        while True:
+            for _ in range(50):
+                pass
+            stackless.schedule()
+
+    def runner(depth):
+        if depth:
+            tasklet(runner)(depth - 1)
+        with stackless.atomic():
+            stackless.run(500, totaltimeout=True)
+            order.append(depth)
+        for t in spinners:
+            t.kill()
+
+    spinners = [tasklet(spin)(), tasklet(spin)()]
+    tasklet(runner)(2)
+    stackless.run()
+    assert order[0] == 2 and sorted(order) == [0, 1, 2]
