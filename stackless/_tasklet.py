@@ -328,7 +328,7 @@ class tasklet:
         """Move an unstarted, unscheduled tasklet to another thread."""
         if _more:
             raise _at_most("bind_thread", 1, _more)
-        if thread_id is None:
+        if thread_id is None or thread_id == -1:
             thread_id = _get_ident()
         elif not isinstance(thread_id, int):
             raise TypeError("thread_id must be an integer")

@@ -1622,6 +1622,7 @@ def test_bind_thread_errors_like_stackless():
     with pytest.raises(OverflowError):
         t.bind_thread(1 << 70)
     t.bind_thread()             # runnable, but already in this thread
+    t.bind_thread(-1)           # -1 is this thread too
     with pytest.raises(RuntimeError, match="^can't \\(re\\)bind a runnable tasklet$"):
         t.bind_thread(12345)
     t.kill()
