@@ -122,9 +122,17 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
     if (cb == NULL && PyErr_Occurred())
         return -1;
     if (cb != NULL) {
+        /* its error does not stop the switch (as in Stackless) */
         PyObject *args[2] = {cur, nxt};
-        if (discard(PyObject_Vectorcall(cb, args, 2, NULL)) < 0)
-            return -1;
+        r = PyObject_Vectorcall(cb, args, 2, NULL);
+        if (r == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return -1;
+            PyObject *where = PyUnicode_FromString("Error in scheduling callback");
+            PyErr_WriteUnraisable(where);
+            Py_XDECREF(where);
+        }
+        Py_XDECREF(r);
     }
     int tracing = slot_true(ts, ts_tracing);
     if (tracing < 0)
@@ -244,6 +252,21 @@ static PyObject *take_tempval(PyObject *t, int clear)
     return v;
 }
 
+/* _recover(ts, cur) after an error; returns -1 with the error kept */
+static int recover(PyObject *ts, PyObject *cur)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *args[2] = {ts, cur};
+    PyObject *r = PyObject_Vectorcall(py_recover, args, 2, NULL);
+    /* a second error (a second signal) does not replace the first */
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+    return -1;
+}
+
 /* --- schedule(retval=None) ------------------------------------------------- */
 
 static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t nargs,
@@ -277,11 +300,15 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
             Py_CLEAR(nxt);
             if (discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0)
                 goto done;
-            if ((nxt = PySequence_GetItem(rq, 0)) == NULL)
+            if ((nxt = PySequence_GetItem(rq, 0)) == NULL) {
+                recover(ts, cur);
                 goto done;
+            }
         }
-        if (do_switch(ts, cur, nxt) < 0)
+        if (do_switch(ts, cur, nxt) < 0) {
+            recover(ts, cur);
             goto done;
+        }
     }
     result = take_tempval(cur, 0);
 done:
@@ -302,21 +329,6 @@ done:
  * consistent (a __del__ may use channels).  With the GIL held no lock is
  * needed.  If the switch that follows fails, _recover() makes the running
  * tasklet current again and takes it off the channel. */
-
-/* _recover(ts, cur) after an error; returns -1 with the error kept */
-static int recover(PyObject *ts, PyObject *cur)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *args[2] = {ts, cur};
-    PyObject *r = PyObject_Vectorcall(py_recover, args, 2, NULL);
-    /* a second error (a second signal) does not replace the first */
-    if (r == NULL)
-        PyErr_Clear();
-    Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
-    return -1;
-}
 
 /* The slot's old value, replaced by v: the caller drops it later. */
 static PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)

@@ -241,8 +241,8 @@ class channel:
     def __next__(self, *_more: Any) -> Any:
         if _more:
             raise _no_args("__next__", _more)
-        if self._closing and self._balance == 0:
-            raise StopIteration
+        if self._closing and self._balance <= 0:
+            raise StopIteration     # no sender left to receive from
         return self.receive()
 
     # -- attributes -----------------------------------------------------------
@@ -294,7 +294,7 @@ class channel:
 
     @property
     def schedule_all(self) -> int:
-        """When 1, every channel operation lets the next tasklet run."""
+        """1 when every channel operation lets the next tasklet run, else 0."""
         return self._schedule_all
 
     @schedule_all.setter
