@@ -130,14 +130,16 @@ def test_schedule_callback():
 
 def test_channel_callback():
     seen = []
-    stackless.set_channel_callback(lambda *a: seen.append(a))
+    stackless.set_channel_callback(lambda *a: seen.append(a + (a[1].tempval,)))
     assert stackless.get_channel_callback() is not None
     ch = channel()
     t = tasklet(ch.receive)()
     stackless.run()
     ch.send(3)
     stackless.set_channel_callback(None)
-    assert seen == [(ch, t, False, True), (ch, stackless.main, True, False)]
+    # as in Stackless: int flags, and the sender holds the value in tempval
+    assert seen == [(ch, t, 0, 1, None), (ch, stackless.main, 1, 0, 3)]
+    assert all(type(x) is int for s in seen for x in s[2:4])
 
 
 def test_switch_trap():
