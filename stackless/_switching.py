@@ -301,23 +301,6 @@ def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> None:
             break
 
 
-def _end_watchdogs(ts: _ThreadState, t: "tasklet") -> None:
-    """``t`` waits in ``run()`` and is resumed directly (``t.run()``): its
-    ``run()`` ends, and so do the ``run()`` calls nested above it, whose
-    tasklets go back to the end of the run queue (as in Stackless)."""
-    wds = ts.watchdogs
-    i = len(wds) - 1
-    while i >= 0 and wds[i][0] is not t:
-        i -= 1
-    if i < 0:
-        return
-    inner = [w for w, _ in wds[i + 1:] if not w._scheduled and w._alive]
-    ts.rq.extend(inner)
-    del wds[i:]
-    for w in inner:
-        w._scheduled = True
-
-
 def _recover(ts: _ThreadState, cur: "tasklet") -> None:
     """An exception surfaced in the running tasklet ``cur`` in the middle of
     a scheduler operation (an error, a callback's, a signal handler's or a
