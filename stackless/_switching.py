@@ -125,8 +125,14 @@ def _write_unraisable(e: BaseException, where: str) -> None:
             _Probe()
         finally:
             sys.unraisablehook = hook
-        _hook_args_type = type(seen[0])
-    sys.unraisablehook(_hook_args_type((type(e), e, e.__traceback__, None, where)))
+        # (PyPy runs __del__ later: then there is no such type to use)
+        _hook_args_type = type(seen[0]) if seen else False
+    if _hook_args_type:
+        sys.unraisablehook(_hook_args_type((type(e), e, e.__traceback__, None, where)))
+    else:
+        import traceback
+        print("Exception ignored in: %r" % where, file=sys.stderr)
+        traceback.print_exception(type(e), e, e.__traceback__)
 
 
 def _tracing_out(ts: _ThreadState, cur: "tasklet") -> None:
