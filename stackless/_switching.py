@@ -112,6 +112,10 @@ def _write_unraisable(e: BaseException, where: str) -> None:
     """Report ``e`` through ``sys.unraisablehook`` as C code reports an
     error it cannot raise (``PyErr_WriteUnraisable(where)``)."""
     global _hook_args_type
+    if _PYPY:
+        from __pypy__ import write_unraisable  # type: ignore
+        write_unraisable("Exception ignored in", e, where)
+        return
     if _hook_args_type is None:
         # the hook's argument type is not exposed: take it from one report
         seen: list = []
@@ -125,14 +129,8 @@ def _write_unraisable(e: BaseException, where: str) -> None:
             _Probe()
         finally:
             sys.unraisablehook = hook
-        # (PyPy runs __del__ later: then there is no such type to use)
-        _hook_args_type = type(seen[0]) if seen else False
-    if _hook_args_type:
-        sys.unraisablehook(_hook_args_type((type(e), e, e.__traceback__, None, where)))
-    else:
-        import traceback
-        print("Exception ignored in: %r" % where, file=sys.stderr)
-        traceback.print_exception(type(e), e, e.__traceback__)
+        _hook_args_type = type(seen[0])
+    sys.unraisablehook(_hook_args_type((type(e), e, e.__traceback__, None, where)))
 
 
 def _tracing_out(ts: _ThreadState, cur: "tasklet") -> None:
