@@ -114,7 +114,7 @@ def _write_unraisable(e: BaseException, where: str) -> None:
     global _hook_args_type
     if _PYPY:
         from __pypy__ import write_unraisable  # type: ignore
-        write_unraisable("Exception ignored in", e, where)
+        write_unraisable("in", e, where)     # its message: "Exception ignored in"
         return
     if _hook_args_type is None:
         # the hook's argument type is not exposed: take it from one report
