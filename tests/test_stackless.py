@@ -1897,3 +1897,21 @@ def test_trace_function_of_a_dead_or_unbound_tasklet():
             t.trace_function = lambda *a: None
         with pytest.raises(RuntimeError, match="^tasklet is not alive$"):
             t.profile_function = lambda *a: None
+
+
+def test_a_foreign_thread_leaves_no_dummy_thread():
+    import _thread
+    done = threading.Event()
+    box = []
+
+    def body():
+        box.append(stackless.getcurrent().is_main)
+        done.set()
+
+    before = threading.active_count()
+    _thread.start_new_thread(body, ())
+    done.wait()
+    time.sleep(0.05)
+    assert box == [True]
+    assert threading.active_count() == before
+    assert not any(isinstance(t, threading._DummyThread) for t in threading.enumerate())
