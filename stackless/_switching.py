@@ -112,6 +112,10 @@ def _write_unraisable(e: BaseException, where: str) -> None:
     """Report ``e`` through ``sys.unraisablehook`` as C code reports an
     error it cannot raise (``PyErr_WriteUnraisable(where)``)."""
     global _hook_args_type
+    if _PYPY:
+        from __pypy__ import write_unraisable  # type: ignore
+        write_unraisable("in", e, where)     # its message: "Exception ignored in"
+        return
     if _hook_args_type is None:
         # the hook's argument type is not exposed: take it from one report
         seen: list = []
@@ -202,6 +206,7 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     # gets it.  _finish is idempotent, so it is simply run again.
     nxt = None
     handler = _error_handler
+    tries = 0
     while nxt is None:
         try:
             if error is not None and handler is not None:
@@ -213,6 +218,13 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
             error = None
         except BaseException as e:  # the handler failed, or an async exception
             error = e
+            tries += 1
+            if tries > 3:
+                # not an interruption: a tasklet the GC has cleared, while
+                # the interpreter finalizes.  Never spin: end the stack.
+                if not sys.is_finalizing():
+                    _write_unraisable(e, "Error in tasklet end")
+                return None
     try:
         if _schedule_cb is not None:
             _call_schedule_cb(self, nxt)
@@ -254,11 +266,13 @@ def _finish(ts: _ThreadState, self: "tasklet",
     self._alive = False
     _unregister(self)
     if error is not None:
-        # An uncaught exception is re-raised in the innermost waiting run()
-        # (its "watchdog"), else in the main tasklet, as in Stackless.
-        m = ts.watchdogs[-1][0] if ts.watchdogs else ts.main
+        # An uncaught exception is re-raised in the innermost waiting
+        # run() (a "watchdog"), else in the main tasklet.
+        b = bomb(type(error), error, error.__traceback__)
+        wds = ts.watchdogs
+        m = wds[-1][0] if wds else ts.main
         _make_runnable_first(ts, m)
-        m._tempval = bomb(type(error), error, error.__traceback__)
+        m._tempval = b
         return m
     if rq:
         return rq[0]

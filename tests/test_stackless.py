@@ -729,8 +729,7 @@ def test_trace_and_profile_function_attributes():
     t.profile_function = repr
     assert t.trace_function is print and t.profile_function is repr
     assert stackless.getcurrent().trace_function is sys.gettrace()
-    t.trace_function = t.profile_function = None
-    t.kill()
+    t.trace_function = t.profile_function = None    # before the fixture kills it
 
 
 def _in_own_thread(fn):
