@@ -275,7 +275,10 @@ def _launch(ts: _ThreadState, g: "greenlet", run: Callable[..., Any],
         call = run
     else:
         call = _partial(ctx.run, run)
-    if kwargs:
+    if ts.trace is not None:
+        # the tracer's 'switch' event runs in the new greenlet, before run
+        c.r = _partial(_traced_start, c, call, args, kwargs)
+    elif kwargs:
         c.r = _partial(call, *args, **kwargs)
     else:
         c.r = _partial(call, *args)
@@ -290,13 +293,13 @@ def _start_run(ts: _ThreadState, g: "greenlet") -> Any:
     """Read ``g.run`` before starting ``g``, as the C greenlet does.
 
     The read goes through ``getattr`` and may run any code, switches
-    included.  Returns the callable, or None if ``g`` was started meanwhile
-    (then it is switched to as a started greenlet).  Raises what the read
+    included.  Returns the callable, or _NO_RUN if ``g`` was started
+    meanwhile (then it is switched to as a started greenlet).  Raises what the read
     raises, or ``error`` if ``g`` now belongs to another thread; ``g`` then
     stays unstarted."""
     run = g.run  # AttributeError('run') leaves g unstarted, as greenlet does
     if _state(g) != _UNSTARTED:
-        return None
+        return _NO_RUN
     _check_thread(ts, g)
     return run
 
@@ -314,7 +317,7 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     While suspended here, no frame of this module holds the greenlet that
     is leaving: dropping its last reference must kill it at once.
     """
-    run = None
+    run = _NO_RUN
     while True:
         state = _state(target)
         if state == _ACTIVE:
@@ -330,12 +333,12 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
                 args, kwargs, exc = (), None, e
                 target = _parent(target)
                 continue
-            if run is None:
+            if run is _NO_RUN:
                 continue  # started by the read of its run: a plain switch
             if exc is None:
                 break
             # Throwing into an unstarted greenlet: it starts and dies at once.
-            run = None
+            run = _NO_RUN
             target._gl_state = _DEAD
             target._gl_run = _NO_RUN
             target._gl_ts = ts
@@ -358,18 +361,12 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     cur = None
     ts.origin = origin if ts.slow else None
     origin = None
-    launching = run is not None
+    launching = run is not _NO_RUN
     try:
         if launching:
             c = _launch(ts, target, run, args, kwargs)
             ts.current = target
             ts.throwing = False
-            if ts.trace is not None:
-                e = _trace_launch(ts, target)
-                if e is not None:
-                    if isinstance(e, GreenletExit):
-                        return _leap(ts, mc, target, _parent(target), (e,), None, None)
-                    return _leap(ts, mc, target, _parent(target), (), None, e)
             value = mc.switch(None, to=c)
         elif exc is None:
             ts.current = target
@@ -394,23 +391,22 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     return value, None
 
 
-def _trace_launch(ts: _ThreadState, g: "greenlet") -> Optional[BaseException]:
-    """The tracer's 'switch' event into ``g``, which is about to start.
+def _traced_start(c: _Cont, run: Callable[..., Any], args: tuple,
+                  kwargs: Optional[dict]) -> Any:
+    """The start of a greenlet launched while a tracer is set.
 
-    The C greenlet calls the tracer in the new greenlet: if it raises, the
-    greenlet dies of that exception without running, the exception goes to
-    its parent and the tracer is removed.  Returns that exception, after
-    doing the rest, or None."""
-    try:
-        ts.trace("switch", (ts.origin, g))
-    except BaseException as e:
-        ts.trace = None
-        ts.slow = bool(ts.kills)
-        ts.origin = None
-        g._gl_finish()
-        return e
-    ts.origin = None
-    return None
+    As in the C greenlet, the tracer sees the 'switch' event in the new
+    greenlet, before ``run``: it may switch elsewhere and come back.  If
+    it raises, the greenlet dies of that exception without running (its
+    parent gets it) and the tracer is removed.  This frame sits below
+    ``run`` only in this case."""
+    value, exc = _after(_tls.ts, c, None, None)
+    if exc is not None:
+        try:
+            raise exc
+        finally:
+            exc = None
+    return run(*args, **(kwargs or {}))
 
 
 def _after(ts: _ThreadState, mc: continulet, value: Any,
