@@ -50,6 +50,7 @@ GREENLET_USE_STANDARD_THREADING = True
 CLOCKS_PER_SEC = 1000000
 
 _getframe = sys._getframe
+_is_finalizing = sys.is_finalizing
 _Context = contextvars.Context
 _partial = functools.partial
 _call = operator.call
@@ -854,7 +855,13 @@ class greenlet(_Instance):
 
 
 def getcurrent() -> greenlet:
-    """The greenlet running in the calling thread."""
+    """The greenlet running in the calling thread.
+
+    Raises RuntimeError once the interpreter is finalizing (from a
+    ``__del__`` run by its last collections, say), as the C greenlet does:
+    the greenlets' thread state may be gone by then."""
+    if _is_finalizing():
+        raise RuntimeError("greenlet is being finalized")
     ts = _tls.ts
     if ts is None:
         ts = _thread_state()
@@ -896,6 +903,29 @@ _class_api()
 _state = vars(greenlet)["_gl_state"].__get__
 _parent = vars(greenlet)["_gl_parent"].__get__
 _ts_of = vars(greenlet)["_gl_ts"].__get__
+
+
+class UnswitchableGreenlet(greenlet):
+    """The C greenlet's test hook (``greenlet._greenlet``, which is this
+    module under the emulation): a greenlet whose stack switch can be made
+    to fail.  ``force_switch_error`` fails it before anything changed (a
+    SystemError; the greenlet stays usable), ``force_slp_switch_error``
+    in the middle, which no interpreter survives: the process aborts with
+    a fatal error, as with the C greenlet."""
+
+    force_switch_error = False
+    force_slp_switch_error = False
+
+    def switch(self, *args: Any, **kwargs: Any) -> Any:
+        if self.force_slp_switch_error:
+            os.write(2, b"Fatal Python error: greenlet: failed to switch stacks\n")
+            os.abort()
+        if self.force_switch_error:
+            if _state(self) == _UNSTARTED:
+                raise SystemError("Failed to switch stacks into a greenlet "
+                                  "for the first time.")
+            raise SystemError("Failed to switch stacks into a running greenlet.")
+        return greenlet.switch(self, *args, **kwargs)
 
 
 def enable_optional_cleanup(enabled: bool) -> None:
