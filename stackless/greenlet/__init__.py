@@ -560,7 +560,8 @@ class greenlet(_Instance):
             values[key] = value
         parent = values.get("parent")
         if "run" in values:  # greenlet(run=None) has a run: None
-            self.run = values["run"]
+            # the slot itself, as in C: a subclass's run method still wins
+            _set_run(self, values["run"])
         if parent is not None:
             self.parent = parent
 
@@ -903,6 +904,7 @@ _class_api()
 _state = vars(greenlet)["_gl_state"].__get__
 _parent = vars(greenlet)["_gl_parent"].__get__
 _ts_of = vars(greenlet)["_gl_ts"].__get__
+_set_run = vars(greenlet)["run"].fset
 
 
 class UnswitchableGreenlet(greenlet):
@@ -938,6 +940,11 @@ def get_clocks_used_doing_optional_cleanup() -> Optional[int]:
 
 
 from ._activate import install, uninstall  # noqa: E402
+
+#: ``greenlet._greenlet``, the C greenlet's extension module, is an
+#: attribute of the package once ``greenlet`` is imported; here both
+#: names are this module (see install()).
+_greenlet = sys.modules[__name__]
 
 from . import _activate as _activate_module  # noqa: E402
 from . import _hide  # noqa: E402
