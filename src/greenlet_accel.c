@@ -17,6 +17,7 @@
 #include <structmember.h>
 #include <stdint.h>
 #include "slots.h"
+#include "greenlet_capi.h"
 
 static PyObject *local;                 /* the module's _tls (a _thread._local) */
 static PyObject *greenlet_type, *cont_type, *switch_descr, *kw_to, *s_ts, *s_switch;
@@ -262,7 +263,14 @@ fail:
     return NULL;
 }
 
+static PyObject *c_api(PyObject *mod, PyObject *ns)
+{
+    return greenlet_capi_capsule(ns);
+}
+
 static PyMethodDef methods[] = {
+    {"c_api", c_api, METH_O,
+     "c_api(globals): the greenlet._C_API capsule (greenlet's C API) for stackless.greenlet."},
     {"install", install, METH_O,
      "install(globals): replace greenlet.switch and getcurrent() with the C versions."},
     {"getcurrent", getcurrent, METH_NOARGS, "The greenlet running in the calling thread (C version)."},

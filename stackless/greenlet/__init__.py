@@ -982,3 +982,21 @@ def _install_accel() -> bool:
 
 
 _accelerated = _install_accel()
+
+
+def _c_api() -> Any:
+    """greenlet's C API (``greenlet._C_API``, for PyGreenlet_Import()),
+    from the C extension, in both modes: its functions call this module's
+    Python API.  None where the extension is missing (PyPy)."""
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        import _greenlet_accel  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return _greenlet_accel.c_api(globals())
+
+
+_C_API = _c_api()
+if _C_API is None:
+    del _C_API
