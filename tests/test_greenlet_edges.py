@@ -202,6 +202,26 @@ def test_run_none_is_a_value_and_subclass_run_still_wins(gl):
     assert Sub(None, gl.getcurrent()).switch() == "method"
 
 
+def test_unused_run_callable_is_released_in_the_new_greenlet(gl):
+    main = gl.getcurrent()
+    log = []
+
+    class RunCallable:
+        def __del__(self):
+            log.append(("del", gl.getcurrent() is g))
+            main.switch("from __del__")
+
+    class G(gl.greenlet):
+        def __getattribute__(self, name):
+            if name == "run":
+                return lambda: log.append("run")
+            return gl.greenlet.__getattribute__(self, name)
+    g = G(RunCallable())
+    assert g.switch() == "from __del__"     # before run, from inside g
+    assert log == [("del", True)]
+    assert g.switch() is None and log == [("del", True), "run"] and g.dead
+
+
 # -- kills ---------------------------------------------------------------------------
 
 def test_parent_is_restored_after_a_kill(gl):

@@ -276,16 +276,21 @@ def _launch(ts: _ThreadState, g: "greenlet", run: Callable[..., Any],
         call = run
     else:
         call = _partial(ctx.run, run)
-    if ts.trace is not None:
+    stored = g._gl_run
+    g._gl_run = _NO_RUN
+    if stored is not _NO_RUN and stored is not run:
+        # run came from elsewhere (a __getattribute__): the stored one is
+        # dropped in the new greenlet, where its __del__ may switch
+        c.r = _partial(_guarded_start, c, [stored], call, args, kwargs)
+    elif ts.trace is not None:
         # the tracer's 'switch' event runs in the new greenlet, before run
-        c.r = _partial(_traced_start, c, call, args, kwargs)
+        c.r = _partial(_guarded_start, c, [], call, args, kwargs)
     elif kwargs:
         c.r = _partial(call, *args, **kwargs)
     else:
         c.r = _partial(call, *args)
     g._gl_c = c
     g._gl_ts = ts
-    g._gl_run = _NO_RUN
     g._gl_state = _ACTIVE
     return c
 
@@ -392,15 +397,18 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     return value, None
 
 
-def _traced_start(c: _Cont, run: Callable[..., Any], args: tuple,
-                  kwargs: Optional[dict]) -> Any:
-    """The start of a greenlet launched while a tracer is set.
+def _guarded_start(c: _Cont, stored: list, run: Callable[..., Any], args: tuple,
+                   kwargs: Optional[dict]) -> Any:
+    """The start of a greenlet that runs code of its own before ``run``.
 
-    As in the C greenlet, the tracer sees the 'switch' event in the new
-    greenlet, before ``run``: it may switch elsewhere and come back.  If
-    it raises, the greenlet dies of that exception without running (its
-    parent gets it) and the tracer is removed.  This frame sits below
-    ``run`` only in this case."""
+    As in the C greenlet, in the new greenlet: the run callable stored in
+    the greenlet but not used (``stored``) is released, and its
+    ``__del__`` may switch away; the tracer sees the 'switch' event, and
+    may switch elsewhere and come back.  If the tracer raises, the greenlet
+    dies of that exception without running (its parent gets it) and the
+    tracer is removed.  This frame sits below ``run`` only in these two
+    cases."""
+    stored.clear()
     value, exc = _after(_tls.ts, c, None, None)
     if exc is not None:
         try:
