@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from test_greenlet import IMPLS, suspended  # noqa: F401  (same oracle set-up)
+from test_greenlet import IMPLS  # the same oracle set-up
 
 
 @pytest.fixture(params=IMPLS)
