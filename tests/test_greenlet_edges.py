@@ -222,6 +222,14 @@ def test_unused_run_callable_is_released_in_the_new_greenlet(gl):
     assert g.switch() is None and log == [("del", True), "run"] and g.dead
 
 
+def test_switch_method_as_run(gl):
+    main = gl.getcurrent()
+    g = gl.greenlet(main.switch)
+    assert g.switch("hop") == "hop"       # run is main.switch itself
+    assert g and g.gr_frame is None       # no frame of its own below switch
+    assert g.switch("back") == "back" and g.dead   # run returns it
+
+
 # -- kills ---------------------------------------------------------------------------
 
 def test_parent_is_restored_after_a_kill(gl):

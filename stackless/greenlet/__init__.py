@@ -415,7 +415,10 @@ class greenlet(_Attributes):
             if cur is self:
                 return args[0] if len(args) == 1 else args
             mc = cur._gl_c
-            cur._gl_top = _getframe(1)
+            try:
+                cur._gl_top = _getframe(1)
+            except ValueError:  # switch is run itself: greenlet(g.switch)
+                cur._gl_top = None
             if ts.slow:
                 ts.origin = cur  # for the tracer, cleared by _after()
             cur = None  # the suspended stack must not hold its greenlet
