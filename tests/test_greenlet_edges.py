@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextvars
 import ctypes
+import gc
 import subprocess
 import sys
 import textwrap
+import threading
+import weakref
 
 import pytest
 
@@ -249,6 +252,44 @@ def test_parent_is_restored_after_a_kill(gl):
     del g
     assert seen[0] is main and seen[1].parent is hub
     del seen[:]
+
+
+def test_a_kill_leaves_no_cycle_through_the_killing_frame(gl):
+    class Marker:
+        pass
+
+    def killer():
+        marker = Marker()
+        g = gl.greenlet(lambda: gl.getcurrent().parent.switch())
+        g.switch()
+        del g                       # killed here: GreenletExit comes back
+        return weakref.ref(marker)
+    gc.disable()
+    try:
+        assert killer()() is None   # freed by reference counting alone
+    finally:
+        gc.enable()
+
+
+def test_greenlet_dropped_by_the_end_of_a_thread_function_is_killed(gl):
+    exits = []
+
+    def f():
+        try:
+            gl.getcurrent().parent.switch()
+        except gl.GreenletExit:
+            exits.append(1)
+            raise
+
+    def body():
+        gs = tuple(gl.greenlet(f) for _ in range(3))
+        for g in gs:
+            g.switch()
+        gs = ()     # kills two; the last one goes when the frame does
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert exits == [1, 1, 1]
 
 
 def test_failed_kill_goes_to_unraisablehook(gl):

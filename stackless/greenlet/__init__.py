@@ -261,7 +261,12 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
             ts.current = target
             ts.throwing = True
             c = target._gl_c
-            value = mc.throw(type(exc), exc, exc.__traceback__, to=c)
+            # No frame here may hold the exception while it is away: it
+            # comes back with a traceback through this frame (a cycle that
+            # would keep this frame, and its callers' locals, alive).
+            thrown = [exc]
+            exc = None
+            value = mc.throw(*_throw_args(thrown), to=c)
     except BaseException as e:
         if ts.current is target and _refused(ts, mc, target, target._gl_c):
             if launching:  # back to unstarted
@@ -296,6 +301,12 @@ def _guarded_start(c: _Cont, stored: list, run: Callable[..., Any], args: tuple,
     return run(*args, **(kwargs or {}))
 
 
+def _throw_args(box: list) -> tuple:
+    """``(type, value, traceback)`` of the exception in ``box``, emptying it."""
+    exc = box.pop()
+    return type(exc), exc, exc.__traceback__
+
+
 def _after(ts: _ThreadState, mc: continulet, value: Any,
            exc: Optional[BaseException]) -> tuple:
     """Run in the greenlet owning ``mc`` once it is resumed: forward the
@@ -306,7 +317,9 @@ def _after(ts: _ThreadState, mc: continulet, value: Any,
         # ts.current is a greenlet whose run() has just ended.
         ts.current._gl_finish()
         if exc is not None and isinstance(exc, GreenletExit):
-            value, exc = exc, None
+            # a value now: without this stack's frames in its traceback
+            # (they would hold whoever keeps the value, in a cycle)
+            value, exc = _stripped(exc), None
         ts.throwing = exc is not None
         value, exc = _leap(ts, mc, ts.current, ts.current._gl_parent, (value,),
                            None, exc)
