@@ -134,13 +134,26 @@ static PyObject *greenlet_switch(PyObject *self, PyObject *const *args, Py_ssize
         set_slot(ts, ts_origin, cur);
     Py_DECREF(cur);                 /* the suspended stack must not hold its greenlet */
     set_slot(ts, ts_current, self);
-    PyObject *target = Py_NewRef(slot(self, g_c));
+    PyObject *target = slot(self, g_c);
+    /* While this greenlet is suspended, this C frame holds no reference to
+     * mc, target or ts: what a C stack holds, no collector sees, and a stack
+     * that is never resumed (its thread has exited) would keep them, and
+     * all their stacks, forever.  They stay alive anyway while they matter:
+     * the thread state keeps the continulet of each live greenlet (and the
+     * main greenlet its own), the accelerator's cache keeps ts, and self
+     * (held by our caller) keeps target until the switch. */
+    Py_DECREF(mc);
+    Py_DECREF(ts);
     PyObject *call[3] = {mc, value, target};
     PyObject *r = Py_IS_TYPE(mc, (PyTypeObject *)cont_type)
         ? PyObject_Vectorcall(switch_descr, call, 2, kw_to)
         : PyObject_VectorcallMethod(s_switch, call,
                                     2 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw_to);
     Py_DECREF(value);
+    /* resumed: take them back (target is whatever self holds now) */
+    Py_INCREF(ts);
+    Py_INCREF(mc);
+    target = Py_NewRef(slot(self, g_c));
     PyObject *result = NULL, *pair = NULL;
     if (r == NULL) {
         PyObject *exc = fetch_exception();
