@@ -19,20 +19,18 @@ import contextvars
 import functools
 import operator
 import os
-import _thread
 import sys
 import weakref
 from types import FrameType, TracebackType
 from typing import Any, Callable, Optional
 
-import _continuation
 from _continuation import continulet
 
-# Our _continuation (CPython) can read and replace the context of the
-# running stack and of a suspended one: gr_context then works on started
-# greenlets as with the C greenlet.  PyPy's cannot.
-_stack_context = getattr(_continuation, "_stack_context", None)
-_set_stack_context = getattr(_continuation, "_set_stack_context", None)
+from . import _base
+from ._base import (  # noqa: F401  (_ThreadState, _tls: for the accelerator)
+    _ACTIVE, _DEAD, _NO_RUN, _UNSTARTED, GreenletExit, _Attributes, _ThreadState,
+    _ThreadWatch, _check_thread, _parent, _set_stack_context, _state, _tls,
+    _unraisable, error)
 
 __all__ = [
     "greenlet", "getcurrent", "settrace", "gettrace", "GreenletExit", "error",
@@ -49,18 +47,11 @@ GREENLET_USE_STANDARD_THREADING = True
 CLOCKS_PER_SEC = 1000000
 
 _getframe = sys._getframe
+_is_finalizing = sys.is_finalizing
 _Context = contextvars.Context
 _partial = functools.partial
 _call = operator.call
 _weakref = weakref.ref
-
-
-class error(Exception):
-    """Raised on an invalid switch, like ``greenlet.error``."""
-
-
-class GreenletExit(BaseException):
-    """Thrown into a greenlet to kill it; returned to the parent as a value."""
 
 
 class _Cont(continulet):
@@ -77,76 +68,6 @@ class _Cont(continulet):
     __continulet_unlinked__ = True
 
 
-class _ThreadState:
-    """Per-thread bookkeeping: current and main greenlet, tracer, kills."""
-
-    __slots__ = ("current", "main", "origin", "trace", "kills", "slow",
-                 "throwing", "alive", "undying", "conts")
-
-    def __init__(self) -> None:
-        self.current: Any = None
-        self.main: Any = None
-        # The greenlet that switched to ``current`` (for the trace callback).
-        self.origin: Any = None
-        self.trace: Optional[Callable[[str, tuple], Any]] = None
-        # Greenlets of this thread dropped in another thread, to be killed.
-        self.kills: list = []
-        # Dropped greenlets that survived GreenletExit: kept, never freed.
-        self.undying: list = []
-        # The continulets of this thread's live greenlets.  Holding them here
-        # keeps them out of the garbage collector's unreachable sets: a
-        # greenlet found in a reference cycle is then killed by its own
-        # __del__, never by the continulet's finalizer, which cannot see
-        # that the greenlet resurrects itself to die properly.
-        self.conts: set = set()
-        # True when a switch must take the slow path (tracer or kills).
-        self.slow = False
-        # True while the transfer into ``current`` is a throw.
-        self.throwing = False
-        self.alive = True
-
-
-class _Local(_thread._local):
-    """Thread-local storage (the C one: gevent may patch ``threading.local``)."""
-
-    ts: Optional[_ThreadState] = None
-
-
-class _ThreadWatch:
-    """Lives in the thread-local storage: marks the main greenlet dead at exit."""
-
-    __slots__ = ("ts", "ident")
-
-    def __init__(self, ts: _ThreadState) -> None:
-        self.ts = ts
-        self.ident = _thread.get_ident()
-
-    def __del__(self) -> None:
-        ts = self.ts
-        ts.alive = False
-        main = ts.main
-        if main is not None:
-            main._gl_state = _DEAD
-            main._gl_c = None
-            main._gl_top = None
-        ts.current = None
-        ts.kills = []
-        ts.undying = []
-        ts.conts = set()
-        get_ident = getattr(_thread, "get_ident", None)     # None at shutdown
-        if get_ident is not None and get_ident() == self.ident:
-            _forget_thread()
-
-
-_tls = _Local()
-
-
-def _forget_thread() -> None:
-    """The running thread's state is going away (see _install_accel)."""
-
-_UNSTARTED, _ACTIVE, _DEAD = 0, 1, 2
-
-
 def _thread_state() -> _ThreadState:
     ts = _tls.ts
     if ts is None:
@@ -154,7 +75,7 @@ def _thread_state() -> _ThreadState:
         main = object.__new__(greenlet)
         main._gl_c = continulet.__new__(continulet)
         main._gl_parent = None
-        main._gl_run = None
+        main._gl_run = _NO_RUN
         main._gl_ts = ts
         main._gl_top = None
         main._gl_state = _ACTIVE
@@ -165,26 +86,6 @@ def _thread_state() -> _ThreadState:
         _tls.ts = ts
         _tls.watch = _ThreadWatch(ts)
     return ts
-
-
-def _thread_of(g: "greenlet") -> Optional[_ThreadState]:
-    """The thread state a greenlet belongs to (through its parents if unstarted)."""
-    while g is not None:
-        if g._gl_ts is not None:
-            return g._gl_ts
-        g = g._gl_parent
-    return None
-
-
-def _check_thread(ts: _ThreadState, target: "greenlet") -> None:
-    tts = _thread_of(target)
-    if tts is not ts:
-        if tts is not None and not tts.alive:
-            raise error("cannot switch to a different thread (which happens "
-                        "to have exited)")
-        expected = tts.main if tts is not None else None
-        raise error("Cannot switch to a different thread\n\tCurrent:  %r\n\t"
-                    "Expected: %r" % (ts.current, expected))
 
 
 def _pack(args: tuple, kwargs: Optional[dict]) -> Any:
@@ -237,10 +138,9 @@ def _refused(ts: _ThreadState, mc: continulet, target: "greenlet",
     return True
 
 
-def _launch(ts: _ThreadState, g: "greenlet", args: tuple,
-            kwargs: Optional[dict]) -> _Cont:
-    """Make the continulet that will run ``g.run(*args, **kwargs)``."""
-    run = g.run  # AttributeError('run') leaves g unstarted, as greenlet does
+def _launch(ts: _ThreadState, g: "greenlet", run: Callable[..., Any],
+            args: tuple, kwargs: Optional[dict]) -> _Cont:
+    """Make the continulet that will run ``run(*args, **kwargs)`` for ``g``."""
     ctx = g._gl_ctx
     if ctx is None:
         ctx = g._gl_ctx = _Context()
@@ -254,15 +154,38 @@ def _launch(ts: _ThreadState, g: "greenlet", args: tuple,
         call = run
     else:
         call = _partial(ctx.run, run)
-    if kwargs:
+    stored = g._gl_run
+    g._gl_run = _NO_RUN
+    if stored is not _NO_RUN and stored is not run:
+        # run came from elsewhere (a __getattribute__): the stored one is
+        # dropped in the new greenlet, where its __del__ may switch
+        c.r = _partial(_guarded_start, c, [stored], call, args, kwargs)
+    elif ts.trace is not None:
+        # the tracer's 'switch' event runs in the new greenlet, before run
+        c.r = _partial(_guarded_start, c, [], call, args, kwargs)
+    elif kwargs:
         c.r = _partial(call, *args, **kwargs)
     else:
         c.r = _partial(call, *args)
     g._gl_c = c
     g._gl_ts = ts
-    g._gl_run = None
     g._gl_state = _ACTIVE
     return c
+
+
+def _start_run(ts: _ThreadState, g: "greenlet") -> Any:
+    """Read ``g.run`` before starting ``g``, as the C greenlet does.
+
+    The read goes through ``getattr`` and may run any code, switches
+    included.  Returns the callable, or _NO_RUN if ``g`` was started
+    meanwhile (then it is switched to as a started greenlet).  Raises what the read
+    raises, or ``error`` if ``g`` now belongs to another thread; ``g`` then
+    stays unstarted."""
+    run = g.run  # AttributeError('run') leaves g unstarted, as greenlet does
+    if _state(g) != _UNSTARTED:
+        return _NO_RUN
+    _check_thread(ts, g)
+    return run
 
 
 def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
@@ -278,18 +201,37 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     While suspended here, no frame of this module holds the greenlet that
     is leaving: dropping its last reference must kill it at once.
     """
-    while target._gl_state != _ACTIVE:
-        if target._gl_state == _UNSTARTED and exc is None:
+    run = _NO_RUN
+    while True:
+        state = _state(target)
+        if state == _ACTIVE:
             break
-        if target._gl_state == _UNSTARTED:
-            # Throwing into an unstarted greenlet: it dies without running.
+        if state == _UNSTARTED:
+            try:
+                run = _start_run(ts, target)
+            except BaseException as e:
+                if ts.current._gl_c is mc:
+                    raise  # to the caller of switch() or throw()
+                # Forwarding the outcome of a greenlet that has just died:
+                # the parent that cannot start passes its error on.
+                args, kwargs, exc = (), None, e
+                target = _parent(target)
+                continue
+            if run is _NO_RUN:
+                continue  # started by the read of its run: a plain switch
+            if exc is None:
+                break
+            # Throwing into an unstarted greenlet: it starts and dies at once.
+            run = _NO_RUN
             target._gl_state = _DEAD
-            target._gl_run = None
+            target._gl_run = _NO_RUN
             target._gl_ts = ts
             origin = target
-            if isinstance(exc, GreenletExit):
-                args, kwargs, exc = (exc,), None, None
-        target = target._gl_parent
+        # A dead greenlet hands what it gets to its parent, as if it had
+        # just finished with it: GreenletExit becomes a value.
+        if exc is not None and isinstance(exc, GreenletExit):
+            args, kwargs, exc = (exc,), None, None
+        target = _parent(target)
     if target._gl_c is mc:
         ts.current = target
         ts.origin = origin if ts.slow else None
@@ -303,15 +245,12 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     cur = None
     ts.origin = origin if ts.slow else None
     origin = None
-    launching = target._gl_state == _UNSTARTED
+    launching = run is not _NO_RUN
     try:
         if launching:
-            c = _launch(ts, target, args, kwargs)
+            c = _launch(ts, target, run, args, kwargs)
             ts.current = target
             ts.throwing = False
-            if ts.trace is not None:
-                ts.trace("switch", (ts.origin, target))
-                ts.origin = None
             value = mc.switch(None, to=c)
         elif exc is None:
             ts.current = target
@@ -322,18 +261,50 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
             ts.current = target
             ts.throwing = True
             c = target._gl_c
-            value = mc.throw(type(exc), exc, exc.__traceback__, to=c)
+            # No frame here may hold the exception while it is away: it
+            # comes back with a traceback through this frame (a cycle that
+            # would keep this frame, and its callers' locals, alive).
+            thrown = [exc]
+            exc = None
+            value = mc.throw(*_throw_args(thrown), to=c)
     except BaseException as e:
         if ts.current is target and _refused(ts, mc, target, target._gl_c):
             if launching:  # back to unstarted
                 target._gl_state = _UNSTARTED
-                target._gl_run = target._gl_c.r.args[0]
+                target._gl_run = run
                 ts.conts.discard(target._gl_c)
                 target._gl_c = None
                 target._gl_ts = None
             raise
         return None, e
     return value, None
+
+
+def _guarded_start(c: _Cont, stored: list, run: Callable[..., Any], args: tuple,
+                   kwargs: Optional[dict]) -> Any:
+    """The start of a greenlet that runs code of its own before ``run``.
+
+    As in the C greenlet, in the new greenlet: the run callable stored in
+    the greenlet but not used (``stored``) is released, and its
+    ``__del__`` may switch away; the tracer sees the 'switch' event, and
+    may switch elsewhere and come back.  If the tracer raises, the greenlet
+    dies of that exception without running (its parent gets it) and the
+    tracer is removed.  This frame sits below ``run`` only in these two
+    cases."""
+    stored.clear()
+    value, exc = _after(_tls.ts, c, None, None)
+    if exc is not None:
+        try:
+            raise exc
+        finally:
+            exc = None
+    return run(*args, **(kwargs or {}))
+
+
+def _throw_args(box: list) -> tuple:
+    """``(type, value, traceback)`` of the exception in ``box``, emptying it."""
+    exc = box.pop()
+    return type(exc), exc, exc.__traceback__
 
 
 def _after(ts: _ThreadState, mc: continulet, value: Any,
@@ -346,7 +317,9 @@ def _after(ts: _ThreadState, mc: continulet, value: Any,
         # ts.current is a greenlet whose run() has just ended.
         ts.current._gl_finish()
         if exc is not None and isinstance(exc, GreenletExit):
-            value, exc = exc, None
+            # a value now: without this stack's frames in its traceback
+            # (they would hold whoever keeps the value, in a cycle)
+            value, exc = _stripped(exc), None
         ts.throwing = exc is not None
         value, exc = _leap(ts, mc, ts.current, ts.current._gl_parent, (value,),
                            None, exc)
@@ -385,13 +358,6 @@ def _run_kills(ts: _ThreadState) -> None:
     ts.slow = ts.trace is not None
 
 
-def _unraisable(exc: BaseException, obj: Any) -> None:
-    """Report an exception that nobody can catch, like a failing __del__."""
-    import traceback
-    sys.stderr.write("Exception ignored while killing %r:\n" % (obj,))
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-
-
 def _stripped(exc: BaseException) -> BaseException:
     """``exc`` without this module's frames at the head of its traceback."""
     tb = exc.__traceback__
@@ -400,7 +366,7 @@ def _stripped(exc: BaseException) -> BaseException:
     return exc
 
 
-class greenlet:
+class greenlet(_Attributes):
     """A micro-thread: ``greenlet(run=None, parent=None)``.
 
     ``run`` is called with the arguments of the first ``switch()``; its
@@ -408,17 +374,13 @@ class greenlet:
     greenlet that creates this one.
     """
 
-    # Private names are prefixed: subclasses (gevent's Greenlet has ``_run``)
-    # must not collide with them.
-    __slots__ = ("_gl_c", "_gl_parent", "_gl_run", "_gl_ts", "_gl_top",
-                 "_gl_state", "_gl_ctx", "_gl_ctx_set", "_gl_main",
-                 "__dict__", "__weakref__")
+    __slots__ = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "greenlet":
         self = object.__new__(cls)
         self._gl_c = None
         self._gl_parent = getcurrent()
-        self._gl_run = None
+        self._gl_run = _NO_RUN
         self._gl_ts = None
         self._gl_top = None
         self._gl_state = _UNSTARTED
@@ -445,10 +407,10 @@ class greenlet:
                 raise TypeError("'%s' is an invalid keyword argument for "
                                 "green()" % key)
             values[key] = value
-        run = values.get("run")
         parent = values.get("parent")
-        if run is not None:
-            self.run = run
+        if "run" in values:  # greenlet(run=None) has a run: None
+            # the slot itself, as in C: a subclass's run method still wins
+            _set_run(self, values["run"])
         if parent is not None:
             self.parent = parent
 
@@ -466,7 +428,10 @@ class greenlet:
             if cur is self:
                 return args[0] if len(args) == 1 else args
             mc = cur._gl_c
-            cur._gl_top = _getframe(1)
+            try:
+                cur._gl_top = _getframe(1)
+            except ValueError:  # switch is run itself: greenlet(g.switch)
+                cur._gl_top = None
             if ts.slow:
                 ts.origin = cur  # for the tracer, cleared by _after()
             cur = None  # the suspended stack must not hold its greenlet
@@ -547,7 +512,8 @@ class greenlet:
             self._gl_ts.conts.discard(self._gl_c)
         self._gl_c = None
         self._gl_top = None
-        self._gl_ctx = None
+        # _gl_ctx stays: a dead greenlet's gr_context is the context it
+        # ended in, as with the C greenlet
 
     def _gl_kill(self, ts: _ThreadState) -> bool:
         """Throw GreenletExit into this suspended greenlet, returning here.
@@ -556,6 +522,8 @@ class greenlet:
         garbage collection): the kill must be retried later."""
         if self._gl_state != _ACTIVE or self._gl_ts is not ts or not ts.alive:
             return True
+        # The kill returns here; afterwards the parent is what it was.
+        parent = self._gl_parent
         self._gl_parent = ts.current
         try:
             self.throw(GreenletExit)
@@ -564,10 +532,12 @@ class greenlet:
         except RuntimeError as e:
             if self._gl_state == _ACTIVE and self._gl_c.is_pending() \
                     and "garbage collect" in str(e):
+                self._gl_parent = parent
                 return False
             _unraisable(e, self)
         except BaseException as e:
             _unraisable(e, self)
+        self._gl_parent = parent
         return True
 
     def __del__(self) -> None:
@@ -592,133 +562,14 @@ class greenlet:
 
     # -- attributes -----------------------------------------------------
 
-    @property
-    def run(self) -> Callable[..., Any]:
-        """The callable run by the first switch(); gone once started."""
-        run = self._gl_run
-        if run is None or self._gl_state != _UNSTARTED:
-            raise AttributeError("run")
-        return run
-
-    @run.setter
-    def run(self, value: Callable[..., Any]) -> None:
-        if self._gl_state != _UNSTARTED:
-            raise AttributeError("run cannot be set after the start of the greenlet")
-        self._gl_run = value
-
-    @run.deleter
-    def run(self) -> None:
-        if self._gl_state != _UNSTARTED:
-            raise AttributeError("run cannot be set after the start of the greenlet")
-        self._gl_run = None
-
-    @property
-    def parent(self) -> Optional["greenlet"]:
-        """The greenlet that receives this one's result; None for a main greenlet."""
-        return self._gl_parent
-
-    @parent.setter
-    def parent(self, value: "greenlet") -> None:
-        if self._gl_main:
-            raise AttributeError("cannot set the parent of a main greenlet")
-        if not isinstance(value, greenlet):
-            raise TypeError("GreenletChecker: Expected any type of greenlet, "
-                            "not %s" % type(value).__name__)
-        p = value
-        while p is not None:
-            if p is self:
-                raise ValueError("cyclic parent chain")
-            p = p._gl_parent
-        if self._gl_ts is not None and _thread_of(value) is not self._gl_ts:
-            raise ValueError("parent cannot be on a different thread")
-        self._gl_parent = value
-
-    @parent.deleter
-    def parent(self) -> None:
-        raise AttributeError("can't delete attribute")
-
-    @property
-    def dead(self) -> bool:
-        """True once run() has finished, or once the greenlet's thread has."""
-        state = self._gl_state
-        return state == _DEAD or (state == _ACTIVE and not self._gl_ts.alive)
-
-    def __bool__(self) -> bool:
-        return self._gl_state == _ACTIVE and self._gl_ts.alive
-
-    @property
-    def gr_frame(self) -> Optional[FrameType]:
-        """The innermost frame of a suspended greenlet, else None."""
-        ts = self._gl_ts
-        if self._gl_state != _ACTIVE or ts.current is self or not ts.alive:
-            return None
-        return self._gl_top
-
-    @property
-    def gr_context(self) -> Optional[contextvars.Context]:
-        """The contextvars.Context this greenlet runs in (None if none yet)."""
-        self._gl_check_context_thread("get")
-        holder = self._gl_stack_holder()
-        ctx = self._gl_ctx if holder is False else _stack_context(holder)
-        if ctx is not None and ctx is self._gl_ctx and not self._gl_ctx_set and len(ctx) == 0:
-            return None  # greenlet creates a context only on first use
-        return ctx
-
-    @gr_context.setter
-    def gr_context(self, value: Optional[contextvars.Context]) -> None:
-        if value is not None and not isinstance(value, contextvars.Context):
-            raise TypeError("greenlet context must be a contextvars.Context or None")
-        self._gl_check_context_thread("set")
-        holder = self._gl_stack_holder()
-        if holder is not False:
-            _set_stack_context(value, holder)
-        self._gl_ctx = value
-        self._gl_ctx_set = value is not None
-
-    def _gl_stack_holder(self) -> Any:
-        """Where this started greenlet's context lives: None for the running
-        stack, else the continulet holding its stack; False when it has no
-        stack (unstarted, dead) or the context cannot be reached (PyPy)."""
-        ts = self._gl_ts
-        if (_stack_context is None or self._gl_state != _ACTIVE or ts is None
-                or not ts.alive):
-            return False
-        if ts.current is self:
-            return None
-        # while another greenlet runs, the main greenlet's stack is kept in
-        # the running greenlet's continulet (see "How it works")
-        return ts.current._gl_c if self._gl_main else self._gl_c
-
-    def _gl_check_context_thread(self, verb: str) -> None:
-        ts = self._gl_ts
-        if ts is not None and ts.current is self and ts is not _tls.ts:
-            raise ValueError("cannot %s context of a greenlet that is running "
-                             "in a different thread" % verb)
-
-    def __repr__(self) -> str:
-        cls = type(self)
-        name = "greenlet.greenlet" if cls is greenlet else cls.__name__
-        ts = self._gl_ts
-        if ts is None or not ts.alive:
-            otid = "0x(nil)"
-        else:
-            otid = "0x%x" % id(ts)
-        if self._gl_state == _ACTIVE and ts.alive:
-            here = ts.current is self and ts is _tls.ts
-            where = " current" if here else " suspended"
-            return "<%s object at 0x%x (otid=%s)%s active started%s>" % (
-                name, id(self), otid, where, " main" if self._gl_main else "")
-        if self._gl_state == _UNSTARTED:
-            return "<%s object at 0x%x (otid=%s) pending>" % (name, id(self), otid)
-        exited = "(thread exited) " if ts is not None and not ts.alive else ""
-        return "<%s object at 0x%x (otid=%s) %sdead>" % (name, id(self), otid, exited)
-
-    def __reduce__(self) -> Any:
-        raise TypeError("cannot pickle '%s' object" % type(self).__name__)
-
-
 def getcurrent() -> greenlet:
-    """The greenlet running in the calling thread."""
+    """The greenlet running in the calling thread.
+
+    Raises RuntimeError once the interpreter is finalizing (from a
+    ``__del__`` run by its last collections, say), as the C greenlet does:
+    the greenlets' thread state may be gone by then."""
+    if _is_finalizing():
+        raise RuntimeError("greenlet is being finalized")
     ts = _tls.ts
     if ts is None:
         ts = _thread_state()
@@ -743,6 +594,21 @@ def gettrace() -> Optional[Callable[[str, tuple], Any]]:
     return _thread_state().trace
 
 
+def _class_api() -> None:
+    """What the C greenlet type carries besides its methods: the module's
+    functions as static methods (so ``g.getcurrent()`` works too) and its
+    exceptions."""
+    greenlet.getcurrent = staticmethod(getcurrent)
+    greenlet.settrace = staticmethod(settrace)
+    greenlet.gettrace = staticmethod(gettrace)
+    greenlet.GreenletExit = GreenletExit
+    greenlet.error = error
+
+
+_class_api()
+_set_run = vars(_Attributes)["run"].fset
+
+
 def enable_optional_cleanup(enabled: bool) -> None:
     """Accepted for compatibility; the emulation has no optional cleanup."""
 
@@ -754,10 +620,17 @@ def get_clocks_used_doing_optional_cleanup() -> Optional[int]:
 
 from ._activate import install, uninstall  # noqa: E402
 
+#: ``greenlet._greenlet``, the C greenlet's extension module, is an
+#: attribute of the package once ``greenlet`` is imported; here both
+#: names are this module (see install()).
+_greenlet = sys.modules[__name__]
+
 from . import _activate as _activate_module  # noqa: E402
+from . import _extras  # noqa: E402
+from ._extras import UnswitchableGreenlet, _c_api  # noqa: E402,F401
 from . import _hide  # noqa: E402
 
-_hide.hide([sys.modules[__name__], _activate_module],
+_hide.hide([sys.modules[__name__], _activate_module, _base, _extras],
            {greenlet.switch: greenlet.switch, greenlet.throw: greenlet.throw,
             getcurrent: getcurrent, settrace: settrace, gettrace: gettrace})
 _OWN_CODES = _hide.HIDDEN
@@ -779,13 +652,18 @@ def _install_accel() -> bool:
         return False
     py_functions = (greenlet.switch, getcurrent)
     _greenlet_accel.install(globals())
+    greenlet.getcurrent = staticmethod(globals()["getcurrent"])
     # The C functions are C calls to profilers by themselves; the Python
     # ones now run only inside them, and must not look like a second call.
     for func in py_functions:
         _hide.API.pop(func.__code__, None)
-    global _forget_thread
-    _forget_thread = _greenlet_accel.forget_thread  # it caches each thread's state
+    _base._forget_thread = _greenlet_accel.forget_thread  # it caches each thread's state
     return True
 
 
 _accelerated = _install_accel()
+
+
+_C_API = _c_api()
+if _C_API is None:
+    del _C_API
