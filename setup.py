@@ -23,6 +23,9 @@ if platform.python_implementation() == "CPython":
         # The switch routine changes stacks by hand; CET shadow stacks would
         # see every switch as a return-address mismatch.
         cflags.append("-fcf-protection=none")
+    # aarch64 needs no such flag: pointer authentication and BTI work with
+    # stack slicing, and src/stk_aarch64.c signs and lands like the C code
+    # whenever CFLAGS turn -mbranch-protection on (Debian's defaults do not).
     if os.environ.get("CONTINULET_WERROR"):
         cflags.append("-Werror")
     ldflags = []
@@ -38,7 +41,8 @@ if platform.python_implementation() == "CPython":
     ext_modules.append(Extension(
         "_continuation",
         sources=["src/module.c", "src/genlet.c", "src/pystate.c", "src/stk.c",
-                 "src/stk_x86_64.c", "src/stk_i386.c", "src/chunkcache.c"],
+                 "src/stk_x86_64.c", "src/stk_i386.c", "src/stk_aarch64.c",
+                 "src/chunkcache.c"],
         include_dirs=["include", "src"],
         depends=["include/stk.h", "src/pystate.h", "src/continulet.h", "src/chunkcache.h"],
         extra_compile_args=cflags,

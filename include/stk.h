@@ -98,11 +98,12 @@ void stk_release(stk_slice *s);
 const void *stk_locate(const stk_slice *s, const void *p);
 
 /* The assembly routine, one per ABI (src/stk_<abi>.c).  It pushes every
- * callee-saved register, MXCSR and the x87 control word, calls
- * save(sp, t) and, if that returns a non-NULL stack pointer, moves the
- * stack pointer there and calls after(sp, t); then it pops the registers
- * from wherever the stack pointer is and returns what the last call
- * returned. */
+ * callee-saved register and the floating-point control modes of its ABI
+ * (docs/design.md lists them), calls save(sp, t) and, if that returns a
+ * non-NULL stack pointer, moves the stack pointer there and calls
+ * after(sp, t); then it pops the registers from wherever the stack pointer
+ * is and returns what the last call returned.  sp stays 16-byte aligned
+ * (every supported ABI requires it at calls), so slice bounds are too. */
 typedef void *(*stk_hook)(void *sp, stk_thread *t);
 void *stk_swap(stk_hook save, stk_hook after, stk_thread *t)
     __attribute__((visibility("hidden")));
