@@ -1,0 +1,223 @@
+"""Shared machinery of the stress scenarios: the ledger that proves nothing
+was lost, the op trace, and the signal that raises at random points.
+
+A scenario is a function ``run(seed, trace)`` that raises ``Failure`` when
+an invariant breaks.  Everything random in it comes from ``random.Random``
+instances derived from the seed, so one seed always builds the same program
+(only the moments where timer signals land vary between runs).
+"""
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import sys
+import threading
+import traceback
+from typing import Any, Callable, Optional
+
+
+class Failure(AssertionError):
+    """An invariant of a scenario does not hold."""
+
+
+class Injected(Exception):
+    """Thrown into continulets, tasklets and greenlets; carries a token."""
+
+    def __init__(self, tok: int) -> None:
+        super().__init__(tok)
+        self.tok = tok
+
+
+class Alarm(Exception):
+    """What the timer signal's handler raises."""
+
+
+class Trace:
+    """The op log: kept in memory (the last lines are printed on failure)
+    and, when a path is given, written line by line as it happens so that
+    it survives a crash or a hang of the process."""
+
+    def __init__(self, path: Optional[str] = None, keep: int = 400) -> None:
+        self.tail: collections.deque = collections.deque(maxlen=keep)
+        self.file = open(path, "a", buffering=1) if path else None
+
+    def __call__(self, *parts: Any) -> None:
+        line = " ".join(str(p) for p in parts)
+        self.tail.append(line)
+        if self.file is not None:
+            self.file.write(line + "\n")
+
+    def dump(self) -> str:
+        return "\n".join(self.tail)
+
+
+class Tok(int):
+    """A token: a unique integer that the ledgers count."""
+
+    def __repr__(self) -> str:
+        return f"T{int(self)}"
+
+
+class Ledger:
+    """What one thread of a scenario sent, received and entered.
+
+    Tokens are unique integers.  A token is *sent* by a switch/throw/send
+    that was accepted, *refused* when the call raised before transferring
+    control, and must be *received* exactly once (a value coming out of a
+    switch, or an ``Injected`` exception swallowed).  ``entered``/``exited``
+    count the bodies' ``try``/``finally``."""
+
+    _count = [0]
+
+    def __init__(self, name: str) -> None:
+        self._count[0] += 1
+        self.base = self._count[0] * 1_000_000
+        self.next = 0
+        self.name = name
+        self.sent: set = set()
+        self.refused: set = set()
+        self.received: collections.Counter = collections.Counter()
+        self.eaten = 0      # values that an error replaced on the receiving side
+        self.entered = 0
+        self.exited = 0
+        self.violations: list = []
+
+    def token(self) -> "Tok":
+        """A new token (numbered per ledger: the same seed, the same numbers)."""
+        self.next += 1
+        return Tok(self.base + self.next)
+
+    def send(self, tok: int) -> int:
+        self.sent.add(int(tok))
+        return tok
+
+    def refuse(self, tok: int) -> None:
+        self.refused.add(int(tok))
+
+    def receive(self, value: Any) -> None:
+        if isinstance(value, Injected):
+            value = value.tok
+        if type(value) is Tok:
+            self.received[int(value)] += 1
+
+    def violation(self, what: str) -> None:
+        self.violations.append(what)
+
+
+def check_ledgers(ledgers: list, strict_tokens: bool,
+                  balanced: Callable[[Ledger], bool] = lambda led: True) -> None:
+    """Raise Failure unless the ledgers together show nothing lost."""
+    problems = []
+    sent, refused = set(), set()
+    eaten = sum(led.eaten for led in ledgers)
+    received: collections.Counter = collections.Counter()
+    for led in ledgers:
+        sent |= led.sent
+        refused |= led.refused
+        received.update(led.received)
+        problems += [f"{led.name}: {v}" for v in led.violations]
+        if balanced(led) and led.entered != led.exited:
+            problems.append(f"{led.name}: {led.entered} bodies entered, {led.exited} "
+                            f"finally blocks ran")
+    dup = sorted(t for t, n in received.items() if n > 1)
+    if dup:
+        problems.append(f"tokens received more than once: {dup[:10]}")
+    stray = sorted(set(received) - sent)
+    if stray:
+        problems.append(f"tokens received but never sent: {stray[:10]}")
+    if strict_tokens:
+        lost = sorted(sent - refused - set(received))
+        if len(lost) != eaten:
+            problems.append(f"tokens sent but never received: {lost[:10]} "
+                            f"({eaten} replaced by an error)")
+    if problems:
+        raise Failure("; ".join(problems))
+
+
+class Signals:
+    """A repeating SIGALRM whose handler raises ``Alarm`` in the main thread,
+    except while the main thread is in the harness's own bookkeeping
+    (``critical``): the harness stays exact, the code under test gets
+    exceptions at random points."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.armed = False
+        self.raised = 0
+        self.old: Any = None
+
+    @property
+    def critical(self) -> bool:
+        return getattr(self.local, "critical", True)
+
+    @critical.setter
+    def critical(self, value: bool) -> None:
+        self.local.critical = value
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.armed and not self.critical:
+            self.raised += 1
+            raise Alarm()
+
+    def start(self, rng: random.Random) -> None:
+        self.old = signal.signal(signal.SIGALRM, self._handler)
+        self.armed = True
+        interval = rng.choice((0.0002, 0.0005, 0.001, 0.003))
+        signal.setitimer(signal.ITIMER_REAL, interval, interval)
+
+    def stop(self) -> None:
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, self.old or signal.SIG_DFL)
+
+    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Call code under test with the signal allowed to raise."""
+        self.critical = False
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.critical = True
+
+
+SIGNALS = Signals()
+
+
+class Unraisables:
+    """Collects what reaches sys.unraisablehook; only the listed exception
+    types may (a finalizer unwound by GeneratorExit, a signal landing in a
+    finalizer)."""
+
+    def __init__(self, allowed: tuple) -> None:
+        self.allowed = allowed
+        self.bad: list = []
+        self.old = None
+
+    def __enter__(self) -> "Unraisables":
+        self.old = sys.unraisablehook
+        sys.unraisablehook = self._hook
+        return self
+
+    def _hook(self, u: Any) -> None:
+        if not isinstance(u.exc_value, self.allowed):
+            self.bad.append("".join(traceback.format_exception(
+                type(u.exc_value), u.exc_value, u.exc_traceback)).strip()
+                + f"\n  (in {u.err_msg or ''} {u.object!r})")
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.unraisablehook = self.old
+
+    def check(self) -> None:
+        if self.bad:
+            raise Failure("unexpected unraisable exception:\n" + self.bad[0])
+
+
+def unexpected(led: Ledger, where: str, exc: BaseException) -> None:
+    """Record an exception that the API should never raise here."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    led.violation(f"unexpected {type(exc).__name__} in {where}: {exc}\n{tb}")
+
+
+def env_seed() -> int:
+    return int(os.environ.get("STRESS_SEED", "0")) or random.SystemRandom().randrange(1, 1 << 31)
