@@ -171,7 +171,7 @@ class World:
     def op_new(self, me: Any) -> None:
         c = self.new()
         self.pool.append(c)
-        self.log("new", len(self.pool) - 1)
+        self.log("new", len(self.pool) - 1, "body", self.nbodies)
 
     def op_switch(self, me: Any) -> None:
         t = self.pick(me)
@@ -397,7 +397,15 @@ class World:
         del self.pool[:]
         for _ in range(3):
             gc.collect()
+            # continulets that another thread's GC freed are unwound in their
+            # own thread at its next switch
+            continulet(lambda c: None).switch()
         alive = [n for n, r in self.refs if r() is not None]
+        if alive and os.environ.get("STRESS_DEBUG"):
+            for n, r in self.refs:
+                if r() is not None:
+                    for ref in gc.get_referrers(r()):
+                        print("referrer of body", n, type(ref), str(ref)[:300])
         if alive:
             self.led.violation(f"continulets of bodies {alive[:10]} not collected "
                                f"after cleanup: {[r().is_pending() for n, r in self.refs if r() is not None][:10]} pending")

@@ -18,6 +18,7 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAYERS = ("core", "stackless", "greenlet")
+MODULES = {"core": "core", "stackless": "tasklets", "greenlet": "greenlets"}
 
 
 def child(layer: str, seeds: list, trace_path: str) -> int:
@@ -27,7 +28,7 @@ def child(layer: str, seeds: list, trace_path: str) -> int:
     sys.path.insert(0, os.path.dirname(HERE))
     faulthandler.enable()
     from stress.common import Trace
-    mod = importlib.import_module(f"stress.{layer}")
+    mod = importlib.import_module(f"stress.{MODULES[layer]}")
     for seed in seeds:
         with open(trace_path, "a") as f:
             f.write(f"== seed {seed}\n")
