@@ -172,11 +172,33 @@ class Signals:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(signal.SIGALRM, self.old or signal.SIG_DFL)
 
-    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    star_call = False
+
+    def call(self, fn: Callable, *args: Any) -> Any:
         """Call code under test with the signal allowed to raise."""
+        return self.call_args(fn, args, None)
+
+    def call_args(self, fn: Callable, args: tuple, kwargs: Optional[dict]) -> Any:
+        """The same, with the arguments as a tuple and a dict.
+
+        Unless ``star_call`` is set, the call is made with a plain CALL for
+        up to four positional arguments, never ``fn(*args)``: a frame that
+        is suspended inside ``f(*args)`` holds ``f`` and the argument tuple
+        where the GC cannot see them (KNOWN_BUGS "callex")."""
         self.critical = False
         try:
-            return fn(*args, **kwargs)
+            if kwargs or self.star_call or len(args) > 4:
+                return fn(*args, **(kwargs or {}))
+            n = len(args)
+            if n == 0:
+                return fn()
+            if n == 1:
+                return fn(args[0])
+            if n == 2:
+                return fn(args[0], args[1])
+            if n == 3:
+                return fn(args[0], args[1], args[2])
+            return fn(args[0], args[1], args[2], args[3])
         finally:
             self.critical = True
 
@@ -219,5 +241,26 @@ def unexpected(led: Ledger, where: str, exc: BaseException) -> None:
     led.violation(f"unexpected {type(exc).__name__} in {where}: {exc}\n{tb}")
 
 
-def env_seed() -> int:
-    return int(os.environ.get("STRESS_SEED", "0")) or random.SystemRandom().randrange(1, 1 << 31)
+# Op kinds left out by default because they hit a known, open bug (set
+# STRESS_ALL=1 to run them anyway).  Remove an entry when its fix is merged.
+KNOWN_BUGS = {
+    "core": {
+        "trace": "issue 8 item 3: pending continulets suspended under settrace/setprofile are uncollectable",
+        "genlet": "issue 8 item 2: a collected pending genlet unwinds after tp_clear emptied its closure",
+        "permute": "issue 8 item 1: permute() with the same continulet twice corrupts stacks",
+        "callex": "bug S1 (tests/stress/test_found.py): a continulet suspended in a switch "
+                  "called as f(*args) is uncollectable on 3.11",
+    },
+    "stackless": {
+        "signals": "issue 8 item 6: an asynchronous exception inside the scheduler's Python code corrupts it",
+    },
+    "greenlet": {},
+}
+
+
+def skipped(layer: str) -> set:
+    """The op kinds this run leaves out: STRESS_SKIP, plus the known bugs."""
+    skip = set(filter(None, os.environ.get("STRESS_SKIP", "").split(",")))
+    if not os.environ.get("STRESS_ALL"):
+        skip |= set(KNOWN_BUGS[layer])
+    return skip

@@ -25,7 +25,7 @@ from typing import Any, Optional
 from _continuation import continulet, error, generator, permute
 
 from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Trace,
-                     Unraisables, check_ledgers, unexpected)
+                     Unraisables, check_ledgers, skipped, unexpected)
 
 # What the API may answer instead of switching (the token is then refused).
 REFUSALS = {
@@ -88,7 +88,7 @@ class World:
         if tok is not None:
             led.send(tok)
         try:
-            r = SIGNALS.call(fn, *args, **kwargs)
+            r = SIGNALS.call_args(fn, args, kwargs)
         except Injected as e:
             self.check_context(what)
             if me is not None and self.rng.random() < 0.2:
@@ -187,7 +187,7 @@ class World:
             return self.op_new(me)
         tok = self.led.token() if self.rng.random() < 0.7 else None
         self.log("switch_to", self.where(a, me), self.where(b, me), tok)
-        self.outcome(me, "switch(to=)", tok, a.switch, tok, to=b)
+        self.outcome(me, "switch(to=)", tok, a.switch, tok, b)
 
     def op_throw(self, me: Any) -> None:
         t = self.pick(me)
@@ -350,7 +350,7 @@ class World:
         elif how == "permute" and self.pool:
             self.outcome(me, "foreign permute", None, permute, self.pool[0], other)
         elif how == "to" and self.pool:
-            self.outcome(me, "foreign switch(to=)", tok, self.pool[0].switch, tok, to=other)
+            self.outcome(me, "foreign switch(to=)", tok, self.pool[0].switch, tok, other)
         else:
             self.led.refuse(tok)
 
@@ -422,15 +422,16 @@ OPS_WEIGHTS = [
     (World.op_genlet, 3), (World.op_pygen, 2), (World.op_trace, 2),
     (World.op_context, 1), (World.op_foreign, 2), (World.op_reinit, 1),
 ]
-SKIP = set(filter(None, os.environ.get("STRESS_SKIP", "").split(",")))
+SKIP = skipped("core")
 OPS = [o for o, _ in OPS_WEIGHTS]
 WEIGHTS = [0 if o.__name__[3:] in SKIP else w for o, w in OPS_WEIGHTS]
 
 
 def run(seed: int, trace: Trace) -> None:
+    SIGNALS.star_call = "callex" not in SKIP
     rng = random.Random(seed)
     nthreads = rng.choice((0, 0, 1, 2))
-    signals = rng.random() < 0.35
+    signals = rng.random() < 0.35 and "signals" not in SKIP
     permute_ok = rng.random() < 0.7
     nsteps = rng.randint(20, 120)
     trace("core seed", seed, "threads", nthreads, "signals", signals,

@@ -25,7 +25,7 @@ import weakref
 from typing import Any, Optional
 
 from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Trace,
-                     Unraisables, check_ledgers, unexpected)
+                     Unraisables, check_ledgers, skipped, unexpected)
 
 if os.environ.get("STRESS_GREENLET") == "c":
     import greenlet as G
@@ -64,7 +64,7 @@ class World:
         if tok is not None:
             led.send(tok)
         try:
-            r = SIGNALS.call(fn, *args)
+            r = SIGNALS.call_args(fn, args, None)
         except Injected as e:
             self.check_current(me, what)
             if G.getcurrent().parent is not None and self.rng.random() < 0.2:
@@ -234,14 +234,14 @@ OPS_WEIGHTS = [
     (World.op_throw, 6), (World.op_reparent, 3), (World.op_drop, 4),
     (World.op_gc, 2), (World.op_trace, 2), (World.op_foreign, 2),
 ]
-SKIP = set(filter(None, os.environ.get("STRESS_SKIP", "").split(",")))
+SKIP = skipped("greenlet")
 OPS = [o for o, _ in OPS_WEIGHTS]
 WEIGHTS = [0 if o.__name__[3:] in SKIP else w for o, w in OPS_WEIGHTS]
 
 
 def run(seed: int, trace: Trace) -> None:
     rng = random.Random(seed)
-    signals = rng.random() < 0.3
+    signals = rng.random() < 0.3 and "signals" not in SKIP
     nthreads = rng.choice((0, 0, 1, 2))
     nsteps = rng.randint(20, 150)
     trace("greenlet seed", seed, "impl", G.__name__, "signals", signals,
