@@ -89,6 +89,7 @@ def main(argv: list | None = None) -> int:
                     help="start of the seed sequence (default: random, printed)")
     ap.add_argument("--seconds", type=float, default=20.0,
                     help="time budget per layer (default 20)")
+    ap.add_argument("--seeds-list", help="comma-separated seeds, run in one child")
     ap.add_argument("--count", type=int, help="run this many seeds instead of --seconds")
     ap.add_argument("--batch", type=int, default=20, help="seeds per child process")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds before a child counts as hung")
@@ -102,6 +103,12 @@ def main(argv: list | None = None) -> int:
     env = dict(os.environ)
     failures = 0
     for layer in layers:
+        if args.seeds_list:
+            seeds = [int(x) for x in args.seeds_list.split(",")]
+            seed, report = run_batch(layer, seeds, args.timeout * len(seeds), env)
+            print(report or f"stress {layer}: seeds {args.seeds_list} passed", flush=True)
+            failures += seed is not None
+            continue
         if args.seed is not None:
             seed, report = run_batch(layer, [args.seed], args.timeout, env, keep=100000)
             print(report or f"stress {layer}: seed {args.seed} passed", flush=True)
