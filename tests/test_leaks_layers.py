@@ -1,0 +1,107 @@
+"""Leak check for the stackless and greenlet layers: RSS and object counts
+stay flat over many switches and create/finish cycles.
+
+The counts scale with LEAK_SCALE (default 0.1: 1e5 switches and 1e4
+create/finish cycles per layer, a few seconds; LEAK_SCALE=1 is the full
+1e6 / 1e5 of issue 8).  On debug builds sys.gettotalrefcount is compared
+too.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import sys
+
+import pytest
+
+psutil = pytest.importorskip("psutil")
+
+import stackless
+import stackless.greenlet as G
+
+SCALE = float(os.environ.get("LEAK_SCALE", "0.1"))
+SWITCHES = int(1_000_000 * SCALE)
+CYCLES = int(100_000 * SCALE)
+
+
+def _measure():
+    gc.collect()
+    gc.collect()
+    refs = sys.gettotalrefcount() if hasattr(sys, "gettotalrefcount") else None
+    return psutil.Process().memory_info().rss, len(gc.get_objects()), refs
+
+
+def _flat(work, n):
+    """Run work(n) three times; the last two must not grow."""
+    work(n // 10)                       # warm up caches, free lists, interning
+    before = _measure()
+    work(n)
+    middle = _measure()
+    work(n)
+    after = _measure()
+    grow_rss = after[0] - middle[0]
+    assert grow_rss < 2 * 1024 * 1024, f"RSS grew by {grow_rss} bytes over {n} more"
+    assert after[1] - before[1] < 200, f"{after[1] - before[1]} more GC objects"
+    if after[2] is not None:
+        assert after[2] - middle[2] < 200, f"total refcount grew by {after[2] - middle[2]}"
+
+
+def _stackless_switches(n):
+    ch = stackless.channel()
+
+    def pong():
+        for _ in range(n):
+            ch.send(ch.receive())
+    stackless.tasklet(pong)()
+    for i in range(n):
+        ch.send(i)
+        ch.receive()
+    stackless.run()
+
+
+def _stackless_cycles(n):
+    def body(ch):
+        try:
+            ch.receive()
+        finally:
+            pass
+    for i in range(n):
+        ch = stackless.channel()
+        t = stackless.tasklet(body)(ch)
+        stackless.run()
+        if i % 2:
+            ch.send(i)                  # finishes normally
+        else:
+            t.kill()                    # finishes by TaskletExit
+    assert stackless.getruncount() == 1
+
+
+def _greenlet_switches(n):
+    main = G.getcurrent()
+
+    def pong(v):
+        while True:
+            v = main.switch(v)
+    g = G.greenlet(pong)
+    for i in range(n):
+        g.switch(i)
+    g.throw()                           # GreenletExit: g ends
+
+
+def _greenlet_cycles(n):
+    main = G.getcurrent()
+    for i in range(n):
+        g = G.greenlet(lambda: main.switch(1))
+        g.switch()
+        if i % 2:
+            g.switch()                  # finishes normally
+        del g                           # the other half: killed while suspended
+
+
+@pytest.mark.parametrize("work,n", [
+    (_stackless_switches, SWITCHES // 2), (_stackless_cycles, CYCLES),
+    (_greenlet_switches, SWITCHES), (_greenlet_cycles, CYCLES),
+], ids=["stackless-switches", "stackless-create-finish", "greenlet-switches",
+        "greenlet-create-finish"])
+def test_flat(work, n):
+    _flat(work, n)
