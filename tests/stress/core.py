@@ -70,6 +70,7 @@ class World:
         self.permute_ok = permute_ok
         self.nbodies = 0
         self.refs: list = []            # (n, weakref) of every continulet made here
+        self.stuck = 0                  # finalizers switched out of and not resumed
         self.tag = f"{name}-tag"
 
     # -- bookkeeping ----------------------------------------------------
@@ -150,9 +151,10 @@ class World:
                 try:
                     if cell != f"cell{n}" or job.attr != n or box[0].attr != "own":
                         led.violation(f"body {n} finally: state changed")
+                except NameError as e:   # a cleared closure cell (issue 8 item 2)
+                    LOST.append(f"a body's finally sees cleared state: {e}")
                 except BaseException as e:
-                    led.violation(f"body {n} finally sees cleared state: "
-                                  f"{type(e).__name__}: {e}")
+                    LOST.append(f"a body's finally sees cleared state: {type(e).__name__}: {e}")
                 led.exited += 1
 
         c = Cont(body, n)
@@ -232,8 +234,16 @@ class World:
         world = self
 
         def switch_now(*ignored: Any) -> None:
+            # A finalizer that switches away holds the object being freed on
+            # its C stack, where the GC cannot see it: if nothing resumes
+            # that stack, what it refers to stays (as with the C greenlet).
+            # Such a scenario only checks the tokens.
             if t is not None:
-                world.outcome(None, "switch from a finalizer", tok, t.switch, tok)
+                world.stuck += 1
+                try:
+                    world.outcome(None, "switch from a finalizer", tok, t.switch, tok)
+                finally:
+                    world.stuck -= 1
         return switch_now
 
     def op_finalizer(self, me: Any) -> None:
@@ -404,9 +414,13 @@ class World:
         if alive and os.environ.get("STRESS_DEBUG"):
             for n, r in self.refs:
                 if r() is not None:
+                    print("stuck", self.stuck)
                     for ref in gc.get_referrers(r()):
                         print("referrer of body", n, type(ref), str(ref)[:300])
-        if alive:
+                        if type(ref).__name__ in ("cell", "builtin_function_or_method"):
+                            for ref2 in gc.get_referrers(ref):
+                                print("   referrer", type(ref2), str(ref2)[:200], sys.getrefcount(ref))
+        if alive and not self.stuck:
             self.led.violation(f"continulets of bodies {alive[:10]} not collected "
                                f"after cleanup: {[r().is_pending() for n, r in self.refs if r() is not None][:10]} pending")
 
@@ -501,6 +515,7 @@ def run(seed: int, trace: Trace) -> None:
     if LOST:
         raise Failure(LOST[0])
     unr.check()
+    by_name = {w.name: w for w in worlds}
     check_ledgers([w.led for w in worlds], strict_tokens=not signals,
-                  balanced=lambda led: led.name == "main"
-                  or not ends[int(led.name[len("thread"):])])
+                  balanced=lambda led: not by_name[led.name].stuck and (
+                      led.name == "main" or not ends[int(led.name[len("thread"):])]))

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import stackless
 
-from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Trace,
+from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Tok, Trace,
                      Unraisables, check_ledgers, skipped, unexpected)
 
 REFUSALS = {
@@ -167,9 +167,20 @@ class World:
         self.log("schedule")
         self.call("schedule", None, stackless.schedule)
 
+    def forfeit(self, t: Any) -> None:
+        """An exception raised into a tasklet that was handed a value and has
+        not run since replaces that value (as in Stackless 3.7)."""
+        v = t.tempval
+        if isinstance(v, stackless.bomb) and isinstance(v.value, Injected):
+            v = v.value.tok             # an exception sent by send_exception
+        if type(v) is Tok:
+            self.log("forfeit", v)
+            self.led.refuse(v)
+
     def op_kill(self, in_body: bool) -> None:
         t = self.pick()
         if t is not None:
+            self.forfeit(t)
             self.log("kill", self.tasklets.index(t))
             self.call("kill", None, t.kill, self.rng.random() < 0.2)
 
@@ -178,6 +189,7 @@ class World:
         if t is None or t.is_current:
             return
         tok = self.led.token()
+        self.forfeit(t)
         self.log("raise_exception", self.tasklets.index(t), tok)
         if self.rng.random() < 0.5:
             self.call("raise_exception", tok, t.raise_exception, Injected, tok)
@@ -257,6 +269,7 @@ class World:
             if not alive:
                 break
             for t in alive:
+                self.forfeit(t)
                 try:
                     t.kill()
                 except Injected as e:
