@@ -221,6 +221,11 @@ class World:
             # thread at its next switch
             G.greenlet(lambda: None).switch()
         alive = [n for n, r in self.refs if r() is not None and not r().dead]
+        if alive and os.environ.get("STRESS_DEBUG"):
+            for n, r in self.refs:
+                if r() is not None and not r().dead:
+                    for ref in gc.get_referrers(r()):
+                        print("referrer of greenlet", n, type(ref), str(ref)[:200])
         if alive:
             self.led.violation(f"suspended greenlets {alive[:10]} not collected")
 
