@@ -35,6 +35,7 @@ typedef struct {
     cont_stack *h;          /* the stored continuation, NULL if unbound or finished */
     uint64_t thread_id;
     char initialized;
+    char permuting;         /* marked while permute() checks its arguments */
     PyObject *weakrefs;
 } Continulet;
 

@@ -185,6 +185,13 @@ done:
 
 static PyObject *getcurrent(PyObject *mod, PyObject *unused)
 {
+    /* the Python code raises the error of a finalizing interpreter */
+#if PY_VERSION_HEX >= 0x030D0000
+    if (Py_IsFinalizing())
+#else
+    if (_Py_IsFinalizing())
+#endif
+        return PyObject_CallNoArgs(py_getcurrent);
     PyObject *ts = thread_state();
     if (ts == NULL)
         return PyErr_Occurred() ? NULL : PyObject_CallNoArgs(py_getcurrent);

@@ -817,35 +817,59 @@ PyTypeObject Continulet_Type = {
  * permute() and the module
  * --------------------------------------------------------------------- */
 
+/* One permute() argument, checked: 1 to take part, 0 to ignore (unbound),
+ * -1 with an exception set. */
+static int permute_check(PyObject *o, cont_tls **tp)
+{
+    if (check_continulet(o) < 0)
+        return -1;
+    Continulet *c = (Continulet *)o;
+    if (!c->initialized)
+        return 0;       /* ignored, like switch() ignores them */
+    if (*tp == NULL && (*tp = get_tls()) == NULL)
+        return -1;
+    if (c->thread_id != (*tp)->thread_id) {
+        PyErr_SetString(cont_error, "inter-thread support is missing");
+        return -1;
+    }
+    if (c->h == NULL) {
+        PyErr_SetString(cont_error, "got an already-finished continulet");
+        return -1;
+    }
+    /* Twice in one rotation, a continulet would be handed two stored
+     * continuations and keep only the second: one C stack would end up in
+     * two continulets and another in none (PyPy does exactly that and
+     * crashes later).  Refuse before anything moves. */
+    if (c->permuting) {
+        PyErr_SetString(cont_error, "permute() got the same continulet twice");
+        return -1;
+    }
+    c->permuting = 1;
+    return 1;
+}
+
 static PyObject *permute(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
     cont_tls *t = NULL;
-    Py_ssize_t n = 0;
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        if (check_continulet(args[i]) < 0)
-            return NULL;
-        Continulet *c = (Continulet *)args[i];
-        if (!c->initialized)
-            continue;       /* ignored, like switch() ignores them */
-        if (t == NULL && (t = get_tls()) == NULL)
-            return NULL;
-        if (c->thread_id != t->thread_id) {
-            PyErr_SetString(cont_error, "inter-thread support is missing");
-            return NULL;
-        }
-        if (c->h == NULL) {
-            PyErr_SetString(cont_error, "got an already-finished continulet");
-            return NULL;
-        }
-        n++;
+    Py_ssize_t n = 0, i;
+    for (i = 0; i < nargs; i++) {
+        int r = permute_check(args[i], &t);
+        if (r < 0)
+            break;
+        n += r;
     }
+    /* no Python code ran since the marks were set: nothing else saw them */
+    for (Py_ssize_t j = 0; j < i; j++)
+        ((Continulet *)args[j])->permuting = 0;
+    if (i < nargs)
+        return NULL;
     if (n > 1) {
         /* each one gets the previous one's continuation; the first gets the last's */
         cont_stack *carry = NULL;
-        for (Py_ssize_t i = nargs - 1; i >= 0; i--)
+        for (i = nargs - 1; i >= 0; i--)
             if (((Continulet *)args[i])->initialized) { carry = ((Continulet *)args[i])->h; break; }
-        for (Py_ssize_t i = 0; i < nargs; i++) {
+        for (i = 0; i < nargs; i++) {
             Continulet *c = (Continulet *)args[i];
             if (!c->initialized)
                 continue;

@@ -323,6 +323,38 @@ def test_permute_errors_and_ignored():
     assert c.switch() == "x"
 
 
+@cpython_only      # PyPy rotates anyway and later resumes one stack twice
+@pytest.mark.parametrize("pattern", ["abb", "aab", "aba", "aa", "abcb"])
+def test_permute_refuses_the_same_continulet_twice(pattern):
+    def body(c, name):
+        got = c.switch(name + "1")
+        return (name, got)
+    conts = {x: continulet(body, x) for x in "abc"}
+    for x, c in conts.items():
+        assert c.switch() == x + "1"
+    u = continulet.__new__(continulet)
+    with pytest.raises(error, match=r"^permute\(\) got the same continulet twice$"):
+        permute(u, *[conts[x] for x in pattern])
+    # nothing moved: each continulet still holds its own run, exactly once
+    for x, c in conts.items():
+        assert c.switch("resumed") == (x, "resumed")
+        assert not c.is_pending()
+    # and the marks are gone: the same continulets permute normally again
+    a, b = fresh(), fresh()
+    with pytest.raises(error):
+        permute(a, b, a)
+    permute(a, b)
+    permute(b, a)
+    assert a.switch() == "x" and b.switch() == "x"
+
+
+def test_permute_ignores_the_same_unbound_continulet_twice():
+    u = continulet.__new__(continulet)
+    c = fresh()
+    assert permute(u, c, u) is None
+    assert c.switch() == "x"
+
+
 # ---------------------------------------------------------------- exceptions
 
 def test_exception_comes_out_of_switch():

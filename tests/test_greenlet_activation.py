@@ -41,10 +41,16 @@ def test_install_registers_the_emulation():
         import sys
         import stackless.greenlet as emulation
         assert emulation.install() is emulation
+        # registered lazily: nothing is imported until something asks
+        assert "greenlet" not in sys.modules
         import greenlet
         from greenlet import greenlet as g, getcurrent
         assert greenlet is emulation and g is emulation.greenlet
+        assert "greenlet._greenlet" not in sys.modules
+        import greenlet._greenlet
         assert sys.modules["greenlet._greenlet"] is emulation
+        assert greenlet._greenlet is emulation
+        assert emulation.__spec__.name == "stackless.greenlet"  # keeps its own
         assert emulation.install() is emulation  # idempotent
         emulation.uninstall()
         assert "greenlet" not in sys.modules
@@ -156,4 +162,18 @@ def test_pth_file_content():
     assert python(["-c", code], env=env).stdout.split() == ["True"]
     unset = "exec(%r); import sys; print('greenlet' in sys.modules)" % lines[0]
     assert python(["-c", unset]).stdout.split() == ["False"]
-    assert python(["-c", unset], env=env).stdout.split() == ["True"]
+    # activated, yet invisible until something imports greenlet
+    assert python(["-c", unset], env=env).stdout.split() == ["False"]
+
+
+def test_runner_activation_is_invisible_until_imported():
+    child = "import sys; print('greenlet' in sys.modules)"
+    code = textwrap.dedent("""
+        import subprocess, sys
+        print("greenlet" in sys.modules, sys.argv[1:])
+        subprocess.run([sys.executable, "-c", %r])
+        import greenlet, stackless.greenlet as e
+        print(greenlet is e, "greenlet" in sys.modules)
+    """) % child
+    out = python(["-m", "stackless.greenlet", "-c", code, "x"]).stdout
+    assert out.splitlines() == ["False ['x']", "False", "True True"]

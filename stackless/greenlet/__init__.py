@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import gc
 import operator
 import os
 import _thread
@@ -49,6 +50,7 @@ GREENLET_USE_STANDARD_THREADING = True
 CLOCKS_PER_SEC = 1000000
 
 _getframe = sys._getframe
+_is_finalizing = sys.is_finalizing
 _Context = contextvars.Context
 _partial = functools.partial
 _call = operator.call
@@ -81,7 +83,7 @@ class _ThreadState:
     """Per-thread bookkeeping: current and main greenlet, tracer, kills."""
 
     __slots__ = ("current", "main", "origin", "trace", "kills", "slow",
-                 "throwing", "alive", "undying", "conts")
+                 "throwing", "alive", "undying", "conts", "swept")
 
     def __init__(self) -> None:
         self.current: Any = None
@@ -104,6 +106,9 @@ class _ThreadState:
         # True while the transfer into ``current`` is a throw.
         self.throwing = False
         self.alive = True
+        # Once the thread has exited: True after the next garbage
+        # collection, when its suspended greenlets no longer show frames.
+        self.swept = False
 
 
 class _Local(_thread._local):
@@ -130,6 +135,7 @@ class _ThreadWatch:
             main._gl_c = None
             main._gl_top = None
         ts.current = None
+        _exited.append(ts)
         ts.kills = []
         ts.undying = []
         ts.conts = set()
@@ -139,12 +145,28 @@ class _ThreadWatch:
 
 
 _tls = _Local()
+# Thread states of threads that have exited since the last collection.
+_exited: list = []
+
+
+def _sweep_exited(phase: str, info: dict) -> None:
+    """A gc callback: like the C greenlet's deferred clean-up of an exited
+    thread, the frames of greenlets left suspended in it are reachable
+    (gr_frame) until the next collection."""
+    while _exited:
+        _exited.pop().swept = True
+
+
+if hasattr(gc, "callbacks"):
+    gc.callbacks.append(_sweep_exited)
 
 
 def _forget_thread() -> None:
     """The running thread's state is going away (see _install_accel)."""
 
 _UNSTARTED, _ACTIVE, _DEAD = 0, 1, 2
+#: ``_gl_run`` of a greenlet without a ``run`` of its own (None is a value).
+_NO_RUN = object()
 
 
 def _thread_state() -> _ThreadState:
@@ -154,7 +176,7 @@ def _thread_state() -> _ThreadState:
         main = object.__new__(greenlet)
         main._gl_c = continulet.__new__(continulet)
         main._gl_parent = None
-        main._gl_run = None
+        main._gl_run = _NO_RUN
         main._gl_ts = ts
         main._gl_top = None
         main._gl_state = _ACTIVE
@@ -170,9 +192,10 @@ def _thread_state() -> _ThreadState:
 def _thread_of(g: "greenlet") -> Optional[_ThreadState]:
     """The thread state a greenlet belongs to (through its parents if unstarted)."""
     while g is not None:
-        if g._gl_ts is not None:
-            return g._gl_ts
-        g = g._gl_parent
+        ts = _ts_of(g)
+        if ts is not None:
+            return ts
+        g = _parent(g)
     return None
 
 
@@ -237,10 +260,9 @@ def _refused(ts: _ThreadState, mc: continulet, target: "greenlet",
     return True
 
 
-def _launch(ts: _ThreadState, g: "greenlet", args: tuple,
-            kwargs: Optional[dict]) -> _Cont:
-    """Make the continulet that will run ``g.run(*args, **kwargs)``."""
-    run = g.run  # AttributeError('run') leaves g unstarted, as greenlet does
+def _launch(ts: _ThreadState, g: "greenlet", run: Callable[..., Any],
+            args: tuple, kwargs: Optional[dict]) -> _Cont:
+    """Make the continulet that will run ``run(*args, **kwargs)`` for ``g``."""
     ctx = g._gl_ctx
     if ctx is None:
         ctx = g._gl_ctx = _Context()
@@ -254,15 +276,33 @@ def _launch(ts: _ThreadState, g: "greenlet", args: tuple,
         call = run
     else:
         call = _partial(ctx.run, run)
-    if kwargs:
+    if ts.trace is not None:
+        # the tracer's 'switch' event runs in the new greenlet, before run
+        c.r = _partial(_traced_start, c, call, args, kwargs)
+    elif kwargs:
         c.r = _partial(call, *args, **kwargs)
     else:
         c.r = _partial(call, *args)
     g._gl_c = c
     g._gl_ts = ts
-    g._gl_run = None
+    g._gl_run = _NO_RUN
     g._gl_state = _ACTIVE
     return c
+
+
+def _start_run(ts: _ThreadState, g: "greenlet") -> Any:
+    """Read ``g.run`` before starting ``g``, as the C greenlet does.
+
+    The read goes through ``getattr`` and may run any code, switches
+    included.  Returns the callable, or _NO_RUN if ``g`` was started
+    meanwhile (then it is switched to as a started greenlet).  Raises what the read
+    raises, or ``error`` if ``g`` now belongs to another thread; ``g`` then
+    stays unstarted."""
+    run = g.run  # AttributeError('run') leaves g unstarted, as greenlet does
+    if _state(g) != _UNSTARTED:
+        return _NO_RUN
+    _check_thread(ts, g)
+    return run
 
 
 def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
@@ -278,18 +318,37 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     While suspended here, no frame of this module holds the greenlet that
     is leaving: dropping its last reference must kill it at once.
     """
-    while target._gl_state != _ACTIVE:
-        if target._gl_state == _UNSTARTED and exc is None:
+    run = _NO_RUN
+    while True:
+        state = _state(target)
+        if state == _ACTIVE:
             break
-        if target._gl_state == _UNSTARTED:
-            # Throwing into an unstarted greenlet: it dies without running.
+        if state == _UNSTARTED:
+            try:
+                run = _start_run(ts, target)
+            except BaseException as e:
+                if ts.current._gl_c is mc:
+                    raise  # to the caller of switch() or throw()
+                # Forwarding the outcome of a greenlet that has just died:
+                # the parent that cannot start passes its error on.
+                args, kwargs, exc = (), None, e
+                target = _parent(target)
+                continue
+            if run is _NO_RUN:
+                continue  # started by the read of its run: a plain switch
+            if exc is None:
+                break
+            # Throwing into an unstarted greenlet: it starts and dies at once.
+            run = _NO_RUN
             target._gl_state = _DEAD
-            target._gl_run = None
+            target._gl_run = _NO_RUN
             target._gl_ts = ts
             origin = target
-            if isinstance(exc, GreenletExit):
-                args, kwargs, exc = (exc,), None, None
-        target = target._gl_parent
+        # A dead greenlet hands what it gets to its parent, as if it had
+        # just finished with it: GreenletExit becomes a value.
+        if exc is not None and isinstance(exc, GreenletExit):
+            args, kwargs, exc = (exc,), None, None
+        target = _parent(target)
     if target._gl_c is mc:
         ts.current = target
         ts.origin = origin if ts.slow else None
@@ -303,15 +362,12 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     cur = None
     ts.origin = origin if ts.slow else None
     origin = None
-    launching = target._gl_state == _UNSTARTED
+    launching = run is not _NO_RUN
     try:
         if launching:
-            c = _launch(ts, target, args, kwargs)
+            c = _launch(ts, target, run, args, kwargs)
             ts.current = target
             ts.throwing = False
-            if ts.trace is not None:
-                ts.trace("switch", (ts.origin, target))
-                ts.origin = None
             value = mc.switch(None, to=c)
         elif exc is None:
             ts.current = target
@@ -327,13 +383,31 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
         if ts.current is target and _refused(ts, mc, target, target._gl_c):
             if launching:  # back to unstarted
                 target._gl_state = _UNSTARTED
-                target._gl_run = target._gl_c.r.args[0]
+                target._gl_run = run
                 ts.conts.discard(target._gl_c)
                 target._gl_c = None
                 target._gl_ts = None
             raise
         return None, e
     return value, None
+
+
+def _traced_start(c: _Cont, run: Callable[..., Any], args: tuple,
+                  kwargs: Optional[dict]) -> Any:
+    """The start of a greenlet launched while a tracer is set.
+
+    As in the C greenlet, the tracer sees the 'switch' event in the new
+    greenlet, before ``run``: it may switch elsewhere and come back.  If
+    it raises, the greenlet dies of that exception without running (its
+    parent gets it) and the tracer is removed.  This frame sits below
+    ``run`` only in this case."""
+    value, exc = _after(_tls.ts, c, None, None)
+    if exc is not None:
+        try:
+            raise exc
+        finally:
+            exc = None
+    return run(*args, **(kwargs or {}))
 
 
 def _after(ts: _ThreadState, mc: continulet, value: Any,
@@ -386,10 +460,39 @@ def _run_kills(ts: _ThreadState) -> None:
 
 
 def _unraisable(exc: BaseException, obj: Any) -> None:
-    """Report an exception that nobody can catch, like a failing __del__."""
-    import traceback
-    sys.stderr.write("Exception ignored while killing %r:\n" % (obj,))
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    """Report an exception that nobody can catch through
+    ``sys.unraisablehook``, as the C greenlet does for a failed kill."""
+    hook = getattr(sys, "unraisablehook", None)
+    if hook is None:  # interpreter shutdown
+        return
+    try:
+        hook(_UnraisableArgs((type(exc), exc, exc.__traceback__, None, obj)))
+    except BaseException:
+        pass  # a failing hook must not stop the kill
+
+
+def _unraisable_args_type() -> type:
+    """``sys.UnraisableHookArgs``, which CPython does not export by name."""
+    got: list = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = got.append
+
+    class Probe:
+        def __del__(self) -> None:
+            raise RuntimeError
+
+    try:
+        Probe()
+    finally:
+        sys.unraisablehook = hook
+    if got:
+        return type(got[0])
+    import collections  # PyPy: a record with the same fields
+    return collections.namedtuple("UnraisableHookArgs", "exc_type exc_value "
+                                  "exc_traceback err_msg object")
+
+
+_UnraisableArgs = _unraisable_args_type()
 
 
 def _stripped(exc: BaseException) -> BaseException:
@@ -400,7 +503,18 @@ def _stripped(exc: BaseException) -> BaseException:
     return exc
 
 
-class greenlet:
+class _Instance:
+    """Where a greenlet's ``__dict__`` and weak references live: the
+    greenlet class replaces the ``__dict__`` descriptor with one that, as in
+    C, accepts only dicts and cannot be deleted."""
+
+    __slots__ = ("__dict__", "__weakref__")
+
+
+_dict_slot = vars(_Instance)["__dict__"]
+
+
+class greenlet(_Instance):
     """A micro-thread: ``greenlet(run=None, parent=None)``.
 
     ``run`` is called with the arguments of the first ``switch()``; its
@@ -411,14 +525,13 @@ class greenlet:
     # Private names are prefixed: subclasses (gevent's Greenlet has ``_run``)
     # must not collide with them.
     __slots__ = ("_gl_c", "_gl_parent", "_gl_run", "_gl_ts", "_gl_top",
-                 "_gl_state", "_gl_ctx", "_gl_ctx_set", "_gl_main",
-                 "__dict__", "__weakref__")
+                 "_gl_state", "_gl_ctx", "_gl_ctx_set", "_gl_main")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "greenlet":
         self = object.__new__(cls)
         self._gl_c = None
         self._gl_parent = getcurrent()
-        self._gl_run = None
+        self._gl_run = _NO_RUN
         self._gl_ts = None
         self._gl_top = None
         self._gl_state = _UNSTARTED
@@ -445,10 +558,10 @@ class greenlet:
                 raise TypeError("'%s' is an invalid keyword argument for "
                                 "green()" % key)
             values[key] = value
-        run = values.get("run")
         parent = values.get("parent")
-        if run is not None:
-            self.run = run
+        if "run" in values:  # greenlet(run=None) has a run: None
+            # the slot itself, as in C: a subclass's run method still wins
+            _set_run(self, values["run"])
         if parent is not None:
             self.parent = parent
 
@@ -547,7 +660,8 @@ class greenlet:
             self._gl_ts.conts.discard(self._gl_c)
         self._gl_c = None
         self._gl_top = None
-        self._gl_ctx = None
+        # _gl_ctx stays: a dead greenlet's gr_context is the context it
+        # ended in, as with the C greenlet
 
     def _gl_kill(self, ts: _ThreadState) -> bool:
         """Throw GreenletExit into this suspended greenlet, returning here.
@@ -556,6 +670,8 @@ class greenlet:
         garbage collection): the kill must be retried later."""
         if self._gl_state != _ACTIVE or self._gl_ts is not ts or not ts.alive:
             return True
+        # The kill returns here; afterwards the parent is what it was.
+        parent = self._gl_parent
         self._gl_parent = ts.current
         try:
             self.throw(GreenletExit)
@@ -564,10 +680,12 @@ class greenlet:
         except RuntimeError as e:
             if self._gl_state == _ACTIVE and self._gl_c.is_pending() \
                     and "garbage collect" in str(e):
+                self._gl_parent = parent
                 return False
             _unraisable(e, self)
         except BaseException as e:
             _unraisable(e, self)
+        self._gl_parent = parent
         return True
 
     def __del__(self) -> None:
@@ -596,7 +714,7 @@ class greenlet:
     def run(self) -> Callable[..., Any]:
         """The callable run by the first switch(); gone once started."""
         run = self._gl_run
-        if run is None or self._gl_state != _UNSTARTED:
+        if run is _NO_RUN or self._gl_state != _UNSTARTED:
             raise AttributeError("run")
         return run
 
@@ -610,7 +728,7 @@ class greenlet:
     def run(self) -> None:
         if self._gl_state != _UNSTARTED:
             raise AttributeError("run cannot be set after the start of the greenlet")
-        self._gl_run = None
+        self._gl_run = _NO_RUN
 
     @property
     def parent(self) -> Optional["greenlet"]:
@@ -650,8 +768,10 @@ class greenlet:
     def gr_frame(self) -> Optional[FrameType]:
         """The innermost frame of a suspended greenlet, else None."""
         ts = self._gl_ts
-        if self._gl_state != _ACTIVE or ts.current is self or not ts.alive:
+        if self._gl_state != _ACTIVE or (ts.current is self and ts.alive) or ts.swept:
             return None
+        # the frames of a greenlet left suspended in a thread that has
+        # exited stay reachable, as with the C greenlet
         return self._gl_top
 
     @property
@@ -663,6 +783,10 @@ class greenlet:
         if ctx is not None and ctx is self._gl_ctx and not self._gl_ctx_set and len(ctx) == 0:
             return None  # greenlet creates a context only on first use
         return ctx
+
+    @gr_context.deleter
+    def gr_context(self) -> None:
+        raise AttributeError("can't delete context attribute")
 
     @gr_context.setter
     def gr_context(self, value: Optional[contextvars.Context]) -> None:
@@ -713,12 +837,32 @@ class greenlet:
         exited = "(thread exited) " if ts is not None and not ts.alive else ""
         return "<%s object at 0x%x (otid=%s) %sdead>" % (name, id(self), otid, exited)
 
+    @property
+    def __dict__(self) -> dict:  # type: ignore[override]
+        return _dict_slot.__get__(self)
+
+    @__dict__.setter
+    def __dict__(self, value: dict) -> None:
+        if not isinstance(value, dict):
+            raise TypeError("__dict__ must be a dictionary")
+        _dict_slot.__set__(self, value)
+
+    @__dict__.deleter
+    def __dict__(self) -> None:
+        raise TypeError("__dict__ may not be deleted")
+
     def __reduce__(self) -> Any:
         raise TypeError("cannot pickle '%s' object" % type(self).__name__)
 
 
 def getcurrent() -> greenlet:
-    """The greenlet running in the calling thread."""
+    """The greenlet running in the calling thread.
+
+    Raises RuntimeError once the interpreter is finalizing (from a
+    ``__del__`` run by its last collections, say), as the C greenlet does:
+    the greenlets' thread state may be gone by then."""
+    if _is_finalizing():
+        raise RuntimeError("greenlet is being finalized")
     ts = _tls.ts
     if ts is None:
         ts = _thread_state()
@@ -743,6 +887,49 @@ def gettrace() -> Optional[Callable[[str, tuple], Any]]:
     return _thread_state().trace
 
 
+def _class_api() -> None:
+    """What the C greenlet type carries besides its methods: the module's
+    functions as static methods (so ``g.getcurrent()`` works too) and its
+    exceptions."""
+    greenlet.getcurrent = staticmethod(getcurrent)
+    greenlet.settrace = staticmethod(settrace)
+    greenlet.gettrace = staticmethod(gettrace)
+    greenlet.GreenletExit = GreenletExit
+    greenlet.error = error
+
+
+_class_api()
+# The slots of greenlets as seen by the type itself: a subclass's
+# __getattribute__ must not change what the emulation reads.
+_state = vars(greenlet)["_gl_state"].__get__
+_parent = vars(greenlet)["_gl_parent"].__get__
+_ts_of = vars(greenlet)["_gl_ts"].__get__
+_set_run = vars(greenlet)["run"].fset
+
+
+class UnswitchableGreenlet(greenlet):
+    """The C greenlet's test hook (``greenlet._greenlet``, which is this
+    module under the emulation): a greenlet whose stack switch can be made
+    to fail.  ``force_switch_error`` fails it before anything changed (a
+    SystemError; the greenlet stays usable), ``force_slp_switch_error``
+    in the middle, which no interpreter survives: the process aborts with
+    a fatal error, as with the C greenlet."""
+
+    force_switch_error = False
+    force_slp_switch_error = False
+
+    def switch(self, *args: Any, **kwargs: Any) -> Any:
+        if self.force_slp_switch_error:
+            os.write(2, b"Fatal Python error: greenlet: failed to switch stacks\n")
+            os.abort()
+        if self.force_switch_error:
+            if _state(self) == _UNSTARTED:
+                raise SystemError("Failed to switch stacks into a greenlet "
+                                  "for the first time.")
+            raise SystemError("Failed to switch stacks into a running greenlet.")
+        return greenlet.switch(self, *args, **kwargs)
+
+
 def enable_optional_cleanup(enabled: bool) -> None:
     """Accepted for compatibility; the emulation has no optional cleanup."""
 
@@ -753,6 +940,11 @@ def get_clocks_used_doing_optional_cleanup() -> Optional[int]:
 
 
 from ._activate import install, uninstall  # noqa: E402
+
+#: ``greenlet._greenlet``, the C greenlet's extension module, is an
+#: attribute of the package once ``greenlet`` is imported; here both
+#: names are this module (see install()).
+_greenlet = sys.modules[__name__]
 
 from . import _activate as _activate_module  # noqa: E402
 from . import _hide  # noqa: E402
@@ -779,6 +971,7 @@ def _install_accel() -> bool:
         return False
     py_functions = (greenlet.switch, getcurrent)
     _greenlet_accel.install(globals())
+    greenlet.getcurrent = staticmethod(globals()["getcurrent"])
     # The C functions are C calls to profilers by themselves; the Python
     # ones now run only inside them, and must not look like a second call.
     for func in py_functions:

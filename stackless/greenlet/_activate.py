@@ -27,8 +27,41 @@ PTH_NAME = "stackless_greenlet.pth"
 _NAMES = ("greenlet", "greenlet._greenlet")
 
 
+class _Finder:
+    """The ``sys.meta_path`` entry that install() adds: ``import greenlet``
+    (and ``greenlet._greenlet``) gets the emulation.  Until something
+    imports greenlet, ``sys.modules`` has no ``greenlet``, as in a program
+    running on the C greenlet."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> object:
+        if name not in _NAMES:
+            return None
+        import importlib.machinery
+        return importlib.machinery.ModuleSpec(name, _Loader)
+
+
+class _Loader:
+    """Loads the emulation module itself under the name ``greenlet``."""
+
+    @staticmethod
+    def create_module(spec: object) -> ModuleType:
+        this = sys.modules[__package__]
+        _own_spec.setdefault("spec", this.__spec__)
+        return this
+
+    @staticmethod
+    def exec_module(module: ModuleType) -> None:
+        # the import system has given it the spec of "greenlet": it keeps
+        # its own (reloading and introspection use it)
+        module.__spec__ = _own_spec["spec"]
+
+
+_own_spec: dict = {}
+
+
 def install() -> ModuleType:
-    """Register the emulation as ``sys.modules['greenlet']`` and return it.
+    """Make ``import greenlet`` give the emulation, from now on; returns it.
 
     Raises RuntimeError if another ``greenlet`` module (the C one) has
     already been imported: greenlets of the two cannot be mixed.
@@ -41,14 +74,16 @@ def install() -> ModuleType:
                 "stackless.greenlet.install(): the module %r was already imported "
                 "from %s; install the emulation before anything imports greenlet"
                 % (name, getattr(other, "__file__", None) or repr(other)))
-    for name in _NAMES:
-        sys.modules[name] = this
+    if _Finder not in sys.meta_path:
+        sys.meta_path.insert(0, _Finder)
     return this
 
 
 def uninstall() -> None:
     """Undo install(): ``import greenlet`` finds the real module again."""
     this = sys.modules[__package__]
+    while _Finder in sys.meta_path:
+        sys.meta_path.remove(_Finder)
     for name in _NAMES:
         if sys.modules.get(name) is this:
             del sys.modules[name]

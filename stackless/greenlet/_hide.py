@@ -24,6 +24,11 @@ _orig_getprofile = sys.getprofile
 HIDDEN: set = set()
 #: Code of the emulation's API functions -> what a profiler is told it called.
 API: dict = {}
+#: ids of the API frames whose call a profiler was told of.  As with a C
+#: call, the return is reported only if the call was (to whatever profiler
+#: is active at the return): a profiler set meanwhile, in this greenlet or
+#: another, sees no return of a call it did not see.
+_CALLED: set = set()
 
 
 class _Trace:
@@ -58,7 +63,12 @@ class _Profile:
             if api is not None:
                 back = frame.f_back
                 if back is not None and back.f_code not in HIDDEN:
-                    self.func(back, "c_call" if event == "call" else "c_return", api)
+                    if event == "call":
+                        _CALLED.add(id(frame))
+                        self.func(back, "c_call", api)
+                    elif id(frame) in _CALLED:
+                        _CALLED.discard(id(frame))
+                        self.func(back, "c_return", api)
 
 
 def settrace(func: Optional[Callable]) -> None:
@@ -68,7 +78,14 @@ def settrace(func: Optional[Callable]) -> None:
 
 def setprofile(func: Optional[Callable]) -> None:
     """``sys.setprofile``, hiding the greenlet emulation's frames."""
+    # Calls seen by the profiler being replaced: their returns are lost,
+    # as in CPython, except for this very call if the new one sees it.
+    me = id(sys._getframe())
+    seen = me in _CALLED
+    _CALLED.clear()
     _orig_setprofile(None if func is None else _Profile(func))
+    if seen and func is not None:
+        _CALLED.add(me)
 
 
 def gettrace() -> Optional[Callable]:
