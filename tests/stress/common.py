@@ -148,16 +148,12 @@ class Signals:
         self.raised = 0
         self.old: Any = None
 
-    @property
-    def critical(self) -> bool:
-        return getattr(self.local, "critical", True)
-
-    @critical.setter
-    def critical(self, value: bool) -> None:
-        self.local.critical = value
+    # ``critical`` lives on the thread-local object and is set with a plain
+    # attribute store (``SIGNALS.local.critical = True``): a property setter
+    # is a Python call, where a pending signal handler would run first.
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.armed and not self.critical:
+        if self.armed and not getattr(self.local, "critical", True):
             self.raised += 1
             raise Alarm()
 
@@ -185,7 +181,8 @@ class Signals:
         up to four positional arguments, never ``fn(*args)``: a frame that
         is suspended inside ``f(*args)`` holds ``f`` and the argument tuple
         where the GC cannot see them (KNOWN_BUGS "callex")."""
-        self.critical = False
+        local = self.local
+        local.critical = False
         try:
             if kwargs or self.star_call or len(args) > 4:
                 return fn(*args, **(kwargs or {}))
@@ -200,7 +197,7 @@ class Signals:
                 return fn(args[0], args[1], args[2])
             return fn(args[0], args[1], args[2], args[3])
         finally:
-            self.critical = True
+            local.critical = True
 
 
 SIGNALS = Signals()
@@ -211,8 +208,9 @@ class Unraisables:
     types may (a finalizer unwound by GeneratorExit, a signal landing in a
     finalizer)."""
 
-    def __init__(self, allowed: tuple) -> None:
+    def __init__(self, allowed: tuple, trace: Optional["Trace"] = None) -> None:
         self.allowed = allowed
+        self.trace = trace
         self.bad: list = []
         self.old = None
 
@@ -222,6 +220,9 @@ class Unraisables:
         return self
 
     def _hook(self, u: Any) -> None:
+        if self.trace is not None:
+            self.trace("unraisable", type(u.exc_value).__name__, u.err_msg or "",
+                       type(u.object).__name__)
         if not isinstance(u.exc_value, self.allowed):
             self.bad.append("".join(traceback.format_exception(
                 type(u.exc_value), u.exc_value, u.exc_traceback)).strip()
@@ -246,8 +247,8 @@ def unexpected(led: Ledger, where: str, exc: BaseException) -> None:
 KNOWN_BUGS = {
     "core": {
         "trace": "issue 8 item 3: pending continulets suspended under settrace/setprofile are uncollectable",
-        "genlet": "issue 8 item 2: a collected pending genlet unwinds after tp_clear emptied its closure",
-        "permute": "issue 8 item 1: permute() with the same continulet twice corrupts stacks",
+        "cleared": "issue 8 item 2: a collected pending continulet unwinds after tp_clear "
+                   "emptied its closure (the finally blocks' check of their state is left out)",
         "callex": "bug S1 (tests/stress/test_found.py): a continulet suspended in a switch "
                   "called as f(*args) is uncollectable on 3.11",
     },

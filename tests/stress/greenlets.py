@@ -103,7 +103,7 @@ class World:
         steps = self.rng.randint(0, 6)
 
         def body(*args: Any) -> Any:
-            SIGNALS.critical = True
+            SIGNALS.local.critical = True
             led = world.led
             led.entered += 1
             try:
@@ -115,7 +115,7 @@ class World:
                 world.log("return", n, tok)
                 return tok
             finally:
-                SIGNALS.critical = True
+                SIGNALS.local.critical = True
                 led.exited += 1
 
         g = G.greenlet(body, parent) if parent is not None else G.greenlet(body)
@@ -277,7 +277,7 @@ def run(seed: int, trace: Trace) -> None:
             w.cleanup()
 
     threads = [threading.Thread(target=thread_main, args=(w,)) for w in worlds[1:]]
-    with Unraisables((Alarm,)) as unr:
+    with Unraisables((Alarm,), trace) as unr:
         for t in threads:
             t.start()
         if signals:

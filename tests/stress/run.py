@@ -106,7 +106,8 @@ def main(argv: list | None = None) -> int:
                     help="time budget per layer (default 20)")
     ap.add_argument("--seeds-list", help="comma-separated seeds, run in one child")
     ap.add_argument("--count", type=int, help="run this many seeds instead of --seconds")
-    ap.add_argument("--batch", type=int, default=20, help="seeds per child process")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="seeds per child process (1: each seed replays alone as it ran)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds before a child counts as hung")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--seeds", help=argparse.SUPPRESS)

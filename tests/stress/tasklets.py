@@ -105,14 +105,14 @@ class World:
         world = self
 
         def body() -> None:
-            SIGNALS.critical = True
+            SIGNALS.local.critical = True
             world.led.entered += 1
             try:
                 world.log("start", n)
                 for _ in range(steps):
                     world.step(True)
             finally:
-                SIGNALS.critical = True
+                SIGNALS.local.critical = True
                 world.led.exited += 1
                 world.log("end", n)
 
@@ -256,7 +256,7 @@ class World:
         for i in range(nsteps):
             self.step(False)
             if i % 5 == 0:
-                SIGNALS.critical = True
+                SIGNALS.local.critical = True
                 self.check_scheduler(f"step {i}")
 
     def cleanup(self) -> None:
@@ -339,7 +339,7 @@ def run(seed: int, trace: Trace) -> None:
             errors.append(e)
 
     threads = [threading.Thread(target=thread_main, args=(w,)) for w in worlds[1:]]
-    with Unraisables((Alarm,)) as unr:
+    with Unraisables((Alarm,), trace) as unr:
         if cons:
             cons.start()
         for t in threads:
