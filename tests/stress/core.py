@@ -79,6 +79,7 @@ class World:
 
     def check_context(self, where: str) -> None:
         if THREAD_VAR.get(None) != self.tag:
+            self.log("VIOLATION context variable after", where)
             self.led.violation(f"context variable is {THREAD_VAR.get(None)!r} "
                                f"after {where}, expected {self.tag!r}")
 
@@ -208,7 +209,13 @@ class World:
         if not self.permute_ok or not self.pool:
             return
         k = self.rng.randint(1, 4)
-        cs = [self.rng.choice(self.pool + ([me] if me is not None else [])) for _ in range(k)]
+        # mostly pending ones (suspended stacks are what permute moves),
+        # sometimes one of them twice
+        pending = [c for c in self.pool if c.is_pending()] + ([me] if me is not None else [])
+        cands = pending if pending and self.rng.random() < 0.8 else self.pool
+        cs = [self.rng.choice(cands) for _ in range(k)]
+        if self.rng.random() < 0.3:
+            cs.insert(self.rng.randrange(len(cs) + 1), self.rng.choice(cs))
         self.log("permute", [self.where(c, me) for c in cs])
         self.outcome(me, "permute", None, permute, *cs)
 
