@@ -249,8 +249,12 @@ KNOWN_BUGS = {
         "trace": "issue 8 item 3: pending continulets suspended under settrace/setprofile are uncollectable",
         "cleared": "issue 8 item 2: a collected pending continulet unwinds after tp_clear "
                    "emptied its closure (the finally blocks' check of their state is left out)",
-        "callex": "bug S1 (tests/stress/test_found.py): a continulet suspended in a switch "
+        "pygen": "bug C2 (tests/stress/test_stress.py): a continulet suspended while a "
+                 "generator runs on its stack is uncollectable",
+        "callex": "bug C1 (tests/stress/test_stress.py): a continulet suspended in a switch "
                   "called as f(*args) is uncollectable on 3.11",
+        "ctxcheck": "bug C3 (tests/stress/test_stress.py): a not-yet-started continulet "
+                    "moved by switch(to=)/permute starts in an empty contextvars Context",
     },
     "stackless": {
         "signals": "issue 8 item 6: an asynchronous exception inside the scheduler's Python code corrupts it",

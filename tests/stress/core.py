@@ -78,7 +78,7 @@ class World:
         self.trace(self.name, *parts)
 
     def check_context(self, where: str) -> None:
-        if THREAD_VAR.get(None) != self.tag:
+        if CHECK_CONTEXT and THREAD_VAR.get(None) != self.tag:
             self.log("VIOLATION context variable after", where)
             self.led.violation(f"context variable is {THREAD_VAR.get(None)!r} "
                                f"after {where}, expected {self.tag!r}")
@@ -141,11 +141,12 @@ class World:
             SIGNALS.local.critical = True
             led.entered += 1
             try:
+                world.log("start", f"b{n}")
                 box = [c, job]          # a cycle through the stack: c -> frame -> box -> c
                 for _ in range(steps):
                     world.step(c)
                 tok = led.send(led.token())
-                world.log("return", n, tok)
+                world.log("return", f"b{n}", tok)
                 return tok
             finally:
                 SIGNALS.local.critical = True
@@ -161,6 +162,7 @@ class World:
 
         c = Cont(body, n)
         c.attr = "own"
+        c.n = n
         self.refs.append((n, weakref.ref(c)))
         return c
 
@@ -227,8 +229,8 @@ class World:
     def op_drop(self, me: Any) -> None:
         if self.pool:
             i = self.rng.randrange(len(self.pool))
-            self.log("drop", i)
             c = self.pool.pop(i)
+            self.log("drop", self.where(c, None))
             SIGNALS.call(self._release, c)
 
     @staticmethod
@@ -384,12 +386,10 @@ class World:
     def where(self, c: Any, me: Any) -> str:
         if c is None:
             return "-"
+        name = f"b{c.n}" if isinstance(c, Cont) else f"genlet@{id(c):x}"
         if c is me:
-            return "me"
-        try:
-            return str(self.pool.index(c))
-        except ValueError:
-            return "?"
+            return f"me={name}"
+        return name + ("" if any(c is x for x in self.pool) else "(dropped)")
 
     # -- driving -----------------------------------------------------------
     def drive(self, nsteps: int) -> None:
@@ -449,6 +449,7 @@ OPS_WEIGHTS = [
 ]
 SKIP = skipped("core")
 CHECK_CLEARED = "cleared" not in SKIP
+CHECK_CONTEXT = "ctxcheck" not in SKIP
 OPS = [o for o, _ in OPS_WEIGHTS]
 WEIGHTS = [0 if o.__name__[3:] in SKIP else w for o, w in OPS_WEIGHTS]
 

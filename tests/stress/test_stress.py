@@ -38,7 +38,7 @@ def test_stress_seeds(layer):
 
 
 @pytest.mark.xfail(sys.version_info[:2] == (3, 11) and not ON_PYPY, strict=True,
-                   reason="S1: a continulet suspended in a switch() called with "
+                   reason="C1: a continulet suspended in a switch() called with "
                           "f(*args) is uncollectable (the call holds references "
                           "that the GC cannot see); found by tests/stress core")
 def test_pending_continulet_switched_by_star_call_is_collected():
@@ -59,3 +59,58 @@ def test_pending_continulet_switched_by_star_call_is_collected():
     gc.collect()
     gc.collect()
     assert r() is None and done == [1]
+
+
+@pytest.mark.xfail(sys.version_info[:2] == (3, 11) and not ON_PYPY, strict=True,
+                   reason="C2: a continulet suspended while a generator runs on its "
+                          "stack is uncollectable; found by tests/stress core (op pygen)")
+def test_pending_continulet_with_a_running_generator_is_collected():
+    from _continuation import continulet
+    done = []
+
+    def body(c):
+        def gen():
+            try:
+                c.switch()              # suspends the continulet with gen running
+                yield
+            finally:
+                done.append("gen")
+        try:
+            for _ in gen():
+                pass
+        finally:
+            done.append("body")
+
+    c = continulet(body)
+    c.switch()
+    r = weakref.ref(c)
+    del c
+    gc.collect()
+    gc.collect()
+    assert r() is None and done == ["gen", "body"]
+
+
+@pytest.mark.xfail(not ON_PYPY, strict=True,
+                   reason="C3: a not-yet-started continulet moved by switch(to=) or "
+                          "permute() starts in an empty contextvars Context (PyPy: the "
+                          "thread's one context); found by tests/stress core seed 54")
+@pytest.mark.parametrize("how", ["switch(to=)", "permute"])
+def test_moved_unstarted_continulet_starts_in_the_threads_context(how):
+    import contextvars
+    from _continuation import continulet, permute
+    var = contextvars.ContextVar("stress_c3")
+    token = var.set("outer")
+    try:
+        seen = []
+        a = continulet(lambda c: seen.append(var.get(None)))
+        g = continulet(lambda c: c.switch())
+        g.switch()
+        if how == "permute":
+            permute(a, g)               # a holds g's stack, g the unstarted callable
+            a.switch()                  # g's callable returns into g: the callable starts
+        else:
+            a.switch(None, to=g)        # a's unstarted callable goes into g, which resumes
+        assert seen == ["outer"]
+        assert var.get() == "outer"
+    finally:
+        var.reset(token)
