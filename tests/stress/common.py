@@ -97,8 +97,8 @@ class Ledger:
         self.refused.add(int(tok))
 
     def receive(self, value: Any) -> None:
-        if isinstance(value, Injected):
-            value = value.tok
+        if isinstance(value, BaseException):
+            value = getattr(value, "tok", None)   # Injected, or a layer's own carrier
         if type(value) is Tok:
             self.received[int(value)] += 1
 
