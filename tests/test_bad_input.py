@@ -314,3 +314,50 @@ def test_reentry(call_id, via_id):
 
 if __name__ == "__main__":
     reentry(sys.argv[1], sys.argv[2])
+
+
+# -- odd but valid calls whose answer the C greenlet defines ----------------
+
+@pytest.mark.parametrize("exc", ["class", "instance", "none"])
+def test_throw_greenletexit_into_dead_greenlet_returns_it(exc):
+    """As the C greenlet: GreenletExit thrown into a dead greenlet comes back
+    as the value (its parent, the caller, gets it), another exception is
+    raised in the caller; the greenlet stays dead and the layer works."""
+    o = Objs()
+    g = G.greenlet(lambda: None)
+    g.switch()
+    if exc == "class":
+        r = g.throw(G.GreenletExit)
+    elif exc == "instance":
+        e = G.GreenletExit("x")
+        r = g.throw(e)
+        assert r is e
+    else:
+        r = g.throw()
+    assert type(r) is G.GreenletExit
+    with pytest.raises(KeyError):
+        g.throw(KeyError("k"))
+    assert g.dead
+    o.check_usable()
+
+
+def test_greenlet_tracer_raising_at_launch():
+    """As the C greenlet: the launch raises the tracer's exception in the
+    switcher, the greenlet is dead without having run, and switching to it
+    again returns at once."""
+    o = Objs()
+    ran = []
+
+    def tracer(event, args):
+        if event == "switch":
+            raise KeyError("tracer")
+    old = G.settrace(tracer)
+    try:
+        h = G.greenlet(lambda *a: ran.append(a))
+        with pytest.raises(KeyError, match="tracer"):
+            h.switch()
+    finally:
+        G.settrace(old)
+    assert h.dead and not h and ran == []
+    assert h.switch() == ()
+    o.check_usable()
