@@ -361,3 +361,41 @@ def test_greenlet_tracer_raising_at_launch():
     assert h.dead and not h and ran == []
     assert h.switch() == ()
     o.check_usable()
+
+
+@pytest.mark.parametrize("op", ["receive", "send"])
+def test_raising_channel_callback(op):
+    """A channel callback that raises: the channel operation raises that
+    exception (it reaches main through run() when a tasklet did it), never
+    SystemError, and channels work afterwards in this thread and others.
+    (Stackless 3.7 answers SystemError here: the rule of issue 8 wins.)"""
+    o = Objs()
+    calls = []
+
+    def cb(chan, task, sending, willblock):
+        calls.append(sending)
+        if len(calls) == 1:
+            raise Boom("callback")
+    old = stackless.set_channel_callback(cb)
+    try:
+        ch = stackless.channel()
+        if op == "receive":
+            stackless.tasklet(ch.receive)()
+        else:
+            stackless.tasklet(ch.send)(1)
+        with pytest.raises(Boom):
+            stackless.run()
+    finally:
+        stackless.set_channel_callback(old)
+    import threading
+    got = []
+
+    def other_thread():
+        c = stackless.channel()
+        stackless.tasklet(c.send)(5)
+        got.append(c.receive())
+    th = threading.Thread(target=other_thread, daemon=True)
+    th.start()
+    th.join(10)
+    assert got == [5], "channels in another thread hang after the callback raised"
+    o.check_usable()
