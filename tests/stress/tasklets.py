@@ -61,7 +61,8 @@ class World:
         self.n = 0
 
     def log(self, *parts: Any) -> None:
-        self.trace(self.name, *parts)
+        who = getattr(stackless.getcurrent(), "body", "main")
+        self.trace(self.name, f"[{who}]", *parts)
 
     def call(self, what: str, tok: Any, fn: Any, *args: Any) -> Any:
         """One API call, accounted: ``tok`` is the token it carries, if any."""
@@ -94,6 +95,8 @@ class World:
             if not _refusal(e):
                 unexpected(led, what, e)
             return None
+        if r is not None:
+            self.log(what, "returned", repr(r)[:60])
         led.receive(r)
         return r
 
@@ -117,6 +120,7 @@ class World:
                 world.log("end", n)
 
         t = stackless.tasklet(body)
+        t.body = f"t{n}"
         self.tasklets.append(t)
         self.log("spawn", n)
         self.call("tasklet()", None, t)
@@ -148,6 +152,10 @@ class World:
         tok = self.led.token()
         self.log("send_exception", self.chans.index(ch), tok)
         self.call("send_exception", tok, ch.send_exception, Injected, tok)
+        # A receiver that took it but has not run yet does not show it in its
+        # tempval here (bug D5), so forfeit() cannot see an exception raised
+        # over it: this token is not required.
+        self.led.refuse(tok)
 
     def op_receive(self, in_body: bool) -> None:
         ch = self.rng.choice(self.chans)
@@ -171,8 +179,15 @@ class World:
         """An exception raised into a tasklet that was handed a value and has
         not run since replaces that value (as in Stackless 3.7)."""
         v = t.tempval
-        if isinstance(v, stackless.bomb) and isinstance(v.value, Injected):
-            v = v.value.tok             # an exception sent by send_exception
+        if os.environ.get("STRESS_DEBUG"):
+            self.log("tempval of", t.body, repr(v)[:80], getattr(v, "value", None))
+        if isinstance(v, stackless.bomb):   # an exception sent by send_exception
+            val = v.value
+            if isinstance(val, BaseException):
+                val = getattr(val, "tok", None)
+            elif isinstance(val, tuple) and val:
+                val = val[0]
+            v = val
         if type(v) is Tok:
             self.log("forfeit", v)
             self.led.refuse(v)
@@ -181,7 +196,7 @@ class World:
         t = self.pick()
         if t is not None:
             self.forfeit(t)
-            self.log("kill", self.tasklets.index(t))
+            self.log("kill", t.body)
             self.call("kill", None, t.kill, self.rng.random() < 0.2)
 
     def op_raise(self, in_body: bool) -> None:
@@ -190,7 +205,7 @@ class World:
             return
         tok = self.led.token()
         self.forfeit(t)
-        self.log("raise_exception", self.tasklets.index(t), tok)
+        self.log("raise_exception", t.body, tok)
         if self.rng.random() < 0.5:
             self.call("raise_exception", tok, t.raise_exception, Injected, tok)
         elif self.rng.random() < 0.5:
@@ -206,7 +221,7 @@ class World:
         if t is None or t.is_current or t.blocked:
             return
         how = "insert" if not t.scheduled else "remove"
-        self.log(how, self.tasklets.index(t))
+        self.log(how, t.body)
         self.call(how, None, getattr(t, how))
 
     def op_close(self, in_body: bool) -> None:
@@ -238,6 +253,42 @@ class World:
         with stackless.atomic():
             self.step(in_body)
 
+    def op_payload(self, in_body: bool) -> None:
+        """schedule() with an object that only this tasklet's tempval holds:
+        a later blocking channel operation replaces the tempval, and the
+        object's __del__ then uses a channel itself (issue 8 item 5)."""
+        world = self
+
+        class Payload:
+            def __del__(self) -> None:
+                tok = world.led.token()
+                ch = stackless.channel()
+                world.log("payload __del__ sends", tok)
+                stackless.tasklet(lambda: world.led.receive(ch.receive()))()
+                world.call("send from __del__", tok, ch.send, tok)
+        self.log("schedule(payload)")
+        self.call("schedule(payload)", None, stackless.schedule, Payload())
+
+    def op_callback(self, in_body: bool) -> None:
+        """A channel callback that raises once, or none (issue 8 item 4)."""
+        if self.rng.random() < 0.5:
+            self.log("channel callback off")
+            stackless.set_channel_callback(None)
+            return
+        tok = self.led.token()
+        self.led.send(tok)
+        self.led.refuse(tok)            # it may be replaced before it fires
+        world = self
+        fired = []
+
+        def callback(chan: Any, task: Any, sending: bool, willblock: bool) -> None:
+            if not fired:
+                fired.append(1)
+                world.log("channel callback raises", tok)
+                raise Injected(tok)
+        self.log("channel callback", tok)
+        stackless.set_channel_callback(callback)
+
     # -- checks ------------------------------------------------------------
     def check_scheduler(self, where: str) -> None:
         """The scheduler's counts agree with the tasklets' flags."""
@@ -262,6 +313,7 @@ class World:
     def cleanup(self) -> None:
         """Kill every tasklet; the scheduler must end up empty."""
         self.log("cleanup")
+        stackless.set_channel_callback(None)
         for ch in self.chans:
             ch.open()
         for _ in range(5):
@@ -297,6 +349,7 @@ OPS_WEIGHTS = [
     (World.op_receive, 10), (World.op_xsend, 3), (World.op_schedule, 6),
     (World.op_kill, 4), (World.op_raise, 4), (World.op_remove_insert, 2),
     (World.op_close, 1), (World.op_gc, 1), (World.op_run, 8), (World.op_atomic, 1),
+    (World.op_payload, 2), (World.op_callback, 1),
 ]
 SKIP = skipped("stackless")
 OPS = [o for o, _ in OPS_WEIGHTS]

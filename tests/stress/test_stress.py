@@ -112,3 +112,33 @@ def test_moved_unstarted_continulet_starts_in_the_threads_context(how):
         assert var.get() == "outer"
     finally:
         var.reset(token)
+
+
+@pytest.mark.xfail(not ON_PYPY, strict=True,
+                   reason="D5: a receiver that took an exception from send_exception() "
+                          "but has not run yet shows tempval None; Stackless 3.7 shows "
+                          "the bomb (as it shows a plain value)")
+def test_received_exception_shows_in_tempval():
+    import stackless
+
+    class E(Exception):
+        pass
+    ch = stackless.channel()
+    ch.preference = 1                   # the sender goes on; the receiver waits in the queue
+    seen = []
+
+    def sender():
+        ch.send_exception(E, 5)
+        seen.append(r.tempval)
+
+    def receiver():
+        try:
+            ch.receive()
+        except E:
+            seen.append("raised")
+    stackless.tasklet(sender)()
+    stackless.run()
+    r = stackless.tasklet(receiver)()
+    stackless.run()
+    assert isinstance(seen[0], stackless.bomb) and seen[0].type is E
+    assert seen[1:] == ["raised"]
