@@ -77,6 +77,7 @@ class World:
                 led.refuse(tok)
             if stackless.getcurrent() is not stackless.getmain() and self.rng.random() < 0.2:
                 self.log("reraise", e.tok)
+                self.forfeit(stackless.getmain())   # an uncaught exception goes to main
                 raise                   # uncaught: main receives it
             self.log("caught", e.tok, "in", what)
             led.receive(e)
@@ -161,8 +162,16 @@ class World:
         ch = self.rng.choice(self.chans)
         if not in_body and ch.balance <= 0:
             return
+        # The value of the first waiting sender: if an exception reaches this
+        # tasklet after it took that value but before it ran again, the value
+        # is replaced (as in Stackless).  main's tempval does not show it
+        # meanwhile (bug D6), so note it here.
+        first = ch.queue if ch.balance > 0 else None
+        pending = first.tempval if first is not None else None
         self.log("receive", self.chans.index(ch))
-        self.call("receive", None, ch.receive)
+        r = self.call("receive", None, ch.receive)
+        if r is None and type(pending) is Tok:
+            self.led.refuse(pending)
 
     def op_xsend(self, in_body: bool) -> None:
         if self.xch is None or not in_body:
@@ -180,7 +189,8 @@ class World:
         not run since replaces that value (as in Stackless 3.7)."""
         v = t.tempval
         if os.environ.get("STRESS_DEBUG"):
-            self.log("tempval of", t.body, repr(v)[:80], getattr(v, "value", None))
+            self.log("tempval of", getattr(t, "body", "main"), repr(v)[:80],
+                     getattr(v, "value", None))
         if isinstance(v, stackless.bomb):   # an exception sent by send_exception
             val = v.value
             if isinstance(val, BaseException):
@@ -189,7 +199,7 @@ class World:
                 val = val[0]
             v = val
         if type(v) is Tok:
-            self.log("forfeit", v)
+            self.log("forfeit", v, "of", getattr(t, "body", "main"))
             self.led.refuse(v)
 
     def op_kill(self, in_body: bool) -> None:
@@ -205,6 +215,7 @@ class World:
             return
         tok = self.led.token()
         self.forfeit(t)
+        self.forfeit(stackless.getmain())   # if t lets it through, main gets it
         self.log("raise_exception", t.body, tok)
         if self.rng.random() < 0.5:
             self.call("raise_exception", tok, t.raise_exception, Injected, tok)
@@ -280,9 +291,10 @@ class World:
         self.led.refuse(tok)            # it may be replaced before it fires
         world = self
         fired = []
+        mine = threading.get_ident()    # the callback is process-wide: raise in this thread only
 
         def callback(chan: Any, task: Any, sending: bool, willblock: bool) -> None:
-            if not fired:
+            if not fired and threading.get_ident() == mine:
                 fired.append(1)
                 world.log("channel callback raises", tok)
                 raise Injected(tok)

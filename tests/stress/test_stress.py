@@ -142,3 +142,23 @@ def test_received_exception_shows_in_tempval():
     stackless.run()
     assert isinstance(seen[0], stackless.bomb) and seen[0].type is E
     assert seen[1:] == ["raised"]
+
+
+@pytest.mark.xfail(not ON_PYPY, strict=True,
+                   reason="D6: main, having taken a value from a waiting sender (channel "
+                          "preference 1) but not yet resumed, shows tempval None; Stackless "
+                          "3.7 shows the value, as it does for other tasklets")
+def test_main_tempval_shows_the_value_it_took():
+    import stackless
+    ch = stackless.channel()
+    ch.preference = 1                   # the sender goes on first
+    main = stackless.getmain()
+    seen = []
+
+    def sender():
+        ch.send(11)
+        seen.append(main.tempval)
+    stackless.tasklet(sender)()
+    stackless.run()                     # the sender blocks
+    assert ch.receive() == 11
+    assert seen == [11]
