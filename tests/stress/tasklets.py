@@ -164,14 +164,17 @@ class World:
             return
         # The value of the first waiting sender: if an exception reaches this
         # tasklet after it took that value but before it ran again, the value
-        # is replaced (as in Stackless).  main's tempval does not show it
-        # meanwhile (bug D6), so note it here.
+        # is replaced (as in Stackless).  The receiver's tempval does not show
+        # it meanwhile (bug D6), so note it here.
         first = ch.queue if ch.balance > 0 else None
         pending = first.tempval if first is not None else None
         self.log("receive", self.chans.index(ch))
-        r = self.call("receive", None, ch.receive)
-        if r is None and type(pending) is Tok:
-            self.led.refuse(pending)
+        r = None
+        try:
+            r = self.call("receive", None, ch.receive)
+        finally:
+            if r is None and type(pending) is Tok:
+                self.led.refuse(pending)    # killed, or an exception came instead
 
     def op_xsend(self, in_body: bool) -> None:
         if self.xch is None or not in_body:
