@@ -21,7 +21,7 @@ LAYERS = ("core", "stackless", "greenlet")
 MODULES = {"core": "core", "stackless": "tasklets", "greenlet": "greenlets"}
 
 
-def child(layer: str, seeds: list, trace_path: str) -> int:
+def child(layer: str, seeds: list, trace_path: str, timeout: float) -> int:
     """Run seeds one after another in this process; exit 1 on the first
     failure.  The trace file gets a ``== seed N`` line before each."""
     import faulthandler
@@ -30,6 +30,8 @@ def child(layer: str, seeds: list, trace_path: str) -> int:
     from stress.common import Ledger, Trace
     mod = importlib.import_module(f"stress.{MODULES[layer]}")
     for seed in seeds:
+        # a hang prints every thread's stack before the parent gives up
+        faulthandler.dump_traceback_later(max(timeout - 5, 1), exit=True)
         Ledger._count[0] = 0            # token numbers as in a replay of this seed alone
         with open(trace_path, "a") as f:
             f.write(f"== seed {seed}\n")
@@ -52,7 +54,8 @@ def run_batch(layer: str, seeds: list, timeout: float, env: dict, keep: int = 12
     fd, trace_path = tempfile.mkstemp(prefix=f"stress-{layer}-", suffix=".trace")
     os.close(fd)
     cmd = [sys.executable, "-X", "faulthandler", os.path.abspath(__file__), "--child",
-           "--layer", layer, "--trace-file", trace_path, "--seeds", ",".join(map(str, seeds))]
+           "--layer", layer, "--trace-file", trace_path, "--seeds", ",".join(map(str, seeds)),
+           "--timeout", str(timeout / len(seeds))]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         rc, out = p.returncode, p.stdout + p.stderr
@@ -72,6 +75,8 @@ def run_batch(layer: str, seeds: list, timeout: float, env: dict, keep: int = 12
     what = {"hang": f"hung (no end in {timeout:.0f} s)"}.get(rc, f"exit status {rc}")
     if isinstance(rc, int) and rc < 0:
         what = f"crashed (signal {-rc})"
+    elif "Timeout (0:" in out:
+        what = "hung (every thread's stack is in the output)"
     accel = env.get("STACKLESS_ACCEL", "")
     report = (f"\n*** stress {layer}: seed {seed} {what}\n"
               f"*** replay: {'STACKLESS_ACCEL=' + accel + ' ' if accel else ''}"
@@ -117,7 +122,8 @@ def main(argv: list | None = None) -> int:
     ap.add_argument("--trace-file", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return child(args.layer, [int(s) for s in args.seeds.split(",")], args.trace_file)
+        return child(args.layer, [int(s) for s in args.seeds.split(",")], args.trace_file,
+                     args.timeout)
     layers = LAYERS if args.layer == "all" else (args.layer,)
     env = dict(os.environ)
     failures = 0

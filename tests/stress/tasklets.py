@@ -371,11 +371,13 @@ OPS = [o for o, _ in OPS_WEIGHTS]
 WEIGHTS = [0 if o.__name__[3:] in SKIP else w for o, w in OPS_WEIGHTS]
 
 
-def consumer(led: Ledger, xch: Any, errors: list) -> None:
+def consumer(led: Ledger, xch: Any, errors: list, trace: Trace) -> None:
     """Another thread's main tasklet: receives from the cross-thread channel."""
     try:
         while True:
+            trace("consumer receives; balance", xch.balance)
             v = xch.receive()
+            trace("consumer got", "STOP" if v is STOP else v)
             if v is STOP:
                 return
             led.receive(v)
@@ -394,7 +396,7 @@ def run(seed: int, trace: Trace) -> None:
     xch = stackless.channel() if cross else None
     xled = Ledger("consumer")
     errors: list = []
-    cons = threading.Thread(target=consumer, args=(xled, xch, errors)) if cross else None
+    cons = threading.Thread(target=consumer, args=(xled, xch, errors, trace)) if cross else None
     worlds = [World(rng.getrandbits(32), "main", trace, xch, signals)]
     for i in range(nthreads):
         worlds.append(World(rng.getrandbits(32), f"thread{i}", trace, xch, False))
@@ -427,6 +429,7 @@ def run(seed: int, trace: Trace) -> None:
         if cons:
             if errors:
                 raise Failure(f"the cross-thread consumer failed: {errors[0]!r}")
+            trace("main sends STOP; balance", xch.balance)
             xch.send(STOP)
             cons.join(60)
             if cons.is_alive():
