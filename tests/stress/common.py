@@ -259,7 +259,9 @@ KNOWN_BUGS = {
     "stackless": {
         "signals": "issue 8 item 6: an asynchronous exception inside the scheduler's Python code corrupts it",
         "payload": "issue 8 item 5: a __del__ that uses a channel, run while the channel lock is held, hangs",
-        "xpreempt": "bug S3 (tests/stress/test_stress.py): run(timeout) preempting a cross-thread "
+        "mainsend": "issue 8 item 8: an uncaught tasklet exception is lost while main is "
+                    "blocked in send(), which then returns normally",
+        "xpreempt": "bug S2 (tests/stress/test_stress.py): run(timeout) preempting a cross-thread "
                     "send, then kill(), leaves the receiving thread stuck",
     },
     "greenlet": {},

@@ -171,7 +171,7 @@ def test_receiver_tempval_shows_the_value_it_took(receiver):
     assert seen == [11]
 
 
-S3_SCRIPT = r"""
+S2_SCRIPT = r"""
 import stackless, threading, sys
 xch = stackless.channel()
 got = threading.Event()
@@ -195,11 +195,11 @@ for n in range(1, 60):
 
 
 @pytest.mark.xfail(not ON_PYPY, strict=True,
-                   reason="S3: run(timeout) preempts a tasklet inside threading.Condition."
+                   reason="S2: run(timeout) preempts a tasklet inside threading.Condition."
                           "__enter__ (called by the cross-thread channel code); killing it "
                           "leaves the other thread's receiver stuck for good (Stackless 3.7: "
                           "fine); found by tests/stress stackless seed 46")
 def test_preempted_cross_thread_send_killed():
-    p = subprocess.run([sys.executable, "-c", S3_SCRIPT], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-c", S2_SCRIPT], capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
