@@ -67,7 +67,9 @@ class Ledger:
     that was accepted, *refused* when the call raised before transferring
     control, and must be *received* exactly once (a value coming out of a
     switch, or an ``Injected`` exception swallowed).  ``entered``/``exited``
-    count the bodies' ``try``/``finally``."""
+    hold a key per body whose ``try`` began / whose ``finally`` ran (an
+    interruption right at the start of a ``try`` may run the ``finally``
+    alone: entered must be a subset of exited)."""
 
     _count = [0]
 
@@ -80,8 +82,8 @@ class Ledger:
         self.refused: set = set()
         self.received: collections.Counter = collections.Counter()
         self.eaten = 0      # values that an error replaced on the receiving side
-        self.entered = 0
-        self.exited = 0
+        self.entered: set = set()   # keys of bodies whose try block began
+        self.exited: set = set()    # keys of bodies whose finally ran
         self.violations: list = []
 
     def token(self) -> "Tok":
@@ -118,9 +120,11 @@ def check_ledgers(ledgers: list, strict_tokens: bool,
         refused |= led.refused
         received.update(led.received)
         problems += [f"{led.name}: {v}" for v in led.violations]
-        if balanced(led) and led.entered != led.exited:
-            problems.append(f"{led.name}: {led.entered} bodies entered, {led.exited} "
-                            f"finally blocks ran")
+        missing = led.entered - led.exited
+        if balanced(led) and missing:
+            named = sorted(k for k in missing if isinstance(k, str))[:10]
+            problems.append(f"{led.name}: {len(missing)} of {len(led.entered)} bodies "
+                            f"entered never ran their finally {named or ''}")
     dup = sorted(t for t, n in received.items() if n > 1)
     if dup:
         problems.append(f"tokens received more than once: {dup[:10]}")

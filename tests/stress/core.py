@@ -139,8 +139,9 @@ class World:
         def body(c: Cont, *args: Any) -> Any:
             led = world.led
             SIGNALS.local.critical = True
-            led.entered += 1
+            key = object()        # entered once its first line inside the try ran
             try:
+                led.entered.add(key)
                 world.log("start", f"b{n}")
                 box = [c, job]          # a cycle through the stack: c -> frame -> box -> c
                 for _ in range(steps):
@@ -158,7 +159,7 @@ class World:
                     LOST.append(f"a body's finally sees cleared state: {e}")
                 except BaseException as e:
                     LOST.append(f"a body's finally sees cleared state: {type(e).__name__}: {e}")
-                led.exited += 1
+                led.exited.add(key)
 
         c = Cont(body, n)
         c.attr = "own"
@@ -281,15 +282,16 @@ class World:
         @generator
         def gen(g: Any) -> None:
             led = world.led             # a local: the finally needs no closure cell
-            led.entered += 1
+            key = object()        # entered once its first line inside the try ran
             try:
+                led.entered.add(key)
                 for _ in range(n):
                     led.receive(g.switch(led.send(led.token())))
                     if world.rng.random() < 0.3:
                         world.step(g)
             finally:
                 SIGNALS.local.critical = True
-                led.exited += 1
+                led.exited.add(key)
                 if CHECK_CLEARED:
                     try:
                         world
@@ -321,14 +323,15 @@ class World:
         world = self
 
         def gen() -> Any:
-            world.led.entered += 1
+            key = object()        # entered once its first line inside the try ran
             try:
+                world.led.entered.add(key)
                 for _ in range(world.rng.randint(0, 3)):
                     world.step(me)      # may switch away with this generator running
                     yield
             finally:
                 SIGNALS.local.critical = True
-                world.led.exited += 1
+                world.led.exited.add(key)
 
         self.log("pygen")
         g = gen()

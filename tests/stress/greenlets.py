@@ -114,8 +114,9 @@ class World:
         def body(*args: Any) -> Any:
             SIGNALS.local.critical = True
             led = world.led
-            led.entered += 1
+            key = object()        # entered once its first line inside the try ran
             try:
+                led.entered.add(key)
                 for v in args:
                     led.receive(v)
                 for _ in range(steps):
@@ -125,7 +126,7 @@ class World:
                 return tok
             finally:
                 SIGNALS.local.critical = True
-                led.exited += 1
+                led.exited.add(key)
 
         g = G.greenlet(body, parent) if parent is not None else G.greenlet(body)
         self.refs.append((n, weakref.ref(g)))
