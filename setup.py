@@ -42,8 +42,8 @@ if platform.python_implementation() == "CPython":
     ))
     ext_modules.append(Extension(
         "_greenlet_accel",
-        sources=["src/greenlet_accel.c"],
-        depends=["src/slots.h"],
+        sources=["src/greenlet_accel.c", "src/greenlet_capi.c"],
+        depends=["src/slots.h", "src/greenlet_capi.h"],
         extra_compile_args=cflags,
     ))
 

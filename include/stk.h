@@ -18,6 +18,18 @@
 
 #include <stddef.h>
 
+/* For functions that read or write stack memory of suspended slices, which
+ * belongs to no live C frame of the running code: AddressSanitizer (the
+ * CONTINULET_SANITIZE build) must not check their accesses. */
+#if defined(__has_attribute)
+#  if __has_attribute(no_sanitize_address)
+#    define STK_NO_SANITIZE __attribute__((no_sanitize_address))
+#  endif
+#endif
+#ifndef STK_NO_SANITIZE
+#  define STK_NO_SANITIZE
+#endif
+
 typedef struct stk_slice stk_slice;
 typedef struct stk_thread stk_thread;
 

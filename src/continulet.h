@@ -42,9 +42,9 @@ typedef struct {
 extern PyTypeObject Continulet_Type;
 extern PyObject *cont_error;
 
-/* switch(value, to) with PyPy's semantics; `hint` is the end of the
- * caller's argument array (see cps_save). */
-PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, PyObject *const *hint);
+/* switch(value, to) with PyPy's semantics; `call` is the Python-level call
+ * that switches, or NULL (see cps_save). */
+PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, cps_call *call);
 
 int cont_genlet_init(PyObject *module);
 

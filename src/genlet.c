@@ -11,9 +11,21 @@
 
 /* ---- genlet: a continulet that iterates ------------------------------ */
 
-static PyObject *genlet_step(PyObject *self, PyObject *value, PyObject *const *hint)
+static PyObject *genlet_step(PyObject *self, PyObject *value, cps_call *call)
 {
-    PyObject *res = cont_switch((Continulet *)self, value, NULL, hint);
+    if (!((Continulet *)self)->initialized) {
+        /* made by genlet.__new__ alone: no function, nothing to resume.  It
+         * iterates as empty, as on PyPy; a value sent into it could reach
+         * nobody (and switch() would hand it straight back, which would
+         * look like the function's return value). */
+        if (value != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "can't send non-None value to an unbound genlet");
+            return NULL;
+        }
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
+    PyObject *res = cont_switch((Continulet *)self, value, NULL, call);
     if (res == NULL || ((Continulet *)self)->h != NULL)
         return res;
     /* the function has returned: its return value came out of switch() */
@@ -38,7 +50,11 @@ static PyObject *genlet_send(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_Format(PyExc_TypeError, "genlet.send() takes exactly one argument (%zd given)", nargs);
         return NULL;
     }
-    return genlet_step(self, args[0], args + 1);
+    cps_call call = {self, args, args + 1, NULL};
+    cps_find_hidden(&call);
+    PyObject *res = genlet_step(self, args[0], &call);
+    Py_XDECREF(call.hidden);        /* if no suspension took it */
+    return res;
 }
 
 static PyMethodDef genlet_methods[] = {

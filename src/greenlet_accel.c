@@ -17,6 +17,7 @@
 #include <structmember.h>
 #include <stdint.h>
 #include "slots.h"
+#include "greenlet_capi.h"
 
 static PyObject *local;                 /* the module's _tls (a _thread._local) */
 static PyObject *greenlet_type, *cont_type, *switch_descr, *kw_to, *s_ts, *s_switch;
@@ -133,13 +134,26 @@ static PyObject *greenlet_switch(PyObject *self, PyObject *const *args, Py_ssize
         set_slot(ts, ts_origin, cur);
     Py_DECREF(cur);                 /* the suspended stack must not hold its greenlet */
     set_slot(ts, ts_current, self);
-    PyObject *target = Py_NewRef(slot(self, g_c));
+    PyObject *target = slot(self, g_c);
+    /* While this greenlet is suspended, this C frame holds no reference to
+     * mc, target or ts: what a C stack holds, no collector sees, and a stack
+     * that is never resumed (its thread has exited) would keep them, and
+     * all their stacks, forever.  They stay alive anyway while they matter:
+     * the thread state keeps the continulet of each live greenlet (and the
+     * main greenlet its own), the accelerator's cache keeps ts, and self
+     * (held by our caller) keeps target until the switch. */
+    Py_DECREF(mc);
+    Py_DECREF(ts);
     PyObject *call[3] = {mc, value, target};
     PyObject *r = Py_IS_TYPE(mc, (PyTypeObject *)cont_type)
         ? PyObject_Vectorcall(switch_descr, call, 2, kw_to)
         : PyObject_VectorcallMethod(s_switch, call,
                                     2 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw_to);
     Py_DECREF(value);
+    /* resumed: take them back (target is whatever self holds now) */
+    Py_INCREF(ts);
+    Py_INCREF(mc);
+    target = Py_NewRef(slot(self, g_c));
     PyObject *result = NULL, *pair = NULL;
     if (r == NULL) {
         PyObject *exc = fetch_exception();
@@ -262,7 +276,14 @@ fail:
     return NULL;
 }
 
+static PyObject *c_api(PyObject *mod, PyObject *ns)
+{
+    return greenlet_capi_capsule(ns);
+}
+
 static PyMethodDef methods[] = {
+    {"c_api", c_api, METH_O,
+     "c_api(globals): the greenlet._C_API capsule (greenlet's C API) for stackless.greenlet."},
     {"install", install, METH_O,
      "install(globals): replace greenlet.switch and getcurrent() with the C versions."},
     {"getcurrent", getcurrent, METH_NOARGS, "The greenlet running in the calling thread (C version)."},

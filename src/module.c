@@ -200,14 +200,14 @@ static void process_orphans(cont_tls *t);
 /* Suspend the running stack and resume (or start) `target`.  Returns 0
  * once this stack is resumed again, -1 with MemoryError set if the switch
  * could not even start. */
-static int resume(cont_tls *t, cont_stack *target, PyObject *const *hint)
+static int resume(cont_tls *t, cont_stack *target, cps_call *call)
 {
     PyThreadState *ts = PyThreadState_Get();
     cont_stack *cur = t->current;
     void *switcher = cps_top_frame(ts);
     int rc;
 
-    cps_save(ts, &cur->saved, hint);
+    cps_save(ts, &cur->saved, call);
     size_t spare_n;
     void *spare = cps_spare(&cur->saved, &spare_n);
     stk_offer_spare(&cur->slice, spare, spare_n);
@@ -224,16 +224,16 @@ static int resume(cont_tls *t, cont_stack *target, PyObject *const *hint)
        switched back here.  Either way, our own Python state comes back. */
     cps_restore(ts, &cur->saved);
     t->current = cur;
-    if (rc < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
     if (t->dead != NULL) {
         cont_stack *d = t->dead;
         t->dead = NULL;
         recycle_stack(d);
     }
     cps_catch_up(ts, &cur->saved);
+    if (rc < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
     return 0;
 }
 
@@ -331,12 +331,14 @@ static void run_stack(void *arg)
  * and "stop" calls of our gc.callbacks hook: that thread's C stack holds
  * the collector's lists.  Other threads may switch meanwhile (finalizers
  * can release the GIL), and so may this one once "stop" is reached, even
- * though the interpreter still counts as collecting then. */
+ * though the interpreter still counts as collecting then.  The last
+ * collections at interpreter shutdown call no gc.callbacks: then only the
+ * finalizing thread runs, and it is the one collecting. */
 static _Thread_local int tl_collecting;
 
 static int gc_forbids_switch(void)
 {
-    return tl_collecting && cps_gc_collecting();
+    return cps_gc_collecting() && (tl_collecting || cps_finalizing());
 }
 
 static int check_switch_allowed(cont_tls *t)
@@ -359,7 +361,7 @@ static int check_switch_allowed(cont_tls *t)
  * dest's old content runs.  `v` is the value (or exception) to hand over
  * and is stolen. */
 static PyObject *exchange(cont_tls *t, Continulet *origin, Continulet *dest,
-                          PyObject *v, int is_exc, PyObject *const *hint)
+                          PyObject *v, int is_exc, cps_call *call)
 {
     cont_stack *target = dest->h;
     cont_stack *cur = t->current;
@@ -370,7 +372,7 @@ static PyObject *exchange(cont_tls *t, Continulet *origin, Continulet *dest,
     dest->h = origin->h;
     origin->h = cur;
     put_xfer(t, v, is_exc);
-    if (resume(t, target, hint) < 0) {
+    if (resume(t, target, call) < 0) {
         if (origin == dest)
             origin->h = target;
         else {
@@ -433,7 +435,7 @@ static int resolve(cont_tls *t, Continulet **selfp, Continulet **top)
 
 /* switch or throw; `v` is stolen. */
 static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj,
-                          PyObject *const *hint)
+                          cps_call *call)
 {
     Continulet *to = NULL;
     if (to_obj != NULL && to_obj != Py_None) {
@@ -460,12 +462,12 @@ static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *t
         }
         return v;
     }
-    return exchange(t, self, to ? to : self, v, is_exc, hint);
+    return exchange(t, self, to ? to : self, v, is_exc, call);
 }
 
-PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, PyObject *const *hint)
+PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, cps_call *call)
 {
-    return dispatch(self, Py_NewRef(value ? value : Py_None), 0, to, hint);
+    return dispatch(self, Py_NewRef(value ? value : Py_None), 0, to, call);
 }
 
 /* ---------------------------------------------------------------------
@@ -561,6 +563,25 @@ static PyObject *Continulet_new(PyTypeObject *type, PyObject *args, PyObject *kw
     return (PyObject *)self;
 }
 
+/* CPython-only extension for subclasses (see docs/continuation.md): the
+ * truth of the class attribute __continulet_unlinked__.  -1 with the
+ * exception of a failing lookup or truth test. */
+static int is_unlinked(PyTypeObject *type)
+{
+    if (type == &Continulet_Type)
+        return 0;
+    PyObject *flag = PyObject_GetAttrString((PyObject *)type, "__continulet_unlinked__");
+    if (flag == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    int truth = PyObject_IsTrue(flag);
+    Py_DECREF(flag);
+    return truth;
+}
+
 static int Continulet_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
     Continulet *self = (Continulet *)op;
@@ -570,13 +591,17 @@ static int Continulet_init(PyObject *op, PyObject *args, PyObject *kwds)
                         "continulet.__init__() missing 1 required positional argument: 'callable'");
         return -1;
     }
+    cont_tls *t = get_tls();
+    if (t == NULL)
+        return -1;
+    int unlinked = is_unlinked(Py_TYPE(op));
+    if (unlinked < 0)
+        return -1;
+    /* checked after the Python code above, which may have initialized us */
     if (self->initialized) {
         PyErr_SetString(cont_error, "continulet already __init__ialized");
         return -1;
     }
-    cont_tls *t = get_tls();
-    if (t == NULL)
-        return -1;
     PyObject *callargs = PyTuple_New(n);
     if (callargs == NULL)
         return -1;
@@ -597,17 +622,7 @@ static int Continulet_init(PyObject *op, PyObject *args, PyObject *kwds)
         Py_XDECREF(kw);
         return -1;
     }
-    s->unlinked = 0;
-    if (Py_TYPE(op) != &Continulet_Type) {
-        /* CPython-only extension for subclasses (see docs/continuation.md) */
-        PyObject *flag = PyObject_GetAttrString((PyObject *)Py_TYPE(op), "__continulet_unlinked__");
-        if (flag == NULL)
-            PyErr_Clear();
-        else {
-            s->unlinked = PyObject_IsTrue(flag) > 0;
-            Py_DECREF(flag);
-        }
-    }
+    s->unlinked = unlinked;
     s->owner = Py_NewRef(op);
     s->callable = Py_NewRef(PyTuple_GET_ITEM(args, 0));
     s->args = callargs;
@@ -638,10 +653,8 @@ static int Continulet_traverse(PyObject *op, visitproc visit, void *arg)
     return visit_stack(self->h, visit, arg);
 }
 
-/* Unwinding happens here and in dealloc, not in a tp_finalize: another
- * finalizer of the same collection may resurrect the continulet, and a
- * resurrected one must keep its stack.  During a collection the unwinding
- * itself is deferred to the gc.callbacks hook. */
+/* Take the stack out of the continulet and drop it: unwind it now if this
+ * thread may switch, else queue it for its own thread (see drop_stack). */
 static void detach(Continulet *self, PyObject *culprit)
 {
     cont_stack *s = self->h;
@@ -651,6 +664,25 @@ static void detach(Continulet *self, PyObject *culprit)
     }
 }
 
+/* The PEP 442 finalizer, called once: by the cyclic GC before it clears
+ * anything of the garbage this continulet belongs to, or from dealloc.  A
+ * pending continulet is unwound here, so that its finally blocks see the
+ * objects they use intact, as a suspended generator's do.  During a
+ * collection the unwinding waits for the gc.callbacks hook (the collector
+ * may not switch), but the stack leaves the continulet now: whatever its
+ * frames refer to then looks referenced from outside the garbage, so the
+ * collector keeps all of it ("resurrects" it) instead of clearing it.
+ * Like a generator, a continulet that something resurrects afterwards is
+ * finished. */
+static void Continulet_finalize(PyObject *op)
+{
+    PyObject *exc = cps_fetch_exception();
+    detach((Continulet *)op, op);
+    cps_restore_exception(exc);
+}
+
+/* Only reached with a stack still held when the finalizer did not run
+ * (a subclass's __del__ that does not call continulet.__del__). */
 static int Continulet_clear(PyObject *op)
 {
     detach((Continulet *)op, op);
@@ -663,6 +695,13 @@ static void Continulet_dealloc(PyObject *op)
     PyObject_GC_UnTrack(op);
     if (self->weakrefs != NULL)
         PyObject_ClearWeakRefs(op);
+    if (self->h != NULL) {
+        /* (for a Python subclass, subtype_dealloc has done this already) */
+        PyObject_GC_Track(op);
+        if (PyObject_CallFinalizerFromDealloc(op) < 0)
+            return;     /* its unwinding made it reachable again */
+        PyObject_GC_UnTrack(op);
+    }
     /* no culprit to report: an object being freed must not be touched */
     detach(self, NULL);
     /* a Python subclass's dealloc drops the reference to its type itself */
@@ -706,10 +745,13 @@ static PyObject *Continulet_switch(PyObject *op, PyObject *const *args, Py_ssize
 {
     static const char *const names[] = {"value", "to"};
     PyObject *vals[2] = {NULL, NULL};
-    PyObject *const *hint = parse_args("switch", names, 2, NULL, args, nargs, kwnames, vals);
-    if (hint == NULL)
+    cps_call call = {op, args, parse_args("switch", names, 2, NULL, args, nargs, kwnames, vals), NULL};
+    if (call.end == NULL)
         return NULL;
-    return cont_switch((Continulet *)op, vals[0], vals[1], hint);
+    cps_find_hidden(&call);
+    PyObject *res = cont_switch((Continulet *)op, vals[0], vals[1], &call);
+    Py_XDECREF(call.hidden);        /* if no suspension took it */
+    return res;
 }
 
 /* Build the exception that throw() delivers, with PyPy's checks. */
@@ -764,8 +806,8 @@ static PyObject *Continulet_throw(PyObject *op, PyObject *const *args, Py_ssize_
 {
     static const char *const names[] = {"type", "value", "tb", "to"};
     PyObject *vals[4] = {NULL, NULL, NULL, NULL};
-    PyObject *const *hint = parse_args("throw", names, 4, "val", args, nargs, kwnames, vals);
-    if (hint == NULL)
+    cps_call call = {op, args, parse_args("throw", names, 4, "val", args, nargs, kwnames, vals), NULL};
+    if (call.end == NULL)
         return NULL;
     if (vals[0] == NULL) {
         PyErr_SetString(PyExc_TypeError, "continulet.throw() missing 1 required positional argument: 'type'");
@@ -774,7 +816,10 @@ static PyObject *Continulet_throw(PyObject *op, PyObject *const *args, Py_ssize_
     PyObject *exc = make_exception(vals[0], vals[1], vals[2]);
     if (exc == NULL)
         return NULL;
-    return dispatch((Continulet *)op, exc, 1, vals[3], hint);
+    cps_find_hidden(&call);
+    PyObject *res = dispatch((Continulet *)op, exc, 1, vals[3], &call);
+    Py_XDECREF(call.hidden);        /* if no suspension took it */
+    return res;
 }
 
 static PyObject *Continulet_is_pending(PyObject *op, PyObject *unused)
@@ -809,6 +854,7 @@ PyTypeObject Continulet_Type = {
     .tp_dealloc = Continulet_dealloc,
     .tp_traverse = Continulet_traverse,
     .tp_clear = Continulet_clear,
+    .tp_finalize = Continulet_finalize,
     .tp_methods = Continulet_methods,
     .tp_weaklistoffset = offsetof(Continulet, weakrefs),
 };

@@ -50,6 +50,7 @@ typedef struct {
     PyObject **ds_top;
     PyObject **ds_limit;
     PyObject *context;              /* strong reference */
+    PyObject *hidden;               /* see cps_find_hidden; strong reference */
     void *executor;                 /* 3.13 previous_executor, 3.14+ current_executor */
     void *delete_later;
 #if PY_VERSION_HEX < 0x030C0000
@@ -94,6 +95,7 @@ static void clear_head(_PyInterpreterFrame *f);
 static int entered_from_c(const _PyInterpreterFrame *f);
 static void note_instrumentation(PyThreadState *ts, saved_t *s);
 static void catch_up_instrumentation(PyThreadState *ts, saved_t *s);
+static PyObject *hidden_method(PyThreadState *ts, const cps_call *call);
 
 /* ======================================================================
  * CPython 3.11
@@ -179,6 +181,51 @@ static void clear_head(_PyInterpreterFrame *f)
 static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inlined)
 {
     return callee_inlined ? f->stacktop : -1;
+}
+
+/* Under sys.settrace or sys.setprofile, 3.11 calls a method descriptor
+ * (`c.switch(x)`, compiled as LOAD_METHOD + CALL) through
+ * trace_call_function(), which binds it to a new builtin-method object for
+ * the profiler and keeps that object in a C local until the call returns.
+ * Across a switch, that reference to `c` is invisible to the GC, and it
+ * keeps the suspended stack and everything it refers to alive for good.
+ * This finds the object so that the suspended stack can report it: the
+ * call came through a method descriptor when the frame's value stack
+ * holds [descriptor, self] right below the arguments, and the object is
+ * then the newest builtin method of that descriptor bound to `self` that
+ * the GC tracks (the interpreter made it just before the call; only a
+ * profiler's Python code ran since). */
+#define HIDDEN_SEARCH 256       /* newest objects looked at, per young generation */
+
+static PyObject *hidden_method(PyThreadState *ts, const cps_call *call)
+{
+    if (ts->c_tracefunc == NULL && ts->c_profilefunc == NULL)
+        return NULL;
+    _PyInterpreterFrame *top = top_frame(ts);
+    if (top == NULL || !is_thread_frame(top) || call->args == NULL)
+        return NULL;
+    PyCodeObject *co = frame_code(top);
+    PyObject **lo = top->localsplus + co->co_nlocalsplus;
+    PyObject **args = (PyObject **)call->args;
+    if (args < lo + 2 || args > lo + co->co_stacksize)
+        return NULL;
+    PyObject *descr = args[-2];
+    if (args[-1] != call->self || descr == NULL || !Py_IS_TYPE(descr, &PyMethodDescr_Type))
+        return NULL;
+    PyMethodDef *ml = ((PyMethodDescrObject *)descr)->d_method;
+    struct _gc_runtime_state *gc = &ts->interp->gc;
+    for (int gen = 0; gen < 2; gen++) {
+        PyGC_Head *head = &gc->generations[gen].head;
+        int budget = HIDDEN_SEARCH;
+        for (PyGC_Head *g = _PyGCHead_PREV(head); g != head && budget-- > 0; g = _PyGCHead_PREV(g)) {
+            PyObject *op = (PyObject *)(g + 1);
+            if ((Py_IS_TYPE(op, &PyCFunction_Type) || Py_IS_TYPE(op, &PyCMethod_Type))
+                    && ((PyCFunctionObject *)op)->m_ml == ml
+                    && ((PyCFunctionObject *)op)->m_self == call->self)
+                return Py_NewRef(op);
+        }
+    }
+    return NULL;
 }
 
 /* ======================================================================
@@ -358,6 +405,14 @@ static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inl
 #endif
 
 #if PY_VERSION_HEX >= 0x030D0000
+/* 3.12+ make the builtin-method object for a profiler only for the duration
+ * of the profiler's call: nothing is hidden across a switch. */
+static PyObject *hidden_method(PyThreadState *ts, const cps_call *call)
+{
+    (void)ts; (void)call;
+    return NULL;
+}
+
 /* 3.12+ trace with sys.monitoring: turning tracing on or off re-writes
  * the bytecode of every code object that runs in some thread's frame
  * chain, and the rest catches up when it is next entered (RESUME).  The
@@ -611,12 +666,23 @@ void cps_set_switcher(cps_saved *saved, void *switcher_top)
     SAVED(saved)->switcher = switcher_top;
 }
 
-void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint)
+void cps_find_hidden(cps_call *call)
+{
+    call->hidden = hidden_method(PyThreadState_Get(), call);
+}
+
+void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
 {
     saved_t *s = SAVED(saved);
     _PyInterpreterFrame *top = top_frame(ts);
+    PyObject *const *stack_hint = call != NULL ? call->end : NULL;
     s->top = top;
     s->top_sp = NULL;
+    s->hidden = NULL;
+    if (call != NULL) {
+        s->hidden = call->hidden;       /* taken */
+        call->hidden = NULL;
+    }
     if (top != NULL && stack_hint != NULL && is_thread_frame(top)) {
         PyCodeObject *co = frame_code(top);
         PyObject **lo = (PyObject **)(top->localsplus + co->co_nlocalsplus);
@@ -697,7 +763,14 @@ void cps_restore(PyThreadState *ts, cps_saved *saved)
 
 void cps_catch_up(PyThreadState *ts, cps_saved *saved)
 {
-    catch_up_instrumentation(ts, SAVED(saved));
+    saved_t *s = SAVED(saved);
+    catch_up_instrumentation(ts, s);
+    if (s->hidden != NULL) {
+        /* the interpreter's own reference lives on until the call returns */
+        PyObject *exc = cps_fetch_exception();
+        Py_CLEAR(s->hidden);
+        cps_restore_exception(exc);
+    }
 }
 
 void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *rootp, void *chunk_mem, int unlinked)
@@ -766,9 +839,31 @@ static Py_ssize_t frame_values(const saved_t *s, const _PyInterpreterFrame *f,
     return n;
 }
 
+/* Whether the first bytes of a suspended slice hold the pointer p: the C
+ * frames of the switching call and the registers pushed by the switch.
+ * Reads stack memory that belongs to no live C frame of the running code,
+ * so AddressSanitizer must not check it. */
+#define HIDDEN_SCAN_BYTES 8192
+
+STK_NO_SANITIZE static int on_c_stack(const stk_slice *slice, const void *p)
+{
+    char *end = slice->stop - slice->start > HIDDEN_SCAN_BYTES ? slice->start + HIDDEN_SCAN_BYTES : slice->stop;
+    for (char *a = slice->start; a + sizeof(void *) <= end; a += sizeof(void *))
+        if (*(const void *const *)stk_locate(slice, a) == p)
+            return 1;
+    return 0;
+}
+
 int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit, void *arg)
 {
     const saved_t *s = (const saved_t *)(const void *)saved;
+    if (s->hidden != NULL) {
+        /* our own reference, and the interpreter's C local (see
+           hidden_method) if it is really there */
+        Py_VISIT(s->hidden);
+        if (on_c_stack(slice, s->hidden))
+            Py_VISIT(s->hidden);
+    }
     Py_VISIT(s->context);
     if (s->root != NULL)
         Py_VISIT(s->root->exc.exc_value);
@@ -873,6 +968,7 @@ void cps_clear(cps_saved *saved)
 {
     saved_t *s = SAVED(saved);
     Py_CLEAR(s->context);
+    Py_CLEAR(s->hidden);
 }
 
 void cps_release(cps_saved *saved)
@@ -918,4 +1014,14 @@ void cps_restore_exception(PyObject *exc)
 int cps_gc_collecting(void)
 {
     return PyInterpreterState_Get()->gc.collecting;
+}
+
+/* True once the interpreter is shutting down (after atexit handlers). */
+int cps_finalizing(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
 }

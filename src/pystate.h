@@ -9,7 +9,7 @@
 
 /* Saved fields of a suspended stack of frames.  Opaque here; pystate.c
  * checks at compile time that its real layout fits. */
-typedef struct { void *opaque[24]; } cps_saved;
+typedef struct { void *opaque[26]; } cps_saved;
 
 /* Storage that a continulet's stack needs at a fixed address for its whole
  * life (the thread state points into it while the stack runs): its
@@ -24,12 +24,30 @@ typedef struct { void *opaque[8]; } cps_root;
  * like (the CALL opcodes).  -1 with an exception set on failure. */
 int cps_init(void);
 
+/* The Python-level call of the method that is switching (switch(),
+ * throw(), genlet.send()), as the fast-call convention passed it: its self
+ * and its argument array [args, end).  When the array lies in the top
+ * frame's value stack, `end` is the exact top of that stack, which lets
+ * the GC see the references the top frame holds there, and what lies
+ * below `args` tells how the method was called (see cps_save). */
+typedef struct {
+    PyObject *self;
+    PyObject *const *args;
+    PyObject *const *end;
+    PyObject *hidden;       /* see cps_find_hidden; owned until cps_save takes it */
+} cps_call;
+
+/* Before switching, while nothing has moved yet: find a reference to the
+ * call's self that the interpreter holds in C code, out of the GC's sight,
+ * until the call returns (3.11 under tracing or profiling: a bound-method
+ * object made for the profiler).  Stored in call->hidden (owned); the
+ * suspended stack then reports it to the GC.  Allocates nothing. */
+void cps_find_hidden(cps_call *call);
+
 /* Suspend the running stack: copy its fields into `saved` and cut its
- * bottom frame loose from the frames of whoever switched into it.
- * `stack_hint`, when it points into the top frame's value stack, is the
- * exact top of that stack (the end of the arguments of the switch call),
- * which lets the GC see the references the top frame holds there. */
-void cps_save(PyThreadState *ts, cps_saved *saved, PyObject *const *stack_hint);
+ * bottom frame loose from the frames of whoever switched into it.  `call`
+ * (may be NULL) is the switching method's call. */
+void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call);
 
 /* The unused end of a suspended stack's frame data stack: free memory
  * until the stack resumes (see stk_offer_spare). */
@@ -41,7 +59,7 @@ void cps_restore(PyThreadState *ts, cps_saved *saved);
 
 /* After a resume, once the module's own bookkeeping is done: bring the
  * resumed frames up to date with tracing changes made while they were
- * suspended (may run audit hooks). */
+ * suspended, and release what the suspension held (may run Python code). */
 void cps_catch_up(PyThreadState *ts, cps_saved *saved);
 
 /* The top frame of the running stack, as an opaque pointer. */
@@ -93,5 +111,8 @@ void cps_restore_exception(PyObject *exc);
 
 /* Whether the cyclic garbage collector is running right now. */
 int cps_gc_collecting(void);
+
+/* Whether the interpreter is shutting down (atexit handlers have run). */
+int cps_finalizing(void);
 
 #endif

@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import gc
 import operator
 import os
-import _thread
 import sys
 import weakref
 from types import FrameType, TracebackType
 from typing import Any, Callable, Optional
 
-import _continuation
 from _continuation import continulet
 
-# Our _continuation (CPython) can read and replace the context of the
-# running stack and of a suspended one: gr_context then works on started
-# greenlets as with the C greenlet.  PyPy's cannot.
-_stack_context = getattr(_continuation, "_stack_context", None)
-_set_stack_context = getattr(_continuation, "_set_stack_context", None)
+from . import _base
+from ._base import (  # noqa: F401  (_ThreadState, _tls: for the accelerator)
+    _ACTIVE, _DEAD, _NO_RUN, _UNSTARTED, GreenletExit, _Attributes, _ThreadState,
+    _ThreadWatch, _check_thread, _parent, _set_stack_context, _state, _tls,
+    _unraisable, error)
 
 __all__ = [
     "greenlet", "getcurrent", "settrace", "gettrace", "GreenletExit", "error",
@@ -57,14 +54,6 @@ _call = operator.call
 _weakref = weakref.ref
 
 
-class error(Exception):
-    """Raised on an invalid switch, like ``greenlet.error``."""
-
-
-class GreenletExit(BaseException):
-    """Thrown into a greenlet to kill it; returned to the parent as a value."""
-
-
 class _Cont(continulet):
     """A continulet whose start calls ``self.r()`` without any Python frame.
 
@@ -77,96 +66,6 @@ class _Cont(continulet):
     __call__ = property(operator.attrgetter("r"))
     # our _continuation (CPython): run()'s frame has no caller, as in greenlet
     __continulet_unlinked__ = True
-
-
-class _ThreadState:
-    """Per-thread bookkeeping: current and main greenlet, tracer, kills."""
-
-    __slots__ = ("current", "main", "origin", "trace", "kills", "slow",
-                 "throwing", "alive", "undying", "conts", "swept")
-
-    def __init__(self) -> None:
-        self.current: Any = None
-        self.main: Any = None
-        # The greenlet that switched to ``current`` (for the trace callback).
-        self.origin: Any = None
-        self.trace: Optional[Callable[[str, tuple], Any]] = None
-        # Greenlets of this thread dropped in another thread, to be killed.
-        self.kills: list = []
-        # Dropped greenlets that survived GreenletExit: kept, never freed.
-        self.undying: list = []
-        # The continulets of this thread's live greenlets.  Holding them here
-        # keeps them out of the garbage collector's unreachable sets: a
-        # greenlet found in a reference cycle is then killed by its own
-        # __del__, never by the continulet's finalizer, which cannot see
-        # that the greenlet resurrects itself to die properly.
-        self.conts: set = set()
-        # True when a switch must take the slow path (tracer or kills).
-        self.slow = False
-        # True while the transfer into ``current`` is a throw.
-        self.throwing = False
-        self.alive = True
-        # Once the thread has exited: True after the next garbage
-        # collection, when its suspended greenlets no longer show frames.
-        self.swept = False
-
-
-class _Local(_thread._local):
-    """Thread-local storage (the C one: gevent may patch ``threading.local``)."""
-
-    ts: Optional[_ThreadState] = None
-
-
-class _ThreadWatch:
-    """Lives in the thread-local storage: marks the main greenlet dead at exit."""
-
-    __slots__ = ("ts", "ident")
-
-    def __init__(self, ts: _ThreadState) -> None:
-        self.ts = ts
-        self.ident = _thread.get_ident()
-
-    def __del__(self) -> None:
-        ts = self.ts
-        ts.alive = False
-        main = ts.main
-        if main is not None:
-            main._gl_state = _DEAD
-            main._gl_c = None
-            main._gl_top = None
-        ts.current = None
-        _exited.append(ts)
-        ts.kills = []
-        ts.undying = []
-        ts.conts = set()
-        get_ident = getattr(_thread, "get_ident", None)     # None at shutdown
-        if get_ident is not None and get_ident() == self.ident:
-            _forget_thread()
-
-
-_tls = _Local()
-# Thread states of threads that have exited since the last collection.
-_exited: list = []
-
-
-def _sweep_exited(phase: str, info: dict) -> None:
-    """A gc callback: like the C greenlet's deferred clean-up of an exited
-    thread, the frames of greenlets left suspended in it are reachable
-    (gr_frame) until the next collection."""
-    while _exited:
-        _exited.pop().swept = True
-
-
-if hasattr(gc, "callbacks"):
-    gc.callbacks.append(_sweep_exited)
-
-
-def _forget_thread() -> None:
-    """The running thread's state is going away (see _install_accel)."""
-
-_UNSTARTED, _ACTIVE, _DEAD = 0, 1, 2
-#: ``_gl_run`` of a greenlet without a ``run`` of its own (None is a value).
-_NO_RUN = object()
 
 
 def _thread_state() -> _ThreadState:
@@ -187,27 +86,6 @@ def _thread_state() -> _ThreadState:
         _tls.ts = ts
         _tls.watch = _ThreadWatch(ts)
     return ts
-
-
-def _thread_of(g: "greenlet") -> Optional[_ThreadState]:
-    """The thread state a greenlet belongs to (through its parents if unstarted)."""
-    while g is not None:
-        ts = _ts_of(g)
-        if ts is not None:
-            return ts
-        g = _parent(g)
-    return None
-
-
-def _check_thread(ts: _ThreadState, target: "greenlet") -> None:
-    tts = _thread_of(target)
-    if tts is not ts:
-        if tts is not None and not tts.alive:
-            raise error("cannot switch to a different thread (which happens "
-                        "to have exited)")
-        expected = tts.main if tts is not None else None
-        raise error("Cannot switch to a different thread\n\tCurrent:  %r\n\t"
-                    "Expected: %r" % (ts.current, expected))
 
 
 def _pack(args: tuple, kwargs: Optional[dict]) -> Any:
@@ -276,16 +154,21 @@ def _launch(ts: _ThreadState, g: "greenlet", run: Callable[..., Any],
         call = run
     else:
         call = _partial(ctx.run, run)
-    if ts.trace is not None:
+    stored = g._gl_run
+    g._gl_run = _NO_RUN
+    if stored is not _NO_RUN and stored is not run:
+        # run came from elsewhere (a __getattribute__): the stored one is
+        # dropped in the new greenlet, where its __del__ may switch
+        c.r = _partial(_guarded_start, c, [stored], call, args, kwargs)
+    elif ts.trace is not None:
         # the tracer's 'switch' event runs in the new greenlet, before run
-        c.r = _partial(_traced_start, c, call, args, kwargs)
+        c.r = _partial(_guarded_start, c, [], call, args, kwargs)
     elif kwargs:
         c.r = _partial(call, *args, **kwargs)
     else:
         c.r = _partial(call, *args)
     g._gl_c = c
     g._gl_ts = ts
-    g._gl_run = _NO_RUN
     g._gl_state = _ACTIVE
     return c
 
@@ -378,7 +261,12 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
             ts.current = target
             ts.throwing = True
             c = target._gl_c
-            value = mc.throw(type(exc), exc, exc.__traceback__, to=c)
+            # No frame here may hold the exception while it is away: it
+            # comes back with a traceback through this frame (a cycle that
+            # would keep this frame, and its callers' locals, alive).
+            thrown = [exc]
+            exc = None
+            value = mc.throw(*_throw_args(thrown), to=c)
     except BaseException as e:
         if ts.current is target and _refused(ts, mc, target, target._gl_c):
             if launching:  # back to unstarted
@@ -392,15 +280,18 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     return value, None
 
 
-def _traced_start(c: _Cont, run: Callable[..., Any], args: tuple,
-                  kwargs: Optional[dict]) -> Any:
-    """The start of a greenlet launched while a tracer is set.
+def _guarded_start(c: _Cont, stored: list, run: Callable[..., Any], args: tuple,
+                   kwargs: Optional[dict]) -> Any:
+    """The start of a greenlet that runs code of its own before ``run``.
 
-    As in the C greenlet, the tracer sees the 'switch' event in the new
-    greenlet, before ``run``: it may switch elsewhere and come back.  If
-    it raises, the greenlet dies of that exception without running (its
-    parent gets it) and the tracer is removed.  This frame sits below
-    ``run`` only in this case."""
+    As in the C greenlet, in the new greenlet: the run callable stored in
+    the greenlet but not used (``stored``) is released, and its
+    ``__del__`` may switch away; the tracer sees the 'switch' event, and
+    may switch elsewhere and come back.  If the tracer raises, the greenlet
+    dies of that exception without running (its parent gets it) and the
+    tracer is removed.  This frame sits below ``run`` only in these two
+    cases."""
+    stored.clear()
     value, exc = _after(_tls.ts, c, None, None)
     if exc is not None:
         try:
@@ -408,6 +299,12 @@ def _traced_start(c: _Cont, run: Callable[..., Any], args: tuple,
         finally:
             exc = None
     return run(*args, **(kwargs or {}))
+
+
+def _throw_args(box: list) -> tuple:
+    """``(type, value, traceback)`` of the exception in ``box``, emptying it."""
+    exc = box.pop()
+    return type(exc), exc, exc.__traceback__
 
 
 def _after(ts: _ThreadState, mc: continulet, value: Any,
@@ -420,7 +317,9 @@ def _after(ts: _ThreadState, mc: continulet, value: Any,
         # ts.current is a greenlet whose run() has just ended.
         ts.current._gl_finish()
         if exc is not None and isinstance(exc, GreenletExit):
-            value, exc = exc, None
+            # a value now: without this stack's frames in its traceback
+            # (they would hold whoever keeps the value, in a cycle)
+            value, exc = _stripped(exc), None
         ts.throwing = exc is not None
         value, exc = _leap(ts, mc, ts.current, ts.current._gl_parent, (value,),
                            None, exc)
@@ -459,42 +358,6 @@ def _run_kills(ts: _ThreadState) -> None:
     ts.slow = ts.trace is not None
 
 
-def _unraisable(exc: BaseException, obj: Any) -> None:
-    """Report an exception that nobody can catch through
-    ``sys.unraisablehook``, as the C greenlet does for a failed kill."""
-    hook = getattr(sys, "unraisablehook", None)
-    if hook is None:  # interpreter shutdown
-        return
-    try:
-        hook(_UnraisableArgs((type(exc), exc, exc.__traceback__, None, obj)))
-    except BaseException:
-        pass  # a failing hook must not stop the kill
-
-
-def _unraisable_args_type() -> type:
-    """``sys.UnraisableHookArgs``, which CPython does not export by name."""
-    got: list = []
-    hook = sys.unraisablehook
-    sys.unraisablehook = got.append
-
-    class Probe:
-        def __del__(self) -> None:
-            raise RuntimeError
-
-    try:
-        Probe()
-    finally:
-        sys.unraisablehook = hook
-    if got:
-        return type(got[0])
-    import collections  # PyPy: a record with the same fields
-    return collections.namedtuple("UnraisableHookArgs", "exc_type exc_value "
-                                  "exc_traceback err_msg object")
-
-
-_UnraisableArgs = _unraisable_args_type()
-
-
 def _stripped(exc: BaseException) -> BaseException:
     """``exc`` without this module's frames at the head of its traceback."""
     tb = exc.__traceback__
@@ -503,18 +366,7 @@ def _stripped(exc: BaseException) -> BaseException:
     return exc
 
 
-class _Instance:
-    """Where a greenlet's ``__dict__`` and weak references live: the
-    greenlet class replaces the ``__dict__`` descriptor with one that, as in
-    C, accepts only dicts and cannot be deleted."""
-
-    __slots__ = ("__dict__", "__weakref__")
-
-
-_dict_slot = vars(_Instance)["__dict__"]
-
-
-class greenlet(_Instance):
+class greenlet(_Attributes):
     """A micro-thread: ``greenlet(run=None, parent=None)``.
 
     ``run`` is called with the arguments of the first ``switch()``; its
@@ -522,10 +374,7 @@ class greenlet(_Instance):
     greenlet that creates this one.
     """
 
-    # Private names are prefixed: subclasses (gevent's Greenlet has ``_run``)
-    # must not collide with them.
-    __slots__ = ("_gl_c", "_gl_parent", "_gl_run", "_gl_ts", "_gl_top",
-                 "_gl_state", "_gl_ctx", "_gl_ctx_set", "_gl_main")
+    __slots__ = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "greenlet":
         self = object.__new__(cls)
@@ -579,7 +428,10 @@ class greenlet(_Instance):
             if cur is self:
                 return args[0] if len(args) == 1 else args
             mc = cur._gl_c
-            cur._gl_top = _getframe(1)
+            try:
+                cur._gl_top = _getframe(1)
+            except ValueError:  # switch is run itself: greenlet(g.switch)
+                cur._gl_top = None
             if ts.slow:
                 ts.origin = cur  # for the tracer, cleared by _after()
             cur = None  # the suspended stack must not hold its greenlet
@@ -710,151 +562,6 @@ class greenlet(_Instance):
 
     # -- attributes -----------------------------------------------------
 
-    @property
-    def run(self) -> Callable[..., Any]:
-        """The callable run by the first switch(); gone once started."""
-        run = self._gl_run
-        if run is _NO_RUN or self._gl_state != _UNSTARTED:
-            raise AttributeError("run")
-        return run
-
-    @run.setter
-    def run(self, value: Callable[..., Any]) -> None:
-        if self._gl_state != _UNSTARTED:
-            raise AttributeError("run cannot be set after the start of the greenlet")
-        self._gl_run = value
-
-    @run.deleter
-    def run(self) -> None:
-        if self._gl_state != _UNSTARTED:
-            raise AttributeError("run cannot be set after the start of the greenlet")
-        self._gl_run = _NO_RUN
-
-    @property
-    def parent(self) -> Optional["greenlet"]:
-        """The greenlet that receives this one's result; None for a main greenlet."""
-        return self._gl_parent
-
-    @parent.setter
-    def parent(self, value: "greenlet") -> None:
-        if self._gl_main:
-            raise AttributeError("cannot set the parent of a main greenlet")
-        if not isinstance(value, greenlet):
-            raise TypeError("GreenletChecker: Expected any type of greenlet, "
-                            "not %s" % type(value).__name__)
-        p = value
-        while p is not None:
-            if p is self:
-                raise ValueError("cyclic parent chain")
-            p = p._gl_parent
-        if self._gl_ts is not None and _thread_of(value) is not self._gl_ts:
-            raise ValueError("parent cannot be on a different thread")
-        self._gl_parent = value
-
-    @parent.deleter
-    def parent(self) -> None:
-        raise AttributeError("can't delete attribute")
-
-    @property
-    def dead(self) -> bool:
-        """True once run() has finished, or once the greenlet's thread has."""
-        state = self._gl_state
-        return state == _DEAD or (state == _ACTIVE and not self._gl_ts.alive)
-
-    def __bool__(self) -> bool:
-        return self._gl_state == _ACTIVE and self._gl_ts.alive
-
-    @property
-    def gr_frame(self) -> Optional[FrameType]:
-        """The innermost frame of a suspended greenlet, else None."""
-        ts = self._gl_ts
-        if self._gl_state != _ACTIVE or (ts.current is self and ts.alive) or ts.swept:
-            return None
-        # the frames of a greenlet left suspended in a thread that has
-        # exited stay reachable, as with the C greenlet
-        return self._gl_top
-
-    @property
-    def gr_context(self) -> Optional[contextvars.Context]:
-        """The contextvars.Context this greenlet runs in (None if none yet)."""
-        self._gl_check_context_thread("get")
-        holder = self._gl_stack_holder()
-        ctx = self._gl_ctx if holder is False else _stack_context(holder)
-        if ctx is not None and ctx is self._gl_ctx and not self._gl_ctx_set and len(ctx) == 0:
-            return None  # greenlet creates a context only on first use
-        return ctx
-
-    @gr_context.deleter
-    def gr_context(self) -> None:
-        raise AttributeError("can't delete context attribute")
-
-    @gr_context.setter
-    def gr_context(self, value: Optional[contextvars.Context]) -> None:
-        if value is not None and not isinstance(value, contextvars.Context):
-            raise TypeError("greenlet context must be a contextvars.Context or None")
-        self._gl_check_context_thread("set")
-        holder = self._gl_stack_holder()
-        if holder is not False:
-            _set_stack_context(value, holder)
-        self._gl_ctx = value
-        self._gl_ctx_set = value is not None
-
-    def _gl_stack_holder(self) -> Any:
-        """Where this started greenlet's context lives: None for the running
-        stack, else the continulet holding its stack; False when it has no
-        stack (unstarted, dead) or the context cannot be reached (PyPy)."""
-        ts = self._gl_ts
-        if (_stack_context is None or self._gl_state != _ACTIVE or ts is None
-                or not ts.alive):
-            return False
-        if ts.current is self:
-            return None
-        # while another greenlet runs, the main greenlet's stack is kept in
-        # the running greenlet's continulet (see "How it works")
-        return ts.current._gl_c if self._gl_main else self._gl_c
-
-    def _gl_check_context_thread(self, verb: str) -> None:
-        ts = self._gl_ts
-        if ts is not None and ts.current is self and ts is not _tls.ts:
-            raise ValueError("cannot %s context of a greenlet that is running "
-                             "in a different thread" % verb)
-
-    def __repr__(self) -> str:
-        cls = type(self)
-        name = "greenlet.greenlet" if cls is greenlet else cls.__name__
-        ts = self._gl_ts
-        if ts is None or not ts.alive:
-            otid = "0x(nil)"
-        else:
-            otid = "0x%x" % id(ts)
-        if self._gl_state == _ACTIVE and ts.alive:
-            here = ts.current is self and ts is _tls.ts
-            where = " current" if here else " suspended"
-            return "<%s object at 0x%x (otid=%s)%s active started%s>" % (
-                name, id(self), otid, where, " main" if self._gl_main else "")
-        if self._gl_state == _UNSTARTED:
-            return "<%s object at 0x%x (otid=%s) pending>" % (name, id(self), otid)
-        exited = "(thread exited) " if ts is not None and not ts.alive else ""
-        return "<%s object at 0x%x (otid=%s) %sdead>" % (name, id(self), otid, exited)
-
-    @property
-    def __dict__(self) -> dict:  # type: ignore[override]
-        return _dict_slot.__get__(self)
-
-    @__dict__.setter
-    def __dict__(self, value: dict) -> None:
-        if not isinstance(value, dict):
-            raise TypeError("__dict__ must be a dictionary")
-        _dict_slot.__set__(self, value)
-
-    @__dict__.deleter
-    def __dict__(self) -> None:
-        raise TypeError("__dict__ may not be deleted")
-
-    def __reduce__(self) -> Any:
-        raise TypeError("cannot pickle '%s' object" % type(self).__name__)
-
-
 def getcurrent() -> greenlet:
     """The greenlet running in the calling thread.
 
@@ -899,35 +606,7 @@ def _class_api() -> None:
 
 
 _class_api()
-# The slots of greenlets as seen by the type itself: a subclass's
-# __getattribute__ must not change what the emulation reads.
-_state = vars(greenlet)["_gl_state"].__get__
-_parent = vars(greenlet)["_gl_parent"].__get__
-_ts_of = vars(greenlet)["_gl_ts"].__get__
-_set_run = vars(greenlet)["run"].fset
-
-
-class UnswitchableGreenlet(greenlet):
-    """The C greenlet's test hook (``greenlet._greenlet``, which is this
-    module under the emulation): a greenlet whose stack switch can be made
-    to fail.  ``force_switch_error`` fails it before anything changed (a
-    SystemError; the greenlet stays usable), ``force_slp_switch_error``
-    in the middle, which no interpreter survives: the process aborts with
-    a fatal error, as with the C greenlet."""
-
-    force_switch_error = False
-    force_slp_switch_error = False
-
-    def switch(self, *args: Any, **kwargs: Any) -> Any:
-        if self.force_slp_switch_error:
-            os.write(2, b"Fatal Python error: greenlet: failed to switch stacks\n")
-            os.abort()
-        if self.force_switch_error:
-            if _state(self) == _UNSTARTED:
-                raise SystemError("Failed to switch stacks into a greenlet "
-                                  "for the first time.")
-            raise SystemError("Failed to switch stacks into a running greenlet.")
-        return greenlet.switch(self, *args, **kwargs)
+_set_run = vars(_Attributes)["run"].fset
 
 
 def enable_optional_cleanup(enabled: bool) -> None:
@@ -947,9 +626,11 @@ from ._activate import install, uninstall  # noqa: E402
 _greenlet = sys.modules[__name__]
 
 from . import _activate as _activate_module  # noqa: E402
+from . import _extras  # noqa: E402
+from ._extras import UnswitchableGreenlet, _c_api  # noqa: E402,F401
 from . import _hide  # noqa: E402
 
-_hide.hide([sys.modules[__name__], _activate_module],
+_hide.hide([sys.modules[__name__], _activate_module, _base, _extras],
            {greenlet.switch: greenlet.switch, greenlet.throw: greenlet.throw,
             getcurrent: getcurrent, settrace: settrace, gettrace: gettrace})
 _OWN_CODES = _hide.HIDDEN
@@ -976,9 +657,13 @@ def _install_accel() -> bool:
     # ones now run only inside them, and must not look like a second call.
     for func in py_functions:
         _hide.API.pop(func.__code__, None)
-    global _forget_thread
-    _forget_thread = _greenlet_accel.forget_thread  # it caches each thread's state
+    _base._forget_thread = _greenlet_accel.forget_thread  # it caches each thread's state
     return True
 
 
 _accelerated = _install_accel()
+
+
+_C_API = _c_api()
+if _C_API is None:
+    del _C_API

@@ -1,0 +1,426 @@
+"""Edge cases of the greenlet 3.x API, on the C greenlet (the oracle) and on
+the emulation alike: throw() into dead greenlets, a tracer that fails or
+switches while a greenlet starts, a run attribute read with side effects,
+kills, the class attributes, greenlet's C API.  (tests/test_greenlet.py
+holds the main API; the fixture ``gl`` is the same.)"""
+
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import gc
+import subprocess
+import sys
+import textwrap
+import threading
+import weakref
+
+import pytest
+
+from test_greenlet import IMPLS  # the same oracle set-up
+
+
+@pytest.fixture(params=IMPLS)
+def gl(request):
+    """The greenlet module under test."""
+    return request.param
+
+
+def dead(gl, value="done"):
+    g = gl.greenlet(lambda: value)
+    assert g.switch() == value
+    return g
+
+
+# -- throw() into a dead greenlet ----------------------------------------------
+
+@pytest.mark.parametrize("args", [(), ("GreenletExit",), ("GreenletExit('x')",)])
+def test_greenlet_exit_into_dead_greenlet_returns_it_to_the_parent(gl, args):
+    args = tuple(eval(a, {"GreenletExit": gl.GreenletExit}) for a in args)
+    target = dead(gl)
+    thrower = gl.greenlet(lambda: target.throw(*args))
+    got = thrower.switch()          # the dead greenlet's parent (main) gets it
+    assert type(got) is gl.GreenletExit
+    assert str(got) == ("x" if args and str(args[0]) == "x" else "")
+    if args and isinstance(args[0], gl.GreenletExit):
+        assert got is args[0]
+    # the thrower stays suspended in throw() and resumes from there
+    assert not thrower.dead
+    assert thrower.switch("again") == "again" and thrower.dead
+
+
+def test_throw_into_dead_greenlet_from_main_returns_greenlet_exit(gl):
+    got = dead(gl).throw()
+    assert type(got) is gl.GreenletExit and str(got) == ""
+
+
+def test_throw_into_dead_parent_goes_to_its_parent(gl):
+    a = gl.greenlet(lambda: "a done")
+    b = gl.greenlet(lambda: a.throw(), parent=a)
+    assert a.switch() == "a done"
+    got = b.switch()
+    assert type(got) is gl.GreenletExit
+    assert b.switch(5) == 5           # b resumes in throw(), dies: to a, dead: to main
+
+
+def test_other_exception_into_dead_greenlet_is_raised_in_its_parent(gl):
+    target = dead(gl)
+    thrower = gl.greenlet(lambda: target.throw(KeyError, "k"))
+    with pytest.raises(KeyError) as info:
+        thrower.switch()
+    assert info.value.args == ("k",)
+    assert not thrower.dead
+
+
+def test_throw_into_unstarted_greenlet_without_run(gl):
+    g = gl.greenlet()
+    with pytest.raises(AttributeError) as info:
+        g.throw(KeyError)
+    assert "run" in str(info.value)
+    assert not g.dead and not g     # still unstarted
+    g.run = lambda: "ran"
+    assert g.switch() == "ran"
+
+
+# -- a greenlet tracer at the start of a greenlet -------------------------------
+
+def test_tracer_raising_at_launch_kills_the_greenlet_before_run(gl):
+    ran, events = [], []
+
+    def tracer(event, args):
+        events.append(event)
+        raise KeyError("tracer")
+    g = gl.greenlet(lambda *a: ran.append(a))
+    old = gl.settrace(tracer)
+    try:
+        with pytest.raises(KeyError) as info:
+            g.switch()
+        assert info.value.args == ("tracer",)
+        assert gl.gettrace() is None
+    finally:
+        gl.settrace(old)
+    assert events == ["switch"] and ran == []
+    assert g.dead and not g
+    assert g.switch(1) == 1 and g.switch(2) == 2   # to its parent, as any dead one
+
+
+def test_tracer_raising_at_launch_raises_in_the_parent(gl):
+    main = gl.getcurrent()
+    parent_got = []
+
+    def parent_run():
+        try:
+            main.switch("parent waiting")
+        except KeyError as e:
+            parent_got.append(e.args)
+        return "parent done"
+    parent = gl.greenlet(parent_run)
+    assert parent.switch() == "parent waiting"
+    child = gl.greenlet(lambda: "never", parent=parent)
+
+    def tracer(event, args):
+        if args[1] is child:
+            raise KeyError("at launch")
+    gl.settrace(tracer)
+    try:
+        assert child.switch() == "parent done"
+    finally:
+        gl.settrace(None)
+    assert parent_got == [("at launch",)] and child.dead
+
+
+def test_tracer_runs_in_the_new_greenlet_and_may_switch_away(gl):
+    main = gl.getcurrent()
+    log = []
+
+    def tracer(event, args):
+        origin, target = args
+        log.append((event, origin is main, target is g1, gl.getcurrent() is target))
+        if target is g1 and not log[1:]:
+            log.append(main.switch("from the tracer"))
+    g1 = gl.greenlet(lambda x: ("g1 ran with", x))
+    gl.settrace(tracer)
+    try:
+        assert g1.switch("arg") == "from the tracer"   # run has not started yet
+        assert g1.switch("back") == ("g1 ran with", "arg")
+    finally:
+        gl.settrace(None)
+    assert log == [("switch", True, True, True), ("switch", False, False, True),
+                   ("switch", True, True, True), "back", ("switch", False, False, True)]
+
+
+# -- start-up: run is read first, and may do anything ----------------------------
+
+def test_run_read_starts_the_greenlet_itself(gl):
+    class Convoluted(gl.greenlet):
+        reads = 0
+
+        def __getattribute__(self, name):
+            if name == "run" and type(self).reads == 0:
+                type(self).reads = 1
+                assert self.switch(43) == 43
+            return gl.greenlet.__getattribute__(self, name)
+
+        def run(self, value):
+            while True:
+                self.parent.switch(value)
+    g = Convoluted()
+    # the inner switch started it with 43; the outer one then switches to
+    # the started greenlet, which sends 43 again
+    assert g.switch(42) == 43
+    g.throw()
+
+
+def test_unstarted_parent_that_cannot_start_passes_its_error_on(gl):
+    class Perverse(gl.greenlet):
+        def __getattribute__(self, name):
+            if name == "run":
+                raise LookupError("no run here")
+            return gl.greenlet.__getattribute__(self, name)
+    seen = []
+    child = gl.greenlet(lambda: seen.append(1), Perverse())
+    for _ in range(2):
+        with pytest.raises(LookupError):
+            child.switch()
+    assert seen == [1]
+
+
+def test_unstarted_parent_without_run(gl):
+    child = gl.greenlet(lambda: None, parent=gl.greenlet())
+    with pytest.raises(AttributeError):
+        child.switch()
+    assert child.dead and not child.parent
+    assert gl.getcurrent().switch(7) == 7     # nothing was left half-done
+    assert gl.greenlet(lambda: "fine").switch() == "fine"
+
+
+def test_run_none_is_a_value_and_subclass_run_still_wins(gl):
+    assert gl.greenlet(run=None).run is None
+    with pytest.raises(AttributeError):
+        gl.greenlet().run
+
+    class Sub(gl.greenlet):
+        def run(self):
+            return "method"
+    assert Sub(None, gl.getcurrent()).switch() == "method"
+
+
+def test_unused_run_callable_is_released_in_the_new_greenlet(gl):
+    main = gl.getcurrent()
+    log = []
+
+    class RunCallable:
+        def __del__(self):
+            log.append(("del", gl.getcurrent() is g))
+            main.switch("from __del__")
+
+    class G(gl.greenlet):
+        def __getattribute__(self, name):
+            if name == "run":
+                return lambda: log.append("run")
+            return gl.greenlet.__getattribute__(self, name)
+    g = G(RunCallable())
+    assert g.switch() == "from __del__"     # before run, from inside g
+    assert log == [("del", True)]
+    assert g.switch() is None and log == [("del", True), "run"] and g.dead
+
+
+def test_switch_method_as_run(gl):
+    main = gl.getcurrent()
+    g = gl.greenlet(main.switch)
+    assert g.switch("hop") == "hop"       # run is main.switch itself
+    assert g and g.gr_frame is None       # no frame of its own below switch
+    assert g.switch("back") == "back" and g.dead   # run returns it
+
+
+# -- kills ---------------------------------------------------------------------------
+
+def test_parent_is_restored_after_a_kill(gl):
+    hub = gl.greenlet(lambda: None)
+    main = gl.getcurrent()
+    seen = []
+
+    def worker():
+        try:
+            main.switch()
+        except gl.GreenletExit:
+            seen.append(gl.getcurrent().parent)
+            seen.append(gl.getcurrent())
+            hub.switch()
+    g = gl.greenlet(worker, parent=hub)
+    g.switch()
+    del g
+    assert seen[0] is main and seen[1].parent is hub
+    del seen[:]
+
+
+def test_a_kill_leaves_no_cycle_through_the_killing_frame(gl):
+    class Marker:
+        pass
+
+    def killer():
+        marker = Marker()
+        g = gl.greenlet(lambda: gl.getcurrent().parent.switch())
+        g.switch()
+        del g                       # killed here: GreenletExit comes back
+        return weakref.ref(marker)
+    gc.disable()
+    try:
+        assert killer()() is None   # freed by reference counting alone
+    finally:
+        gc.enable()
+
+
+def test_greenlet_dropped_by_the_end_of_a_thread_function_is_killed(gl):
+    exits = []
+
+    def f():
+        try:
+            gl.getcurrent().parent.switch()
+        except gl.GreenletExit:
+            exits.append(1)
+            raise
+
+    def body():
+        gs = tuple(gl.greenlet(f) for _ in range(3))
+        for g in gs:
+            g.switch()
+        gs = ()     # kills two; the last one goes when the frame does
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert exits == [1, 1, 1]
+
+
+def test_failed_kill_goes_to_unraisablehook(gl):
+    def run():
+        try:
+            gl.getcurrent().parent.switch()
+        except gl.GreenletExit:
+            raise KeyError("from the kill") from None
+    g = gl.greenlet(run)
+    g.switch()
+    events = []
+    old, sys.unraisablehook = sys.unraisablehook, events.append
+    try:
+        del g
+    finally:
+        sys.unraisablehook = old
+    assert len(events) == 1
+    assert type(events[0].exc_value) is KeyError and events[0].err_msg is None
+    assert isinstance(events[0].object, gl.greenlet) and events[0].object.dead
+
+
+# -- attributes ----------------------------------------------------------------------
+
+def test_class_attributes_of_the_greenlet_type(gl):
+    g = gl.greenlet(lambda: None)
+    for obj in (gl.greenlet, g):
+        assert obj.getcurrent() is gl.getcurrent()
+        assert obj.gettrace() is gl.gettrace()
+        assert obj.GreenletExit is gl.GreenletExit and obj.error is gl.error
+    old = gl.greenlet.settrace(print)
+    assert gl.gettrace() is print
+    gl.settrace(old)
+
+
+def test_instance_dict_rules(gl):
+    g = gl.greenlet(lambda: None)
+    g.x = 1
+    g.__dict__ = {"y": 2}
+    assert g.y == 2 and not hasattr(g, "x")
+    with pytest.raises(TypeError) as info:
+        del g.__dict__
+    assert str(info.value) == "__dict__ may not be deleted"
+    with pytest.raises(TypeError) as info:
+        g.__dict__ = 42
+    assert str(info.value) == "__dict__ must be a dictionary"
+
+
+def test_dead_greenlet_keeps_the_context_it_ended_in(gl):
+    var = contextvars.ContextVar("v")
+
+    def run():
+        var.set(1)
+    g = gl.greenlet(run)
+    g.switch()
+    assert g.dead and g.gr_context is not None and g.gr_context[var] == 1
+    with pytest.raises(AttributeError) as info:
+        del g.gr_context
+    assert str(info.value) == "can't delete context attribute"
+    ctx = contextvars.copy_context()
+    g2 = gl.greenlet(lambda: ctx.run(var.set, 2))
+    g2.switch()
+    assert g2.gr_context is None      # its own context was never used
+    assert ctx[var] == 2
+
+
+def test_getcurrent_refuses_while_the_interpreter_finalizes(gl):
+    code = textwrap.dedent("""
+        import gc, os, importlib
+        gl = importlib.import_module(%r)
+        gc.disable()
+        class Late:
+            def __del__(self):
+                try:
+                    gl.getcurrent()
+                except RuntimeError as e:
+                    os.write(1, b"refused: " + str(e).encode() + b"\\n")
+                else:
+                    os.write(1, b"returned\\n")
+        a = Late(); a.cycle = a; del a
+    """) % gl.__name__
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused: ")
+
+
+# -- greenlet's C API (the greenlet._C_API capsule) ---------------------------------
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's C API")
+def test_c_api_capsule(gl):
+    api = _c_api(gl)
+    assert ctypes.cast(api[0], ctypes.py_object).value is gl.greenlet
+    assert ctypes.cast(api[1], ctypes.py_object).value is gl.error
+    assert ctypes.cast(api[2], ctypes.py_object).value is gl.GreenletExit
+    obj, ptr, num = ctypes.py_object, ctypes.c_void_p, ctypes.c_int
+    new = ctypes.PYFUNCTYPE(obj, obj, ptr)(api[3])
+    current = ctypes.PYFUNCTYPE(obj)(api[4])
+    throw = ctypes.PYFUNCTYPE(obj, obj, obj, obj, ptr)(api[5])
+    switch = ctypes.PYFUNCTYPE(obj, obj, obj, ptr)(api[6])
+    set_parent = ctypes.PYFUNCTYPE(num, obj, obj)(api[7])
+    is_main, started, active = (ctypes.PYFUNCTYPE(num, obj)(api[i]) for i in (8, 9, 10))
+    get_parent = ctypes.PYFUNCTYPE(ptr, obj)(api[11])
+    main = current()
+    assert main is gl.getcurrent() and is_main(main) and started(main) and active(main)
+    assert get_parent(main) is None            # NULL for a main greenlet
+
+    def run(*args):
+        return ("ran", args, gl.getcurrent().parent is main)
+    g = new(run, None)
+    assert g.parent is main and not started(g) and not is_main(g)
+    assert switch(g, (1, 2), None) == ("ran", (1, 2), True)
+    assert started(g) and not active(g) and g.dead
+    def run2():
+        try:
+            gl.getcurrent().parent.switch("waiting")
+        except KeyError as e:
+            return ("caught", e.args)
+    g2 = gl.greenlet(run2)
+    assert switch(g2, (), None) == "waiting" and active(g2)
+    assert throw(g2, KeyError, "v", None) == ("caught", ("v",)) and g2.dead
+    g3 = gl.greenlet(lambda: None)
+    other = gl.greenlet(lambda: None)
+    assert set_parent(g3, other) == 0 and g3.parent is other
+    with pytest.raises(TypeError):
+        set_parent(g3, 42)
+
+
+def _c_api(gl):
+    """The 12 pointers of a greenlet module's C API."""
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    capsule = gl._C_API
+    return (ctypes.c_void_p * 12).from_address(get(capsule, b"greenlet._C_API"))
