@@ -250,9 +250,6 @@ def unexpected(led: Ledger, where: str, exc: BaseException) -> None:
 # STRESS_ALL=1 to run them anyway).  Remove an entry when its fix is merged.
 KNOWN_BUGS = {
     "core": {
-        "trace": "issue 8 item 3: pending continulets suspended under settrace/setprofile are uncollectable",
-        "cleared": "issue 8 item 2: a collected pending continulet unwinds after tp_clear "
-                   "emptied its closure (the finally blocks' check of their state is left out)",
         "pygen": "bug C2 (tests/stress/test_stress.py): a continulet suspended while a "
                  "generator runs on its stack is uncollectable",
         "callex": "bug C1 (tests/stress/test_stress.py): a continulet suspended in a switch "
@@ -261,10 +258,6 @@ KNOWN_BUGS = {
                     "moved by switch(to=)/permute starts in an empty contextvars Context",
     },
     "stackless": {
-        "signals": "issue 8 item 6: an asynchronous exception inside the scheduler's Python code corrupts it",
-        "payload": "issue 8 item 5: a __del__ that uses a channel, run while the channel lock is held, hangs",
-        "mainsend": "issue 8 item 8: an uncaught tasklet exception is lost while main is "
-                    "blocked in send(), which then returns normally",
         "xpreempt": "bug S2 (tests/stress/test_stress.py): run(timeout) preempting a cross-thread "
                     "send, then kill(), leaves the receiving thread stuck",
     },
