@@ -258,6 +258,8 @@ KNOWN_BUGS = {
                     "moved by switch(to=)/permute starts in an empty contextvars Context",
     },
     "stackless": {
+        "payload": "bug S3 (tests/stress/test_stress.py): a __del__ that uses a channel, run "
+                   "when the scheduler drops a replaced tempval, is left half-done",
         "xpreempt": "bug S2 (tests/stress/test_stress.py): run(timeout) preempting a cross-thread "
                     "send, then kill(), leaves the receiving thread stuck",
     },

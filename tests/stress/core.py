@@ -312,7 +312,9 @@ class World:
             except GeneratorExit:
                 raise
             except BaseException as e:
-                if not _refusal(e):
+                if str(e) == JUST_STARTED:
+                    self.led.eaten += 1     # its value went into a just-started continulet
+                elif not _refusal(e):
                     unexpected(self.led, "genlet", e)
                 break
             self.led.receive(r)

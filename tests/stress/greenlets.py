@@ -312,7 +312,7 @@ def run(seed: int, trace: Trace) -> None:
     for i in range(nthreads):
         worlds.append(World(rng.getrandbits(32), f"thread{i}", trace, foreign))
     for w in worlds:
-        w.check_collected = nthreads == 0
+        w.check_collected = nthreads == 0 and not signals
 
     def drive(w: World) -> None:
         for _ in range(nsteps):
@@ -357,5 +357,8 @@ def run(seed: int, trace: Trace) -> None:
     if errors:
         raise errors[0]
     unr.check()
+    # With threads or with the signal the C greenlet too leaves some bodies
+    # unfinished (when and by which thread a dropped greenlet is found
+    # varies; a signal during a kill): the balance is checked without them.
     check_ledgers([w.led for w in worlds], strict_tokens=not signals,
-                  balanced=lambda led: nthreads == 0)
+                  balanced=lambda led: nthreads == 0 and not signals)

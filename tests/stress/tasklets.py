@@ -39,7 +39,8 @@ def _refusal(e: BaseException) -> bool:
     return isinstance(e, (RuntimeError, ValueError)) and (
         str(e) in REFUSALS or "another thread" in str(e) or "dead" in str(e)
         or "blocked" in str(e) or "Deadlock" in str(e) or "closed" in str(e)
-        or "current" in str(e) or "main" in str(e))
+        or "current" in str(e) or "main" in str(e)
+        or "garbage collector" in str(e))
 
 
 class World:
@@ -287,8 +288,12 @@ class World:
             def __del__(self) -> None:
                 tok = world.led.token()
                 ch = stackless.channel()
+                world.chans.append(ch)      # counted by check_scheduler like the others
                 world.log("payload __del__ sends", tok)
-                stackless.tasklet(lambda: world.led.receive(ch.receive()))()
+                t = stackless.tasklet(lambda: world.led.receive(ch.receive()))
+                t.body = f"recv{tok}"
+                world.tasklets.append(t)
+                t()
                 world.call("send from __del__", tok, ch.send, tok)
         self.log("schedule(payload)")
         self.call("schedule(payload)", None, stackless.schedule, Payload())

@@ -203,3 +203,55 @@ def test_preempted_cross_thread_send_killed():
     p = subprocess.run([sys.executable, "-c", S2_SCRIPT], capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+S3_SCRIPT = r"""
+import stackless, sys
+got = []
+class P:
+    def __del__(self):
+        ch = stackless.channel()
+        stackless.tasklet(lambda: got.append(("recv", ch.receive())))()
+        ch.send(1)
+        got.append("__del__ done")
+def failing():
+    raise KeyError(1)
+stackless.tasklet(lambda: None)()
+r = stackless.schedule(P())
+del r
+stackless.tasklet(failing)()
+try:
+    stackless.run()
+except KeyError:
+    got.append("main got KeyError")
+later = stackless.tasklet(lambda: got.append("later"))()
+stackless.run()
+ok = got == [("recv", 1), "__del__ done", "main got KeyError", "later"]
+if not ok or stackless.getruncount() != 1:
+    print("got", got, "runcount", stackless.getruncount())
+    sys.exit(1)
+"""
+
+
+@pytest.mark.xfail(not ON_PYPY, strict=True,
+                   reason="S3: a __del__ that uses a channel, run when a tasklet's uncaught "
+                          "exception replaces main's tempval, is left half-done and run() "
+                          "then leaves tasklets unrun (runcount 2); Stackless 3.7 completes "
+                          "it (and does not keep schedule()'s retval in main's tempval, D7); "
+                          "found by tests/stress stackless (op payload)")
+def test_del_using_a_channel_when_main_gets_an_exception():
+    p = subprocess.run([sys.executable, "-c", S3_SCRIPT], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.xfail(not ON_PYPY, strict=True,
+                   reason="D7: schedule(retval) leaves retval in the caller's tempval when "
+                          "it returns at once; Stackless 3.7 leaves None there")
+def test_schedule_does_not_keep_its_retval():
+    import stackless
+    marker = object()
+    stackless.tasklet(lambda: None)()
+    assert stackless.schedule(marker) is marker
+    assert stackless.getcurrent().tempval is None
+    stackless.run()
