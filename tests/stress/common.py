@@ -207,6 +207,32 @@ class Signals:
 SIGNALS = Signals()
 
 
+def drive_with_signals(signals: bool, rng: random.Random, drive: Callable[[], None]) -> None:
+    """Run the main thread's program, the timer signal on if asked."""
+    if signals:
+        SIGNALS.start(rng)
+    try:
+        drive()
+    finally:
+        if signals:
+            SIGNALS.stop()
+
+
+def meet(barrier: threading.Barrier) -> None:
+    """The main thread waits for the others to end their programs."""
+    try:
+        barrier.wait(timeout=60)
+    except threading.BrokenBarrierError:
+        raise Failure("a thread did not reach the end in 60 s")
+
+
+def join(threads: list) -> None:
+    for t in threads:
+        t.join(60)
+        if t.is_alive():
+            raise Failure(f"{t.name} did not end in 60 s")
+
+
 class Unraisables:
     """Collects what reaches sys.unraisablehook; only the listed exception
     types may (a finalizer unwound by GeneratorExit, a signal landing in a

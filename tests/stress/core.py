@@ -25,7 +25,8 @@ from typing import Any, Optional
 from _continuation import continulet, error, generator, permute
 
 from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Trace,
-                     Unraisables, check_ledgers, skipped, unexpected)
+                     Unraisables, check_ledgers, drive_with_signals, join, meet,
+                     skipped, unexpected)
 
 # What the API may answer instead of switching (the token is then refused).
 REFUSALS = {
@@ -513,22 +514,10 @@ def run(seed: int, trace: Trace) -> None:
     with Unraisables((Alarm, GeneratorExit), trace) as unr:
         for t in threads:
             t.start()
-        if signals:
-            SIGNALS.start(rng)
-        try:
-            main.drive(nsteps)
-        finally:
-            if signals:
-                SIGNALS.stop()
-        try:
-            barrier.wait(timeout=60)
-        except threading.BrokenBarrierError:
-            raise Failure("a thread did not reach the end in 60 s")
+        drive_with_signals(signals, rng, lambda: main.drive(nsteps))
+        meet(barrier)
         main.cleanup()
-        for t in threads:
-            t.join(60)
-            if t.is_alive():
-                raise Failure("a thread did not end")
+        join(threads)
         foreign.clear()
         abandoned.clear()               # pending continulets of ended threads: dropped
         for _ in range(2):

@@ -19,13 +19,13 @@ from __future__ import annotations
 import gc
 import os
 import random
-import sys
 import threading
 import weakref
 from typing import Any, Optional
 
-from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Trace,
-                     Unraisables, check_ledgers, skipped, unexpected)
+from .common import (SIGNALS, Alarm, Injected, Ledger, Trace,
+                     Unraisables, check_ledgers, drive_with_signals, join, meet,
+                     skipped, unexpected)
 
 if os.environ.get("STRESS_GREENLET") == "c":
     import greenlet as G
@@ -336,22 +336,10 @@ def run(seed: int, trace: Trace) -> None:
     with Unraisables((Alarm,), trace) as unr:
         for t in threads:
             t.start()
-        if signals:
-            SIGNALS.start(rng)
-        try:
-            drive(worlds[0])
-        finally:
-            if signals:
-                SIGNALS.stop()
-        try:
-            barrier.wait(timeout=60)
-        except threading.BrokenBarrierError:
-            raise Failure("a thread did not reach the end in 60 s")
+        drive_with_signals(signals, rng, lambda: drive(worlds[0]))
+        meet(barrier)
         foreign.clear()
-        for t in threads:
-            t.join(60)
-            if t.is_alive():
-                raise Failure("a thread did not end")
+        join(threads)
         worlds[0].cleanup()
         gc.collect()
     if errors:

@@ -23,7 +23,8 @@ from typing import Any, Optional
 import stackless
 
 from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Tok, Trace,
-                     Unraisables, check_ledgers, skipped, unexpected)
+                     Unraisables, check_ledgers, drive_with_signals, join,
+                     skipped, unexpected)
 
 REFUSALS = {
     "You cannot throw to a dead tasklet",
@@ -429,18 +430,9 @@ def run(seed: int, trace: Trace) -> None:
             cons.start()
         for t in threads:
             t.start()
-        if signals:
-            SIGNALS.start(rng)
-        try:
-            worlds[0].drive(nsteps)
-        finally:
-            if signals:
-                SIGNALS.stop()
+        drive_with_signals(signals, rng, lambda: worlds[0].drive(nsteps))
         worlds[0].cleanup()
-        for t in threads:
-            t.join(60)
-            if t.is_alive():
-                raise Failure("a thread's scheduler did not finish in 60 s")
+        join(threads)
         if cons:
             if errors:
                 raise Failure(f"the cross-thread consumer failed: {errors[0]!r}")
