@@ -516,8 +516,8 @@ def run(seed: int, trace: Trace) -> None:
             t.start()
         drive_with_signals(signals, rng, lambda: main.drive(nsteps))
         meet(barrier)
+        join(threads)                   # their cleanup (their GC) first: one at a time
         main.cleanup()
-        join(threads)
         foreign.clear()
         abandoned.clear()               # pending continulets of ended threads: dropped
         for _ in range(2):
