@@ -25,6 +25,16 @@ if platform.python_implementation() == "CPython":
         cflags.append("-fcf-protection=none")
     if os.environ.get("CONTINULET_WERROR"):
         cflags.append("-Werror")
+    ldflags = []
+    macros = []
+    if os.environ.get("CONTINULET_SANITIZE"):
+        # AddressSanitizer + UBSan (docs/design.md): python itself is not
+        # instrumented, so it must run with gcc's libasan in LD_PRELOAD
+        # (.ci/sanitize does it all).
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+        cflags += sanitize + ["-fno-omit-frame-pointer", "-g"]
+        ldflags += sanitize
+        macros.append(("CONTINULET_SANITIZE", "1"))
     ext_modules.append(Extension(
         "_continuation",
         sources=["src/module.c", "src/genlet.c", "src/pystate.c", "src/stk.c",
@@ -32,6 +42,8 @@ if platform.python_implementation() == "CPython":
         include_dirs=["include", "src"],
         depends=["include/stk.h", "src/pystate.h", "src/continulet.h", "src/chunkcache.h"],
         extra_compile_args=cflags,
+        extra_link_args=ldflags,
+        define_macros=macros,
     ))
     # optional: stackless runs without it (pure Python); see _install_accel
     ext_modules.append(Extension(
@@ -39,12 +51,16 @@ if platform.python_implementation() == "CPython":
         sources=["src/stackless_accel.c"],
         depends=["src/slots.h"],
         extra_compile_args=cflags,
+        extra_link_args=ldflags,
+        define_macros=macros,
     ))
     ext_modules.append(Extension(
         "_greenlet_accel",
         sources=["src/greenlet_accel.c", "src/greenlet_capi.c"],
         depends=["src/slots.h", "src/greenlet_capi.h"],
         extra_compile_args=cflags,
+        extra_link_args=ldflags,
+        define_macros=macros,
     ))
 
 setup(ext_modules=ext_modules, cmdclass={"build_py": build_py_with_pth})

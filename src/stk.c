@@ -14,6 +14,43 @@
 
 static char *lowest(char *a, char *b) { return a < b ? a : b; }
 
+/* AddressSanitizer (the CONTINULET_SANITIZE build, see docs/design.md)
+ * keeps a shadow byte for every 8 bytes of the stack, written by
+ * instrumented functions on entry (redzones around their locals) and
+ * cleared on return.  The frames of a suspended slice never return while
+ * their bytes are off the stack, so:
+ *  - stack bytes are copied by a loop that ASan does not check (the bytes
+ *    of a suspended slice lie under the redzones of its own frames, and
+ *    memcpy() would be intercepted and checked);
+ *  - addresses whose bytes leave the stack, and those of a slice that
+ *    dies or is forgotten, get their shadow cleared: whatever runs there
+ *    next (often CPython itself, uninstrumented, handing stack buffers to
+ *    intercepted libc functions) must not meet stale redzones;
+ *  - a restored slice gets its shadow cleared too: its frames lose their
+ *    redzones (overflows of their locals go unseen), never a false report.
+ * All slices live in the thread's one stack, so ASan's idea of the
+ * thread's stack bounds stays right and no fiber switch needs announcing. */
+#ifdef CONTINULET_SANITIZE
+#include <sanitizer/asan_interface.h>
+
+STK_NO_SANITIZE static void copy_stack_bytes(char *dst, const char *src, size_t n)
+{
+    /* volatile: the compiler must not turn the loop into a memcpy() call */
+    volatile char *d = dst;
+    const volatile char *s = src;
+    for (size_t i = 0; i < n; i++)
+        d[i] = s[i];
+}
+
+static void clear_shadow(const char *p, size_t n)
+{
+    __asan_unpoison_memory_region(p, n);
+}
+#else
+#define copy_stack_bytes memcpy
+static void clear_shadow(const char *p, size_t n) { (void)p; (void)n; }
+#endif
+
 void stk_thread_init(stk_thread *t, stk_slice *main_slice)
 {
     memset(t, 0, sizeof(*t));
@@ -69,7 +106,8 @@ static int save_below(stk_slice *s, char *limit)
         return 0;
     if (reserve(s, want) < 0)
         return -1;
-    memcpy(s->buf + s->saved, s->start + s->saved, want - s->saved);
+    copy_stack_bytes(s->buf + s->saved, s->start + s->saved, want - s->saved);
+    clear_shadow(s->start + s->saved, want - s->saved);
     s->saved = want;
     return 0;
 }
@@ -131,8 +169,10 @@ static void *save_hook(void *sp, stk_thread *t)
             p = &s->chain;
         }
     }
-    if (t->from_dies)
+    if (t->from_dies) {
         from->state = STK_DEAD;
+        clear_shadow(sp, (size_t)(from->stop - (char *)sp));
+    }
     return target->start;
 }
 
@@ -141,7 +181,8 @@ static void *restore_hook(void *sp, stk_thread *t)
 {
     stk_slice *target = t->target;
     (void)sp;
-    memcpy(target->start, target->buf, target->saved);
+    clear_shadow(target->start, target->saved);
+    copy_stack_bytes(target->start, target->buf, target->saved);
     target->saved = 0;
     target->spare = NULL;       /* the owner uses that memory again */
     target->spare_n = 0;
@@ -201,8 +242,12 @@ int stk_exit(stk_thread *t, stk_slice *target)
 
 void stk_forget(stk_thread *t, stk_slice *s)
 {
-    if (t != NULL)
+    if (t != NULL) {
         unchain(t, s);
+        /* the part still in place becomes free stack */
+        if (s->state == STK_SUSPENDED && s->start + s->saved < s->stop)
+            clear_shadow(s->start + s->saved, (size_t)(s->stop - (s->start + s->saved)));
+    }
     s->state = STK_DEAD;
     s->saved = 0;
     s->spare = NULL;

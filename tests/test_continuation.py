@@ -730,7 +730,7 @@ def _suspend_in_cycle(how, unwound):
             else:
                 c.throw(KeyError("out"))
         finally:
-            unwound.append(box)
+            unwound.append(len(box))
     c = continulet(victim)
     try:
         c.switch()
