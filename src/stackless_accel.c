@@ -29,7 +29,7 @@ static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate, *c_swi
 static PyObject *sched_dict, *chan_dict;
 static PyObject *local;             /* stackless._local (threading.local) */
 static PyObject *bomb_type, *continulet_type;
-static PyObject *py_bootstrap, *py_launch, *py_tracing_out, *py_tracing_in;
+static PyObject *py_bootstrap, *py_launch, *py_tracing_out, *py_tracing_in, *py_switch;
 static PyObject *py_send, *py_receive, *py_schedule, *py_recover, *py_leave,
                 *py_raise_pending, *py_not_started;
 static PyObject *s_ts, *s_switch, *s_rotate, *s_popleft, *s_append, *s_insert,
@@ -108,17 +108,46 @@ static int more_than_one(PyObject *d)
     return n < 0 ? -1 : n > 1;
 }
 
+/* With an error set: call the Python helper func(a, b) that mends the
+ * state, keeping the error.  A second error (a second signal landing in
+ * the helper) does not replace the first. */
+static void mend(PyObject *func, PyObject *a, PyObject *b)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *args[2] = {a, b};
+    PyObject *r = PyObject_Vectorcall(func, args, 2, NULL);
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+}
+
 /* --- _switch(ts, cur, nxt) ------------------------------------------------- */
 
 static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
+    if (slot(ts, ts_timeout) != Py_None) {
+        /* under run(timeout) the Python switch decides whether a spent
+           soft timeout sends this switch to the waiting run() instead */
+        PyObject *args[3] = {ts, cur, nxt};
+        return discard(PyObject_Vectorcall(py_switch, args, 3, NULL));
+    }
     PyObject *cb = global(sched_dict, s_schedule_cb), *r;
     if (cb == NULL && PyErr_Occurred())
         return -1;
     if (cb != NULL) {
+        /* its error does not stop the switch (as in Stackless) */
         PyObject *args[2] = {cur, nxt};
-        if (discard(PyObject_Vectorcall(cb, args, 2, NULL)) < 0)
-            return -1;
+        r = PyObject_Vectorcall(cb, args, 2, NULL);
+        if (r == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return -1;
+            PyObject *where = PyUnicode_FromString("Error in scheduling callback");
+            PyErr_WriteUnraisable(where);
+            Py_XDECREF(where);
+        }
+        Py_XDECREF(r);
     }
     int tracing = slot_true(ts, ts_tracing);
     if (tracing < 0)
@@ -148,17 +177,8 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
             Py_INCREF(c);
         }
         r = cont_switch(c, NULL);
-        if (r == NULL) {
-            /* it may not have started at all (see _not_started) */
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyObject *args[2] = {nxt, c};
-            PyObject *ok = PyObject_Vectorcall(py_not_started, args, 2, NULL);
-            if (ok == NULL)
-                PyErr_Clear();
-            Py_XDECREF(ok);
-            PyErr_Restore(type, value, tb);
-        }
+        if (r == NULL)
+            mend(py_not_started, nxt, c);   /* it may not have started at all */
         Py_DECREF(c);
         if (discard(r) < 0)
             return -1;
@@ -238,6 +258,13 @@ static PyObject *take_tempval(PyObject *t, int clear)
     return v;
 }
 
+/* _recover(ts, cur) after an error; returns -1 with the error kept */
+static int recover(PyObject *ts, PyObject *cur)
+{
+    mend(py_recover, ts, cur);
+    return -1;
+}
+
 /* --- schedule(retval=None) ------------------------------------------------- */
 
 static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t nargs,
@@ -271,11 +298,15 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
             Py_CLEAR(nxt);
             if (discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0)
                 goto done;
-            if ((nxt = PySequence_GetItem(rq, 0)) == NULL)
+            if ((nxt = PySequence_GetItem(rq, 0)) == NULL) {
+                recover(ts, cur);
                 goto done;
+            }
         }
-        if (do_switch(ts, cur, nxt) < 0)
+        if (do_switch(ts, cur, nxt) < 0) {
+            recover(ts, cur);
             goto done;
+        }
     }
     result = take_tempval(cur, 0);
 done:
@@ -296,21 +327,6 @@ done:
  * consistent (a __del__ may use channels).  With the GIL held no lock is
  * needed.  If the switch that follows fails, _recover() makes the running
  * tasklet current again and takes it off the channel. */
-
-/* _recover(ts, cur) after an error; returns -1 with the error kept */
-static int recover(PyObject *ts, PyObject *cur)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *args[2] = {ts, cur};
-    PyObject *r = PyObject_Vectorcall(py_recover, args, 2, NULL);
-    /* a second error (a second signal) does not replace the first */
-    if (r == NULL)
-        PyErr_Clear();
-    Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
-    return -1;
-}
 
 /* The slot's old value, replaced by v: the caller drops it later. */
 static PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
@@ -673,6 +689,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (py_bootstrap = need(ns, "_bootstrap")) == NULL || (py_launch = need(ns, "_launch")) == NULL
             || (py_tracing_out = need(ns, "_tracing_out")) == NULL
             || (py_tracing_in = need(ns, "_tracing_in")) == NULL
+            || (py_switch = need(ns, "_switch")) == NULL
             || (py_schedule = need(ns, "schedule")) == NULL
             || (py_recover = need(ns, "_recover")) == NULL || (py_leave = need(ns, "_leave")) == NULL
             || (py_raise_pending = need(ns, "_raise_pending")) == NULL

@@ -264,3 +264,120 @@ def test_keyboardinterrupt_inside_a_channel_operation(kind):
         assert ch.balance == 0 and stackless.getruncount() == 1
         assert exchange(ch) == 7
     assert points > 3
+
+
+# -- closed channels (as Stackless 3.7 does them) ------------------------------
+
+def test_iterating_a_closing_channel_stops_when_no_sender_is_left():
+    ch = stackless.channel()
+    ch.close()
+    with pytest.raises(StopIteration):
+        next(ch)
+    sender = stackless.tasklet(ch.send)("last")   # a sender queued before the close
+    ch.open()
+    stackless.schedule()
+    ch.close()
+    assert ch.balance == 1 and not ch.closed
+    assert next(ch) == "last"
+    assert ch.closed and not sender.blocked
+    stackless.run()
+    assert not sender.alive
+    with pytest.raises(StopIteration):
+        next(ch)
+    receiver = stackless.tasklet(ch.receive)()      # a waiting receiver: still the end
+    ch.open()
+    stackless.schedule()
+    ch.close()
+    with pytest.raises(StopIteration):
+        next(ch)
+    receiver.kill()
+
+
+# -- the schedule callback --------------------------------------------------
+
+def test_schedule_callback_error_is_unraisable_and_the_switch_goes_on(monkeypatch):
+    reports, ran = [], []
+    monkeypatch.setattr(sys, "unraisablehook", reports.append)
+
+    def callback(prev, nxt):
+        assert stackless.getcurrent() is prev      # on prev's stack, before the switch
+        raise ZeroDivisionError("callback")
+    stackless.set_schedule_callback(callback)
+    t = stackless.tasklet(lambda: ran.append(stackless.getcurrent()))()
+    stackless.run()
+    stackless.set_schedule_callback(None)
+    assert ran == [t] and not t.alive
+    assert len(reports) == 2        # main -> t, and t -> main when it ends
+    for r in reports:
+        assert r.exc_type is ZeroDivisionError and str(r.exc_value) == "callback"
+        assert r.object == "Error in scheduling callback" and r.err_msg is None
+    assert_consistent()
+
+
+# -- interpreter exit -------------------------------------------------------
+
+STUBBORN = """
+import stackless
+def stubborn(how):
+    while True:
+        try:
+            if how == "remove":
+                stackless.schedule_remove()
+            elif how == "schedule":
+                stackless.schedule()
+            else:
+                stackless.channel().receive()
+        except TaskletExit:
+            pass
+for how in ("remove", "schedule", "block", "block"):
+    stackless.tasklet(stubborn)(how)
+stackless.schedule()
+print("script ends", flush=True)
+"""
+
+
+def test_interpreter_exit_never_spins_on_tasklets_that_refuse_to_die():
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", STUBBORN], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "script ends\n" and out.stderr == ""
+
+
+def test_uncaught_error_goes_to_the_innermost_waiting_run():
+    ch, log = stackless.channel(), []
+
+    def failing():
+        raise LookupError("in a tasklet")
+
+    def runner():
+        stackless.tasklet(failing)()
+        try:
+            stackless.run()
+        except LookupError as e:
+            log.append(str(e))
+        ch.send("runner done")
+    stackless.tasklet(runner)()
+    assert ch.receive() == "runner done"     # main, blocked meanwhile, gets nothing
+    stackless.run()
+    assert log == ["in a tasklet"]
+    assert_consistent(ch)
+
+
+def test_waking_an_outer_run_directly_ends_the_runs_nested_in_it():
+    log = []
+
+    def waker():
+        stackless.getmain().run()       # main's run() ends here
+        log.append("waker")
+
+    def nested():
+        stackless.tasklet(waker)()
+        stackless.run()                 # ends too: nested goes back to the queue
+        log.append("nested")
+    t = stackless.tasklet(nested)()
+    stackless.run()
+    assert log == [] and t.scheduled and not t.blocked
+    assert stackless.getruncount() == 3
+    stackless.run()
+    assert log == ["waker", "nested"] and not t.alive
