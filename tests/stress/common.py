@@ -279,7 +279,7 @@ KNOWN_BUGS = {
         "pygen": "bug C2 (tests/stress/test_stress.py): a continulet suspended while a "
                  "generator runs on its stack is uncollectable",
         "callex": "bug C1 (tests/stress/test_stress.py): a continulet suspended in a switch "
-                  "called as f(*args) is uncollectable on 3.11",
+                  "called as f(*args) is uncollectable on 3.11 and 3.13",
         "ctxcheck": "bug C3 (tests/stress/test_stress.py): a not-yet-started continulet "
                     "moved by switch(to=)/permute starts in an empty contextvars Context",
     },
