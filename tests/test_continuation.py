@@ -1648,6 +1648,27 @@ def test_continulet_resurrected_by_another_finalizer_is_finished_like_a_generato
 
 
 @cpython_only
+def test_unwinding_run_cannot_resume_its_own_continulet():
+    # the stack has left the continulet before the unwinding starts
+    seen = []
+
+    def body(c):
+        try:
+            c.switch()
+        finally:
+            seen.append(c.is_pending())
+            try:
+                c.switch("again")
+            except error as e:
+                seen.append(str(e))
+    c = continulet(body)
+    c.switch()
+    del c
+    gc.collect()
+    assert seen == [False, "continulet already finished"]
+
+
+@cpython_only
 def test_subclass_del_chains_to_the_continulet_finalizer():
     log = []
 
