@@ -15,7 +15,7 @@ from _continuation import continulet, permute
 from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG,
                                _PYPY, _getframe, _index, _no_args, _one_arg, _own_module,
                                bomb)
-from stackless._threads import _ThreadState, _states, _unregister
+from stackless._threads import _ThreadState, _alive_registry, _states, _unregister
 
 if TYPE_CHECKING:
     from stackless._tasklet import tasklet
@@ -112,6 +112,10 @@ def _write_unraisable(e: BaseException, where: str) -> None:
     """Report ``e`` through ``sys.unraisablehook`` as C code reports an
     error it cannot raise (``PyErr_WriteUnraisable(where)``)."""
     global _hook_args_type
+    if _PYPY:
+        from __pypy__ import write_unraisable  # type: ignore
+        write_unraisable("in", e, where)     # its message: "Exception ignored in"
+        return
     if _hook_args_type is None:
         # the hook's argument type is not exposed: take it from one report
         seen: list = []
@@ -147,6 +151,18 @@ def _tracing_in(ts: _ThreadState, cur: "tasklet") -> None:
         sys.setprofile(cur._profile)
 
 
+def _tracing_per_tasklet(ts: _ThreadState, new: "tasklet") -> None:
+    """A tasklet starts while the thread has a trace or profile function: as
+    in Stackless, it is not the new tasklet's.  It stays with the tasklets
+    that ran until now, and from now on every switch swaps them."""
+    trace, profile = sys.gettrace(), sys.getprofile()
+    for t in [ts.main, *_alive_registry.get(ts.thread_id, {}).values()]:
+        if t is not new:
+            t._trace, t._profile = trace, profile
+    ts.tasklet_tracing = True
+    _tracing_in(ts, new)
+
+
 def _take_tempval(t: "tasklet") -> Any:
     """Return ``t``'s tempval, raising it if it is a bomb."""
     v = t._tempval
@@ -164,6 +180,8 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     self._frame = None
     if ts.tasklet_tracing:
         _tracing_in(ts, self)
+    elif ts.timeout is None and (sys.gettrace() is not None or sys.getprofile() is not None):
+        _tracing_per_tasklet(ts, self)
     if ts.timeout is not None:
         ts.timeout.resumed(self)
     self._started = True
@@ -299,23 +317,6 @@ def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> None:
         if wds[i][0] is t:
             del wds[i]
             break
-
-
-def _end_watchdogs(ts: _ThreadState, t: "tasklet") -> None:
-    """``t`` waits in ``run()`` and is resumed directly (``t.run()``): its
-    ``run()`` ends, and so do the ``run()`` calls nested above it, whose
-    tasklets go back to the end of the run queue (as in Stackless)."""
-    wds = ts.watchdogs
-    i = len(wds) - 1
-    while i >= 0 and wds[i][0] is not t:
-        i -= 1
-    if i < 0:
-        return
-    inner = [w for w, _ in wds[i + 1:] if not w._scheduled and w._alive]
-    ts.rq.extend(inner)
-    del wds[i:]
-    for w in inner:
-        w._scheduled = True
 
 
 def _recover(ts: _ThreadState, cur: "tasklet") -> None:

@@ -12,7 +12,7 @@ from stackless import _pickling
 from stackless._common import (TaskletExit, _NOARG, _OWN_GLOBALS, _PYPY, _RUNNING,
                                _at_least_one, _at_most, _get_ident, _getframe, _index,
                                _make_exception, _no_args, _one_arg, _own_module, bomb)
-from stackless._switching import _bootstrap, _end_watchdogs, _recover, _switch, _take_tempval
+from stackless._switching import _bootstrap, _recover, _switch, _take_tempval
 from stackless._threads import _ThreadState, _register, _states, _ts, _ts_of, _unregister
 
 if _PYPY:
@@ -235,8 +235,6 @@ class tasklet:
             i = _index(rq, self)
             if i:
                 rq.rotate(-i)
-            if ts.watchdogs:
-                _end_watchdogs(ts, self)
             _switch(ts, cur, self)
         except BaseException:
             _recover(ts, cur)
@@ -330,7 +328,7 @@ class tasklet:
         """Move an unstarted, unscheduled tasklet to another thread."""
         if _more:
             raise _at_most("bind_thread", 1, _more)
-        if thread_id is None:
+        if thread_id is None or thread_id == -1:
             thread_id = _get_ident()
         elif not isinstance(thread_id, int):
             raise TypeError("thread_id must be an integer")
@@ -568,6 +566,8 @@ class tasklet:
 
     @trace_function.setter
     def trace_function(self, value: Any) -> None:
+        if not self._alive:
+            raise RuntimeError("tasklet is not alive")
         ts = self._ts
         ts.tasklet_tracing = True   # from now on, each tasklet has its own
         self._trace = value
@@ -583,6 +583,8 @@ class tasklet:
 
     @profile_function.setter
     def profile_function(self, value: Any) -> None:
+        if not self._alive:
+            raise RuntimeError("tasklet is not alive")
         ts = self._ts
         ts.tasklet_tracing = True
         self._profile = value
