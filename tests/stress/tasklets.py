@@ -59,6 +59,7 @@ class World:
         self.xch = xch                  # a channel that another thread receives from
         self.tasklets: list = []
         self.interrupted: list = []
+        self.handed: dict = {}          # waiting receiver -> the token a send gave it
         self.signals = signals
         self.n = 0
 
@@ -153,8 +154,11 @@ class World:
                 return
             self.log("main blocks in send")
         tok = self.led.token()
+        waiting = ch.queue if ch.balance < 0 else None
         self.log("send", self.chans.index(ch), tok)
         self.call("send", tok, ch.send, tok)
+        if waiting is not None:
+            self.handed[waiting] = tok  # see op_receive
 
     def op_send_exception(self, in_body: bool) -> None:
         ch = self.rng.choice(self.chans)
@@ -183,8 +187,13 @@ class World:
         try:
             r = self.call("receive", None, ch.receive)
         finally:
-            if r is None and type(pending) is Tok:
-                self.led.refuse(pending)    # killed, or an exception came instead
+            # A value handed to this tasklet while it waited (op_send) is
+            # replaced the same way if an exception reaches it first.
+            handed = self.handed.pop(stackless.getcurrent(), None)
+            if r is None:
+                for v in (pending, handed):
+                    if type(v) is Tok:
+                        self.led.refuse(v)  # killed, or an exception came instead
 
     def op_xsend(self, in_body: bool) -> None:
         if self.xch is None or not in_body:
