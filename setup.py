@@ -30,14 +30,14 @@ if platform.python_implementation() == "CPython":
         sources=["src/module.c", "src/genlet.c", "src/pystate.c", "src/stk.c",
                  "src/stk_x86_64.c", "src/stk_i386.c", "src/chunkcache.c"],
         include_dirs=["include", "src"],
-        depends=["include/stk.h", "src/pystate.h", "src/continulet.h", "src/chunkcache.h"],
+        depends=["include/stk.h", "src/pystate.h", "src/continulet.h", "src/chunkcache.h", "src/capi.h"],
         extra_compile_args=cflags,
     ))
     # optional: stackless runs without it (pure Python); see _install_accel
     ext_modules.append(Extension(
         "_stackless_accel",
         sources=["src/stackless_accel.c"],
-        depends=["src/slots.h"],
+        depends=["src/slots.h", "src/capi.h"],
         extra_compile_args=cflags,
     ))
     ext_modules.append(Extension(
