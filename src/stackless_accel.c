@@ -18,6 +18,7 @@
 #include <structmember.h>
 #include <stdint.h>
 #include "slots.h"
+#include "capi.h"
 #include <pythread.h>
 
 /* --- the channel lock -------------------------------------------------------
@@ -114,7 +115,8 @@ static PyTypeObject Lock_Type = {
 /* --- what install() learns ------------------------------------------------ */
 
 static LockObject *chan_lock;
-static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate, *c_switch_descr;
+static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate;
+static const cont_capi *capi;
 
 static PyObject *mod_dict;          /* stackless's globals */
 static PyObject *local;             /* stackless._local (threading.local) */
@@ -157,24 +159,43 @@ static int discard(PyObject *r)
 static int lock(void) { return lock_take(chan_lock); }
 static int unlock(void) { return lock_give(chan_lock); }
 
-/* d.<name>(*args) for a deque, through the cached method when d is a
- * plain deque (stackless only makes plain ones) */
+/* d.<name>(*args) for a deque.  When d is a plain deque (stackless only
+ * makes plain ones), the C function behind the method is called directly:
+ * install() checked its calling convention (see deque_fast).  The
+ * vectorcall of a method descriptor costs more than deque's own code. */
+typedef PyObject *(*fast_fn)(PyObject *, PyObject *const *, Py_ssize_t);
+
 static PyObject *deque_call(PyObject *descr, PyObject *name, PyObject *d, PyObject *a, PyObject *b)
 {
     PyObject *args[3] = {d, a, b};
     size_t n = b != NULL ? 3 : a != NULL ? 2 : 1;
-    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type))
+    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type)) {
+        PyMethodDef *m = ((PyMethodDescrObject *)descr)->d_method;
+        switch (m->ml_flags) {
+        case METH_NOARGS:
+            if (n == 1)
+                return m->ml_meth(d, NULL);
+            break;
+        case METH_O:
+            if (n == 2)
+                return m->ml_meth(d, a);
+            break;
+        case METH_FASTCALL:
+            return ((fast_fn)(void (*)(void))m->ml_meth)(d, args + 1, (Py_ssize_t)n - 1);
+        }
         return PyObject_Vectorcall(descr, args, n, NULL);
+    }
     return PyObject_VectorcallMethod(name, args, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
-/* c.switch() or c.switch(to=to) */
+/* c.switch() or c.switch(to=to); a plain continulet switches through
+ * _continuation's C API, without a method call */
 static PyObject *cont_switch(PyObject *c, PyObject *to)
 {
     PyObject *args[2] = {c, to};
     PyObject *kw = to != NULL ? kw_to : NULL;
-    if (Py_IS_TYPE(c, (PyTypeObject *)continulet_type))
-        return PyObject_Vectorcall(c_switch_descr, args, 1, kw);
+    if (Py_IS_TYPE(c, capi->continulet_type))
+        return capi->switch_to(c, NULL, to);
     return PyObject_VectorcallMethod(s_switch, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw);
 }
 
@@ -195,6 +216,8 @@ static PyObject *thread_state(void)
 /* `len(d) > 1` for a deque; -1 on error */
 static int more_than_one(PyObject *d)
 {
+    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type))
+        return Py_SIZE(d) > 1;      /* a deque's length is its ob_size */
     Py_ssize_t n = PyObject_Size(d);
     return n < 0 ? -1 : n > 1;
 }
@@ -402,13 +425,31 @@ static int wake(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *target, PyO
     return discard(PyObject_VectorcallMethod(s_wake, args, 5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL));
 }
 
+/* *out = the value of a balance or preference, which is almost always
+ * -1, 0 or 1: those are CPython's cached small ints, recognised by
+ * identity.  0, or -1 on error. */
+static int small_int(PyObject *v, long *out)
+{
+    if (v == zero)
+        *out = 0;
+    else if (v == one)
+        *out = 1;
+    else if (v == minus_one)
+        *out = -1;
+    else if ((*out = PyLong_AsLong(v)) == -1 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
 /* balance += d (a small int) */
 static int add_balance(PyObject *ch, long d)
 {
-    long b = PyLong_AsLong(slot(ch, c_balance));
-    if (b == -1 && PyErr_Occurred())
+    long b;
+    if (small_int(slot(ch, c_balance), &b) < 0)
         return -1;
-    PyObject *v = PyLong_FromLong(b + d);
+    b += d;
+    PyObject *v = b == 0 ? Py_NewRef(zero) : b == 1 ? Py_NewRef(one)
+                : b == -1 ? Py_NewRef(minus_one) : PyLong_FromLong(b);
     if (v == NULL)
         return -1;
     set_slot(ch, c_balance, v);
@@ -440,8 +481,8 @@ static int cannot_block(PyObject *ch, PyObject *cur)
 /* Balance sign of the channel: -1, 0 or 1; -2 on error. */
 static int balance_sign(PyObject *ch)
 {
-    long b = PyLong_AsLong(slot(ch, c_balance));
-    if (b == -1 && PyErr_Occurred())
+    long b;
+    if (small_int(slot(ch, c_balance), &b) < 0)
         return -2;
     return b < 0 ? -1 : b > 0;
 }
@@ -506,8 +547,8 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
         set_slot(target, t_tempval, value);
         if (unlock() < 0)
             goto done;
-        long pref = PyLong_AsLong(slot(ch, c_preference));
-        if (pref == -1 && PyErr_Occurred())
+        long pref;
+        if (small_int(slot(ch, c_preference), &pref) < 0)
             goto done;
         int trap = slot_true(ts, ts_trap), all = slot_true(ch, c_schedule_all);
         if (trap < 0 || all < 0)
@@ -591,8 +632,8 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
             Py_DECREF(v);
             goto done;
         }
-        long pref = PyLong_AsLong(slot(ch, c_preference));
-        int all = pref == -1 && PyErr_Occurred() ? -1 : slot_true(ch, c_schedule_all);
+        long pref;
+        int all = small_int(slot(ch, c_preference), &pref) < 0 ? -1 : slot_true(ch, c_schedule_all);
         if (all < 0) {
             Py_DECREF(v);
             goto done;
@@ -678,7 +719,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *ns)
             || (py_receive = PyObject_GetAttrString(channel, "receive")) == NULL
             || (cont = PyImport_ImportModule("_continuation")) == NULL
             || (continulet_type = PyObject_GetAttrString(cont, "continulet")) == NULL
-            || (c_switch_descr = PyObject_GetAttrString(continulet_type, "switch")) == NULL
+            || (capi = cont_capi_import()) == NULL
             || (coll = PyImport_ImportModule("collections")) == NULL
             || (deque_type = PyObject_GetAttrString(coll, "deque")) == NULL
             || (d_popleft = PyObject_GetAttrString(deque_type, "popleft")) == NULL
