@@ -1,9 +1,9 @@
 /* _stackless_accel: optional C versions of the hot paths of stackless.
  *
- * The pure-Python module (stackless/__init__.py) is the reference, in the
- * way heapq is for _heapq.  install() replaces channel.send,
- * channel.receive, schedule() and the internal _switch() with the
- * functions below.  Each one does what its Python original does in the
+ * The pure-Python package (stackless/) is the reference, in the way heapq
+ * is for _heapq.  install() replaces channel.send and channel.receive, and
+ * hands back schedule(), the internal _switch() and the channel lock for
+ * stackless to put in place of its own.  Each one does what its Python original does in the
  * usual case, step for step, on the same objects; in every other case
  * (callbacks, closing channels, traps, timeouts, other threads, ...) it
  * calls the Python original before it has changed anything, or calls the
@@ -22,9 +22,9 @@
 #include <pythread.h>
 
 /* --- the channel lock -------------------------------------------------------
- * install() replaces stackless._lock with one of these: the same lock for
- * the Python code (acquire, release, with), and one that this module takes
- * without a method call. */
+ * install() returns one of these to replace stackless's _lock: the same lock
+ * for the Python code (acquire, release, with), and one that this module
+ * takes without a method call. */
 
 typedef struct {
     PyObject_HEAD
@@ -118,7 +118,9 @@ static LockObject *chan_lock;
 static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate;
 static const cont_capi *capi;
 
-static PyObject *mod_dict;          /* stackless's globals */
+/* the globals of stackless._switching and stackless._channel, where the
+ * schedule and channel callbacks are (read at every call) */
+static PyObject *sched_dict, *chan_dict;
 static PyObject *local;             /* stackless._local (threading.local) */
 static PyObject *bomb_type, *continulet_type;
 static PyObject *py_bootstrap, *py_launch, *py_tracing_out, *py_tracing_in;
@@ -199,10 +201,10 @@ static PyObject *cont_switch(PyObject *c, PyObject *to)
     return PyObject_VectorcallMethod(s_switch, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw);
 }
 
-/* A module global of stackless (borrowed, NULL if None or missing). */
-static PyObject *global(PyObject *name)
+/* A module global (borrowed, NULL if None or missing). */
+static PyObject *global(PyObject *dict, PyObject *name)
 {
-    PyObject *v = PyDict_GetItemWithError(mod_dict, name);
+    PyObject *v = PyDict_GetItemWithError(dict, name);
     return v == Py_None ? NULL : v;
 }
 
@@ -226,7 +228,7 @@ static int more_than_one(PyObject *d)
 
 static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
-    PyObject *cb = global(s_schedule_cb), *r;
+    PyObject *cb = global(sched_dict, s_schedule_cb), *r;
     if (cb == NULL && PyErr_Occurred())
         return -1;
     if (cb != NULL) {
@@ -461,7 +463,7 @@ static int add_balance(PyObject *ch, long d)
  * callback, and slots that hold what the Python code put there. */
 static int plain_channel(PyObject *ch)
 {
-    PyObject *cb = global(s_channel_cb);
+    PyObject *cb = global(chan_dict, s_channel_cb);
     if (cb != NULL || PyErr_Occurred())
         return 0;
     return slot(ch, c_queue) != NULL && slot(ch, c_balance) != NULL
@@ -696,13 +698,19 @@ static PyMethodDef send_def = {"send", (PyCFunction)(void (*)(void))accel_send, 
 static PyMethodDef receive_def = {"receive", (PyCFunction)(void (*)(void))accel_receive, METH_FASTCALL,
     "Receive a value; block until a sender provides one (C version)."};
 
-static PyObject *accel_install(PyObject *mod, PyObject *ns)
+/* install(names, switching_globals, channel_globals): `names` holds the
+ * classes and functions of stackless (read once); the globals of
+ * stackless._switching and stackless._channel are kept, for the callbacks.
+ * Returns {"_lock": ..., "_switch": ..., "schedule": ...}, the C versions
+ * that the Python code puts in place of its own. */
+static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!PyDict_Check(ns)) {
-        PyErr_SetString(PyExc_TypeError, "install(globals of stackless)");
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "install(names, switching_globals, channel_globals)");
         return NULL;
     }
-    if (mod_dict != NULL) {
+    PyObject *ns = args[0];
+    if (sched_dict != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_stackless_accel is installed already");
         return NULL;
     }
@@ -727,9 +735,8 @@ static PyObject *accel_install(PyObject *mod, PyObject *ns)
             || (d_insert = PyObject_GetAttrString(deque_type, "insert")) == NULL
             || (d_rotate = PyObject_GetAttrString(deque_type, "rotate")) == NULL)
         goto fail;
-    /* the Python code's lock becomes ours (nothing holds it at import) */
-    if ((chan_lock = (LockObject *)PyObject_CallNoArgs((PyObject *)&Lock_Type)) == NULL
-            || PyDict_SetItemString(ns, "_lock", (PyObject *)chan_lock) < 0)
+    /* replaces the Python code's lock (nothing holds it at import) */
+    if ((chan_lock = (LockObject *)PyObject_CallNoArgs((PyObject *)&Lock_Type)) == NULL)
         goto fail;
     if ((t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
             || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
@@ -769,19 +776,20 @@ static PyObject *accel_install(PyObject *mod, PyObject *ns)
     Py_DECREF(d);
     PyObject *sched = PyObject_GetAttrString(mod, "schedule");
     PyObject *sw = PyObject_GetAttrString(mod, "_switch");
-    int bad = sched == NULL || sw == NULL || PyDict_SetItemString(ns, "schedule", sched) < 0
-        || PyDict_SetItemString(ns, "_switch", sw) < 0;
+    PyObject *replaced = sched == NULL || sw == NULL ? NULL
+        : Py_BuildValue("{sOsOsO}", "_lock", (PyObject *)chan_lock, "_switch", sw, "schedule", sched);
     Py_XDECREF(sched);
     Py_XDECREF(sw);
-    if (bad)
+    if (replaced == NULL)
         goto fail;
-    mod_dict = Py_NewRef(ns);
+    sched_dict = Py_NewRef(args[1]);
+    chan_dict = Py_NewRef(args[2]);
     Py_DECREF(tasklet);
     Py_DECREF(channel);
     Py_DECREF(tstate);
     Py_DECREF(cont);
     Py_DECREF(coll);
-    Py_RETURN_NONE;
+    return replaced;
 fail:
     Py_XDECREF(tasklet);
     Py_XDECREF(channel);
@@ -792,8 +800,9 @@ fail:
 }
 
 static PyMethodDef accel_methods[] = {
-    {"install", accel_install, METH_O,
-     "install(globals): replace stackless's hot paths with the C versions."},
+    {"install", (PyCFunction)(void (*)(void))accel_install, METH_FASTCALL,
+     "install(names, switching_globals, channel_globals): set up the C versions of\n"
+     "stackless's hot paths; returns those the Python code must put in place."},
     {"schedule", (PyCFunction)(void (*)(void))accel_schedule, METH_FASTCALL | METH_KEYWORDS,
      "Let the next runnable tasklet run; the current one goes to the end (C version)."},
     {"_switch", (PyCFunction)(void (*)(void))accel_switch, METH_FASTCALL,

@@ -1,0 +1,158 @@
+"""The scheduler's public functions: the running tasklet, ``schedule()``,
+``run()`` (with its watchdogs and timeouts), switch traps and ``atomic``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+from stackless._common import _own_module, bomb
+from stackless._preempt import _Preempt
+from stackless._switching import _leave, _switch, _take_tempval
+from stackless._threads import _ts
+
+if TYPE_CHECKING:
+    from stackless._tasklet import tasklet
+
+_own_module(globals())
+
+
+def getcurrent() -> tasklet:
+    """Return the running tasklet of this thread."""
+    return _ts().current
+
+
+def getmain() -> tasklet:
+    """Return the main tasklet of this thread."""
+    return _ts().main
+
+
+def getruncount() -> int:
+    """Return the number of runnable tasklets, the running one included."""
+    ts = _ts()
+    return len(ts.rq)
+
+
+def getcurrentid() -> int:
+    """Return a number that identifies the running tasklet."""
+    return id(_ts().current)
+
+
+def schedule(retval: Any = None) -> Any:
+    """Let the next runnable tasklet run; the current one goes to the end.
+
+    Returns ``retval`` (by default the current tasklet), or what another
+    tasklet put into our ``tempval`` meanwhile.
+    """
+    ts = _ts()
+    cur = ts.current
+    cur._tempval = cur if retval is None else retval
+    rq = ts.rq
+    if ts.timeout is not None and ts.timeout.soft_due(cur):
+        ts.timeout.interrupt(ts, cur)
+    elif len(rq) > 1:
+        if ts.trap:
+            raise RuntimeError("switch_trap")
+        if rq[0] is cur:
+            rq.rotate(-1)
+        _switch(ts, cur, rq[0])
+    return _take_tempval(cur)
+
+
+def schedule_remove(retval: Any = None) -> Any:
+    """Like :func:`schedule`, but the current tasklet leaves the run queue.
+
+    It stays paused until someone inserts it again; returns the ``tempval``
+    the inserting tasklet set (by default the current tasklet).
+    """
+    ts = _ts()
+    cur = ts.current
+    cur._tempval = cur if retval is None else retval
+    if ts.trap:
+        raise RuntimeError("switch_trap")
+    _leave(ts, cur)
+    return _take_tempval(cur)
+
+
+def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
+        ignore_nesting: bool = False, totaltimeout: bool = False) -> Optional[tasklet]:
+    """Run the scheduler until the run queue is empty.
+
+    The calling tasklet (usually main) leaves the run queue while the others
+    run and comes back when none is left.  With ``timeout`` (in ticks, see
+    docs/stackless.md) a tasklet that runs too long is interrupted, taken off
+    the run queue and returned.  ``threadblock`` waits for other threads to
+    hand over work instead of returning when the queue is empty.
+    """
+    ts = _ts()
+    cur = ts.current
+    rq = ts.rq
+    if rq and rq[0] is cur:
+        if len(rq) == 1:
+            return None
+    if ts.trap:
+        raise RuntimeError("switch_trap")
+    entry = [cur, bool(threadblock)]
+    ts.watchdogs.append(entry)
+    pre = None
+    if timeout and timeout > 0:
+        pre = _Preempt(ts, cur, int(timeout), soft, ignore_nesting, totaltimeout,
+                       ts.timeout)
+        pre.start()
+    try:
+        if rq and rq[0] is cur:
+            rq.popleft()
+            cur._scheduled = False
+        if rq:
+            _switch(ts, cur, rq[0])
+        elif entry in ts.watchdogs:
+            ts.watchdogs.remove(entry)
+            rq.appendleft(cur)
+            cur._scheduled = True
+    finally:
+        if entry in ts.watchdogs:
+            ts.watchdogs.remove(entry)
+        if not cur._scheduled:
+            rq.appendleft(cur)
+            cur._scheduled = True
+        if pre is not None:
+            pre.stop()
+    v = cur._tempval
+    if type(v) is bomb:
+        cur._tempval = None
+        v.raise_()
+    if pre is not None:
+        return pre.interrupted
+    return None
+
+
+def switch_trap(delta: int) -> int:
+    """Add ``delta`` to this thread's switch trap level; return the old level.
+
+    While the level is positive any tasklet switch raises ``RuntimeError``.
+    """
+    ts = _ts()
+    old = ts.trap
+    ts.trap += delta
+    return old
+
+
+def enable_softswitch(flag: Optional[bool]) -> bool:
+    """Soft switching does not exist here: every switch is a hard switch.
+
+    Always returns False, whatever ``flag`` is.
+    """
+    return False
+
+
+class atomic:
+    """Context manager that makes the current tasklet atomic while it runs."""
+
+    __slots__ = ("_old", "_t")
+
+    def __enter__(self) -> "atomic":
+        t = self._t = getcurrent()
+        self._old = t.set_atomic(True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._t.set_atomic(self._old)

@@ -1,0 +1,321 @@
+"""Switching: how control passes from one tasklet to another, how a tasklet
+starts (``_bootstrap``) and ends (``_finish``), and which tasklet runs next
+when the run queue empties.  The schedule callback and the error handler are
+called from here."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import _thread
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from _continuation import continulet, permute
+
+from stackless._common import (TaskletExit, _DEADLOCK, _PYPY, _getframe,
+                               _own_module, bomb)
+from stackless._threads import _ThreadState, _states, _unregister
+
+if TYPE_CHECKING:
+    from stackless._tasklet import tasklet
+
+_own_module(globals())
+
+# Callbacks shared by all threads.
+_schedule_cb: Optional[Callable] = None
+_error_handler: Optional[Callable] = None
+
+if _PYPY:
+    from stackless._common import _get_ctx, _set_ctx
+else:
+    from stackless._common import _set_stack_context
+
+
+def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
+    """Suspend ``cur`` (the running tasklet) and resume ``nxt``.
+
+    The caller has already arranged the run queue (``nxt`` is ``rq[0]``).
+    Returns when ``cur`` is resumed again.
+
+    The continulets obey one invariant: while the main tasklet runs every
+    other tasklet's continulet holds that tasklet's own stack; while a
+    non-main tasklet X runs, X's continulet holds the main tasklet's stack.
+    The three switch forms below keep that invariant.
+    """
+    if _schedule_cb is not None:
+        _schedule_cb(cur, nxt)
+    if ts.tasklet_tracing:
+        _tracing_out(ts, cur)
+    ts.current = nxt
+    cur._frame = _getframe(1)
+    if _PYPY:
+        cur._ctx = _get_ctx()
+    if cur._is_main:
+        c = nxt._cont
+        if c is None:
+            c = nxt._cont = continulet(_bootstrap, nxt)
+        c.switch()
+        while ts.launch is not None:
+            _launch(ts)
+    elif nxt._is_main:
+        cur._cont.switch()
+    elif nxt._cont is None:
+        # New tasklets start from the main tasklet's stack, so that their
+        # depth does not pile up on the stack of whoever started them.
+        ts.launch = nxt
+        cur._cont.switch()
+    else:
+        cur._cont.switch(to=nxt._cont)
+    if _PYPY:
+        _set_ctx(cur._ctx)
+    if ts.tasklet_tracing:
+        _tracing_in(ts, cur)
+    if ts.timeout is not None:
+        ts.timeout.resumed(cur)
+    cur._frame = None
+
+
+def _tracing_out(ts: _ThreadState, cur: "tasklet") -> None:
+    """``cur`` is leaving: keep the trace and profile functions it has now.
+
+    While ``run(timeout)`` is active the thread's trace function is its tick
+    counter, which stays in place (docs/stackless.md)."""
+    if ts.timeout is None:
+        cur._trace = sys.gettrace()
+    cur._profile = sys.getprofile()
+
+
+def _tracing_in(ts: _ThreadState, cur: "tasklet") -> None:
+    """``cur`` runs (again): give the thread its trace and profile functions."""
+    if ts.timeout is None and sys.gettrace() is not cur._trace:
+        sys.settrace(cur._trace)
+    if sys.getprofile() is not cur._profile:
+        sys.setprofile(cur._profile)
+
+
+def _take_tempval(t: "tasklet") -> Any:
+    """Return ``t``'s tempval, raising it if it is a bomb."""
+    v = t._tempval
+    if type(v) is bomb:
+        t._tempval = None
+        v.raise_()
+    return v
+
+
+def _bootstrap(cont: continulet, self: "tasklet") -> Any:
+    """The function at the bottom of every tasklet's stack."""
+    ts = self._ts
+    if _PYPY:
+        _set_ctx(self._ctx)
+    self._frame = None
+    if ts.tasklet_tracing:
+        _tracing_in(ts, self)
+    if ts.timeout is not None:
+        ts.timeout.resumed(self)
+    self._started = True
+    error = None
+    try:
+        _take_tempval(self)
+        func, args, kwargs = self._func, self._args, self._kwargs
+        self._args = self._kwargs = None
+        # the stack's own context (not entered with Context.run(), so that
+        # set_context() can replace it while the tasklet lives)
+        if _PYPY:
+            _set_ctx(self._context)
+        else:
+            _set_stack_context(self._context)
+        func(*args, **kwargs)
+    except TaskletExit:
+        pass
+    except BaseException as e:
+        error = e
+    return _finish(cont, ts, self, error)
+
+
+def _finish(cont: continulet, ts: _ThreadState, self: "tasklet",
+            error: Optional[BaseException]) -> None:
+    """Make ``self`` dead and pass control on; never raises."""
+    handler = _error_handler
+    while True:
+        try:
+            if error is not None and handler is not None:
+                h, handler = handler, None
+                error, e = None, error
+                h(type(e), e, e.__traceback__)
+            nxt = _end_switch_target(ts, self, error)
+            break
+        except TaskletExit:
+            error = None
+        except BaseException as e:  # the handler failed, or deadlock
+            error = e
+    if _schedule_cb is not None:
+        try:
+            _schedule_cb(self, nxt)
+        except BaseException:
+            pass
+    ts.current = nxt
+    if _PYPY:
+        self._ctx = None
+    if nxt._is_main:
+        return None         # our continulet holds main's stack: resume it
+    c = nxt._cont
+    if c is None:
+        ts.launch = nxt     # main starts it (see _switch)
+        return None
+    permute(cont, c)        # returning now resumes nxt; main moves into c
+    return None
+
+
+def _launch(ts: _ThreadState) -> None:
+    """In the main tasklet's stack: start the new tasklet ``ts.launch``."""
+    t = ts.launch
+    ts.launch = None
+    c = t._cont = continulet(_bootstrap, t)
+    c.switch()
+
+
+def _end_switch_target(ts: _ThreadState, self: "tasklet",
+                       error: Optional[BaseException]) -> "tasklet":
+    """Unschedule the dying ``self`` and pick the tasklet to resume."""
+    if self._scheduled:
+        rq = ts.rq
+        if rq and rq[0] is self:
+            rq.popleft()
+        else:
+            rq.remove(self)
+    self._scheduled = False
+    self._alive = False
+    self._func = None
+    self._context = None
+    self._tempval = None
+    _unregister(self)
+    if error is not None:
+        # An uncaught exception is re-raised in the main tasklet.
+        m = ts.main
+        m._tempval = bomb(type(error), error, error.__traceback__)
+        _make_runnable_first(ts, m)
+        return m
+    if ts.rq:
+        return ts.rq[0]
+    return _idle_target(ts, self)
+
+
+def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> None:
+    """Make ``t`` (a tasklet of this thread) ``rq[0]``, unblocking it."""
+    if t._blocked:
+        t._channel._remove_waiter(t)
+    rq = ts.rq
+    if t._scheduled:
+        if rq[0] is not t:
+            rq.remove(t)
+            rq.appendleft(t)
+    else:
+        rq.appendleft(t)
+        t._scheduled = True
+    for w in ts.watchdogs:
+        if w[0] is t:
+            ts.watchdogs.remove(w)
+            break
+
+
+def _others_can_wake(ts: _ThreadState) -> bool:
+    """True when another thread could still hand us a tasklet."""
+    others = max(threading.active_count(), _thread._count() + 1) - 1
+    if others <= 0:
+        return False
+    stuck = 0
+    for s in list(_states.values()):
+        if s is not ts and s.idle and not s.rq:
+            stuck += 1
+    return others > stuck
+
+
+def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
+    """The run queue is empty and ``cur`` left it: find what runs next.
+
+    A waiting ``run()`` is woken first (unless it asked for ``threadblock``);
+    then, while other threads may send us work, this thread sleeps; otherwise
+    the main tasklet is revived.  If the main tasklet is the one that leaves,
+    that is a deadlock and ``RuntimeError`` is raised in it.
+    """
+    rq = ts.rq
+    while True:
+        wds = ts.watchdogs
+        if wds and not wds[-1][1]:
+            break
+        if _others_can_wake(ts):
+            with ts.cond:
+                ts.idle = True
+                try:
+                    if not rq:
+                        ts.cond.wait(0.05)
+                finally:
+                    ts.idle = False
+            if rq:
+                return rq[0]
+            continue
+        break
+    if ts.watchdogs:
+        wd = ts.watchdogs.pop()[0]
+        _make_runnable_first(ts, wd)
+        return wd
+    m = ts.main
+    if m is cur:
+        raise RuntimeError(_DEADLOCK)
+    if m._blocked:
+        m._channel._remove_waiter(m)
+        m._tempval = bomb(RuntimeError, RuntimeError(_DEADLOCK), None)
+    _make_runnable_first(ts, m)
+    return m
+
+
+def _leave(ts: _ThreadState, cur: "tasklet") -> None:
+    """``cur`` (rq[0]) stops being runnable: switch to whatever runs next.
+
+    Raises (in ``cur``, with the queue restored) when nothing else can run.
+    """
+    rq = ts.rq
+    rq.popleft()
+    cur._scheduled = False
+    if rq:
+        nxt = rq[0]
+    else:
+        try:
+            nxt = _idle_target(ts, cur)
+        except BaseException:
+            rq.appendleft(cur)
+            cur._scheduled = True
+            raise
+        if nxt is cur:
+            return
+    _switch(ts, cur, nxt)
+
+
+def set_schedule_callback(callback: Optional[Callable]) -> Optional[Callable]:
+    """Install ``callback(prev, next)``, called before every switch.
+
+    Returns the previous callback.  ``None`` removes it.
+    """
+    global _schedule_cb
+    if callback is not None and not callable(callback):
+        raise TypeError("schedule callback must be callable")
+    old, _schedule_cb = _schedule_cb, callback
+    return old
+
+
+def get_schedule_callback() -> Optional[Callable]:
+    """Return the installed schedule callback, or None."""
+    return _schedule_cb
+
+
+def set_error_handler(handler: Optional[Callable]) -> Optional[Callable]:
+    """Install ``handler(exc_type, exc_value, exc_tb)`` for uncaught errors.
+
+    It is called in the dying tasklet instead of re-raising the error in
+    the main tasklet.  Returns the previous handler.
+    """
+    global _error_handler
+    if handler is not None and not callable(handler):
+        raise TypeError("error handler must be callable")
+    old, _error_handler = _error_handler, handler
+    return old
