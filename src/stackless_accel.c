@@ -201,11 +201,41 @@ static PyObject *cont_switch(PyObject *c, PyObject *to)
     return PyObject_VectorcallMethod(s_switch, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw);
 }
 
-/* A module global (borrowed, NULL if None or missing). */
-static PyObject *global(PyObject *dict, PyObject *name)
+/* The schedule and channel callbacks, read at every switch and channel
+ * operation: copies of the Python globals (NULL for None), refreshed by
+ * the C versions of set_schedule_callback() and set_channel_callback(),
+ * which call the Python ones.  A dict lookup per operation cost more than
+ * the rest of a channel operation's bookkeeping. */
+static PyObject *schedule_cb, *channel_cb;
+static PyObject *py_set_schedule_cb, *py_set_channel_cb;
+
+static int refresh_callback(PyObject *dict, PyObject *name, PyObject **cache)
 {
     PyObject *v = PyDict_GetItemWithError(dict, name);
-    return v == Py_None ? NULL : v;
+    if (v == NULL && PyErr_Occurred())
+        return -1;
+    Py_XSETREF(*cache, v == NULL || v == Py_None ? NULL : Py_NewRef(v));
+    return 0;
+}
+
+/* set_*_callback(callback): the Python setter, then the cached copy */
+static PyObject *set_callback(PyObject *setter, PyObject *dict, PyObject *name, PyObject **cache,
+                              PyObject *callback)
+{
+    PyObject *old = PyObject_CallOneArg(setter, callback);
+    if (refresh_callback(dict, name, cache) < 0)
+        Py_CLEAR(old);
+    return old;
+}
+
+static PyObject *accel_set_schedule_callback(PyObject *mod, PyObject *callback)
+{
+    return set_callback(py_set_schedule_cb, sched_dict, s_schedule_cb, &schedule_cb, callback);
+}
+
+static PyObject *accel_set_channel_callback(PyObject *mod, PyObject *callback)
+{
+    return set_callback(py_set_channel_cb, chan_dict, s_channel_cb, &channel_cb, callback);
 }
 
 /* The running thread's _ThreadState (new reference), or NULL without an
@@ -228,12 +258,13 @@ static int more_than_one(PyObject *d)
 
 static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
-    PyObject *cb = global(sched_dict, s_schedule_cb), *r;
-    if (cb == NULL && PyErr_Occurred())
-        return -1;
-    if (cb != NULL) {
-        PyObject *args[2] = {cur, nxt};
-        if (discard(PyObject_Vectorcall(cb, args, 2, NULL)) < 0)
+    PyObject *r;
+    if (schedule_cb != NULL) {
+        /* (the callback may replace itself) */
+        PyObject *cb = Py_NewRef(schedule_cb), *args[2] = {cur, nxt};
+        r = PyObject_Vectorcall(cb, args, 2, NULL);
+        Py_DECREF(cb);
+        if (discard(r) < 0)
             return -1;
     }
     int tracing = slot_true(ts, ts_tracing);
@@ -463,8 +494,7 @@ static int add_balance(PyObject *ch, long d)
  * callback, and slots that hold what the Python code put there. */
 static int plain_channel(PyObject *ch)
 {
-    PyObject *cb = global(chan_dict, s_channel_cb);
-    if (cb != NULL || PyErr_Occurred())
+    if (channel_cb != NULL)
         return 0;
     return slot(ch, c_queue) != NULL && slot(ch, c_balance) != NULL
         && PyLong_CheckExact(slot(ch, c_balance)) && slot(ch, c_preference) != NULL
@@ -701,8 +731,9 @@ static PyMethodDef receive_def = {"receive", (PyCFunction)(void (*)(void))accel_
 /* install(names, switching_globals, channel_globals): `names` holds the
  * classes and functions of stackless (read once); the globals of
  * stackless._switching and stackless._channel are kept, for the callbacks.
- * Returns {"_lock": ..., "_switch": ..., "schedule": ...}, the C versions
- * that the Python code puts in place of its own. */
+ * Returns {"_lock": ..., "_switch": ..., "schedule": ...,
+ * "set_schedule_callback": ..., "set_channel_callback": ...}, the C
+ * versions that the Python code puts in place of its own. */
 static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyDict_Check(args[2])) {
@@ -721,7 +752,9 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (py_bootstrap = need(ns, "_bootstrap")) == NULL || (py_launch = need(ns, "_launch")) == NULL
             || (py_tracing_out = need(ns, "_tracing_out")) == NULL
             || (py_tracing_in = need(ns, "_tracing_in")) == NULL
-            || (py_schedule = need(ns, "schedule")) == NULL)
+            || (py_schedule = need(ns, "schedule")) == NULL
+            || (py_set_schedule_cb = need(ns, "set_schedule_callback")) == NULL
+            || (py_set_channel_cb = need(ns, "set_channel_callback")) == NULL)
         goto fail;
     if ((py_send = PyObject_GetAttrString(channel, "send")) == NULL
             || (py_receive = PyObject_GetAttrString(channel, "receive")) == NULL
@@ -774,12 +807,21 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     if ((d = method_descr(channel, &receive_def)) == NULL)
         goto fail;
     Py_DECREF(d);
+    if (refresh_callback(args[1], s_schedule_cb, &schedule_cb) < 0
+            || refresh_callback(args[2], s_channel_cb, &channel_cb) < 0)
+        goto fail;
     PyObject *sched = PyObject_GetAttrString(mod, "schedule");
     PyObject *sw = PyObject_GetAttrString(mod, "_switch");
-    PyObject *replaced = sched == NULL || sw == NULL ? NULL
-        : Py_BuildValue("{sOsOsO}", "_lock", (PyObject *)chan_lock, "_switch", sw, "schedule", sched);
+    PyObject *set_s = PyObject_GetAttrString(mod, "set_schedule_callback");
+    PyObject *set_c = PyObject_GetAttrString(mod, "set_channel_callback");
+    PyObject *replaced = sched == NULL || sw == NULL || set_s == NULL || set_c == NULL ? NULL
+        : Py_BuildValue("{sOsOsOsOsO}", "_lock", (PyObject *)chan_lock, "_switch", sw,
+                        "schedule", sched, "set_schedule_callback", set_s,
+                        "set_channel_callback", set_c);
     Py_XDECREF(sched);
     Py_XDECREF(sw);
+    Py_XDECREF(set_s);
+    Py_XDECREF(set_c);
     if (replaced == NULL)
         goto fail;
     sched_dict = Py_NewRef(args[1]);
@@ -807,6 +849,10 @@ static PyMethodDef accel_methods[] = {
      "Let the next runnable tasklet run; the current one goes to the end (C version)."},
     {"_switch", (PyCFunction)(void (*)(void))accel_switch, METH_FASTCALL,
      "Suspend the running tasklet and resume another (C version)."},
+    {"set_schedule_callback", accel_set_schedule_callback, METH_O,
+     "Install callback(prev, next), called before every switch; return the previous one."},
+    {"set_channel_callback", accel_set_channel_callback, METH_O,
+     "Install callback(channel, tasklet, sending, willblock); return the previous one."},
     {"forget_thread", forget_thread, METH_NOARGS,
      "The running thread's scheduler is going away: drop the cached reference."},
     {NULL, NULL, 0, NULL},
