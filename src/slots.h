@@ -41,7 +41,7 @@ static inline int slot_true(PyObject *o, Py_ssize_t off)
 /* The offset of the writable object slot `name` of class cls, read from
  * its member descriptor (subclasses keep it); -1 with TypeError if the
  * attribute is not such a slot. */
-static Py_ssize_t slot_offset(PyObject *cls, const char *name)
+static inline Py_ssize_t slot_offset(PyObject *cls, const char *name)
 {
     PyObject *d = PyObject_GetAttrString(cls, name);
     if (d == NULL)
@@ -59,7 +59,7 @@ static Py_ssize_t slot_offset(PyObject *cls, const char *name)
 }
 
 /* ns[name] (new reference), or NULL with KeyError. */
-static PyObject *need(PyObject *ns, const char *name)
+static inline PyObject *need(PyObject *ns, const char *name)
 {
     PyObject *v = PyDict_GetItemString(ns, name);
     if (v == NULL && !PyErr_Occurred())
@@ -68,7 +68,7 @@ static PyObject *need(PyObject *ns, const char *name)
 }
 
 /* The Python original of a method, called with the same arguments. */
-static PyObject *call_bound(PyObject *func, PyObject *self, PyObject *const *args,
+static inline PyObject *call_bound(PyObject *func, PyObject *self, PyObject *const *args,
                             Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *bound = PyMethod_New(func, self);
@@ -90,7 +90,7 @@ static PyObject *call_bound(PyObject *func, PyObject *self, PyObject *const *arg
 static uint64_t tl_tstate_id;
 static PyObject *tl_state;
 
-static PyObject *thread_state_of(PyObject *local, PyObject *name)
+static inline PyObject *thread_state_of(PyObject *local, PyObject *name)
 {
     uint64_t id = PyThreadState_GetID(PyThreadState_Get());
     if (tl_state != NULL && tl_tstate_id == id)
@@ -108,7 +108,7 @@ static PyObject *thread_state_of(PyObject *local, PyObject *name)
 }
 
 /* Module function: the Python code's state for this thread is going away. */
-static PyObject *forget_thread(PyObject *mod, PyObject *unused)
+static inline PyObject *forget_thread(PyObject *mod, PyObject *unused)
 {
     (void)mod;
     (void)unused;

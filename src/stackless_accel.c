@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include "slots.h"
 #include "capi.h"
+#include "stackless_accel.h"
 #include <pythread.h>
 
 /* --- the channel lock -------------------------------------------------------
@@ -243,6 +244,11 @@ static PyObject *accel_set_channel_callback(PyObject *mod, PyObject *callback)
 static PyObject *thread_state(void)
 {
     return thread_state_of(local, s_ts);
+}
+
+PyObject *accel_thread_state(void)
+{
+    return thread_state();
 }
 
 /* `len(d) > 1` for a deque; -1 on error */
@@ -807,6 +813,8 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     if ((d = method_descr(channel, &receive_def)) == NULL)
         goto fail;
     Py_DECREF(d);
+    if (tasklet_accel_install(ns, tasklet, ts_rq) < 0)
+        goto fail;
     if (refresh_callback(args[1], s_schedule_cb, &schedule_cb) < 0
             || refresh_callback(args[2], s_channel_cb, &channel_cb) < 0)
         goto fail;
