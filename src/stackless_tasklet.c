@@ -25,8 +25,8 @@ static Py_ssize_t tpl_off[MAX_FIELDS];
 static PyObject *tpl_val[MAX_FIELDS];
 static int tpl_n;
 
-static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_blocked, t_scheduled, t_alive,
-                  t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
+static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
+                  t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *registry;
 static PyObject *s_setup, *s_bind, *empty_tuple;
 static PyObject *setup_descr;           /* our C setup(), as tasklet.setup */
@@ -88,10 +88,14 @@ static PyObject *tasklet_init(PyObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *ctx = PyContext_CopyCurrent();
     if (ctx == NULL)
         return NULL;
+    /* bind(func): Stackless keeps the function in tempval until setup() */
     set_slot(self, t_func, args[0]);
     set_slot(self, t_context, ctx);
     Py_DECREF(ctx);
     set_slot(self, t_unrestorable, Py_False);
+    set_slot(self, t_args, Py_None);
+    set_slot(self, t_kwargs, Py_None);
+    set_slot(self, t_tempval, args[0]);
     Py_RETURN_NONE;
 }
 
@@ -162,14 +166,15 @@ static PyObject *tasklet_setup(PyObject *self, PyObject *const *args, Py_ssize_t
     set_slot(self, t_alive, Py_True);
     set_slot(self, t_started, Py_False);
     set_slot(self, t_cont, Py_None);
+    set_slot(self, t_tempval, Py_None);
     if (register_alive(self, ts) < 0)
         goto done;
     /* insert() */
+    set_slot(self, t_scheduled, Py_True);
     PyObject *r = deque_append(slot(ts, ts_rq), self);
     if (r == NULL)
         goto done;
     Py_DECREF(r);
-    set_slot(self, t_scheduled, Py_True);
     result = Py_NewRef(self);
 done:
     Py_XDECREF(a);
@@ -277,6 +282,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset)
     if ((t_func = slot_offset(tasklet, "_func")) < 0 || (t_args = slot_offset(tasklet, "_args")) < 0
             || (t_kwargs = slot_offset(tasklet, "_kwargs")) < 0
             || (t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
+            || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
             || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
             || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
             || (t_alive = slot_offset(tasklet, "_alive")) < 0

@@ -42,8 +42,24 @@ __all__ = [
     "getcurrent", "getcurrentid", "getmain", "getruncount", "getthreads",
     "main", "run", "runcount", "schedule", "schedule_remove",
     "set_channel_callback", "set_error_handler", "set_schedule_callback",
-    "switch_trap", "tasklet", "threads", "coroutine",
+    "switch_trap", "tasklet", "threads", "coroutine", "getdebug",
+    "getuncollectables", "stackless",
 ]
+
+debug = False
+"""Whether this is a debug build of Stackless: never."""
+
+
+def getdebug() -> bool:
+    """Return ``debug``."""
+    return debug
+
+
+def getuncollectables() -> list:
+    """Stackless's tasklets that its garbage collector could not free: none
+    here (a tasklet's stack is an ordinary object to the collector)."""
+    return []
+
 
 _own_module(globals())
 
@@ -52,7 +68,8 @@ _own_module(globals())
 for _obj in (TaskletExit, atomic, bomb, channel, enable_softswitch, get_channel_callback,
              get_schedule_callback, get_thread_info, getcurrent, getcurrentid, getmain,
              getruncount, getthreads, run, schedule, schedule_remove, set_channel_callback,
-             set_error_handler, set_schedule_callback, switch_trap, tasklet):
+             set_error_handler, set_schedule_callback, switch_trap, tasklet, getdebug,
+             getuncollectables):
     if _obj.__module__.startswith("stackless._"):
         _obj.__module__ = __name__
 del _obj
@@ -73,6 +90,8 @@ def __getattr__(name: str) -> Any:
         return getruncount()
     if name == "threads":
         return getthreads()
+    if name == "uncollectables":
+        return getuncollectables()
     if name.startswith("_") and not name.startswith("__"):
         # the implementation's internals, as they are now (the callbacks
         # and the lock are rebound at run time)

@@ -16,6 +16,7 @@ _NOT_RESTORABLE = ("this tasklet was pickled while it was running; a hard-switch
                    "and dead tasklets are restorable")
 
 _PYPY = sys.implementation.name == "pypy"
+_NOARG: Any = object()  # "argument not given", where None is a valid argument
 _RUNNING = object()     # "the running stack", see tasklet._context_place
 _getframe = sys._getframe
 _get_ident = _thread.get_ident
@@ -42,6 +43,19 @@ def _own_module(namespace: dict) -> None:
 
 
 _own_module(globals())
+
+
+def _index(q: Any, t: Any) -> int:
+    """The position of ``t`` in the deque ``q`` by identity, or -1.
+
+    ``deque.index``/``remove`` would call ``__eq__`` of the other items,
+    which a subclass may define: no user code runs in the scheduler."""
+    i = 0
+    for x in q:
+        if x is t:
+            return i
+        i += 1
+    return -1
 
 
 class TaskletExit(SystemExit):
@@ -104,3 +118,25 @@ def _make_exception(exc: Any, val: Any = None) -> BaseException:
     raise TypeError("exceptions must be classes, or instances, not %s"
                     % type(exc).__name__)
 
+
+
+# Argument errors worded as Stackless's C functions word them.  The functions
+# that take a fixed number of arguments collect any extra ones in ``*_more``
+# and leave out a default only to notice that it is missing.
+
+def _no_args(name: str, given: tuple) -> TypeError:
+    return TypeError("%s() takes no arguments (%d given)" % (name, len(given)))
+
+
+def _one_arg(name: str, arg: Any, more: tuple) -> TypeError:
+    given = len(more) + (arg is not _NOARG)
+    return TypeError("%s() takes exactly one argument (%d given)" % (name, given))
+
+
+def _at_most(name: str, most: int, more: tuple) -> TypeError:
+    return TypeError("%s() takes at most %d argument%s (%d given)"
+                     % (name, most, "" if most == 1 else "s", most + len(more)))
+
+
+def _at_least_one(name: str) -> TypeError:
+    return TypeError("%s() takes at least 1 argument (0 given)" % name)

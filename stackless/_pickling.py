@@ -55,7 +55,6 @@ def tasklet_setstate(self: "tasklet", state: tuple) -> None:
     self._func = func
     self._args = args
     self._kwargs = kwargs
-    self._tempval = tempval
     self._atomic = flags["atomic"]
     self._ignore_nesting = flags["ignore_nesting"]
     self._block_trap = flags["block_trap"]
@@ -68,6 +67,8 @@ def tasklet_setstate(self: "tasklet", state: tuple) -> None:
         self._args, self._kwargs = (), {}
     if flags["alive"]:
         self._make_alive()
+    self._tempval = tempval
+    if flags["alive"]:
         if flags["scheduled"] and not flags["blocked"]:
             self.insert()
 

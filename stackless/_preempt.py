@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional
 
-from stackless._common import _OWN_GLOBALS, _own_module
+from stackless._common import _OWN_GLOBALS, _index, _own_module
 from stackless._switching import _make_runnable_first, _switch, _take_tempval
 
 _own_module(globals())
@@ -104,7 +104,9 @@ class _Preempt:
         self.interrupted = cur
         rq = ts.rq
         if cur._scheduled:
-            rq.remove(cur)
+            i = _index(rq, cur)
+            if i >= 0:
+                del rq[i]
             cur._scheduled = False
         _make_runnable_first(ts, self.watchdog)
         _switch(ts, cur, self.watchdog)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from stackless._common import _own_module, bomb
+from stackless._common import _NOARG, _at_most, _no_args, _one_arg, _own_module, bomb
 from stackless._preempt import _Preempt
-from stackless._switching import _leave, _switch, _take_tempval
+from stackless._switching import _leave, _recover, _switch, _take_tempval
 from stackless._threads import _ts
 
 if TYPE_CHECKING:
@@ -16,33 +16,43 @@ if TYPE_CHECKING:
 _own_module(globals())
 
 
-def getcurrent() -> tasklet:
+def getcurrent(*_more: Any) -> tasklet:
     """Return the running tasklet of this thread."""
+    if _more:
+        raise _no_args("getcurrent", _more)
     return _ts().current
 
 
-def getmain() -> tasklet:
+def getmain(*_more: Any) -> tasklet:
     """Return the main tasklet of this thread."""
+    if _more:
+        raise _no_args("getmain", _more)
     return _ts().main
 
 
-def getruncount() -> int:
+def getruncount(*_more: Any) -> int:
     """Return the number of runnable tasklets, the running one included."""
+    if _more:
+        raise _no_args("getruncount", _more)
     ts = _ts()
     return len(ts.rq)
 
 
-def getcurrentid() -> int:
+def getcurrentid(*_more: Any) -> int:
     """Return a number that identifies the running tasklet."""
+    if _more:
+        raise _no_args("getcurrentid", _more)
     return id(_ts().current)
 
 
-def schedule(retval: Any = None) -> Any:
+def schedule(retval: Any = None, *_more: Any) -> Any:
     """Let the next runnable tasklet run; the current one goes to the end.
 
     Returns ``retval`` (by default the current tasklet), or what another
     tasklet put into our ``tempval`` meanwhile.
     """
+    if _more:
+        raise _at_most("schedule", 1, _more)
     ts = _ts()
     cur = ts.current
     cur._tempval = cur if retval is None else retval
@@ -52,18 +62,24 @@ def schedule(retval: Any = None) -> Any:
     elif len(rq) > 1:
         if ts.trap:
             raise RuntimeError("switch_trap")
-        if rq[0] is cur:
-            rq.rotate(-1)
-        _switch(ts, cur, rq[0])
+        try:
+            if rq[0] is cur:
+                rq.rotate(-1)
+            _switch(ts, cur, rq[0])
+        except BaseException:
+            _recover(ts, cur)
+            raise
     return _take_tempval(cur)
 
 
-def schedule_remove(retval: Any = None) -> Any:
+def schedule_remove(retval: Any = None, *_more: Any) -> Any:
     """Like :func:`schedule`, but the current tasklet leaves the run queue.
 
     It stays paused until someone inserts it again; returns the ``tempval``
     the inserting tasklet set (by default the current tasklet).
     """
+    if _more:
+        raise _at_most("schedule_remove", 1, _more)
     ts = _ts()
     cur = ts.current
     cur._tempval = cur if retval is None else retval
@@ -74,7 +90,8 @@ def schedule_remove(retval: Any = None) -> Any:
 
 
 def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
-        ignore_nesting: bool = False, totaltimeout: bool = False) -> Optional[tasklet]:
+        ignore_nesting: bool = False, totaltimeout: bool = False,
+        *_more: Any) -> Optional[tasklet]:
     """Run the scheduler until the run queue is empty.
 
     The calling tasklet (usually main) leaves the run queue while the others
@@ -83,6 +100,8 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
     the run queue and returned.  ``threadblock`` waits for other threads to
     hand over work instead of returning when the queue is empty.
     """
+    if _more:
+        raise _at_most("run", 5, _more)
     ts = _ts()
     cur = ts.current
     rq = ts.rq
@@ -100,15 +119,12 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
         pre.start()
     try:
         if rq and rq[0] is cur:
-            rq.popleft()
+            del rq[0]
             cur._scheduled = False
         if rq:
             _switch(ts, cur, rq[0])
-        elif entry in ts.watchdogs:
-            ts.watchdogs.remove(entry)
-            rq.appendleft(cur)
-            cur._scheduled = True
     finally:
+        ts.current = cur    # whatever surfaced here, cur runs
         if entry in ts.watchdogs:
             ts.watchdogs.remove(entry)
         if not cur._scheduled:
@@ -125,22 +141,26 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
     return None
 
 
-def switch_trap(delta: int) -> int:
+def switch_trap(delta: int = 0, *_more: Any) -> int:
     """Add ``delta`` to this thread's switch trap level; return the old level.
 
     While the level is positive any tasklet switch raises ``RuntimeError``.
     """
+    if _more:
+        raise _at_most("switch_trap", 1, _more)
     ts = _ts()
     old = ts.trap
     ts.trap += delta
     return old
 
 
-def enable_softswitch(flag: Optional[bool]) -> bool:
+def enable_softswitch(flag: Any = _NOARG, *_more: Any) -> bool:
     """Soft switching does not exist here: every switch is a hard switch.
 
     Always returns False, whatever ``flag`` is.
     """
+    if flag is _NOARG or _more:
+        raise _one_arg("enable_softswitch", flag, _more)
     return False
 
 

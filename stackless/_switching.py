@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from _continuation import continulet, permute
 
-from stackless._common import (TaskletExit, _DEADLOCK, _PYPY, _getframe,
-                               _own_module, bomb)
+from stackless._common import (TaskletExit, _DEADLOCK, _NOARG, _PYPY, _getframe, _index,
+                               _no_args, _one_arg, _own_module, bomb)
 from stackless._threads import _ThreadState, _states, _unregister
 
 if TYPE_CHECKING:
@@ -54,7 +54,11 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
         c = nxt._cont
         if c is None:
             c = nxt._cont = continulet(_bootstrap, nxt)
-        c.switch()
+        try:
+            c.switch()
+        except BaseException:
+            _not_started(nxt, c)
+            raise
         while ts.launch is not None:
             _launch(ts)
     elif nxt._is_main:
@@ -73,6 +77,15 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
     if ts.timeout is not None:
         ts.timeout.resumed(cur)
     cur._frame = None
+    if ts.pending is not None and cur._is_main:
+        _raise_pending(ts)
+
+
+def _raise_pending(ts: _ThreadState) -> None:
+    """Raise in main the exception that landed after a dying tasklet had
+    switched away (see _bootstrap)."""
+    e, ts.pending = ts.pending, None
+    raise e
 
 
 def _tracing_out(ts: _ThreadState, cur: "tasklet") -> None:
@@ -113,7 +126,7 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     if ts.timeout is not None:
         ts.timeout.resumed(self)
     self._started = True
-    error = None
+    error: Optional[BaseException] = None
     try:
         _take_tempval(self)
         func, args, kwargs = self._func, self._args, self._kwargs
@@ -141,30 +154,28 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
         pass
     except BaseException as e:
         error = e
-    return _finish(cont, ts, self, error)
-
-
-def _finish(cont: continulet, ts: _ThreadState, self: "tasklet",
-            error: Optional[BaseException]) -> None:
-    """Make ``self`` dead and pass control on; never raises."""
+    # The way out.  An exception that lands here (a signal handler's, a
+    # trace function's) is an uncaught exception of the tasklet: main
+    # gets it.  _finish is idempotent, so it is simply run again.
+    nxt = None
     handler = _error_handler
-    while True:
+    while nxt is None:
         try:
             if error is not None and handler is not None:
                 h, handler = handler, None
                 error, e = None, error
                 h(type(e), e, e.__traceback__)
-            nxt = _end_switch_target(ts, self, error)
-            break
+            nxt = _finish(ts, self, error)
         except TaskletExit:
             error = None
-        except BaseException as e:  # the handler failed, or deadlock
+        except BaseException as e:  # the handler failed, or an async exception
             error = e
-    if _schedule_cb is not None:
-        try:
+    try:
+        if _schedule_cb is not None:
             _schedule_cb(self, nxt)
-        except BaseException:
-            pass
+    except BaseException:
+        pass
+    # From here on no call may come before the switch: nxt is current.
     ts.current = nxt
     if _PYPY:
         self._ctx = None
@@ -174,8 +185,40 @@ def _finish(cont: continulet, ts: _ThreadState, self: "tasklet",
     if c is None:
         ts.launch = nxt     # main starts it (see _switch)
         return None
-    permute(cont, c)        # returning now resumes nxt; main moves into c
+    try:
+        permute(cont, c)    # returning now resumes nxt; main moves into c
+    except BaseException as e:
+        # it landed after the permute (the switch is decided): main gets it
+        ts.pending = e
     return None
+
+
+def _finish(ts: _ThreadState, self: "tasklet",
+            error: Optional[BaseException]) -> "tasklet":
+    """Make the dying ``self`` dead and return the tasklet to resume.
+
+    Idempotent: an exception that interrupts it leaves a state from which
+    running it again completes the job.
+    """
+    # what the tasklet holds goes first, while it still lives: the
+    # finalizers this runs may use the scheduler
+    self._func = self._context = self._tempval = None
+    rq = ts.rq
+    i = _index(rq, self)
+    if i >= 0:
+        del rq[i]
+    self._scheduled = False
+    self._alive = False
+    _unregister(self)
+    if error is not None:
+        # An uncaught exception is re-raised in the main tasklet.
+        m = ts.main
+        _make_runnable_first(ts, m)
+        m._tempval = bomb(type(error), error, error.__traceback__)
+        return m
+    if rq:
+        return rq[0]
+    return _idle_target(ts, self)
 
 
 def _launch(ts: _ThreadState) -> None:
@@ -183,51 +226,50 @@ def _launch(ts: _ThreadState) -> None:
     t = ts.launch
     ts.launch = None
     c = t._cont = continulet(_bootstrap, t)
-    c.switch()
+    try:
+        c.switch()
+    except BaseException:
+        _not_started(t, c)
+        raise
 
 
-def _end_switch_target(ts: _ThreadState, self: "tasklet",
-                       error: Optional[BaseException]) -> "tasklet":
-    """Unschedule the dying ``self`` and pick the tasklet to resume."""
-    if self._scheduled:
-        rq = ts.rq
-        if rq and rq[0] is self:
-            rq.popleft()
-        else:
-            rq.remove(self)
-    self._scheduled = False
-    self._alive = False
-    self._func = None
-    self._context = None
-    self._tempval = None
-    _unregister(self)
-    if error is not None:
-        # An uncaught exception is re-raised in the main tasklet.
-        m = ts.main
-        m._tempval = bomb(type(error), error, error.__traceback__)
-        _make_runnable_first(ts, m)
-        return m
-    if ts.rq:
-        return ts.rq[0]
-    return _idle_target(ts, self)
+def _not_started(t: "tasklet", c: continulet) -> None:
+    """An exception came out of the first switch into ``t``: if it landed
+    before ``_bootstrap`` began (the trace or profile event of its call),
+    ``t`` has not started and starts afresh next time."""
+    if not t._started and t._cont is c and not c.is_pending():
+        t._cont = None
 
 
 def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> None:
-    """Make ``t`` (a tasklet of this thread) ``rq[0]``, unblocking it."""
+    """Make ``t`` (a tasklet of this thread) ``rq[0]``, unblocking it.
+
+    Idempotent, and each step leaves a consistent state."""
     if t._blocked:
         t._channel._remove_waiter(t)
     rq = ts.rq
-    if t._scheduled:
-        if rq[0] is not t:
-            rq.remove(t)
-            rq.appendleft(t)
-    else:
-        rq.appendleft(t)
+    if not (rq and rq[0] is t):
+        i = _index(rq, t)
+        if i >= 0:
+            del rq[i]
         t._scheduled = True
-    for w in ts.watchdogs:
-        if w[0] is t:
-            ts.watchdogs.remove(w)
+        rq.appendleft(t)
+    wds = ts.watchdogs
+    for i in range(len(wds)):
+        if wds[i][0] is t:
+            del wds[i]
             break
+
+
+def _recover(ts: _ThreadState, cur: "tasklet") -> None:
+    """An exception surfaced in the running tasklet ``cur`` in the middle of
+    a scheduler operation (an error, a callback's, a signal handler's or a
+    trace function's): make the state say again that ``cur`` runs.
+
+    ``cur`` becomes current and ``rq[0]``; if it was about to block on a
+    channel, it is taken off again.  Idempotent."""
+    ts.current = cur
+    _make_runnable_first(ts, cur)
 
 
 def _others_can_wake(ts: _ThreadState) -> bool:
@@ -274,10 +316,10 @@ def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
     m = ts.main
     if m is cur:
         raise RuntimeError(_DEADLOCK)
-    if m._blocked:
-        m._channel._remove_waiter(m)
-        m._tempval = bomb(RuntimeError, RuntimeError(_DEADLOCK), None)
+    blocked = m._blocked
     _make_runnable_first(ts, m)
+    if blocked:
+        m._tempval = bomb(RuntimeError, RuntimeError(_DEADLOCK), None)
     return m
 
 
@@ -287,27 +329,26 @@ def _leave(ts: _ThreadState, cur: "tasklet") -> None:
     Raises (in ``cur``, with the queue restored) when nothing else can run.
     """
     rq = ts.rq
-    rq.popleft()
+    i = 0 if rq and rq[0] is cur else _index(rq, cur)
+    if i >= 0:
+        del rq[i]
     cur._scheduled = False
-    if rq:
-        nxt = rq[0]
-    else:
-        try:
-            nxt = _idle_target(ts, cur)
-        except BaseException:
-            rq.appendleft(cur)
-            cur._scheduled = True
-            raise
-        if nxt is cur:
-            return
-    _switch(ts, cur, nxt)
+    try:
+        nxt = rq[0] if rq else _idle_target(ts, cur)
+        if nxt is not cur:
+            _switch(ts, cur, nxt)
+    except BaseException:
+        _recover(ts, cur)
+        raise
 
 
-def set_schedule_callback(callback: Optional[Callable]) -> Optional[Callable]:
+def set_schedule_callback(callback: Any = _NOARG, *_more: Any) -> Optional[Callable]:
     """Install ``callback(prev, next)``, called before every switch.
 
     Returns the previous callback.  ``None`` removes it.
     """
+    if callback is _NOARG or _more:
+        raise _one_arg("set_schedule_callback", callback, _more)
     global _schedule_cb
     if callback is not None and not callable(callback):
         raise TypeError("schedule callback must be callable")
@@ -315,8 +356,10 @@ def set_schedule_callback(callback: Optional[Callable]) -> Optional[Callable]:
     return old
 
 
-def get_schedule_callback() -> Optional[Callable]:
+def get_schedule_callback(*_more: Any) -> Optional[Callable]:
     """Return the installed schedule callback, or None."""
+    if _more:
+        raise _no_args("get_schedule_callback", _more)
     return _schedule_cb
 
 

@@ -9,11 +9,11 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 from stackless import _pickling
-from stackless._common import (TaskletExit, _OWN_GLOBALS, _PYPY, _RUNNING, _get_ident,
-                               _getframe, _make_exception, _own_module, bomb)
-from stackless._switching import _bootstrap, _switch, _take_tempval
-from stackless._threads import (_ThreadState, _lock, _register, _states, _ts,
-                                _unregister)
+from stackless._common import (TaskletExit, _NOARG, _OWN_GLOBALS, _PYPY, _RUNNING,
+                               _at_least_one, _at_most, _get_ident, _getframe, _index,
+                               _make_exception, _no_args, _one_arg, _own_module, bomb)
+from stackless._switching import _bootstrap, _recover, _switch, _take_tempval
+from stackless._threads import _ThreadState, _register, _states, _ts, _unregister
 
 if _PYPY:
     from stackless._common import _get_ctx, _set_ctx
@@ -66,37 +66,48 @@ class tasklet:
         return self
 
     def __init__(self, func: Optional[Callable] = None, args: Any = None,
-                 kwargs: Any = None) -> None:
+                 kwargs: Any = None, *_more: Any) -> None:
+        if _more:
+            raise _at_most("bind", 3, _more)
         if func is not None or args is not None or kwargs is not None:
             self.bind(func, args, kwargs)
 
     # -- binding ------------------------------------------------------------
 
     def bind(self, func: Optional[Callable] = None, args: Any = None,
-             kwargs: Any = None) -> "tasklet":
+             kwargs: Any = None, *_more: Any) -> "tasklet":
         """Bind the tasklet to ``func`` and optionally to its arguments.
 
         With ``args`` or ``kwargs`` the tasklet becomes alive but paused (not
-        scheduled).  ``bind(None)`` with no arguments unbinds a tasklet that is
-        not running, making it dead and reusable.
+        scheduled).  ``bind(func)`` alone makes it not alive, ``func`` waiting
+        in ``tempval`` for ``setup()``.  ``bind(None)`` with no arguments
+        unbinds a tasklet that is not running, making it dead and reusable.
         """
+        if _more:
+            raise _at_most("bind", 3, _more)
+        if self is self._ts.current and not self._orphaned:
+            raise RuntimeError("can't (re)bind the current tasklet")
+        if self._scheduled or self._blocked:
+            raise RuntimeError("tasklet is scheduled")
+        if self._started and self._alive:
+            raise RuntimeError("can't (re)bind a tasklet that has started; kill() it")
         if func is None and args is None and kwargs is None:
-            if self._scheduled or self is self._ts.current or self._blocked:
-                raise RuntimeError("You cannot unbind a scheduled or running tasklet")
-            if self._started and self._alive:
-                raise RuntimeError("You cannot unbind a tasklet that has started; kill() it")
             self._unbind()
             return self
         if func is not None and not callable(func):
             raise TypeError("tasklet function must be a callable or None")
-        if self._started and self._alive:
-            raise RuntimeError("tasklet is alive: it cannot be bound again")
-        if self._scheduled or self._blocked or self is self._ts.current:
-            raise RuntimeError("tasklet is scheduled: it cannot be bound again")
         if func is not None:
             self._func = func
             self._context = contextvars.copy_context()
             self._unrestorable = False
+            if args is None and kwargs is None:
+                # Stackless keeps the function in tempval until setup()
+                if self._alive:
+                    _unregister(self)
+                    self._alive = False
+                self._args = self._kwargs = None
+                self._tempval = func
+                return self
         if args is not None or kwargs is not None:
             if self._func is None:
                 raise RuntimeError("the tasklet has no function to bind arguments to")
@@ -121,6 +132,7 @@ class tasklet:
             self._alive = True
             self._started = False
             self._cont = None
+            self._tempval = None
             if self._ts.thread_id != _get_ident():
                 self._ts = _ts()
             _register(self)
@@ -128,9 +140,9 @@ class tasklet:
     def setup(self, *args: Any, **kwargs: Any) -> "tasklet":
         """Bind the arguments and insert the tasklet into the run queue."""
         if self._alive:
-            raise RuntimeError("tasklet is alive: it cannot be set up again")
+            raise RuntimeError("tasklet is alive")
         if self._func is None:
-            raise TypeError("tasklet function must be a callable")
+            raise RuntimeError("the tasklet was not bound to a function")
         self._args = args
         self._kwargs = kwargs
         if self._context is None:
@@ -145,45 +157,49 @@ class tasklet:
 
     # -- scheduling ---------------------------------------------------------
 
-    def insert(self) -> "tasklet":
+    def insert(self, *_more: Any) -> "tasklet":
         """Append the tasklet to the end of its thread's run queue."""
+        if _more:
+            raise _no_args("insert", _more)
         if self._blocked:
             raise RuntimeError("You cannot run a blocked tasklet")
         if not self._alive:
             raise RuntimeError("You cannot run an unbound(dead) tasklet")
         if not self._scheduled:
             ts = self._ts
-            if ts.thread_id == _get_ident():
-                ts.rq.append(self)
-                self._scheduled = True
-            else:
+            self._scheduled = True
+            ts.rq.append(self)
+            if ts.thread_id != _get_ident():
                 with ts.cond:
-                    ts.rq.append(self)
-                    self._scheduled = True
                     ts.cond.notify()
         return self
 
-    def remove(self) -> "tasklet":
+    def remove(self, *_more: Any) -> "tasklet":
         """Take the tasklet out of the run queue: it becomes paused."""
+        if _more:
+            raise _no_args("remove", _more)
         if self._blocked:
             raise RuntimeError("You cannot remove a blocked tasklet.")
         ts = self._ts
         if self is ts.current:
             raise RuntimeError("The current tasklet cannot be removed.")
         if self._scheduled:
-            try:
-                ts.rq.remove(self)
-            except ValueError:
-                pass
+            i = _index(ts.rq, self)
+            if i >= 0:
+                del ts.rq[i]
             self._scheduled = False
         return self
 
-    def run(self) -> Any:
+    def run(self, *_more: Any) -> Any:
         """Switch to this tasklet now; the current one stays scheduled."""
+        if _more:
+            raise _no_args("run", _more)
         return self._run(False)
 
-    def switch(self) -> Any:
+    def switch(self, *_more: Any) -> Any:
         """Switch to this tasklet now and pause the current tasklet."""
+        if _more:
+            raise _no_args("switch", _more)
         return self._run(True)
 
     def _run(self, pause: bool) -> Any:
@@ -201,37 +217,47 @@ class tasklet:
             raise RuntimeError("switch_trap")
         rq = ts.rq
         if not self._scheduled:
-            rq.append(self)
             self._scheduled = True
-        if pause:
-            rq.popleft()
+            rq.append(self)
+        if pause and rq[0] is cur:
+            del rq[0]
             cur._scheduled = False
-        i = rq.index(self)
-        if i:
-            rq.rotate(-i)
-        _switch(ts, cur, self)
+        try:
+            i = _index(rq, self)
+            if i:
+                rq.rotate(-i)
+            _switch(ts, cur, self)
+        except BaseException:
+            _recover(ts, cur)
+            raise
         return _take_tempval(cur)
 
-    def kill(self, pending: bool = False) -> None:
+    def kill(self, pending: bool = False, *_more: Any) -> None:
         """Raise :class:`TaskletExit` in the tasklet (see :meth:`throw`)."""
+        if _more:
+            raise _at_most("kill", 1, _more)
         if not self._alive:
             return None
         return self.throw(TaskletExit, None, None, pending)
 
-    def raise_exception(self, exc_class: Any, *args: Any) -> None:
+    def raise_exception(self, exc_class: Any = _NOARG, *args: Any) -> None:
         """Raise ``exc_class(*args)`` in the tasklet and run it now."""
+        if exc_class is _NOARG:
+            raise _at_least_one("raise_exception")
         return self.throw(exc_class, args if args else None, None, False)
 
-    def throw(self, exc: Any = None, val: Any = None, tb: Any = None,
-              pending: bool = False) -> None:
+    def throw(self, exc: Any = _NOARG, val: Any = None, tb: Any = None,
+              pending: bool = False, *_more: Any) -> None:
         """Raise an exception in the tasklet.
 
         A blocked tasklet is first taken off its channel.  Unless ``pending``
         is true the tasklet runs immediately (the current tasklet stays
         scheduled); otherwise it is only made runnable.
         """
-        if exc is None:
-            raise TypeError("throw() needs an exception")
+        if _more:
+            raise _at_most("throw", 4, _more)
+        if exc is _NOARG:
+            raise TypeError("throw() missing required argument 'exc' (pos 1)")
         e = _make_exception(exc, val)
         if tb is not None:
             e = e.with_traceback(tb)
@@ -243,17 +269,12 @@ class tasklet:
         if self is ts.current:
             raise e
         b = bomb(type(e), e, tb)
+        if self._blocked:
+            self._channel._remove_waiter(self)
+        self._tempval = b
         if self._ts is not ts:
-            with _lock:
-                if self._blocked:
-                    self._channel._remove_waiter(self)
-            self._tempval = b
             self.insert()
             return None
-        if self._blocked:
-            with _lock:
-                self._channel._remove_waiter(self)
-        self._tempval = b
         if pending:
             if not self._scheduled:
                 ts.rq.append(self)
@@ -262,20 +283,26 @@ class tasklet:
         self._run(False)
         return None
 
-    def set_atomic(self, flag: bool) -> bool:
+    def set_atomic(self, flag: Any = _NOARG, *_more: Any) -> bool:
         """Set the atomic flag; return the old value."""
+        if flag is _NOARG or _more:
+            raise _one_arg("set_atomic", flag, _more)
         old = self._atomic
         self._atomic = bool(flag)
         return old
 
-    def set_ignore_nesting(self, flag: bool) -> bool:
+    def set_ignore_nesting(self, flag: Any = _NOARG, *_more: Any) -> bool:
         """Set the ignore_nesting flag; return the old value."""
+        if flag is _NOARG or _more:
+            raise _one_arg("set_ignore_nesting", flag, _more)
         old = self._ignore_nesting
         self._ignore_nesting = bool(flag)
         return old
 
-    def bind_thread(self, thread_id: Optional[int] = None) -> None:
+    def bind_thread(self, thread_id: Optional[int] = None, *_more: Any) -> None:
         """Move an unstarted, unscheduled tasklet to another thread."""
+        if _more:
+            raise _at_most("bind_thread", 1, _more)
         if thread_id is None or thread_id == -1:
             thread_id = _get_ident()
         if self._ts.thread_id == thread_id and not self._orphaned:
@@ -449,7 +476,7 @@ class tasklet:
         q = self._queue()
         if q is None:
             return None
-        i = q.index(self) + 1
+        i = _index(q, self) + 1
         if i < len(q):
             return q[i]
         return q[0] if q is self._ts.rq else None
@@ -460,7 +487,7 @@ class tasklet:
         q = self._queue()
         if q is None:
             return None
-        i = q.index(self)
+        i = _index(q, self)
         if i:
             return q[i - 1]
         return q[-1] if q is self._ts.rq else None

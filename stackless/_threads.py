@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import atexit
 import threading
-import _thread
 from collections import deque
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from stackless._common import _get_ident, _own_module
+from stackless._common import _at_most, _get_ident, _no_args, _own_module
 
 if TYPE_CHECKING:
     from stackless._preempt import _Preempt
@@ -23,7 +22,7 @@ class _ThreadState:
 
     __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "cond",
                  "trap", "idle", "timeout", "launch", "tasklet_tracing",
-                 "__weakref__")
+                 "pending", "__weakref__")
 
     def __init__(self) -> None:
         self.thread_id = _get_ident()
@@ -39,6 +38,9 @@ class _ThreadState:
         # True once a tasklet's trace_function or profile_function has been
         # assigned: from then on every switch swaps them (_tracing_out/in)
         self.tasklet_tracing = False
+        # an exception for main that landed where it could not be raised
+        # (after a dying tasklet switched away, see _bootstrap)
+        self.pending: Optional[BaseException] = None
         from stackless._tasklet import tasklet  # it needs _ts(): import late
         m = object.__new__(tasklet)
         m._init_fields(self)
@@ -53,7 +55,6 @@ class _ThreadState:
 
 _local = threading.local()
 _states: "dict[int, _ThreadState]" = {}
-_lock = _thread.allocate_lock()     # guards channel queues across threads
 
 
 def _new_ts() -> _ThreadState:
@@ -176,8 +177,12 @@ def _kill_at_exit() -> None:
         _kill_all(ts)
 
 
-def get_thread_info(thread_id: int) -> tuple:
+def get_thread_info(thread_id: Optional[int] = None, flags: int = 0, *_more: Any) -> tuple:
     """Return ``(main, current, runcount)`` for a thread's scheduler."""
+    if _more:
+        raise _at_most("get_thread_info", 2, _more)
+    if thread_id is None:
+        thread_id = _get_ident()
     if thread_id == _get_ident():
         ts = _ts()
     else:
@@ -187,8 +192,10 @@ def get_thread_info(thread_id: int) -> tuple:
     return (ts.main, ts.current, len(ts.rq))
 
 
-def getthreads() -> list:
+def getthreads(*_more: Any) -> list:
     """Return the ids of all threads (that have a running Python thread state)."""
+    if _more:
+        raise _no_args("getthreads", _more)
     ids = {t.ident for t in threading.enumerate()}
     ids.update(_states)
     ids.add(_get_ident())

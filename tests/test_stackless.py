@@ -259,15 +259,32 @@ def test_constructor_with_args_and_kwargs():
 def test_setup_and_rebinding_errors():
     t = tasklet(lambda: None)
     t.setup()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^tasklet is alive$"):
         t.setup()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^tasklet is scheduled$"):
         t.bind(lambda: None)
     stackless.run()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="must be a callable or None"):
         tasklet(42)
-    with pytest.raises(TypeError):
+    with pytest.raises(RuntimeError, match="^the tasklet was not bound to a function$"):
         tasklet().setup()
+    with pytest.raises(RuntimeError, match="^can't \\(re\\)bind the current tasklet$"):
+        stackless.getcurrent().bind(lambda: None)
+
+
+def test_bind_keeps_the_function_in_tempval():
+    # Stackless: a tasklet bound to a function without arguments is not
+    # alive, and its function waits in tempval until setup()
+    def f(*a):
+        pass
+    t = tasklet(f)
+    assert t.tempval is f and not t.alive
+    t.bind(f, ())
+    assert t.tempval is None and t.alive and t.paused
+    t.bind(f)       # a paused, unstarted tasklet: its arguments are dropped
+    assert t.tempval is f and not t.alive
+    t.bind(None)
+    assert t.tempval is None
 
 
 def test_unbind_and_rebind():
@@ -1549,3 +1566,39 @@ def test_coroutine_throw_and_getcurrent_inside():
     c.switch()
     c.throw(KeyError, "k")
     assert got == [("k",)] and not c.alive
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda t, c: c.send(), r"^send\(\) takes exactly one argument \(0 given\)$"),
+    (lambda t, c: c.send(1, 2), r"^send\(\) takes exactly one argument \(2 given\)$"),
+    (lambda t, c: c.receive(1), r"^receive\(\) takes no arguments \(1 given\)$"),
+    (lambda t, c: c.send_exception(), r"^send_exception\(\) takes at least 1 argument"),
+    (lambda t, c: c.close(1), r"^close\(\) takes no arguments \(1 given\)$"),
+    (lambda t, c: t.bind(1, 2, 3, 4), r"^bind\(\) takes at most 3 arguments \(4 given\)$"),
+    (lambda t, c: t.insert(1), r"^insert\(\) takes no arguments \(1 given\)$"),
+    (lambda t, c: t.kill(1, 2), r"^kill\(\) takes at most 1 argument \(2 given\)$"),
+    (lambda t, c: t.throw(), r"^throw\(\) missing required argument 'exc' \(pos 1\)$"),
+    (lambda t, c: t.throw(1, 2, 3, 4, 5), r"^throw\(\) takes at most 4 arguments \(5 given\)$"),
+    (lambda t, c: t.set_atomic(), r"^set_atomic\(\) takes exactly one argument \(0 given\)$"),
+    (lambda t, c: t.raise_exception(), r"^raise_exception\(\) takes at least 1 argument"),
+    (lambda t, c: stackless.getcurrent(1), r"^getcurrent\(\) takes no arguments \(1 given\)$"),
+    (lambda t, c: stackless.schedule(1, 2), r"^schedule\(\) takes at most 1 argument \(2 given\)$"),
+    (lambda t, c: stackless.get_thread_info(1, 2, 3),
+     r"^get_thread_info\(\) takes at most 2 arguments \(3 given\)$"),
+    (lambda t, c: stackless.set_schedule_callback(),
+     r"^set_schedule_callback\(\) takes exactly one argument \(0 given\)$"),
+])
+def test_argument_errors_read_like_stackless(call, message):
+    # Stackless's functions are C functions: their argument errors say so
+    t = tasklet(lambda: None)
+    with pytest.raises(TypeError, match=message):
+        call(t, channel())
+
+
+def test_module_contents_like_stackless():
+    ns = {}
+    exec("from stackless import *", ns)
+    assert ns["stackless"] is stackless
+    assert stackless.debug is False and stackless.getdebug() is False
+    assert stackless.uncollectables == [] and stackless.getuncollectables() == []
+    assert stackless.get_thread_info() == (stackless.getmain(), stackless.getcurrent(), 1)
