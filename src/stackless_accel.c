@@ -806,8 +806,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     if ((d = method_descr(channel, &receive_def)) == NULL)
         goto fail;
     Py_DECREF(d);
-    if (tasklet_accel_install(ns, tasklet, ts_rq) < 0
-            || refresh_callback(args[1], s_schedule_cb, &schedule_cb) < 0
+    if (refresh_callback(args[1], s_schedule_cb, &schedule_cb) < 0
             || refresh_callback(args[2], s_channel_cb, &channel_cb) < 0)
         goto fail;
     PyObject *sched = PyObject_GetAttrString(mod, "schedule");
@@ -821,8 +820,10 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     Py_XDECREF(sw);
     Py_XDECREF(set_s);
     Py_XDECREF(set_c);
-    if (replaced == NULL)
+    if (replaced == NULL || tasklet_accel_install(ns, tasklet, ts_rq, replaced) < 0) {
+        Py_XDECREF(replaced);
         goto fail;
+    }
     sched_dict = Py_NewRef(args[1]);
     chan_dict = Py_NewRef(args[2]);
     Py_DECREF(tasklet);

@@ -27,10 +27,12 @@ static int tpl_n;
 
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
                   t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
-static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *registry;
+static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *py_idle_target,
+                *registry;
 static PyObject *s_setup, *s_bind, *empty_tuple;
 static PyObject *setup_descr;           /* our C setup(), as tasklet.setup */
 static PyCFunction deque_append;        /* deque.append's C function (METH_O) */
+static PyCFunction deque_popleft;       /* deque.popleft's (METH_NOARGS) */
 static PyTypeObject *deque_type;
 
 /* --- __new__ --------------------------------------------------------------- */
@@ -202,6 +204,68 @@ static PyMethodDef setup_def = {"setup", (PyCFunction)(void (*)(void))tasklet_se
 static PyMethodDef call_def = {"__call__", (PyCFunction)(void (*)(void))tasklet_call,
     METH_FASTCALL | METH_KEYWORDS, "Same as setup() (C version)."};
 
+/* --- _finish(ts, self, error) -------------------------------------------------
+ * The dying tasklet's way out, in the usual case: no uncaught error and
+ * the tasklet first in the run queue, as a running tasklet is.  The
+ * Python _finish is idempotent, so for anything else it simply runs after
+ * whatever steps were done here. */
+
+/* _unregister(self) */
+static int unregister_alive(PyObject *self, PyObject *ts)
+{
+    PyObject *d = PyDict_GetItemWithError(registry, slot(ts, ts_thread_id));
+    if (d == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *key = PyLong_FromVoidPtr(self);
+    if (key == NULL)
+        return -1;
+    Py_INCREF(d);
+    int rc = PyDict_Check(d) ? PyDict_DelItem(d, key) : 0;
+    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();          /* d.pop(id(self), None) */
+        rc = 0;
+    }
+    Py_DECREF(d);
+    Py_DECREF(key);
+    return rc;
+}
+
+static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || args[2] != Py_None)
+        return PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
+    PyObject *ts = args[0], *self = args[1];
+    /* what the tasklet holds goes first, while it still lives: the
+     * finalizers this runs may use the scheduler */
+    set_slot(self, t_func, Py_None);
+    set_slot(self, t_context, Py_None);
+    set_slot(self, t_tempval, Py_None);
+    PyObject *rq = slot(ts, ts_rq);
+    if (!Py_IS_TYPE(rq, deque_type) || Py_SIZE(rq) == 0)
+        return PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
+    PyObject *first = PySequence_GetItem(rq, 0);
+    Py_XDECREF(first);
+    if (first != self)
+        return first == NULL ? NULL : PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
+    Py_INCREF(rq);
+    PyObject *gone = deque_popleft(rq, NULL);
+    if (gone == NULL) {
+        Py_DECREF(rq);
+        return NULL;
+    }
+    set_slot(self, t_scheduled, Py_False);
+    set_slot(self, t_alive, Py_False);
+    Py_DECREF(gone);                    /* self: its stack still holds it */
+    PyObject *nxt = unregister_alive(self, ts) < 0 ? NULL
+        : Py_SIZE(rq) > 0 && Py_IS_TYPE(rq, deque_type) ? PySequence_GetItem(rq, 0)
+        : PyObject_Vectorcall(py_idle_target, args, 2, NULL);
+    Py_DECREF(rq);
+    return nxt;
+}
+
+static PyMethodDef finish_def = {"_finish", (PyCFunction)(void (*)(void))tasklet_finish,
+    METH_FASTCALL, "Make the dying tasklet dead and return the tasklet to resume (C version)."};
+
 /* --- install ---------------------------------------------------------------- */
 
 static int immutable(PyObject *v)
@@ -254,14 +318,16 @@ static int put(PyObject *cls, PyMethodDef *def, PyObject **descr)
     return 0;
 }
 
-int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset)
+int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset, PyObject *replaced)
 {
-    PyObject *tstate = NULL, *coll = NULL, *app = NULL;
+    PyObject *tstate = NULL, *coll = NULL, *app = NULL, *pop = NULL;
     int rc = -1;
     tasklet_type = (PyTypeObject *)Py_NewRef(tasklet);
     ts_rq = rq_offset;
     if ((tstate = need(ns, "_ThreadState")) == NULL || (py_ts = need(ns, "_ts")) == NULL
             || (registry = need(ns, "_alive_registry")) == NULL
+            || (py_finish = need(ns, "_finish")) == NULL
+            || (py_idle_target = need(ns, "_idle_target")) == NULL
             || (py_new = PyObject_GetAttrString(tasklet, "__new__")) == NULL
             || (py_init = PyObject_GetAttrString(tasklet, "__init__")) == NULL
             || (py_bind = PyObject_GetAttrString(tasklet, "bind")) == NULL
@@ -271,14 +337,18 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset)
             || (empty_tuple = PyTuple_New(0)) == NULL
             || (coll = PyImport_ImportModule("collections")) == NULL
             || (deque_type = (PyTypeObject *)PyObject_GetAttrString(coll, "deque")) == NULL
-            || (app = PyObject_GetAttrString((PyObject *)deque_type, "append")) == NULL)
+            || (app = PyObject_GetAttrString((PyObject *)deque_type, "append")) == NULL
+            || (pop = PyObject_GetAttrString((PyObject *)deque_type, "popleft")) == NULL)
         goto done;
-    if (!PyDict_Check(registry) || !PyFunction_Check(py_bind) || !Py_IS_TYPE(app, &PyMethodDescr_Type)
-            || ((PyMethodDescrObject *)app)->d_method->ml_flags != METH_O) {
+    if (!PyDict_Check(registry) || !PyFunction_Check(py_bind)
+            || !Py_IS_TYPE(app, &PyMethodDescr_Type) || !Py_IS_TYPE(pop, &PyMethodDescr_Type)
+            || ((PyMethodDescrObject *)app)->d_method->ml_flags != METH_O
+            || ((PyMethodDescrObject *)pop)->d_method->ml_flags != METH_NOARGS) {
         rc = 0;         /* not what this code knows: keep the Python versions */
         goto done;
     }
     deque_append = ((PyMethodDescrObject *)app)->d_method->ml_meth;
+    deque_popleft = ((PyMethodDescrObject *)pop)->d_method->ml_meth;
     if ((t_func = slot_offset(tasklet, "_func")) < 0 || (t_args = slot_offset(tasklet, "_args")) < 0
             || (t_kwargs = slot_offset(tasklet, "_kwargs")) < 0
             || (t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
@@ -307,10 +377,17 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset)
     if (put(tasklet, &init_def, NULL) < 0 || put(tasklet, &setup_def, &setup_descr) < 0
             || put(tasklet, &call_def, NULL) < 0)
         goto done;
+    PyObject *fin = PyCFunction_New(&finish_def, NULL);
+    if (fin == NULL || PyDict_SetItemString(replaced, "_finish", fin) < 0) {
+        Py_XDECREF(fin);
+        goto done;
+    }
+    Py_DECREF(fin);
     rc = 0;
 done:
     Py_XDECREF(tstate);
     Py_XDECREF(coll);
     Py_XDECREF(app);
+    Py_XDECREF(pop);
     return rc;
 }
