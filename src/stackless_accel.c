@@ -70,32 +70,55 @@ static int discard(PyObject *r)
 
 
 /* d.<name>(*args) for a deque.  When d is a plain deque (stackless only
- * makes plain ones), the C function behind the method is called directly,
- * by its calling convention: the vectorcall of a method descriptor costs
- * more than deque's own code. */
+ * makes plain ones), the C function behind the method is called directly:
+ * install() took it from the method descriptor after checking its calling
+ * convention.  The vectorcall of a method descriptor costs more than
+ * deque's own code. */
 typedef PyObject *(*fast_fn)(PyObject *, PyObject *const *, Py_ssize_t);
+static PyCFunction fn_popleft, fn_append;       /* METH_NOARGS, METH_O */
+static fast_fn fn_insert, fn_rotate;            /* METH_FASTCALL */
 
 static PyObject *deque_call(PyObject *descr, PyObject *name, PyObject *d, PyObject *a, PyObject *b)
 {
     PyObject *args[3] = {d, a, b};
     size_t n = b != NULL ? 3 : a != NULL ? 2 : 1;
-    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type)) {
-        PyMethodDef *m = ((PyMethodDescrObject *)descr)->d_method;
-        switch (m->ml_flags) {
-        case METH_NOARGS:
-            if (n == 1)
-                return m->ml_meth(d, NULL);
-            break;
-        case METH_O:
-            if (n == 2)
-                return m->ml_meth(d, a);
-            break;
-        case METH_FASTCALL:
-            return ((fast_fn)(void (*)(void))m->ml_meth)(d, args + 1, (Py_ssize_t)n - 1);
-        }
-        return PyObject_Vectorcall(descr, args, n, NULL);
+    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type) && fn_popleft != NULL) {
+        if (descr == d_popleft)
+            return fn_popleft(d, NULL);
+        if (descr == d_append)
+            return fn_append(d, a);
+        if (descr == d_insert)
+            return fn_insert(d, args + 1, 2);
+        if (descr == d_rotate)
+            return fn_rotate(d, args + 1, 1);
     }
+    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type))
+        return PyObject_Vectorcall(descr, args, n, NULL);
     return PyObject_VectorcallMethod(name, args, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* The C function of a deque method with the given calling convention, or
+ * NULL (another Python: the descriptors are called instead). */
+static PyCFunction deque_method(PyObject *descr, int flags)
+{
+    if (!Py_IS_TYPE(descr, &PyMethodDescr_Type))
+        return NULL;
+    PyMethodDef *m = ((PyMethodDescrObject *)descr)->d_method;
+    return m->ml_flags == flags ? m->ml_meth : NULL;
+}
+
+/* q[0] (new reference): a deque's item straight from its sq_item */
+static PyObject *first_of(PyObject *q)
+{
+    if (Py_IS_TYPE(q, (PyTypeObject *)deque_type))
+        return Py_TYPE(q)->tp_as_sequence->sq_item(q, 0);
+    return PySequence_GetItem(q, 0);
+}
+
+/* len(q); a deque's length is its ob_size */
+static Py_ssize_t len_of(PyObject *q)
+{
+    return Py_IS_TYPE(q, (PyTypeObject *)deque_type) ? Py_SIZE(q) : PyObject_Size(q);
 }
 
 /* c.switch() or c.switch(to=to); a plain continulet switches through
@@ -163,9 +186,7 @@ PyObject *accel_thread_state(void)
 /* `len(d) > 1` for a deque; -1 on error */
 static int more_than_one(PyObject *d)
 {
-    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type))
-        return Py_SIZE(d) > 1;      /* a deque's length is its ob_size */
-    Py_ssize_t n = PyObject_Size(d);
+    Py_ssize_t n = len_of(d);
     return n < 0 ? -1 : n > 1;
 }
 
@@ -326,14 +347,14 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
             PyErr_SetString(PyExc_RuntimeError, "switch_trap");
             goto done;
         }
-        nxt = PySequence_GetItem(rq, 0);
+        nxt = first_of(rq);
         if (nxt == NULL)
             goto done;
         if (nxt == cur) {
             Py_CLEAR(nxt);
             if (discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0)
                 goto done;
-            if ((nxt = PySequence_GetItem(rq, 0)) == NULL)
+            if ((nxt = first_of(rq)) == NULL)
                 goto done;
         }
         if (do_switch(ts, cur, nxt) < 0)
@@ -410,6 +431,18 @@ static long small_int(PyObject *v, int *overflow)
     return PyLong_AsLongAndOverflow(v, overflow);
 }
 
+/* PyLong_FromLong(v), the usual -1, 0 and 1 without a call */
+static PyObject *small_long(long v)
+{
+    if (v == 0)
+        return Py_NewRef(zero);
+    if (v == 1)
+        return Py_NewRef(one);
+    if (v == -1)
+        return Py_NewRef(minus_one);
+    return PyLong_FromLong(v);
+}
+
 /* balance of a plain channel; -2 on overflow (the Python code handles it) */
 static long balance_of(PyObject *ch)
 {
@@ -427,6 +460,8 @@ static int plain_flag(PyObject *o, Py_ssize_t off)
         return 1;
     if (v == Py_False || v == NULL)
         return v == NULL ? -1 : 0;
+    if (v == zero)
+        return 0;
     if (PyLong_CheckExact(v)) {
         int overflow;
         long n = PyLong_AsLongAndOverflow(v, &overflow);
@@ -444,7 +479,7 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
                       PyObject *target, long balance, PyObject *value)
 {
     int sending = value != NULL;
-    PyObject *nb = PyLong_FromLong(balance + (sending ? 1 : -1));
+    PyObject *nb = small_long(balance + (sending ? 1 : -1));
     if (nb == NULL)
         return NULL;
     /* -- transaction */
@@ -473,14 +508,14 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
         return old;                     /* the sender's value */
     Py_XDECREF(old);                    /* the receiver's previous tempval */
     /* the receiver runs now; we go last */
-    PyObject *first = PySequence_GetItem(rq, 0);
+    PyObject *first = first_of(rq);
     if (first == NULL)
         return NULL;
     int rc = 0;
     if (first == cur)
         rc = discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL));
     Py_DECREF(first);
-    PyObject *nxt = rc < 0 ? NULL : PySequence_GetItem(rq, 0);
+    PyObject *nxt = rc < 0 ? NULL : first_of(rq);
     if (nxt == NULL)
         return NULL;
     if (nxt != cur)
@@ -498,7 +533,7 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
 static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
                            PyObject *rq, long balance, int dir, PyObject *value)
 {
-    PyObject *nb = PyLong_FromLong(balance + dir);
+    PyObject *nb = small_long(balance + dir);
     if (nb == NULL)
         return NULL;
     /* -- transaction */
@@ -524,14 +559,14 @@ static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *
     for (int i = 0; i < 3; i++)
         Py_XDECREF(olds[i]);
     Py_XDECREF(old);
-    PyObject *first = PySequence_GetItem(rq, 0), *nxt = NULL;
+    PyObject *first = first_of(rq), *nxt = NULL;
     int rc = -1;
-    if (first != NULL && first == cur && PyObject_Size(rq) > 1) {
+    if (first != NULL && first == cur && len_of(rq) > 1) {
         PyObject *gone = deque_call(d_popleft, s_popleft, rq, NULL, NULL);
         Py_XDECREF(gone);
         if (gone != NULL) {
             Py_DECREF(swap_slot(cur, t_scheduled, Py_False));
-            nxt = PySequence_GetItem(rq, 0);
+            nxt = first_of(rq);
             rc = nxt == NULL ? -1 : do_switch(ts, cur, nxt);
         }
     }
@@ -590,7 +625,7 @@ static PyObject *usual_partner(PyObject *ch, Op *op, int sending)
     long p = small_int(pref, &overflow);
     if (overflow || (sending ? p != -1 : p == 1))
         return NULL;
-    PyObject *target = PySequence_GetItem(op->queue, 0);
+    PyObject *target = first_of(op->queue);
     if (target == NULL)
         return NULL;
     if (slot(target, t_ts) != op->ts) {
@@ -606,10 +641,10 @@ static int usual_wait(PyObject *ch, Op *op)
 {
     if (plain_flag(ch, c_closing) != 0 || plain_flag(op->cur, t_block_trap) != 0)
         return 0;
-    Py_ssize_t n = PyObject_Size(op->rq);
+    Py_ssize_t n = len_of(op->rq);
     if (n < 2)
         return 0;
-    PyObject *first = PySequence_GetItem(op->rq, 0);
+    PyObject *first = first_of(op->rq);
     Py_XDECREF(first);
     return first == op->cur;
 }
@@ -633,7 +668,7 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
     int usual = op_begin(&op, ch);
     if (usual > 0 && op.balance < 0) {
         PyObject *target = usual_partner(ch, &op, 1);
-        PyObject *first = target == NULL ? NULL : PySequence_GetItem(op.rq, 0);
+        PyObject *first = target == NULL ? NULL : first_of(op.rq);
         Py_XDECREF(first);
         if (first == op.cur && first != NULL) {
             r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, value);
@@ -769,6 +804,11 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (d_insert = PyObject_GetAttrString(deque_type, "insert")) == NULL
             || (d_rotate = PyObject_GetAttrString(deque_type, "rotate")) == NULL)
         goto fail;
+    fn_append = deque_method(d_append, METH_O);
+    fn_insert = (fast_fn)(void (*)(void))deque_method(d_insert, METH_FASTCALL);
+    fn_rotate = (fast_fn)(void (*)(void))deque_method(d_rotate, METH_FASTCALL);
+    /* fn_popleft last: it says whether all four are there */
+    fn_popleft = fn_append && fn_insert && fn_rotate ? deque_method(d_popleft, METH_NOARGS) : NULL;
     if ((t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
             || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
             || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
