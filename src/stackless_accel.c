@@ -32,7 +32,7 @@ static const cont_capi *capi;
 static PyObject *sched_dict, *chan_dict;
 static PyObject *local;             /* stackless._local (threading.local) */
 static PyObject *bomb_type, *continulet_type;
-static PyObject *py_bootstrap, *py_launch, *py_tracing_out, *py_tracing_in;
+static PyObject *py_bootstrap, *py_tracing_out, *py_tracing_in;
 static PyObject *py_send, *py_receive, *py_schedule, *py_recover, *py_leave,
                 *py_raise_pending, *py_not_started;
 static PyObject *s_ts, *s_switch, *s_rotate, *s_popleft, *s_append, *s_insert,
@@ -192,6 +192,37 @@ static int more_than_one(PyObject *d)
 
 /* --- _switch(ts, cur, nxt) ------------------------------------------------- */
 
+/* From the main tasklet's stack: resume t, or start it in a new
+ * continulet (the C version of what _switch and _launch do there). */
+static int run_from_main(PyObject *t)
+{
+    PyObject *c = slot(t, t_cont);
+    if (c == Py_None) {
+        PyObject *args[2] = {py_bootstrap, t};
+        c = PyObject_Vectorcall(continulet_type, args, 2, NULL);
+        if (c == NULL)
+            return -1;
+        set_slot(t, t_cont, c);
+    }
+    else {
+        Py_INCREF(c);
+    }
+    PyObject *r = cont_switch(c, NULL);
+    if (r == NULL) {
+        /* it may not have started at all (see _not_started) */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *args[2] = {t, c};
+        PyObject *ok = PyObject_Vectorcall(py_not_started, args, 2, NULL);
+        if (ok == NULL)
+            PyErr_Clear();
+        Py_XDECREF(ok);
+        PyErr_Restore(type, value, tb);
+    }
+    Py_DECREF(c);
+    return discard(r);
+}
+
 static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
     PyObject *r;
@@ -219,35 +250,19 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
     if (cur_main < 0)
         return -1;
     if (cur_main) {
-        PyObject *c = slot(nxt, t_cont);
-        if (c == Py_None) {
-            PyObject *args[2] = {py_bootstrap, nxt};
-            c = PyObject_Vectorcall(continulet_type, args, 2, NULL);
-            if (c == NULL)
-                return -1;
-            set_slot(nxt, t_cont, c);
-        }
-        else {
-            Py_INCREF(c);
-        }
-        r = cont_switch(c, NULL);
-        if (r == NULL) {
-            /* it may not have started at all (see _not_started) */
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyObject *args[2] = {nxt, c};
-            PyObject *ok = PyObject_Vectorcall(py_not_started, args, 2, NULL);
-            if (ok == NULL)
-                PyErr_Clear();
-            Py_XDECREF(ok);
-            PyErr_Restore(type, value, tb);
-        }
-        Py_DECREF(c);
-        if (discard(r) < 0)
+        if (run_from_main(nxt) < 0)
             return -1;
-        while (slot(ts, ts_launch) != Py_None)
-            if (discard(PyObject_CallOneArg(py_launch, ts)) < 0)
+        /* _launch(ts) for each tasklet that a dying one passed on */
+        PyObject *t;
+        while ((t = slot(ts, ts_launch)) != Py_None) {
+            Py_INCREF(t);
+            set_slot(ts, ts_launch, Py_None);
+            set_slot(t, t_cont, Py_None);
+            int rc = run_from_main(t);
+            Py_DECREF(t);
+            if (rc < 0)
                 return -1;
+        }
     }
     else if ((nxt_main = slot_true(nxt, t_is_main)) != 0) {
         if (nxt_main < 0)
@@ -782,7 +797,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     if ((tasklet = need(ns, "tasklet")) == NULL || (channel = need(ns, "channel")) == NULL
             || (tstate = need(ns, "_ThreadState")) == NULL
             || (local = need(ns, "_local")) == NULL || (bomb_type = need(ns, "bomb")) == NULL
-            || (py_bootstrap = need(ns, "_bootstrap")) == NULL || (py_launch = need(ns, "_launch")) == NULL
+            || (py_bootstrap = need(ns, "_bootstrap")) == NULL
             || (py_tracing_out = need(ns, "_tracing_out")) == NULL
             || (py_tracing_in = need(ns, "_tracing_in")) == NULL
             || (py_schedule = need(ns, "schedule")) == NULL
