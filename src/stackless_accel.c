@@ -32,7 +32,7 @@ static const cont_capi *capi;
 static PyObject *sched_dict, *chan_dict;
 static PyObject *local;             /* stackless._local (threading.local) */
 static PyObject *bomb_type, *continulet_type;
-static PyObject *py_bootstrap, *py_tracing_out, *py_tracing_in;
+static PyObject *py_bootstrap, *py_tracing_out, *py_tracing_in, *py_switch;
 static PyObject *py_send, *py_receive, *py_schedule, *py_recover, *py_leave,
                 *py_raise_pending, *py_not_started;
 static PyObject *s_ts, *s_switch, *s_rotate, *s_popleft, *s_append, *s_insert,
@@ -225,14 +225,27 @@ static int run_from_main(PyObject *t)
 
 static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
+    if (slot(ts, ts_timeout) != Py_None) {
+        /* under run(timeout) the Python switch decides whether a spent
+           soft timeout sends this switch to the waiting run() instead */
+        PyObject *args[3] = {ts, cur, nxt};
+        return discard(PyObject_Vectorcall(py_switch, args, 3, NULL));
+    }
     PyObject *r;
     if (schedule_cb != NULL) {
-        /* (the callback may replace itself) */
+        /* its error does not stop the switch (as in Stackless); the
+         * callback may replace itself */
         PyObject *cb = Py_NewRef(schedule_cb), *args[2] = {cur, nxt};
         r = PyObject_Vectorcall(cb, args, 2, NULL);
         Py_DECREF(cb);
-        if (discard(r) < 0)
-            return -1;
+        if (r == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return -1;
+            PyObject *where = PyUnicode_FromString("Error in scheduling callback");
+            PyErr_WriteUnraisable(where);
+            Py_XDECREF(where);
+        }
+        Py_XDECREF(r);
     }
     int tracing = slot_true(ts, ts_tracing);
     if (tracing < 0)
@@ -336,6 +349,21 @@ static PyObject *take_tempval(PyObject *t, int clear)
     return v;
 }
 
+/* _recover(ts, cur) after an error; returns -1 with the error kept */
+static int recover(PyObject *ts, PyObject *cur)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *args[2] = {ts, cur};
+    PyObject *r = PyObject_Vectorcall(py_recover, args, 2, NULL);
+    /* a second error (a second signal) does not replace the first */
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+    return -1;
+}
+
 /* --- schedule(retval=None) ------------------------------------------------- */
 
 static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t nargs,
@@ -369,11 +397,15 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
             Py_CLEAR(nxt);
             if (discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0)
                 goto done;
-            if ((nxt = first_of(rq)) == NULL)
+            if ((nxt = first_of(rq)) == NULL) {
+                recover(ts, cur);
                 goto done;
+            }
         }
-        if (do_switch(ts, cur, nxt) < 0)
+        if (do_switch(ts, cur, nxt) < 0) {
+            recover(ts, cur);
             goto done;
+        }
     }
     result = take_tempval(cur, 0);
 done:
@@ -394,21 +426,6 @@ done:
  * consistent (a __del__ may use channels).  With the GIL held no lock is
  * needed.  If the switch that follows fails, _recover() makes the running
  * tasklet current again and takes it off the channel. */
-
-/* _recover(ts, cur) after an error; returns -1 with the error kept */
-static int recover(PyObject *ts, PyObject *cur)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *args[2] = {ts, cur};
-    PyObject *r = PyObject_Vectorcall(py_recover, args, 2, NULL);
-    /* a second error (a second signal) does not replace the first */
-    if (r == NULL)
-        PyErr_Clear();
-    Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
-    return -1;
-}
 
 /* The slot's old value, replaced by v: the caller drops it later. */
 static PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
@@ -800,6 +817,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (py_bootstrap = need(ns, "_bootstrap")) == NULL
             || (py_tracing_out = need(ns, "_tracing_out")) == NULL
             || (py_tracing_in = need(ns, "_tracing_in")) == NULL
+            || (py_switch = need(ns, "_switch")) == NULL
             || (py_schedule = need(ns, "schedule")) == NULL
             || (py_recover = need(ns, "_recover")) == NULL || (py_leave = need(ns, "_leave")) == NULL
             || (py_raise_pending = need(ns, "_raise_pending")) == NULL

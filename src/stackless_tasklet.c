@@ -27,8 +27,7 @@ static int tpl_n;
 
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
                   t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
-static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *py_idle_target,
-                *registry;
+static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
 static PyObject *s_setup, *s_bind, *empty_tuple;
 static PyObject *setup_descr;           /* our C setup(), as tasklet.setup */
 static PyCFunction deque_append;        /* deque.append's C function (METH_O) */
@@ -256,9 +255,10 @@ static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t
     set_slot(self, t_scheduled, Py_False);
     set_slot(self, t_alive, Py_False);
     Py_DECREF(gone);                    /* self: its stack still holds it */
+    /* with nothing left to run, the Python code picks what runs next */
     PyObject *nxt = unregister_alive(self, ts) < 0 ? NULL
         : Py_SIZE(rq) > 0 && Py_IS_TYPE(rq, deque_type) ? PySequence_GetItem(rq, 0)
-        : PyObject_Vectorcall(py_idle_target, args, 2, NULL);
+        : PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
     Py_DECREF(rq);
     return nxt;
 }
@@ -327,7 +327,6 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
     if ((tstate = need(ns, "_ThreadState")) == NULL || (py_ts = need(ns, "_ts")) == NULL
             || (registry = need(ns, "_alive_registry")) == NULL
             || (py_finish = need(ns, "_finish")) == NULL
-            || (py_idle_target = need(ns, "_idle_target")) == NULL
             || (py_new = PyObject_GetAttrString(tasklet, "__new__")) == NULL
             || (py_init = PyObject_GetAttrString(tasklet, "__init__")) == NULL
             || (py_bind = PyObject_GetAttrString(tasklet, "bind")) == NULL

@@ -55,6 +55,16 @@ def getdebug() -> bool:
     return debug
 
 
+def __reduce__() -> str:
+    """The module pickles by name, as Stackless's does."""
+    return __name__
+
+
+def __reduce_ex__(protocol: int = 0) -> str:
+    """The module pickles by name, as Stackless's does."""
+    return __name__
+
+
 def getuncollectables() -> list:
     """Stackless's tasklets that its garbage collector could not free: none
     here (a tasklet's stack is an ordinary object to the collector)."""

@@ -57,7 +57,7 @@ class channel:
         self._queue: deque = deque()
         self._balance = 0
         self._preference = -1
-        self._schedule_all = False
+        self._schedule_all = 0
         self._closing = False
 
     # -- waiting queue --------------------------------------------------------
@@ -241,6 +241,8 @@ class channel:
     def __next__(self, *_more: Any) -> Any:
         if _more:
             raise _no_args("__next__", _more)
+        if self._closing and self._balance <= 0:
+            raise StopIteration     # no sender left to receive from
         return self.receive()
 
     # -- attributes -----------------------------------------------------------
@@ -286,17 +288,20 @@ class channel:
 
     @preference.setter
     def preference(self, value: int) -> None:
-        value = int(value)
-        self._preference = value if value in (-1, 0, 1) else (1 if value > 0 else -1)
+        if not isinstance(value, int):
+            raise TypeError("preference must be set to an integer")
+        self._preference = 1 if value > 0 else -1 if value < 0 else 0
 
     @property
-    def schedule_all(self) -> bool:
-        """When true, every channel operation lets the next tasklet run."""
+    def schedule_all(self) -> int:
+        """1 when every channel operation lets the next tasklet run, else 0."""
         return self._schedule_all
 
     @schedule_all.setter
-    def schedule_all(self, value: bool) -> None:
-        self._schedule_all = bool(value)
+    def schedule_all(self, value: int) -> None:
+        if not isinstance(value, int):
+            raise TypeError("schedule_all must be set to a bool or integer")
+        self._schedule_all = 1 if value else 0
 
     def __repr__(self) -> str:
         return "<%s.%s object at %#x balance=%d>" % (

@@ -9,6 +9,8 @@ import _thread
 from typing import Any
 
 _DEADLOCK = "Deadlock: the last runnable tasklet cannot be blocked."
+_MAIN_RECEIVING = "the main tasklet is receiving without a sender available."
+_MAIN_SENDING = "the main tasklet is sending without a receiver available."
 _CLOSED = "Send/receive operation on a closed channel"
 _BLOCK_TRAP = "this tasklet does not like to be blocked."
 _NOT_RESTORABLE = ("this tasklet was pickled while it was running; a hard-switched "

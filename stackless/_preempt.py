@@ -98,6 +98,13 @@ class _Preempt:
         return (self.soft and not self.fired and self.ticks >= self.timeout
                 and not cur._atomic and cur is not self.watchdog)
 
+    def soft_interrupt(self, ts: Any) -> Any:
+        """At a switch after the soft budget ran out: the waiting ``run()``
+        runs first (and returns None); the run queue stays as it is."""
+        self.fired = True
+        _make_runnable_first(ts, self.watchdog)
+        return self.watchdog
+
     def interrupt(self, ts: Any, cur: Any) -> None:
         """Take ``cur`` off the run queue and resume the waiting ``run()``."""
         self.fired = True

@@ -57,9 +57,9 @@ def schedule(retval: Any = None, *_more: Any) -> Any:
     cur = ts.current
     cur._tempval = cur if retval is None else retval
     rq = ts.rq
-    if ts.timeout is not None and ts.timeout.soft_due(cur):
-        ts.timeout.interrupt(ts, cur)
-    elif len(rq) > 1:
+    pre = ts.timeout
+    # a spent soft timeout interrupts here even when nothing else is runnable
+    if len(rq) > 1 or (pre is not None and pre.soft_due(cur)):
         if ts.trap:
             raise RuntimeError("switch_trap")
         try:

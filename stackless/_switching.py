@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from _continuation import continulet, permute
 
-from stackless._common import (TaskletExit, _DEADLOCK, _NOARG, _PYPY, _getframe, _index,
-                               _no_args, _one_arg, _own_module, bomb)
+from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG,
+                               _PYPY, _getframe, _index, _no_args, _one_arg, _own_module,
+                               bomb)
 from stackless._threads import _ThreadState, _states, _unregister
 
 if TYPE_CHECKING:
@@ -41,9 +42,15 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
     other tasklet's continulet holds that tasklet's own stack; while a
     non-main tasklet X runs, X's continulet holds the main tasklet's stack.
     The three switch forms below keep that invariant.
+
+    Under ``run(timeout, soft=True)`` whose budget is spent, the switch goes
+    to the waiting ``run()`` instead, everything else staying as it is.
     """
+    pre = ts.timeout
+    if pre is not None and nxt is not pre.watchdog and pre.soft_due(cur):
+        nxt = pre.soft_interrupt(ts)
     if _schedule_cb is not None:
-        _schedule_cb(cur, nxt)
+        _call_schedule_cb(cur, nxt)
     if ts.tasklet_tracing:
         _tracing_out(ts, cur)
     ts.current = nxt
@@ -86,6 +93,40 @@ def _raise_pending(ts: _ThreadState) -> None:
     switched away (see _bootstrap)."""
     e, ts.pending = ts.pending, None
     raise e
+
+
+def _call_schedule_cb(prev: "tasklet", nxt: "tasklet") -> None:
+    """Call the schedule callback in ``prev``, before the switch.  As in
+    Stackless, its exception does not stop the switch: it is reported as
+    unraisable ("Error in scheduling callback")."""
+    try:
+        _schedule_cb(prev, nxt)
+    except Exception as e:
+        _write_unraisable(e, "Error in scheduling callback")
+
+
+_hook_args_type: Any = None
+
+
+def _write_unraisable(e: BaseException, where: str) -> None:
+    """Report ``e`` through ``sys.unraisablehook`` as C code reports an
+    error it cannot raise (``PyErr_WriteUnraisable(where)``)."""
+    global _hook_args_type
+    if _hook_args_type is None:
+        # the hook's argument type is not exposed: take it from one report
+        seen: list = []
+        hook, sys.unraisablehook = sys.unraisablehook, seen.append
+
+        class _Probe:
+            def __del__(self) -> None:
+                raise RuntimeError
+
+        try:
+            _Probe()
+        finally:
+            sys.unraisablehook = hook
+        _hook_args_type = type(seen[0])
+    sys.unraisablehook(_hook_args_type((type(e), e, e.__traceback__, None, where)))
 
 
 def _tracing_out(ts: _ThreadState, cur: "tasklet") -> None:
@@ -172,9 +213,9 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
             error = e
     try:
         if _schedule_cb is not None:
-            _schedule_cb(self, nxt)
+            _call_schedule_cb(self, nxt)
     except BaseException:
-        pass
+        pass    # (an asynchronous exception here has nowhere to go)
     # From here on no call may come before the switch: nxt is current.
     ts.current = nxt
     if _PYPY:
@@ -218,7 +259,7 @@ def _finish(ts: _ThreadState, self: "tasklet",
         return m
     if rq:
         return rq[0]
-    return _idle_target(ts, self)
+    return _idle_target(ts, self, True)
 
 
 def _launch(ts: _ThreadState) -> None:
@@ -284,13 +325,14 @@ def _others_can_wake(ts: _ThreadState) -> bool:
     return others > stuck
 
 
-def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
+def _idle_target(ts: _ThreadState, cur: "tasklet", dying: bool = False) -> "tasklet":
     """The run queue is empty and ``cur`` left it: find what runs next.
 
     A waiting ``run()`` is woken first (unless it asked for ``threadblock``);
-    then, while other threads may send us work, this thread sleeps; otherwise
-    the main tasklet is revived.  If the main tasklet is the one that leaves,
-    that is a deadlock and ``RuntimeError`` is raised in it.
+    then, while other threads may send us work, this thread sleeps.
+    Otherwise it is a deadlock, and as in Stackless ``RuntimeError`` is
+    raised in ``cur``, the tasklet that blocks last, unless it is ``dying``:
+    then the main tasklet is revived, taken off its channel with an error.
     """
     rq = ts.rq
     while True:
@@ -313,13 +355,14 @@ def _idle_target(ts: _ThreadState, cur: "tasklet") -> "tasklet":
         wd = ts.watchdogs.pop()[0]
         _make_runnable_first(ts, wd)
         return wd
-    m = ts.main
-    if m is cur:
+    if not dying:
         raise RuntimeError(_DEADLOCK)
+    m = ts.main
     blocked = m._blocked
     _make_runnable_first(ts, m)
     if blocked:
-        m._tempval = bomb(RuntimeError, RuntimeError(_DEADLOCK), None)
+        e = RuntimeError(_MAIN_RECEIVING if blocked < 0 else _MAIN_SENDING)
+        m._tempval = bomb(RuntimeError, e, None)
     return m
 
 

@@ -13,7 +13,7 @@ from stackless._common import (TaskletExit, _NOARG, _OWN_GLOBALS, _PYPY, _RUNNIN
                                _at_least_one, _at_most, _get_ident, _getframe, _index,
                                _make_exception, _no_args, _one_arg, _own_module, bomb)
 from stackless._switching import _bootstrap, _recover, _switch, _take_tempval
-from stackless._threads import _ThreadState, _register, _states, _ts, _unregister
+from stackless._threads import _ThreadState, _register, _states, _ts, _ts_of, _unregister
 
 if _PYPY:
     from stackless._common import _get_ctx, _set_ctx
@@ -128,6 +128,8 @@ class tasklet:
         self._tempval = None
 
     def _make_alive(self) -> None:
+        if self._ts.ended:
+            raise RuntimeError("Target thread isn't initialized")
         if not self._alive:
             self._alive = True
             self._started = False
@@ -161,6 +163,8 @@ class tasklet:
         """Append the tasklet to the end of its thread's run queue."""
         if _more:
             raise _no_args("insert", _more)
+        if self._ts.ended:
+            raise RuntimeError("Target thread isn't initialized")
         if self._blocked:
             raise RuntimeError("You cannot run a blocked tasklet")
         if not self._alive:
@@ -203,13 +207,18 @@ class tasklet:
         return self._run(True)
 
     def _run(self, pause: bool) -> Any:
+        if self._ts.ended:
+            raise RuntimeError("tasklet has no thread")
         if self._blocked:
             raise RuntimeError("You cannot run a blocked tasklet")
         if not self._alive:
             raise RuntimeError("You cannot run an unbound(dead) tasklet")
         ts = _ts()
         if self._ts is not ts:
-            raise RuntimeError("You cannot run a tasklet of another thread")
+            if pause:
+                raise RuntimeError("can't switch to a different thread.")
+            self._run_remote()
+            return None
         cur = ts.current
         if self is cur:
             return None
@@ -231,6 +240,20 @@ class tasklet:
             _recover(ts, cur)
             raise
         return _take_tempval(cur)
+
+    def _run_remote(self) -> None:
+        """``run()`` of a tasklet of another thread: it runs next there."""
+        ts = self._ts
+        rq = ts.rq
+        with ts.cond:
+            if self._scheduled:
+                i = _index(rq, self)
+                if i >= 0:
+                    del rq[i]
+            # right after that thread's running tasklet, if it is scheduled
+            rq.insert(1 if rq and rq[0] is ts.current else 0, self)
+            self._scheduled = True
+            ts.cond.notify()
 
     def kill(self, pending: bool = False, *_more: Any) -> None:
         """Raise :class:`TaskletExit` in the tasklet (see :meth:`throw`)."""
@@ -264,6 +287,8 @@ class tasklet:
         if not self._alive:
             if isinstance(e, TaskletExit):
                 return None
+            if self._ts.ended:
+                raise RuntimeError("tasklet has no thread")
             raise RuntimeError("You cannot throw to a dead tasklet")
         ts = _ts()
         if self is ts.current:
@@ -303,20 +328,24 @@ class tasklet:
         """Move an unstarted, unscheduled tasklet to another thread."""
         if _more:
             raise _at_most("bind_thread", 1, _more)
-        if thread_id is None or thread_id == -1:
+        if thread_id is None:
             thread_id = _get_ident()
-        if self._ts.thread_id == thread_id and not self._orphaned:
+        elif not isinstance(thread_id, int):
+            raise TypeError("thread_id must be an integer")
+        elif thread_id < 0:
+            raise OverflowError("can't convert negative value to unsigned int")
+        elif thread_id >= 1 << 64:
+            raise OverflowError("Python int too large to convert to C unsigned long")
+        if self._ts.thread_id == thread_id and not self._orphaned and not self._ts.ended:
             return
-        if self._started and self._alive:
-            raise RuntimeError("can't (re)bind a tasklet that has started")
         if self._scheduled or self._blocked:
-            raise RuntimeError("can't (re)bind a scheduled tasklet")
-        ts = _states.get(thread_id)
+            raise RuntimeError("can't (re)bind a runnable tasklet")
+        ts = _ts_of(thread_id)
         if ts is None:
-            if thread_id == _get_ident():
-                ts = _ts()
-            else:
-                raise ValueError("bad thread id: no stackless scheduler in that thread")
+            raise ValueError("bad thread")
+        if self._started and self._alive:
+            # its stack belongs to the thread it runs in
+            raise RuntimeError("can't (re)bind a tasklet that has started")
         if self._alive:
             _unregister(self)
         self._ts = ts
@@ -454,12 +483,12 @@ class tasklet:
     @property
     def is_current(self) -> bool:
         """True for the running tasklet of its thread."""
-        return self._ts.current is self and not self._orphaned
+        return self._ts.current is self and not self._orphaned and not self._ts.ended
 
     @property
     def thread_id(self) -> int:
         """The id of the thread the tasklet belongs to; -1 after it ended."""
-        return -1 if self._orphaned else self._ts.thread_id
+        return -1 if self._orphaned or self._ts.ended else self._ts.thread_id
 
     @property
     def tempval(self) -> Any:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Optional
@@ -22,10 +23,14 @@ class _ThreadState:
 
     __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "cond",
                  "trap", "idle", "timeout", "launch", "tasklet_tracing",
-                 "pending", "__weakref__")
+                 "pending", "ended", "__weakref__")
 
-    def __init__(self) -> None:
-        self.thread_id = _get_ident()
+    def __init__(self, thread_id: Optional[int] = None) -> None:
+        # another thread's id when get_thread_info() asks about a thread
+        # that has not used stackless yet
+        self.thread_id = _get_ident() if thread_id is None else thread_id
+        # True once the thread ended: its tasklets report thread_id -1
+        self.ended = False
         # rq holds the runnable tasklets; when the running tasklet is
         # scheduled it is rq[0].
         self.rq: deque = deque()
@@ -58,7 +63,9 @@ _states: "dict[int, _ThreadState]" = {}
 
 
 def _new_ts() -> _ThreadState:
-    ts = _ThreadState()
+    ts = _states.get(_get_ident())
+    if ts is None or ts.ended or ts is getattr(_local, "ts", None):
+        ts = _ThreadState()     # else: made by get_thread_info(), adopt it
     _local.ts = ts
     _local.reaper = _ThreadReaper(ts)
     _states[ts.thread_id] = ts
@@ -161,6 +168,7 @@ def _kill_all(ts: _ThreadState) -> None:
 
 def _orphan_all(ts: _ThreadState) -> None:
     """Forget the tasklets of a thread that ended: they report thread_id -1."""
+    ts.ended = True
     d = _alive_registry.pop(ts.thread_id, None)
     if d:
         for t in d.values():
@@ -181,15 +189,26 @@ def get_thread_info(thread_id: Optional[int] = None, flags: int = 0, *_more: Any
     """Return ``(main, current, runcount)`` for a thread's scheduler."""
     if _more:
         raise _at_most("get_thread_info", 2, _more)
-    if thread_id is None:
+    if thread_id is None or thread_id == -1:
         thread_id = _get_ident()
-    if thread_id == _get_ident():
-        ts = _ts()
-    else:
-        ts = _states.get(thread_id)
-        if ts is None:
-            raise ValueError("unknown thread id")
+    ts = _ts_of(thread_id)
+    if ts is None:
+        raise RuntimeError("Thread id not found")
     return (ts.main, ts.current, len(ts.rq))
+
+
+def _ts_of(thread_id: int) -> Optional[_ThreadState]:
+    """The scheduler of a live thread, made now if the thread has none yet;
+    None for a thread that does not exist (any more)."""
+    if thread_id == _get_ident():
+        return _ts()
+    if thread_id not in sys._current_frames():
+        return None
+    ts = _states.get(thread_id)
+    if ts is not None and not ts.ended:
+        return ts
+    # the thread adopts it when it first uses stackless (_new_ts)
+    return _states.setdefault(thread_id, _ThreadState(thread_id))
 
 
 def getthreads(*_more: Any) -> list:

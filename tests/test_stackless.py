@@ -583,13 +583,43 @@ def test_deadlock_main_blocks():
 
 
 def test_deadlock_when_last_tasklet_blocks_while_main_waits():
+    # as in Stackless: the tasklet that blocks last gets the error; here it
+    # does not catch it, so it dies and main gets it as its uncaught error
     a, b = channel(), channel()
     t = tasklet(b.receive)()
     with pytest.raises(RuntimeError, match=DEADLOCK):
         a.receive()
-    assert a.balance == 0 and b.balance == -1 and t.blocked
-    b.send(None)
-    assert not t.alive
+    assert a.balance == 0 and b.balance == 0 and not t.alive
+
+
+def test_deadlock_is_raised_in_the_tasklet_that_blocks_last():
+    main_ch = channel()
+    got = []
+
+    def task(op):
+        c = channel()
+        try:
+            c.send(1) if op == "send" else c.receive()
+        except RuntimeError as e:
+            got.append(str(e))
+        main_ch.send(None)
+
+    for op in ("send", "receive"):
+        tasklet(task)(op)
+        assert main_ch.receive() is None
+    assert got == [DEADLOCK, DEADLOCK]
+
+
+@pytest.mark.parametrize("op, message", [
+    ("receive", "the main tasklet is receiving without a sender available."),
+    ("send", "the main tasklet is sending without a receiver available."),
+])
+def test_blocked_main_is_woken_when_the_last_tasklet_ends(op, message):
+    c = channel()
+    tasklet(lambda: None)()
+    with pytest.raises(RuntimeError) as info:
+        c.send(1) if op == "send" else c.receive()
+    assert str(info.value) == message and c.balance == 0
 
 
 def test_run_returns_when_all_blocked():
@@ -1332,10 +1362,33 @@ def test_soft_timeout_interrupts_only_at_schedule():
 
     t = tasklet(f)()
     r = stackless.run(50, soft=True)
-    assert r is t and out == ["loop done"]
-    t.insert()
+    # as in Stackless: run() returns None and the tasklet stays scheduled
+    assert r is None and out == ["loop done"]
+    assert t.scheduled and stackless.getruncount() == 2
     stackless.run()
     assert out == ["loop done", "after schedule"]
+
+
+def test_soft_timeout_interrupts_at_a_channel_switch():
+    # a soft timeout ends run() at the next switch of any kind, not only at
+    # schedule(): a ring of tasklets that only talk through channels
+    chans = [channel() for i in range(3)]
+
+    def ring(i):
+        if i:
+            chans[i].receive()
+        while True:
+            for _ in range(200):
+                pass
+            chans[(i + 1) % 3].send(None)
+            chans[i].receive()
+
+    ts = [tasklet(ring)(i) for i in range(3)]
+    for _ in range(3):
+        assert stackless.run(1000, soft=True, totaltimeout=True) is None
+        assert stackless.getruncount() in (2, 3)
+    for t in ts:
+        t.kill()
 
 
 def test_totaltimeout():
@@ -1545,9 +1598,92 @@ def test_bind_thread_moves_unstarted_tasklet():
 def test_bind_thread_refuses_started_tasklet():
     t = tasklet(stackless.schedule_remove)()
     stackless.run()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="^bad thread$"):      # as in Stackless
+        t.bind_thread(12345)
+    t.bind_thread()             # its own thread: nothing to do
+    go, done = threading.Event(), threading.Event()
+    th = threading.Thread(target=lambda: (go.set(), done.wait()))
+    th.start()
+    go.wait()
+    try:
+        # a hard-switched stack cannot move to another thread
+        with pytest.raises(RuntimeError, match="has started"):
+            t.bind_thread(th.ident)
+    finally:
+        done.set()
+        th.join()
+    t.kill()
+
+
+def test_bind_thread_errors_like_stackless():
+    t = tasklet(lambda: None)()
+    with pytest.raises(OverflowError):
+        t.bind_thread(-2)
+    with pytest.raises(OverflowError):
+        t.bind_thread(1 << 70)
+    t.bind_thread()             # runnable, but already in this thread
+    with pytest.raises(RuntimeError, match="^can't \\(re\\)bind a runnable tasklet$"):
         t.bind_thread(12345)
     t.kill()
+
+
+def test_tasklets_of_another_thread():
+    # run() schedules a paused tasklet of another thread there, first in line;
+    # switch() refuses; once the thread is gone its tasklets report -1
+    box, ready, done = [], threading.Event(), threading.Event()
+    ran_in = []
+
+    def body():
+        ran_in.append(threading.get_ident())
+
+    def thread_main():
+        box.append(tasklet(body)().remove())
+        box.append(tasklet(body)().remove())
+        ready.set()
+        while not done.is_set():
+            stackless.run()
+            time.sleep(0.001)
+
+    th = threading.Thread(target=thread_main)
+    th.start()
+    ready.wait()
+    t1, t2 = box
+    with pytest.raises(RuntimeError, match="^can't switch to a different thread.$"):
+        t1.switch()
+    assert t1.run() is None
+    for _ in range(1000):
+        if ran_in:
+            break
+        time.sleep(0.005)
+    assert ran_in == [th.ident] and not t1.alive
+    assert stackless.getruncount() == 1
+    done.set()
+    th.join()
+    assert t1.thread_id == -1 and t2.thread_id == -1 and not t2.alive
+    with pytest.raises(RuntimeError, match="^tasklet has no thread$"):
+        t2.run()
+    with pytest.raises(RuntimeError, match="^tasklet has no thread$"):
+        t2.throw(ValueError, pending=True)
+    with pytest.raises(RuntimeError, match="^Target thread isn't initialized$"):
+        t2.insert()
+    t2.kill()                   # a dead tasklet: nothing to do
+    t2.bind_thread()
+    assert t2.thread_id == threading.get_ident()
+
+
+def test_get_thread_info_of_a_thread_without_tasklets():
+    go, done = threading.Event(), threading.Event()
+    th = threading.Thread(target=lambda: (go.set(), done.wait()))
+    th.start()
+    go.wait()
+    try:
+        main, current, runcount = stackless.get_thread_info(th.ident)
+        assert main is current and runcount == 1 and main.thread_id == th.ident
+    finally:
+        done.set()
+        th.join()
+    with pytest.raises(RuntimeError, match="^Thread id not found$"):
+        stackless.get_thread_info(th.ident)
 
 
 def test_coroutine_throw_and_getcurrent_inside():
@@ -1602,3 +1738,24 @@ def test_module_contents_like_stackless():
     assert stackless.debug is False and stackless.getdebug() is False
     assert stackless.uncollectables == [] and stackless.getuncollectables() == []
     assert stackless.get_thread_info() == (stackless.getmain(), stackless.getcurrent(), 1)
+
+
+def test_channel_attribute_types_are_checked():
+    c = channel()
+    with pytest.raises(TypeError, match="^preference must be set to an integer$"):
+        c.preference = 2.5
+    with pytest.raises(TypeError, match="^schedule_all must be set to a bool or integer$"):
+        c.schedule_all = None
+    c.preference, c.schedule_all = -7, -1
+    assert (c.preference, c.schedule_all) == (-1, 1)
+    assert type(c.schedule_all) is int
+
+
+def test_iterating_a_closed_channel_stops():
+    c = channel()
+    tasklet(c.send)(1)
+    stackless.run()
+    c.close()
+    assert list(c) == [1]           # the waiting sender's value, then the end
+    with pytest.raises(ValueError, match="closed channel"):
+        c.receive()

@@ -264,3 +264,51 @@ def test_keyboardinterrupt_inside_a_channel_operation(kind):
         assert ch.balance == 0 and stackless.getruncount() == 1
         assert exchange(ch) == 7
     assert points > 3
+
+
+# -- closed channels (as Stackless 3.7 does them) ------------------------------
+
+def test_iterating_a_closing_channel_stops_when_no_sender_is_left():
+    ch = stackless.channel()
+    ch.close()
+    with pytest.raises(StopIteration):
+        next(ch)
+    sender = stackless.tasklet(ch.send)("last")   # a sender queued before the close
+    ch.open()
+    stackless.schedule()
+    ch.close()
+    assert ch.balance == 1 and not ch.closed
+    assert next(ch) == "last"
+    assert ch.closed and not sender.blocked
+    stackless.run()
+    assert not sender.alive
+    with pytest.raises(StopIteration):
+        next(ch)
+    receiver = stackless.tasklet(ch.receive)()      # a waiting receiver: still the end
+    ch.open()
+    stackless.schedule()
+    ch.close()
+    with pytest.raises(StopIteration):
+        next(ch)
+    receiver.kill()
+
+
+# -- the schedule callback --------------------------------------------------
+
+def test_schedule_callback_error_is_unraisable_and_the_switch_goes_on(monkeypatch):
+    reports, ran = [], []
+    monkeypatch.setattr(sys, "unraisablehook", reports.append)
+
+    def callback(prev, nxt):
+        assert stackless.getcurrent() is prev      # on prev's stack, before the switch
+        raise ZeroDivisionError("callback")
+    stackless.set_schedule_callback(callback)
+    t = stackless.tasklet(lambda: ran.append(stackless.getcurrent()))()
+    stackless.run()
+    stackless.set_schedule_callback(None)
+    assert ran == [t] and not t.alive
+    assert len(reports) == 2        # main -> t, and t -> main when it ends
+    for r in reports:
+        assert r.exc_type is ZeroDivisionError and str(r.exc_value) == "callback"
+        assert r.object == "Error in scheduling callback" and r.err_msg is None
+    assert_consistent()
