@@ -56,7 +56,8 @@ class Side:
     """How to start the worker under one interpreter."""
 
     def __init__(self, name: str, argv: list, cwd: str, worker: str,
-                 valgrind: Optional[list], outdir: str, env: Optional[dict] = None) -> None:
+                 valgrind: Optional[list], outdir: tuple, env: Optional[dict] = None,
+                 inner: Optional[list] = None) -> None:
         self.name = name
         self.argv = argv            # the interpreter (with any wrapper before it)
         self.cwd = cwd
@@ -64,6 +65,7 @@ class Side:
         self.valgrind = valgrind    # argv prefix that runs valgrind, or None
         self.outdir = outdir        # (host dir, dir as this side sees it)
         self.env = env
+        self.inner = inner or argv  # the interpreter as valgrind starts it
 
     def _run(self, argv: list, env_extra: dict) -> dict:
         env = dict(os.environ)
@@ -92,7 +94,7 @@ class Side:
         name = "cg-%s-%s-%d.out" % (self.name, workload, n)
         out_side = os.path.join(side_dir, name)
         self._run(self.valgrind + ["--tool=callgrind", "--callgrind-out-file=" + out_side]
-                  + self.argv + [self.worker, "run", workload, str(n)],
+                  + self.inner + [self.worker, "run", workload, str(n)],
                   {"PYTHONHASHSEED": "0"})
         with open(os.path.join(host_dir, name)) as f:
             for line in f:
@@ -139,7 +141,7 @@ def project_side(outdir: str, pyver: Optional[str], reinstall: bool) -> Side:
     return Side("project-" + pyver, wrap + [venv + "/bin/python"], ROOT,
                 "/src/benchmarks/slp_workloads.py",
                 (wrap + ["valgrind"]) if has_vg else None,
-                (outdir, "/src/" + rel))
+                (outdir, "/src/" + rel), inner=[venv + "/bin/python"])
 
 
 def verdict(r: Optional[float], goal: float) -> str:
