@@ -43,7 +43,7 @@ if platform.python_implementation() == "CPython":
     ext_modules.append(Extension(
         "_greenlet_accel",
         sources=["src/greenlet_accel.c"],
-        depends=["src/slots.h"],
+        depends=["src/slots.h", "src/capi.h"],
         extra_compile_args=cflags,
     ))
 
