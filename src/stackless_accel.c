@@ -190,6 +190,21 @@ static int more_than_one(PyObject *d)
     return n < 0 ? -1 : n > 1;
 }
 
+/* With an error set: call the Python helper func(a, b) that mends the
+ * state, keeping the error.  A second error (a second signal landing in
+ * the helper) does not replace the first. */
+static void mend(PyObject *func, PyObject *a, PyObject *b)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *args[2] = {a, b};
+    PyObject *r = PyObject_Vectorcall(func, args, 2, NULL);
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+}
+
 /* --- _switch(ts, cur, nxt) ------------------------------------------------- */
 
 /* From the main tasklet's stack: resume t, or start it in a new
@@ -208,17 +223,8 @@ static int run_from_main(PyObject *t)
         Py_INCREF(c);
     }
     PyObject *r = cont_switch(c, NULL);
-    if (r == NULL) {
-        /* it may not have started at all (see _not_started) */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyObject *args[2] = {t, c};
-        PyObject *ok = PyObject_Vectorcall(py_not_started, args, 2, NULL);
-        if (ok == NULL)
-            PyErr_Clear();
-        Py_XDECREF(ok);
-        PyErr_Restore(type, value, tb);
-    }
+    if (r == NULL)
+        mend(py_not_started, t, c);     /* it may not have started at all */
     Py_DECREF(c);
     return discard(r);
 }
@@ -352,15 +358,7 @@ static PyObject *take_tempval(PyObject *t, int clear)
 /* _recover(ts, cur) after an error; returns -1 with the error kept */
 static int recover(PyObject *ts, PyObject *cur)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *args[2] = {ts, cur};
-    PyObject *r = PyObject_Vectorcall(py_recover, args, 2, NULL);
-    /* a second error (a second signal) does not replace the first */
-    if (r == NULL)
-        PyErr_Clear();
-    Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
+    mend(py_recover, ts, cur);
     return -1;
 }
 

@@ -163,7 +163,10 @@ class channel:
         ts = _ts()
         cur = ts.current
         if _channel_cb is not None:
-            _channel_cb(self, cur, True, self._balance >= 0)
+            # as in Stackless: the callback finds the value in the sender's
+            # tempval, and its flags are ints
+            cur._tempval = value
+            _channel_cb(self, cur, 1, int(self._balance >= 0))
         if cur._tempval is not None:
             # what the sender held goes now: its __del__ may use channels
             cur._tempval = None
@@ -188,7 +191,7 @@ class channel:
         ts = _ts()
         cur = ts.current
         if _channel_cb is not None:
-            _channel_cb(self, cur, False, self._balance <= 0)
+            _channel_cb(self, cur, 0, int(self._balance <= 0))
         try:
             if self._balance > 0:
                 v = self._pair(ts, cur, False, None)

@@ -113,7 +113,9 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
     entry = [cur, bool(threadblock)]
     ts.watchdogs.append(entry)
     pre = None
-    if timeout and timeout > 0:
+    # Inside a run(timeout), the outermost one keeps counting and is the one
+    # interrupted (as in Stackless): a nested run() only waits.
+    if timeout and timeout > 0 and ts.timeout is None:
         pre = _Preempt(ts, cur, int(timeout), soft, ignore_nesting, totaltimeout,
                        ts.timeout)
         pre.start()
@@ -125,8 +127,17 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
             _switch(ts, cur, rq[0])
     finally:
         ts.current = cur    # whatever surfaced here, cur runs
-        if entry in ts.watchdogs:
-            ts.watchdogs.remove(entry)
+        wds = ts.watchdogs
+        for k in range(len(wds)):
+            if wds[k] is entry:
+                # the run()s nested in this one (woken by hand) end too
+                for inner in wds[k + 1:]:
+                    t = inner[0]
+                    if t._alive and not t._scheduled and not t._blocked:
+                        t._scheduled = True
+                        rq.append(t)
+                del wds[k:]
+                break
         if not cur._scheduled:
             rq.appendleft(cur)
             cur._scheduled = True

@@ -15,7 +15,7 @@ from _continuation import continulet, permute
 from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG,
                                _PYPY, _getframe, _index, _no_args, _one_arg, _own_module,
                                bomb)
-from stackless._threads import _ThreadState, _states, _unregister
+from stackless._threads import _ThreadState, _alive_registry, _states, _unregister
 
 if TYPE_CHECKING:
     from stackless._tasklet import tasklet
@@ -112,6 +112,10 @@ def _write_unraisable(e: BaseException, where: str) -> None:
     """Report ``e`` through ``sys.unraisablehook`` as C code reports an
     error it cannot raise (``PyErr_WriteUnraisable(where)``)."""
     global _hook_args_type
+    if _PYPY:
+        from __pypy__ import write_unraisable  # type: ignore
+        write_unraisable("in", e, where)     # its message: "Exception ignored in"
+        return
     if _hook_args_type is None:
         # the hook's argument type is not exposed: take it from one report
         seen: list = []
@@ -147,6 +151,18 @@ def _tracing_in(ts: _ThreadState, cur: "tasklet") -> None:
         sys.setprofile(cur._profile)
 
 
+def _tracing_per_tasklet(ts: _ThreadState, new: "tasklet") -> None:
+    """A tasklet starts while the thread has a trace or profile function: as
+    in Stackless, it is not the new tasklet's.  It stays with the tasklets
+    that ran until now, and from now on every switch swaps them."""
+    trace, profile = sys.gettrace(), sys.getprofile()
+    for t in [ts.main, *_alive_registry.get(ts.thread_id, {}).values()]:
+        if t is not new:
+            t._trace, t._profile = trace, profile
+    ts.tasklet_tracing = True
+    _tracing_in(ts, new)
+
+
 def _take_tempval(t: "tasklet") -> Any:
     """Return ``t``'s tempval, raising it if it is a bomb."""
     v = t._tempval
@@ -164,6 +180,8 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     self._frame = None
     if ts.tasklet_tracing:
         _tracing_in(ts, self)
+    elif ts.timeout is None and (sys.gettrace() is not None or sys.getprofile() is not None):
+        _tracing_per_tasklet(ts, self)
     if ts.timeout is not None:
         ts.timeout.resumed(self)
     self._started = True
@@ -200,6 +218,7 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     # gets it.  _finish is idempotent, so it is simply run again.
     nxt = None
     handler = _error_handler
+    tries = 0
     while nxt is None:
         try:
             if error is not None and handler is not None:
@@ -211,6 +230,13 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
             error = None
         except BaseException as e:  # the handler failed, or an async exception
             error = e
+            tries += 1
+            if tries > 3:
+                # not an interruption: a tasklet the GC has cleared, while
+                # the interpreter finalizes.  Never spin: end the stack.
+                if not sys.is_finalizing():
+                    _write_unraisable(e, "Error in tasklet end")
+                return None
     try:
         if _schedule_cb is not None:
             _call_schedule_cb(self, nxt)
@@ -252,10 +278,13 @@ def _finish(ts: _ThreadState, self: "tasklet",
     self._alive = False
     _unregister(self)
     if error is not None:
-        # An uncaught exception is re-raised in the main tasklet.
-        m = ts.main
+        # An uncaught exception is re-raised in the innermost waiting
+        # run() (a "watchdog"), else in the main tasklet.
+        b = bomb(type(error), error, error.__traceback__)
+        wds = ts.watchdogs
+        m = wds[-1][0] if wds else ts.main
         _make_runnable_first(ts, m)
-        m._tempval = bomb(type(error), error, error.__traceback__)
+        m._tempval = b
         return m
     if rq:
         return rq[0]

@@ -328,7 +328,7 @@ class tasklet:
         """Move an unstarted, unscheduled tasklet to another thread."""
         if _more:
             raise _at_most("bind_thread", 1, _more)
-        if thread_id is None:
+        if thread_id is None or thread_id == -1:
             thread_id = _get_ident()
         elif not isinstance(thread_id, int):
             raise TypeError("thread_id must be an integer")
@@ -566,6 +566,8 @@ class tasklet:
 
     @trace_function.setter
     def trace_function(self, value: Any) -> None:
+        if not self._alive:
+            raise RuntimeError("tasklet is not alive")
         ts = self._ts
         ts.tasklet_tracing = True   # from now on, each tasklet has its own
         self._trace = value
@@ -581,6 +583,8 @@ class tasklet:
 
     @profile_function.setter
     def profile_function(self, value: Any) -> None:
+        if not self._alive:
+            raise RuntimeError("tasklet is not alive")
         ts = self._ts
         ts.tasklet_tracing = True
         self._profile = value

@@ -130,14 +130,16 @@ def test_schedule_callback():
 
 def test_channel_callback():
     seen = []
-    stackless.set_channel_callback(lambda *a: seen.append(a))
+    stackless.set_channel_callback(lambda *a: seen.append(a + (a[1].tempval,)))
     assert stackless.get_channel_callback() is not None
     ch = channel()
     t = tasklet(ch.receive)()
     stackless.run()
     ch.send(3)
     stackless.set_channel_callback(None)
-    assert seen == [(ch, t, False, True), (ch, stackless.main, True, False)]
+    # as in Stackless: int flags, and the sender holds the value in tempval
+    assert seen == [(ch, t, 0, 1, None), (ch, stackless.main, 1, 0, 3)]
+    assert all(type(x) is int for s in seen for x in s[2:4])
 
 
 def test_switch_trap():
@@ -722,11 +724,12 @@ def test_set_ignore_nesting_and_block_trap():
 
 
 def test_trace_and_profile_function_attributes():
-    t = tasklet(lambda: None)
+    t = tasklet(lambda: None, ())      # alive (paused): it may have them
     t.trace_function = print
     t.profile_function = repr
     assert t.trace_function is print and t.profile_function is repr
     assert stackless.getcurrent().trace_function is sys.gettrace()
+    t.trace_function = t.profile_function = None    # before the fixture kills it
 
 
 def _in_own_thread(fn):
@@ -1622,6 +1625,7 @@ def test_bind_thread_errors_like_stackless():
     with pytest.raises(OverflowError):
         t.bind_thread(1 << 70)
     t.bind_thread()             # runnable, but already in this thread
+    t.bind_thread(-1)           # -1 is this thread too
     with pytest.raises(RuntimeError, match="^can't \\(re\\)bind a runnable tasklet$"):
         t.bind_thread(12345)
     t.kill()
@@ -1759,3 +1763,96 @@ def test_iterating_a_closed_channel_stops():
     assert list(c) == [1]           # the waiting sender's value, then the end
     with pytest.raises(ValueError, match="closed channel"):
         c.receive()
+
+
+def test_uncaught_error_goes_to_the_innermost_run():
+    got = []
+
+    def bad():
+        raise KeyError("inner")
+
+    def runner():
+        tasklet(bad)()
+        try:
+            stackless.run()
+        except KeyError as e:
+            got.append(e.args)
+
+    tasklet(runner)()
+    stackless.run()             # as in Stackless: the outer run() sees nothing
+    assert got == [("inner",)]
+
+
+def test_waking_an_outer_run_by_hand_ends_the_inner_ones():
+    out = []
+
+    def wake_main():
+        stackless.getmain().run()
+        out.append("wake_main")
+
+    def runner():
+        tasklet(wake_main)()
+        stackless.run()
+        out.append("inner run returned")
+
+    tasklet(runner)()
+    stackless.run()
+    # main's run() returned; the run() nested in it is runnable again
+    assert out == [] and stackless.getruncount() == 3
+    stackless.run()
+    assert out == ["wake_main", "inner run returned"]
+
+
+def test_nested_timeouts_interrupt_the_outermost_run():
+    order = []
+
+    def spin():
+        while True:
+            for _ in range(50):
+                pass
+            stackless.schedule()
+
+    def runner(depth):
+        if depth:
+            tasklet(runner)(depth - 1)
+        with stackless.atomic():
+            stackless.run(500, totaltimeout=True)
+            order.append(depth)
+        for t in spinners:
+            t.kill()
+
+    spinners = [tasklet(spin)(), tasklet(spin)()]
+    tasklet(runner)(2)
+    stackless.run()
+    assert order[0] == 2 and sorted(order) == [0, 1, 2]
+
+
+def test_a_new_tasklet_does_not_inherit_the_trace_function():
+    events = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is body.__code__:
+            events.append(event)
+        return tracer
+
+    def body():
+        stackless.schedule()
+
+    old = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        tasklet(body)()
+        stackless.run()
+        assert sys.gettrace() is tracer        # main keeps its own
+    finally:
+        sys.settrace(old)
+    assert events == []                         # as in Stackless
+
+
+def test_trace_function_of_a_dead_or_unbound_tasklet():
+    for t in (tasklet(), tasklet(lambda: None)):
+        assert t.trace_function is None and t.profile_function is None
+        with pytest.raises(RuntimeError, match="^tasklet is not alive$"):
+            t.trace_function = lambda *a: None
+        with pytest.raises(RuntimeError, match="^tasklet is not alive$"):
+            t.profile_function = lambda *a: None
