@@ -44,7 +44,7 @@ if platform.python_implementation() == "CPython":
                  "src/stk_x86_64.c", "src/stk_i386.c", "src/stk_aarch64.c",
                  "src/chunkcache.c"],
         include_dirs=["include", "src"],
-        depends=["include/stk.h", "src/pystate.h", "src/continulet.h", "src/chunkcache.h"],
+        depends=["include/stk.h", "src/pystate.h", "src/continulet.h", "src/chunkcache.h", "src/capi.h"],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
         define_macros=macros,
@@ -52,8 +52,8 @@ if platform.python_implementation() == "CPython":
     # optional: stackless runs without it (pure Python); see _install_accel
     ext_modules.append(Extension(
         "_stackless_accel",
-        sources=["src/stackless_accel.c"],
-        depends=["src/slots.h"],
+        sources=["src/stackless_accel.c", "src/stackless_tasklet.c"],
+        depends=["src/slots.h", "src/capi.h", "src/stackless_accel.h"],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
         define_macros=macros,
@@ -61,7 +61,7 @@ if platform.python_implementation() == "CPython":
     ext_modules.append(Extension(
         "_greenlet_accel",
         sources=["src/greenlet_accel.c", "src/greenlet_capi.c"],
-        depends=["src/slots.h", "src/greenlet_capi.h"],
+        depends=["src/slots.h", "src/greenlet_capi.h", "src/capi.h"],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
         define_macros=macros,

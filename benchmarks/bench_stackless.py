@@ -258,10 +258,9 @@ def _kick_targets(players: int, turns: int) -> list:
     return [rnd.randrange(players - 1) for _ in range(turns + 1)]
 
 
-def sl_hackysack(players: int, turns: int = TURNS) -> None:
+def sl_hackysack(players: int, turns: int, targets: list) -> None:
     chans = [stackless.channel() for _ in range(players)]
     done = stackless.channel()
-    targets = _kick_targets(players, turns)
     count = [0]
 
     def player(i):
@@ -287,11 +286,10 @@ def sl_hackysack(players: int, turns: int = TURNS) -> None:
     stackless.run()
 
 
-def gl_hackysack(players: int, turns: int = TURNS) -> None:
+def gl_hackysack(players: int, turns: int, targets: list) -> None:
     s = GreenletScheduler()
     chans = [GreenletChannel(s) for _ in range(players)]
     done = GreenletChannel(s)
-    targets = _kick_targets(players, turns)
     count = [0]
 
     def player(i):
@@ -317,8 +315,7 @@ def gl_hackysack(players: int, turns: int = TURNS) -> None:
     s.run()
 
 
-def aio_hackysack(players: int, turns: int = TURNS) -> None:
-    targets = _kick_targets(players, turns)
+def aio_hackysack(players: int, turns: int, targets: list) -> None:
 
     async def run():
         qs = [asyncio.Queue(1) for _ in range(players)]
@@ -347,10 +344,9 @@ def aio_hackysack(players: int, turns: int = TURNS) -> None:
     asyncio.run(run())
 
 
-def thr_hackysack(players: int, turns: int = TURNS) -> None:
+def thr_hackysack(players: int, turns: int, targets: list) -> None:
     qs = [queue.Queue(1) for _ in range(players)]
     done = queue.Queue(1)
-    targets = _kick_targets(players, turns)
     count = [0]
     lock = threading.Lock()
 
@@ -382,8 +378,12 @@ def thr_hackysack(players: int, turns: int = TURNS) -> None:
 # ---- RSS per blocked tasklet -------------------------------------------------
 
 def sl_blocked(n: int) -> list:
+    # blocked inside a Python function, as a real program waits
     ch = stackless.channel()
-    ts = [stackless.tasklet(ch.receive)() for _ in range(n)]
+
+    def waiter():
+        return ch.receive()
+    ts = [stackless.tasklet(waiter)() for _ in range(n)]
     stackless.run()
     return [ch, ts]
 
@@ -391,7 +391,10 @@ def sl_blocked(n: int) -> list:
 def gl_blocked(n: int) -> list:
     s = GreenletScheduler()
     ch = GreenletChannel(s)
-    gs = [s.spawn(ch.receive) for _ in range(n)]
+
+    def waiter():
+        return ch.receive()
+    gs = [s.spawn(waiter) for _ in range(n)]
     s.run()
     return [ch, gs, s]
 
@@ -482,11 +485,13 @@ def run(quick: bool = False) -> list:
         (AIO, aio_create, m), (THR, thr_create, m // 50)], m))
     turns = TURNS // scale
     for players in (10, 1_000, 10_000):
+        # one fixed sequence of targets, drawn outside the timed region
+        tg = _kick_targets(players, turns)
         impls = [
-            (SL, lambda k, p=players: sl_hackysack(p, turns), 1),
-            (GL, (lambda k, p=players: gl_hackysack(p, turns)) if gl else None, 1),
-            (AIO, lambda k, p=players: aio_hackysack(p, turns), 1),
-            (THR, (lambda k, p=players: thr_hackysack(p, turns // 10)) if players <= 1_000 else None, 1),
+            (SL, lambda k, p=players: sl_hackysack(p, turns, tg), 1),
+            (GL, (lambda k, p=players: gl_hackysack(p, turns, tg)) if gl else None, 1),
+            (AIO, lambda k, p=players: aio_hackysack(p, turns, tg), 1),
+            (THR, (lambda k, p=players: thr_hackysack(p, turns // 10, tg)) if players <= 1_000 else None, 1),
         ]
         name = "hackysack %d players (per turn)" % players
         values = {}

@@ -18,9 +18,11 @@
 #include <stdint.h>
 #include "slots.h"
 #include "greenlet_capi.h"
+#include "capi.h"
 
 static PyObject *local;                 /* the module's _tls (a _thread._local) */
-static PyObject *greenlet_type, *cont_type, *switch_descr, *kw_to, *s_ts, *s_switch;
+static PyObject *greenlet_type, *cont_type, *kw_to, *s_ts, *s_switch;
+static const cont_capi *capi;           /* _continuation's C switch */
 static PyObject *py_switch, *py_getcurrent, *py_refused, *py_after, *py_stripped;
 static Py_ssize_t g_c, g_ts, g_top, g_state;                 /* greenlet slots */
 static Py_ssize_t ts_current, ts_slow, ts_origin, ts_kills;  /* _ThreadState slots */
@@ -146,7 +148,7 @@ static PyObject *greenlet_switch(PyObject *self, PyObject *const *args, Py_ssize
     Py_DECREF(ts);
     PyObject *call[3] = {mc, value, target};
     PyObject *r = Py_IS_TYPE(mc, (PyTypeObject *)cont_type)
-        ? PyObject_Vectorcall(switch_descr, call, 2, kw_to)
+        ? capi->switch_to(mc, value, target)
         : PyObject_VectorcallMethod(s_switch, call,
                                     2 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw_to);
     Py_DECREF(value);
@@ -244,8 +246,12 @@ static PyObject *install(PyObject *mod, PyObject *ns)
             || (py_refused = need(ns, "_refused")) == NULL || (py_after = need(ns, "_after")) == NULL
             || (py_stripped = need(ns, "_stripped")) == NULL
             || (py_switch = PyObject_GetAttrString(greenlet, "switch")) == NULL
-            || (switch_descr = PyObject_GetAttrString(cont_type, "switch")) == NULL)
+            || (capi = cont_capi_import()) == NULL)
         goto fail;
+    if (!PyType_Check(cont_type) || !PyType_IsSubtype((PyTypeObject *)cont_type, capi->continulet_type)) {
+        PyErr_SetString(PyExc_TypeError, "_greenlet_accel: _Cont is not a continulet class");
+        goto fail;
+    }
     if ((g_c = slot_offset(greenlet, "_gl_c")) < 0 || (g_ts = slot_offset(greenlet, "_gl_ts")) < 0
             || (g_top = slot_offset(greenlet, "_gl_top")) < 0
             || (g_state = slot_offset(greenlet, "_gl_state")) < 0

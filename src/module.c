@@ -2,6 +2,7 @@
  * and the per-thread bookkeeping around the stk engine. */
 #include "continulet.h"
 #include "chunkcache.h"
+#include "capi.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -1025,6 +1026,15 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
+/* The capsule's switch: what Continulet_switch does after parsing.  No
+ * stack hint: the caller is C code, its arguments are not in a frame. */
+static PyObject *capi_switch(PyObject *c, PyObject *value, PyObject *to)
+{
+    return cont_switch((Continulet *)c, value, to, NULL);
+}
+
+static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch};
+
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_continuation",
@@ -1048,6 +1058,13 @@ PyMODINIT_FUNC PyInit__continuation(void)
         goto fail;
     if (cont_genlet_init(m) < 0)
         goto fail;
+    {
+        PyObject *cap = PyCapsule_New((void *)&capi, CONT_CAPI_NAME, NULL);
+        int bad = cap == NULL || PyModule_AddObjectRef(m, "_C_API", cap) < 0;
+        Py_XDECREF(cap);
+        if (bad)
+            goto fail;
+    }
     {
         PyObject *gc = PyImport_ImportModule("gc");
         PyObject *cbs = gc ? PyObject_GetAttrString(gc, "callbacks") : NULL;

@@ -27,6 +27,10 @@ static inline void set_slot(PyObject *o, Py_ssize_t off, PyObject *v)
 static inline int slot_true(PyObject *o, Py_ssize_t off)
 {
     PyObject *v = slot(o, off);
+    if (v == Py_False || v == Py_None)     /* the usual values, without a call */
+        return 0;
+    if (v == Py_True)
+        return 1;
     if (v == NULL) {
         PyErr_SetString(PyExc_AttributeError, "accelerator: a slot the Python code sets is unset");
         return -1;
@@ -37,7 +41,7 @@ static inline int slot_true(PyObject *o, Py_ssize_t off)
 /* The offset of the writable object slot `name` of class cls, read from
  * its member descriptor (subclasses keep it); -1 with TypeError if the
  * attribute is not such a slot. */
-static Py_ssize_t slot_offset(PyObject *cls, const char *name)
+static inline Py_ssize_t slot_offset(PyObject *cls, const char *name)
 {
     PyObject *d = PyObject_GetAttrString(cls, name);
     if (d == NULL)
@@ -55,7 +59,7 @@ static Py_ssize_t slot_offset(PyObject *cls, const char *name)
 }
 
 /* ns[name] (new reference), or NULL with KeyError. */
-static PyObject *need(PyObject *ns, const char *name)
+static inline PyObject *need(PyObject *ns, const char *name)
 {
     PyObject *v = PyDict_GetItemString(ns, name);
     if (v == NULL && !PyErr_Occurred())
@@ -64,7 +68,7 @@ static PyObject *need(PyObject *ns, const char *name)
 }
 
 /* The Python original of a method, called with the same arguments. */
-static PyObject *call_bound(PyObject *func, PyObject *self, PyObject *const *args,
+static inline PyObject *call_bound(PyObject *func, PyObject *self, PyObject *const *args,
                             Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *bound = PyMethod_New(func, self);
@@ -76,14 +80,17 @@ static PyObject *call_bound(PyObject *func, PyObject *self, PyObject *const *arg
 }
 
 /* The running thread's state object of the Python code, `local.<name>`
- * of a threading-local object that the Python code sets once per thread,
- * cached per CPython thread state.  New reference, or NULL without an
- * exception when the thread has none yet (missing or None).  The cache
- * holds a strong reference until forget_thread(). */
-static _Thread_local uint64_t tl_tstate_id;
-static _Thread_local PyObject *tl_state;
+ * of a threading-local object that the Python code sets once per thread.
+ * The last one looked up is cached with the id of its CPython thread
+ * state (ids are never reused).  The cache is one plain global, guarded by
+ * the GIL: a thread-local variable costs a __tls_get_addr call per access
+ * in a shared library, and a thread that takes the GIL over only pays one
+ * lookup.  The cache holds a strong reference until forget_thread() or
+ * until another thread's state replaces it. */
+static uint64_t tl_tstate_id;
+static PyObject *tl_state;
 
-static PyObject *thread_state_of(PyObject *local, PyObject *name)
+static inline PyObject *thread_state_of(PyObject *local, PyObject *name)
 {
     uint64_t id = PyThreadState_GetID(PyThreadState_Get());
     if (tl_state != NULL && tl_tstate_id == id)
@@ -101,12 +108,14 @@ static PyObject *thread_state_of(PyObject *local, PyObject *name)
 }
 
 /* Module function: the Python code's state for this thread is going away. */
-static PyObject *forget_thread(PyObject *mod, PyObject *unused)
+static inline PyObject *forget_thread(PyObject *mod, PyObject *unused)
 {
     (void)mod;
     (void)unused;
-    Py_CLEAR(tl_state);
-    tl_tstate_id = 0;
+    if (tl_tstate_id == PyThreadState_GetID(PyThreadState_Get())) {
+        Py_CLEAR(tl_state);
+        tl_tstate_id = 0;
+    }
     Py_RETURN_NONE;
 }
 

@@ -18,18 +18,21 @@
 #include <structmember.h>
 #include <stdint.h>
 #include "slots.h"
+#include "capi.h"
+#include "stackless_accel.h"
 #include <pythread.h>
 
 /* --- what install() learns ------------------------------------------------ */
 
-static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate, *c_switch_descr;
+static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate;
+static const cont_capi *capi;
 
 /* the globals of stackless._switching and stackless._channel, where the
  * schedule and channel callbacks are (read at every call) */
 static PyObject *sched_dict, *chan_dict;
 static PyObject *local;             /* stackless._local (threading.local) */
 static PyObject *bomb_type, *continulet_type;
-static PyObject *py_bootstrap, *py_launch, *py_tracing_out, *py_tracing_in, *py_switch;
+static PyObject *py_bootstrap, *py_tracing_out, *py_tracing_in, *py_switch;
 static PyObject *py_send, *py_receive, *py_schedule, *py_recover, *py_leave,
                 *py_raise_pending, *py_not_started;
 static PyObject *s_ts, *s_switch, *s_rotate, *s_popleft, *s_append, *s_insert,
@@ -66,32 +69,106 @@ static int discard(PyObject *r)
 }
 
 
-/* d.<name>(*args) for a deque, through the cached method when d is a
- * plain deque (stackless only makes plain ones) */
+/* d.<name>(*args) for a deque.  When d is a plain deque (stackless only
+ * makes plain ones), the C function behind the method is called directly:
+ * install() took it from the method descriptor after checking its calling
+ * convention.  The vectorcall of a method descriptor costs more than
+ * deque's own code. */
+typedef PyObject *(*fast_fn)(PyObject *, PyObject *const *, Py_ssize_t);
+static PyCFunction fn_popleft, fn_append;       /* METH_NOARGS, METH_O */
+static fast_fn fn_insert, fn_rotate;            /* METH_FASTCALL */
+
 static PyObject *deque_call(PyObject *descr, PyObject *name, PyObject *d, PyObject *a, PyObject *b)
 {
     PyObject *args[3] = {d, a, b};
     size_t n = b != NULL ? 3 : a != NULL ? 2 : 1;
+    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type) && fn_popleft != NULL) {
+        if (descr == d_popleft)
+            return fn_popleft(d, NULL);
+        if (descr == d_append)
+            return fn_append(d, a);
+        if (descr == d_insert)
+            return fn_insert(d, args + 1, 2);
+        if (descr == d_rotate)
+            return fn_rotate(d, args + 1, 1);
+    }
     if (Py_IS_TYPE(d, (PyTypeObject *)deque_type))
         return PyObject_Vectorcall(descr, args, n, NULL);
     return PyObject_VectorcallMethod(name, args, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
-/* c.switch() or c.switch(to=to) */
+/* The C function of a deque method with the given calling convention, or
+ * NULL (another Python: the descriptors are called instead). */
+static PyCFunction deque_method(PyObject *descr, int flags)
+{
+    if (!Py_IS_TYPE(descr, &PyMethodDescr_Type))
+        return NULL;
+    PyMethodDef *m = ((PyMethodDescrObject *)descr)->d_method;
+    return m->ml_flags == flags ? m->ml_meth : NULL;
+}
+
+/* q[0] (new reference): a deque's item straight from its sq_item */
+static PyObject *first_of(PyObject *q)
+{
+    if (Py_IS_TYPE(q, (PyTypeObject *)deque_type))
+        return Py_TYPE(q)->tp_as_sequence->sq_item(q, 0);
+    return PySequence_GetItem(q, 0);
+}
+
+/* len(q); a deque's length is its ob_size */
+static Py_ssize_t len_of(PyObject *q)
+{
+    return Py_IS_TYPE(q, (PyTypeObject *)deque_type) ? Py_SIZE(q) : PyObject_Size(q);
+}
+
+/* c.switch() or c.switch(to=to); a plain continulet switches through
+ * _continuation's C API, without a method call */
 static PyObject *cont_switch(PyObject *c, PyObject *to)
 {
     PyObject *args[2] = {c, to};
     PyObject *kw = to != NULL ? kw_to : NULL;
-    if (Py_IS_TYPE(c, (PyTypeObject *)continulet_type))
-        return PyObject_Vectorcall(c_switch_descr, args, 1, kw);
+    if (Py_IS_TYPE(c, capi->continulet_type))
+        return capi->switch_to(c, NULL, to);
     return PyObject_VectorcallMethod(s_switch, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw);
 }
 
-/* A module global (borrowed, NULL if None or missing). */
-static PyObject *global(PyObject *dict, PyObject *name)
+/* The schedule and channel callbacks, read at every switch and channel
+ * operation: copies of the Python globals (NULL for None), refreshed by
+ * the C versions of set_schedule_callback() and set_channel_callback(),
+ * which call the Python ones.  A dict lookup per operation cost more than
+ * the rest of a channel operation's bookkeeping. */
+static PyObject *schedule_cb, *channel_cb;
+static PyObject *py_set_schedule_cb, *py_set_channel_cb;
+
+static int refresh_callback(PyObject *dict, PyObject *name, PyObject **cache)
 {
     PyObject *v = PyDict_GetItemWithError(dict, name);
-    return v == Py_None ? NULL : v;
+    if (v == NULL && PyErr_Occurred())
+        return -1;
+    Py_XSETREF(*cache, v == NULL || v == Py_None ? NULL : Py_NewRef(v));
+    return 0;
+}
+
+/* set_*_callback(callback): the Python setter, then the cached copy */
+static PyObject *set_callback(PyObject *setter, PyObject *dict, PyObject *name, PyObject **cache,
+                              PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *old = PyObject_Vectorcall(setter, args, (size_t)nargs, kwnames);
+    if (refresh_callback(dict, name, cache) < 0)
+        Py_CLEAR(old);
+    return old;
+}
+
+static PyObject *accel_set_schedule_callback(PyObject *mod, PyObject *const *args, Py_ssize_t nargs,
+                                         PyObject *kwnames)
+{
+    return set_callback(py_set_schedule_cb, sched_dict, s_schedule_cb, &schedule_cb, args, nargs, kwnames);
+}
+
+static PyObject *accel_set_channel_callback(PyObject *mod, PyObject *const *args, Py_ssize_t nargs,
+                                         PyObject *kwnames)
+{
+    return set_callback(py_set_channel_cb, chan_dict, s_channel_cb, &channel_cb, args, nargs, kwnames);
 }
 
 /* The running thread's _ThreadState (new reference), or NULL without an
@@ -101,10 +178,15 @@ static PyObject *thread_state(void)
     return thread_state_of(local, s_ts);
 }
 
+PyObject *accel_thread_state(void)
+{
+    return thread_state();
+}
+
 /* `len(d) > 1` for a deque; -1 on error */
 static int more_than_one(PyObject *d)
 {
-    Py_ssize_t n = PyObject_Size(d);
+    Py_ssize_t n = len_of(d);
     return n < 0 ? -1 : n > 1;
 }
 
@@ -125,6 +207,28 @@ static void mend(PyObject *func, PyObject *a, PyObject *b)
 
 /* --- _switch(ts, cur, nxt) ------------------------------------------------- */
 
+/* From the main tasklet's stack: resume t, or start it in a new
+ * continulet (the C version of what _switch and _launch do there). */
+static int run_from_main(PyObject *t)
+{
+    PyObject *c = slot(t, t_cont);
+    if (c == Py_None) {
+        PyObject *args[2] = {py_bootstrap, t};
+        c = PyObject_Vectorcall(continulet_type, args, 2, NULL);
+        if (c == NULL)
+            return -1;
+        set_slot(t, t_cont, c);
+    }
+    else {
+        Py_INCREF(c);
+    }
+    PyObject *r = cont_switch(c, NULL);
+    if (r == NULL)
+        mend(py_not_started, t, c);     /* it may not have started at all */
+    Py_DECREF(c);
+    return discard(r);
+}
+
 static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
     if (slot(ts, ts_timeout) != Py_None) {
@@ -133,13 +237,13 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
         PyObject *args[3] = {ts, cur, nxt};
         return discard(PyObject_Vectorcall(py_switch, args, 3, NULL));
     }
-    PyObject *cb = global(sched_dict, s_schedule_cb), *r;
-    if (cb == NULL && PyErr_Occurred())
-        return -1;
-    if (cb != NULL) {
-        /* its error does not stop the switch (as in Stackless) */
-        PyObject *args[2] = {cur, nxt};
+    PyObject *r;
+    if (schedule_cb != NULL) {
+        /* its error does not stop the switch (as in Stackless); the
+         * callback may replace itself */
+        PyObject *cb = Py_NewRef(schedule_cb), *args[2] = {cur, nxt};
         r = PyObject_Vectorcall(cb, args, 2, NULL);
+        Py_DECREF(cb);
         if (r == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_Exception))
                 return -1;
@@ -165,26 +269,19 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
     if (cur_main < 0)
         return -1;
     if (cur_main) {
-        PyObject *c = slot(nxt, t_cont);
-        if (c == Py_None) {
-            PyObject *args[2] = {py_bootstrap, nxt};
-            c = PyObject_Vectorcall(continulet_type, args, 2, NULL);
-            if (c == NULL)
-                return -1;
-            set_slot(nxt, t_cont, c);
-        }
-        else {
-            Py_INCREF(c);
-        }
-        r = cont_switch(c, NULL);
-        if (r == NULL)
-            mend(py_not_started, nxt, c);   /* it may not have started at all */
-        Py_DECREF(c);
-        if (discard(r) < 0)
+        if (run_from_main(nxt) < 0)
             return -1;
-        while (slot(ts, ts_launch) != Py_None)
-            if (discard(PyObject_CallOneArg(py_launch, ts)) < 0)
+        /* _launch(ts) for each tasklet that a dying one passed on */
+        PyObject *t;
+        while ((t = slot(ts, ts_launch)) != Py_None) {
+            Py_INCREF(t);
+            set_slot(ts, ts_launch, Py_None);
+            set_slot(t, t_cont, Py_None);
+            int rc = run_from_main(t);
+            Py_DECREF(t);
+            if (rc < 0)
                 return -1;
+        }
     }
     else if ((nxt_main = slot_true(nxt, t_is_main)) != 0) {
         if (nxt_main < 0)
@@ -291,14 +388,14 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
             PyErr_SetString(PyExc_RuntimeError, "switch_trap");
             goto done;
         }
-        nxt = PySequence_GetItem(rq, 0);
+        nxt = first_of(rq);
         if (nxt == NULL)
             goto done;
         if (nxt == cur) {
             Py_CLEAR(nxt);
             if (discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0)
                 goto done;
-            if ((nxt = PySequence_GetItem(rq, 0)) == NULL) {
+            if ((nxt = first_of(rq)) == NULL) {
                 recover(ts, cur);
                 goto done;
             }
@@ -341,8 +438,7 @@ static PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
  * callback, and slots that hold what the Python code put there. */
 static int plain_channel(PyObject *ch)
 {
-    PyObject *cb = global(chan_dict, s_channel_cb);
-    if (cb != NULL || PyErr_Occurred())
+    if (channel_cb != NULL)
         return 0;
     PyObject *b = slot(ch, c_balance), *q = slot(ch, c_queue);
     return q != NULL && Py_IS_TYPE(q, (PyTypeObject *)deque_type) && b != NULL
@@ -350,11 +446,38 @@ static int plain_channel(PyObject *ch)
         && slot(ch, c_schedule_all) != NULL && slot(ch, c_closing) != NULL;
 }
 
+/* An exact int that is almost always -1, 0 or 1 (a balance, a
+ * preference): those are CPython's cached small ints, recognised by
+ * identity.  *overflow as for PyLong_AsLongAndOverflow. */
+static long small_int(PyObject *v, int *overflow)
+{
+    *overflow = 0;
+    if (v == zero)
+        return 0;
+    if (v == one)
+        return 1;
+    if (v == minus_one)
+        return -1;
+    return PyLong_AsLongAndOverflow(v, overflow);
+}
+
+/* PyLong_FromLong(v), the usual -1, 0 and 1 without a call */
+static PyObject *small_long(long v)
+{
+    if (v == 0)
+        return Py_NewRef(zero);
+    if (v == 1)
+        return Py_NewRef(one);
+    if (v == -1)
+        return Py_NewRef(minus_one);
+    return PyLong_FromLong(v);
+}
+
 /* balance of a plain channel; -2 on overflow (the Python code handles it) */
 static long balance_of(PyObject *ch)
 {
     int overflow;
-    long b = PyLong_AsLongAndOverflow(slot(ch, c_balance), &overflow);
+    long b = small_int(slot(ch, c_balance), &overflow);
     return overflow || b == LONG_MIN || b == LONG_MAX ? -2 : b;
 }
 
@@ -367,6 +490,8 @@ static int plain_flag(PyObject *o, Py_ssize_t off)
         return 1;
     if (v == Py_False || v == NULL)
         return v == NULL ? -1 : 0;
+    if (v == zero)
+        return 0;
     if (PyLong_CheckExact(v)) {
         int overflow;
         long n = PyLong_AsLongAndOverflow(v, &overflow);
@@ -384,7 +509,7 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
                       PyObject *target, long balance, PyObject *value)
 {
     int sending = value != NULL;
-    PyObject *nb = PyLong_FromLong(balance + (sending ? 1 : -1));
+    PyObject *nb = small_long(balance + (sending ? 1 : -1));
     if (nb == NULL)
         return NULL;
     /* -- transaction */
@@ -413,14 +538,14 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
         return old;                     /* the sender's value */
     Py_XDECREF(old);                    /* the receiver's previous tempval */
     /* the receiver runs now; we go last */
-    PyObject *first = PySequence_GetItem(rq, 0);
+    PyObject *first = first_of(rq);
     if (first == NULL)
         return NULL;
     int rc = 0;
     if (first == cur)
         rc = discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL));
     Py_DECREF(first);
-    PyObject *nxt = rc < 0 ? NULL : PySequence_GetItem(rq, 0);
+    PyObject *nxt = rc < 0 ? NULL : first_of(rq);
     if (nxt == NULL)
         return NULL;
     if (nxt != cur)
@@ -438,7 +563,7 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
 static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
                            PyObject *rq, long balance, int dir, PyObject *value)
 {
-    PyObject *nb = PyLong_FromLong(balance + dir);
+    PyObject *nb = small_long(balance + dir);
     if (nb == NULL)
         return NULL;
     /* -- transaction */
@@ -464,14 +589,14 @@ static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *
     for (int i = 0; i < 3; i++)
         Py_XDECREF(olds[i]);
     Py_XDECREF(old);
-    PyObject *first = PySequence_GetItem(rq, 0), *nxt = NULL;
+    PyObject *first = first_of(rq), *nxt = NULL;
     int rc = -1;
-    if (first != NULL && first == cur && PyObject_Size(rq) > 1) {
+    if (first != NULL && first == cur && len_of(rq) > 1) {
         PyObject *gone = deque_call(d_popleft, s_popleft, rq, NULL, NULL);
         Py_XDECREF(gone);
         if (gone != NULL) {
             Py_DECREF(swap_slot(cur, t_scheduled, Py_False));
-            nxt = PySequence_GetItem(rq, 0);
+            nxt = first_of(rq);
             rc = nxt == NULL ? -1 : do_switch(ts, cur, nxt);
         }
     }
@@ -527,10 +652,10 @@ static PyObject *usual_partner(PyObject *ch, Op *op, int sending)
     if (!PyLong_CheckExact(pref) || plain_flag(ch, c_schedule_all) != 0)
         return NULL;
     int overflow;
-    long p = PyLong_AsLongAndOverflow(pref, &overflow);
+    long p = small_int(pref, &overflow);
     if (overflow || (sending ? p != -1 : p == 1))
         return NULL;
-    PyObject *target = PySequence_GetItem(op->queue, 0);
+    PyObject *target = first_of(op->queue);
     if (target == NULL)
         return NULL;
     if (slot(target, t_ts) != op->ts) {
@@ -546,10 +671,10 @@ static int usual_wait(PyObject *ch, Op *op)
 {
     if (plain_flag(ch, c_closing) != 0 || plain_flag(op->cur, t_block_trap) != 0)
         return 0;
-    Py_ssize_t n = PyObject_Size(op->rq);
+    Py_ssize_t n = len_of(op->rq);
     if (n < 2)
         return 0;
-    PyObject *first = PySequence_GetItem(op->rq, 0);
+    PyObject *first = first_of(op->rq);
     Py_XDECREF(first);
     return first == op->cur;
 }
@@ -573,7 +698,7 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
     int usual = op_begin(&op, ch);
     if (usual > 0 && op.balance < 0) {
         PyObject *target = usual_partner(ch, &op, 1);
-        PyObject *first = target == NULL ? NULL : PySequence_GetItem(op.rq, 0);
+        PyObject *first = target == NULL ? NULL : first_of(op.rq);
         Py_XDECREF(first);
         if (first == op.cur && first != NULL) {
             r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, value);
@@ -669,8 +794,9 @@ static PyMethodDef receive_def = {"receive", (PyCFunction)(void (*)(void))accel_
 /* install(names, switching_globals, channel_globals): `names` holds the
  * classes and functions of stackless (read once); the globals of
  * stackless._switching and stackless._channel are kept, for the callbacks.
- * Returns {"_switch": ..., "schedule": ...}, the C versions
- * that the Python code puts in place of its own. */
+ * Returns {"_switch": ..., "schedule": ..., "set_schedule_callback": ...,
+ * "set_channel_callback": ...}, the C versions that the Python code puts
+ * in place of its own. */
 static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyDict_Check(args[2])) {
@@ -686,20 +812,22 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     if ((tasklet = need(ns, "tasklet")) == NULL || (channel = need(ns, "channel")) == NULL
             || (tstate = need(ns, "_ThreadState")) == NULL
             || (local = need(ns, "_local")) == NULL || (bomb_type = need(ns, "bomb")) == NULL
-            || (py_bootstrap = need(ns, "_bootstrap")) == NULL || (py_launch = need(ns, "_launch")) == NULL
+            || (py_bootstrap = need(ns, "_bootstrap")) == NULL
             || (py_tracing_out = need(ns, "_tracing_out")) == NULL
             || (py_tracing_in = need(ns, "_tracing_in")) == NULL
             || (py_switch = need(ns, "_switch")) == NULL
             || (py_schedule = need(ns, "schedule")) == NULL
             || (py_recover = need(ns, "_recover")) == NULL || (py_leave = need(ns, "_leave")) == NULL
             || (py_raise_pending = need(ns, "_raise_pending")) == NULL
-            || (py_not_started = need(ns, "_not_started")) == NULL)
+            || (py_not_started = need(ns, "_not_started")) == NULL
+            || (py_set_schedule_cb = need(ns, "set_schedule_callback")) == NULL
+            || (py_set_channel_cb = need(ns, "set_channel_callback")) == NULL)
         goto fail;
     if ((py_send = PyObject_GetAttrString(channel, "send")) == NULL
             || (py_receive = PyObject_GetAttrString(channel, "receive")) == NULL
             || (cont = PyImport_ImportModule("_continuation")) == NULL
             || (continulet_type = PyObject_GetAttrString(cont, "continulet")) == NULL
-            || (c_switch_descr = PyObject_GetAttrString(continulet_type, "switch")) == NULL
+            || (capi = cont_capi_import()) == NULL
             || (coll = PyImport_ImportModule("collections")) == NULL
             || (deque_type = PyObject_GetAttrString(coll, "deque")) == NULL
             || (d_popleft = PyObject_GetAttrString(deque_type, "popleft")) == NULL
@@ -707,6 +835,11 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (d_insert = PyObject_GetAttrString(deque_type, "insert")) == NULL
             || (d_rotate = PyObject_GetAttrString(deque_type, "rotate")) == NULL)
         goto fail;
+    fn_append = deque_method(d_append, METH_O);
+    fn_insert = (fast_fn)(void (*)(void))deque_method(d_insert, METH_FASTCALL);
+    fn_rotate = (fast_fn)(void (*)(void))deque_method(d_rotate, METH_FASTCALL);
+    /* fn_popleft last: it says whether all four are there */
+    fn_popleft = fn_append && fn_insert && fn_rotate ? deque_method(d_popleft, METH_NOARGS) : NULL;
     if ((t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
             || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
             || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
@@ -744,14 +877,24 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     if ((d = method_descr(channel, &receive_def)) == NULL)
         goto fail;
     Py_DECREF(d);
+    if (refresh_callback(args[1], s_schedule_cb, &schedule_cb) < 0
+            || refresh_callback(args[2], s_channel_cb, &channel_cb) < 0)
+        goto fail;
     PyObject *sched = PyObject_GetAttrString(mod, "schedule");
     PyObject *sw = PyObject_GetAttrString(mod, "_switch");
-    PyObject *replaced = sched == NULL || sw == NULL ? NULL
-        : Py_BuildValue("{sOsO}", "_switch", sw, "schedule", sched);
+    PyObject *set_s = PyObject_GetAttrString(mod, "set_schedule_callback");
+    PyObject *set_c = PyObject_GetAttrString(mod, "set_channel_callback");
+    PyObject *replaced = sched == NULL || sw == NULL || set_s == NULL || set_c == NULL ? NULL
+        : Py_BuildValue("{sOsOsOsO}", "_switch", sw, "schedule", sched,
+                        "set_schedule_callback", set_s, "set_channel_callback", set_c);
     Py_XDECREF(sched);
     Py_XDECREF(sw);
-    if (replaced == NULL)
+    Py_XDECREF(set_s);
+    Py_XDECREF(set_c);
+    if (replaced == NULL || tasklet_accel_install(ns, tasklet, ts_rq, replaced) < 0) {
+        Py_XDECREF(replaced);
         goto fail;
+    }
     sched_dict = Py_NewRef(args[1]);
     chan_dict = Py_NewRef(args[2]);
     Py_DECREF(tasklet);
@@ -777,6 +920,12 @@ static PyMethodDef accel_methods[] = {
      "Let the next runnable tasklet run; the current one goes to the end (C version)."},
     {"_switch", (PyCFunction)(void (*)(void))accel_switch, METH_FASTCALL,
      "Suspend the running tasklet and resume another (C version)."},
+    {"set_schedule_callback", (PyCFunction)(void (*)(void))accel_set_schedule_callback,
+     METH_FASTCALL | METH_KEYWORDS,
+     "Install callback(prev, next), called before every switch; return the previous one."},
+    {"set_channel_callback", (PyCFunction)(void (*)(void))accel_set_channel_callback,
+     METH_FASTCALL | METH_KEYWORDS,
+     "Install callback(channel, tasklet, sending, willblock); return the previous one."},
     {"forget_thread", forget_thread, METH_NOARGS,
      "The running thread's scheduler is going away: drop the cached reference."},
     {NULL, NULL, 0, NULL},

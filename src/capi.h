@@ -1,0 +1,34 @@
+/* The C API that _continuation exports to the accelerators
+ * (_stackless_accel, _greenlet_accel) as the capsule
+ * "_continuation._C_API": a switch without the method-call machinery
+ * (argument parsing, bound-method vectorcall), which is most of the cost
+ * of a switch that starts from C. */
+#ifndef CONT_CAPI_H
+#define CONT_CAPI_H
+
+#include <Python.h>
+
+#define CONT_CAPI_NAME "_continuation._C_API"
+#define CONT_CAPI_VERSION 1
+
+typedef struct {
+    int version;                    /* CONT_CAPI_VERSION */
+    PyTypeObject *continulet_type;
+    /* c.switch(value, to=to): c must be a continulet (exact type or
+     * subclass), value and to may be NULL (None); same result and errors
+     * as the method. */
+    PyObject *(*switch_to)(PyObject *c, PyObject *value, PyObject *to);
+} cont_capi;
+
+/* The API, or NULL with an exception (import it once, at install time). */
+static inline const cont_capi *cont_capi_import(void)
+{
+    const cont_capi *api = (const cont_capi *)PyCapsule_Import(CONT_CAPI_NAME, 0);
+    if (api != NULL && api->version != CONT_CAPI_VERSION) {
+        PyErr_SetString(PyExc_ImportError, "_continuation: C API version mismatch");
+        return NULL;
+    }
+    return api;
+}
+
+#endif

@@ -1,0 +1,392 @@
+/* _stackless_accel, part two: creating and setting up tasklets in C.
+ *
+ * `tasklet(func)(*args)` runs tasklet.__new__ (_init_fields), __init__
+ * (bind), __call__, setup, _make_alive, _register and insert in Python:
+ * most of the cost of a short-lived tasklet.  The C versions below do the
+ * same steps on the same slots in the usual case (a fresh tasklet of the
+ * running thread, a callable function) and call the Python originals for
+ * everything else, before changing anything.
+ *
+ * __new__ fills the fields from a template: install() runs the Python
+ * _init_fields() once on a probe instance and records what it stored,
+ * so the Python method stays the one definition of a new tasklet's
+ * fields.  The template is only used when every recorded value is
+ * immutable (None, a bool, an int or a str).
+ */
+#include <Python.h>
+#include <structmember.h>
+#include "slots.h"
+#include "stackless_accel.h"
+
+#define MAX_FIELDS 48
+
+static PyTypeObject *tasklet_type;
+static Py_ssize_t tpl_off[MAX_FIELDS];
+static PyObject *tpl_val[MAX_FIELDS];
+static int tpl_n;
+
+static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
+                  t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
+static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
+static PyObject *s_setup, *s_bind, *empty_tuple;
+static PyObject *setup_descr;           /* our C setup(), as tasklet.setup */
+static PyCFunction deque_append;        /* deque.append's C function (METH_O) */
+static PyCFunction deque_popleft;       /* deque.popleft's (METH_NOARGS) */
+static PyTypeObject *deque_type;
+
+/* --- __new__ --------------------------------------------------------------- */
+
+static PyObject *tasklet_new(PyObject *unused, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    if (nargs < 1 || !PyType_Check(args[0])
+            || !PyType_IsSubtype((PyTypeObject *)args[0], tasklet_type))
+        return PyObject_Vectorcall(py_new, args, (size_t)nargs, kwnames);
+    PyObject *ts = accel_thread_state();
+    if (ts == NULL) {
+        if (PyErr_Occurred() || (ts = PyObject_CallNoArgs(py_ts)) == NULL)
+            return NULL;
+    }
+    PyObject *self = PyBaseObject_Type.tp_new((PyTypeObject *)args[0], empty_tuple, NULL);
+    if (self == NULL) {
+        Py_DECREF(ts);
+        return NULL;
+    }
+    for (int i = 0; i < tpl_n; i++)
+        set_slot(self, tpl_off[i], tpl_val[i]);
+    set_slot(self, t_ts, ts);
+    Py_DECREF(ts);
+    return self;
+}
+
+static PyMethodDef new_def = {"__new__", (PyCFunction)(void (*)(void))tasklet_new,
+    METH_FASTCALL | METH_KEYWORDS, "Create a tasklet of the running thread (C version)."};
+
+/* --- __init__(func) ----------------------------------------------------------- */
+
+/* A fresh tasklet that bind() may bind without complaint: not alive, not
+ * scheduled, not blocked, not running. */
+static int fresh(PyObject *self, PyObject *ts)
+{
+    return slot(self, t_alive) == Py_False && slot(self, t_scheduled) == Py_False
+        && slot_true(self, t_blocked) == 0 && slot(self, t_ts) == ts
+        && slot(ts, ts_current) != self;
+}
+
+static PyObject *tasklet_init(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    PyObject *ts = NULL;
+    if (kwnames != NULL || nargs != 1 || args[0] == Py_None || !PyCallable_Check(args[0])
+            || _PyType_Lookup(Py_TYPE(self), s_bind) != py_bind
+            || (ts = accel_thread_state()) == NULL || !fresh(self, ts)) {
+        Py_XDECREF(ts);
+        if (PyErr_Occurred())
+            return NULL;
+        return call_bound(py_init, self, args, nargs, kwnames);
+    }
+    Py_DECREF(ts);
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL)
+        return NULL;
+    /* bind(func): Stackless keeps the function in tempval until setup() */
+    set_slot(self, t_func, args[0]);
+    set_slot(self, t_context, ctx);
+    Py_DECREF(ctx);
+    set_slot(self, t_unrestorable, Py_False);
+    set_slot(self, t_args, Py_None);
+    set_slot(self, t_kwargs, Py_None);
+    set_slot(self, t_tempval, args[0]);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef init_def = {"__init__", (PyCFunction)(void (*)(void))tasklet_init,
+    METH_FASTCALL | METH_KEYWORDS, "Bind the tasklet to a function (C version)."};
+
+/* --- setup(*args, **kwargs) and __call__ ---------------------------------- */
+
+/* _register(self): _alive_registry[thread_id][id(self)] = self */
+static int register_alive(PyObject *self, PyObject *ts)
+{
+    PyObject *tid = slot(ts, ts_thread_id);
+    PyObject *d = PyDict_GetItemWithError(registry, tid);
+    if (d == NULL) {
+        if (PyErr_Occurred() || (d = PyDict_New()) == NULL)
+            return -1;
+        int bad = PyDict_SetItem(registry, tid, d);
+        Py_DECREF(d);           /* the registry holds it */
+        if (bad < 0)
+            return -1;
+    }
+    PyObject *key = PyLong_FromVoidPtr(self);
+    if (key == NULL)
+        return -1;
+    int rc = PyDict_SetItem(d, key, self);
+    Py_DECREF(key);
+    return rc;
+}
+
+static PyObject *kwargs_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *kw = PyDict_New();
+    Py_ssize_t n = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; kw != NULL && i < n; i++)
+        if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+            Py_CLEAR(kw);
+    return kw;
+}
+
+static PyObject *tasklet_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    PyObject *ts = accel_thread_state();
+    if (ts == NULL || slot(self, t_func) == Py_None || !fresh(self, ts)
+            || !Py_IS_TYPE(slot(ts, ts_rq), deque_type)) {
+        Py_XDECREF(ts);
+        if (PyErr_Occurred())
+            return NULL;
+        return call_bound(py_setup, self, args, nargs, kwnames);
+    }
+    PyObject *a = PyTuple_New(nargs), *kw = NULL, *result = NULL;
+    if (a == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(a, i, Py_NewRef(args[i]));
+    if ((kw = kwargs_dict(args, nargs, kwnames)) == NULL)
+        goto done;
+    set_slot(self, t_args, a);
+    set_slot(self, t_kwargs, kw);
+    if (slot(self, t_context) == Py_None) {
+        PyObject *ctx = PyContext_CopyCurrent();
+        if (ctx == NULL)
+            goto done;
+        set_slot(self, t_context, ctx);
+        Py_DECREF(ctx);
+    }
+    /* _make_alive() */
+    set_slot(self, t_alive, Py_True);
+    set_slot(self, t_started, Py_False);
+    set_slot(self, t_cont, Py_None);
+    set_slot(self, t_tempval, Py_None);
+    if (register_alive(self, ts) < 0)
+        goto done;
+    /* insert() */
+    set_slot(self, t_scheduled, Py_True);
+    PyObject *r = deque_append(slot(ts, ts_rq), self);
+    if (r == NULL)
+        goto done;
+    Py_DECREF(r);
+    result = Py_NewRef(self);
+done:
+    Py_XDECREF(a);
+    Py_XDECREF(kw);
+    Py_DECREF(ts);
+    return result;
+}
+
+/* __call__ is setup(), unless a subclass has its own setup() */
+static PyObject *tasklet_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    if (_PyType_Lookup(Py_TYPE(self), s_setup) == setup_descr)
+        return tasklet_setup(self, args, nargs, kwnames);
+    PyObject *meth = PyObject_GetAttr(self, s_setup);
+    if (meth == NULL)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(meth, args, (size_t)nargs, kwnames);
+    Py_DECREF(meth);
+    return r;
+}
+
+static PyMethodDef setup_def = {"setup", (PyCFunction)(void (*)(void))tasklet_setup,
+    METH_FASTCALL | METH_KEYWORDS, "Bind the arguments and insert the tasklet into the run queue (C version)."};
+static PyMethodDef call_def = {"__call__", (PyCFunction)(void (*)(void))tasklet_call,
+    METH_FASTCALL | METH_KEYWORDS, "Same as setup() (C version)."};
+
+/* --- _finish(ts, self, error) -------------------------------------------------
+ * The dying tasklet's way out, in the usual case: no uncaught error and
+ * the tasklet first in the run queue, as a running tasklet is.  The
+ * Python _finish is idempotent, so for anything else it simply runs after
+ * whatever steps were done here. */
+
+/* _unregister(self) */
+static int unregister_alive(PyObject *self, PyObject *ts)
+{
+    PyObject *d = PyDict_GetItemWithError(registry, slot(ts, ts_thread_id));
+    if (d == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *key = PyLong_FromVoidPtr(self);
+    if (key == NULL)
+        return -1;
+    Py_INCREF(d);
+    int rc = PyDict_Check(d) ? PyDict_DelItem(d, key) : 0;
+    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();          /* d.pop(id(self), None) */
+        rc = 0;
+    }
+    Py_DECREF(d);
+    Py_DECREF(key);
+    return rc;
+}
+
+static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || args[2] != Py_None)
+        return PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
+    PyObject *ts = args[0], *self = args[1];
+    /* what the tasklet holds goes first, while it still lives: the
+     * finalizers this runs may use the scheduler */
+    set_slot(self, t_func, Py_None);
+    set_slot(self, t_context, Py_None);
+    set_slot(self, t_tempval, Py_None);
+    PyObject *rq = slot(ts, ts_rq);
+    if (!Py_IS_TYPE(rq, deque_type) || Py_SIZE(rq) == 0)
+        return PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
+    PyObject *first = PySequence_GetItem(rq, 0);
+    Py_XDECREF(first);
+    if (first != self)
+        return first == NULL ? NULL : PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
+    Py_INCREF(rq);
+    PyObject *gone = deque_popleft(rq, NULL);
+    if (gone == NULL) {
+        Py_DECREF(rq);
+        return NULL;
+    }
+    set_slot(self, t_scheduled, Py_False);
+    set_slot(self, t_alive, Py_False);
+    Py_DECREF(gone);                    /* self: its stack still holds it */
+    /* with nothing left to run, the Python code picks what runs next */
+    PyObject *nxt = unregister_alive(self, ts) < 0 ? NULL
+        : Py_SIZE(rq) > 0 && Py_IS_TYPE(rq, deque_type) ? PySequence_GetItem(rq, 0)
+        : PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
+    Py_DECREF(rq);
+    return nxt;
+}
+
+static PyMethodDef finish_def = {"_finish", (PyCFunction)(void (*)(void))tasklet_finish,
+    METH_FASTCALL, "Make the dying tasklet dead and return the tasklet to resume (C version)."};
+
+/* --- install ---------------------------------------------------------------- */
+
+static int immutable(PyObject *v)
+{
+    return v == Py_None || PyBool_Check(v) || PyLong_CheckExact(v) || PyUnicode_CheckExact(v);
+}
+
+/* Run the Python _init_fields() on a probe and record what it stored in
+ * the tasklet class's own slots.  1 when the template is usable. */
+static int learn_template(PyObject *tasklet)
+{
+    PyObject *probe = PyBaseObject_Type.tp_new((PyTypeObject *)tasklet, empty_tuple, NULL);
+    if (probe == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethod(probe, "_init_fields", "O", Py_None);
+    if (r == NULL) {
+        Py_DECREF(probe);
+        return -1;
+    }
+    Py_DECREF(r);
+    int ok = 1;
+    for (PyMemberDef *m = ((PyTypeObject *)tasklet)->tp_members; m && m->name && ok; m++) {
+        if (m->type != T_OBJECT_EX || m->offset == t_ts)
+            continue;
+        PyObject *v = slot(probe, m->offset);
+        if (v == NULL)
+            continue;
+        if (tpl_n == MAX_FIELDS || !immutable(v))
+            ok = 0;
+        else {
+            tpl_off[tpl_n] = m->offset;
+            tpl_val[tpl_n++] = Py_NewRef(v);
+        }
+    }
+    Py_DECREF(probe);
+    return ok;
+}
+
+static int put(PyObject *cls, PyMethodDef *def, PyObject **descr)
+{
+    PyObject *d = PyDescr_NewMethod((PyTypeObject *)cls, def);
+    if (d == NULL || PyObject_SetAttrString(cls, def->ml_name, d) < 0) {
+        Py_XDECREF(d);
+        return -1;
+    }
+    if (descr != NULL)
+        *descr = d;
+    else
+        Py_DECREF(d);
+    return 0;
+}
+
+int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset, PyObject *replaced)
+{
+    PyObject *tstate = NULL, *coll = NULL, *app = NULL, *pop = NULL;
+    int rc = -1;
+    tasklet_type = (PyTypeObject *)Py_NewRef(tasklet);
+    ts_rq = rq_offset;
+    if ((tstate = need(ns, "_ThreadState")) == NULL || (py_ts = need(ns, "_ts")) == NULL
+            || (registry = need(ns, "_alive_registry")) == NULL
+            || (py_finish = need(ns, "_finish")) == NULL
+            || (py_new = PyObject_GetAttrString(tasklet, "__new__")) == NULL
+            || (py_init = PyObject_GetAttrString(tasklet, "__init__")) == NULL
+            || (py_bind = PyObject_GetAttrString(tasklet, "bind")) == NULL
+            || (py_setup = PyObject_GetAttrString(tasklet, "setup")) == NULL
+            || (s_setup = PyUnicode_InternFromString("setup")) == NULL
+            || (s_bind = PyUnicode_InternFromString("bind")) == NULL
+            || (empty_tuple = PyTuple_New(0)) == NULL
+            || (coll = PyImport_ImportModule("collections")) == NULL
+            || (deque_type = (PyTypeObject *)PyObject_GetAttrString(coll, "deque")) == NULL
+            || (app = PyObject_GetAttrString((PyObject *)deque_type, "append")) == NULL
+            || (pop = PyObject_GetAttrString((PyObject *)deque_type, "popleft")) == NULL)
+        goto done;
+    if (!PyDict_Check(registry) || !PyFunction_Check(py_bind)
+            || !Py_IS_TYPE(app, &PyMethodDescr_Type) || !Py_IS_TYPE(pop, &PyMethodDescr_Type)
+            || ((PyMethodDescrObject *)app)->d_method->ml_flags != METH_O
+            || ((PyMethodDescrObject *)pop)->d_method->ml_flags != METH_NOARGS) {
+        rc = 0;         /* not what this code knows: keep the Python versions */
+        goto done;
+    }
+    deque_append = ((PyMethodDescrObject *)app)->d_method->ml_meth;
+    deque_popleft = ((PyMethodDescrObject *)pop)->d_method->ml_meth;
+    if ((t_func = slot_offset(tasklet, "_func")) < 0 || (t_args = slot_offset(tasklet, "_args")) < 0
+            || (t_kwargs = slot_offset(tasklet, "_kwargs")) < 0
+            || (t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
+            || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
+            || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
+            || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
+            || (t_alive = slot_offset(tasklet, "_alive")) < 0
+            || (t_started = slot_offset(tasklet, "_started")) < 0
+            || (t_context = slot_offset(tasklet, "_context")) < 0
+            || (t_unrestorable = slot_offset(tasklet, "_unrestorable")) < 0
+            || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
+            || (ts_current = slot_offset(tstate, "current")) < 0)
+        goto done;
+    int usable = learn_template(tasklet);
+    if (usable < 0)
+        goto done;
+    PyObject *newfn = NULL;
+    if (usable) {
+        newfn = PyCFunction_New(&new_def, NULL);
+        if (newfn == NULL || PyObject_SetAttrString(tasklet, "__new__", newfn) < 0) {
+            Py_XDECREF(newfn);
+            goto done;
+        }
+        Py_DECREF(newfn);
+    }
+    if (put(tasklet, &init_def, NULL) < 0 || put(tasklet, &setup_def, &setup_descr) < 0
+            || put(tasklet, &call_def, NULL) < 0)
+        goto done;
+    PyObject *fin = PyCFunction_New(&finish_def, NULL);
+    if (fin == NULL || PyDict_SetItemString(replaced, "_finish", fin) < 0) {
+        Py_XDECREF(fin);
+        goto done;
+    }
+    Py_DECREF(fin);
+    rc = 0;
+done:
+    Py_XDECREF(tstate);
+    Py_XDECREF(coll);
+    Py_XDECREF(app);
+    Py_XDECREF(pop);
+    return rc;
+}
