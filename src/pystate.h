@@ -95,3 +95,65 @@ void cps_restore_exception(PyObject *exc);
 int cps_gc_collecting(void);
 
 #endif
+
+/* ---------------------------------------------------------------------
+ * Frames as data: reading the frames of a suspended stack and building
+ * frames that resume in the middle of their code (pickling; the
+ * version-neutral side is src/framestate.c).
+ * --------------------------------------------------------------------- */
+
+/* What cps_frames reports about one frame of a suspended stack. */
+typedef struct {
+    void *frame;            /* opaque: the frame itself */
+    PyObject *func;         /* borrowed, NULL if the frame has no function */
+    PyCodeObject *code;     /* borrowed */
+    int ip;                 /* code unit its instruction pointer holds (see design.md) */
+    int depth;              /* exact value-stack depth above the locals, or -1 */
+    int operands;           /* that depth includes the operands of the call in progress */
+    int from_c;             /* entered from C rather than by an inlined Python call */
+    int kind;               /* CPS_FRAME_* */
+} cps_frame;
+
+enum { CPS_FRAME_FUNCTION, CPS_FRAME_GENERATOR, CPS_FRAME_OTHER };
+
+/* Whether this CPython version can read and rebuild frames. */
+int cps_frames_supported(void);
+
+/* The frames of a suspended stack, bottom first, into out[0..max).
+ * Returns how many there are (which may exceed max). */
+Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max);
+
+/* Value slot i of a frame (its locals first, then its value stack):
+ * borrowed, NULL if empty.  *is_int is set for a raw integer (3.14+
+ * keeps some on the value stack), returned as a new int object. */
+PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int);
+
+/* The exception being handled on a suspended stack (borrowed, may be NULL). */
+PyObject *cps_handled_exception(const cps_saved *saved);
+
+/* On a new stack (after cps_begin): push a frame of `func` whose
+ * `previous` is `previous` (may be NULL); its slots are all empty.
+ * NULL with MemoryError set on failure. */
+void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous);
+
+/* Fill slot i of a pushed frame (the reference is stolen; may be NULL);
+ * the int variant stores a raw integer where the version keeps them. */
+void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value);
+void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value);
+
+/* Make a pushed frame resume at code unit `next_ip` with `depth` values
+ * on its value stack (the result of its call in progress then goes on
+ * top), or, thrown into, report the error at the call before it. */
+void cps_frame_set_resume(void *frame, int next_ip, Py_ssize_t depth);
+
+/* Run a pushed frame from its resume point until it returns, with `caller`
+ * (e.g. cps_top_frame) as the frame below it.  `value` (stolen) is the result of its call in
+ * progress; NULL raises the current exception there instead.  The frame
+ * is gone afterwards.  Returns its return value, NULL on exception. */
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, void *caller, PyObject *value);
+
+/* Release a pushed frame that never ran (top first) and pop it. */
+void cps_drop_frame(PyThreadState *ts, void *frame);
+
+/* Set the exception being handled on the running stack (taken). */
+void cps_set_handled_exception(PyThreadState *ts, PyObject *exc);
