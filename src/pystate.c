@@ -1068,12 +1068,14 @@ static void fs_clear(PyThreadState *ts, _PyInterpreterFrame *f)
     Py_DECREF(f->f_code);
 }
 
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, void *caller, PyObject *value)
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
 {
     _PyInterpreterFrame *f = frame;
+    /* the eval loop links f to the thread's current frame: the one it was
+       pushed on, or for the bottom frame, whoever switched in last */
+    _PyInterpreterFrame *caller = f->previous;
     if (value != NULL)
         f->localsplus[f->stacktop++] = value;
-    /* the eval loop links f to the thread's current frame */
     ts->cframe->current_frame = caller;
     PyObject *r = _PyEval_EvalFrameDefault(ts, f, value == NULL);
     ts->cframe->current_frame = caller;
@@ -1105,9 +1107,9 @@ void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
     return NULL;
 }
 void cps_frame_set_resume(void *frame, int next_ip, Py_ssize_t depth) { (void)frame; (void)next_ip; (void)depth; }
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, void *caller, PyObject *value)
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
 {
-    (void)ts; (void)frame; (void)caller; Py_XDECREF(value);
+    (void)ts; (void)frame; Py_XDECREF(value);
     PyErr_SetString(PyExc_NotImplementedError, "rebuilding frames is not supported on this Python version");
     return NULL;
 }

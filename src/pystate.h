@@ -146,11 +146,12 @@ void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value);
  * top), or, thrown into, report the error at the call before it. */
 void cps_frame_set_resume(void *frame, int next_ip, Py_ssize_t depth);
 
-/* Run a pushed frame from its resume point until it returns, with `caller`
- * (e.g. cps_top_frame) as the frame below it.  `value` (stolen) is the result of its call in
+/* Run a pushed frame from its resume point until it returns, on top of the
+ * frame it links to (for the bottom frame of a stack, the switcher that
+ * cps_restore linked it to).  `value` (stolen) is the result of its call in
  * progress; NULL raises the current exception there instead.  The frame
  * is gone afterwards.  Returns its return value, NULL on exception. */
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, void *caller, PyObject *value);
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value);
 
 /* Release a pushed frame that never ran (top first) and pop it. */
 void cps_drop_frame(PyThreadState *ts, void *frame);
