@@ -37,7 +37,8 @@ from typing import Any, Callable, Optional
 import _continuation
 from _continuation import continulet
 
-__all__ = ["reduce", "setstate", "capture", "frames_of"]
+__all__ = ["reduce", "setstate", "capture", "capture_ex", "frames_of", "restore",
+           "register_bottom"]
 
 #: what a pickle of suspended frames is tied to
 VERSION = (sys.implementation.name, sys.version_info[:2])
@@ -252,17 +253,23 @@ def _calls_through(caller_stack: tuple, base: int, callee: Any) -> bool:
 
 
 def capture(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tuple:
-    """The suspended frames of ``c`` as a picklable recipe.
+    """The suspended frames of ``c`` as a picklable recipe (frames, exc).
 
     ``keep(frames)``, given the raw frame list, may say how many frames from
     the bottom to keep: the top kept frame's call in progress is then what
     the next switch returns into, and the frames above it are dropped."""
+    return capture_ex(c, keep)[0]
+
+
+def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tuple:
+    """capture(), and what the top kept frame was calling (a function, a
+    C function or method, or None if that cannot be told)."""
     err = pickle.PicklingError
-    raw, exc = frames_of(c)
-    n = keep(raw) if keep is not None else len(raw)
+    all_raw, exc = frames_of(c)
+    n = keep(all_raw) if keep is not None else len(all_raw)
     if n < 1:
         raise err("the continulet has no Python frame to pickle")
-    raw = raw[:n]
+    raw = all_raw[:n]
     sites = []
     depths = []
     for k, (func, code, ip, depth, operands, from_c, kind, driven) in enumerate(raw):
@@ -283,7 +290,8 @@ def capture(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tupl
         # frames whose callee came through C: read the operands too, to see
         # that only the call machinery lies between them
         callee_from_c = k + 1 < n and raw[k + 1][5] and not raw[k + 1][7]
-        depths.append(before if callee_from_c else base)
+        top_calls_c = k == n - 1 and n == len(all_raw) and operands
+        depths.append(before if callee_from_c or top_calls_c else base)
     values = _continuation._frame_values(c, depths)
     for k in range(1, n):
         func, code, ip, _, _, from_c, _, driven = raw[k]
@@ -293,6 +301,12 @@ def capture(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tupl
                 raise err("cannot pickle: %s calls %s through C code; only Python-to-Python "
                           "calls can be restored" % (_describe(below[0], below[1], below[2]),
                                                     _describe(func, code, ip)))
+    if n < len(all_raw):
+        callee = all_raw[n][0]
+    elif depths[-1] > sites[-1][0]:
+        callee = next((v for v in values[-1][1][0][sites[-1][0]:sites[-1][0] + 2] if v is not None), None)
+    else:
+        callee = None
     frames = []
     for k, (func, code, ip, *_rest) in enumerate(raw):
         base, nxt = sites[k]
@@ -301,20 +315,46 @@ def capture(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tupl
         frames.append((FunctionRef(func), nxt,
                        (tuple(_wrap(v) for v in lv), ln, li),
                        (tuple(_wrap(v) for v in sv), sn, si)))
-    return tuple(frames), exc
+    return (tuple(frames), exc), callee
 
 
-def _rebuild_recipe(frames: tuple, exc: Any) -> tuple:
+def _rebuild_recipe(frames: tuple, exc: Any, on_resume: Any = None) -> tuple:
     out = []
     for ref, nxt, (lv, ln, li), (sv, sn, si) in frames:
         out.append((_unwrap(ref), nxt, (tuple(_unwrap(v) for v in lv), tuple(ln), tuple(li)),
                     (tuple(_unwrap(v) for v in sv), tuple(sn), tuple(si))))
-    return tuple(out), exc
+    return tuple(out), exc, on_resume
 
 
 # ---------------------------------------------------------------------------
 # continulet.__reduce__ / __setstate__
 # ---------------------------------------------------------------------------
+
+_bottoms: dict = {}
+
+
+def register_bottom(code: types.CodeType, keep: Callable[[list], int],
+                    on_resume: Callable[[dict, Any], Any]) -> None:
+    """Pickle continulets whose bottom frame runs ``code`` (a library's own
+    run function) with ``capture(c, keep)``; ``on_resume(bottom_locals,
+    callee)`` gives what the rebuilt continulet calls first (see
+    _continuation._set_frames), from the bottom frame's locals and what the
+    top kept frame was calling."""
+    _bottoms[code] = (keep, on_resume)
+
+
+def _capture_for_pickle(c: continulet) -> tuple:
+    raw, _ = frames_of(c)
+    policy = _bottoms.get(raw[0][1]) if raw else None
+    if policy is None:
+        return capture(c) + (None,)
+    keep, on_resume = policy
+    (frames, exc), callee = capture_ex(c, keep)
+    ref, _, (lv, _, _), _ = frames[0]
+    names = ref.func.__code__.co_varnames
+    bottom = {names[i]: _unwrap(v) for i, v in enumerate(lv) if i < len(names)}
+    return frames, exc, on_resume(bottom, callee)
+
 
 def _finished_body(c: continulet) -> None:
     return None
@@ -336,17 +376,30 @@ def reduce(c: continulet) -> tuple:
     if kind == "unstarted":
         state: tuple = (kind, extra)
     elif kind == "suspended":
-        state = (kind, capture(c))
+        state = (kind, _capture_for_pickle(c))
         version = VERSION
     elif kind == "recipe":
-        frames, exc = extra
-        state = ("suspended", (tuple((FunctionRef(f), nxt, (tuple(map(_wrap, lv)), ln, li),
-                                      (tuple(map(_wrap, sv)), sn, si))
-                                     for f, nxt, (lv, ln, li), (sv, sn, si) in frames), exc))
+        state = ("suspended", recipe_state(extra))
         version = VERSION
     else:
         state = (kind, None)
     return _new, (type(c), version), (state, inst)
+
+
+def recipe_state(recipe: tuple) -> tuple:
+    """The picklable form of a recipe given to _set_frames (the inverse of
+    _rebuild_recipe)."""
+    frames, exc, on_resume = recipe
+    return (tuple((FunctionRef(f), nxt, (tuple(map(_wrap, lv)), ln, li),
+                   (tuple(map(_wrap, sv)), sn, si))
+                  for f, nxt, (lv, ln, li), (sv, sn, si) in frames), exc, on_resume)
+
+
+def restore(c: continulet, state: tuple) -> None:
+    """Make the fresh continulet ``c`` resume the captured frames ``state``
+    (frames, exc[, on_resume]) at its first switch."""
+    continulet.__init__(c, _finished_body)
+    _continuation._set_frames(c, _rebuild_recipe(*state))
 
 
 def setstate(c: continulet, state: tuple) -> None:
@@ -363,7 +416,6 @@ def setstate(c: continulet, state: tuple) -> None:
         func, args, kwargs = extra
         continulet.__init__(c, func, *args, **(kwargs or {}))
     elif kind == "suspended":
-        continulet.__init__(c, _finished_body)
-        _continuation._set_frames(c, _rebuild_recipe(*extra))
+        restore(c, extra)
     else:
         raise pickle.UnpicklingError("unknown continulet state %r" % (kind,))

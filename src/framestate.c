@@ -241,7 +241,10 @@ static PyObject *fs_kind(PyObject *mod, PyObject *c)
 }
 
 /* A recipe, checked so that no value of it can make the eval loop read
- * out of bounds: ((func, next_ip, (locals, nulls, ints), (stack, nulls, ints))...), exc */
+ * out of bounds: (((func, next_ip, (locals, nulls, ints), (stack, nulls, ints))...),
+ * exc, on_resume).  on_resume, if not None, is called on the new stack
+ * before the frames run, and what it returns (or raises) is what the top
+ * frame's call returns; the value of the switch is then dropped. */
 static int check_slots(PyObject *spec, Py_ssize_t want, Py_ssize_t max)
 {
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(spec, 0)))
@@ -266,7 +269,10 @@ static int check_slots(PyObject *spec, Py_ssize_t want, Py_ssize_t max)
 
 static int check_recipe(PyObject *recipe)
 {
-    if (!PyTuple_Check(recipe) || PyTuple_GET_SIZE(recipe) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(recipe, 0)))
+    if (!PyTuple_Check(recipe) || PyTuple_GET_SIZE(recipe) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(recipe, 0)))
+        goto bad;
+    PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
+    if (on_resume != Py_None && !PyCallable_Check(on_resume))
         goto bad;
     PyObject *frames = PyTuple_GET_ITEM(recipe, 0);
     if (PyTuple_GET_SIZE(frames) < 1)
@@ -378,8 +384,16 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
     PyObject *exc = PyTuple_GET_ITEM(recipe, 1);
     if (exc != Py_None)
         cps_set_handled_exception(ts, Py_NewRef(exc));
-    Py_DECREF(recipe);
     me->chain = chain;
+    PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
+    if (on_resume != Py_None && value != NULL) {
+        /* called as if by the top frame, so that its frames link onto the
+           rebuilt ones */
+        Py_DECREF(value);
+        cps_link_top(ts, chain->frames[n - 1]);
+        value = PyObject_CallNoArgs(on_resume);
+    }
+    Py_DECREF(recipe);
     while (chain->live > 0) {
         Py_ssize_t k = chain->live - 1;
         void *f = chain->frames[k];

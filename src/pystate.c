@@ -1165,6 +1165,11 @@ Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame 
     return n;
 }
 
+void cps_link_top(PyThreadState *ts, void *frame)
+{
+    set_top_frame(ts, frame);
+}
+
 PyObject *cps_handled_exception(const cps_saved *saved)
 {
     const saved_t *s = (const saved_t *)(const void *)saved;

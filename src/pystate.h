@@ -153,6 +153,10 @@ void cps_frame_set_resume(void *frame, int next_ip, Py_ssize_t depth);
  * is gone afterwards.  Returns its return value, NULL on exception. */
 PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value);
 
+/* Make a pushed frame the running stack's top frame (what C code called
+ * now would be called from). */
+void cps_link_top(PyThreadState *ts, void *frame);
+
 /* Release a pushed frame that never ran (top first) and pop it. */
 void cps_drop_frame(PyThreadState *ts, void *frame);
 

@@ -22,6 +22,8 @@ from typing import Any, Callable, Optional
 
 from _continuation import continulet, permute
 
+from stackless import _running
+
 __all__ = [
     "TaskletExit", "atomic", "bomb", "channel", "current", "enable_softswitch",
     "get_channel_callback", "get_schedule_callback", "get_thread_info",
@@ -336,6 +338,9 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     except BaseException as e:
         error = e
     return _finish(cont, ts, self, error)
+
+
+_running.install(_bootstrap.__code__, _ThreadState, _ts)
 
 
 def _finish(cont: continulet, ts: _ThreadState, self: "tasklet",
@@ -921,10 +926,19 @@ class tasklet:
 
     @property
     def restorable(self) -> bool:
-        """True when pickling captures the whole tasklet (it has not started)."""
+        """True when pickling captures the whole tasklet: it has not started,
+        or is dead, or its frames can be captured (docs/stackless.md)."""
         if self._is_main:
             return False
-        return not (self._alive and (self._started or self._unrestorable))
+        if not self._alive:
+            return True
+        if self._unrestorable:
+            return False
+        return not self._started or self._frames_restorable()
+
+    def _frames_restorable(self) -> bool:
+        return (self is not self._ts.current and self._cont is not None
+                and _running.blocker(self._cont) is None)
 
     @property
     def atomic(self) -> bool:
@@ -1085,12 +1099,14 @@ class tasklet:
         if self._is_main:
             raise TypeError("cannot pickle the main tasklet")
         running = self._alive and self._started
+        cont = self._cont if running and self._frames_restorable() else None
         flags = {
             "alive": self._alive, "scheduled": self._scheduled,
             "blocked": self._blocked, "atomic": self._atomic,
             "ignore_nesting": self._ignore_nesting,
             "block_trap": self._block_trap,
-            "unrestorable": running or self._unrestorable,
+            "unrestorable": (running and cont is None) or self._unrestorable,
+            "cont": cont,
         }
         tempval = self._tempval
         d = getattr(self, "__dict__", None) or None
@@ -1114,6 +1130,10 @@ class tasklet:
             self._args, self._kwargs = (), {}
         if flags["alive"]:
             self._make_alive()
+            if flags.get("cont") is not None:
+                # its frames, rebuilt when it first runs (stackless/_running.py)
+                self._cont = flags["cont"]
+                self._started = True
             if flags["scheduled"] and not flags["blocked"]:
                 self.insert()
 
