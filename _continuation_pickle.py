@@ -236,6 +236,12 @@ def _describe(func: Any, code: types.CodeType, ip: int) -> str:
     return "%s (%s, line %s)" % (name, code.co_filename, line)
 
 
+def kind(c: continulet) -> str:
+    """'unbound', 'finished', 'unstarted', 'recipe' (rebuilt frames that
+    have not run yet) or 'suspended'."""
+    return _continuation._kind(c)[0]
+
+
 def frames_of(c: continulet) -> tuple:
     """The raw frames of the stack ``c`` holds, bottom first, and the
     exception being handled there (see _continuation._frames)."""

@@ -31,7 +31,9 @@ _RETURN_TEMPVAL = frozenset(("receive", "schedule", "schedule_remove", "run", "s
 
 
 def _internal(code: Any) -> bool:
-    return os.path.dirname(os.path.abspath(code.co_filename)) == _PACKAGE
+    """Code of the scheduler itself (not its demo, stackless/__main__.py)."""
+    path = os.path.abspath(code.co_filename)
+    return os.path.dirname(path) == _PACKAGE and os.path.basename(path) != "__main__.py"
 
 
 def _keep(raw: list) -> int:
@@ -94,6 +96,8 @@ def blocker(cont: Any) -> Optional[str]:
     (which frame blocks it)."""
     if _cp is None:
         return "this Python cannot read the frames of a suspended tasklet"
+    if _cp.kind(cont) == "recipe":
+        return None     # rebuilt from a pickle, not run yet
     try:
         _cp.capture(cont, _keep)
     except pickle.PicklingError as e:
