@@ -294,10 +294,11 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> t
                           % (_describe(func, code, ip), exact, base))
         sites.append((base, nxt))
         # frames whose callee came through C: read the operands too, to see
-        # that only the call machinery lies between them
-        callee_from_c = k + 1 < n and raw[k + 1][5] and not raw[k + 1][7]
-        top_calls_c = k == n - 1 and n == len(all_raw) and operands
-        depths.append(before if callee_from_c or top_calls_c else base)
+        # that only the call machinery lies between them (and for the top
+        # frame kept, to tell what it was calling)
+        above = all_raw[k + 1] if k + 1 < len(all_raw) else None
+        calls_c = above[5] and not above[7] if above is not None else operands
+        depths.append(before if calls_c else base)
     values = _continuation._frame_values(c, depths)
     for k in range(1, n):
         func, code, ip, _, _, from_c, _, driven = raw[k]
@@ -307,8 +308,8 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> t
                 raise err("cannot pickle: %s calls %s through C code; only Python-to-Python "
                           "calls can be restored" % (_describe(below[0], below[1], below[2]),
                                                     _describe(func, code, ip)))
-    if n < len(all_raw):
-        callee = all_raw[n][0]
+    if n < len(all_raw) and not all_raw[n][5]:
+        callee = all_raw[n][0]      # an inlined Python call
     elif depths[-1] > sites[-1][0]:
         callee = next((v for v in values[-1][1][0][sites[-1][0]:sites[-1][0] + 2] if v is not None), None)
     else:

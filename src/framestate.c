@@ -153,7 +153,10 @@ static PyObject *read_slots(void *frame, Py_ssize_t lo, Py_ssize_t hi)
         }
         PyTuple_SET_ITEM(vals, i - lo, Py_NewRef(v));
     }
-    return Py_BuildValue("(NNN)", vals, PyList_AsTuple(nulls), PyList_AsTuple(ints));
+    PyObject *r = Py_BuildValue("(NNN)", vals, PyList_AsTuple(nulls), PyList_AsTuple(ints));
+    Py_DECREF(nulls);
+    Py_DECREF(ints);
+    return r;
 fail:
     Py_XDECREF(vals);
     Py_XDECREF(nulls);
