@@ -102,7 +102,7 @@ def _depths(code: types.CodeType) -> tuple:
 def call_site(code: types.CodeType, ip: int) -> tuple:
     """Where a frame whose instruction pointer holds code unit ``ip`` is in a
     call: (call instruction, depth before it, base depth below its operands,
-    code unit of the next instruction)."""
+    (code unit of the call, code unit of the next instruction))."""
     insts, depth, index = _depths(code)
     k = max((j for j, ins in enumerate(insts) if ins.offset <= 2 * ip), default=None)
     if k is not None and insts[k].opname == "PRECALL":
@@ -115,7 +115,8 @@ def call_site(code: types.CodeType, ip: int) -> tuple:
     base = d + dis.stack_effect(ins.opcode, arg, jump=False) - 1
     if k > 0 and insts[k - 1].opname == "PRECALL":
         d = depth[insts[k - 1].offset]     # 3.11: the operands as they really lie
-    nxt = insts[k + 1].offset // 2
+    # where the call is, and where the frame goes on once it has returned
+    nxt = (ins.offset // 2, insts[k + 1].offset // 2)
     return ins, d, base, nxt
 
 

@@ -285,9 +285,14 @@ static int check_recipe(PyObject *recipe)
         if (!PyTuple_Check(fr) || PyTuple_GET_SIZE(fr) != 4 || !PyFunction_Check(PyTuple_GET_ITEM(fr, 0)))
             goto bad;
         PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(PyTuple_GET_ITEM(fr, 0));
-        /* Py_SIZE of a code object: its length in code units */
-        long ip = PyLong_AsLong(PyTuple_GET_ITEM(fr, 1));
-        if (ip < 1 || ip > Py_SIZE(co) || (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))
+        /* (call, next): code units of the call in progress and of the
+           instruction after it; Py_SIZE of a code object is its length */
+        PyObject *ips = PyTuple_GET_ITEM(fr, 1);
+        if (!PyTuple_Check(ips) || PyTuple_GET_SIZE(ips) != 2)
+            goto bad;
+        long call = PyLong_AsLong(PyTuple_GET_ITEM(ips, 0)), next = PyLong_AsLong(PyTuple_GET_ITEM(ips, 1));
+        if (call < 0 || next <= call || next > Py_SIZE(co)
+                || (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))
             goto bad;
         if (check_slots(PyTuple_GET_ITEM(fr, 2), co->co_nlocalsplus, co->co_nlocalsplus) < 0
                 || check_slots(PyTuple_GET_ITEM(fr, 3), -1, co->co_stacksize - 1) < 0)
@@ -371,7 +376,9 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
         fill_slots(f, 0, PyTuple_GET_ITEM(fr, 2));
         PyObject *stack = PyTuple_GET_ITEM(fr, 3);
         fill_slots(f, co->co_nlocalsplus, stack);
-        cps_frame_set_resume(f, (int)PyLong_AsLong(PyTuple_GET_ITEM(fr, 1)),
+        PyObject *ips = PyTuple_GET_ITEM(fr, 1);
+        cps_frame_set_resume(f, (int)PyLong_AsLong(PyTuple_GET_ITEM(ips, 0)),
+                             (int)PyLong_AsLong(PyTuple_GET_ITEM(ips, 1)),
                              PyTuple_GET_SIZE(PyTuple_GET_ITEM(stack, 0)));
         chain->frames[chain->live++] = f;
     }

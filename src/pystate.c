@@ -1022,10 +1022,12 @@ void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
     return f;
 }
 
-void cps_frame_set_resume(void *frame, int next_ip, Py_ssize_t depth)
+void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t depth)
 {
     _PyInterpreterFrame *f = frame;
-    /* the eval loop goes on at prev_instr + 1 */
+    (void)call_ip;
+    /* the eval loop goes on at prev_instr + 1; an error is looked up at
+       prev_instr, inside the call (as after an inlined call) */
     f->prev_instr = _PyCode_CODE(f->f_code) + next_ip - 1;
     f->stacktop = (int)(f->f_code->co_nlocalsplus + depth);
 }
@@ -1106,7 +1108,7 @@ void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
     PyErr_SetString(PyExc_NotImplementedError, "rebuilding frames is not supported on this Python version");
     return NULL;
 }
-void cps_frame_set_resume(void *frame, int next_ip, Py_ssize_t depth) { (void)frame; (void)next_ip; (void)depth; }
+void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t depth) { (void)frame; (void)call_ip; (void)next_ip; (void)depth; }
 PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
 {
     (void)ts; (void)frame; Py_XDECREF(value);

@@ -141,10 +141,11 @@ void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous);
 void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value);
 void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value);
 
-/* Make a pushed frame resume at code unit `next_ip` with `depth` values
- * on its value stack (the result of its call in progress then goes on
- * top), or, thrown into, report the error at the call before it. */
-void cps_frame_set_resume(void *frame, int next_ip, Py_ssize_t depth);
+/* Make a pushed frame wait for the result of the call at code unit
+ * `call_ip` with `depth` values on its value stack, as if that call were
+ * an inlined Python call: given the result, it goes on at `next_ip`;
+ * thrown into, it reports the error at the call. */
+void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t depth);
 
 /* Run a pushed frame from its resume point until it returns, on top of the
  * frame it links to (for the bottom frame of a stack, the switcher that
