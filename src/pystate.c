@@ -1093,29 +1093,156 @@ void cps_drop_frame(PyThreadState *ts, void *frame)
     fs_free_slots(ts, f);
 }
 
-#else
-/* 3.13+: not yet (see docs/design.md) */
-int cps_frames_supported(void) { return 0; }
-static PyObject *fs_func(const _PyInterpreterFrame *f) { (void)f; return NULL; }
-static int fs_ip(const _PyInterpreterFrame *f) { (void)f; return -1; }
-static int fs_not_function(const _PyInterpreterFrame *f) { (void)f; return 1; }
-PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int) { (void)frame; (void)i; *is_int = 0; return NULL; }
-void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value) { (void)frame; (void)i; Py_XDECREF(value); }
-void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value) { (void)frame; (void)i; (void)value; }
+#elif PY_VERSION_HEX < 0x030E0000
+/* ---- 3.13: instr_ptr is the instruction executing: a frame waiting for
+ * an inlined callee has it at its CALL, with return_offset the distance
+ * to the next instruction; the eval loop starts a frame at instr_ptr and
+ * reports an error at it.  stacktop counts from localsplus.  A frame that
+ * _PyEval_EvalFrameDefault is called with sits on an entry frame of the
+ * C stack, and the loop pops (and clears) it when it returns or unwinds. */
+
+int cps_frames_supported(void) { return 1; }
+
+static PyObject *fs_func(const _PyInterpreterFrame *f) { return f->f_funcobj; }
+static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
+static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+
+PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
+{
+    *is_int = 0;
+    return ((_PyInterpreterFrame *)frame)->localsplus[i];
+}
+
+void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value)
+{
+    ((_PyInterpreterFrame *)frame)->localsplus[i] = value;
+}
+
+void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value)
+{
+    ((_PyInterpreterFrame *)frame)->localsplus[i] = PyLong_FromSsize_t(value);
+}
+
 void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
 {
-    (void)ts; (void)func; (void)previous; (void)fs_alloc_slots; (void)fs_free_slots;
-    PyErr_SetString(PyExc_NotImplementedError, "rebuilding frames is not supported on this Python version");
-    return NULL;
+    PyCodeObject *co = (PyCodeObject *)func->func_code;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)fs_alloc_slots(ts, (size_t)co->co_framesize);
+    if (f == NULL)
+        return NULL;
+    _PyFrame_Initialize(f, (PyFunctionObject *)Py_NewRef(func), NULL, co, 0);
+    f->previous = previous;
+    return f;
 }
-void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t depth) { (void)frame; (void)call_ip; (void)next_ip; (void)depth; }
+
+void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t depth)
+{
+    _PyInterpreterFrame *f = frame;
+    PyCodeObject *co = frame_code(f);
+    f->instr_ptr = _PyCode_CODE(co) + call_ip;
+    f->return_offset = (uint16_t)(next_ip - call_ip);
+    f->stacktop = (int)(co->co_nlocalsplus + depth);
+}
+
 PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
 {
-    (void)ts; (void)frame; Py_XDECREF(value);
-    PyErr_SetString(PyExc_NotImplementedError, "rebuilding frames is not supported on this Python version");
-    return NULL;
+    _PyInterpreterFrame *f = frame;
+    /* the eval loop puts its entry frame between f and the current frame */
+    ts->current_frame = f->previous;
+    if (value != NULL) {
+        f->localsplus[f->stacktop++] = value;
+        f->instr_ptr += f->return_offset;
+    }
+    f->return_offset = 0;
+    return _PyEval_EvalFrameDefault(ts, f, value == NULL);
 }
-void cps_drop_frame(PyThreadState *ts, void *frame) { (void)ts; (void)frame; }
+
+void cps_drop_frame(PyThreadState *ts, void *frame)
+{
+    _PyInterpreterFrame *f = frame;
+    for (int i = 0; i < f->stacktop; i++)
+        Py_XDECREF(f->localsplus[i]);
+    Py_XDECREF(f->f_locals);
+    Py_DECREF(f->f_funcobj);
+    Py_DECREF(f->f_executable);
+    fs_free_slots(ts, f);
+}
+
+#else
+/* ---- 3.14, 3.15: as 3.13, but the slots hold tagged _PyStackRef values
+ * (some of them raw integers: the lasti of an exception handler), and
+ * stackpointer replaces stacktop. */
+
+int cps_frames_supported(void) { return 1; }
+
+static PyObject *fs_func(const _PyInterpreterFrame *f) { return PyStackRef_AsPyObjectBorrow(f->f_funcobj); }
+static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
+static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+
+PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
+{
+    _PyStackRef r = ((_PyInterpreterFrame *)frame)->localsplus[i];
+    *is_int = 0;
+    if (PyStackRef_IsNull(r))
+        return NULL;
+    if (PyStackRef_IsTaggedInt(r)) {
+        *is_int = 1;
+        return PyLong_FromSsize_t((Py_ssize_t)PyStackRef_UntagInt(r));
+    }
+    return PyStackRef_AsPyObjectBorrow(r);
+}
+
+void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value)
+{
+    ((_PyInterpreterFrame *)frame)->localsplus[i] =
+        value == NULL ? PyStackRef_NULL : PyStackRef_FromPyObjectSteal(value);
+}
+
+void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value)
+{
+    ((_PyInterpreterFrame *)frame)->localsplus[i] = PyStackRef_TagInt((intptr_t)value);
+}
+
+void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
+{
+    PyCodeObject *co = (PyCodeObject *)func->func_code;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)fs_alloc_slots(ts, (size_t)co->co_framesize);
+    if (f == NULL)
+        return NULL;
+    _PyFrame_Initialize(ts, f, PyStackRef_FromPyObjectNew((PyObject *)func), NULL, co, 0, previous);
+    return f;
+}
+
+void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t depth)
+{
+    _PyInterpreterFrame *f = frame;
+    PyCodeObject *co = frame_code(f);
+    f->instr_ptr = _PyCode_CODE(co) + call_ip;
+    f->return_offset = (uint16_t)(next_ip - call_ip);
+    f->stackpointer = f->localsplus + co->co_nlocalsplus + depth;
+}
+
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
+{
+    _PyInterpreterFrame *f = frame;
+    ts->current_frame = f->previous;
+    if (value != NULL) {
+        *f->stackpointer++ = PyStackRef_FromPyObjectSteal(value);
+        f->instr_ptr += f->return_offset;
+    }
+    f->return_offset = 0;
+    return _PyEval_EvalFrameDefault(ts, f, value == NULL);
+}
+
+void cps_drop_frame(PyThreadState *ts, void *frame)
+{
+    _PyInterpreterFrame *f = frame;
+    for (_PyStackRef *p = f->localsplus; p < f->stackpointer; p++)
+        PyStackRef_XCLOSE(*p);
+    Py_XDECREF(f->f_locals);
+    PyStackRef_CLOSE(f->f_funcobj);
+    PyStackRef_CLOSE(f->f_executable);
+    fs_free_slots(ts, f);
+}
 #endif
 
 Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max)
