@@ -288,6 +288,9 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> t
             ins, before, base, nxt = call_site(code, ip)
         except ValueError:
             raise err("cannot pickle: %s is not in a call" % _describe(func, code, ip)) from None
+        above = all_raw[k + 1] if k + 1 < len(all_raw) else None
+        if above is not None and above[7]:
+            operands = 0    # a rebuilt frame waits at its base depth
         if depth is not None:
             exact = depth - (before - base) if operands else depth
             if exact != base:
@@ -297,7 +300,6 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> t
         # frames whose callee came through C: read the operands too, to see
         # that only the call machinery lies between them (and for the top
         # frame kept, to tell what it was calling)
-        above = all_raw[k + 1] if k + 1 < len(all_raw) else None
         calls_c = above[5] and not above[7] if above is not None else operands
         depths.append(before if calls_c else base)
     values = _continuation._frame_values(c, depths)
