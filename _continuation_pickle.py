@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import copyreg
 import dis
+import functools
 import hashlib
 import importlib
 import marshal
@@ -251,10 +252,12 @@ def frames_of(c: continulet) -> tuple:
 
 def _calls_through(caller_stack: tuple, base: int, callee: Any) -> bool:
     """Whether the operands of the caller's call, from ``base`` on, hold the
-    callee's function (directly or as a bound method): the C code between
+    callee's function (directly, as a bound method or in a functools.partial):
+    the C code between
     the two frames is then only the call machinery."""
     for v in caller_stack[0][base:base + 2]:
-        if v is callee or getattr(v, "__func__", None) is callee:
+        if v is callee or getattr(v, "__func__", None) is callee or (
+                isinstance(v, functools.partial) and v.func is callee):
             return True
     return False
 
