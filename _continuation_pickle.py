@@ -192,6 +192,13 @@ def _unwrap(value: Any) -> Any:
     return value.func if isinstance(value, FunctionRef) else value
 
 
+def _check_version(version: Any) -> None:
+    if version is not None and tuple(version) != VERSION:
+        raise pickle.UnpicklingError(
+            "these frames were pickled on %s %d.%d and can only be resumed there, not on %s %d.%d "
+            "(the bytecode differs)" % (version[0], *version[1], VERSION[0], *VERSION[1]))
+
+
 def _new_cell() -> types.CellType:
     return types.CellType()
 
@@ -223,6 +230,63 @@ def _deepcopy_cell(cell: types.CellType, memo: dict) -> types.CellType:
 
 copyreg.pickle(types.CellType, _reduce_cell)
 copy._deepcopy_dispatch[types.CellType] = _deepcopy_cell  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------
+# Generators and coroutines that are not running
+# ---------------------------------------------------------------------------
+
+def _spent() -> Any:
+    yield None      # pragma: no cover - never runs: stands for a finished generator
+
+
+def _make_gen(ref: Any, version: Any) -> Any:
+    """A generator (or coroutine) of the function, not started: calling it
+    runs none of its code."""
+    _check_version(version)
+    func = _unwrap(ref)
+    co = func.__code__
+    n = co.co_argcount
+    kwonly = co.co_varnames[n:n + co.co_kwonlyargcount]
+    return func(*([None] * n), **dict.fromkeys(kwonly))
+
+
+def _set_gen(gen: Any, state: Any) -> None:
+    if state == "finished":
+        gen.close()
+        return
+    st, ip, (lv, ln, li), (sv, sn, si), exc = state
+    _continuation._gen_set_state(gen, (st, ip, (tuple(map(_unwrap, lv)), tuple(ln), tuple(li)),
+                                       (tuple(map(_unwrap, sv)), tuple(sn), tuple(si)), exc))
+
+
+def _gen_parts(gen: Any) -> tuple:
+    raw = _continuation._gen_state(gen)
+    if raw is None:
+        return FunctionRef(_spent), "finished"
+    func, st, ip, (lv, ln, li), (sv, sn, si), exc = raw
+    if not isinstance(func, types.FunctionType):
+        raise pickle.PicklingError("cannot pickle %r: it has no function" % (gen,))
+    return FunctionRef(func), (st, ip, (tuple(map(_wrap, lv)), ln, li),
+                               (tuple(map(_wrap, sv)), sn, si), exc)
+
+
+def _reduce_gen(gen: Any) -> tuple:
+    ref, state = _gen_parts(gen)
+    return _make_gen, (ref, VERSION), state, None, None, _set_gen
+
+
+def _deepcopy_gen(gen: Any, memo: dict) -> Any:
+    ref, state = _gen_parts(gen)
+    new = _make_gen(ref, VERSION)
+    memo[id(gen)] = new
+    _set_gen(new, copy.deepcopy(state, memo))
+    return new
+
+
+for _t in (types.GeneratorType, types.CoroutineType):
+    copyreg.pickle(_t, _reduce_gen)
+    copy._deepcopy_dispatch[_t] = _deepcopy_gen  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------
@@ -374,10 +438,7 @@ def _finished_body(c: continulet) -> None:
 
 
 def _new(cls: type, version: Any = None) -> continulet:
-    if version is not None and tuple(version) != VERSION:
-        raise pickle.UnpicklingError(
-            "these frames were pickled on %s %d.%d and can only be resumed there, not on %s %d.%d "
-            "(the bytecode differs)" % (version[0], *version[1], VERSION[0], *VERSION[1]))
+    _check_version(version)
     return cls.__new__(cls)
 
 

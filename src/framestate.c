@@ -420,6 +420,85 @@ void cfs_release(cont_stack *s)
     Py_CLEAR(s->frames);
 }
 
+/* Generators and coroutines that are not running: their frame is read and
+ * written the same way.  _gen_state(gen) -> None if finished, else
+ * (func, state, ip, (locals...), (stack...), exc); a running one raises. */
+static int is_generator(PyObject *g)
+{
+    return PyGen_Check(g) || PyCoro_CheckExact(g);
+}
+
+static PyObject *fs_gen_state(PyObject *mod, PyObject *gen)
+{
+    (void)mod;
+    if (!is_generator(gen)) {
+        PyErr_Format(PyExc_TypeError, "expected a generator or coroutine, not %.200s", Py_TYPE(gen)->tp_name);
+        return NULL;
+    }
+    if (cps_gen_finished(gen))
+        Py_RETURN_NONE;
+    int state;
+    Py_ssize_t depth;
+    void *f = cps_gen_frame(gen, &state, &depth);
+    if (f == NULL || !cps_frames_supported()) {
+        PyObject *err = picking_error();
+        if (err != NULL)
+            PyErr_Format(err, "cannot pickle %R: it is running", gen);
+        return NULL;
+    }
+    PyCodeObject *co = (PyCodeObject *)PyObject_GetAttrString(gen, PyCoro_CheckExact(gen) ? "cr_code" : "gi_code");
+    if (co == NULL)
+        return NULL;
+    Py_ssize_t nl = co->co_nlocalsplus;
+    Py_DECREF(co);
+    PyObject *loc = read_slots(f, 0, nl);
+    PyObject *stk = loc ? read_slots(f, nl, nl + depth) : NULL;
+    if (stk == NULL) {
+        Py_XDECREF(loc);
+        return NULL;
+    }
+    PyObject *func = cps_frame_func(f);
+    PyObject *exc = ((PyGenObject *)gen)->gi_exc_state.exc_value;
+    return Py_BuildValue("(OiiNNO)", func ? func : Py_None, state, cps_frame_ip(f), loc, stk,
+                         exc ? exc : Py_None);
+}
+
+/* _gen_set_state(gen, (state, ip, locals, stack, exc)): gen was just made
+ * by calling its function (it has not started); it becomes the captured one. */
+static PyObject *fs_gen_set_state(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 2 || !is_generator(args[0]) || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 5) {
+        PyErr_SetString(PyExc_TypeError, "_gen_set_state(generator, (state, ip, locals, stack, exc))");
+        return NULL;
+    }
+    PyObject *gen = args[0], *st = args[1];
+    int state = (int)PyLong_AsLong(PyTuple_GET_ITEM(st, 0));
+    int ip = (int)PyLong_AsLong(PyTuple_GET_ITEM(st, 1));
+    if (PyErr_Occurred())
+        return NULL;
+    PyCodeObject *co = (PyCodeObject *)PyObject_GetAttrString(gen, PyCoro_CheckExact(gen) ? "cr_code" : "gi_code");
+    if (co == NULL)
+        return NULL;
+    Py_ssize_t nl = co->co_nlocalsplus, room = co->co_stacksize, size = Py_SIZE(co);
+    Py_DECREF(co);
+    PyObject *loc = PyTuple_GET_ITEM(st, 2), *stk = PyTuple_GET_ITEM(st, 3);
+    void *f;
+    int probe_state;
+    Py_ssize_t probe_depth;
+    if (check_slots(loc, nl, nl) < 0 || check_slots(stk, -1, room) < 0 || ip < 0 || ip >= size
+            || cps_gen_frame(gen, &probe_state, &probe_depth) == NULL || cps_gen_prepare(gen, &f) < 0) {
+        PyErr_SetString(PyExc_ValueError, "_gen_set_state: malformed state or a generator that has started");
+        return NULL;
+    }
+    fill_slots(f, 0, loc);
+    fill_slots(f, nl, stk);
+    PyObject *exc = PyTuple_GET_ITEM(st, 4);
+    cps_gen_finish(gen, state, ip, PyTuple_GET_SIZE(PyTuple_GET_ITEM(stk, 0)),
+                   exc == Py_None ? NULL : Py_NewRef(exc));
+    Py_RETURN_NONE;
+}
+
 /* continulet.__reduce__ and __setstate__: the work is done in Python. */
 static PyObject *helper(const char *name)
 {
@@ -463,6 +542,10 @@ PyMethodDef cfs_module_methods[] = {
     {"_frame_values", (PyCFunction)(void (*)(void))fs_frame_values, METH_FASTCALL,
      "_frame_values(continulet, depths)\n--\n\n"
      "Internal (pickling): locals and value stacks of the bottom frames."},
+    {"_gen_state", fs_gen_state, METH_O,
+     "_gen_state(generator)\n--\n\nInternal (pickling): the frame of a generator that is not running."},
+    {"_gen_set_state", (PyCFunction)(void (*)(void))fs_gen_set_state, METH_FASTCALL,
+     "_gen_set_state(generator, state)\n--\n\nInternal (unpickling): a new generator takes that frame."},
     {"_set_frames", (PyCFunction)(void (*)(void))fs_set_frames, METH_FASTCALL,
      "_set_frames(continulet, recipe)\n--\n\n"
      "Internal (unpickling): frames to rebuild and resume at the first switch."},

@@ -1093,6 +1093,11 @@ void cps_drop_frame(PyThreadState *ts, void *frame)
     fs_free_slots(ts, f);
 }
 
+static void fs_clear_slot(_PyInterpreterFrame *f, int i) { Py_CLEAR(f->localsplus[i]); }
+static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->prev_instr = _PyCode_CODE(f->f_code) + ip; }
+static Py_ssize_t fs_depth(const _PyInterpreterFrame *f) { return f->stacktop - f->f_code->co_nlocalsplus; }
+static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (int)(f->f_code->co_nlocalsplus + d); }
+
 #elif PY_VERSION_HEX < 0x030E0000
 /* ---- 3.13: instr_ptr is the instruction executing: a frame waiting for
  * an inlined callee has it at its CALL, with return_offset the distance
@@ -1166,6 +1171,11 @@ void cps_drop_frame(PyThreadState *ts, void *frame)
     Py_DECREF(f->f_executable);
     fs_free_slots(ts, f);
 }
+
+static void fs_clear_slot(_PyInterpreterFrame *f, int i) { Py_CLEAR(f->localsplus[i]); }
+static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->instr_ptr = _PyCode_CODE(frame_code(f)) + ip; }
+static Py_ssize_t fs_depth(const _PyInterpreterFrame *f) { return f->stacktop - frame_code(f)->co_nlocalsplus; }
+static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (int)(frame_code(f)->co_nlocalsplus + d); }
 
 #else
 /* ---- 3.14, 3.15: as 3.13, but the slots hold tagged _PyStackRef values
@@ -1243,6 +1253,17 @@ void cps_drop_frame(PyThreadState *ts, void *frame)
     PyStackRef_CLOSE(f->f_executable);
     fs_free_slots(ts, f);
 }
+
+static void fs_clear_slot(_PyInterpreterFrame *f, int i) { PyStackRef_XCLOSE(f->localsplus[i]); f->localsplus[i] = PyStackRef_NULL; }
+static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->instr_ptr = _PyCode_CODE(frame_code(f)) + ip; }
+static Py_ssize_t fs_depth(const _PyInterpreterFrame *f)
+{
+    return f->stackpointer - f->localsplus - frame_code(f)->co_nlocalsplus;
+}
+static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d)
+{
+    f->stackpointer = f->localsplus + frame_code(f)->co_nlocalsplus + d;
+}
 #endif
 
 Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max)
@@ -1292,6 +1313,59 @@ Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame 
         f = rf->previous;
     }
     return n;
+}
+
+/* Generators: their frame lives in the generator object (gi_iframe). */
+static int gen_suspended(int st)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    if (st == FRAME_SUSPENDED_YIELD_FROM)
+        return 1;
+#endif
+    return st == FRAME_SUSPENDED;
+}
+
+void *cps_gen_frame(PyObject *gen, int *state, Py_ssize_t *depth)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    int st = g->gi_frame_state;
+    if (st != FRAME_CREATED && !gen_suspended(st))
+        return NULL;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)(void *)&g->gi_iframe;
+    *state = st;
+    *depth = fs_depth(f);
+    return f;
+}
+
+PyObject *cps_frame_func(void *frame) { return fs_func(frame); }
+int cps_frame_ip(void *frame) { return fs_ip(frame); }
+
+int cps_gen_finished(PyObject *gen)
+{
+    return ((PyGenObject *)gen)->gi_frame_state >= FRAME_COMPLETED;
+}
+
+int cps_gen_prepare(PyObject *gen, void **frame)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    if (g->gi_frame_state != FRAME_CREATED)
+        return -1;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)(void *)&g->gi_iframe;
+    Py_ssize_t n = frame_code(f)->co_nlocalsplus + fs_depth(f);
+    for (Py_ssize_t i = 0; i < n; i++)
+        fs_clear_slot(f, (int)i);
+    *frame = f;
+    return 0;
+}
+
+void cps_gen_finish(PyObject *gen, int state, int ip, Py_ssize_t depth, PyObject *exc)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)(void *)&g->gi_iframe;
+    fs_set_ip(f, ip);
+    fs_set_depth(f, depth);
+    g->gi_frame_state = (int8_t)state;
+    Py_XSETREF(g->gi_exc_state.exc_value, exc);
 }
 
 void cps_link_top(PyThreadState *ts, void *frame)

@@ -154,6 +154,25 @@ void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t dept
  * is gone afterwards.  Returns its return value, NULL on exception. */
 PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value);
 
+/* The frame of a generator or coroutine that has not started or is
+ * suspended (its state in *state), or NULL if it is running or finished.
+ * Its value-stack depth goes to *depth. */
+void *cps_gen_frame(PyObject *gen, int *state, Py_ssize_t *depth);
+
+/* The function and instruction pointer of a frame (as in cps_frames). */
+PyObject *cps_frame_func(void *frame);
+int cps_frame_ip(void *frame);
+
+/* Whether a generator state is "finished". */
+int cps_gen_finished(PyObject *gen);
+
+/* Give a generator that has just been created (not started) the frame
+ * position `ip`, `depth` stack values and generator state `state` read by
+ * cps_gen_frame; its slots are emptied first (cps_frame_set_slot fills
+ * them).  `exc` (taken, may be NULL) is its exception being handled. */
+int cps_gen_prepare(PyObject *gen, void **frame);
+void cps_gen_finish(PyObject *gen, int state, int ip, Py_ssize_t depth, PyObject *exc);
+
 /* Make a pushed frame the running stack's top frame (what C code called
  * now would be called from). */
 void cps_link_top(PyThreadState *ts, void *frame);

@@ -520,3 +520,95 @@ def test_a_restored_tasklet_blocked_on_its_own_receives_through_the_channel():
     ch2.send("x")
     stackless.run()
     assert not b2.alive and ch2.balance == 0
+
+
+# ---------------------------------------------------------------------------
+# generators and coroutines that are not running
+# ---------------------------------------------------------------------------
+
+def counting(n, *, step=1):
+    total = 0
+    try:
+        for i in range(0, n, step):
+            total += (yield i) or 0
+    finally:
+        LOG.append(("finally", total))
+    return total
+
+
+def inner_gen():
+    v = yield "a"
+    w = yield "b"
+    return (v, w)
+
+
+def delegating():
+    r = yield from inner_gen()
+    yield r
+
+
+class Later:
+    def __await__(self):
+        return (yield "paused")
+
+
+async def awaiting():
+    v = await Later()
+    return v * 2
+
+
+def test_suspended_generators_pickle_and_copy():
+    LOG.clear()
+    g = counting(5)
+    assert [next(g), g.send(10)] == [0, 1]
+    g2 = pickle.loads(pickle.dumps(g))
+    g3 = copy.deepcopy(g)
+    assert list(g2) == [2, 3, 4] and LOG == [("finally", 10)]
+    assert [g.send(1), g3.send(100)] == [2, 2]
+    d = delegating()
+    assert [next(d), d.send(1)] == ["a", "b"]
+    assert [pickle.loads(pickle.dumps(d)).send(2), d.send(3)] == [(1, 2), (1, 3)]
+    assert list(pickle.loads(pickle.dumps(counting(2)))) == [0, 1]      # not started
+    spent = counting(1)
+    list(spent)
+    assert list(pickle.loads(pickle.dumps(spent))) == []                # finished
+    g.close()
+    g3.close()
+
+
+def test_suspended_coroutines_pickle():
+    c = awaiting()
+    assert c.send(None) == "paused"
+    c2 = pickle.loads(pickle.dumps(c))
+    with pytest.raises(StopIteration) as info:
+        c2.send(21)
+    assert info.value.value == 42
+    c.close()
+
+
+def iterating(c):
+    out = []
+    for v in counting(4):
+        out.append((v, c.switch(v)))
+    return out
+
+
+def test_a_generator_suspended_in_a_frame_comes_along():
+    LOG.clear()
+    c = continulet(iterating)
+    assert [c.switch(), c.switch("x")] == [0, 1]
+    c2 = pickle.loads(pickle.dumps(c))
+    res = None
+    while c2.is_pending():
+        res = c2.switch("y")
+    assert res == [(0, "x"), (1, "y"), (2, "y"), (3, "y")]
+    assert LOG == [("finally", 0)]
+    c.switch("z")
+
+
+def test_a_running_generator_does_not_pickle():
+    def selfish():
+        yield pickle.dumps(me)
+    me = selfish()
+    with pytest.raises(pickle.PicklingError, match="it is running"):
+        next(me)
