@@ -458,7 +458,7 @@ static PyObject *fs_gen_state(PyObject *mod, PyObject *gen)
         return NULL;
     }
     PyObject *func = cps_frame_func(f);
-    PyObject *exc = ((PyGenObject *)gen)->gi_exc_state.exc_value;
+    PyObject *exc = cps_gen_exception(gen);
     return Py_BuildValue("(OiiNNO)", func ? func : Py_None, state, cps_frame_ip(f), loc, stk,
                          exc ? exc : Py_None);
 }

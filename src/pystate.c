@@ -1340,9 +1340,20 @@ void *cps_gen_frame(PyObject *gen, int *state, Py_ssize_t *depth)
 PyObject *cps_frame_func(void *frame) { return fs_func(frame); }
 int cps_frame_ip(void *frame) { return fs_ip(frame); }
 
+PyObject *cps_gen_exception(PyObject *gen)
+{
+    PyObject *v = ((PyGenObject *)gen)->gi_exc_state.exc_value;
+    return v == Py_None ? NULL : v;
+}
+
 int cps_gen_finished(PyObject *gen)
 {
-    return ((PyGenObject *)gen)->gi_frame_state >= FRAME_COMPLETED;
+    int st = ((PyGenObject *)gen)->gi_frame_state;
+#ifdef FRAME_STATE_FINISHED
+    return FRAME_STATE_FINISHED(st);    /* 3.15 renumbered the states */
+#else
+    return st >= FRAME_COMPLETED;
+#endif
 }
 
 int cps_gen_prepare(PyObject *gen, void **frame)

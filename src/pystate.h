@@ -163,6 +163,9 @@ void *cps_gen_frame(PyObject *gen, int *state, Py_ssize_t *depth);
 PyObject *cps_frame_func(void *frame);
 int cps_frame_ip(void *frame);
 
+/* The exception a generator is handling (borrowed, may be NULL). */
+PyObject *cps_gen_exception(PyObject *gen);
+
 /* Whether a generator state is "finished". */
 int cps_gen_finished(PyObject *gen);
 
