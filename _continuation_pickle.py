@@ -408,6 +408,8 @@ def _rebuild_recipe(frames: tuple, exc: Any, on_resume: Any = None) -> tuple:
 # ---------------------------------------------------------------------------
 
 _bottoms: dict = {}
+if "stackless._running" in sys.modules:         # the tasklet policy
+    _bottoms.update(sys.modules["stackless._running"].BOTTOMS)
 
 
 def register_bottom(code: types.CodeType, keep: Callable[[list], int],

@@ -17,12 +17,12 @@ from __future__ import annotations
 import copyreg
 import os
 import pickle
+import sys
 from typing import Any, Optional
 
-try:
-    import _continuation_pickle as _cp
-except ImportError:     # PyPy: its _continuation cannot read frames
-    _cp = None  # type: ignore[assignment]
+#: bottom code -> capture policy, handed to _continuation_pickle when it is
+#: first needed (importing it makes generators and cells picklable)
+BOTTOMS: dict = {}
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -87,13 +87,25 @@ def install(bootstrap_code: Any, ts_type: type, ts_func: Any) -> None:
     tasklet's) pickled the tasklet way.  A thread's scheduler state found in
     their frames pickles as "the scheduler of the thread that loads it"."""
     copyreg.pickle(ts_type, lambda ts: (ts_func, ()))
-    if _cp is not None:
-        _cp.register_bottom(bootstrap_code, _keep, _on_resume)
+    BOTTOMS[bootstrap_code] = (_keep, _on_resume)
+    cp = sys.modules.get("_continuation_pickle")
+    if cp is not None:                          # imported before us
+        cp.register_bottom(bootstrap_code, _keep, _on_resume)
+
+
+def _pickle_support() -> Any:
+    """_continuation_pickle, or None where frames cannot be read (PyPy)."""
+    try:
+        import _continuation_pickle
+    except ImportError:
+        return None
+    return _continuation_pickle
 
 
 def blocker(cont: Any) -> Optional[str]:
     """None if the suspended stack of ``cont`` can be pickled, else why not
     (which frame blocks it)."""
+    _cp = _pickle_support()
     if _cp is None:
         return "this Python cannot read the frames of a suspended tasklet"
     if _cp.kind(cont) == "recipe":
