@@ -95,10 +95,10 @@ def install(bootstrap_code: Any, ts_type: type, ts_func: Any) -> None:
 
 def _pickle_support() -> Any:
     """_continuation_pickle, or None where frames cannot be read (PyPy)."""
-    try:
-        import _continuation_pickle
-    except ImportError:
+    import _continuation
+    if not hasattr(_continuation, "_frames"):
         return None
+    import _continuation_pickle
     return _continuation_pickle
 
 
