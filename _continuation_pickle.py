@@ -228,8 +228,12 @@ def _deepcopy_cell(cell: types.CellType, memo: dict) -> types.CellType:
     return new
 
 
-copyreg.pickle(types.CellType, _reduce_cell)
-copy._deepcopy_dispatch[types.CellType] = _deepcopy_cell  # type: ignore[attr-defined]
+# where _continuation reads frames (this project's, on CPython; not PyPy's)
+_SUPPORTED = hasattr(_continuation, "_gen_state")
+
+if _SUPPORTED:
+    copyreg.pickle(types.CellType, _reduce_cell)
+    copy._deepcopy_dispatch[types.CellType] = _deepcopy_cell  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------
@@ -284,7 +288,7 @@ def _deepcopy_gen(gen: Any, memo: dict) -> Any:
     return new
 
 
-for _t in (types.GeneratorType, types.CoroutineType):
+for _t in (types.GeneratorType, types.CoroutineType) if _SUPPORTED else ():
     copyreg.pickle(_t, _reduce_gen)
     copy._deepcopy_dispatch[_t] = _deepcopy_gen  # type: ignore[attr-defined]
 

@@ -632,7 +632,9 @@ def test_attributes_of_suspended_tasklet():
     assert t.nesting_level == 0
     assert t.thread_id == threading.get_ident()
     assert not t.is_main and not t.is_current
-    assert t.restorable     # Python frames only (tests/test_pickle_running.py)
+    # Python frames only (tests/test_pickle_running.py); PyPy's
+    # _continuation cannot read frames
+    assert t.restorable is not PYPY
     ch.send(None)
     assert t.frame is None
 
@@ -1395,15 +1397,24 @@ def test_pickle_paused_tasklet_resumes_where_it_stopped():
     RESULTS.clear()
     t = tasklet(pause_then_record)()
     stackless.run()
-    assert t.paused and t.restorable
+    assert t.paused
     copy = pickle.loads(pickle.dumps(t))
-    assert copy.alive and copy.paused and copy.restorable and not copy.scheduled
+    assert copy.alive and copy.paused and not copy.scheduled
     copy.insert()
-    stackless.run()
-    assert not copy.alive and RESULTS == ["resumed"]
+    if PYPY:
+        # PyPy's _continuation cannot read frames: as a hard-switched
+        # tasklet in Stackless, it pickles but cannot run
+        assert not t.restorable
+        with pytest.raises(RuntimeError, match="pickled while it was running"):
+            stackless.run()
+        assert not copy.alive and RESULTS == []
+    else:
+        assert t.restorable and copy.restorable
+        stackless.run()
+        assert not copy.alive and RESULTS == ["resumed"]
     t.insert()
     stackless.run()
-    assert RESULTS == ["resumed", "resumed"]
+    assert RESULTS[-1:] == ["resumed"]
 
 
 def pause_in_sort_key():
