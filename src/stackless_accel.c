@@ -1,9 +1,9 @@
 /* _stackless_accel: optional C versions of the hot paths of stackless.
  *
- * The pure-Python module (stackless/__init__.py) is the reference, in the
- * way heapq is for _heapq.  install() replaces channel.send,
- * channel.receive, schedule() and the internal _switch() with the
- * functions below.  Each one does what its Python original does in the
+ * The pure-Python package (stackless/) is the reference, in the way heapq
+ * is for _heapq.  install() replaces channel.send and channel.receive, and
+ * hands back schedule() and the internal _switch() for stackless to put in
+ * place of its own.  Each one does what its Python original does in the
  * usual case, step for step, on the same objects; in every other case
  * (callbacks, closing channels, traps, timeouts, other threads, ...) it
  * calls the Python original before it has changed anything, or calls the
@@ -20,109 +20,20 @@
 #include "slots.h"
 #include <pythread.h>
 
-/* --- the channel lock -------------------------------------------------------
- * install() replaces stackless._lock with one of these: the same lock for
- * the Python code (acquire, release, with), and one that this module takes
- * without a method call. */
-
-typedef struct {
-    PyObject_HEAD
-    PyThread_type_lock lock;
-    int locked;
-} LockObject;
-
-static int lock_take(LockObject *l)
-{
-    if (!PyThread_acquire_lock(l->lock, NOWAIT_LOCK)) {
-        Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(l->lock, WAIT_LOCK);
-        Py_END_ALLOW_THREADS
-    }
-    l->locked = 1;
-    return 0;
-}
-
-static int lock_give(LockObject *l)
-{
-    if (!l->locked) {
-        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
-        return -1;
-    }
-    l->locked = 0;
-    PyThread_release_lock(l->lock);
-    return 0;
-}
-
-static PyObject *Lock_acquire(PyObject *self, PyObject *unused)
-{
-    lock_take((LockObject *)self);
-    Py_RETURN_TRUE;
-}
-
-static PyObject *Lock_release(PyObject *self, PyObject *unused)
-{
-    if (lock_give((LockObject *)self) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *Lock_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return Lock_release(self, NULL);
-}
-
-static PyObject *Lock_new(PyTypeObject *type, PyObject *args, PyObject *kw)
-{
-    LockObject *l = (LockObject *)type->tp_alloc(type, 0);
-    if (l != NULL && (l->lock = PyThread_allocate_lock()) == NULL) {
-        Py_DECREF(l);
-        return PyErr_NoMemory();
-    }
-    return (PyObject *)l;
-}
-
-static void Lock_dealloc(PyObject *self)
-{
-    LockObject *l = (LockObject *)self;
-    if (l->lock != NULL) {
-        if (l->locked)
-            PyThread_release_lock(l->lock);
-        PyThread_free_lock(l->lock);
-    }
-    Py_TYPE(self)->tp_free(self);
-}
-
-static PyMethodDef Lock_methods[] = {
-    {"acquire", Lock_acquire, METH_NOARGS, "Take the lock, waiting (without the GIL) if need be."},
-    {"release", Lock_release, METH_NOARGS, "Give the lock back."},
-    {"__enter__", Lock_acquire, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))Lock_exit, METH_FASTCALL, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject Lock_Type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "_stackless_accel.Lock",
-    .tp_basicsize = sizeof(LockObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The lock that guards stackless's channel queues across threads.",
-    .tp_new = Lock_new,
-    .tp_dealloc = Lock_dealloc,
-    .tp_methods = Lock_methods,
-};
-
 /* --- what install() learns ------------------------------------------------ */
 
-static LockObject *chan_lock;
 static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate, *c_switch_descr;
 
-static PyObject *mod_dict;          /* stackless's globals */
+/* the globals of stackless._switching and stackless._channel, where the
+ * schedule and channel callbacks are (read at every call) */
+static PyObject *sched_dict, *chan_dict;
 static PyObject *local;             /* stackless._local (threading.local) */
 static PyObject *bomb_type, *continulet_type;
-static PyObject *py_bootstrap, *py_launch, *py_tracing_out, *py_tracing_in;
-static PyObject *py_send, *py_receive, *py_schedule;
+static PyObject *py_bootstrap, *py_launch, *py_tracing_out, *py_tracing_in, *py_switch;
+static PyObject *py_send, *py_receive, *py_schedule, *py_recover, *py_leave,
+                *py_raise_pending, *py_not_started;
 static PyObject *s_ts, *s_switch, *s_rotate, *s_popleft, *s_append, *s_insert,
-                *s_raise, *s_block, *s_wake, *s_resumed, *s_schedule_cb,
+                *s_raise, *s_resumed, *s_schedule_cb,
                 *s_channel_cb, *kw_to;
 static PyObject *minus_one, *one, *zero;
 
@@ -130,7 +41,7 @@ static PyObject *minus_one, *one, *zero;
 static Py_ssize_t t_cont, t_ts, t_tempval, t_blocked, t_channel, t_scheduled,
                   t_is_main, t_frame, t_block_trap;
 static Py_ssize_t c_queue, c_balance, c_preference, c_schedule_all, c_closing;
-static Py_ssize_t ts_current, ts_rq, ts_trap, ts_timeout, ts_launch, ts_tracing;
+static Py_ssize_t ts_current, ts_rq, ts_trap, ts_timeout, ts_launch, ts_tracing, ts_pending;
 
 /* --- small helpers --------------------------------------------------------- */
 
@@ -154,8 +65,6 @@ static int discard(PyObject *r)
     return 0;
 }
 
-static int lock(void) { return lock_take(chan_lock); }
-static int unlock(void) { return lock_give(chan_lock); }
 
 /* d.<name>(*args) for a deque, through the cached method when d is a
  * plain deque (stackless only makes plain ones) */
@@ -178,10 +87,10 @@ static PyObject *cont_switch(PyObject *c, PyObject *to)
     return PyObject_VectorcallMethod(s_switch, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw);
 }
 
-/* A module global of stackless (borrowed, NULL if None or missing). */
-static PyObject *global(PyObject *name)
+/* A module global (borrowed, NULL if None or missing). */
+static PyObject *global(PyObject *dict, PyObject *name)
 {
-    PyObject *v = PyDict_GetItemWithError(mod_dict, name);
+    PyObject *v = PyDict_GetItemWithError(dict, name);
     return v == Py_None ? NULL : v;
 }
 
@@ -199,17 +108,46 @@ static int more_than_one(PyObject *d)
     return n < 0 ? -1 : n > 1;
 }
 
+/* With an error set: call the Python helper func(a, b) that mends the
+ * state, keeping the error.  A second error (a second signal landing in
+ * the helper) does not replace the first. */
+static void mend(PyObject *func, PyObject *a, PyObject *b)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *args[2] = {a, b};
+    PyObject *r = PyObject_Vectorcall(func, args, 2, NULL);
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+}
+
 /* --- _switch(ts, cur, nxt) ------------------------------------------------- */
 
 static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
-    PyObject *cb = global(s_schedule_cb), *r;
+    if (slot(ts, ts_timeout) != Py_None) {
+        /* under run(timeout) the Python switch decides whether a spent
+           soft timeout sends this switch to the waiting run() instead */
+        PyObject *args[3] = {ts, cur, nxt};
+        return discard(PyObject_Vectorcall(py_switch, args, 3, NULL));
+    }
+    PyObject *cb = global(sched_dict, s_schedule_cb), *r;
     if (cb == NULL && PyErr_Occurred())
         return -1;
     if (cb != NULL) {
+        /* its error does not stop the switch (as in Stackless) */
         PyObject *args[2] = {cur, nxt};
-        if (discard(PyObject_Vectorcall(cb, args, 2, NULL)) < 0)
-            return -1;
+        r = PyObject_Vectorcall(cb, args, 2, NULL);
+        if (r == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return -1;
+            PyObject *where = PyUnicode_FromString("Error in scheduling callback");
+            PyErr_WriteUnraisable(where);
+            Py_XDECREF(where);
+        }
+        Py_XDECREF(r);
     }
     int tracing = slot_true(ts, ts_tracing);
     if (tracing < 0)
@@ -239,6 +177,8 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
             Py_INCREF(c);
         }
         r = cont_switch(c, NULL);
+        if (r == NULL)
+            mend(py_not_started, nxt, c);   /* it may not have started at all */
         Py_DECREF(c);
         if (discard(r) < 0)
             return -1;
@@ -286,6 +226,9 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
             return -1;
     }
     set_slot(cur, t_frame, Py_None);
+    /* an exception for main that landed after a dying tasklet switched away */
+    if (slot(ts, ts_pending) != Py_None && slot(cur, t_is_main) == Py_True)
+        return discard(PyObject_CallOneArg(py_raise_pending, ts));
     return 0;
 }
 
@@ -313,6 +256,13 @@ static PyObject *take_tempval(PyObject *t, int clear)
         return NULL;
     }
     return v;
+}
+
+/* _recover(ts, cur) after an error; returns -1 with the error kept */
+static int recover(PyObject *ts, PyObject *cur)
+{
+    mend(py_recover, ts, cur);
+    return -1;
 }
 
 /* --- schedule(retval=None) ------------------------------------------------- */
@@ -348,11 +298,15 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
             Py_CLEAR(nxt);
             if (discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0)
                 goto done;
-            if ((nxt = PySequence_GetItem(rq, 0)) == NULL)
+            if ((nxt = PySequence_GetItem(rq, 0)) == NULL) {
+                recover(ts, cur);
                 goto done;
+            }
         }
-        if (do_switch(ts, cur, nxt) < 0)
+        if (do_switch(ts, cur, nxt) < 0) {
+            recover(ts, cur);
             goto done;
+        }
     }
     result = take_tempval(cur, 0);
 done:
@@ -363,278 +317,335 @@ done:
     return result;
 }
 
-/* --- channel.send(value) / channel.receive() ------------------------------- */
+/* --- channel.send(value) / channel.receive() -------------------------------
+ *
+ * Exception safety (docs/design.md): the C code decides first, from state
+ * it only reads, whether it handles the operation; otherwise it calls the
+ * Python original before changing anything.  Then it changes the channel
+ * and the run queue in one stretch of C that runs no Python code: the
+ * references it replaces are kept and dropped only once the state is
+ * consistent (a __del__ may use channels).  With the GIL held no lock is
+ * needed.  If the switch that follows fails, _recover() makes the running
+ * tasklet current again and takes it off the channel. */
 
-
-/* The tasklet that now runs is rq[0] after the current one left the queue
- * (blocking), or the current one goes on through the Python helper. */
-static int block_current(PyObject *ch, PyObject *ts, PyObject *cur)
+/* The slot's old value, replaced by v: the caller drops it later. */
+static PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
 {
-    PyObject *rq = Py_NewRef(slot(ts, ts_rq));
-    int many = more_than_one(rq), trap = 0, rc = -1;
-    if (many < 0 || (many && (trap = slot_true(ts, ts_trap)) < 0))
-        goto done;
-    if (many && !trap) {
-        /* the usual case, as the Python code inlines it */
-        PyObject *gone = deque_call(d_popleft, s_popleft, rq, NULL, NULL);
-        if (discard(gone) < 0)
-            goto done;
-        set_slot(cur, t_scheduled, Py_False);
-        PyObject *nxt = PySequence_GetItem(rq, 0);
-        if (nxt == NULL)
-            goto done;
-        rc = do_switch(ts, cur, nxt);
-        Py_DECREF(nxt);
-    }
-    else {
-        PyObject *args[3] = {ch, ts, cur};
-        rc = discard(PyObject_VectorcallMethod(s_block, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL));
-    }
-done:
-    Py_DECREF(rq);
-    return rc;
+    PyObject **p = (PyObject **)((char *)o + off);
+    PyObject *old = *p;
+    *p = Py_NewRef(v);
+    return old;
 }
 
-/* self._wake(ts, cur, target, pref) */
-static int wake(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *target, PyObject *pref)
-{
-    PyObject *args[5] = {ch, ts, cur, target, pref};
-    return discard(PyObject_VectorcallMethod(s_wake, args, 5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL));
-}
-
-/* balance += d (a small int) */
-static int add_balance(PyObject *ch, long d)
-{
-    long b = PyLong_AsLong(slot(ch, c_balance));
-    if (b == -1 && PyErr_Occurred())
-        return -1;
-    PyObject *v = PyLong_FromLong(b + d);
-    if (v == NULL)
-        return -1;
-    set_slot(ch, c_balance, v);
-    Py_DECREF(v);
-    return 0;
-}
-
-/* Whether the usual case applies to this channel at all: no channel
+/* Whether the usual case can apply to this channel at all: no channel
  * callback, and slots that hold what the Python code put there. */
 static int plain_channel(PyObject *ch)
 {
-    PyObject *cb = global(s_channel_cb);
+    PyObject *cb = global(chan_dict, s_channel_cb);
     if (cb != NULL || PyErr_Occurred())
         return 0;
-    return slot(ch, c_queue) != NULL && slot(ch, c_balance) != NULL
-        && PyLong_CheckExact(slot(ch, c_balance)) && slot(ch, c_preference) != NULL
+    PyObject *b = slot(ch, c_balance), *q = slot(ch, c_queue);
+    return q != NULL && Py_IS_TYPE(q, (PyTypeObject *)deque_type) && b != NULL
+        && PyLong_CheckExact(b) && slot(ch, c_preference) != NULL
         && slot(ch, c_schedule_all) != NULL && slot(ch, c_closing) != NULL;
 }
 
-/* -1 error, 0 no, 1 yes: closing or the current tasklet refuses to block */
-static int cannot_block(PyObject *ch, PyObject *cur)
+/* balance of a plain channel; -2 on overflow (the Python code handles it) */
+static long balance_of(PyObject *ch)
 {
-    int closing = slot_true(ch, c_closing);
-    if (closing != 0)
-        return closing;
-    return slot_true(cur, t_block_trap);
+    int overflow;
+    long b = PyLong_AsLongAndOverflow(slot(ch, c_balance), &overflow);
+    return overflow || b == LONG_MIN || b == LONG_MAX ? -2 : b;
 }
 
-/* Balance sign of the channel: -1, 0 or 1; -2 on error. */
-static int balance_sign(PyObject *ch)
+/* An exact True/False/int slot read without calling anything: 1, 0, or
+ * -1 when it holds something else (then the Python code handles it). */
+static int plain_flag(PyObject *o, Py_ssize_t off)
 {
-    long b = PyLong_AsLong(slot(ch, c_balance));
-    if (b == -1 && PyErr_Occurred())
-        return -2;
-    return b < 0 ? -1 : b > 0;
-}
-
-/* With the lock held and nobody to pair with: queue the current tasklet
- * on the channel as a sender (dir 1, with `value`) or a receiver (dir -1)
- * and block until another tasklet wakes it.  The lock is released in every
- * case.  1 when the Python code must take over (a closing channel, a block
- * trap: it raises the right error), 0 once woken, -1 on error. */
-static int wait_here(PyObject *ch, PyObject *ts, PyObject *queue, PyObject *cur, int dir,
-                     PyObject *value)
-{
-    int refuse = cannot_block(ch, cur);
-    if (refuse != 0) {
-        if (unlock() < 0 || refuse < 0)
-            return -1;
+    PyObject *v = slot(o, off);
+    if (v == Py_True)
         return 1;
+    if (v == Py_False || v == NULL)
+        return v == NULL ? -1 : 0;
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long n = PyLong_AsLongAndOverflow(v, &overflow);
+        return overflow ? 1 : n != 0;
     }
-    if (discard(deque_call(d_append, s_append, queue, cur, NULL)) < 0 || add_balance(ch, dir) < 0) {
-        unlock();
-        return -1;
+    return -1;
+}
+
+/* The usual case of pairing with the first waiter of ch's queue, `target`,
+ * which is in this thread: a receiver gets `value` and runs now, the
+ * sender going last (sending, value != NULL); or the sender's value is
+ * taken and the sender goes to the end of the run queue (receiving).
+ * Returns the received value / None; NULL on error. */
+static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue, PyObject *rq,
+                      PyObject *target, long balance, PyObject *value)
+{
+    int sending = value != NULL;
+    PyObject *nb = PyLong_FromLong(balance + (sending ? 1 : -1));
+    if (nb == NULL)
+        return NULL;
+    /* -- transaction */
+    PyObject *gone = deque_call(d_popleft, s_popleft, queue, NULL, NULL);   /* target */
+    if (gone == NULL) {
+        Py_DECREF(nb);
+        return NULL;
     }
-    set_slot(cur, t_blocked, dir > 0 ? one : minus_one);
-    set_slot(cur, t_channel, ch);
-    if (value != NULL)
-        set_slot(cur, t_tempval, value);
-    if (unlock() < 0 || block_current(ch, ts, cur) < 0)
-        return -1;
-    return 0;
+    PyObject *old = swap_slot(target, t_tempval, sending ? value : Py_None);
+    PyObject *olds[4] = {swap_slot(ch, c_balance, nb), swap_slot(target, t_blocked, zero),
+                         swap_slot(target, t_channel, Py_None),
+                         swap_slot(target, t_scheduled, Py_True)};
+    PyObject *r = sending ? deque_call(d_insert, s_insert, rq, one, target)
+                          : deque_call(d_append, s_append, rq, target, NULL);
+    /* -- end of transaction: drop what was replaced */
+    Py_DECREF(nb);
+    Py_DECREF(gone);
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(olds[i]);
+    if (r == NULL) {
+        Py_XDECREF(old);
+        return NULL;
+    }
+    Py_DECREF(r);
+    if (!sending)
+        return old;                     /* the sender's value */
+    Py_XDECREF(old);                    /* the receiver's previous tempval */
+    /* the receiver runs now; we go last */
+    PyObject *first = PySequence_GetItem(rq, 0);
+    if (first == NULL)
+        return NULL;
+    int rc = 0;
+    if (first == cur)
+        rc = discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL));
+    Py_DECREF(first);
+    PyObject *nxt = rc < 0 ? NULL : PySequence_GetItem(rq, 0);
+    if (nxt == NULL)
+        return NULL;
+    if (nxt != cur)
+        rc = do_switch(ts, cur, nxt);
+    Py_DECREF(nxt);
+    if (rc < 0)
+        return NULL;
+    return take_tempval(cur, 0);
+}
+
+/* The usual case of blocking: queue cur on ch as a sender of `value` (dir
+ * 1) or a receiver (dir -1), leave the run queue (cur is rq[0], another
+ * tasklet follows) and switch.  Returns what cur finds in its tempval when
+ * it resumes (a receiver takes it), NULL on error. */
+static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
+                           PyObject *rq, long balance, int dir, PyObject *value)
+{
+    PyObject *nb = PyLong_FromLong(balance + dir);
+    if (nb == NULL)
+        return NULL;
+    /* -- transaction */
+    PyObject *old = value != NULL ? swap_slot(cur, t_tempval, value) : NULL;
+    PyObject *olds[3] = {swap_slot(cur, t_blocked, dir > 0 ? one : minus_one),
+                         swap_slot(cur, t_channel, ch), swap_slot(ch, c_balance, nb)};
+    PyObject *r = deque_call(d_append, s_append, queue, cur, NULL);
+    if (r == NULL) {
+        /* nothing queued (no memory): put the fields back */
+        PyObject *back[3] = {swap_slot(cur, t_blocked, olds[0]), swap_slot(cur, t_channel, olds[1]),
+                             swap_slot(ch, c_balance, olds[2])};
+        for (int i = 0; i < 3; i++) {
+            Py_XDECREF(olds[i]);
+            Py_XDECREF(back[i]);
+        }
+        Py_DECREF(nb);
+        Py_XDECREF(old);
+        return NULL;
+    }
+    Py_DECREF(r);
+    /* -- end of transaction; cur leaves the run queue and blocks */
+    Py_DECREF(nb);
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(olds[i]);
+    Py_XDECREF(old);
+    PyObject *first = PySequence_GetItem(rq, 0), *nxt = NULL;
+    int rc = -1;
+    if (first != NULL && first == cur && PyObject_Size(rq) > 1) {
+        PyObject *gone = deque_call(d_popleft, s_popleft, rq, NULL, NULL);
+        Py_XDECREF(gone);
+        if (gone != NULL) {
+            Py_DECREF(swap_slot(cur, t_scheduled, Py_False));
+            nxt = PySequence_GetItem(rq, 0);
+            rc = nxt == NULL ? -1 : do_switch(ts, cur, nxt);
+        }
+    }
+    else if (first != NULL && !PyErr_Occurred()) {
+        /* a finalizer changed the run queue meanwhile: the Python code decides */
+        PyObject *args[2] = {ts, cur};
+        rc = discard(PyObject_Vectorcall(py_leave, args, 2, NULL));
+    }
+    Py_XDECREF(first);
+    Py_XDECREF(nxt);
+    if (rc < 0)
+        return NULL;
+    return take_tempval(cur, dir < 0);
+}
+
+/* The thread state, current tasklet, queue and run queue of a channel
+ * operation in the usual case, and the channel's balance; 0 when the
+ * Python code must do it (nothing changed), -1 on error. */
+typedef struct {
+    PyObject *ts, *cur, *queue, *rq;
+    long balance;
+} Op;
+
+static int op_begin(Op *op, PyObject *ch)
+{
+    op->ts = op->cur = op->queue = op->rq = NULL;
+    if (!plain_channel(ch))
+        return PyErr_Occurred() ? -1 : 0;
+    if ((op->ts = thread_state()) == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    op->cur = Py_NewRef(slot(op->ts, ts_current));
+    op->queue = Py_NewRef(slot(ch, c_queue));
+    op->rq = Py_NewRef(slot(op->ts, ts_rq));
+    op->balance = balance_of(ch);
+    return op->balance != -2 && Py_IS_TYPE(op->rq, (PyTypeObject *)deque_type)
+        && plain_flag(op->ts, ts_trap) == 0;
+}
+
+static void op_end(Op *op)
+{
+    Py_XDECREF(op->ts);
+    Py_XDECREF(op->cur);
+    Py_XDECREF(op->queue);
+    Py_XDECREF(op->rq);
+}
+
+/* The first waiter if it is in this thread and the channel's preference
+ * is `pref_ok` (-1 sending: the receiver runs; receiving: not 1), without
+ * schedule_all; else NULL without an error. */
+static PyObject *usual_partner(PyObject *ch, Op *op, int sending)
+{
+    PyObject *pref = slot(ch, c_preference);
+    if (!PyLong_CheckExact(pref) || plain_flag(ch, c_schedule_all) != 0)
+        return NULL;
+    int overflow;
+    long p = PyLong_AsLongAndOverflow(pref, &overflow);
+    if (overflow || (sending ? p != -1 : p == 1))
+        return NULL;
+    PyObject *target = PySequence_GetItem(op->queue, 0);
+    if (target == NULL)
+        return NULL;
+    if (slot(target, t_ts) != op->ts) {
+        Py_DECREF(target);
+        return NULL;
+    }
+    return target;
+}
+
+/* Whether cur may block here in the usual way: cur is rq[0] and another
+ * tasklet follows, the channel is open, no block trap. */
+static int usual_wait(PyObject *ch, Op *op)
+{
+    if (plain_flag(ch, c_closing) != 0 || plain_flag(op->cur, t_block_trap) != 0)
+        return 0;
+    Py_ssize_t n = PyObject_Size(op->rq);
+    if (n < 2)
+        return 0;
+    PyObject *first = PySequence_GetItem(op->rq, 0);
+    Py_XDECREF(first);
+    return first == op->cur;
 }
 
 static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 1 || !plain_channel(ch))
-        return PyErr_Occurred() ? NULL : call_bound(py_send, ch, args, nargs, NULL);
-    PyObject *value = args[0];
+    if (nargs != 1)
+        return call_bound(py_send, ch, args, nargs, NULL);
+    PyObject *value = args[0], *r = NULL;
     PyObject *ts = thread_state();
-    if (ts == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        PyObject *a[2] = {ch, value};
-        return PyObject_Vectorcall(py_send, a, 2, NULL);
-    }
-    PyObject *cur = Py_NewRef(slot(ts, ts_current)), *queue = Py_NewRef(slot(ch, c_queue));
-    PyObject *target = NULL, *result = NULL;
-    int rc = -1, sign;
-    if (lock() < 0)
-        goto done;
-    if ((sign = balance_sign(ch)) == -2) {
-        unlock();
-        goto done;
-    }
-    if (sign < 0) {
-        /* a receiver is waiting: hand the value over */
-        target = deque_call(d_popleft, s_popleft, queue, NULL, NULL);
-        if (target == NULL || add_balance(ch, 1) < 0) {
-            unlock();
-            goto done;
-        }
-        set_slot(target, t_blocked, zero);
-        set_slot(target, t_channel, Py_None);
-        set_slot(target, t_tempval, value);
-        if (unlock() < 0)
-            goto done;
-        long pref = PyLong_AsLong(slot(ch, c_preference));
-        if (pref == -1 && PyErr_Occurred())
-            goto done;
-        int trap = slot_true(ts, ts_trap), all = slot_true(ch, c_schedule_all);
-        if (trap < 0 || all < 0)
-            goto done;
-        if (slot(target, t_ts) == ts && pref == -1 && !trap && !all) {
-            /* the receiver runs now, we go last */
-            PyObject *rq = Py_NewRef(slot(ts, ts_rq));
-            int bad = discard(deque_call(d_insert, s_insert, rq, one, target)) < 0
-                || discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0;
-            Py_DECREF(rq);
-            if (bad)
-                goto done;
-            set_slot(target, t_scheduled, Py_True);
-            if (do_switch(ts, cur, target) < 0)
-                goto done;
-            PyObject *v = take_tempval(cur, 0);
-            if (v == NULL)
-                goto done;
-            Py_DECREF(v);
-        }
-        else if (wake(ch, ts, cur, target, minus_one) < 0) {
-            goto done;
-        }
-        rc = 0;
-        goto done;
-    }
-    int waited = wait_here(ch, ts, queue, cur, 1, value);
-    if (waited > 0) {
-        /* the Python code raises the right error */
-        Py_DECREF(cur);
-        Py_DECREF(queue);
+    if (ts == NULL && PyErr_Occurred())
+        return NULL;
+    if (ts != NULL) {
+        /* what the sender held goes first: its __del__ may use channels */
+        PyObject *cur = slot(ts, ts_current);
+        if (slot(cur, t_tempval) != Py_None)
+            Py_DECREF(swap_slot(cur, t_tempval, Py_None));
         Py_DECREF(ts);
+    }
+    Op op;
+    int usual = op_begin(&op, ch);
+    if (usual > 0 && op.balance < 0) {
+        PyObject *target = usual_partner(ch, &op, 1);
+        PyObject *first = target == NULL ? NULL : PySequence_GetItem(op.rq, 0);
+        Py_XDECREF(first);
+        if (first == op.cur && first != NULL) {
+            r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, value);
+            Py_DECREF(target);
+            goto done;
+        }
+        Py_XDECREF(target);
+        usual = PyErr_Occurred() ? -1 : 0;
+    }
+    else if (usual > 0) {
+        if (usual_wait(ch, &op)) {
+            r = wait_here(ch, op.ts, op.cur, op.queue, op.rq, op.balance, 1, value);
+            goto done;
+        }
+        usual = PyErr_Occurred() ? -1 : 0;
+    }
+    op_end(&op);
+    if (usual < 0)
+        return NULL;
+    {
         PyObject *a[2] = {ch, value};
         return PyObject_Vectorcall(py_send, a, 2, NULL);
     }
-    if (waited < 0)
-        goto done;
-    PyObject *v = take_tempval(cur, 0);
-    if (v == NULL)
-        goto done;
-    Py_DECREF(v);
-    rc = 0;
 done:
-    if (rc == 0)
-        result = Py_NewRef(Py_None);
-    Py_XDECREF(target);
-    Py_DECREF(queue);
-    Py_DECREF(cur);
-    Py_DECREF(ts);
-    return result;
+    if (r == NULL)
+        recover(op.ts, op.cur);
+    else if (r != Py_None) {
+        Py_DECREF(r);
+        r = Py_NewRef(Py_None);
+    }
+    op_end(&op);
+    return r;
 }
 
 static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 0 || !plain_channel(ch))
-        return PyErr_Occurred() ? NULL : call_bound(py_receive, ch, args, nargs, NULL);
-    PyObject *ts = thread_state();
-    if (ts == NULL)
-        return PyErr_Occurred() ? NULL : PyObject_CallOneArg(py_receive, ch);
-    PyObject *cur = Py_NewRef(slot(ts, ts_current)), *queue = Py_NewRef(slot(ch, c_queue));
-    PyObject *target = NULL, *result = NULL;
-    int sign;
-    if (lock() < 0)
-        goto done;
-    if ((sign = balance_sign(ch)) == -2) {
-        unlock();
-        goto done;
-    }
-    if (sign > 0) {
-        /* a sender is waiting: take its value */
-        target = deque_call(d_popleft, s_popleft, queue, NULL, NULL);
-        if (target == NULL || add_balance(ch, -1) < 0) {
-            unlock();
-            goto done;
-        }
-        set_slot(target, t_blocked, zero);
-        set_slot(target, t_channel, Py_None);
-        PyObject *v = Py_NewRef(slot(target, t_tempval));
-        set_slot(target, t_tempval, Py_None);
-        if (unlock() < 0) {
-            Py_DECREF(v);
-            goto done;
-        }
-        long pref = PyLong_AsLong(slot(ch, c_preference));
-        int all = pref == -1 && PyErr_Occurred() ? -1 : slot_true(ch, c_schedule_all);
-        if (all < 0) {
-            Py_DECREF(v);
-            goto done;
-        }
-        if (slot(target, t_ts) == ts && pref != 1 && !all) {
-            PyObject *rq = Py_NewRef(slot(ts, ts_rq));
-            int bad = discard(deque_call(d_append, s_append, rq, target, NULL)) < 0;
-            Py_DECREF(rq);
-            if (bad) {
-                Py_DECREF(v);
-                goto done;
+    if (nargs != 0)
+        return call_bound(py_receive, ch, args, nargs, NULL);
+    PyObject *r = NULL;
+    Op op;
+    int usual = op_begin(&op, ch);
+    if (usual > 0 && op.balance > 0) {
+        PyObject *target = usual_partner(ch, &op, 0);
+        if (target != NULL) {
+            r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, NULL);
+            Py_DECREF(target);
+            if (r != NULL && Py_IS_TYPE(r, (PyTypeObject *)bomb_type)) {
+                Py_XDECREF(call_method0(r, s_raise));
+                Py_CLEAR(r);
+                op_end(&op);
+                return NULL;    /* the exception it carries is the result */
             }
-            set_slot(target, t_scheduled, Py_True);
-        }
-        else if (wake(ch, ts, cur, target, one) < 0) {
-            Py_DECREF(v);
             goto done;
         }
-        if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type)) {
-            Py_XDECREF(call_method0(v, s_raise));
-            Py_DECREF(v);
+        usual = PyErr_Occurred() ? -1 : 0;
+    }
+    else if (usual > 0) {
+        if (usual_wait(ch, &op)) {
+            r = wait_here(ch, op.ts, op.cur, op.queue, op.rq, op.balance, -1, NULL);
             goto done;
         }
-        result = v;
-        goto done;
+        usual = PyErr_Occurred() ? -1 : 0;
     }
-    int waited = wait_here(ch, ts, queue, cur, -1, NULL);
-    if (waited > 0) {
-        Py_DECREF(cur);
-        Py_DECREF(queue);
-        Py_DECREF(ts);
-        return PyObject_CallOneArg(py_receive, ch);
-    }
-    if (waited < 0)
-        goto done;
-    result = take_tempval(cur, 1);
+    op_end(&op);
+    if (usual < 0)
+        return NULL;
+    return PyObject_CallOneArg(py_receive, ch);
 done:
-    Py_XDECREF(target);
-    Py_DECREF(queue);
-    Py_DECREF(cur);
-    Py_DECREF(ts);
-    return result;
+    if (r == NULL)
+        recover(op.ts, op.cur);
+    op_end(&op);
+    return r;
 }
 
 /* --- install(namespace) ---------------------------------------------------- */
@@ -655,13 +666,19 @@ static PyMethodDef send_def = {"send", (PyCFunction)(void (*)(void))accel_send, 
 static PyMethodDef receive_def = {"receive", (PyCFunction)(void (*)(void))accel_receive, METH_FASTCALL,
     "Receive a value; block until a sender provides one (C version)."};
 
-static PyObject *accel_install(PyObject *mod, PyObject *ns)
+/* install(names, switching_globals, channel_globals): `names` holds the
+ * classes and functions of stackless (read once); the globals of
+ * stackless._switching and stackless._channel are kept, for the callbacks.
+ * Returns {"_switch": ..., "schedule": ...}, the C versions
+ * that the Python code puts in place of its own. */
+static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!PyDict_Check(ns)) {
-        PyErr_SetString(PyExc_TypeError, "install(globals of stackless)");
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "install(names, switching_globals, channel_globals)");
         return NULL;
     }
-    if (mod_dict != NULL) {
+    PyObject *ns = args[0];
+    if (sched_dict != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_stackless_accel is installed already");
         return NULL;
     }
@@ -672,7 +689,11 @@ static PyObject *accel_install(PyObject *mod, PyObject *ns)
             || (py_bootstrap = need(ns, "_bootstrap")) == NULL || (py_launch = need(ns, "_launch")) == NULL
             || (py_tracing_out = need(ns, "_tracing_out")) == NULL
             || (py_tracing_in = need(ns, "_tracing_in")) == NULL
-            || (py_schedule = need(ns, "schedule")) == NULL)
+            || (py_switch = need(ns, "_switch")) == NULL
+            || (py_schedule = need(ns, "schedule")) == NULL
+            || (py_recover = need(ns, "_recover")) == NULL || (py_leave = need(ns, "_leave")) == NULL
+            || (py_raise_pending = need(ns, "_raise_pending")) == NULL
+            || (py_not_started = need(ns, "_not_started")) == NULL)
         goto fail;
     if ((py_send = PyObject_GetAttrString(channel, "send")) == NULL
             || (py_receive = PyObject_GetAttrString(channel, "receive")) == NULL
@@ -686,10 +707,6 @@ static PyObject *accel_install(PyObject *mod, PyObject *ns)
             || (d_insert = PyObject_GetAttrString(deque_type, "insert")) == NULL
             || (d_rotate = PyObject_GetAttrString(deque_type, "rotate")) == NULL)
         goto fail;
-    /* the Python code's lock becomes ours (nothing holds it at import) */
-    if ((chan_lock = (LockObject *)PyObject_CallNoArgs((PyObject *)&Lock_Type)) == NULL
-            || PyDict_SetItemString(ns, "_lock", (PyObject *)chan_lock) < 0)
-        goto fail;
     if ((t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
             || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
             || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
@@ -700,18 +717,19 @@ static PyObject *accel_install(PyObject *mod, PyObject *ns)
             || (t_block_trap = slot_offset(tasklet, "_block_trap")) < 0
             || (c_queue = slot_offset(channel, "_queue")) < 0
             || (c_balance = slot_offset(channel, "_balance")) < 0
-            || (c_preference = slot_offset(channel, "preference")) < 0
-            || (c_schedule_all = slot_offset(channel, "schedule_all")) < 0
+            || (c_preference = slot_offset(channel, "_preference")) < 0
+            || (c_schedule_all = slot_offset(channel, "_schedule_all")) < 0
             || (c_closing = slot_offset(channel, "_closing")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0 || (ts_rq = slot_offset(tstate, "rq")) < 0
             || (ts_trap = slot_offset(tstate, "trap")) < 0 || (ts_timeout = slot_offset(tstate, "timeout")) < 0
             || (ts_launch = slot_offset(tstate, "launch")) < 0
-            || (ts_tracing = slot_offset(tstate, "tasklet_tracing")) < 0)
+            || (ts_tracing = slot_offset(tstate, "tasklet_tracing")) < 0
+            || (ts_pending = slot_offset(tstate, "pending")) < 0)
         goto fail;
     static const char *names[] = {"ts", "switch", "rotate", "popleft", "append", "insert", "raise_",
-                                  "_block", "_wake", "resumed", "_schedule_cb", "_channel_cb"};
+                                  "resumed", "_schedule_cb", "_channel_cb"};
     PyObject **slots[] = {&s_ts, &s_switch, &s_rotate, &s_popleft, &s_append, &s_insert, &s_raise,
-                          &s_block, &s_wake, &s_resumed, &s_schedule_cb, &s_channel_cb};
+                          &s_resumed, &s_schedule_cb, &s_channel_cb};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
             goto fail;
@@ -728,19 +746,20 @@ static PyObject *accel_install(PyObject *mod, PyObject *ns)
     Py_DECREF(d);
     PyObject *sched = PyObject_GetAttrString(mod, "schedule");
     PyObject *sw = PyObject_GetAttrString(mod, "_switch");
-    int bad = sched == NULL || sw == NULL || PyDict_SetItemString(ns, "schedule", sched) < 0
-        || PyDict_SetItemString(ns, "_switch", sw) < 0;
+    PyObject *replaced = sched == NULL || sw == NULL ? NULL
+        : Py_BuildValue("{sOsO}", "_switch", sw, "schedule", sched);
     Py_XDECREF(sched);
     Py_XDECREF(sw);
-    if (bad)
+    if (replaced == NULL)
         goto fail;
-    mod_dict = Py_NewRef(ns);
+    sched_dict = Py_NewRef(args[1]);
+    chan_dict = Py_NewRef(args[2]);
     Py_DECREF(tasklet);
     Py_DECREF(channel);
     Py_DECREF(tstate);
     Py_DECREF(cont);
     Py_DECREF(coll);
-    Py_RETURN_NONE;
+    return replaced;
 fail:
     Py_XDECREF(tasklet);
     Py_XDECREF(channel);
@@ -751,8 +770,9 @@ fail:
 }
 
 static PyMethodDef accel_methods[] = {
-    {"install", accel_install, METH_O,
-     "install(globals): replace stackless's hot paths with the C versions."},
+    {"install", (PyCFunction)(void (*)(void))accel_install, METH_FASTCALL,
+     "install(names, switching_globals, channel_globals): set up the C versions of\n"
+     "stackless's hot paths; returns those the Python code must put in place."},
     {"schedule", (PyCFunction)(void (*)(void))accel_schedule, METH_FASTCALL | METH_KEYWORDS,
      "Let the next runnable tasklet run; the current one goes to the end (C version)."},
     {"_switch", (PyCFunction)(void (*)(void))accel_switch, METH_FASTCALL,
@@ -772,10 +792,5 @@ static struct PyModuleDef accel_module = {
 
 PyMODINIT_FUNC PyInit__stackless_accel(void)
 {
-    if (PyType_Ready(&Lock_Type) < 0)
-        return NULL;
-    PyObject *m = PyModule_Create(&accel_module);
-    if (m != NULL && PyModule_AddObjectRef(m, "Lock", (PyObject *)&Lock_Type) < 0)
-        Py_CLEAR(m);
-    return m;
+    return PyModule_Create(&accel_module);
 }

@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional
 
-import stackless as _sl
-from stackless import _make_runnable_first, _switch, _take_tempval
+from stackless._common import _OWN_GLOBALS, _index, _own_module
+from stackless._switching import _make_runnable_first, _switch, _take_tempval
 
-_OWN_GLOBALS = (vars(_sl), globals())
+_own_module(globals())
 
 
 class _Preempt:
@@ -60,18 +60,15 @@ class _Preempt:
         # Frames that were already running before the trace function was
         # installed get no line events unless their f_trace is set.
         local = self._local_trace
-        own1, own2 = _OWN_GLOBALS
         while f is not None:
-            g = f.f_globals
-            if g is not own1 and g is not own2:
+            if id(f.f_globals) not in _OWN_GLOBALS:
                 tr = f.f_trace
                 if tr is None or type(getattr(tr, "__self__", None)) is _Preempt:
                     f.f_trace = local
             f = f.f_back
 
     def _global_trace(self, frame: Any, event: str, arg: Any) -> Any:
-        g = frame.f_globals
-        if g is _OWN_GLOBALS[0] or g is _OWN_GLOBALS[1]:
+        if id(frame.f_globals) in _OWN_GLOBALS:
             return None
         return self._local_trace(frame, event, arg)
 
@@ -101,13 +98,22 @@ class _Preempt:
         return (self.soft and not self.fired and self.ticks >= self.timeout
                 and not cur._atomic and cur is not self.watchdog)
 
+    def soft_interrupt(self, ts: Any) -> Any:
+        """At a switch after the soft budget ran out: the waiting ``run()``
+        runs first (and returns None); the run queue stays as it is."""
+        self.fired = True
+        _make_runnable_first(ts, self.watchdog)
+        return self.watchdog
+
     def interrupt(self, ts: Any, cur: Any) -> None:
         """Take ``cur`` off the run queue and resume the waiting ``run()``."""
         self.fired = True
         self.interrupted = cur
         rq = ts.rq
         if cur._scheduled:
-            rq.remove(cur)
+            i = _index(rq, cur)
+            if i >= 0:
+                del rq[i]
             cur._scheduled = False
         _make_runnable_first(ts, self.watchdog)
         _switch(ts, cur, self.watchdog)

@@ -59,18 +59,18 @@ class Resume:
         return Resume, (self.tasklet, self.op)
 
     def __call__(self) -> Any:
-        import stackless
+        from stackless import _switching
         t = self.tasklet
         ts = t._ts
         if ts.tasklet_tracing:
-            stackless._tracing_in(ts, t)
+            _switching._tracing_in(ts, t)
         if ts.timeout is not None:
             ts.timeout.resumed(t)
         t._frame = None
         if self.op in _RETURN_TEMPVAL:
-            return stackless._take_tempval(t)
+            return _switching._take_tempval(t)
         v = t._tempval
-        if type(v) is stackless.bomb:
+        if type(v) is _switching.bomb:
             t._tempval = None
             v.raise_()
         return None

@@ -29,7 +29,8 @@ def test_accelerator_is_used_by_default():
     assert stackless._accelerated
     assert type(stackless.channel.__dict__["send"]).__name__ == "method_descriptor"
     assert stackless.schedule is _stackless_accel.schedule
-    assert isinstance(stackless._lock, _stackless_accel.Lock)
+    # channel operations hold no lock (docs/design.md, "Exception safety")
+    assert not hasattr(stackless, "_lock") and not hasattr(_stackless_accel, "Lock")
 
 
 @cpython_only
@@ -58,25 +59,13 @@ def test_greenlet_accelerator_can_be_turned_off():
 @cpython_only
 def test_pure_python_reference_passes_the_same_tests():
     env = dict(os.environ, STACKLESS_ACCEL="0")
-    files = [os.path.join(HERE, f) for f in ("test_stackless.py", "test_coexist.py",
+    files = [os.path.join(HERE, f) for f in ("test_stackless.py", "test_stackless_faults.py", "test_coexist.py",
                                               "test_greenlet.py", "test_greenlet_activation.py",
                                               "test_gevent_emulation.py")]
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert " passed" in out.stdout
-
-
-@cpython_only
-def test_lock_guards_like_a_thread_lock():
-    import _stackless_accel
-    lock = _stackless_accel.Lock()
-    assert lock.acquire() is True
-    lock.release()
-    with pytest.raises(RuntimeError):
-        lock.release()
-    with lock:
-        pass
 
 
 @cpython_only

@@ -130,14 +130,16 @@ def test_schedule_callback():
 
 def test_channel_callback():
     seen = []
-    stackless.set_channel_callback(lambda *a: seen.append(a))
+    stackless.set_channel_callback(lambda *a: seen.append(a + (a[1].tempval,)))
     assert stackless.get_channel_callback() is not None
     ch = channel()
     t = tasklet(ch.receive)()
     stackless.run()
     ch.send(3)
     stackless.set_channel_callback(None)
-    assert seen == [(ch, t, False, True), (ch, stackless.main, True, False)]
+    # as in Stackless: int flags, and the sender holds the value in tempval
+    assert seen == [(ch, t, 0, 1, None), (ch, stackless.main, 1, 0, 3)]
+    assert all(type(x) is int for s in seen for x in s[2:4])
 
 
 def test_switch_trap():
@@ -259,15 +261,32 @@ def test_constructor_with_args_and_kwargs():
 def test_setup_and_rebinding_errors():
     t = tasklet(lambda: None)
     t.setup()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^tasklet is alive$"):
         t.setup()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^tasklet is scheduled$"):
         t.bind(lambda: None)
     stackless.run()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="must be a callable or None"):
         tasklet(42)
-    with pytest.raises(TypeError):
+    with pytest.raises(RuntimeError, match="^the tasklet was not bound to a function$"):
         tasklet().setup()
+    with pytest.raises(RuntimeError, match="^can't \\(re\\)bind the current tasklet$"):
+        stackless.getcurrent().bind(lambda: None)
+
+
+def test_bind_keeps_the_function_in_tempval():
+    # Stackless: a tasklet bound to a function without arguments is not
+    # alive, and its function waits in tempval until setup()
+    def f(*a):
+        pass
+    t = tasklet(f)
+    assert t.tempval is f and not t.alive
+    t.bind(f, ())
+    assert t.tempval is None and t.alive and t.paused
+    t.bind(f)       # a paused, unstarted tasklet: its arguments are dropped
+    assert t.tempval is f and not t.alive
+    t.bind(None)
+    assert t.tempval is None
 
 
 def test_unbind_and_rebind():
@@ -566,13 +585,43 @@ def test_deadlock_main_blocks():
 
 
 def test_deadlock_when_last_tasklet_blocks_while_main_waits():
+    # as in Stackless: the tasklet that blocks last gets the error; here it
+    # does not catch it, so it dies and main gets it as its uncaught error
     a, b = channel(), channel()
     t = tasklet(b.receive)()
     with pytest.raises(RuntimeError, match=DEADLOCK):
         a.receive()
-    assert a.balance == 0 and b.balance == -1 and t.blocked
-    b.send(None)
-    assert not t.alive
+    assert a.balance == 0 and b.balance == 0 and not t.alive
+
+
+def test_deadlock_is_raised_in_the_tasklet_that_blocks_last():
+    main_ch = channel()
+    got = []
+
+    def task(op):
+        c = channel()
+        try:
+            c.send(1) if op == "send" else c.receive()
+        except RuntimeError as e:
+            got.append(str(e))
+        main_ch.send(None)
+
+    for op in ("send", "receive"):
+        tasklet(task)(op)
+        assert main_ch.receive() is None
+    assert got == [DEADLOCK, DEADLOCK]
+
+
+@pytest.mark.parametrize("op, message", [
+    ("receive", "the main tasklet is receiving without a sender available."),
+    ("send", "the main tasklet is sending without a receiver available."),
+])
+def test_blocked_main_is_woken_when_the_last_tasklet_ends(op, message):
+    c = channel()
+    tasklet(lambda: None)()
+    with pytest.raises(RuntimeError) as info:
+        c.send(1) if op == "send" else c.receive()
+    assert str(info.value) == message and c.balance == 0
 
 
 def test_run_returns_when_all_blocked():
@@ -1317,10 +1366,33 @@ def test_soft_timeout_interrupts_only_at_schedule():
 
     t = tasklet(f)()
     r = stackless.run(50, soft=True)
-    assert r is t and out == ["loop done"]
-    t.insert()
+    # as in Stackless: run() returns None and the tasklet stays scheduled
+    assert r is None and out == ["loop done"]
+    assert t.scheduled and stackless.getruncount() == 2
     stackless.run()
     assert out == ["loop done", "after schedule"]
+
+
+def test_soft_timeout_interrupts_at_a_channel_switch():
+    # a soft timeout ends run() at the next switch of any kind, not only at
+    # schedule(): a ring of tasklets that only talk through channels
+    chans = [channel() for i in range(3)]
+
+    def ring(i):
+        if i:
+            chans[i].receive()
+        while True:
+            for _ in range(200):
+                pass
+            chans[(i + 1) % 3].send(None)
+            chans[i].receive()
+
+    ts = [tasklet(ring)(i) for i in range(3)]
+    for _ in range(3):
+        assert stackless.run(1000, soft=True, totaltimeout=True) is None
+        assert stackless.getruncount() in (2, 3)
+    for t in ts:
+        t.kill()
 
 
 def test_totaltimeout():
@@ -1561,9 +1633,93 @@ def test_bind_thread_moves_unstarted_tasklet():
 def test_bind_thread_refuses_started_tasklet():
     t = tasklet(stackless.schedule_remove)()
     stackless.run()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="^bad thread$"):      # as in Stackless
+        t.bind_thread(12345)
+    t.bind_thread()             # its own thread: nothing to do
+    go, done = threading.Event(), threading.Event()
+    th = threading.Thread(target=lambda: (go.set(), done.wait()))
+    th.start()
+    go.wait()
+    try:
+        # a hard-switched stack cannot move to another thread
+        with pytest.raises(RuntimeError, match="has started"):
+            t.bind_thread(th.ident)
+    finally:
+        done.set()
+        th.join()
+    t.kill()
+
+
+def test_bind_thread_errors_like_stackless():
+    t = tasklet(lambda: None)()
+    with pytest.raises(OverflowError):
+        t.bind_thread(-2)
+    with pytest.raises(OverflowError):
+        t.bind_thread(1 << 70)
+    t.bind_thread()             # runnable, but already in this thread
+    t.bind_thread(-1)           # -1 is this thread too
+    with pytest.raises(RuntimeError, match="^can't \\(re\\)bind a runnable tasklet$"):
         t.bind_thread(12345)
     t.kill()
+
+
+def test_tasklets_of_another_thread():
+    # run() schedules a paused tasklet of another thread there, first in line;
+    # switch() refuses; once the thread is gone its tasklets report -1
+    box, ready, done = [], threading.Event(), threading.Event()
+    ran_in = []
+
+    def body():
+        ran_in.append(threading.get_ident())
+
+    def thread_main():
+        box.append(tasklet(body)().remove())
+        box.append(tasklet(body)().remove())
+        ready.set()
+        while not done.is_set():
+            stackless.run()
+            time.sleep(0.001)
+
+    th = threading.Thread(target=thread_main)
+    th.start()
+    ready.wait()
+    t1, t2 = box
+    with pytest.raises(RuntimeError, match="^can't switch to a different thread.$"):
+        t1.switch()
+    assert t1.run() is None
+    for _ in range(1000):
+        if ran_in:
+            break
+        time.sleep(0.005)
+    assert ran_in == [th.ident] and not t1.alive
+    assert stackless.getruncount() == 1
+    done.set()
+    th.join()
+    assert t1.thread_id == -1 and t2.thread_id == -1 and not t2.alive
+    with pytest.raises(RuntimeError, match="^tasklet has no thread$"):
+        t2.run()
+    with pytest.raises(RuntimeError, match="^tasklet has no thread$"):
+        t2.throw(ValueError, pending=True)
+    with pytest.raises(RuntimeError, match="^Target thread isn't initialized$"):
+        t2.insert()
+    t2.kill()                   # a dead tasklet: nothing to do
+    t2.bind_thread()
+    assert t2.thread_id == threading.get_ident()
+
+
+def test_get_thread_info_of_a_thread_without_tasklets():
+    go, done = threading.Event(), threading.Event()
+    th = threading.Thread(target=lambda: (go.set(), done.wait()))
+    th.start()
+    go.wait()
+    try:
+        main, current, runcount = stackless.get_thread_info(th.ident)
+        assert main is current and runcount == 1 and main.thread_id == th.ident
+    finally:
+        done.set()
+        th.join()
+    with pytest.raises(RuntimeError, match="^Thread id not found$"):
+        stackless.get_thread_info(th.ident)
 
 
 def test_coroutine_throw_and_getcurrent_inside():
@@ -1582,3 +1738,122 @@ def test_coroutine_throw_and_getcurrent_inside():
     c.switch()
     c.throw(KeyError, "k")
     assert got == [("k",)] and not c.alive
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda t, c: c.send(), r"^send\(\) takes exactly one argument \(0 given\)$"),
+    (lambda t, c: c.send(1, 2), r"^send\(\) takes exactly one argument \(2 given\)$"),
+    (lambda t, c: c.receive(1), r"^receive\(\) takes no arguments \(1 given\)$"),
+    (lambda t, c: c.send_exception(), r"^send_exception\(\) takes at least 1 argument"),
+    (lambda t, c: c.close(1), r"^close\(\) takes no arguments \(1 given\)$"),
+    (lambda t, c: t.bind(1, 2, 3, 4), r"^bind\(\) takes at most 3 arguments \(4 given\)$"),
+    (lambda t, c: t.insert(1), r"^insert\(\) takes no arguments \(1 given\)$"),
+    (lambda t, c: t.kill(1, 2), r"^kill\(\) takes at most 1 argument \(2 given\)$"),
+    (lambda t, c: t.throw(), r"^throw\(\) missing required argument 'exc' \(pos 1\)$"),
+    (lambda t, c: t.throw(1, 2, 3, 4, 5), r"^throw\(\) takes at most 4 arguments \(5 given\)$"),
+    (lambda t, c: t.set_atomic(), r"^set_atomic\(\) takes exactly one argument \(0 given\)$"),
+    (lambda t, c: t.raise_exception(), r"^raise_exception\(\) takes at least 1 argument"),
+    (lambda t, c: stackless.getcurrent(1), r"^getcurrent\(\) takes no arguments \(1 given\)$"),
+    (lambda t, c: stackless.schedule(1, 2), r"^schedule\(\) takes at most 1 argument \(2 given\)$"),
+    (lambda t, c: stackless.get_thread_info(1, 2, 3),
+     r"^get_thread_info\(\) takes at most 2 arguments \(3 given\)$"),
+    (lambda t, c: stackless.set_schedule_callback(),
+     r"^set_schedule_callback\(\) takes exactly one argument \(0 given\)$"),
+])
+def test_argument_errors_read_like_stackless(call, message):
+    # Stackless's functions are C functions: their argument errors say so
+    t = tasklet(lambda: None)
+    with pytest.raises(TypeError, match=message):
+        call(t, channel())
+
+
+def test_module_contents_like_stackless():
+    ns = {}
+    exec("from stackless import *", ns)
+    assert ns["stackless"] is stackless
+    assert stackless.debug is False and stackless.getdebug() is False
+    assert stackless.uncollectables == [] and stackless.getuncollectables() == []
+    assert stackless.get_thread_info() == (stackless.getmain(), stackless.getcurrent(), 1)
+
+
+def test_channel_attribute_types_are_checked():
+    c = channel()
+    with pytest.raises(TypeError, match="^preference must be set to an integer$"):
+        c.preference = 2.5
+    with pytest.raises(TypeError, match="^schedule_all must be set to a bool or integer$"):
+        c.schedule_all = None
+    c.preference, c.schedule_all = -7, -1
+    assert (c.preference, c.schedule_all) == (-1, 1)
+    assert type(c.schedule_all) is int
+
+
+def test_iterating_a_closed_channel_stops():
+    c = channel()
+    tasklet(c.send)(1)
+    stackless.run()
+    c.close()
+    assert list(c) == [1]           # the waiting sender's value, then the end
+    with pytest.raises(ValueError, match="closed channel"):
+        c.receive()
+
+
+def test_uncaught_error_goes_to_the_innermost_run():
+    got = []
+
+    def bad():
+        raise KeyError("inner")
+
+    def runner():
+        tasklet(bad)()
+        try:
+            stackless.run()
+        except KeyError as e:
+            got.append(e.args)
+
+    tasklet(runner)()
+    stackless.run()             # as in Stackless: the outer run() sees nothing
+    assert got == [("inner",)]
+
+
+def test_waking_an_outer_run_by_hand_ends_the_inner_ones():
+    out = []
+
+    def wake_main():
+        stackless.getmain().run()
+        out.append("wake_main")
+
+    def runner():
+        tasklet(wake_main)()
+        stackless.run()
+        out.append("inner run returned")
+
+    tasklet(runner)()
+    stackless.run()
+    # main's run() returned; the run() nested in it is runnable again
+    assert out == [] and stackless.getruncount() == 3
+    stackless.run()
+    assert out == ["wake_main", "inner run returned"]
+
+
+def test_nested_timeouts_interrupt_the_outermost_run():
+    order = []
+
+    def spin():
+        while True:
+            for _ in range(50):
+                pass
+            stackless.schedule()
+
+    def runner(depth):
+        if depth:
+            tasklet(runner)(depth - 1)
+        with stackless.atomic():
+            stackless.run(500, totaltimeout=True)
+            order.append(depth)
+        for t in spinners:
+            t.kill()
+
+    spinners = [tasklet(spin)(), tasklet(spin)()]
+    tasklet(runner)(2)
+    stackless.run()
+    assert order[0] == 2 and sorted(order) == [0, 1, 2]

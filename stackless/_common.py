@@ -1,0 +1,144 @@
+"""What every part of ``stackless`` shares: ``TaskletExit``, ``bomb``, the
+error messages and the registry of the package's own module globals."""
+
+from __future__ import annotations
+
+import builtins
+import sys
+import _thread
+from typing import Any
+
+_DEADLOCK = "Deadlock: the last runnable tasklet cannot be blocked."
+_MAIN_RECEIVING = "the main tasklet is receiving without a sender available."
+_MAIN_SENDING = "the main tasklet is sending without a receiver available."
+_CLOSED = "Send/receive operation on a closed channel"
+_BLOCK_TRAP = "this tasklet does not like to be blocked."
+_NOT_RESTORABLE = ("this tasklet was pickled while it was running; a hard-switched "
+                   "tasklet cannot be restored: only unstarted, paused-before-start "
+                   "and dead tasklets are restorable")
+
+_PYPY = sys.implementation.name == "pypy"
+_NOARG: Any = object()  # "argument not given", where None is a valid argument
+_RUNNING = object()     # "the running stack", see tasklet._context_place
+_getframe = sys._getframe
+_get_ident = _thread.get_ident
+
+if _PYPY:
+    # PyPy's continulets do not carry the contextvars context: do it here.
+    from __pypy__ import get_contextvar_context as _get_ctx  # type: ignore # noqa: F401
+    from __pypy__ import set_contextvar_context as _set_ctx  # type: ignore # noqa: F401
+else:
+    # Ours carry it, one context per stack, and let us read and replace the
+    # context of the running stack or of a suspended one.
+    from _continuation import _stack_context, _set_stack_context  # type: ignore # noqa: F401
+
+
+# id() of the globals of every module of the package whose frames are the
+# implementation's own: tasklet.frame and the preemption tick counter skip
+# them.  Module dicts live as long as the process, so their ids are stable.
+_OWN_GLOBALS: "set[int]" = set()
+
+
+def _own_module(namespace: dict) -> None:
+    """Count the frames of the module with globals ``namespace`` as ours."""
+    _OWN_GLOBALS.add(id(namespace))
+
+
+_own_module(globals())
+
+
+def _index(q: Any, t: Any) -> int:
+    """The position of ``t`` in the deque ``q`` by identity, or -1.
+
+    ``deque.index``/``remove`` would call ``__eq__`` of the other items,
+    which a subclass may define: no user code runs in the scheduler."""
+    i = 0
+    for x in q:
+        if x is t:
+            return i
+        i += 1
+    return -1
+
+
+class TaskletExit(SystemExit):
+    """Raised in a tasklet to kill it (see :meth:`tasklet.kill`).
+
+    When it leaves the tasklet's function uncaught the tasklet dies silently.
+    """
+
+
+if not hasattr(builtins, "TaskletExit"):
+    builtins.TaskletExit = TaskletExit  # type: ignore[attr-defined]
+else:  # pragma: no cover - another copy of this module was imported first
+    TaskletExit = builtins.TaskletExit  # type: ignore[misc,attr-defined]
+
+
+class bomb:
+    """An exception packed as a value: it explodes when it is received.
+
+    ``bomb(type, value, traceback)`` mirrors ``sys.exc_info()``.  A bomb that
+    arrives as a tasklet's ``tempval`` (through a channel, ``throw`` or
+    ``kill``) is raised in that tasklet when it resumes.
+    """
+
+    __slots__ = ("type", "value", "traceback")
+
+    def __init__(self, exc_type: Any = None, exc_value: Any = None,
+                 exc_traceback: Any = None) -> None:
+        self.type = exc_type
+        self.value = exc_value
+        self.traceback = exc_traceback
+
+    def raise_(self) -> None:
+        """Raise the packed exception."""
+        exc = _make_exception(self.type, self.value)
+        if self.traceback is not None:
+            raise exc.with_traceback(self.traceback)
+        raise exc
+
+    def __reduce__(self):
+        return (bomb, (self.type, self.value, None))
+
+    def __repr__(self) -> str:
+        return "<stackless.bomb %r %r>" % (self.type, self.value)
+
+
+def _make_exception(exc: Any, val: Any = None) -> BaseException:
+    """Build the exception instance for ``raise exc`` / ``throw(exc, val)``."""
+    if isinstance(exc, BaseException):
+        if val is not None:
+            raise TypeError("instance exception may not have a separate value")
+        return exc
+    if isinstance(exc, type) and issubclass(exc, BaseException):
+        if val is None:
+            return exc()
+        if isinstance(val, exc):
+            return val
+        if isinstance(val, tuple):
+            return exc(*val)
+        return exc(val)
+    raise TypeError("exceptions must be classes, or instances, not %s"
+                    % type(exc).__name__)
+
+
+
+# Argument errors worded as Stackless's C functions word them.  The functions
+# that take a fixed number of arguments collect any extra ones in ``*_more``
+# and leave out a default only to notice that it is missing.
+
+def _no_args(name: str, given: tuple) -> TypeError:
+    return TypeError("%s() takes no arguments (%d given)" % (name, len(given)))
+
+
+def _one_arg(name: str, arg: Any, more: tuple) -> TypeError:
+    given = len(more) + (arg is not _NOARG)
+    return TypeError("%s() takes exactly one argument (%d given)" % (name, given))
+
+
+def _at_most(name: str, most: int, more: tuple) -> TypeError:
+    return TypeError("%s() takes at most %d argument%s (%d given)"
+                     % (name, most, "" if most == 1 else "s", most + len(more)))
+
+
+def _at_least_one(name: str) -> TypeError:
+    return TypeError("%s() takes at least 1 argument (0 given)" % name)

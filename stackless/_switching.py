@@ -1,0 +1,429 @@
+"""Switching: how control passes from one tasklet to another, how a tasklet
+starts (``_bootstrap``) and ends (``_finish``), and which tasklet runs next
+when the run queue empties.  The schedule callback and the error handler are
+called from here."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import _thread
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from _continuation import continulet, permute
+
+from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG,
+                               _PYPY, _getframe, _index, _no_args, _one_arg, _own_module,
+                               bomb)
+from stackless._threads import _ThreadState, _states, _ts, _unregister
+from stackless import _running
+
+if TYPE_CHECKING:
+    from stackless._tasklet import tasklet
+
+_own_module(globals())
+
+# Callbacks shared by all threads.
+_schedule_cb: Optional[Callable] = None
+_error_handler: Optional[Callable] = None
+
+if _PYPY:
+    from stackless._common import _get_ctx, _set_ctx
+else:
+    from stackless._common import _set_stack_context
+
+
+def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
+    """Suspend ``cur`` (the running tasklet) and resume ``nxt``.
+
+    The caller has already arranged the run queue (``nxt`` is ``rq[0]``).
+    Returns when ``cur`` is resumed again.
+
+    The continulets obey one invariant: while the main tasklet runs every
+    other tasklet's continulet holds that tasklet's own stack; while a
+    non-main tasklet X runs, X's continulet holds the main tasklet's stack.
+    The three switch forms below keep that invariant.
+
+    Under ``run(timeout, soft=True)`` whose budget is spent, the switch goes
+    to the waiting ``run()`` instead, everything else staying as it is.
+    """
+    pre = ts.timeout
+    if pre is not None and nxt is not pre.watchdog and pre.soft_due(cur):
+        nxt = pre.soft_interrupt(ts)
+    if _schedule_cb is not None:
+        _call_schedule_cb(cur, nxt)
+    if ts.tasklet_tracing:
+        _tracing_out(ts, cur)
+    ts.current = nxt
+    cur._frame = _getframe(1)
+    if _PYPY:
+        cur._ctx = _get_ctx()
+    if cur._is_main:
+        c = nxt._cont
+        if c is None:
+            c = nxt._cont = continulet(_bootstrap, nxt)
+        try:
+            c.switch()
+        except BaseException:
+            _not_started(nxt, c)
+            raise
+        while ts.launch is not None:
+            _launch(ts)
+    elif nxt._is_main:
+        cur._cont.switch()
+    elif nxt._cont is None:
+        # New tasklets start from the main tasklet's stack, so that their
+        # depth does not pile up on the stack of whoever started them.
+        ts.launch = nxt
+        cur._cont.switch()
+    else:
+        cur._cont.switch(to=nxt._cont)
+    if _PYPY:
+        _set_ctx(cur._ctx)
+    if ts.tasklet_tracing:
+        _tracing_in(ts, cur)
+    if ts.timeout is not None:
+        ts.timeout.resumed(cur)
+    cur._frame = None
+    if ts.pending is not None and cur._is_main:
+        _raise_pending(ts)
+
+
+def _raise_pending(ts: _ThreadState) -> None:
+    """Raise in main the exception that landed after a dying tasklet had
+    switched away (see _bootstrap)."""
+    e, ts.pending = ts.pending, None
+    raise e
+
+
+def _call_schedule_cb(prev: "tasklet", nxt: "tasklet") -> None:
+    """Call the schedule callback in ``prev``, before the switch.  As in
+    Stackless, its exception does not stop the switch: it is reported as
+    unraisable ("Error in scheduling callback")."""
+    try:
+        _schedule_cb(prev, nxt)
+    except Exception as e:
+        _write_unraisable(e, "Error in scheduling callback")
+
+
+_hook_args_type: Any = None
+
+
+def _write_unraisable(e: BaseException, where: str) -> None:
+    """Report ``e`` through ``sys.unraisablehook`` as C code reports an
+    error it cannot raise (``PyErr_WriteUnraisable(where)``)."""
+    global _hook_args_type
+    if _hook_args_type is None:
+        # the hook's argument type is not exposed: take it from one report
+        seen: list = []
+        hook, sys.unraisablehook = sys.unraisablehook, seen.append
+
+        class _Probe:
+            def __del__(self) -> None:
+                raise RuntimeError
+
+        try:
+            _Probe()
+        finally:
+            sys.unraisablehook = hook
+        # (PyPy runs __del__ later: then there is no such type to use)
+        _hook_args_type = type(seen[0]) if seen else False
+    if _hook_args_type:
+        sys.unraisablehook(_hook_args_type((type(e), e, e.__traceback__, None, where)))
+    else:
+        import traceback
+        print("Exception ignored in: %r" % where, file=sys.stderr)
+        traceback.print_exception(type(e), e, e.__traceback__)
+
+
+def _tracing_out(ts: _ThreadState, cur: "tasklet") -> None:
+    """``cur`` is leaving: keep the trace and profile functions it has now.
+
+    While ``run(timeout)`` is active the thread's trace function is its tick
+    counter, which stays in place (docs/stackless.md)."""
+    if ts.timeout is None:
+        cur._trace = sys.gettrace()
+    cur._profile = sys.getprofile()
+
+
+def _tracing_in(ts: _ThreadState, cur: "tasklet") -> None:
+    """``cur`` runs (again): give the thread its trace and profile functions."""
+    if ts.timeout is None and sys.gettrace() is not cur._trace:
+        sys.settrace(cur._trace)
+    if sys.getprofile() is not cur._profile:
+        sys.setprofile(cur._profile)
+
+
+def _take_tempval(t: "tasklet") -> Any:
+    """Return ``t``'s tempval, raising it if it is a bomb."""
+    v = t._tempval
+    if type(v) is bomb:
+        t._tempval = None
+        v.raise_()
+    return v
+
+
+def _bootstrap(cont: continulet, self: "tasklet") -> Any:
+    """The function at the bottom of every tasklet's stack."""
+    ts = self._ts
+    if _PYPY:
+        _set_ctx(self._ctx)
+    self._frame = None
+    if ts.tasklet_tracing:
+        _tracing_in(ts, self)
+    if ts.timeout is not None:
+        ts.timeout.resumed(self)
+    self._started = True
+    error: Optional[BaseException] = None
+    try:
+        _take_tempval(self)
+        func, args, kwargs = self._func, self._args, self._kwargs
+        self._args = self._kwargs = None
+        # the stack's own context (not entered with Context.run(), so that
+        # set_context() can replace it while the tasklet lives)
+        if _PYPY:
+            _set_ctx(self._context)
+        else:
+            _set_stack_context(self._context)
+        func(*args, **kwargs)
+    except TaskletExit:
+        pass
+    except BaseException as e:
+        error = e
+    # The way out.  An exception that lands here (a signal handler's, a
+    # trace function's) is an uncaught exception of the tasklet: main
+    # gets it.  _finish is idempotent, so it is simply run again.
+    nxt = None
+    handler = _error_handler
+    tries = 0
+    while nxt is None:
+        try:
+            if error is not None and handler is not None:
+                h, handler = handler, None
+                error, e = None, error
+                h(type(e), e, e.__traceback__)
+            nxt = _finish(ts, self, error)
+        except TaskletExit:
+            error = None
+        except BaseException as e:  # the handler failed, or an async exception
+            error = e
+            tries += 1
+            if tries > 3:
+                # not an interruption: a tasklet the GC has cleared, while
+                # the interpreter finalizes.  Never spin: end the stack.
+                if not sys.is_finalizing():
+                    _write_unraisable(e, "Error in tasklet end")
+                return None
+    try:
+        if _schedule_cb is not None:
+            _call_schedule_cb(self, nxt)
+    except BaseException:
+        pass    # (an asynchronous exception here has nowhere to go)
+    # From here on no call may come before the switch: nxt is current.
+    ts.current = nxt
+    if _PYPY:
+        self._ctx = None
+    if nxt._is_main:
+        return None         # our continulet holds main's stack: resume it
+    c = nxt._cont
+    if c is None:
+        ts.launch = nxt     # main starts it (see _switch)
+        return None
+    try:
+        permute(cont, c)    # returning now resumes nxt; main moves into c
+    except BaseException as e:
+        # it landed after the permute (the switch is decided): main gets it
+        ts.pending = e
+    return None
+
+
+# a running tasklet pickles with its frames (stackless/_running.py)
+_running.install(_bootstrap.__code__, _ThreadState, _ts)
+
+
+def _finish(ts: _ThreadState, self: "tasklet",
+            error: Optional[BaseException]) -> "tasklet":
+    """Make the dying ``self`` dead and return the tasklet to resume.
+
+    Idempotent: an exception that interrupts it leaves a state from which
+    running it again completes the job.
+    """
+    # what the tasklet holds goes first, while it still lives: the
+    # finalizers this runs may use the scheduler
+    self._func = self._context = self._tempval = None
+    rq = ts.rq
+    i = _index(rq, self)
+    if i >= 0:
+        del rq[i]
+    self._scheduled = False
+    self._alive = False
+    _unregister(self)
+    if error is not None:
+        # An uncaught exception is re-raised in the innermost waiting
+        # run() (a "watchdog"), else in the main tasklet.
+        b = bomb(type(error), error, error.__traceback__)
+        wds = ts.watchdogs
+        m = wds[-1][0] if wds else ts.main
+        _make_runnable_first(ts, m)
+        m._tempval = b
+        return m
+    if rq:
+        return rq[0]
+    return _idle_target(ts, self, True)
+
+
+def _launch(ts: _ThreadState) -> None:
+    """In the main tasklet's stack: start the new tasklet ``ts.launch``."""
+    t = ts.launch
+    ts.launch = None
+    c = t._cont = continulet(_bootstrap, t)
+    try:
+        c.switch()
+    except BaseException:
+        _not_started(t, c)
+        raise
+
+
+def _not_started(t: "tasklet", c: continulet) -> None:
+    """An exception came out of the first switch into ``t``: if it landed
+    before ``_bootstrap`` began (the trace or profile event of its call),
+    ``t`` has not started and starts afresh next time."""
+    if not t._started and t._cont is c and not c.is_pending():
+        t._cont = None
+
+
+def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> None:
+    """Make ``t`` (a tasklet of this thread) ``rq[0]``, unblocking it.
+
+    Idempotent, and each step leaves a consistent state."""
+    if t._blocked:
+        t._channel._remove_waiter(t)
+    rq = ts.rq
+    if not (rq and rq[0] is t):
+        i = _index(rq, t)
+        if i >= 0:
+            del rq[i]
+        t._scheduled = True
+        rq.appendleft(t)
+    wds = ts.watchdogs
+    for i in range(len(wds)):
+        if wds[i][0] is t:
+            del wds[i]
+            break
+
+
+def _recover(ts: _ThreadState, cur: "tasklet") -> None:
+    """An exception surfaced in the running tasklet ``cur`` in the middle of
+    a scheduler operation (an error, a callback's, a signal handler's or a
+    trace function's): make the state say again that ``cur`` runs.
+
+    ``cur`` becomes current and ``rq[0]``; if it was about to block on a
+    channel, it is taken off again.  Idempotent."""
+    ts.current = cur
+    _make_runnable_first(ts, cur)
+
+
+def _others_can_wake(ts: _ThreadState) -> bool:
+    """True when another thread could still hand us a tasklet."""
+    others = max(threading.active_count(), _thread._count() + 1) - 1
+    if others <= 0:
+        return False
+    stuck = 0
+    for s in list(_states.values()):
+        if s is not ts and s.idle and not s.rq:
+            stuck += 1
+    return others > stuck
+
+
+def _idle_target(ts: _ThreadState, cur: "tasklet", dying: bool = False) -> "tasklet":
+    """The run queue is empty and ``cur`` left it: find what runs next.
+
+    A waiting ``run()`` is woken first (unless it asked for ``threadblock``);
+    then, while other threads may send us work, this thread sleeps.
+    Otherwise it is a deadlock, and as in Stackless ``RuntimeError`` is
+    raised in ``cur``, the tasklet that blocks last, unless it is ``dying``:
+    then the main tasklet is revived, taken off its channel with an error.
+    """
+    rq = ts.rq
+    while True:
+        wds = ts.watchdogs
+        if wds and not wds[-1][1]:
+            break
+        if _others_can_wake(ts):
+            with ts.cond:
+                ts.idle = True
+                try:
+                    if not rq:
+                        ts.cond.wait(0.05)
+                finally:
+                    ts.idle = False
+            if rq:
+                return rq[0]
+            continue
+        break
+    if ts.watchdogs:
+        wd = ts.watchdogs.pop()[0]
+        _make_runnable_first(ts, wd)
+        return wd
+    if not dying:
+        raise RuntimeError(_DEADLOCK)
+    m = ts.main
+    blocked = m._blocked
+    _make_runnable_first(ts, m)
+    if blocked:
+        e = RuntimeError(_MAIN_RECEIVING if blocked < 0 else _MAIN_SENDING)
+        m._tempval = bomb(RuntimeError, e, None)
+    return m
+
+
+def _leave(ts: _ThreadState, cur: "tasklet") -> None:
+    """``cur`` (rq[0]) stops being runnable: switch to whatever runs next.
+
+    Raises (in ``cur``, with the queue restored) when nothing else can run.
+    """
+    rq = ts.rq
+    i = 0 if rq and rq[0] is cur else _index(rq, cur)
+    if i >= 0:
+        del rq[i]
+    cur._scheduled = False
+    try:
+        nxt = rq[0] if rq else _idle_target(ts, cur)
+        if nxt is not cur:
+            _switch(ts, cur, nxt)
+    except BaseException:
+        _recover(ts, cur)
+        raise
+
+
+def set_schedule_callback(callback: Any = _NOARG, *_more: Any) -> Optional[Callable]:
+    """Install ``callback(prev, next)``, called before every switch.
+
+    Returns the previous callback.  ``None`` removes it.
+    """
+    if callback is _NOARG or _more:
+        raise _one_arg("set_schedule_callback", callback, _more)
+    global _schedule_cb
+    if callback is not None and not callable(callback):
+        raise TypeError("schedule callback must be callable")
+    old, _schedule_cb = _schedule_cb, callback
+    return old
+
+
+def get_schedule_callback(*_more: Any) -> Optional[Callable]:
+    """Return the installed schedule callback, or None."""
+    if _more:
+        raise _no_args("get_schedule_callback", _more)
+    return _schedule_cb
+
+
+def set_error_handler(handler: Optional[Callable]) -> Optional[Callable]:
+    """Install ``handler(exc_type, exc_value, exc_tb)`` for uncaught errors.
+
+    It is called in the dying tasklet instead of re-raising the error in
+    the main tasklet.  Returns the previous handler.
+    """
+    global _error_handler
+    if handler is not None and not callable(handler):
+        raise TypeError("error handler must be callable")
+    old, _error_handler = _error_handler, handler
+    return old

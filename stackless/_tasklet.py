@@ -1,0 +1,615 @@
+"""Tasklets: binding, scheduling, killing and throwing into them, their
+contexts and attributes."""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+from collections import deque
+from typing import Any, Callable, Optional
+
+from stackless import _pickling
+from stackless._common import (TaskletExit, _NOARG, _OWN_GLOBALS, _PYPY, _RUNNING,
+                               _at_least_one, _at_most, _get_ident, _getframe, _index,
+                               _make_exception, _no_args, _one_arg, _own_module, bomb)
+from stackless._switching import _bootstrap, _recover, _switch, _take_tempval
+from stackless._threads import _ThreadState, _register, _states, _ts, _ts_of, _unregister
+
+if _PYPY:
+    from stackless._common import _get_ctx, _set_ctx
+else:
+    from stackless._common import _set_stack_context, _stack_context
+
+_own_module(globals())
+
+
+class tasklet:
+    """A microthread: a callable that runs on its own stack.
+
+    ``tasklet(func)(*args, **kwargs)`` binds the function and its arguments
+    and inserts the tasklet into the scheduler's run queue.
+    """
+
+    __slots__ = ("_func", "_args", "_kwargs", "_cont", "_ts", "_tempval",
+                 "_blocked", "_channel", "_scheduled", "_alive", "_started",
+                 "_is_main", "_atomic", "_ignore_nesting", "_block_trap",
+                 "_context", "_ctx", "_frame", "_orphaned", "_unrestorable",
+                 "_trace", "_profile", "__weakref__", "__dict__")
+
+    def _init_fields(self, ts: _ThreadState) -> None:
+        self._func = None
+        self._args = None
+        self._kwargs = None
+        self._cont = None
+        self._ts = ts
+        self._tempval = None
+        self._blocked = 0
+        self._channel = None
+        self._scheduled = False
+        self._alive = False
+        self._started = False
+        self._is_main = False
+        self._atomic = False
+        self._ignore_nesting = False
+        self._block_trap = False
+        self._context = None
+        self._ctx = None
+        self._frame = None
+        self._orphaned = False
+        self._unrestorable = False
+        self._trace = None
+        self._profile = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "tasklet":
+        self = object.__new__(cls)
+        self._init_fields(_ts())
+        return self
+
+    def __init__(self, func: Optional[Callable] = None, args: Any = None,
+                 kwargs: Any = None, *_more: Any) -> None:
+        if _more:
+            raise _at_most("bind", 3, _more)
+        if func is not None or args is not None or kwargs is not None:
+            self.bind(func, args, kwargs)
+
+    # -- binding ------------------------------------------------------------
+
+    def bind(self, func: Optional[Callable] = None, args: Any = None,
+             kwargs: Any = None, *_more: Any) -> "tasklet":
+        """Bind the tasklet to ``func`` and optionally to its arguments.
+
+        With ``args`` or ``kwargs`` the tasklet becomes alive but paused (not
+        scheduled).  ``bind(func)`` alone makes it not alive, ``func`` waiting
+        in ``tempval`` for ``setup()``.  ``bind(None)`` with no arguments
+        unbinds a tasklet that is not running, making it dead and reusable.
+        """
+        if _more:
+            raise _at_most("bind", 3, _more)
+        if self is self._ts.current and not self._orphaned:
+            raise RuntimeError("can't (re)bind the current tasklet")
+        if self._scheduled or self._blocked:
+            raise RuntimeError("tasklet is scheduled")
+        if self._started and self._alive:
+            raise RuntimeError("can't (re)bind a tasklet that has started; kill() it")
+        if func is None and args is None and kwargs is None:
+            self._unbind()
+            return self
+        if func is not None and not callable(func):
+            raise TypeError("tasklet function must be a callable or None")
+        if func is not None:
+            self._func = func
+            self._context = contextvars.copy_context()
+            self._unrestorable = False
+            if args is None and kwargs is None:
+                # Stackless keeps the function in tempval until setup()
+                if self._alive:
+                    _unregister(self)
+                    self._alive = False
+                self._args = self._kwargs = None
+                self._tempval = func
+                return self
+        if args is not None or kwargs is not None:
+            if self._func is None:
+                raise RuntimeError("the tasklet has no function to bind arguments to")
+            self._args = tuple(args) if args is not None else ()
+            self._kwargs = dict(kwargs) if kwargs is not None else {}
+            if self._context is None:
+                self._context = contextvars.copy_context()
+            self._make_alive()
+        return self
+
+    def _unbind(self) -> None:
+        if self._alive:
+            _unregister(self)
+        self._func = self._args = self._kwargs = None
+        self._cont = None
+        self._alive = self._started = False
+        self._context = None
+        self._tempval = None
+
+    def _make_alive(self) -> None:
+        if self._ts.ended:
+            raise RuntimeError("Target thread isn't initialized")
+        if not self._alive:
+            self._alive = True
+            self._started = False
+            self._cont = None
+            self._tempval = None
+            if self._ts.thread_id != _get_ident():
+                self._ts = _ts()
+            _register(self)
+
+    def setup(self, *args: Any, **kwargs: Any) -> "tasklet":
+        """Bind the arguments and insert the tasklet into the run queue."""
+        if self._alive:
+            raise RuntimeError("tasklet is alive")
+        if self._func is None:
+            raise RuntimeError("the tasklet was not bound to a function")
+        self._args = args
+        self._kwargs = kwargs
+        if self._context is None:
+            self._context = contextvars.copy_context()
+        self._make_alive()
+        self.insert()
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "tasklet":
+        """Same as :meth:`setup`."""
+        return self.setup(*args, **kwargs)
+
+    # -- scheduling ---------------------------------------------------------
+
+    def insert(self, *_more: Any) -> "tasklet":
+        """Append the tasklet to the end of its thread's run queue."""
+        if _more:
+            raise _no_args("insert", _more)
+        if self._ts.ended:
+            raise RuntimeError("Target thread isn't initialized")
+        if self._blocked:
+            raise RuntimeError("You cannot run a blocked tasklet")
+        if not self._alive:
+            raise RuntimeError("You cannot run an unbound(dead) tasklet")
+        if not self._scheduled:
+            ts = self._ts
+            self._scheduled = True
+            ts.rq.append(self)
+            if ts.thread_id != _get_ident():
+                with ts.cond:
+                    ts.cond.notify()
+        return self
+
+    def remove(self, *_more: Any) -> "tasklet":
+        """Take the tasklet out of the run queue: it becomes paused."""
+        if _more:
+            raise _no_args("remove", _more)
+        if self._blocked:
+            raise RuntimeError("You cannot remove a blocked tasklet.")
+        ts = self._ts
+        if self is ts.current:
+            raise RuntimeError("The current tasklet cannot be removed.")
+        if self._scheduled:
+            i = _index(ts.rq, self)
+            if i >= 0:
+                del ts.rq[i]
+            self._scheduled = False
+        return self
+
+    def run(self, *_more: Any) -> Any:
+        """Switch to this tasklet now; the current one stays scheduled."""
+        if _more:
+            raise _no_args("run", _more)
+        return self._run(False)
+
+    def switch(self, *_more: Any) -> Any:
+        """Switch to this tasklet now and pause the current tasklet."""
+        if _more:
+            raise _no_args("switch", _more)
+        return self._run(True)
+
+    def _run(self, pause: bool) -> Any:
+        if self._ts.ended:
+            raise RuntimeError("tasklet has no thread")
+        if self._blocked:
+            raise RuntimeError("You cannot run a blocked tasklet")
+        if not self._alive:
+            raise RuntimeError("You cannot run an unbound(dead) tasklet")
+        ts = _ts()
+        if self._ts is not ts:
+            if pause:
+                raise RuntimeError("can't switch to a different thread.")
+            self._run_remote()
+            return None
+        cur = ts.current
+        if self is cur:
+            return None
+        if ts.trap:
+            raise RuntimeError("switch_trap")
+        rq = ts.rq
+        if not self._scheduled:
+            self._scheduled = True
+            rq.append(self)
+        if pause and rq[0] is cur:
+            del rq[0]
+            cur._scheduled = False
+        try:
+            i = _index(rq, self)
+            if i:
+                rq.rotate(-i)
+            _switch(ts, cur, self)
+        except BaseException:
+            _recover(ts, cur)
+            raise
+        return _take_tempval(cur)
+
+    def _run_remote(self) -> None:
+        """``run()`` of a tasklet of another thread: it runs next there."""
+        ts = self._ts
+        rq = ts.rq
+        with ts.cond:
+            if self._scheduled:
+                i = _index(rq, self)
+                if i >= 0:
+                    del rq[i]
+            # right after that thread's running tasklet, if it is scheduled
+            rq.insert(1 if rq and rq[0] is ts.current else 0, self)
+            self._scheduled = True
+            ts.cond.notify()
+
+    def kill(self, pending: bool = False, *_more: Any) -> None:
+        """Raise :class:`TaskletExit` in the tasklet (see :meth:`throw`)."""
+        if _more:
+            raise _at_most("kill", 1, _more)
+        if not self._alive:
+            return None
+        return self.throw(TaskletExit, None, None, pending)
+
+    def raise_exception(self, exc_class: Any = _NOARG, *args: Any) -> None:
+        """Raise ``exc_class(*args)`` in the tasklet and run it now."""
+        if exc_class is _NOARG:
+            raise _at_least_one("raise_exception")
+        return self.throw(exc_class, args if args else None, None, False)
+
+    def throw(self, exc: Any = _NOARG, val: Any = None, tb: Any = None,
+              pending: bool = False, *_more: Any) -> None:
+        """Raise an exception in the tasklet.
+
+        A blocked tasklet is first taken off its channel.  Unless ``pending``
+        is true the tasklet runs immediately (the current tasklet stays
+        scheduled); otherwise it is only made runnable.
+        """
+        if _more:
+            raise _at_most("throw", 4, _more)
+        if exc is _NOARG:
+            raise TypeError("throw() missing required argument 'exc' (pos 1)")
+        e = _make_exception(exc, val)
+        if tb is not None:
+            e = e.with_traceback(tb)
+        if not self._alive:
+            if isinstance(e, TaskletExit):
+                return None
+            if self._ts.ended:
+                raise RuntimeError("tasklet has no thread")
+            raise RuntimeError("You cannot throw to a dead tasklet")
+        ts = _ts()
+        if self is ts.current:
+            raise e
+        b = bomb(type(e), e, tb)
+        if self._blocked:
+            self._channel._remove_waiter(self)
+        self._tempval = b
+        if self._ts is not ts:
+            self.insert()
+            return None
+        if pending:
+            if not self._scheduled:
+                ts.rq.append(self)
+                self._scheduled = True
+            return None
+        self._run(False)
+        return None
+
+    def set_atomic(self, flag: Any = _NOARG, *_more: Any) -> bool:
+        """Set the atomic flag; return the old value."""
+        if flag is _NOARG or _more:
+            raise _one_arg("set_atomic", flag, _more)
+        old = self._atomic
+        self._atomic = bool(flag)
+        return old
+
+    def set_ignore_nesting(self, flag: Any = _NOARG, *_more: Any) -> bool:
+        """Set the ignore_nesting flag; return the old value."""
+        if flag is _NOARG or _more:
+            raise _one_arg("set_ignore_nesting", flag, _more)
+        old = self._ignore_nesting
+        self._ignore_nesting = bool(flag)
+        return old
+
+    def bind_thread(self, thread_id: Optional[int] = None, *_more: Any) -> None:
+        """Move an unstarted, unscheduled tasklet to another thread."""
+        if _more:
+            raise _at_most("bind_thread", 1, _more)
+        if thread_id is None or thread_id == -1:
+            thread_id = _get_ident()
+        elif not isinstance(thread_id, int):
+            raise TypeError("thread_id must be an integer")
+        elif thread_id < 0:
+            raise OverflowError("can't convert negative value to unsigned int")
+        elif thread_id >= 1 << 64:
+            raise OverflowError("Python int too large to convert to C unsigned long")
+        if self._ts.thread_id == thread_id and not self._orphaned and not self._ts.ended:
+            return
+        if self._scheduled or self._blocked:
+            raise RuntimeError("can't (re)bind a runnable tasklet")
+        ts = _ts_of(thread_id)
+        if ts is None:
+            raise ValueError("bad thread")
+        if self._started and self._alive:
+            # its stack belongs to the thread it runs in
+            raise RuntimeError("can't (re)bind a tasklet that has started")
+        if self._alive:
+            _unregister(self)
+        self._ts = ts
+        self._cont = None
+        self._orphaned = False
+        if self._alive:
+            _register(self)
+
+    # -- contexts -----------------------------------------------------------
+
+    def set_context(self, context: contextvars.Context) -> "tasklet":
+        """Set the ``contextvars.Context`` the tasklet runs in.
+
+        For the current tasklet the change is immediate; a suspended one
+        finds it when it resumes; an unstarted one starts in it.
+        """
+        if not isinstance(context, contextvars.Context):
+            raise TypeError("context must be a contextvars.Context")
+        if self._is_main:
+            # its context is the thread's, which threading (3.14+) and
+            # asyncio enter with Context.run(): replacing it would make
+            # their exit fail
+            raise RuntimeError("cannot change the context of the main tasklet")
+        where = self._context_place()
+        if where is _RUNNING:
+            if _PYPY:
+                _set_ctx(context)
+            else:
+                _set_stack_context(context)
+        elif where is not None:
+            if _PYPY:
+                self._ctx = context     # _switch() puts it in place on resume
+            else:
+                _set_stack_context(context, where)
+        self._context = context
+        return self
+
+    def _context_place(self) -> Any:
+        """Where the context of this tasklet's stack lives now: _RUNNING, the
+        continulet that holds its suspended stack (on PyPy: True), or None
+        when it has no stack (unstarted or dead)."""
+        if not self._alive or not (self._started or self._is_main):
+            return None
+        ts = self._ts
+        if self is ts.current:
+            if ts.thread_id != _get_ident():
+                raise RuntimeError("cannot change the context of a tasklet "
+                                   "running in another thread")
+            return _RUNNING
+        if _PYPY:
+            return True
+        # while a tasklet other than main runs, its continulet holds the
+        # main tasklet's stack (see _switch)
+        return ts.current._cont if self._is_main else self._cont
+
+    def _live_context(self) -> Optional[contextvars.Context]:
+        """The context the tasklet's stack is in now, else the one it will
+        start in."""
+        where = self._context_place() if self._ts.thread_id == _get_ident() \
+            or self is not self._ts.current else None
+        if where is _RUNNING:
+            return _get_ctx() if _PYPY else _stack_context()
+        if where is None:
+            return self._context
+        return self._ctx if _PYPY else _stack_context(where)
+
+    def context_run(self, callable: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Call ``callable(*args, **kwargs)`` in the tasklet's context."""
+        if self is self._ts.current:
+            return callable(*args, **kwargs)
+        ctx = self._live_context()
+        if ctx is None:
+            return callable(*args, **kwargs)
+        return ctx.run(callable, *args, **kwargs)
+
+    @property
+    def context_id(self) -> int:
+        """An id of the tasklet's context object."""
+        ctx = self._live_context()
+        return id(self) if ctx is None else id(ctx)
+
+    # -- attributes ---------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """True while the tasklet is bound to a function and has not ended."""
+        return self._alive
+
+    @property
+    def blocked(self) -> bool:
+        """True while the tasklet waits on a channel."""
+        return bool(self._blocked)
+
+    @property
+    def paused(self) -> bool:
+        """Alive, but neither runnable nor blocked."""
+        return self._alive and not self._scheduled and not self._blocked
+
+    @property
+    def scheduled(self) -> bool:
+        """True when the tasklet is in the run queue or blocked on a channel."""
+        return self._scheduled or bool(self._blocked)
+
+    @property
+    def restorable(self) -> bool:
+        """True when pickling captures the whole tasklet: it has not started,
+        or is dead, or its frames can be captured (docs/stackless.md)."""
+        if self._is_main:
+            return False
+        if not self._alive:
+            return True
+        if self._unrestorable:
+            return False
+        return not self._started or _pickling.frames_restorable(self)
+
+    @property
+    def atomic(self) -> bool:
+        """The atomic flag: an atomic tasklet is never preempted."""
+        return self._atomic
+
+    @property
+    def ignore_nesting(self) -> bool:
+        """The ignore_nesting flag (kept for compatibility)."""
+        return self._ignore_nesting
+
+    @property
+    def block_trap(self) -> bool:
+        """When true, blocking on a channel raises ``RuntimeError``."""
+        return self._block_trap
+
+    @block_trap.setter
+    def block_trap(self, value: bool) -> None:
+        self._block_trap = bool(value)
+
+    @property
+    def is_main(self) -> bool:
+        """True for the main tasklet of a thread."""
+        return self._is_main
+
+    @property
+    def is_current(self) -> bool:
+        """True for the running tasklet of its thread."""
+        return self._ts.current is self and not self._orphaned and not self._ts.ended
+
+    @property
+    def thread_id(self) -> int:
+        """The id of the thread the tasklet belongs to; -1 after it ended."""
+        return -1 if self._orphaned or self._ts.ended else self._ts.thread_id
+
+    @property
+    def tempval(self) -> Any:
+        """The value passed to the tasklet when it resumes."""
+        return self._tempval
+
+    @tempval.setter
+    def tempval(self, value: Any) -> None:
+        self._tempval = value
+
+    @property
+    def next(self) -> Optional["tasklet"]:
+        """The next tasklet in the run queue or channel queue."""
+        q = self._queue()
+        if q is None:
+            return None
+        i = _index(q, self) + 1
+        if i < len(q):
+            return q[i]
+        return q[0] if q is self._ts.rq else None
+
+    @property
+    def prev(self) -> Optional["tasklet"]:
+        """The previous tasklet in the run queue or channel queue."""
+        q = self._queue()
+        if q is None:
+            return None
+        i = _index(q, self)
+        if i:
+            return q[i - 1]
+        return q[-1] if q is self._ts.rq else None
+
+    def _queue(self) -> Optional[deque]:
+        if self._blocked:
+            return self._channel._queue
+        if self._scheduled:
+            return self._ts.rq
+        return None
+
+    @property
+    def frame(self) -> Any:
+        """The innermost frame of the tasklet (None when not started or dead)."""
+        if not self._alive or not self._started:
+            return None
+        if self is self._ts.current:
+            return _getframe(1)
+        f = self._frame
+        while f is not None and id(f.f_globals) in _OWN_GLOBALS:
+            f = f.f_back
+        return f
+
+    @property
+    def recursion_depth(self) -> int:
+        """Number of Python frames in the tasklet's stack."""
+        f = self.frame
+        n = 0
+        # _bootstrap is the lowest frame of a tasklet's stack
+        while f is not None and f.f_code is not _bootstrap.__code__:
+            if id(f.f_globals) not in _OWN_GLOBALS:
+                n += 1
+            f = f.f_back
+        return n
+
+    @property
+    def nesting_level(self) -> int:
+        """Always 0: there is no C-stack nesting state to report."""
+        return 0
+
+    @property
+    def trace_function(self) -> Any:
+        """The trace function of the tasklet (``sys.gettrace()`` when current)."""
+        if self is self._ts.current:
+            return sys.gettrace()
+        return self._trace
+
+    @trace_function.setter
+    def trace_function(self, value: Any) -> None:
+        ts = self._ts
+        ts.tasklet_tracing = True   # from now on, each tasklet has its own
+        self._trace = value
+        if self is ts.current:
+            sys.settrace(value)
+
+    @property
+    def profile_function(self) -> Any:
+        """The profile function of the tasklet (``sys.getprofile()`` when current)."""
+        if self is self._ts.current:
+            return sys.getprofile()
+        return self._profile
+
+    @profile_function.setter
+    def profile_function(self, value: Any) -> None:
+        ts = self._ts
+        ts.tasklet_tracing = True
+        self._profile = value
+        if self is ts.current:
+            sys.setprofile(value)
+
+    def __repr__(self) -> str:
+        state = []
+        if self._is_main:
+            state.append("main")
+        if self is self._ts.current:
+            state.append("current")
+        if not self._alive:
+            state.append("dead")
+        elif self._blocked:
+            state.append("blocked")
+        elif not self._scheduled and not self._is_main:
+            state.append("paused")
+        return "<%s.%s object at %#x%s>" % (
+            type(self).__module__, type(self).__qualname__, id(self),
+            (" " + ", ".join(state)) if state else "")
+    # -- pickling (stackless/_pickling.py) ----------------------------------
+
+    __reduce__ = _pickling.tasklet_reduce
+    __reduce_ex__ = _pickling.reduce_ex
+    __getstate__ = _pickling.tasklet_getstate
+    __setstate__ = _pickling.tasklet_setstate
