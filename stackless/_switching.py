@@ -15,7 +15,7 @@ from _continuation import continulet, permute
 from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG,
                                _PYPY, _getframe, _index, _no_args, _one_arg, _own_module,
                                bomb)
-from stackless._threads import _ThreadState, _states, _ts, _unregister
+from stackless._threads import _ThreadState, _alive_registry, _states, _ts, _unregister
 from stackless import _running
 
 if TYPE_CHECKING:
@@ -113,6 +113,10 @@ def _write_unraisable(e: BaseException, where: str) -> None:
     """Report ``e`` through ``sys.unraisablehook`` as C code reports an
     error it cannot raise (``PyErr_WriteUnraisable(where)``)."""
     global _hook_args_type
+    if _PYPY:
+        from __pypy__ import write_unraisable  # type: ignore
+        write_unraisable("in", e, where)     # its message: "Exception ignored in"
+        return
     if _hook_args_type is None:
         # the hook's argument type is not exposed: take it from one report
         seen: list = []
@@ -126,14 +130,8 @@ def _write_unraisable(e: BaseException, where: str) -> None:
             _Probe()
         finally:
             sys.unraisablehook = hook
-        # (PyPy runs __del__ later: then there is no such type to use)
-        _hook_args_type = type(seen[0]) if seen else False
-    if _hook_args_type:
-        sys.unraisablehook(_hook_args_type((type(e), e, e.__traceback__, None, where)))
-    else:
-        import traceback
-        print("Exception ignored in: %r" % where, file=sys.stderr)
-        traceback.print_exception(type(e), e, e.__traceback__)
+        _hook_args_type = type(seen[0])
+    sys.unraisablehook(_hook_args_type((type(e), e, e.__traceback__, None, where)))
 
 
 def _tracing_out(ts: _ThreadState, cur: "tasklet") -> None:
@@ -154,6 +152,18 @@ def _tracing_in(ts: _ThreadState, cur: "tasklet") -> None:
         sys.setprofile(cur._profile)
 
 
+def _tracing_per_tasklet(ts: _ThreadState, new: "tasklet") -> None:
+    """A tasklet starts while the thread has a trace or profile function: as
+    in Stackless, it is not the new tasklet's.  It stays with the tasklets
+    that ran until now, and from now on every switch swaps them."""
+    trace, profile = sys.gettrace(), sys.getprofile()
+    for t in [ts.main, *_alive_registry.get(ts.thread_id, {}).values()]:
+        if t is not new:
+            t._trace, t._profile = trace, profile
+    ts.tasklet_tracing = True
+    _tracing_in(ts, new)
+
+
 def _take_tempval(t: "tasklet") -> Any:
     """Return ``t``'s tempval, raising it if it is a bomb."""
     v = t._tempval
@@ -171,6 +181,8 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     self._frame = None
     if ts.tasklet_tracing:
         _tracing_in(ts, self)
+    elif ts.timeout is None and (sys.gettrace() is not None or sys.getprofile() is not None):
+        _tracing_per_tasklet(ts, self)
     if ts.timeout is not None:
         ts.timeout.resumed(self)
     self._started = True

@@ -571,6 +571,8 @@ class tasklet:
 
     @trace_function.setter
     def trace_function(self, value: Any) -> None:
+        if not self._alive:
+            raise RuntimeError("tasklet is not alive")
         ts = self._ts
         ts.tasklet_tracing = True   # from now on, each tasklet has its own
         self._trace = value
@@ -586,6 +588,8 @@ class tasklet:
 
     @profile_function.setter
     def profile_function(self, value: Any) -> None:
+        if not self._alive:
+            raise RuntimeError("tasklet is not alive")
         ts = self._ts
         ts.tasklet_tracing = True
         self._profile = value

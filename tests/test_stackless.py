@@ -726,11 +726,12 @@ def test_set_ignore_nesting_and_block_trap():
 
 
 def test_trace_and_profile_function_attributes():
-    t = tasklet(lambda: None)
+    t = tasklet(lambda: None, ())      # alive (paused): it may have them
     t.trace_function = print
     t.profile_function = repr
     assert t.trace_function is print and t.profile_function is repr
     assert stackless.getcurrent().trace_function is sys.gettrace()
+    t.trace_function = t.profile_function = None    # before the fixture kills it
 
 
 def _in_own_thread(fn):
@@ -1857,3 +1858,34 @@ def test_nested_timeouts_interrupt_the_outermost_run():
     tasklet(runner)(2)
     stackless.run()
     assert order[0] == 2 and sorted(order) == [0, 1, 2]
+
+
+def test_a_new_tasklet_does_not_inherit_the_trace_function():
+    events = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is body.__code__:
+            events.append(event)
+        return tracer
+
+    def body():
+        stackless.schedule()
+
+    old = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        tasklet(body)()
+        stackless.run()
+        assert sys.gettrace() is tracer        # main keeps its own
+    finally:
+        sys.settrace(old)
+    assert events == []                         # as in Stackless
+
+
+def test_trace_function_of_a_dead_or_unbound_tasklet():
+    for t in (tasklet(), tasklet(lambda: None)):
+        assert t.trace_function is None and t.profile_function is None
+        with pytest.raises(RuntimeError, match="^tasklet is not alive$"):
+            t.trace_function = lambda *a: None
+        with pytest.raises(RuntimeError, match="^tasklet is not alive$"):
+            t.profile_function = lambda *a: None

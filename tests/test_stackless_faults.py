@@ -11,6 +11,7 @@ waiters, main runs, the run queue holds what is runnable.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -127,6 +128,8 @@ def test_finalizer_of_the_tempval_a_send_replaces_may_use_channels():
         log.append(("got", ch.receive()))
     ts = [stackless.tasklet(sender)(), stackless.tasklet(receiver)()]
     stackless.run()
+    gc.collect()        # (PyPy runs finalizers here)
+    stackless.run()
     assert sorted(log, key=str) == sorted([("other thread", [42]), ("del got", "from __del__"),
                                            ("got", "x")], key=str)
     assert not any(t.alive for t in ts)
@@ -149,6 +152,7 @@ def test_finalizer_of_the_tempval_a_receiver_loses_may_use_channels():
     stackless.schedule()
     ch.send("v")
     stackless.run()
+    gc.collect()        # (PyPy runs finalizers here)
     assert sorted(log) == ["del", "v"] and not t.alive
     assert_consistent(ch, other)
 
@@ -310,7 +314,8 @@ def test_schedule_callback_error_is_unraisable_and_the_switch_goes_on(monkeypatc
     assert len(reports) == 2        # main -> t, and t -> main when it ends
     for r in reports:
         assert r.exc_type is ZeroDivisionError and str(r.exc_value) == "callback"
-        assert r.object == "Error in scheduling callback" and r.err_msg is None
+        assert r.object == "Error in scheduling callback"
+        assert r.err_msg in (None, "Exception ignored in")   # CPython, PyPy
     assert_consistent()
 
 
