@@ -13,7 +13,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-MODULES = ["bench_core", "bench_stackless", "bench_greenlet"]
+MODULES = ["bench_core", "bench_stackless", "bench_greenlet", "bench_preempt"]
 
 
 def main() -> int:

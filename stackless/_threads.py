@@ -83,7 +83,11 @@ def _hook_thread_end(ts: _ThreadState) -> None:
     """
     if ts.thread_id == threading.main_thread().ident:
         return
-    th = threading.current_thread()
+    # not current_thread(): in a thread that threading did not start, it
+    # would leave a _DummyThread behind
+    th = threading._active.get(ts.thread_id)  # type: ignore[attr-defined]
+    if th is None:
+        return
     original = getattr(th, "_delete", None)
     if original is None or isinstance(th, threading._DummyThread):
         return

@@ -1438,9 +1438,49 @@ def test_pickle_unstarted_tasklet():
     data = pickle.dumps(t)
     t.kill()
     t2 = pickle.loads(data)
-    assert t2.alive and t2.scheduled
+    # as in Stackless: it comes back paused, never in the run queue
+    assert t2.alive and t2.paused and stackless.getruncount() == 1
+    t2.insert()
     stackless.run()
     assert RESULTS == [3]
+
+
+def test_tasklets_of_local_functions_pickle():
+    def make():
+        n = 2
+        seen = []
+
+        def inner(x):
+            seen.append(x * n)
+        return inner, seen
+
+    inner, seen = make()
+    t = tasklet(inner, (21,))
+    t2 = pickle.loads(pickle.dumps(t))
+    t3 = pickle.loads(pickle.dumps(tasklet(lambda: RESULTS.append("lambda"), ())))
+    RESULTS.clear()
+    t2.insert()
+    t3.insert()
+    stackless.run()
+    assert RESULTS == ["lambda"] and seen == []     # t2's closure is a copy
+    assert t2.alive is False
+
+
+def test_reducers_stackless_registers():
+    def outer():
+        y = 5
+        return lambda: y
+    cell = outer().__closure__[0]
+    assert pickle.loads(pickle.dumps(cell)).cell_contents == 5
+    d = {1: "a"}
+    for view in (d.keys(), d.values(), d.items()):
+        copy = pickle.loads(pickle.dumps(view))
+        assert type(copy) is type(view) and list(copy) == list(view)
+    code = pickle.loads(pickle.dumps(outer.__code__))
+    assert code == outer.__code__
+    assert pickle.loads(pickle.dumps(os)) is os
+    assert pickle.loads(pickle.dumps(stackless)) is stackless
+    assert pickle.loads(pickle.dumps(pickled_func)) is pickled_func   # still by name
 
 
 def test_pickle_paused_before_start_and_dead():
@@ -1889,3 +1929,21 @@ def test_trace_function_of_a_dead_or_unbound_tasklet():
             t.trace_function = lambda *a: None
         with pytest.raises(RuntimeError, match="^tasklet is not alive$"):
             t.profile_function = lambda *a: None
+
+
+def test_a_foreign_thread_leaves_no_dummy_thread():
+    import _thread
+    done = threading.Event()
+    box = []
+
+    def body():
+        box.append(stackless.getcurrent().is_main)
+        done.set()
+
+    before = threading.active_count()
+    _thread.start_new_thread(body, ())
+    done.wait()
+    time.sleep(0.05)
+    assert box == [True]
+    assert threading.active_count() == before
+    assert not any(isinstance(t, threading._DummyThread) for t in threading.enumerate())
