@@ -23,6 +23,8 @@ typedef struct cont_stack {
     PyObject *args;         /* (owner, *args) */
     PyObject *kwargs;
     PyObject *context;      /* the context to start in, if set before it starts */
+    PyObject *frames;       /* frames to rebuild when it starts (see framestate.c) */
+    struct cfs_chain *chain;         /* rebuilt frames that have not returned yet */
     struct cont_stack *kill_return;  /* set while being unwound at GC time */
     struct cont_stack *next;         /* free list, orphan list */
     cps_root root;
@@ -47,5 +49,12 @@ extern PyObject *cont_error;
 PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, cps_call *call);
 
 int cont_genlet_init(PyObject *module);
+
+/* src/framestate.c: frames as data (pickling and copying continulets) */
+extern PyMethodDef cfs_module_methods[];
+PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value);
+void cfs_release(cont_stack *s);
+PyObject *cfs_reduce(PyObject *self, PyObject *unused);
+PyObject *cfs_setstate(PyObject *self, PyObject *state);
 
 #endif

@@ -146,6 +146,8 @@ static cont_stack *new_stack(uint64_t thread_id)
     s->is_main = 0;
     s->started = 0;
     s->owner = s->callable = s->args = s->kwargs = s->context = NULL;
+    s->frames = NULL;
+    s->chain = NULL;
     s->kill_return = NULL;
     s->next = NULL;
     s->slice.state = STK_FREE;
@@ -160,6 +162,7 @@ static void recycle_stack(cont_stack *s)
     Py_CLEAR(s->callable);
     Py_CLEAR(s->args);
     Py_CLEAR(s->kwargs);
+    cfs_release(s);
     if (n_free_stacks >= MAX_FREE_STACKS || s->slice.cap > 64 * 1024) {
         stk_release(&s->slice);
         cps_release(&s->saved);
@@ -271,7 +274,12 @@ static void run_stack(void *arg)
         cps_set_current_context(me->context);      /* taken */
         me->context = NULL;
     }
-    if (t->xfer_is_exc) {
+    if (me->frames != NULL) {
+        /* rebuilt frames: what the switch brings is the result of their
+           call in progress (NULL: an exception thrown in) */
+        result = cfs_run(ts, me, take_xfer(t));
+    }
+    else if (t->xfer_is_exc) {
         (void)take_xfer(t);          /* thrown in before the first switch */
         result = NULL;
     }
@@ -643,6 +651,7 @@ static int visit_stack(cont_stack *s, visitproc visit, void *arg)
     Py_VISIT(s->args);
     Py_VISIT(s->kwargs);
     Py_VISIT(s->context);
+    Py_VISIT(s->frames);
     if (s->started && s->slice.state == STK_SUSPENDED)
         return cps_traverse(&s->saved, &s->slice, visit, arg);
     return 0;
@@ -840,6 +849,9 @@ static PyMethodDef Continulet_methods[] = {
      "Like switch(), but the exception is raised where the frames resume."},
     {"is_pending", Continulet_is_pending, METH_NOARGS,
      "is_pending()\n--\n\nTrue unless the continulet is unbound or finished."},
+    {"__reduce__", cfs_reduce, METH_NOARGS,
+     "Pickling and copy.deepcopy (see docs/continuation.md)."},
+    {"__setstate__", cfs_setstate, METH_O, NULL},
     {NULL, NULL, 0, NULL}
 };
 
@@ -1056,7 +1068,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
     cont_error = PyErr_NewException("_continuation.error", NULL, NULL);
     if (cont_error == NULL || PyModule_AddObjectRef(m, "error", cont_error) < 0)
         goto fail;
-    if (cont_genlet_init(m) < 0)
+    if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0)
         goto fail;
     {
         PyObject *cap = PyCapsule_New((void *)&capi, CONT_CAPI_NAME, NULL);

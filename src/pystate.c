@@ -1025,3 +1025,481 @@ int cps_finalizing(void)
     return _Py_IsFinalizing();
 #endif
 }
+
+/* ======================================================================
+ * Frames as data (pickling): reading the frames of a suspended stack,
+ * and building frames that resume in the middle of their code.  The
+ * version-neutral side is src/framestate.c; docs/design.md has the
+ * layout of each version.
+ * ====================================================================== */
+
+/* Chunks that hold frames we push ourselves have CPython's own format, so
+ * that CPython pops (and frees) them like its own: 16 KiB, or more for a
+ * big frame, from the object arena allocator (pystate.c's push_chunk). */
+#define FS_CHUNK_BYTES (16 * 1024)
+#define FS_CHUNK_OVERHEAD 1000
+
+static PyObject **fs_alloc_slots(PyThreadState *ts, size_t size)
+{
+    PyObject **top = (PyObject **)ts->datastack_top;
+    if (top != NULL && (size_t)((PyObject **)ts->datastack_limit - top) > size) {
+        ts->datastack_top = (void *)(top + size);
+        return top;
+    }
+    size_t bytes = FS_CHUNK_BYTES;
+    while (bytes < sizeof(PyObject *) * (size + FS_CHUNK_OVERHEAD))
+        bytes *= 2;
+    PyObjectArenaAllocator a;
+    PyObject_GetArenaAllocator(&a);
+    _PyStackChunk *chunk = a.alloc(a.ctx, bytes);
+    if (chunk == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    chunk->previous = ts->datastack_chunk;
+    chunk->size = bytes;
+    chunk->top = 0;
+    if (ts->datastack_chunk != NULL)
+        ts->datastack_chunk->top = (PyObject **)ts->datastack_top - (PyObject **)&ts->datastack_chunk->data[0];
+    ts->datastack_chunk = chunk;
+    ts->datastack_limit = (void *)((char *)chunk + bytes);
+    ts->datastack_top = (void *)((PyObject **)&chunk->data[0] + size);
+    return (PyObject **)&chunk->data[0];
+}
+
+/* The inverse, for a frame at the top of the data stack. */
+static void fs_free_slots(PyThreadState *ts, void *base)
+{
+    _PyStackChunk *chunk = ts->datastack_chunk;
+    if ((PyObject **)base == (PyObject **)&chunk->data[0] && chunk->previous != NULL) {
+        _PyStackChunk *prev = chunk->previous;
+        ts->datastack_top = (void *)((PyObject **)&prev->data[0] + prev->top);
+        ts->datastack_chunk = prev;
+        ts->datastack_limit = (void *)((char *)prev + prev->size);
+        PyObjectArenaAllocator a;
+        PyObject_GetArenaAllocator(&a);
+        a.free(a.ctx, chunk, chunk->size);
+    }
+    else {
+        ts->datastack_top = base;
+    }
+}
+
+#if PY_VERSION_HEX < 0x030C0000
+/* ---- 3.11: prev_instr is the code unit before the next instruction;
+ * a frame waiting for an inlined callee has it at the last cache entry
+ * of its CALL, a frame in a call to C at the CALL (or PRECALL) itself.
+ * stacktop counts from localsplus.  A frame that _PyEval_EvalFrameDefault
+ * was called with is flagged is_entry and is not popped by it. */
+
+int cps_frames_supported(void) { return 1; }
+
+static PyObject *fs_func(const _PyInterpreterFrame *f) { return (PyObject *)f->f_func; }
+static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->prev_instr - _PyCode_CODE(f->f_code)); }
+static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+
+PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
+{
+    *is_int = 0;
+    return ((_PyInterpreterFrame *)frame)->localsplus[i];
+}
+
+void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value)
+{
+    ((_PyInterpreterFrame *)frame)->localsplus[i] = value;
+}
+
+void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value)
+{
+    ((_PyInterpreterFrame *)frame)->localsplus[i] = PyLong_FromSsize_t(value);
+}
+
+void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
+{
+    PyCodeObject *co = (PyCodeObject *)func->func_code;
+    size_t size = (size_t)(co->co_nlocalsplus + co->co_stacksize) + FRAME_SPECIALS_SIZE;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)fs_alloc_slots(ts, size);
+    if (f == NULL)
+        return NULL;
+    _PyFrame_InitializeSpecials(f, (PyFunctionObject *)Py_NewRef(func), NULL, co->co_nlocalsplus);
+    for (int i = 0; i < co->co_nlocalsplus; i++)
+        f->localsplus[i] = NULL;
+    f->previous = previous;
+    return f;
+}
+
+void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t depth)
+{
+    _PyInterpreterFrame *f = frame;
+    (void)call_ip;
+    /* the eval loop goes on at prev_instr + 1; an error is looked up at
+       prev_instr, inside the call (as after an inlined call) */
+    f->prev_instr = _PyCode_CODE(f->f_code) + next_ip - 1;
+    f->stacktop = (int)(f->f_code->co_nlocalsplus + depth);
+}
+
+/* What _PyFrame_Clear does (not exported on 3.11): release the frame's
+ * references, or hand the frame over to its frame object if somebody
+ * (a traceback) still holds that. */
+static void fs_clear(PyThreadState *ts, _PyInterpreterFrame *f)
+{
+    PyFrameObject *fo = f->frame_obj;
+    if (fo != NULL) {
+        f->frame_obj = NULL;
+        if (Py_REFCNT(fo) > 1) {
+            size_t size = (size_t)((char *)&f->localsplus[f->stacktop] - (char *)f);
+            _PyInterpreterFrame *copy = (_PyInterpreterFrame *)fo->_f_frame_data;
+            memcpy(copy, f, size);
+            fo->f_frame = copy;
+            copy->owner = FRAME_OWNED_BY_FRAME_OBJECT;
+            copy->previous = NULL;
+            /* f_back: the frame object of the caller, made by the public
+               API while the caller is the thread's current frame */
+            if (f->previous != NULL && fo->f_back == NULL) {
+                _PyInterpreterFrame *cur = ts->cframe->current_frame;
+                ts->cframe->current_frame = f->previous;
+                PyFrameObject *back = PyEval_GetFrame();
+                ts->cframe->current_frame = cur;
+                fo->f_back = (PyFrameObject *)Py_XNewRef(back);
+            }
+            if (!PyObject_GC_IsTracked((PyObject *)fo))
+                PyObject_GC_Track(fo);
+            Py_DECREF(fo);
+            return;
+        }
+        Py_DECREF(fo);
+    }
+    for (int i = 0; i < f->stacktop; i++)
+        Py_XDECREF(f->localsplus[i]);
+    Py_XDECREF(f->f_locals);
+    Py_DECREF(f->f_func);
+    Py_DECREF(f->f_code);
+}
+
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
+{
+    _PyInterpreterFrame *f = frame;
+    /* the eval loop links f to the thread's current frame: the one it was
+       pushed on, or for the bottom frame, whoever switched in last */
+    _PyInterpreterFrame *caller = f->previous;
+    if (value != NULL)
+        f->localsplus[f->stacktop++] = value;
+    ts->cframe->current_frame = caller;
+    PyObject *r = _PyEval_EvalFrameDefault(ts, f, value == NULL);
+    ts->cframe->current_frame = caller;
+    fs_clear(ts, f);
+    fs_free_slots(ts, f);
+    return r;
+}
+
+void cps_drop_frame(PyThreadState *ts, void *frame)
+{
+    _PyInterpreterFrame *f = frame;
+    fs_clear(ts, f);
+    fs_free_slots(ts, f);
+}
+
+static void fs_clear_slot(_PyInterpreterFrame *f, int i) { Py_CLEAR(f->localsplus[i]); }
+static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->prev_instr = _PyCode_CODE(f->f_code) + ip; }
+static Py_ssize_t fs_depth(const _PyInterpreterFrame *f) { return f->stacktop - f->f_code->co_nlocalsplus; }
+static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (int)(f->f_code->co_nlocalsplus + d); }
+
+#elif PY_VERSION_HEX < 0x030E0000
+/* ---- 3.13: instr_ptr is the instruction executing: a frame waiting for
+ * an inlined callee has it at its CALL, with return_offset the distance
+ * to the next instruction; the eval loop starts a frame at instr_ptr and
+ * reports an error at it.  stacktop counts from localsplus.  A frame that
+ * _PyEval_EvalFrameDefault is called with sits on an entry frame of the
+ * C stack, and the loop pops (and clears) it when it returns or unwinds. */
+
+int cps_frames_supported(void) { return 1; }
+
+static PyObject *fs_func(const _PyInterpreterFrame *f) { return f->f_funcobj; }
+static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
+static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+
+PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
+{
+    *is_int = 0;
+    return ((_PyInterpreterFrame *)frame)->localsplus[i];
+}
+
+void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value)
+{
+    ((_PyInterpreterFrame *)frame)->localsplus[i] = value;
+}
+
+void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value)
+{
+    ((_PyInterpreterFrame *)frame)->localsplus[i] = PyLong_FromSsize_t(value);
+}
+
+void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
+{
+    PyCodeObject *co = (PyCodeObject *)func->func_code;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)fs_alloc_slots(ts, (size_t)co->co_framesize);
+    if (f == NULL)
+        return NULL;
+    _PyFrame_Initialize(f, (PyFunctionObject *)Py_NewRef(func), NULL, co, 0);
+    f->previous = previous;
+    return f;
+}
+
+void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t depth)
+{
+    _PyInterpreterFrame *f = frame;
+    PyCodeObject *co = frame_code(f);
+    f->instr_ptr = _PyCode_CODE(co) + call_ip;
+    f->return_offset = (uint16_t)(next_ip - call_ip);
+    f->stacktop = (int)(co->co_nlocalsplus + depth);
+}
+
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
+{
+    _PyInterpreterFrame *f = frame;
+    /* the eval loop puts its entry frame between f and the current frame */
+    ts->current_frame = f->previous;
+    if (value != NULL) {
+        f->localsplus[f->stacktop++] = value;
+        f->instr_ptr += f->return_offset;
+    }
+    f->return_offset = 0;
+    return _PyEval_EvalFrameDefault(ts, f, value == NULL);
+}
+
+void cps_drop_frame(PyThreadState *ts, void *frame)
+{
+    _PyInterpreterFrame *f = frame;
+    for (int i = 0; i < f->stacktop; i++)
+        Py_XDECREF(f->localsplus[i]);
+    Py_XDECREF(f->f_locals);
+    Py_DECREF(f->f_funcobj);
+    Py_DECREF(f->f_executable);
+    fs_free_slots(ts, f);
+}
+
+static void fs_clear_slot(_PyInterpreterFrame *f, int i) { Py_CLEAR(f->localsplus[i]); }
+static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->instr_ptr = _PyCode_CODE(frame_code(f)) + ip; }
+static Py_ssize_t fs_depth(const _PyInterpreterFrame *f) { return f->stacktop - frame_code(f)->co_nlocalsplus; }
+static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (int)(frame_code(f)->co_nlocalsplus + d); }
+
+#else
+/* ---- 3.14, 3.15: as 3.13, but the slots hold tagged _PyStackRef values
+ * (some of them raw integers: the lasti of an exception handler), and
+ * stackpointer replaces stacktop. */
+
+int cps_frames_supported(void) { return 1; }
+
+static PyObject *fs_func(const _PyInterpreterFrame *f) { return PyStackRef_AsPyObjectBorrow(f->f_funcobj); }
+static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
+static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+
+PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
+{
+    _PyStackRef r = ((_PyInterpreterFrame *)frame)->localsplus[i];
+    *is_int = 0;
+    if (PyStackRef_IsNull(r))
+        return NULL;
+    if (PyStackRef_IsTaggedInt(r)) {
+        *is_int = 1;
+        return PyLong_FromSsize_t((Py_ssize_t)PyStackRef_UntagInt(r));
+    }
+    return PyStackRef_AsPyObjectBorrow(r);
+}
+
+void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value)
+{
+    ((_PyInterpreterFrame *)frame)->localsplus[i] =
+        value == NULL ? PyStackRef_NULL : PyStackRef_FromPyObjectSteal(value);
+}
+
+void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value)
+{
+    ((_PyInterpreterFrame *)frame)->localsplus[i] = PyStackRef_TagInt((intptr_t)value);
+}
+
+void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
+{
+    PyCodeObject *co = (PyCodeObject *)func->func_code;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)fs_alloc_slots(ts, (size_t)co->co_framesize);
+    if (f == NULL)
+        return NULL;
+    _PyFrame_Initialize(ts, f, PyStackRef_FromPyObjectNew((PyObject *)func), NULL, co, 0, previous);
+    return f;
+}
+
+void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t depth)
+{
+    _PyInterpreterFrame *f = frame;
+    PyCodeObject *co = frame_code(f);
+    f->instr_ptr = _PyCode_CODE(co) + call_ip;
+    f->return_offset = (uint16_t)(next_ip - call_ip);
+    f->stackpointer = f->localsplus + co->co_nlocalsplus + depth;
+}
+
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
+{
+    _PyInterpreterFrame *f = frame;
+    ts->current_frame = f->previous;
+    if (value != NULL) {
+        *f->stackpointer++ = PyStackRef_FromPyObjectSteal(value);
+        f->instr_ptr += f->return_offset;
+    }
+    f->return_offset = 0;
+    return _PyEval_EvalFrameDefault(ts, f, value == NULL);
+}
+
+void cps_drop_frame(PyThreadState *ts, void *frame)
+{
+    _PyInterpreterFrame *f = frame;
+    for (_PyStackRef *p = f->localsplus; p < f->stackpointer; p++)
+        PyStackRef_XCLOSE(*p);
+    Py_XDECREF(f->f_locals);
+    PyStackRef_CLOSE(f->f_funcobj);
+    PyStackRef_CLOSE(f->f_executable);
+    fs_free_slots(ts, f);
+}
+
+static void fs_clear_slot(_PyInterpreterFrame *f, int i) { PyStackRef_XCLOSE(f->localsplus[i]); f->localsplus[i] = PyStackRef_NULL; }
+static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->instr_ptr = _PyCode_CODE(frame_code(f)) + ip; }
+static Py_ssize_t fs_depth(const _PyInterpreterFrame *f)
+{
+    return f->stackpointer - f->localsplus - frame_code(f)->co_nlocalsplus;
+}
+static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d)
+{
+    f->stackpointer = f->localsplus + frame_code(f)->co_nlocalsplus + d;
+}
+#endif
+
+Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max)
+{
+    const saved_t *s = (const saved_t *)(const void *)saved;
+    Py_ssize_t n = 0;
+    for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
+        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+        if (!is_entry_frame(rf))
+            n++;
+        f = rf->previous;
+    }
+    /* filled top first, from the end */
+    Py_ssize_t i = n;
+    int callee_inlined = 0;
+    for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
+        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+        if (!is_entry_frame(rf)) {
+            i--;
+            int from_c = entered_from_c(rf) || is_cut(s, rf);
+            if (i < max) {
+                cps_frame *o = &out[i];
+                PyCodeObject *co = frame_code(rf);
+                o->frame = rf;
+                o->code = co;
+                o->kind = is_thread_frame(rf) ? (fs_not_function(rf) ? CPS_FRAME_OTHER : CPS_FRAME_FUNCTION)
+                                              : CPS_FRAME_GENERATOR;
+                o->func = o->kind == CPS_FRAME_FUNCTION ? fs_func(rf) : NULL;
+                o->ip = fs_ip(rf);
+                o->from_c = from_c;
+                /* exact where the interpreter stored it: see frame_values */
+                Py_ssize_t nv = (f == s->top && s->top_sp != NULL)
+                    ? (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus
+                    : frame_stack_depth(rf, callee_inlined);
+                Py_ssize_t nl = co->co_nlocalsplus;
+                o->depth = nv >= nl && nv <= nl + co->co_stacksize ? (int)(nv - nl) : -1;
+                /* a frame waiting for an inlined callee has handed the
+                   operands of its call over to it; one calling C still
+                   holds them */
+                o->operands = !callee_inlined;
+            }
+            callee_inlined = !from_c;
+        }
+        else {
+            callee_inlined = 0;
+        }
+        f = rf->previous;
+    }
+    return n;
+}
+
+/* Generators: their frame lives in the generator object (gi_iframe). */
+static int gen_suspended(int st)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    if (st == FRAME_SUSPENDED_YIELD_FROM)
+        return 1;
+#endif
+    return st == FRAME_SUSPENDED;
+}
+
+void *cps_gen_frame(PyObject *gen, int *state, Py_ssize_t *depth)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    int st = g->gi_frame_state;
+    if (st != FRAME_CREATED && !gen_suspended(st))
+        return NULL;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)(void *)&g->gi_iframe;
+    *state = st;
+    *depth = fs_depth(f);
+    return f;
+}
+
+PyObject *cps_frame_func(void *frame) { return fs_func(frame); }
+int cps_frame_ip(void *frame) { return fs_ip(frame); }
+
+PyObject *cps_gen_exception(PyObject *gen)
+{
+    PyObject *v = ((PyGenObject *)gen)->gi_exc_state.exc_value;
+    return v == Py_None ? NULL : v;
+}
+
+int cps_gen_finished(PyObject *gen)
+{
+    int st = ((PyGenObject *)gen)->gi_frame_state;
+#ifdef FRAME_STATE_FINISHED
+    return FRAME_STATE_FINISHED(st);    /* 3.15 renumbered the states */
+#else
+    return st >= FRAME_COMPLETED;
+#endif
+}
+
+int cps_gen_prepare(PyObject *gen, void **frame)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    if (g->gi_frame_state != FRAME_CREATED)
+        return -1;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)(void *)&g->gi_iframe;
+    Py_ssize_t n = frame_code(f)->co_nlocalsplus + fs_depth(f);
+    for (Py_ssize_t i = 0; i < n; i++)
+        fs_clear_slot(f, (int)i);
+    *frame = f;
+    return 0;
+}
+
+void cps_gen_finish(PyObject *gen, int state, int ip, Py_ssize_t depth, PyObject *exc)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)(void *)&g->gi_iframe;
+    fs_set_ip(f, ip);
+    fs_set_depth(f, depth);
+    g->gi_frame_state = (int8_t)state;
+    Py_XSETREF(g->gi_exc_state.exc_value, exc);
+}
+
+void cps_link_top(PyThreadState *ts, void *frame)
+{
+    set_top_frame(ts, frame);
+}
+
+PyObject *cps_handled_exception(const cps_saved *saved)
+{
+    const saved_t *s = (const saved_t *)(const void *)saved;
+    if (s->root == NULL || s->exc_info != &s->root->exc)
+        return NULL;
+    PyObject *v = s->root->exc.exc_value;
+    return v == Py_None ? NULL : v;
+}
+
+void cps_set_handled_exception(PyThreadState *ts, PyObject *exc)
+{
+    Py_XSETREF(ts->exc_info->exc_value, exc);
+}

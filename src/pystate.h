@@ -116,3 +116,93 @@ int cps_gc_collecting(void);
 int cps_finalizing(void);
 
 #endif
+
+/* ---------------------------------------------------------------------
+ * Frames as data: reading the frames of a suspended stack and building
+ * frames that resume in the middle of their code (pickling; the
+ * version-neutral side is src/framestate.c).
+ * --------------------------------------------------------------------- */
+
+/* What cps_frames reports about one frame of a suspended stack. */
+typedef struct {
+    void *frame;            /* opaque: the frame itself */
+    PyObject *func;         /* borrowed, NULL if the frame has no function */
+    PyCodeObject *code;     /* borrowed */
+    int ip;                 /* code unit its instruction pointer holds (see design.md) */
+    int depth;              /* exact value-stack depth above the locals, or -1 */
+    int operands;           /* that depth includes the operands of the call in progress */
+    int from_c;             /* entered from C rather than by an inlined Python call */
+    int kind;               /* CPS_FRAME_* */
+} cps_frame;
+
+enum { CPS_FRAME_FUNCTION, CPS_FRAME_GENERATOR, CPS_FRAME_OTHER };
+
+/* Whether this CPython version can read and rebuild frames. */
+int cps_frames_supported(void);
+
+/* The frames of a suspended stack, bottom first, into out[0..max).
+ * Returns how many there are (which may exceed max). */
+Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max);
+
+/* Value slot i of a frame (its locals first, then its value stack):
+ * borrowed, NULL if empty.  *is_int is set for a raw integer (3.14+
+ * keeps some on the value stack), returned as a new int object. */
+PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int);
+
+/* The exception being handled on a suspended stack (borrowed, may be NULL). */
+PyObject *cps_handled_exception(const cps_saved *saved);
+
+/* On a new stack (after cps_begin): push a frame of `func` whose
+ * `previous` is `previous` (may be NULL); its slots are all empty.
+ * NULL with MemoryError set on failure. */
+void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous);
+
+/* Fill slot i of a pushed frame (the reference is stolen; may be NULL);
+ * the int variant stores a raw integer where the version keeps them. */
+void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value);
+void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value);
+
+/* Make a pushed frame wait for the result of the call at code unit
+ * `call_ip` with `depth` values on its value stack, as if that call were
+ * an inlined Python call: given the result, it goes on at `next_ip`;
+ * thrown into, it reports the error at the call. */
+void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t depth);
+
+/* Run a pushed frame from its resume point until it returns, on top of the
+ * frame it links to (for the bottom frame of a stack, the switcher that
+ * cps_restore linked it to).  `value` (stolen) is the result of its call in
+ * progress; NULL raises the current exception there instead.  The frame
+ * is gone afterwards.  Returns its return value, NULL on exception. */
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value);
+
+/* The frame of a generator or coroutine that has not started or is
+ * suspended (its state in *state), or NULL if it is running or finished.
+ * Its value-stack depth goes to *depth. */
+void *cps_gen_frame(PyObject *gen, int *state, Py_ssize_t *depth);
+
+/* The function and instruction pointer of a frame (as in cps_frames). */
+PyObject *cps_frame_func(void *frame);
+int cps_frame_ip(void *frame);
+
+/* The exception a generator is handling (borrowed, may be NULL). */
+PyObject *cps_gen_exception(PyObject *gen);
+
+/* Whether a generator state is "finished". */
+int cps_gen_finished(PyObject *gen);
+
+/* Give a generator that has just been created (not started) the frame
+ * position `ip`, `depth` stack values and generator state `state` read by
+ * cps_gen_frame; its slots are emptied first (cps_frame_set_slot fills
+ * them).  `exc` (taken, may be NULL) is its exception being handled. */
+int cps_gen_prepare(PyObject *gen, void **frame);
+void cps_gen_finish(PyObject *gen, int state, int ip, Py_ssize_t depth, PyObject *exc);
+
+/* Make a pushed frame the running stack's top frame (what C code called
+ * now would be called from). */
+void cps_link_top(PyThreadState *ts, void *frame);
+
+/* Release a pushed frame that never ran (top first) and pop it. */
+void cps_drop_frame(PyThreadState *ts, void *frame);
+
+/* Set the exception being handled on the running stack (taken). */
+void cps_set_handled_exception(PyThreadState *ts, PyObject *exc);

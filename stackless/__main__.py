@@ -1,15 +1,20 @@
-"""``python -m stackless``: the classic channel demo and a timed hackysack game.
+"""``python -m stackless``: the classic channel demo, a running tasklet
+pickled in one process and resumed in another, and a timed hackysack game.
 
 Options: ``--players N`` and ``--turns N`` change the size of the game
-(10,000 players and 1,000 turns by default); ``--no-hackysack`` prints only
-the channel demo.
+(10,000 players and 1,000 turns by default); ``--no-hackysack`` leaves it
+out; ``--no-pickle`` leaves out the pickling demo.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import random
+import subprocess
 import sys
+import tempfile
 import time
 
 import stackless
@@ -36,6 +41,56 @@ def channel_demo() -> None:
     stackless.tasklet(sending_tasklet)()
     stackless.tasklet(another_tasklet)()
     stackless.run()
+
+
+# -- pickling a running tasklet ------------------------------------------------
+
+demo_channel = stackless.channel()
+
+
+def recurs(depth: int, level: int = 1) -> None:
+    """Go ``depth`` levels deep, send on the way down, print on the way up."""
+    print("enter level %s%d" % (level * " ", level))
+    if level >= depth:
+        demo_channel.send("hi")
+    if level < depth:
+        recurs(depth, level + 1)
+    print("leave level %s%d" % (level * " ", level))
+
+
+def _pickle_at_depth(depth: int, path: str) -> None:
+    def demo() -> None:
+        t = stackless.tasklet(recurs)(depth)
+        print(demo_channel.receive())
+        with open(path, "wb") as f:
+            pickle.dump(t, f)
+        t.kill()                # this process stops here; another resumes it
+    stackless.tasklet(demo)()
+    stackless.run()
+
+
+def _resume_from(path: str) -> None:
+    with open(path, "rb") as f:
+        t = pickle.load(f)
+    t.insert()
+    stackless.run()
+
+
+def pickle_demo(depth: int = 14) -> None:
+    """A tasklet ``depth`` calls deep is pickled in one process, in the
+    middle of a channel send, and resumed in a second one."""
+    if sys.implementation.name != "cpython":
+        print("(pickling running tasklets needs CPython)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tasklet.pickle")
+        me = [sys.executable, "-m", "stackless"]
+        print("--- process 1: run the tasklet, pickle it while it waits")
+        sys.stdout.flush()
+        subprocess.run(me + ["--pickle-to", path, "--depth", str(depth)], check=True)
+        print("--- process 2: load the pickle, resume the tasklet")
+        sys.stdout.flush()
+        subprocess.run(me + ["--resume-from", path], check=True)
 
 
 def hackysack(players: int, turns: int, seed: int = 1) -> float:
@@ -84,8 +139,20 @@ def main(argv: "list[str] | None" = None) -> int:
                         help="number of tasklets (at least 2)")
     parser.add_argument("--turns", type=int, default=1_000)
     parser.add_argument("--no-hackysack", action="store_true")
+    parser.add_argument("--no-pickle", action="store_true")
+    parser.add_argument("--depth", type=int, default=14, help=argparse.SUPPRESS)
+    parser.add_argument("--pickle-to", help=argparse.SUPPRESS)
+    parser.add_argument("--resume-from", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.pickle_to:
+        _pickle_at_depth(args.depth, args.pickle_to)
+        return 0
+    if args.resume_from:
+        _resume_from(args.resume_from)
+        return 0
     channel_demo()
+    if not args.no_pickle:
+        pickle_demo(args.depth)
     if not args.no_hackysack:
         elapsed = hackysack(args.players, args.turns)
         print("hackysack: %d tasklets, %d turns: %.3f s"

@@ -2,8 +2,9 @@
 
 The functions here are the ``__reduce__``/``__setstate__`` methods of
 :class:`stackless.tasklet` and :class:`stackless.channel` (the classes take
-them in their bodies).  Only what is not running can be captured whole: a
-tasklet that has started is restored as one that raises ``RuntimeError``.
+them in their bodies).  A tasklet that has started is captured with its
+frames when they can be (stackless/_running.py), else it is restored as one
+that raises ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from stackless import _running
 from stackless._common import _NOT_RESTORABLE, _own_module
 
 if TYPE_CHECKING:
@@ -39,17 +41,25 @@ def tasklet_reduce(self: "tasklet") -> Any:
     return (_restore_tasklet, (type(self),), self.__getstate__())
 
 
+def frames_restorable(self: "tasklet") -> bool:
+    """Whether a started tasklet's frames can be captured."""
+    return (self is not self._ts.current and self._cont is not None
+            and _running.blocker(self._cont) is None)
+
+
 def tasklet_getstate(self: "tasklet") -> tuple:
     """``tasklet.__getstate__``: function, arguments, tempval, flags, dict."""
     if self._is_main:
         raise TypeError("cannot pickle the main tasklet")
     running = self._alive and self._started
+    cont = self._cont if running and frames_restorable(self) else None
     flags = {
         "alive": self._alive, "scheduled": self._scheduled,
         "blocked": self._blocked, "atomic": self._atomic,
         "ignore_nesting": self._ignore_nesting,
         "block_trap": self._block_trap,
-        "unrestorable": running or self._unrestorable,
+        "unrestorable": (running and cont is None) or self._unrestorable,
+        "cont": cont,
     }
     tempval = self._tempval
     d = getattr(self, "__dict__", None) or None
@@ -74,6 +84,10 @@ def tasklet_setstate(self: "tasklet", state: tuple) -> None:
         self._args, self._kwargs = (), {}
     if flags["alive"]:
         self._make_alive()      # paused: as in Stackless, never inserted
+        if flags.get("cont") is not None:
+            # its frames, rebuilt when it first runs (stackless/_running.py)
+            self._cont = flags["cont"]
+            self._started = True
     self._tempval = tempval
 
 

@@ -15,7 +15,8 @@ from _continuation import continulet, permute
 from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG,
                                _PYPY, _getframe, _index, _no_args, _one_arg, _own_module,
                                bomb)
-from stackless._threads import _ThreadState, _alive_registry, _states, _unregister
+from stackless._threads import _ThreadState, _alive_registry, _states, _ts, _unregister
+from stackless import _running
 
 if TYPE_CHECKING:
     from stackless._tasklet import tasklet
@@ -258,6 +259,10 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
         # it landed after the permute (the switch is decided): main gets it
         ts.pending = e
     return None
+
+
+# a running tasklet pickles with its frames (stackless/_running.py)
+_running.install(_bootstrap.__code__, _ThreadState, _ts)
 
 
 def _finish(ts: _ThreadState, self: "tasklet",

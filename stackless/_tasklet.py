@@ -451,10 +451,15 @@ class tasklet:
 
     @property
     def restorable(self) -> bool:
-        """True when pickling captures the whole tasklet (it has not started)."""
+        """True when pickling captures the whole tasklet: it has not started,
+        or is dead, or its frames can be captured (docs/stackless.md)."""
         if self._is_main:
             return False
-        return not (self._alive and (self._started or self._unrestorable))
+        if not self._alive:
+            return True
+        if self._unrestorable:
+            return False
+        return not self._started or _pickling.frames_restorable(self)
 
     @property
     def atomic(self) -> bool:

@@ -1,0 +1,501 @@
+"""Pickling and copying continulets: the Python side of src/framestate.c.
+
+A continulet pickles in one of four states: unbound, finished, not yet
+started (its callable and arguments), or suspended.  A suspended one is
+captured as data, frame by frame from the bottom: the function (by
+reference when ``module.qualname`` finds it with the same bytecode, else
+by value with its code marshalled), the instruction it is executing (a
+call, whose result is what the continulet will receive), its locals,
+cells, and the values on its evaluation stack below that call, and the
+exception being handled.  Unpickling makes a continulet that rebuilds
+those frames on its first switch and resumes them exactly there.
+
+Which frames can be captured: Python function frames of one thread, each
+called by the frame below it through a plain call (the interpreter's
+inlined Python-to-Python calls, or a C call that only forwards to the
+Python function, such as ``f(*args)``).  A generator running in the
+stack, another C function between two frames, module or class-body code
+raise ``pickle.PicklingError`` naming the frame.
+
+Pickles of suspended continulets are tied to the CPython minor version
+(the bytecode differs between versions) and loading them runs code, as
+loading any pickle can.
+"""
+from __future__ import annotations
+
+import copy
+import copyreg
+import dis
+import functools
+import hashlib
+import importlib
+import marshal
+import pickle
+import sys
+import types
+from typing import Any, Callable, Optional
+
+import _continuation
+from _continuation import continulet
+
+__all__ = ["reduce", "setstate", "capture", "capture_ex", "frames_of", "restore",
+           "register_bottom"]
+
+#: what a pickle of suspended frames is tied to
+VERSION = (sys.implementation.name, sys.version_info[:2])
+
+_CALLS = frozenset(n for n in ("CALL", "CALL_KW", "CALL_FUNCTION_EX", "BINARY_SUBSCR")
+                   if n in dis.opmap)
+_NO_FALLTHROUGH = frozenset(n for n in (
+    "RETURN_VALUE", "RETURN_CONST", "RAISE_VARARGS", "RERAISE", "JUMP_FORWARD",
+    "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT", "JUMP_ABSOLUTE", "JUMP",
+    "JUMP_NO_INTERRUPT", "INTERPRETER_EXIT") if n in dis.opmap)
+_JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
+_FRAME_FUNCTION, _FRAME_GENERATOR = 0, 1
+
+
+# ---------------------------------------------------------------------------
+# Stack depths: how many values each instruction finds on the stack
+# ---------------------------------------------------------------------------
+
+_depth_cache: dict = {}
+
+
+def _instructions(code: types.CodeType) -> list:
+    return [i for i in dis.get_instructions(code) if i.opname != "CACHE"]
+
+
+def _depths(code: types.CodeType) -> tuple:
+    """(instructions, {offset: stack depth before it}) by walking the
+    code's control flow with dis.stack_effect; exception handlers start at
+    the depth their table entry gives, plus the exception (and lasti)."""
+    hit = _depth_cache.get(code)
+    if hit is not None:
+        return hit
+    insts = _instructions(code)
+    index = {ins.offset: k for k, ins in enumerate(insts)}
+    depth: dict = {}
+    work = [(0, 0)]
+    for e in dis._parse_exception_table(code):  # type: ignore[attr-defined]
+        work.append((e.target, e.depth + (1 if e.lasti else 0) + 1))
+    while work:
+        off, d = work.pop()
+        k = index.get(off)
+        while k is not None:
+            ins = insts[k]
+            if ins.offset in depth:
+                break
+            depth[ins.offset] = d
+            arg = ins.arg if ins.opcode >= dis.HAVE_ARGUMENT else None
+            if ins.opcode in _JUMPS:
+                work.append((ins.argval, d + dis.stack_effect(ins.opcode, arg, jump=True)))
+            if ins.opname in _NO_FALLTHROUGH:
+                break
+            d += dis.stack_effect(ins.opcode, arg, jump=False)
+            if ins.opname == "RETURN_GENERATOR":
+                d += 1      # resumed with the value sent in
+            k = k + 1 if k + 1 < len(insts) else None
+    hit = (insts, depth, index)
+    _depth_cache[code] = hit
+    return hit
+
+
+def call_site(code: types.CodeType, ip: int) -> tuple:
+    """Where a frame whose instruction pointer holds code unit ``ip`` is in a
+    call: (call instruction, depth before it, base depth below its operands,
+    (code unit of the call, code unit of the next instruction))."""
+    insts, depth, index = _depths(code)
+    k = max((j for j, ins in enumerate(insts) if ins.offset <= 2 * ip), default=None)
+    if k is not None and insts[k].opname == "PRECALL":
+        k += 1      # 3.11: a specialized PRECALL makes the call itself
+    if k is None or insts[k].opname not in _CALLS or insts[k].offset not in depth:
+        raise ValueError("not in a call")
+    ins = insts[k]
+    d = depth[ins.offset]
+    arg = ins.arg if ins.opcode >= dis.HAVE_ARGUMENT else None
+    base = d + dis.stack_effect(ins.opcode, arg, jump=False) - 1
+    if k > 0 and insts[k - 1].opname == "PRECALL":
+        d = depth[insts[k - 1].offset]     # 3.11: the operands as they really lie
+    # where the call is, and where the frame goes on once it has returned
+    nxt = (ins.offset // 2, insts[k + 1].offset // 2)
+    return ins, d, base, nxt
+
+
+# ---------------------------------------------------------------------------
+# Functions and cells
+# ---------------------------------------------------------------------------
+
+def _digest(code: types.CodeType) -> str:
+    h = hashlib.sha256(code.co_code)
+    h.update(code.co_exceptiontable)
+    h.update(repr((code.co_varnames, code.co_cellvars, code.co_freevars,
+                   code.co_stacksize, code.co_names)).encode())
+    return h.hexdigest()[:16]
+
+
+def _by_reference(func: types.FunctionType) -> bool:
+    mod = sys.modules.get(func.__module__)
+    obj: Any = mod
+    for part in func.__qualname__.split("."):
+        obj = getattr(obj, part, None)
+    return obj is func
+
+
+def _load_function(module: str, qualname: str, digest: str) -> types.FunctionType:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, types.FunctionType) or _digest(obj.__code__) != digest:
+        raise pickle.UnpicklingError(
+            "cannot resume a frame of %s.%s: its code has changed since it was pickled"
+            % (module, qualname))
+    return obj
+
+
+def _make_function(code: bytes, module: str, name: str, qualname: str, defaults: Any,
+                   kwdefaults: Any, closure: Any) -> types.FunctionType:
+    mod = importlib.import_module(module)
+    f = types.FunctionType(marshal.loads(code), vars(mod), name, defaults, closure)
+    f.__qualname__ = qualname
+    f.__kwdefaults__ = kwdefaults
+    return f
+
+
+class FunctionRef:
+    """A function in a frame record: pickled by reference when it can be,
+    else by value (its code marshalled, its globals by module name)."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: types.FunctionType) -> None:
+        self.func = func
+
+    def __reduce__(self) -> tuple:
+        f = self.func
+        if _by_reference(f):
+            return _load_function, (f.__module__, f.__qualname__, _digest(f.__code__))
+        return _make_function, (marshal.dumps(f.__code__), f.__module__, f.__name__,
+                                f.__qualname__, f.__defaults__, f.__kwdefaults__, f.__closure__)
+
+    def __deepcopy__(self, memo: dict) -> "FunctionRef":
+        return self
+
+
+def _wrap(value: Any) -> Any:
+    """A value of a frame: local functions (closures, lambdas) pickle by value."""
+    if isinstance(value, types.FunctionType) and not _by_reference(value):
+        return FunctionRef(value)
+    return value
+
+
+def _unwrap(value: Any) -> Any:
+    return value.func if isinstance(value, FunctionRef) else value
+
+
+def _check_version(version: Any) -> None:
+    if version is not None and tuple(version) != VERSION:
+        raise pickle.UnpicklingError(
+            "these frames were pickled on %s %d.%d and can only be resumed there, not on %s %d.%d "
+            "(the bytecode differs)" % (version[0], *version[1], VERSION[0], *VERSION[1]))
+
+
+def _new_cell() -> types.CellType:
+    return types.CellType()
+
+
+def _fill_cell(cell: types.CellType, contents: Any) -> None:
+    cell.cell_contents = _unwrap(contents)
+
+
+def _reduce_cell(cell: types.CellType) -> tuple:
+    try:
+        contents = cell.cell_contents
+    except ValueError:
+        return _new_cell, ()
+    # contents set afterwards, so that a cell reachable from its own
+    # contents (a recursive closure) pickles
+    return _new_cell, (), _wrap(contents), None, None, _fill_cell
+
+
+def _deepcopy_cell(cell: types.CellType, memo: dict) -> types.CellType:
+    new = types.CellType()
+    memo[id(cell)] = new
+    try:
+        contents = cell.cell_contents
+    except ValueError:
+        return new
+    new.cell_contents = copy.deepcopy(contents, memo)
+    return new
+
+
+# where _continuation reads frames (this project's, on CPython; not PyPy's)
+_SUPPORTED = hasattr(_continuation, "_gen_state")
+
+if _SUPPORTED:
+    copyreg.pickle(types.CellType, _reduce_cell)
+    copy._deepcopy_dispatch[types.CellType] = _deepcopy_cell  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------
+# Generators and coroutines that are not running
+# ---------------------------------------------------------------------------
+
+def _spent() -> Any:
+    yield None      # pragma: no cover - never runs: stands for a finished generator
+
+
+def _make_gen(ref: Any, version: Any) -> Any:
+    """A generator (or coroutine) of the function, not started: calling it
+    runs none of its code."""
+    _check_version(version)
+    func = _unwrap(ref)
+    co = func.__code__
+    n = co.co_argcount
+    kwonly = co.co_varnames[n:n + co.co_kwonlyargcount]
+    return func(*([None] * n), **dict.fromkeys(kwonly))
+
+
+def _set_gen(gen: Any, state: Any) -> None:
+    if state == "finished":
+        gen.close()
+        return
+    st, ip, (lv, ln, li), (sv, sn, si), exc = state
+    _continuation._gen_set_state(gen, (st, ip, (tuple(map(_unwrap, lv)), tuple(ln), tuple(li)),
+                                       (tuple(map(_unwrap, sv)), tuple(sn), tuple(si)), exc))
+
+
+def _gen_parts(gen: Any) -> tuple:
+    raw = _continuation._gen_state(gen)
+    if raw is None:
+        return FunctionRef(_spent), "finished"
+    func, st, ip, (lv, ln, li), (sv, sn, si), exc = raw
+    if not isinstance(func, types.FunctionType):
+        raise pickle.PicklingError("cannot pickle %r: it has no function" % (gen,))
+    return FunctionRef(func), (st, ip, (tuple(map(_wrap, lv)), ln, li),
+                               (tuple(map(_wrap, sv)), sn, si), exc)
+
+
+def _reduce_gen(gen: Any) -> tuple:
+    ref, state = _gen_parts(gen)
+    return _make_gen, (ref, VERSION), state, None, None, _set_gen
+
+
+def _deepcopy_gen(gen: Any, memo: dict) -> Any:
+    ref, state = _gen_parts(gen)
+    new = _make_gen(ref, VERSION)
+    memo[id(gen)] = new
+    _set_gen(new, copy.deepcopy(state, memo))
+    return new
+
+
+for _t in (types.GeneratorType, types.CoroutineType) if _SUPPORTED else ():
+    copyreg.pickle(_t, _reduce_gen)
+    copy._deepcopy_dispatch[_t] = _deepcopy_gen  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------
+# Capturing frames
+# ---------------------------------------------------------------------------
+
+def _describe(func: Any, code: types.CodeType, ip: int) -> str:
+    name = getattr(func, "__qualname__", None) or code.co_qualname
+    try:
+        line = next((ln for start, end, ln in code.co_lines() if start <= 2 * ip < end), None)
+    except Exception:
+        line = None
+    return "%s (%s, line %s)" % (name, code.co_filename, line)
+
+
+def kind(c: continulet) -> str:
+    """'unbound', 'finished', 'unstarted', 'recipe' (rebuilt frames that
+    have not run yet) or 'suspended'."""
+    return _continuation._kind(c)[0]
+
+
+def frames_of(c: continulet) -> tuple:
+    """The raw frames of the stack ``c`` holds, bottom first, and the
+    exception being handled there (see _continuation._frames)."""
+    return _continuation._frames(c)
+
+
+def _calls_through(caller_stack: tuple, base: int, callee: Any) -> bool:
+    """Whether the operands of the caller's call, from ``base`` on, hold the
+    callee's function (directly, as a bound method or in a functools.partial):
+    the C code between
+    the two frames is then only the call machinery."""
+    for v in caller_stack[0][base:base + 2]:
+        if v is callee or getattr(v, "__func__", None) is callee or (
+                isinstance(v, functools.partial) and v.func is callee):
+            return True
+    return False
+
+
+def capture(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tuple:
+    """The suspended frames of ``c`` as a picklable recipe (frames, exc).
+
+    ``keep(frames)``, given the raw frame list, may say how many frames from
+    the bottom to keep: the top kept frame's call in progress is then what
+    the next switch returns into, and the frames above it are dropped."""
+    return capture_ex(c, keep)[0]
+
+
+def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tuple:
+    """capture(), and what the top kept frame was calling (a function, a
+    C function or method, or None if that cannot be told)."""
+    err = pickle.PicklingError
+    all_raw, exc = frames_of(c)
+    n = keep(all_raw) if keep is not None else len(all_raw)
+    if n < 1:
+        raise err("the continulet has no Python frame to pickle")
+    raw = all_raw[:n]
+    sites = []
+    depths = []
+    for k, (func, code, ip, depth, operands, from_c, kind, driven) in enumerate(raw):
+        if kind == _FRAME_GENERATOR:
+            raise err("cannot pickle: a generator is running in it: %s" % _describe(func, code, ip))
+        if kind != _FRAME_FUNCTION or not isinstance(func, types.FunctionType):
+            raise err("cannot pickle: %s is not the frame of a function" % _describe(func, code, ip))
+        try:
+            ins, before, base, nxt = call_site(code, ip)
+        except ValueError:
+            raise err("cannot pickle: %s is not in a call" % _describe(func, code, ip)) from None
+        above = all_raw[k + 1] if k + 1 < len(all_raw) else None
+        if above is not None and above[7]:
+            operands = 0    # a rebuilt frame waits at its base depth
+        if depth is not None:
+            exact = depth - (before - base) if operands else depth
+            if exact != base:
+                raise err("cannot pickle %s: its stack depth is %d, the analysis says %d"
+                          % (_describe(func, code, ip), exact, base))
+        sites.append((base, nxt))
+        # frames whose callee came through C: read the operands too, to see
+        # that only the call machinery lies between them (and for the top
+        # frame kept, to tell what it was calling)
+        calls_c = above[5] and not above[7] if above is not None else operands
+        depths.append(before if calls_c else base)
+    values = _continuation._frame_values(c, depths)
+    for k in range(1, n):
+        func, code, ip, _, _, from_c, _, driven = raw[k]
+        if from_c and not driven:
+            below = raw[k - 1]
+            if not _calls_through(values[k - 1][1], sites[k - 1][0], func):
+                raise err("cannot pickle: %s calls %s through C code; only Python-to-Python "
+                          "calls can be restored" % (_describe(below[0], below[1], below[2]),
+                                                    _describe(func, code, ip)))
+    if n < len(all_raw) and not all_raw[n][5]:
+        callee = all_raw[n][0]      # an inlined Python call
+    elif depths[-1] > sites[-1][0]:
+        callee = next((v for v in values[-1][1][0][sites[-1][0]:sites[-1][0] + 2] if v is not None), None)
+    else:
+        callee = None
+    frames = []
+    for k, (func, code, ip, *_rest) in enumerate(raw):
+        base, nxt = sites[k]
+        (lv, ln, li), (sv, sn, si) = values[k]
+        sv, sn, si = sv[:base], tuple(i for i in sn if i < base), tuple(i for i in si if i < base)
+        frames.append((FunctionRef(func), nxt,
+                       (tuple(_wrap(v) for v in lv), ln, li),
+                       (tuple(_wrap(v) for v in sv), sn, si)))
+    return (tuple(frames), exc), callee
+
+
+def _rebuild_recipe(frames: tuple, exc: Any, on_resume: Any = None) -> tuple:
+    out = []
+    for ref, nxt, (lv, ln, li), (sv, sn, si) in frames:
+        out.append((_unwrap(ref), nxt, (tuple(_unwrap(v) for v in lv), tuple(ln), tuple(li)),
+                    (tuple(_unwrap(v) for v in sv), tuple(sn), tuple(si))))
+    return tuple(out), exc, on_resume
+
+
+# ---------------------------------------------------------------------------
+# continulet.__reduce__ / __setstate__
+# ---------------------------------------------------------------------------
+
+_bottoms: dict = {}
+if "stackless._running" in sys.modules:         # the tasklet policy
+    _bottoms.update(sys.modules["stackless._running"].BOTTOMS)
+
+
+def register_bottom(code: types.CodeType, keep: Callable[[list], int],
+                    on_resume: Callable[[dict, Any], Any]) -> None:
+    """Pickle continulets whose bottom frame runs ``code`` (a library's own
+    run function) with ``capture(c, keep)``; ``on_resume(bottom_locals,
+    callee)`` gives what the rebuilt continulet calls first (see
+    _continuation._set_frames), from the bottom frame's locals and what the
+    top kept frame was calling."""
+    _bottoms[code] = (keep, on_resume)
+
+
+def _capture_for_pickle(c: continulet) -> tuple:
+    raw, _ = frames_of(c)
+    policy = _bottoms.get(raw[0][1]) if raw else None
+    if policy is None:
+        return capture(c) + (None,)
+    keep, on_resume = policy
+    (frames, exc), callee = capture_ex(c, keep)
+    ref, _, (lv, _, _), _ = frames[0]
+    names = ref.func.__code__.co_varnames
+    bottom = {names[i]: _unwrap(v) for i, v in enumerate(lv) if i < len(names)}
+    return frames, exc, on_resume(bottom, callee)
+
+
+def _finished_body(c: continulet) -> None:
+    return None
+
+
+def _new(cls: type, version: Any = None) -> continulet:
+    _check_version(version)
+    return cls.__new__(cls)
+
+
+def reduce(c: continulet) -> tuple:
+    """continulet.__reduce__: (_new, (cls, version), state)."""
+    kind, extra = _continuation._kind(c)
+    inst = getattr(c, "__dict__", None) or None
+    version = None
+    if kind == "unstarted":
+        state: tuple = (kind, extra)
+    elif kind == "suspended":
+        state = (kind, _capture_for_pickle(c))
+        version = VERSION
+    elif kind == "recipe":
+        state = ("suspended", recipe_state(extra))
+        version = VERSION
+    else:
+        state = (kind, None)
+    return _new, (type(c), version), (state, inst)
+
+
+def recipe_state(recipe: tuple) -> tuple:
+    """The picklable form of a recipe given to _set_frames (the inverse of
+    _rebuild_recipe)."""
+    frames, exc, on_resume = recipe
+    return (tuple((FunctionRef(f), nxt, (tuple(map(_wrap, lv)), ln, li),
+                   (tuple(map(_wrap, sv)), sn, si))
+                  for f, nxt, (lv, ln, li), (sv, sn, si) in frames), exc, on_resume)
+
+
+def restore(c: continulet, state: tuple) -> None:
+    """Make the fresh continulet ``c`` resume the captured frames ``state``
+    (frames, exc[, on_resume]) at its first switch."""
+    continulet.__init__(c, _finished_body)
+    _continuation._set_frames(c, _rebuild_recipe(*state))
+
+
+def setstate(c: continulet, state: tuple) -> None:
+    """continulet.__setstate__."""
+    (kind, extra), inst = state
+    if inst:
+        c.__dict__.update(inst)
+    if kind == "unbound":
+        return
+    if kind == "finished":
+        continulet.__init__(c, _finished_body)
+        continulet.switch(c)
+    elif kind == "unstarted":
+        func, args, kwargs = extra
+        continulet.__init__(c, func, *args, **(kwargs or {}))
+    elif kind == "suspended":
+        restore(c, extra)
+    else:
+        raise pickle.UnpicklingError("unknown continulet state %r" % (kind,))

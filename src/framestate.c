@@ -1,0 +1,553 @@
+/* Frames as data: what pickling and copying a continulet need from C.
+ *
+ * Reading: _frames(c) describes the frames of the stack a continulet holds
+ * (bottom first); _frame_values(c, depths) reads their locals and value
+ * stacks once the Python side (_continuation_pickle.py) has worked out
+ * how deep each value stack is.  Rebuilding: _set_frames(c, recipe) gives
+ * a fresh continulet frames to build when it is first switched to; they
+ * are then run one at a time, top first, each getting the return value
+ * (or the exception) of the one above it, by cfs_run.  Everything that
+ * depends on the CPython version is behind the cps_* calls of pystate.c.
+ */
+#include "continulet.h"
+
+#include <string.h>
+
+/* The rebuilt frames of a running stack that have not returned yet:
+ * frames[0..live), bottom first.  Their links to each other were made by
+ * us, not by an inlined call, and the boundary check must know that. */
+typedef struct cfs_chain {
+    Py_ssize_t live;
+    void *frames[1];
+} cfs_chain;
+
+static PyObject *picking_error(void)
+{
+    static PyObject *cls;
+    if (cls == NULL) {
+        PyObject *m = PyImport_ImportModule("pickle");
+        if (m == NULL)
+            return NULL;
+        cls = PyObject_GetAttrString(m, "PicklingError");
+        Py_DECREF(m);
+    }
+    return cls;
+}
+
+/* The suspended stack that a continulet holds, with a clear error if it
+ * holds none that this thread can read. */
+static cont_stack *readable_stack(PyObject *c)
+{
+    if (!PyObject_TypeCheck(c, &Continulet_Type)) {
+        PyErr_Format(PyExc_TypeError, "expected a continulet, not %.200s", Py_TYPE(c)->tp_name);
+        return NULL;
+    }
+    Continulet *self = (Continulet *)c;
+    cont_stack *h = self->h;
+    PyObject *err = picking_error();
+    if (err == NULL)
+        return NULL;
+    if (h == NULL || !h->started) {
+        PyErr_SetString(err, "the continulet holds no suspended frames");
+        return NULL;
+    }
+    if (h->is_main) {
+        PyErr_SetString(err, "the continulet holds a thread's main stack (it is running, "
+                             "or was switched to from the main stack): its frames cannot be pickled");
+        return NULL;
+    }
+    if (h->thread_id != PyThreadState_GetID(PyThreadState_Get())) {
+        PyErr_SetString(err, "the continulet's frames belong to another thread");
+        return NULL;
+    }
+    if (!cps_frames_supported()) {
+        PyErr_Format(err, "pickling suspended frames is not supported on Python %s yet",
+                     Py_GetVersion());
+        return NULL;
+    }
+    return h;
+}
+
+static cps_frame *read_frames(cont_stack *h, Py_ssize_t *np)
+{
+    Py_ssize_t n = cps_frames(&h->saved, &h->slice, NULL, 0);
+    cps_frame *fr = PyMem_Calloc((size_t)(n ? n : 1), sizeof(cps_frame));
+    if (fr == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    cps_frames(&h->saved, &h->slice, fr, n);
+    *np = n;
+    return fr;
+}
+
+static int is_driven(cont_stack *h, void *frame)
+{
+    if (h->chain == NULL)
+        return 0;
+    for (Py_ssize_t i = 0; i < h->chain->live; i++)
+        if (h->chain->frames[i] == frame)
+            return 1;
+    return 0;
+}
+
+/* _frames(c) -> ([(func, code, ip, depth, operands, from_c, kind, driven)...], exc) */
+static PyObject *fs_frames(PyObject *mod, PyObject *c)
+{
+    (void)mod;
+    cont_stack *h = readable_stack(c);
+    if (h == NULL)
+        return NULL;
+    Py_ssize_t n;
+    cps_frame *fr = read_frames(h, &n);
+    if (fr == NULL)
+        return NULL;
+    PyObject *list = PyList_New(n);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        cps_frame *f = &fr[i];
+        PyObject *depth = f->depth >= 0 ? PyLong_FromLong(f->depth) : Py_NewRef(Py_None);
+        PyObject *t = depth == NULL ? NULL : Py_BuildValue(
+            "(OOiNiiii)", f->func ? f->func : Py_None, (PyObject *)f->code, f->ip, depth,
+            f->operands, f->from_c, f->kind, is_driven(h, f->frame));
+        if (t == NULL)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, i, t);
+    }
+    PyMem_Free(fr);
+    if (list == NULL)
+        return NULL;
+    PyObject *exc = cps_handled_exception(&h->saved);
+    return Py_BuildValue("(NO)", list, exc ? exc : Py_None);
+}
+
+/* Slots [lo, hi) of a frame as (values, indices of the empty ones, indices
+ * of raw integers). */
+static PyObject *read_slots(void *frame, Py_ssize_t lo, Py_ssize_t hi)
+{
+    PyObject *vals = PyTuple_New(hi - lo), *nulls = PyList_New(0), *ints = PyList_New(0);
+    if (vals == NULL || nulls == NULL || ints == NULL)
+        goto fail;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        int is_int;
+        PyObject *v = cps_frame_slot(frame, i, &is_int);
+        if (v == NULL && !is_int) {
+            PyObject *k = PyLong_FromSsize_t(i - lo);
+            if (k == NULL || PyList_Append(nulls, k) < 0) {
+                Py_XDECREF(k);
+                goto fail;
+            }
+            Py_DECREF(k);
+            v = Py_None;
+        }
+        else if (is_int) {
+            PyObject *k = PyLong_FromSsize_t(i - lo);
+            if (k == NULL || v == NULL || PyList_Append(ints, k) < 0) {
+                Py_XDECREF(k);
+                Py_XDECREF(v);
+                goto fail;
+            }
+            Py_DECREF(k);
+            PyTuple_SET_ITEM(vals, i - lo, v);  /* new reference */
+            continue;
+        }
+        PyTuple_SET_ITEM(vals, i - lo, Py_NewRef(v));
+    }
+    PyObject *r = Py_BuildValue("(NNN)", vals, PyList_AsTuple(nulls), PyList_AsTuple(ints));
+    Py_DECREF(nulls);
+    Py_DECREF(ints);
+    return r;
+fail:
+    Py_XDECREF(vals);
+    Py_XDECREF(nulls);
+    Py_XDECREF(ints);
+    return NULL;
+}
+
+/* _frame_values(c, depths) -> [(locals, stack)...] for the bottom
+ * len(depths) frames; depths[i] is how many value-stack entries to read. */
+static PyObject *fs_frame_values(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 2 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_frame_values(continulet, depths: list)");
+        return NULL;
+    }
+    cont_stack *h = readable_stack(args[0]);
+    if (h == NULL)
+        return NULL;
+    Py_ssize_t n;
+    cps_frame *fr = read_frames(h, &n);
+    if (fr == NULL)
+        return NULL;
+    PyObject *depths = args[1];
+    Py_ssize_t m = PyList_GET_SIZE(depths);
+    PyObject *out = NULL;
+    if (m > n) {
+        PyErr_SetString(PyExc_ValueError, "more depths than frames");
+        goto done;
+    }
+    out = PyList_New(m);
+    for (Py_ssize_t i = 0; out != NULL && i < m; i++) {
+        cps_frame *f = &fr[i];
+        Py_ssize_t d = PyLong_AsSsize_t(PyList_GET_ITEM(depths, i));
+        if (d == -1 && PyErr_Occurred()) {
+            Py_CLEAR(out);
+            break;
+        }
+        Py_ssize_t nl = f->code->co_nlocalsplus;
+        if (f->kind != CPS_FRAME_FUNCTION || d < 0 || d > f->code->co_stacksize) {
+            PyErr_Format(PyExc_ValueError, "bad depth %zd for frame %zd", d, i);
+            Py_CLEAR(out);
+            break;
+        }
+        PyObject *loc = read_slots(f->frame, 0, nl);
+        PyObject *stk = loc ? read_slots(f->frame, nl, nl + d) : NULL;
+        if (stk == NULL) {
+            Py_XDECREF(loc);
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, Py_BuildValue("(NN)", loc, stk));
+    }
+done:
+    PyMem_Free(fr);
+    return out;
+}
+
+/* _kind(c) -> (kind, extra): "unbound", "finished", "unstarted" with
+ * (callable, args, kwargs), "recipe" (frames given, not yet rebuilt) with
+ * the recipe, or "suspended". */
+static PyObject *fs_kind(PyObject *mod, PyObject *c)
+{
+    (void)mod;
+    if (!PyObject_TypeCheck(c, &Continulet_Type)) {
+        PyErr_Format(PyExc_TypeError, "expected a continulet, not %.200s", Py_TYPE(c)->tp_name);
+        return NULL;
+    }
+    Continulet *self = (Continulet *)c;
+    cont_stack *h = self->h;
+    if (!self->initialized)
+        return Py_BuildValue("(sO)", "unbound", Py_None);
+    if (h == NULL)
+        return Py_BuildValue("(sO)", "finished", Py_None);
+    if (!h->started && h->frames != NULL)
+        return Py_BuildValue("(sO)", "recipe", h->frames);
+    if (!h->started && !h->is_main) {
+        PyObject *args = PyTuple_GetSlice(h->args, 1, PyTuple_GET_SIZE(h->args));
+        if (args == NULL)
+            return NULL;
+        return Py_BuildValue("(s(ONO))", "unstarted", h->callable, args,
+                             h->kwargs ? h->kwargs : Py_None);
+    }
+    return Py_BuildValue("(sO)", "suspended", Py_None);
+}
+
+/* A recipe, checked so that no value of it can make the eval loop read
+ * out of bounds: (((func, next_ip, (locals, nulls, ints), (stack, nulls, ints))...),
+ * exc, on_resume).  on_resume, if not None, is called on the new stack
+ * before the frames run, and what it returns (or raises) is what the top
+ * frame's call returns; the value of the switch is then dropped. */
+static int check_slots(PyObject *spec, Py_ssize_t want, Py_ssize_t max)
+{
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(spec, 0)))
+        return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, 0));
+    if ((want >= 0 && n != want) || n > max)
+        return -1;
+    for (int k = 1; k < 3; k++) {
+        PyObject *idx = PyTuple_GET_ITEM(spec, k);
+        if (!PyTuple_Check(idx))
+            return -1;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(idx); j++) {
+            Py_ssize_t v = PyLong_AsSsize_t(PyTuple_GET_ITEM(idx, j));
+            if (v < 0 || v >= n) {
+                PyErr_Clear();
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int check_recipe(PyObject *recipe)
+{
+    if (!PyTuple_Check(recipe) || PyTuple_GET_SIZE(recipe) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(recipe, 0)))
+        goto bad;
+    PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
+    if (on_resume != Py_None && !PyCallable_Check(on_resume))
+        goto bad;
+    PyObject *frames = PyTuple_GET_ITEM(recipe, 0);
+    if (PyTuple_GET_SIZE(frames) < 1)
+        goto bad;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(frames); i++) {
+        PyObject *fr = PyTuple_GET_ITEM(frames, i);
+        if (!PyTuple_Check(fr) || PyTuple_GET_SIZE(fr) != 4 || !PyFunction_Check(PyTuple_GET_ITEM(fr, 0)))
+            goto bad;
+        PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(PyTuple_GET_ITEM(fr, 0));
+        /* (call, next): code units of the call in progress and of the
+           instruction after it; Py_SIZE of a code object is its length */
+        PyObject *ips = PyTuple_GET_ITEM(fr, 1);
+        if (!PyTuple_Check(ips) || PyTuple_GET_SIZE(ips) != 2)
+            goto bad;
+        long call = PyLong_AsLong(PyTuple_GET_ITEM(ips, 0)), next = PyLong_AsLong(PyTuple_GET_ITEM(ips, 1));
+        if (call < 0 || next <= call || next > Py_SIZE(co)
+                || (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))
+            goto bad;
+        if (check_slots(PyTuple_GET_ITEM(fr, 2), co->co_nlocalsplus, co->co_nlocalsplus) < 0
+                || check_slots(PyTuple_GET_ITEM(fr, 3), -1, co->co_stacksize - 1) < 0)
+            goto bad;
+    }
+    return 0;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "_set_frames: malformed frame recipe");
+    return -1;
+}
+
+/* _set_frames(c, recipe): c was just __init__ialized; instead of calling
+ * its callable, its first switch builds and resumes these frames. */
+static PyObject *fs_set_frames(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &Continulet_Type)) {
+        PyErr_SetString(PyExc_TypeError, "_set_frames(continulet, recipe)");
+        return NULL;
+    }
+    cont_stack *h = ((Continulet *)args[0])->h;
+    if (h == NULL || h->started || h->frames != NULL) {
+        PyErr_SetString(cont_error, "_set_frames needs a continulet that has not started");
+        return NULL;
+    }
+    if (!cps_frames_supported()) {
+        PyErr_Format(PyExc_NotImplementedError, "rebuilding frames is not supported on Python %s yet",
+                     Py_GetVersion());
+        return NULL;
+    }
+    if (check_recipe(args[1]) < 0)
+        return NULL;
+    h->frames = Py_NewRef(args[1]);
+    Py_RETURN_NONE;
+}
+
+static void fill_slots(void *frame, Py_ssize_t base, PyObject *spec)
+{
+    PyObject *vals = PyTuple_GET_ITEM(spec, 0), *nulls = PyTuple_GET_ITEM(spec, 1), *ints = PyTuple_GET_ITEM(spec, 2);
+    Py_ssize_t n = PyTuple_GET_SIZE(vals);
+    for (Py_ssize_t i = 0; i < n; i++)
+        cps_frame_set_slot(frame, base + i, Py_NewRef(PyTuple_GET_ITEM(vals, i)));
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(nulls); j++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(nulls, j));
+        Py_DECREF(PyTuple_GET_ITEM(vals, i));
+        cps_frame_set_slot(frame, base + i, NULL);
+    }
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(ints); j++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(ints, j));
+        PyObject *v = PyTuple_GET_ITEM(vals, i);
+        Py_ssize_t x = PyLong_AsSsize_t(v);
+        Py_DECREF(v);
+        cps_frame_set_int(frame, base + i, x);
+    }
+}
+
+/* The body of a run whose continulet was given frames: build them on this
+ * new stack, then run them top first.  `value` (stolen; NULL with an
+ * exception set when thrown into) is the result of the top frame's call. */
+PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
+{
+    PyObject *recipe = me->frames;
+    me->frames = NULL;
+    PyObject *frames = PyTuple_GET_ITEM(recipe, 0);
+    Py_ssize_t n = PyTuple_GET_SIZE(frames);
+    cfs_chain *chain = PyMem_Calloc(1, sizeof(cfs_chain) + (size_t)n * sizeof(void *));
+    if (chain == NULL) {
+        Py_XDECREF(value);
+        Py_DECREF(recipe);
+        return PyErr_NoMemory();
+    }
+    void *below = cps_top_frame(ts);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *fr = PyTuple_GET_ITEM(frames, i);
+        void *f = cps_push_frame(ts, (PyFunctionObject *)PyTuple_GET_ITEM(fr, 0),
+                                 i ? chain->frames[i - 1] : below);
+        if (f == NULL)
+            break;
+        PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(PyTuple_GET_ITEM(fr, 0));
+        fill_slots(f, 0, PyTuple_GET_ITEM(fr, 2));
+        PyObject *stack = PyTuple_GET_ITEM(fr, 3);
+        fill_slots(f, co->co_nlocalsplus, stack);
+        PyObject *ips = PyTuple_GET_ITEM(fr, 1);
+        cps_frame_set_resume(f, (int)PyLong_AsLong(PyTuple_GET_ITEM(ips, 0)),
+                             (int)PyLong_AsLong(PyTuple_GET_ITEM(ips, 1)),
+                             PyTuple_GET_SIZE(PyTuple_GET_ITEM(stack, 0)));
+        chain->frames[chain->live++] = f;
+    }
+    if (chain->live < n) {
+        /* out of memory: nothing ran, let go of what was built */
+        Py_XDECREF(value);
+        while (chain->live > 0)
+            cps_drop_frame(ts, chain->frames[--chain->live]);
+        PyMem_Free(chain);
+        Py_DECREF(recipe);
+        return NULL;
+    }
+    PyObject *exc = PyTuple_GET_ITEM(recipe, 1);
+    if (exc != Py_None)
+        cps_set_handled_exception(ts, Py_NewRef(exc));
+    me->chain = chain;
+    PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
+    if (on_resume != Py_None && value != NULL) {
+        /* called as if by the top frame, so that its frames link onto the
+           rebuilt ones */
+        Py_DECREF(value);
+        cps_link_top(ts, chain->frames[n - 1]);
+        value = PyObject_CallNoArgs(on_resume);
+    }
+    Py_DECREF(recipe);
+    while (chain->live > 0) {
+        Py_ssize_t k = chain->live - 1;
+        void *f = chain->frames[k];
+        value = cps_run_frame(ts, f, value);
+        chain->live = k;
+    }
+    me->chain = NULL;
+    PyMem_Free(chain);
+    return value;
+}
+
+void cfs_release(cont_stack *s)
+{
+    Py_CLEAR(s->frames);
+}
+
+/* Generators and coroutines that are not running: their frame is read and
+ * written the same way.  _gen_state(gen) -> None if finished, else
+ * (func, state, ip, (locals...), (stack...), exc); a running one raises. */
+static int is_generator(PyObject *g)
+{
+    return PyGen_Check(g) || PyCoro_CheckExact(g);
+}
+
+static PyObject *fs_gen_state(PyObject *mod, PyObject *gen)
+{
+    (void)mod;
+    if (!is_generator(gen)) {
+        PyErr_Format(PyExc_TypeError, "expected a generator or coroutine, not %.200s", Py_TYPE(gen)->tp_name);
+        return NULL;
+    }
+    if (cps_gen_finished(gen))
+        Py_RETURN_NONE;
+    int state;
+    Py_ssize_t depth;
+    void *f = cps_gen_frame(gen, &state, &depth);
+    if (f == NULL || !cps_frames_supported()) {
+        PyObject *err = picking_error();
+        if (err != NULL)
+            PyErr_Format(err, "cannot pickle %R: it is running", gen);
+        return NULL;
+    }
+    PyCodeObject *co = (PyCodeObject *)PyObject_GetAttrString(gen, PyCoro_CheckExact(gen) ? "cr_code" : "gi_code");
+    if (co == NULL)
+        return NULL;
+    Py_ssize_t nl = co->co_nlocalsplus;
+    Py_DECREF(co);
+    PyObject *loc = read_slots(f, 0, nl);
+    PyObject *stk = loc ? read_slots(f, nl, nl + depth) : NULL;
+    if (stk == NULL) {
+        Py_XDECREF(loc);
+        return NULL;
+    }
+    PyObject *func = cps_frame_func(f);
+    PyObject *exc = cps_gen_exception(gen);
+    return Py_BuildValue("(OiiNNO)", func ? func : Py_None, state, cps_frame_ip(f), loc, stk,
+                         exc ? exc : Py_None);
+}
+
+/* _gen_set_state(gen, (state, ip, locals, stack, exc)): gen was just made
+ * by calling its function (it has not started); it becomes the captured one. */
+static PyObject *fs_gen_set_state(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 2 || !is_generator(args[0]) || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 5) {
+        PyErr_SetString(PyExc_TypeError, "_gen_set_state(generator, (state, ip, locals, stack, exc))");
+        return NULL;
+    }
+    PyObject *gen = args[0], *st = args[1];
+    int state = (int)PyLong_AsLong(PyTuple_GET_ITEM(st, 0));
+    int ip = (int)PyLong_AsLong(PyTuple_GET_ITEM(st, 1));
+    if (PyErr_Occurred())
+        return NULL;
+    PyCodeObject *co = (PyCodeObject *)PyObject_GetAttrString(gen, PyCoro_CheckExact(gen) ? "cr_code" : "gi_code");
+    if (co == NULL)
+        return NULL;
+    Py_ssize_t nl = co->co_nlocalsplus, room = co->co_stacksize, size = Py_SIZE(co);
+    Py_DECREF(co);
+    PyObject *loc = PyTuple_GET_ITEM(st, 2), *stk = PyTuple_GET_ITEM(st, 3);
+    void *f;
+    int probe_state;
+    Py_ssize_t probe_depth;
+    if (check_slots(loc, nl, nl) < 0 || check_slots(stk, -1, room) < 0 || ip < 0 || ip >= size
+            || cps_gen_frame(gen, &probe_state, &probe_depth) == NULL || cps_gen_prepare(gen, &f) < 0) {
+        PyErr_SetString(PyExc_ValueError, "_gen_set_state: malformed state or a generator that has started");
+        return NULL;
+    }
+    fill_slots(f, 0, loc);
+    fill_slots(f, nl, stk);
+    PyObject *exc = PyTuple_GET_ITEM(st, 4);
+    cps_gen_finish(gen, state, ip, PyTuple_GET_SIZE(PyTuple_GET_ITEM(stk, 0)),
+                   exc == Py_None ? NULL : Py_NewRef(exc));
+    Py_RETURN_NONE;
+}
+
+/* continulet.__reduce__ and __setstate__: the work is done in Python. */
+static PyObject *helper(const char *name)
+{
+    PyObject *m = PyImport_ImportModule("_continuation_pickle");
+    if (m == NULL)
+        return NULL;
+    PyObject *f = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return f;
+}
+
+PyObject *cfs_reduce(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *f = helper("reduce");
+    if (f == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallOneArg(f, self);
+    Py_DECREF(f);
+    return r;
+}
+
+PyObject *cfs_setstate(PyObject *self, PyObject *state)
+{
+    PyObject *f = helper("setstate");
+    if (f == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallFunctionObjArgs(f, self, state, NULL);
+    Py_DECREF(f);
+    return r;
+}
+
+PyMethodDef cfs_module_methods[] = {
+    {"_kind", fs_kind, METH_O,
+     "_kind(continulet)\n--\n\nInternal (pickling): what state a continulet is in."},
+    {"_frames", fs_frames, METH_O,
+     "_frames(continulet)\n--\n\n"
+     "Internal (pickling): the frames of the stack a continulet holds, bottom\n"
+     "first, as (func, code, ip, depth, operands, from_c, kind, driven), and the\n"
+     "exception being handled there."},
+    {"_frame_values", (PyCFunction)(void (*)(void))fs_frame_values, METH_FASTCALL,
+     "_frame_values(continulet, depths)\n--\n\n"
+     "Internal (pickling): locals and value stacks of the bottom frames."},
+    {"_gen_state", fs_gen_state, METH_O,
+     "_gen_state(generator)\n--\n\nInternal (pickling): the frame of a generator that is not running."},
+    {"_gen_set_state", (PyCFunction)(void (*)(void))fs_gen_set_state, METH_FASTCALL,
+     "_gen_set_state(generator, state)\n--\n\nInternal (unpickling): a new generator takes that frame."},
+    {"_set_frames", (PyCFunction)(void (*)(void))fs_set_frames, METH_FASTCALL,
+     "_set_frames(continulet, recipe)\n--\n\n"
+     "Internal (unpickling): frames to rebuild and resume at the first switch."},
+    {NULL, NULL, 0, NULL}
+};
