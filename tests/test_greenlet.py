@@ -864,6 +864,7 @@ def test_parent_on_other_thread_is_rejected(gl):
     assert run_in_thread(attempt) == "parent cannot be on a different thread"
 
 
+@pytest.mark.skipif(PYPY, reason="PyPy's own _continuation keeps the frames of a stack whose thread ended")
 def test_greenlet_of_exited_thread_is_dead(gl):
     log = []
 

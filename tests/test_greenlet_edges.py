@@ -17,7 +17,7 @@ import weakref
 
 import pytest
 
-from test_greenlet import IMPLS  # the same oracle set-up
+from test_greenlet import IMPLS, PYPY, cpython_frames, needs_refcounting  # the same oracle set-up
 
 
 @pytest.fixture(params=IMPLS)
@@ -205,6 +205,7 @@ def test_run_none_is_a_value_and_subclass_run_still_wins(gl):
     assert Sub(None, gl.getcurrent()).switch() == "method"
 
 
+@needs_refcounting
 def test_unused_run_callable_is_released_in_the_new_greenlet(gl):
     main = gl.getcurrent()
     log = []
@@ -225,6 +226,7 @@ def test_unused_run_callable_is_released_in_the_new_greenlet(gl):
     assert g.switch() is None and log == [("del", True), "run"] and g.dead
 
 
+@cpython_frames
 def test_switch_method_as_run(gl):
     main = gl.getcurrent()
     g = gl.greenlet(main.switch)
@@ -235,6 +237,7 @@ def test_switch_method_as_run(gl):
 
 # -- kills ---------------------------------------------------------------------------
 
+@needs_refcounting
 def test_parent_is_restored_after_a_kill(gl):
     hub = gl.greenlet(lambda: None)
     main = gl.getcurrent()
@@ -254,6 +257,7 @@ def test_parent_is_restored_after_a_kill(gl):
     del seen[:]
 
 
+@needs_refcounting
 def test_a_kill_leaves_no_cycle_through_the_killing_frame(gl):
     class Marker:
         pass
@@ -271,6 +275,7 @@ def test_a_kill_leaves_no_cycle_through_the_killing_frame(gl):
         gc.enable()
 
 
+@needs_refcounting
 def test_greenlet_dropped_by_the_end_of_a_thread_function_is_killed(gl):
     exits = []
 
@@ -292,6 +297,7 @@ def test_greenlet_dropped_by_the_end_of_a_thread_function_is_killed(gl):
     assert exits == [1, 1, 1]
 
 
+@needs_refcounting
 def test_failed_kill_goes_to_unraisablehook(gl):
     def run():
         try:
@@ -355,6 +361,7 @@ def test_dead_greenlet_keeps_the_context_it_ended_in(gl):
     assert ctx[var] == 2
 
 
+@pytest.mark.skipif(PYPY, reason="PyPy does not run the finalizers of cycles at interpreter exit")
 def test_getcurrent_refuses_while_the_interpreter_finalizes(gl):
     code = textwrap.dedent("""
         import gc, os, importlib
