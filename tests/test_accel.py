@@ -13,6 +13,10 @@ import stackless.greenlet
 HERE = os.path.dirname(os.path.abspath(__file__))
 cpython_only = pytest.mark.skipif(sys.implementation.name != "cpython",
                                   reason="the accelerator is built for CPython only")
+# These check the accelerated set-up of this process; STACKLESS_ACCEL=0 turns
+# it off on purpose (the subprocess tests below cover both modes either way).
+accelerated_here = pytest.mark.skipif(os.environ.get("STACKLESS_ACCEL") == "0",
+                                      reason="this process runs with STACKLESS_ACCEL=0")
 
 
 def _python(code: str, accel: str) -> str:
@@ -24,6 +28,7 @@ def _python(code: str, accel: str) -> str:
 
 
 @cpython_only
+@accelerated_here
 def test_accelerator_is_used_by_default():
     import _stackless_accel
     assert stackless._accelerated
@@ -41,6 +46,7 @@ def test_accelerator_can_be_turned_off():
 
 
 @cpython_only
+@accelerated_here
 def test_greenlet_accelerator_is_used_by_default():
     import _greenlet_accel
     assert stackless.greenlet._accelerated
@@ -85,6 +91,7 @@ def test_subclassed_channel_and_tasklet_take_the_fast_path_correctly():
 
 
 @cpython_only
+@accelerated_here
 def test_wrong_arguments_raise_like_the_reference():
     ch = stackless.channel()
     with pytest.raises(TypeError):
@@ -98,6 +105,7 @@ def test_wrong_arguments_raise_like_the_reference():
 
 
 @cpython_only
+@accelerated_here
 def test_greenlet_switch_falls_back_for_what_it_does_not_handle():
     gl = stackless.greenlet
     main = gl.getcurrent()
