@@ -56,6 +56,7 @@ typedef struct {
 #if PY_VERSION_HEX < 0x030C0000
     _PyCFrame *cframe;
     int delete_nesting;
+    int root_at_switcher;           /* root cframe's current frame is the switcher's */
 #endif
 #if PY_VERSION_HEX >= 0x030F0000
     void *jit_exit;
@@ -136,8 +137,19 @@ static void restore_version_fields(PyThreadState *ts, saved_t *s)
        flag in this stack's C frame must follow the thread's setting */
     ts->cframe->use_tracing = (ts->tracing == 0 &&
         (ts->c_tracefunc != NULL || ts->c_profilefunc != NULL)) ? 255 : 0;
-    if (s->root != NULL)
+    if (s->root != NULL && s->root_at_switcher)
         s->root->cframe.current_frame = s->switcher;
+}
+
+/* The root C frame's current frame is what the running entry frame returns
+ * to: the switcher when the run's bottom frame is running, but a rebuilt
+ * frame's caller (framestate.c) when a rebuilt frame above it runs.  Only
+ * the first follows the switcher; the eval loop checks the link when the
+ * entry frame returns (asserted in debug builds). */
+static void note_root_link(saved_t *s)
+{
+    s->root_at_switcher = s->root != NULL &&
+        (s->bottom == NULL || s->root->cframe.current_frame == s->switcher);
 }
 
 static void begin_version_fields(PyThreadState *ts, saved_t *s, root_t *root)
@@ -244,6 +256,8 @@ static int is_thread_frame(const _PyInterpreterFrame *f) { return f->owner == FR
 static PyCodeObject *frame_code(const _PyInterpreterFrame *f) { return (PyCodeObject *)f->f_executable; }
 /* 3.12+ mark a call from C with a separate entry frame instead */
 static int entered_from_c(const _PyInterpreterFrame *f) { (void)f; return 0; }
+/* no root C frame after 3.11 */
+static void note_root_link(saved_t *s) { (void)s; }
 
 static void save_version_fields(PyThreadState *ts, saved_t *s)
 {
@@ -325,6 +339,8 @@ static PyCodeObject *frame_code(const _PyInterpreterFrame *f)
     return (PyCodeObject *)PyStackRef_AsPyObjectBorrow(f->f_executable);
 }
 static int entered_from_c(const _PyInterpreterFrame *f) { (void)f; return 0; }
+/* no root C frame after 3.11 */
+static void note_root_link(saved_t *s) { (void)s; }
 
 static void save_version_fields(PyThreadState *ts, saved_t *s)
 {
@@ -715,6 +731,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
         }
         bottom->previous = NULL;
     }
+    note_root_link(s);
     cut_entry_frames(ts, s);
     note_instrumentation(ts, s);
 }

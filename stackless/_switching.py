@@ -5,6 +5,7 @@ called from here."""
 
 from __future__ import annotations
 
+import atexit
 import sys
 import threading
 import _thread
@@ -109,6 +110,11 @@ def _call_schedule_cb(prev: "tasklet", nxt: "tasklet") -> None:
 _hook_args_type: Any = None
 
 
+def _forget_hook_args_type() -> None:
+    global _hook_args_type
+    _hook_args_type = None
+
+
 def _write_unraisable(e: BaseException, where: str) -> None:
     """Report ``e`` through ``sys.unraisablehook`` as C code reports an
     error it cannot raise (``PyErr_WriteUnraisable(where)``)."""
@@ -131,6 +137,10 @@ def _write_unraisable(e: BaseException, where: str) -> None:
         finally:
             sys.unraisablehook = hook
         _hook_args_type = type(seen[0])
+        # The interpreter finalizes this static type after the modules; the
+        # accelerator's cached functions keep this module's globals alive
+        # until then, and a debug build aborts on the extra reference.
+        atexit.register(_forget_hook_args_type)
     sys.unraisablehook(_hook_args_type((type(e), e, e.__traceback__, None, where)))
 
 
