@@ -9,7 +9,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Optional
 
-from stackless._common import _at_most, _get_ident, _no_args, _own_module
+from stackless._common import _at_most, _c_ulong, _get_ident, _no_args, _own_module
 
 if TYPE_CHECKING:
     from stackless._preempt import _Preempt
@@ -189,11 +189,15 @@ def _kill_at_exit() -> None:
         _kill_all(ts)
 
 
-def get_thread_info(thread_id: Optional[int] = None, flags: int = 0, *_more: Any) -> tuple:
-    """Return ``(main, current, runcount)`` for a thread's scheduler."""
+def get_thread_info(thread_id: int = -1, flags: int = 0, *_more: Any) -> tuple:
+    """Return ``(main, current, runcount)`` for a thread's scheduler
+    (this thread's for -1 or 0)."""
     if _more:
         raise _at_most("get_thread_info", 2, _more)
-    if thread_id is None or thread_id == -1:
+    if thread_id != -1 or type(thread_id) is not int:
+        thread_id = _c_ulong("get_thread_info", 1, thread_id)
+    _c_ulong("get_thread_info", 2, flags, check=False)
+    if thread_id in (-1, 0):
         thread_id = _get_ident()
     ts = _ts_of(thread_id)
     if ts is None:
