@@ -101,10 +101,13 @@ class channel:
         target = q[0]
         tts = target._ts
         pref = self._preference
+        # no switch under a switch trap, nor while this thread collects
+        # garbage (_continuation would refuse it after the pairing)
+        quiet = ts.trap or ts.collecting
         run_now = tts is ts and (self._schedule_all or pref == (-1 if sending else 1)) \
-            and not ts.trap
+            and not quiet
         first = target if tts is ts and pref == (-1 if sending else 1) \
-            and not self._schedule_all and not ts.trap else None
+            and not self._schedule_all and not quiet else None
         rq = tts.rq
         balance = self._balance + (1 if sending else -1)
         old = target._tempval

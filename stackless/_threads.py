@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import sys
 import threading
 from collections import deque
@@ -23,7 +24,7 @@ class _ThreadState:
 
     __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "cond",
                  "trap", "idle", "timeout", "launch", "tasklet_tracing",
-                 "pending", "ended", "__weakref__")
+                 "pending", "ended", "collecting", "__weakref__")
 
     def __init__(self, thread_id: Optional[int] = None) -> None:
         # another thread's id when get_thread_info() asks about a thread
@@ -46,6 +47,8 @@ class _ThreadState:
         # an exception for main that landed where it could not be raised
         # (after a dying tasklet switched away, see _bootstrap)
         self.pending: Optional[BaseException] = None
+        # True while this thread runs a garbage collection (_gc_hook)
+        self.collecting = False
         from stackless._tasklet import tasklet  # it needs _ts(): import late
         m = object.__new__(tasklet)
         m._init_fields(self)
@@ -60,6 +63,21 @@ class _ThreadState:
 
 _local = threading.local()
 _states: "dict[int, _ThreadState]" = {}
+
+
+def _gc_hook(phase: str, info: Any) -> None:
+    """``gc.callbacks``: note while this thread collects.  ``_continuation``
+    refuses to switch then (from "start" to "stop", which covers the
+    finalizers and the gc.callbacks after ours); a channel operation whose
+    switch is optional then does not switch, as with a switch trap, instead
+    of pairing and then failing (docs/stackless.md)."""
+    ts = _local.__dict__.get("ts")
+    if ts is not None:
+        ts.collecting = phase == "start"
+
+
+if hasattr(gc, "callbacks"):
+    gc.callbacks.append(_gc_hook)
 
 
 def _new_ts() -> _ThreadState:

@@ -1,8 +1,9 @@
-"""tempval and argument details of stackless, as Stackless 3.7 has them
+"""Details of stackless as Stackless 3.7 has them: tempval and arguments
 (each asked of the oracle, ../shared/tools/slp37), and finalizers of the
-values the scheduler replaces (issue 8: nothing runs half-way).
+values the scheduler replaces and channel operations during a garbage
+collection (issue 8: nothing runs half-way, nothing is delivered twice).
 
-The stress harness found these (docs/stress.md: D3, D5-D8, S3); its
+The stress harness found these (docs/stress.md: D3, D5-D8, S1, S3); its
 minimal reproductions are in tests/stress/test_stress.py.
 """
 from __future__ import annotations
@@ -246,3 +247,56 @@ def test_finalizer_of_a_replaced_value_may_use_channels(case):
     getcurrent() fails (SystemError); here they run complete, in a tasklet
     that runs, and nothing is left half-done."""
     _script_passes(S3_PRELUDE + case)
+
+
+# -- S1: channel operations while this thread collects garbage ----------------
+
+def test_finalizer_in_a_collection_sends_to_a_waiting_receiver():
+    """A __del__ run by the cyclic GC sends to a waiting receiver.  The
+    collecting thread may not switch (_continuation refuses), so the send
+    pairs without switching, as under a switch trap: the value arrives
+    once, the receiver runs later (Stackless 3.7 switches there)."""
+    import gc
+    ch = stackless.channel()
+    got, sent = [], []
+    r = stackless.tasklet(lambda: got.append(ch.receive()))()
+    stackless.run()
+
+    class Cyclic:
+        def __del__(self):
+            try:
+                ch.send("from __del__")
+                sent.append("ok")
+            except Exception as e:
+                sent.append(e)
+    c = Cyclic()
+    c.me = c
+    del c
+    gc.collect()
+    assert sent == ["ok"] and got == [] and r.scheduled and not r.blocked
+    stackless.run()
+    assert got == ["from __del__"] and ch.balance == 0
+    assert stackless.getruncount() == 1
+
+
+def test_blocking_in_a_collection_raises_and_changes_nothing():
+    import gc
+    ch = stackless.channel()
+    stackless.tasklet(lambda: None)()       # something else could run
+    errors = []
+
+    class Cyclic:
+        def __del__(self):
+            try:
+                ch.receive()
+            except RuntimeError as e:
+                errors.append(str(e))
+    c = Cyclic()
+    c.me = c
+    del c
+    gc.collect()
+    assert errors == ["cannot switch continulets while the garbage collector is running"]
+    assert ch.balance == 0 and ch.queue is None
+    assert stackless.getcurrent() is stackless.getmain() and stackless.getruncount() == 2
+    stackless.run()
+    assert stackless.getruncount() == 1
