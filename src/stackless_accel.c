@@ -262,13 +262,23 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
         if (discard(PyObject_Vectorcall(py_tracing_out, args, 2, NULL)) < 0)
             return -1;
     }
+    int cur_main = slot_true(cur, t_is_main), nxt_main;
+    if (cur_main < 0)
+        return -1;
+    if (cur_main && slot(nxt, t_cont) == Py_None) {
+        /* before current changes: the allocation may start a garbage
+         * collection, whose finalizers must find cur running */
+        PyObject *args[2] = {py_bootstrap, nxt};
+        PyObject *c = PyObject_Vectorcall(continulet_type, args, 2, NULL);
+        if (c == NULL)
+            return -1;
+        set_slot(nxt, t_cont, c);
+        Py_DECREF(c);
+    }
     set_slot(ts, ts_current, nxt);
     PyFrameObject *frame = PyEval_GetFrame();
     set_slot(cur, t_frame, frame != NULL ? (PyObject *)frame : Py_None);
 
-    int cur_main = slot_true(cur, t_is_main), nxt_main;
-    if (cur_main < 0)
-        return -1;
     if (cur_main) {
         if (run_from_main(nxt) < 0)
             return -1;

@@ -10,7 +10,7 @@ from stackless import _pickling
 from stackless._common import (_BLOCK_TRAP, _CLOSED, _NOARG, _at_least_one, _at_most,
                                _index, _make_exception, _no_args, _one_arg, _own_module, bomb)
 from stackless._switching import _leave, _recover, _switch, _take_tempval
-from stackless._threads import _ThreadState, _ts
+from stackless._threads import _ThreadState, _ts, _wake
 
 if TYPE_CHECKING:
     from stackless._tasklet import tasklet
@@ -131,8 +131,7 @@ class channel:
             rq.appendleft(target)
         # -- end of transaction
         if tts is not ts:
-            with tts.cond:
-                tts.cond.notify()
+            _wake(tts)
         if sending or run_now:
             # the receiver's previous tempval, or our own (the value moved
             # into it): its __del__ may use channels

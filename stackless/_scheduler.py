@@ -133,6 +133,7 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
             _switch(ts, cur, rq[0])
     finally:
         ts.current = cur    # whatever surfaced here, cur runs
+        ts.launch = None    # (left by a switch that failed: see _recover)
         wds = ts.watchdogs
         for k in range(len(wds)):
             if wds[k] is entry:

@@ -54,14 +54,16 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
         _call_schedule_cb(cur, nxt)
     if ts.tasklet_tracing:
         _tracing_out(ts, cur)
+    c = nxt._cont
+    if c is None and cur._is_main:
+        # before ts.current changes: the allocation may start a garbage
+        # collection, whose finalizers must find cur running
+        c = nxt._cont = continulet(_bootstrap, nxt)
     ts.current = nxt
     cur._frame = _getframe(1)
     if _PYPY:
         cur._ctx = _get_ctx()
     if cur._is_main:
-        c = nxt._cont
-        if c is None:
-            c = nxt._cont = continulet(_bootstrap, nxt)
         try:
             c.switch()
         except BaseException:
@@ -371,8 +373,10 @@ def _recover(ts: _ThreadState, cur: "tasklet") -> None:
     trace function's): make the state say again that ``cur`` runs.
 
     ``cur`` becomes current and ``rq[0]``; if it was about to block on a
-    channel, it is taken off again.  Idempotent."""
+    channel, it is taken off again; a request to start a tasklet that the
+    failed switch left (``ts.launch``) is dropped.  Idempotent."""
     ts.current = cur
+    ts.launch = None
     removed = _make_runnable_first(ts, cur)
     del removed     # now: its __del__ may use the scheduler
 
@@ -404,13 +408,12 @@ def _idle_target(ts: _ThreadState, cur: "tasklet", dying: bool = False) -> "task
         if wds and not wds[-1][1]:
             break
         if _others_can_wake(ts):
-            with ts.cond:
-                ts.idle = True
-                try:
-                    if not rq:
-                        ts.cond.wait(0.05)
-                finally:
-                    ts.idle = False
+            ts.idle = True
+            try:
+                if not rq:
+                    ts.wake.acquire(True, 0.05)
+            finally:
+                ts.idle = False
             if rq:
                 return rq[0]
             continue

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import gc
 import sys
@@ -22,7 +23,7 @@ _own_module(globals())
 class _ThreadState:
     """The scheduler of one thread: its main tasklet, run queue and watchdogs."""
 
-    __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "cond",
+    __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "wake",
                  "trap", "idle", "timeout", "launch", "tasklet_tracing",
                  "pending", "ended", "collecting", "__weakref__")
 
@@ -36,7 +37,13 @@ class _ThreadState:
         # scheduled it is rq[0].
         self.rq: deque = deque()
         self.watchdogs: list = []   # [tasklet, threadblock] of nested run()s
-        self.cond = threading.Condition(threading.Lock())
+        # A thread whose tasklets all wait sleeps on this lock (held while
+        # it is armed); another thread that hands it work releases it.  A
+        # lock, not a threading.Condition: its acquire and release are C
+        # calls, so neither run(timeout) nor a signal handler can interrupt
+        # them halfway and leave it held (docs/design.md).
+        self.wake = _thread.allocate_lock()
+        self.wake.acquire()
         self.trap = 0
         self.idle = False
         self.timeout: Optional[_Preempt] = None
@@ -63,6 +70,14 @@ class _ThreadState:
 
 _local = threading.local()
 _states: "dict[int, _ThreadState]" = {}
+
+
+def _wake(ts: _ThreadState) -> None:
+    """Wake the thread of ``ts`` if it sleeps waiting for work."""
+    try:
+        ts.wake.release()
+    except RuntimeError:
+        pass        # released already: it will not sleep before it looks
 
 
 def _gc_hook(phase: str, info: Any) -> None:

@@ -197,11 +197,6 @@ for n in range(1, 60):
 """
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="S2: run(timeout) preempts a tasklet inside threading.Condition."
-                          "__enter__ (called by the cross-thread channel code); killing it "
-                          "leaves the other thread's receiver stuck for good (Stackless 3.7: "
-                          "fine); found by tests/stress stackless seed 46")
 def test_preempted_cross_thread_send_killed():
     _script_passes(S2_SCRIPT)
 
