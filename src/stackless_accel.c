@@ -44,8 +44,7 @@ static PyObject *minus_one, *one, *zero;
 static Py_ssize_t t_cont, t_ts, t_tempval, t_blocked, t_channel, t_scheduled,
                   t_is_main, t_frame, t_block_trap;
 static Py_ssize_t c_queue, c_balance, c_preference, c_schedule_all, c_closing;
-static Py_ssize_t ts_current, ts_rq, ts_trap, ts_timeout, ts_launch, ts_tracing, ts_pending,
-                  ts_collecting;
+static Py_ssize_t ts_current, ts_rq, ts_trap, ts_timeout, ts_launch, ts_tracing, ts_pending;
 
 /* --- small helpers --------------------------------------------------------- */
 
@@ -643,10 +642,8 @@ static int op_begin(Op *op, PyObject *ch)
     op->queue = Py_NewRef(slot(ch, c_queue));
     op->rq = Py_NewRef(slot(op->ts, ts_rq));
     op->balance = balance_of(ch);
-    /* under a switch trap, or while this thread collects garbage (no
-     * switch then), the Python code decides */
     return op->balance != -2 && Py_IS_TYPE(op->rq, (PyTypeObject *)deque_type)
-        && plain_flag(op->ts, ts_trap) == 0 && slot(op->ts, ts_collecting) == Py_False;
+        && plain_flag(op->ts, ts_trap) == 0;
 }
 
 static void op_end(Op *op)
@@ -668,6 +665,10 @@ static PyObject *usual_partner(PyObject *ch, Op *op, int sending)
     int overflow;
     long p = small_int(pref, &overflow);
     if (overflow || (sending ? p != -1 : p == 1))
+        return NULL;
+    /* a send switches to the receiver: not while this thread collects
+     * garbage (the Python code pairs without switching then) */
+    if (sending && !capi->may_switch())
         return NULL;
     PyObject *target = first_of(op->queue);
     if (target == NULL)
@@ -883,8 +884,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (ts_trap = slot_offset(tstate, "trap")) < 0 || (ts_timeout = slot_offset(tstate, "timeout")) < 0
             || (ts_launch = slot_offset(tstate, "launch")) < 0
             || (ts_tracing = slot_offset(tstate, "tasklet_tracing")) < 0
-            || (ts_pending = slot_offset(tstate, "pending")) < 0
-            || (ts_collecting = slot_offset(tstate, "collecting")) < 0)
+            || (ts_pending = slot_offset(tstate, "pending")) < 0)
         goto fail;
     static const char *names[] = {"ts", "switch", "rotate", "popleft", "append", "insert", "raise_",
                                   "resumed", "_schedule_cb", "_channel_cb"};

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from stackless import _pickling
 from stackless._common import (_BLOCK_TRAP, _CLOSED, _NOARG, _at_least_one, _at_most,
-                               _index, _make_exception, _no_args, _one_arg, _own_module, bomb)
+                               _index, _make_exception, _may_switch, _no_args, _one_arg,
+                               _own_module, bomb)
 from stackless._switching import _leave, _recover, _switch, _take_tempval
 from stackless._threads import _ThreadState, _ts, _wake
 
@@ -103,7 +104,7 @@ class channel:
         pref = self._preference
         # no switch under a switch trap, nor while this thread collects
         # garbage (_continuation would refuse it after the pairing)
-        quiet = ts.trap or ts.collecting
+        quiet = ts.trap or not _may_switch()
         run_now = tts is ts and (self._schedule_all or pref == (-1 if sending else 1)) \
             and not quiet
         first = target if tts is ts and pref == (-1 if sending else 1) \

@@ -32,6 +32,14 @@ else:
     # context of the running stack or of a suspended one.
     from _continuation import _stack_context, _set_stack_context  # type: ignore # noqa: F401
 
+try:
+    # False while this thread collects garbage: _continuation refuses any
+    # switch then (docs/design.md, "Exception safety")
+    from _continuation import _may_switch  # type: ignore # noqa: F401
+except ImportError:     # PyPy's _continuation
+    def _may_switch() -> bool:
+        return True
+
 
 # id() of the globals of every module of the package whose frames are the
 # implementation's own: tasklet.frame and the preemption tick counter skip

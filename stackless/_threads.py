@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import _thread
 import atexit
-import gc
 import sys
 import threading
 from collections import deque
@@ -25,7 +24,7 @@ class _ThreadState:
 
     __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "wake",
                  "trap", "idle", "timeout", "launch", "tasklet_tracing",
-                 "pending", "ended", "collecting", "__weakref__")
+                 "pending", "ended", "__weakref__")
 
     def __init__(self, thread_id: Optional[int] = None) -> None:
         # another thread's id when get_thread_info() asks about a thread
@@ -54,8 +53,6 @@ class _ThreadState:
         # an exception for main that landed where it could not be raised
         # (after a dying tasklet switched away, see _bootstrap)
         self.pending: Optional[BaseException] = None
-        # True while this thread runs a garbage collection (_gc_hook)
-        self.collecting = False
         from stackless._tasklet import tasklet  # it needs _ts(): import late
         m = object.__new__(tasklet)
         m._init_fields(self)
@@ -79,20 +76,6 @@ def _wake(ts: _ThreadState) -> None:
     except RuntimeError:
         pass        # released already: it will not sleep before it looks
 
-
-def _gc_hook(phase: str, info: Any) -> None:
-    """``gc.callbacks``: note while this thread collects.  ``_continuation``
-    refuses to switch then (from "start" to "stop", which covers the
-    finalizers and the gc.callbacks after ours); a channel operation whose
-    switch is optional then does not switch, as with a switch trap, instead
-    of pairing and then failing (docs/stackless.md)."""
-    ts = _local.__dict__.get("ts")
-    if ts is not None:
-        ts.collecting = phase == "start"
-
-
-if hasattr(gc, "callbacks"):
-    gc.callbacks.append(_gc_hook)
 
 
 def _new_ts() -> _ThreadState:
