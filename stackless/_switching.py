@@ -186,15 +186,18 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     if _PYPY:
         _set_ctx(self._ctx)
     self._frame = None
-    if ts.tasklet_tracing:
-        _tracing_in(ts, self)
-    elif ts.timeout is None and (sys.gettrace() is not None or sys.getprofile() is not None):
-        _tracing_per_tasklet(ts, self)
-    if ts.timeout is not None:
-        ts.timeout.resumed(self)
     self._started = True
     error: Optional[BaseException] = None
     try:
+        # Python calls: what lands in them (a signal handler's exception,
+        # or a kill while run(timeout) interrupted that handler) is the
+        # tasklet's own, as if it came from its function
+        if ts.tasklet_tracing:
+            _tracing_in(ts, self)
+        elif ts.timeout is None and (sys.gettrace() is not None or sys.getprofile() is not None):
+            _tracing_per_tasklet(ts, self)
+        if ts.timeout is not None:
+            ts.timeout.resumed(self)
         _take_tempval(self)
         func, args, kwargs = self._func, self._args, self._kwargs
         self._args = self._kwargs = None

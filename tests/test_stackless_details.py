@@ -279,6 +279,23 @@ def test_finalizer_in_a_collection_sends_to_a_waiting_receiver():
     assert stackless.getruncount() == 1
 
 
+@pytest.mark.skipif(sys.implementation.name == "pypy", reason="this project's _continuation only")
+def test_may_switch_is_false_while_this_thread_collects():
+    import gc
+    import _continuation
+    seen = []
+
+    class Cyclic:
+        def __del__(self):
+            seen.append(_continuation._may_switch())
+    c = Cyclic()
+    c.me = c
+    del c
+    assert _continuation._may_switch() is True
+    gc.collect()
+    assert seen == [False] and _continuation._may_switch() is True
+
+
 def test_blocking_in_a_collection_raises_and_changes_nothing():
     import gc
     ch = stackless.channel()
@@ -343,3 +360,22 @@ def test_dropped_tasklets_are_killed_by_interpreter_exit_at_the_latest():
     for name in ("blocked", "paused"):
         assert lines.count(f"{name} killed") == 1 and lines.count(f"{name} finally") == 1
         assert f"{name} resumed" not in lines
+
+
+# -- an exception that lands while a tasklet starts -----------------------------
+
+def test_taskletexit_from_a_starting_tasklets_profile_function_kills_it():
+    """As in Stackless 3.7: what the tasklet's own profile (or trace)
+    function raises as the tasklet starts is the tasklet's: TaskletExit
+    kills it silently, and main's run() returns.  (The stress harness met
+    this as a kill while run(timeout) had interrupted a signal handler
+    there: TaskletExit escaped into main and the tasklet stayed alive.)"""
+    ran = []
+
+    def prof(frame, event, arg):
+        sys.setprofile(None)
+        raise TaskletExit
+    t = stackless.tasklet(ran.append)(1)
+    t.profile_function = prof
+    assert stackless.run() is None
+    assert ran == [] and not t.alive and stackless.getruncount() == 1
