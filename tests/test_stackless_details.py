@@ -379,3 +379,35 @@ def test_taskletexit_from_a_starting_tasklets_profile_function_kills_it():
     t.profile_function = prof
     assert stackless.run() is None
     assert ran == [] and not t.alive and stackless.getruncount() == 1
+
+
+def test_a_start_refused_during_a_collection_leaves_no_start_request():
+    """A tasklet other than main starts another through main's stack (a
+    start request).  When that switch is refused (here: in a __del__ that a
+    collection runs), the request must go with it: else main later starts
+    the tasklet although it was paused meanwhile."""
+    import gc
+    log, new = [], []
+
+    class Cyclic:
+        def __del__(self):
+            t = stackless.tasklet(log.append)("new tasklet ran")
+            new.append(t)
+            try:
+                t.run()
+            except RuntimeError:
+                log.append("refused")
+
+    def body():
+        c = Cyclic()
+        c.me = c
+        del c
+        gc.collect()
+        new[0].remove()
+        log.append("body ends")
+    stackless.tasklet(body)()
+    stackless.run()
+    assert log == ["refused", "body ends"]
+    assert new[0].paused and stackless.getruncount() == 1
+    new[0].kill()
+    assert log == ["refused", "body ends"] and not new[0].alive
