@@ -215,6 +215,7 @@ def failing():
 stackless.tasklet(lambda: None)()
 r = stackless.schedule(P())
 del r
+import gc; gc.collect()     # (PyPy runs finalizers here)
 stackless.tasklet(failing)()
 try:
     stackless.run()
