@@ -344,14 +344,21 @@ class World:
         self.led.send(tok)
         self.led.refuse(tok)            # it may be replaced before it fires
         world = self
-        fired = []
+        armed = [tok]
         mine = threading.get_ident()    # the callback is process-wide: raise in this thread only
 
         def callback(chan: Any, task: Any, sending: bool, willblock: bool) -> None:
-            if not fired and threading.get_ident() == mine:
-                fired.append(1)
-                world.log("channel callback raises", tok)
-                raise Injected(tok)
+            if threading.get_ident() != mine:
+                return
+            try:
+                # one C call takes the token: run(timeout) may interrupt
+                # this callback between any two lines, and another tasklet
+                # call it meanwhile
+                t = armed.pop()
+            except IndexError:
+                return
+            world.log("channel callback raises", t)
+            raise Injected(t)
         self.log("channel callback", tok)
         stackless.set_channel_callback(callback)
 
