@@ -9,7 +9,7 @@
 #include <Python.h>
 
 #define CONT_CAPI_NAME "_continuation._C_API"
-#define CONT_CAPI_VERSION 1
+#define CONT_CAPI_VERSION 2
 
 typedef struct {
     int version;                    /* CONT_CAPI_VERSION */
@@ -18,6 +18,9 @@ typedef struct {
      * subclass), value and to may be NULL (None); same result and errors
      * as the method. */
     PyObject *(*switch_to)(PyObject *c, PyObject *value, PyObject *to);
+    /* 1 when the running thread may switch now, 0 while it collects
+     * garbage (when switch_to would raise RuntimeError) */
+    int (*may_switch)(void);
 } cont_capi;
 
 /* The API, or NULL with an exception (import it once, at install time). */

@@ -958,6 +958,22 @@ static PyObject *gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
+/* Whether the running thread may switch (check_switch_allowed's first
+ * test).  Code whose switch is optional (stackless's channel pairing)
+ * asks first and does without, instead of changing its state and then
+ * having the switch refused. */
+static int capi_may_switch(void)
+{
+    return !gc_forbids_switch();
+}
+
+static PyObject *may_switch(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyBool_FromLong(capi_may_switch());
+}
+
 /* CPython-only extension: the contextvars context of a stack.  With no
  * continulet: the running stack's.  With one: the stack it holds (the
  * context it will start in, if it has not started). */
@@ -1029,6 +1045,8 @@ static PyMethodDef module_methods[] = {
      "CPython only: replace the contextvars.Context of the running stack, or\n"
      "of the stack that a continulet holds (for an unstarted one: the\n"
      "context it starts in)."},
+    {"_may_switch", may_switch, METH_NOARGS,
+     "_may_switch()\n--\n\nWhether this thread may switch now: False while it collects garbage."},
     {"_gc_callback", (PyCFunction)(void (*)(void))gc_callback, METH_FASTCALL,
      "_gc_callback(phase, info)\n--\n\nInternal: installed in gc.callbacks."},
     {"permute", (PyCFunction)(void (*)(void))permute, METH_FASTCALL,
@@ -1045,7 +1063,7 @@ static PyObject *capi_switch(PyObject *c, PyObject *value, PyObject *to)
     return cont_switch((Continulet *)c, value, to, NULL);
 }
 
-static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch};
+static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch, capi_may_switch};
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,

@@ -261,13 +261,23 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
         if (discard(PyObject_Vectorcall(py_tracing_out, args, 2, NULL)) < 0)
             return -1;
     }
+    int cur_main = slot_true(cur, t_is_main), nxt_main;
+    if (cur_main < 0)
+        return -1;
+    if (cur_main && slot(nxt, t_cont) == Py_None) {
+        /* before current changes: the allocation may start a garbage
+         * collection, whose finalizers must find cur running */
+        PyObject *args[2] = {py_bootstrap, nxt};
+        PyObject *c = PyObject_Vectorcall(continulet_type, args, 2, NULL);
+        if (c == NULL)
+            return -1;
+        set_slot(nxt, t_cont, c);
+        Py_DECREF(c);
+    }
     set_slot(ts, ts_current, nxt);
     PyFrameObject *frame = PyEval_GetFrame();
     set_slot(cur, t_frame, frame != NULL ? (PyObject *)frame : Py_None);
 
-    int cur_main = slot_true(cur, t_is_main), nxt_main;
-    if (cur_main < 0)
-        return -1;
     if (cur_main) {
         if (run_from_main(nxt) < 0)
             return -1;
@@ -340,12 +350,13 @@ static PyObject *accel_switch(PyObject *mod, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
-/* `v = t._tempval; if type(v) is bomb: t._tempval = None; v.raise_()` */
-static PyObject *take_tempval(PyObject *t, int clear)
+/* _take_tempval(t): `v = t._tempval; t._tempval = None; if type(v) is
+ * bomb: v.raise_()`.  As in Stackless, the resumed tasklet takes its
+ * tempval as the switch's result, leaving None. */
+static PyObject *take_tempval(PyObject *t)
 {
     PyObject *v = Py_NewRef(slot(t, t_tempval));
-    if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type) || clear)
-        set_slot(t, t_tempval, Py_None);
+    set_slot(t, t_tempval, Py_None);
     if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type)) {
         PyObject *r = call_method0(v, s_raise);
         Py_DECREF(v);
@@ -405,7 +416,7 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
             goto done;
         }
     }
-    result = take_tempval(cur, 0);
+    result = take_tempval(cur);
 done:
     Py_XDECREF(nxt);
     Py_XDECREF(rq);
@@ -553,7 +564,7 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
     Py_DECREF(nxt);
     if (rc < 0)
         return NULL;
-    return take_tempval(cur, 0);
+    return take_tempval(cur);
 }
 
 /* The usual case of blocking: queue cur on ch as a sender of `value` (dir
@@ -609,7 +620,7 @@ static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *
     Py_XDECREF(nxt);
     if (rc < 0)
         return NULL;
-    return take_tempval(cur, dir < 0);
+    return take_tempval(cur);
 }
 
 /* The thread state, current tasklet, queue and run queue of a channel
@@ -655,6 +666,10 @@ static PyObject *usual_partner(PyObject *ch, Op *op, int sending)
     long p = small_int(pref, &overflow);
     if (overflow || (sending ? p != -1 : p == 1))
         return NULL;
+    /* a send switches to the receiver: not while this thread collects
+     * garbage (the Python code pairs without switching then) */
+    if (sending && !capi->may_switch())
+        return NULL;
     PyObject *target = first_of(op->queue);
     if (target == NULL)
         return NULL;
@@ -679,21 +694,31 @@ static int usual_wait(PyObject *ch, Op *op)
     return first == op->cur;
 }
 
+/* What the running tasklet holds in its tempval goes before a channel
+ * operation (the value it sends or receives replaces it), while the state
+ * is consistent: its __del__ may use channels.  Without a channel
+ * callback only: the Python code calls that first. */
+static int drop_tempval(void)
+{
+    if (channel_cb != NULL)
+        return 0;
+    PyObject *ts = thread_state();
+    if (ts == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *cur = slot(ts, ts_current);
+    if (slot(cur, t_tempval) != Py_None)
+        Py_DECREF(swap_slot(cur, t_tempval, Py_None));
+    Py_DECREF(ts);
+    return 0;
+}
+
 static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 1)
         return call_bound(py_send, ch, args, nargs, NULL);
     PyObject *value = args[0], *r = NULL;
-    PyObject *ts = thread_state();
-    if (ts == NULL && PyErr_Occurred())
+    if (drop_tempval() < 0)
         return NULL;
-    if (ts != NULL) {
-        /* what the sender held goes first: its __del__ may use channels */
-        PyObject *cur = slot(ts, ts_current);
-        if (slot(cur, t_tempval) != Py_None)
-            Py_DECREF(swap_slot(cur, t_tempval, Py_None));
-        Py_DECREF(ts);
-    }
     Op op;
     int usual = op_begin(&op, ch);
     if (usual > 0 && op.balance < 0) {
@@ -738,6 +763,8 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
     if (nargs != 0)
         return call_bound(py_receive, ch, args, nargs, NULL);
     PyObject *r = NULL;
+    if (drop_tempval() < 0)
+        return NULL;
     Op op;
     int usual = op_begin(&op, ch);
     if (usual > 0 && op.balance > 0) {

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from stackless import _pickling
 from stackless._common import (_BLOCK_TRAP, _CLOSED, _NOARG, _at_least_one, _at_most,
-                               _index, _make_exception, _no_args, _one_arg, _own_module, bomb)
+                               _index, _make_exception, _may_switch, _no_args, _one_arg,
+                               _own_module, bomb)
 from stackless._switching import _leave, _recover, _switch, _take_tempval
-from stackless._threads import _ThreadState, _ts
+from stackless._threads import _ThreadState, _ts, _wake
 
 if TYPE_CHECKING:
     from stackless._tasklet import tasklet
@@ -70,15 +71,18 @@ class channel:
     # thread can run inside it; an exception that lands after its last call
     # finds the state consistent.  See docs/design.md, "Exception safety".
 
-    def _remove_waiter(self, t: tasklet) -> None:
-        """Take ``t`` off this channel (killed, revived or rolled back)."""
+    def _remove_waiter(self, t: tasklet) -> Any:
+        """Take ``t`` off this channel (killed, revived or rolled back).
+
+        Returns the value a sender was sending: the caller drops it once
+        the state is consistent again (its ``__del__`` may use channels)."""
         i = _index(self._queue, t)
         if t._channel is not self:
-            return
+            return None
         if i < 0:               # never queued: nothing else to undo
             t._blocked = 0
             t._channel = None
-            return
+            return None
         old = t._tempval if t._blocked > 0 else None    # a sender's value
         if t._blocked > 0:
             self._balance = self._balance - 1
@@ -88,7 +92,7 @@ class channel:
         t._blocked = 0
         t._channel = None
         del self._queue[i]
-        del old         # after the transaction: its __del__ may use channels
+        return old
 
     def _pair(self, ts: _ThreadState, cur: tasklet, sending: bool, value: Any) -> Any:
         """``cur`` meets the first waiter: a receiver gets ``value``, or a
@@ -98,15 +102,23 @@ class channel:
         target = q[0]
         tts = target._ts
         pref = self._preference
+        # no switch under a switch trap, nor while this thread collects
+        # garbage (_continuation would refuse it after the pairing)
+        quiet = ts.trap or not _may_switch()
         run_now = tts is ts and (self._schedule_all or pref == (-1 if sending else 1)) \
-            and not ts.trap
+            and not quiet
         first = target if tts is ts and pref == (-1 if sending else 1) \
-            and not self._schedule_all and not ts.trap else None
+            and not self._schedule_all and not quiet else None
         rq = tts.rq
         balance = self._balance + (1 if sending else -1)
         old = target._tempval
+        # a receiver that lets the sender run first shows the value it took
+        # in its tempval until it runs again (as in Stackless)
+        held = cur._tempval if run_now and not sending else None
         # -- transaction
         target._tempval = value if sending else None
+        if run_now and not sending:
+            cur._tempval = old
         del q[0]
         self._balance = balance
         target._blocked = 0
@@ -120,10 +132,11 @@ class channel:
             rq.appendleft(target)
         # -- end of transaction
         if tts is not ts:
-            with tts.cond:
-                tts.cond.notify()
-        if sending:
-            del old     # the receiver's previous tempval: its __del__ may use channels
+            _wake(tts)
+        if sending or run_now:
+            # the receiver's previous tempval, or our own (the value moved
+            # into it): its __del__ may use channels
+            del old, held
             old = None
         if run_now:
             if rq[0] is cur:
@@ -131,7 +144,9 @@ class channel:
             nxt = rq[0]
             if nxt is not cur:
                 _switch(ts, cur, nxt)
-            _take_tempval(cur)
+            v = _take_tempval(cur)
+            if not sending:
+                return v
         return old
 
     def _wait(self, ts: _ThreadState, cur: tasklet, direction: int, value: Any) -> None:
@@ -178,10 +193,7 @@ class channel:
         except BaseException:
             _recover(ts, cur)
             raise
-        v = cur._tempval
-        if type(v) is bomb:
-            cur._tempval = None
-            v.raise_()
+        _take_tempval(cur)
         return None
 
     def receive(self, *_more: Any) -> Any:
@@ -192,6 +204,10 @@ class channel:
         cur = ts.current
         if _channel_cb is not None:
             _channel_cb(self, cur, 0, int(self._balance <= 0))
+        if cur._tempval is not None:
+            # the received value replaces it; it goes now (its __del__ may
+            # use channels), as in send()
+            cur._tempval = None
         try:
             if self._balance > 0:
                 v = self._pair(ts, cur, False, None)
@@ -203,7 +219,10 @@ class channel:
             _recover(ts, cur)
             raise
         if type(v) is bomb:
-            v.raise_()
+            try:
+                v.raise_()
+            finally:
+                v = None    # no cycle through this frame (see bomb.raise_)
         return v
 
     def send_exception(self, exc: Any = _NOARG, *args: Any) -> None:

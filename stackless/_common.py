@@ -32,6 +32,14 @@ else:
     # context of the running stack or of a suspended one.
     from _continuation import _stack_context, _set_stack_context  # type: ignore # noqa: F401
 
+try:
+    # False while this thread collects garbage: _continuation refuses any
+    # switch then (docs/design.md, "Exception safety")
+    from _continuation import _may_switch  # type: ignore # noqa: F401
+except ImportError:     # PyPy's _continuation
+    def _may_switch() -> bool:
+        return True
+
 
 # id() of the globals of every module of the package whose frames are the
 # implementation's own: tasklet.frame and the preemption tick counter skip
@@ -81,7 +89,9 @@ class bomb:
     ``kill``) is raised in that tasklet when it resumes.
     """
 
-    __slots__ = ("type", "value", "traceback")
+    # _freight: what the scheduler replaced where nothing may be dropped,
+    # released with the bomb by the tasklet that takes it
+    __slots__ = ("type", "value", "traceback", "_freight")
 
     def __init__(self, exc_type: Any = None, exc_value: Any = None,
                  exc_traceback: Any = None) -> None:
@@ -91,10 +101,20 @@ class bomb:
 
     def raise_(self) -> None:
         """Raise the packed exception."""
+        # The freight goes now.  Neither this frame nor the callers' keep
+        # the bomb or the exception once it is raised: without a reference
+        # cycle, what the bomb held is freed by reference counting, where
+        # a __del__ may switch (never inside a garbage collection).
+        self._freight = None
         exc = _make_exception(self.type, self.value)
-        if self.traceback is not None:
-            raise exc.with_traceback(self.traceback)
-        raise exc
+        tb = self.traceback
+        del self
+        try:
+            if tb is not None:
+                raise exc.with_traceback(tb)
+            raise exc
+        finally:
+            exc = tb = None
 
     def __reduce__(self):
         return (bomb, (self.type, self.value, None))
@@ -142,3 +162,43 @@ def _at_most(name: str, most: int, more: tuple) -> TypeError:
 
 def _at_least_one(name: str) -> TypeError:
     return TypeError("%s() takes at least 1 argument (0 given)" % name)
+
+
+# Integer arguments converted as Stackless 3.7's C functions convert them
+# (PyArg_ParseTuple of Python 3.7): "l"/"i" take an int or an object with
+# __int__ (not a float, not an object with only __index__), "k" an int only.
+
+def _c_long(value: Any, bits: int = 64) -> int:
+    """``value`` as a C ``long`` (``bits`` 64) or ``int`` (32)."""
+    if type(value) is not int:
+        if isinstance(value, float):
+            raise TypeError("integer argument expected, got float")
+        if isinstance(value, int):
+            value = int(value)
+        else:
+            conv = getattr(type(value), "__int__", None)
+            if conv is None:
+                raise TypeError("an integer is required (got type %s)" % type(value).__name__)
+            value = conv(value)
+            if not isinstance(value, int):
+                raise TypeError("__int__ returned non-int (type %s)" % type(value).__name__)
+            value = int(value)
+    if not -(1 << 63) <= value < 1 << 63:
+        raise OverflowError("Python int too large to convert to C long")
+    if bits == 32 and not -(1 << 31) <= value < 1 << 31:
+        raise OverflowError("signed integer is %s than %s"
+                            % (("greater", "maximum") if value > 0 else ("less", "minimum")))
+    return value
+
+
+def _c_ulong(func: str, pos: int, value: Any, check: bool = True) -> int:
+    """``value`` as a C ``unsigned long`` argument: an int, and with ``check``
+    one in range (a thread id); without it, taken modulo 2**64 ("k")."""
+    if not isinstance(value, int):
+        raise TypeError("%s() argument %d must be int, not %s"
+                        % (func, pos, "None" if value is None else type(value).__name__))
+    if check and value < 0:
+        raise OverflowError("can't convert negative value to unsigned int")
+    if check and value >= 1 << 64:
+        raise OverflowError("Python int too large to convert to C unsigned long")
+    return int(value) & ((1 << 64) - 1)

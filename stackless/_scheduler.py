@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from stackless._common import _NOARG, _at_most, _no_args, _one_arg, _own_module, bomb
+from stackless._common import _NOARG, _at_most, _c_long, _no_args, _one_arg, _own_module
 from stackless._preempt import _Preempt
 from stackless._switching import _leave, _recover, _switch, _take_tempval
 from stackless._threads import _ts
@@ -102,6 +102,12 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
     """
     if _more:
         raise _at_most("run", 5, _more)
+    # converted as Stackless converts them: TypeError for a str, the error
+    # of a raising __int__ (docs/stackless.md)
+    timeout = _c_long(timeout)
+    threadblock, soft, ignore_nesting, totaltimeout = (
+        _c_long(threadblock, 32), _c_long(soft, 32), _c_long(ignore_nesting, 32),
+        _c_long(totaltimeout, 32))
     ts = _ts()
     cur = ts.current
     rq = ts.rq
@@ -127,6 +133,7 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
             _switch(ts, cur, rq[0])
     finally:
         ts.current = cur    # whatever surfaced here, cur runs
+        ts.launch = None    # (left by a switch that failed: see _recover)
         wds = ts.watchdogs
         for k in range(len(wds)):
             if wds[k] is entry:
@@ -143,10 +150,7 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
             cur._scheduled = True
         if pre is not None:
             pre.stop()
-    v = cur._tempval
-    if type(v) is bomb:
-        cur._tempval = None
-        v.raise_()
+    _take_tempval(cur)
     if pre is not None:
         return pre.interrupted
     return None

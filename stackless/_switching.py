@@ -55,14 +55,16 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
         _call_schedule_cb(cur, nxt)
     if ts.tasklet_tracing:
         _tracing_out(ts, cur)
+    c = nxt._cont
+    if c is None and cur._is_main:
+        # before ts.current changes: the allocation may start a garbage
+        # collection, whose finalizers must find cur running
+        c = nxt._cont = continulet(_bootstrap, nxt)
     ts.current = nxt
     cur._frame = _getframe(1)
     if _PYPY:
         cur._ctx = _get_ctx()
     if cur._is_main:
-        c = nxt._cont
-        if c is None:
-            c = nxt._cont = continulet(_bootstrap, nxt)
         try:
             c.switch()
         except BaseException:
@@ -175,11 +177,16 @@ def _tracing_per_tasklet(ts: _ThreadState, new: "tasklet") -> None:
 
 
 def _take_tempval(t: "tasklet") -> Any:
-    """Return ``t``'s tempval, raising it if it is a bomb."""
+    """Take ``t``'s tempval (it becomes None, as in Stackless, where a
+    resumed tasklet takes it as the switch's result); raise it if it is a
+    bomb."""
     v = t._tempval
+    t._tempval = None
     if type(v) is bomb:
-        t._tempval = None
-        v.raise_()
+        try:
+            v.raise_()
+        finally:
+            v = None    # no cycle through this frame (see bomb.raise_)
     return v
 
 
@@ -189,15 +196,18 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     if _PYPY:
         _set_ctx(self._ctx)
     self._frame = None
-    if ts.tasklet_tracing:
-        _tracing_in(ts, self)
-    elif ts.timeout is None and (sys.gettrace() is not None or sys.getprofile() is not None):
-        _tracing_per_tasklet(ts, self)
-    if ts.timeout is not None:
-        ts.timeout.resumed(self)
     self._started = True
     error: Optional[BaseException] = None
     try:
+        # Python calls: what lands in them (a signal handler's exception,
+        # or a kill while run(timeout) interrupted that handler) is the
+        # tasklet's own, as if it came from its function
+        if ts.tasklet_tracing:
+            _tracing_in(ts, self)
+        elif ts.timeout is None and (sys.gettrace() is not None or sys.getprofile() is not None):
+            _tracing_per_tasklet(ts, self)
+        if ts.timeout is not None:
+            ts.timeout.resumed(self)
         _take_tempval(self)
         func, args, kwargs = self._func, self._args, self._kwargs
         self._args = self._kwargs = None
@@ -248,6 +258,10 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
                 if not sys.is_finalizing():
                     _write_unraisable(e, "Error in tasklet end")
                 return None
+    # main raises the error with this frame in its traceback: this frame
+    # must not keep it (a cycle would free what main's frames hold in a
+    # garbage collection, where a __del__ cannot switch)
+    error = e = None
     try:
         if _schedule_cb is not None:
             _call_schedule_cb(self, nxt)
@@ -285,6 +299,20 @@ def _finish(ts: _ThreadState, self: "tasklet",
     # what the tasklet holds goes first, while it still lives: the
     # finalizers this runs may use the scheduler
     self._func = self._context = self._tempval = None
+    if error is not None:
+        # An uncaught exception is re-raised in the innermost waiting run()
+        # (a "watchdog"), else in the main tasklet.  The value that tasklet
+        # was sending and its old tempval go first too: from the moment
+        # this tasklet is dead nothing may be dropped until the next one runs.
+        b = bomb(type(error), error, error.__traceback__)
+        for _ in range(3):
+            m = _error_target(ts)
+            if m._blocked:
+                m._channel._remove_waiter(m)
+            elif m._tempval is not None:
+                m._tempval = None
+            else:
+                break
     rq = ts.rq
     i = _index(rq, self)
     if i >= 0:
@@ -293,17 +321,22 @@ def _finish(ts: _ThreadState, self: "tasklet",
     self._alive = False
     _unregister(self)
     if error is not None:
-        # An uncaught exception is re-raised in the innermost waiting
-        # run() (a "watchdog"), else in the main tasklet.
-        b = bomb(type(error), error, error.__traceback__)
-        wds = ts.watchdogs
-        m = wds[-1][0] if wds else ts.main
-        _make_runnable_first(ts, m)
+        m = _error_target(ts)
+        removed = _make_runnable_first(ts, m)
+        # what a __del__ above put back is dropped with the bomb, by m
+        b._freight = removed if removed is not None else m._tempval
         m._tempval = b
         return m
     if rq:
         return rq[0]
     return _idle_target(ts, self, True)
+
+
+def _error_target(ts: _ThreadState) -> "tasklet":
+    """The tasklet that gets an uncaught exception: the innermost waiting
+    run(), else main."""
+    wds = ts.watchdogs
+    return wds[-1][0] if wds else ts.main
 
 
 def _launch(ts: _ThreadState) -> None:
@@ -326,12 +359,12 @@ def _not_started(t: "tasklet", c: continulet) -> None:
         t._cont = None
 
 
-def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> None:
+def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> Any:
     """Make ``t`` (a tasklet of this thread) ``rq[0]``, unblocking it.
 
-    Idempotent, and each step leaves a consistent state."""
-    if t._blocked:
-        t._channel._remove_waiter(t)
+    Idempotent, and each step leaves a consistent state.  Returns the value
+    ``t`` was sending, for the caller to drop once all is consistent."""
+    removed = t._channel._remove_waiter(t) if t._blocked else None
     rq = ts.rq
     if not (rq and rq[0] is t):
         i = _index(rq, t)
@@ -344,6 +377,7 @@ def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> None:
         if wds[i][0] is t:
             del wds[i]
             break
+    return removed
 
 
 def _recover(ts: _ThreadState, cur: "tasklet") -> None:
@@ -352,9 +386,12 @@ def _recover(ts: _ThreadState, cur: "tasklet") -> None:
     trace function's): make the state say again that ``cur`` runs.
 
     ``cur`` becomes current and ``rq[0]``; if it was about to block on a
-    channel, it is taken off again.  Idempotent."""
+    channel, it is taken off again; a request to start a tasklet that the
+    failed switch left (``ts.launch``) is dropped.  Idempotent."""
     ts.current = cur
-    _make_runnable_first(ts, cur)
+    ts.launch = None
+    removed = _make_runnable_first(ts, cur)
+    del removed     # now: its __del__ may use the scheduler
 
 
 def _others_can_wake(ts: _ThreadState) -> bool:
@@ -384,13 +421,12 @@ def _idle_target(ts: _ThreadState, cur: "tasklet", dying: bool = False) -> "task
         if wds and not wds[-1][1]:
             break
         if _others_can_wake(ts):
-            with ts.cond:
-                ts.idle = True
-                try:
-                    if not rq:
-                        ts.cond.wait(0.05)
-                finally:
-                    ts.idle = False
+            ts.idle = True
+            try:
+                if not rq:
+                    ts.wake.acquire(True, 0.05)
+            finally:
+                ts.idle = False
             if rq:
                 return rq[0]
             continue
@@ -403,10 +439,14 @@ def _idle_target(ts: _ThreadState, cur: "tasklet", dying: bool = False) -> "task
         raise RuntimeError(_DEADLOCK)
     m = ts.main
     blocked = m._blocked
-    _make_runnable_first(ts, m)
+    removed = _make_runnable_first(ts, m)
     if blocked:
         e = RuntimeError(_MAIN_RECEIVING if blocked < 0 else _MAIN_SENDING)
-        m._tempval = bomb(RuntimeError, e, None)
+        b = bomb(RuntimeError, e, None)
+        # the value main was sending: dropped with the bomb, by main (the
+        # dying tasklet may not run a __del__ that uses the scheduler)
+        b._freight = removed
+        m._tempval = b
     return m
 
 

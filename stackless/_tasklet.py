@@ -13,7 +13,8 @@ from stackless._common import (TaskletExit, _NOARG, _OWN_GLOBALS, _PYPY, _RUNNIN
                                _at_least_one, _at_most, _get_ident, _getframe, _index,
                                _make_exception, _no_args, _one_arg, _own_module, bomb)
 from stackless._switching import _bootstrap, _recover, _switch, _take_tempval
-from stackless._threads import _ThreadState, _register, _states, _ts, _ts_of, _unregister
+from stackless._threads import (_ThreadState, _register, _states, _ts, _ts_of, _unregister,
+                                _wake)
 
 if _PYPY:
     from stackless._common import _get_ctx, _set_ctx
@@ -174,8 +175,7 @@ class tasklet:
             self._scheduled = True
             ts.rq.append(self)
             if ts.thread_id != _get_ident():
-                with ts.cond:
-                    ts.cond.notify()
+                _wake(ts)
         return self
 
     def remove(self, *_more: Any) -> "tasklet":
@@ -245,15 +245,15 @@ class tasklet:
         """``run()`` of a tasklet of another thread: it runs next there."""
         ts = self._ts
         rq = ts.rq
-        with ts.cond:
-            if self._scheduled:
-                i = _index(rq, self)
-                if i >= 0:
-                    del rq[i]
-            # right after that thread's running tasklet, if it is scheduled
-            rq.insert(1 if rq and rq[0] is ts.current else 0, self)
-            self._scheduled = True
-            ts.cond.notify()
+        i = _index(rq, self) if self._scheduled else -1
+        # -- transaction
+        if i >= 0:
+            del rq[i]
+        self._scheduled = True
+        # right after that thread's running tasklet, if it is scheduled
+        rq.insert(1 if rq and rq[0] is ts.current else 0, self)
+        # -- end of transaction
+        _wake(ts)
 
     def kill(self, pending: bool = False, *_more: Any) -> None:
         """Raise :class:`TaskletExit` in the tasklet (see :meth:`throw`)."""

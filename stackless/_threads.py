@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import sys
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Optional
 
-from stackless._common import _at_most, _get_ident, _no_args, _own_module
+from stackless._common import _at_most, _c_ulong, _get_ident, _no_args, _own_module
 
 if TYPE_CHECKING:
     from stackless._preempt import _Preempt
@@ -21,7 +22,7 @@ _own_module(globals())
 class _ThreadState:
     """The scheduler of one thread: its main tasklet, run queue and watchdogs."""
 
-    __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "cond",
+    __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "wake",
                  "trap", "idle", "timeout", "launch", "tasklet_tracing",
                  "pending", "ended", "__weakref__")
 
@@ -35,7 +36,13 @@ class _ThreadState:
         # scheduled it is rq[0].
         self.rq: deque = deque()
         self.watchdogs: list = []   # [tasklet, threadblock] of nested run()s
-        self.cond = threading.Condition(threading.Lock())
+        # A thread whose tasklets all wait sleeps on this lock (held while
+        # it is armed); another thread that hands it work releases it.  A
+        # lock, not a threading.Condition: its acquire and release are C
+        # calls, so neither run(timeout) nor a signal handler can interrupt
+        # them halfway and leave it held (docs/design.md).
+        self.wake = _thread.allocate_lock()
+        self.wake.acquire()
         self.trap = 0
         self.idle = False
         self.timeout: Optional[_Preempt] = None
@@ -60,6 +67,15 @@ class _ThreadState:
 
 _local = threading.local()
 _states: "dict[int, _ThreadState]" = {}
+
+
+def _wake(ts: _ThreadState) -> None:
+    """Wake the thread of ``ts`` if it sleeps waiting for work."""
+    try:
+        ts.wake.release()
+    except RuntimeError:
+        pass        # released already: it will not sleep before it looks
+
 
 
 def _new_ts() -> _ThreadState:
@@ -189,11 +205,15 @@ def _kill_at_exit() -> None:
         _kill_all(ts)
 
 
-def get_thread_info(thread_id: Optional[int] = None, flags: int = 0, *_more: Any) -> tuple:
-    """Return ``(main, current, runcount)`` for a thread's scheduler."""
+def get_thread_info(thread_id: int = -1, flags: int = 0, *_more: Any) -> tuple:
+    """Return ``(main, current, runcount)`` for a thread's scheduler
+    (this thread's for -1 or 0)."""
     if _more:
         raise _at_most("get_thread_info", 2, _more)
-    if thread_id is None or thread_id == -1:
+    if thread_id != -1 or type(thread_id) is not int:
+        thread_id = _c_ulong("get_thread_info", 1, thread_id)
+    _c_ulong("get_thread_info", 2, flags, check=False)
+    if thread_id in (-1, 0):
         thread_id = _get_ident()
     ts = _ts_of(thread_id)
     if ts is None:

@@ -296,6 +296,23 @@ class World:
 
         class Payload:
             def __del__(self) -> None:
+                # An exception raised into the tasklet while this __del__
+                # waits cannot leave a finalizer: a kill is lost (cleanup
+                # kills again), an Injected one is caught here.
+                try:
+                    self.use_a_channel()
+                except stackless.TaskletExit:
+                    world.log("kill landed in a __del__")
+                except Injected as e:
+                    world.log("caught", e.tok, "in __del__")
+                    world.led.receive(e)
+
+            def use_a_channel(self) -> None:
+                if threading.get_ident() != getattr(world, "ident", None):
+                    # another thread's collection runs this __del__: its
+                    # tasklets would not be this world's
+                    world.log("payload __del__ in another thread")
+                    return
                 tok = world.led.token()
                 ch = stackless.channel()
                 world.chans.append(ch)      # counted by check_scheduler like the others
@@ -304,6 +321,15 @@ class World:
                 t.body = f"recv{tok}"
                 world.tasklets.append(t)
                 t()
+                # the receiver waits first, so that the send does not block:
+                # a main tasklet blocked for good (its receiver removed) would
+                # wait for the other threads (see op_send)
+                world.call("run receiver", None, t.run)
+                if not t.blocked:
+                    # it could not run (a garbage collection), or died (the
+                    # channel callback raised): a send would block for good
+                    world.log("payload receiver", tok, "not waiting:", repr(t))
+                    return
                 world.call("send from __del__", tok, ch.send, tok)
         self.log("schedule(payload)")
         self.call("schedule(payload)", None, stackless.schedule, Payload())
@@ -318,14 +344,21 @@ class World:
         self.led.send(tok)
         self.led.refuse(tok)            # it may be replaced before it fires
         world = self
-        fired = []
+        armed = [tok]
         mine = threading.get_ident()    # the callback is process-wide: raise in this thread only
 
         def callback(chan: Any, task: Any, sending: bool, willblock: bool) -> None:
-            if not fired and threading.get_ident() == mine:
-                fired.append(1)
-                world.log("channel callback raises", tok)
-                raise Injected(tok)
+            if threading.get_ident() != mine:
+                return
+            try:
+                # one C call takes the token: run(timeout) may interrupt
+                # this callback between any two lines, and another tasklet
+                # call it meanwhile
+                t = armed.pop()
+            except IndexError:
+                return
+            world.log("channel callback raises", t)
+            raise Injected(t)
         self.log("channel callback", tok)
         stackless.set_channel_callback(callback)
 
@@ -336,7 +369,8 @@ class World:
         runnable = [t for t in alive if t.scheduled and not t.blocked and not t.is_current]
         if stackless.getruncount() != 1 + len(runnable):
             self.led.violation(f"{where}: runcount {stackless.getruncount()}, but 1 + "
-                               f"{len(runnable)} tasklets are in the run queue")
+                               f"{len(runnable)} tasklets are in the run queue "
+                               f"({list(stackless.getcurrent()._ts.rq)})")
         blocked = sum(t.blocked for t in alive)
         balance = sum(abs(ch.balance) for ch in self.chans)
         if self.xch is None and blocked != balance:
@@ -344,6 +378,7 @@ class World:
                                f"add up to {balance}")
 
     def drive(self, nsteps: int) -> None:
+        self.ident = threading.get_ident()
         for i in range(nsteps):
             self.step(False)
             if i % 5 == 0:
@@ -436,7 +471,17 @@ def run(seed: int, trace: Trace) -> None:
             errors.append(e)
 
     threads = [threading.Thread(target=thread_main, args=(w,)) for w in worlds[1:]]
-    with Unraisables((Alarm,), trace) as unr:
+    def from_a_payload(u: Any) -> bool:
+        """An exception raised into a tasklet just as it entered a Payload's
+        __del__ (a kill or throw after run(timeout) interrupted it at the
+        call): no finalizer can pass it on.  Its token counts as received."""
+        if getattr(u.object, "__qualname__", "").endswith("Payload.__del__") \
+                and isinstance(u.exc_value, (Injected, stackless.TaskletExit)):
+            worlds[0].led.receive(u.exc_value)     # (the ledgers are checked together)
+            return True
+        return False
+
+    with Unraisables((Alarm,), trace, from_a_payload) as unr:
         if cons:
             cons.start()
         for t in threads:

@@ -126,10 +126,6 @@ def test_moved_unstarted_continulet_starts_in_the_threads_context(how):
         var.reset(token)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="D5: a receiver that took an exception from send_exception() "
-                          "but has not run yet shows tempval None; Stackless 3.7 shows "
-                          "the bomb (as it shows a plain value)")
 def test_received_exception_shows_in_tempval():
     import stackless
 
@@ -148,18 +144,13 @@ def test_received_exception_shows_in_tempval():
             ch.receive()
         except E:
             seen.append("raised")
-    stackless.tasklet(sender)()
-    stackless.run()
+    stackless.tasklet(sender)().run()   # (stackless.run() would raise E in slp37)
     r = stackless.tasklet(receiver)()
     stackless.run()
     assert isinstance(seen[0], stackless.bomb) and seen[0].type is E
     assert seen[1:] == ["raised"]
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="D6: a receiver that took a value from a waiting sender "
-                          "(channel preference 1) but has not run again shows tempval "
-                          "None; Stackless 3.7 shows the value")
 @pytest.mark.parametrize("receiver", ["main", "tasklet"])
 def test_receiver_tempval_shows_the_value_it_took(receiver):
     import stackless
@@ -206,11 +197,6 @@ for n in range(1, 60):
 """
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="S2: run(timeout) preempts a tasklet inside threading.Condition."
-                          "__enter__ (called by the cross-thread channel code); killing it "
-                          "leaves the other thread's receiver stuck for good (Stackless 3.7: "
-                          "fine); found by tests/stress stackless seed 46")
 def test_preempted_cross_thread_send_killed():
     _script_passes(S2_SCRIPT)
 
@@ -229,6 +215,7 @@ def failing():
 stackless.tasklet(lambda: None)()
 r = stackless.schedule(P())
 del r
+import gc; gc.collect()     # (PyPy runs finalizers here)
 stackless.tasklet(failing)()
 try:
     stackless.run()
@@ -243,19 +230,10 @@ if not ok or stackless.getruncount() != 1:
 """
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="S3: a __del__ that uses a channel, run when a tasklet's uncaught "
-                          "exception replaces main's tempval, is left half-done and run() "
-                          "then leaves tasklets unrun (runcount 2); Stackless 3.7 completes "
-                          "it (and does not keep schedule()'s retval in main's tempval, D7); "
-                          "found by tests/stress stackless (op payload)")
 def test_del_using_a_channel_when_main_gets_an_exception():
     _script_passes(S3_SCRIPT)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="D7: schedule(retval) leaves retval in the caller's tempval when "
-                          "it returns at once; Stackless 3.7 leaves None there")
 def test_schedule_does_not_keep_its_retval():
     import stackless
     marker = object()
