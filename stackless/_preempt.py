@@ -48,7 +48,7 @@ class _Preempt:
 
     __slots__ = ("ts", "watchdog", "timeout", "soft", "ignore_nesting",
                  "total", "outer", "ticks", "interrupted", "old_trace",
-                 "fired", "timer", "traced", "expired", "__weakref__")
+                 "fired", "timer", "traced", "__weakref__")
 
     def __init__(self, ts: Any, watchdog: Any, timeout: int, soft: bool,
                  ignore_nesting: bool, total: bool, outer: Optional["_Preempt"]) -> None:
@@ -65,14 +65,13 @@ class _Preempt:
         self.fired = False
         self.timer = False
         self.traced = False
-        self.expired = self._expired    # one bound method, handed to the ticker
 
     def start(self) -> None:
         """Start counting this thread's ticks."""
         self.old_trace = sys.gettrace()
         self.ts.timeout = self
         self.timer = (self.timeout >= _TIMER_MIN and _timer_arm is not None
-                      and _timer_arm(self.timeout * _NS_PER_TICK, self.expired))
+                      and _timer_arm(self.timeout * _NS_PER_TICK, self._expired))
         if not self.timer:
             self._trace(sys._getframe(1))
 
@@ -100,7 +99,7 @@ class _Preempt:
             if self.traced:
                 self.traced = False
                 sys.settrace(self.old_trace)
-            _timer_arm(self.timeout * _NS_PER_TICK, self.expired)
+            _timer_arm(self.timeout * _NS_PER_TICK, self._expired)
 
     def _expired(self) -> None:
         # Called by the ticker (src/preempt.c) at a function entry or
