@@ -33,6 +33,8 @@
 
 #include "continulet.h"
 
+#define IDLE_NS 50000000                /* a ticker unarmed for 50 ms ends */
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake;             /* waits on CLOCK_MONOTONIC */
 static int ticker_running;              /* under lock */
@@ -76,7 +78,12 @@ static void *ticker(void *unused)
     pthread_mutex_lock(&lock);
     for (;;) {
         if (deadline == 0) {
-            pthread_cond_wait(&wake, &lock);
+            /* Idle: end after a while.  A process with a thread makes
+               os.fork() warn (3.12+), and arming starts a new ticker. */
+            int64_t until = read_ns(CLOCK_MONOTONIC) + IDLE_NS;
+            struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+            if (pthread_cond_timedwait(&wake, &lock, &ts) == ETIMEDOUT && deadline == 0)
+                break;
             continue;
         }
         int64_t now = read_ns(target_clock);
@@ -105,28 +112,39 @@ static void *ticker(void *unused)
         struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
         pthread_cond_timedwait(&wake, &lock, &ts);
     }
+    ticker_running = 0;
+    pthread_mutex_unlock(&lock);
     return NULL;
 }
 
-/* A forked child has no ticker: the next arming starts one. */
+static int init_wake(void)
+{
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0)
+        return -1;
+    int err = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0
+              || pthread_cond_init(&wake, &attr) != 0;
+    pthread_condattr_destroy(&attr);
+    return err ? -1 : 0;
+}
+
+/* A forked child has no ticker (the next arming starts one), and the lock
+   and condition may have been in use by the parent's. */
 static void after_fork_child(void)
 {
     pthread_mutex_init(&lock, NULL);
+    init_wake();
     ticker_running = 0;
     deadline = 0;
 }
 
+/* Called with `lock` held. */
 static int start_ticker(void)
 {
     static int once;
     if (!once) {
-        pthread_condattr_t attr;
-        if (pthread_condattr_init(&attr) != 0
-                || pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0
-                || pthread_cond_init(&wake, &attr) != 0
-                || pthread_atfork(NULL, NULL, after_fork_child) != 0)
+        if (init_wake() < 0 || pthread_atfork(NULL, NULL, after_fork_child) != 0)
             return -1;
-        pthread_condattr_destroy(&attr);
         once = 1;
     }
     pthread_attr_t attr;

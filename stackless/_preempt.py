@@ -9,7 +9,9 @@ Two ways to spend a budget of ``timeout`` ticks (docs/stackless.md,
   :meth:`_Preempt._expired` at the next function entry or backward jump once
   it is spent.  The timed code runs untraced, at full speed.
 * **Trace events** (other threads, small budgets, PyPy): a tick is one trace
-  event (a line executed or a function called) of ``sys.settrace``.
+  event (a line executed or a function called) of ``sys.settrace``.  In the
+  main thread the ticker is also armed, as a backstop for code that makes
+  no trace event (a loop on one line without calls).
 
 Either way the interruption itself happens from the trace function, at the
 first trace event of the user's code once the budget is spent: with CPU
@@ -35,6 +37,8 @@ _TIMER_MIN = 5000
 # About one trace event (a line) of simple code with CPython 3.11 on a
 # 2020s x86-64 core, so that both ways give similar slices.
 _NS_PER_TICK = 20
+# The least CPU time after which trace-event budgets get the backstop.
+_BACKSTOP_NS = 1000000
 
 _timer_arm: Optional[Callable[[int, Any], bool]] = None
 _timer_disarm: Optional[Callable[[], None]] = None
@@ -48,7 +52,7 @@ class _Preempt:
 
     __slots__ = ("ts", "watchdog", "timeout", "soft", "ignore_nesting",
                  "total", "outer", "ticks", "interrupted", "old_trace",
-                 "fired", "timer", "traced", "__weakref__")
+                 "fired", "timer", "armed", "traced", "opframe", "__weakref__")
 
     def __init__(self, ts: Any, watchdog: Any, timeout: int, soft: bool,
                  ignore_nesting: bool, total: bool, outer: Optional["_Preempt"]) -> None:
@@ -63,24 +67,35 @@ class _Preempt:
         self.interrupted = None
         self.old_trace = None
         self.fired = False
-        self.timer = False
-        self.traced = False
+        self.timer = False          # the budget is CPU time (else: trace events)
+        self.armed = False          # the ticker watches this run
+        self.traced = False         # our trace function is installed
+        self.opframe = None         # the frame we asked for opcode events
 
     def start(self) -> None:
         """Start counting this thread's ticks."""
         self.old_trace = sys.gettrace()
         self.ts.timeout = self
-        self.timer = (self.timeout >= _TIMER_MIN and _timer_arm is not None
-                      and _timer_arm(self.timeout * _NS_PER_TICK, self._expired))
+        big = self.timeout >= _TIMER_MIN
+        self.armed = _timer_arm is not None and bool(_timer_arm(self._timer_ns(big), self._expired))
+        self.timer = big and self.armed
         if not self.timer:
             self._trace(sys._getframe(1))
+
+    def _timer_ns(self, big: bool) -> int:
+        # Counting trace events, the ticker is only a backstop for code that
+        # makes none (a one-line loop): far later than the budget would be
+        # spent even with the trace function's cost.
+        ns = self.timeout * _NS_PER_TICK
+        return ns if big else max(16 * ns, _BACKSTOP_NS)
 
     def stop(self) -> None:
         """Stop counting and restore the previous trace function."""
         self.fired = True
         self.ts.timeout = self.outer
-        if self.timer:
+        if self.armed:
             _timer_disarm()
+        self._no_opcodes()
         if self.traced:
             self.traced = False
             sys.settrace(self.old_trace)
@@ -89,8 +104,11 @@ class _Preempt:
         """Tasklet ``t`` runs again: give it a fresh budget and trace its frames."""
         if not self.total:
             self.ticks = 0
+        self._no_opcodes()
         if not self.timer:
             self._arm(sys._getframe(2))
+            if self.armed and not self.total:
+                _timer_arm(self._timer_ns(False), self._expired)
         elif self.ticks >= self.timeout:
             # a spent total budget: t is interrupted at its first tick
             if self.traced:
@@ -99,7 +117,7 @@ class _Preempt:
             if self.traced:
                 self.traced = False
                 sys.settrace(self.old_trace)
-            _timer_arm(self.timeout * _NS_PER_TICK, self._expired)
+            _timer_arm(self._timer_ns(True), self._expired)
 
     def _expired(self) -> None:
         # Called by the ticker (src/preempt.c) at a function entry or
@@ -108,8 +126,22 @@ class _Preempt:
         if self.fired or self.ts.timeout is not self:
             return
         self.ticks = self.timeout
-        if not self.soft:
-            self._trace(sys._getframe(1))
+        if self.soft:
+            return
+        f = sys._getframe(1)
+        self._trace(f)
+        # A loop on one line without calls makes no line event: ask for an
+        # event per instruction in the user's frame that runs.
+        while f is not None and id(f.f_globals) in _OWN_GLOBALS:
+            f = f.f_back
+        if f is not None:
+            f.f_trace_opcodes = True
+            self.opframe = f
+
+    def _no_opcodes(self) -> None:
+        f, self.opframe = self.opframe, None
+        if f is not None:
+            f.f_trace_opcodes = False
 
     def _trace(self, f: Any) -> None:
         """Install the tick counter in this thread, and in the frames from ``f`` down."""
@@ -171,6 +203,7 @@ class _Preempt:
     def interrupt(self, ts: Any, cur: Any) -> None:
         """Take ``cur`` off the run queue and resume the waiting ``run()``."""
         self.fired = True
+        self._no_opcodes()
         self.interrupted = cur
         rq = ts.rq
         if cur._scheduled:

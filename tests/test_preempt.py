@@ -20,6 +20,10 @@ def tight():
         pass
 
 
+def one_line():
+    while True: pass  # noqa: E701 (no line event: only the opcode events see it)
+
+
 def deep(n):
     if n:
         return deep(n - 1)
@@ -46,6 +50,16 @@ def test_a_loop_without_calls_is_preempted():
     assert t.alive and t.paused and not t.scheduled
     assert t.frame.f_code is tight.__code__     # the user's frame, not ours
     assert t.recursion_depth == 1
+    t.kill()
+
+
+@pytest.mark.parametrize("budget", [100, BIG])
+def test_a_loop_on_one_line_is_preempted(budget):
+    t = stackless.tasklet(one_line)()
+    assert stackless.run(budget) is t
+    assert t.frame.f_code is one_line.__code__ and t.recursion_depth == 1
+    t.insert()
+    assert stackless.run(budget) is t
     t.kill()
 
 
@@ -196,3 +210,24 @@ def test_another_thread_is_preempted_too():
     th.start()
     th.join(60)
     assert res == [(True, True, 1)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_no_helper_thread_is_left_behind():
+    # the CPU-time way's helper thread ends soon after the last run(timeout),
+    # so that os.fork() (which warns in a process with threads) and thread
+    # counts see what they would see without run(timeout), as in Stackless
+    import os
+    import time
+
+    def foreign():
+        # OS threads that are not Python threads
+        return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+    t = stackless.tasklet(tight)()
+    assert stackless.run(BIG) is t
+    t.kill()
+    deadline = time.monotonic() + 10
+    while foreign() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert foreign() == 0
