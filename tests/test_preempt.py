@@ -159,30 +159,6 @@ def test_a_run_that_ends_early_leaves_nothing_armed():
     assert sys.gettrace() is None and box[0] == 300000
 
 
-def test_nested_watchdogs_interrupt_the_outermost_run():
-    order = []
-
-    def spin():
-        while True:
-            for _ in range(100):
-                pass
-            stackless.schedule()
-
-    def runner(depth):
-        if depth:
-            stackless.tasklet(runner)(depth - 1)
-        with stackless.atomic():
-            stackless.run(BIG, totaltimeout=True)
-            order.append(depth)
-        for t in spinners:
-            t.kill()
-
-    spinners = [stackless.tasklet(spin)(), stackless.tasklet(spin)()]
-    stackless.tasklet(runner)(2)
-    stackless.run()
-    assert order[0] == 2 and sorted(order) == [0, 1, 2]
-
-
 def test_keyboardinterrupt_from_a_signal_kills_the_tasklet_and_reaches_main():
     def handler(*a):
         raise KeyboardInterrupt("sig")

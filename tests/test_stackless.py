@@ -1876,7 +1876,8 @@ def test_waking_an_outer_run_by_hand_ends_the_inner_ones():
     assert out == ["wake_main", "inner run returned"]
 
 
-def test_nested_timeouts_interrupt_the_outermost_run():
+@pytest.mark.parametrize("budget", [500, 100000])    # trace events, CPU time
+def test_nested_timeouts_interrupt_the_outermost_run(budget):
     order = []
 
     def spin():
@@ -1889,7 +1890,7 @@ def test_nested_timeouts_interrupt_the_outermost_run():
         if depth:
             tasklet(runner)(depth - 1)
         with stackless.atomic():
-            stackless.run(500, totaltimeout=True)
+            stackless.run(budget, totaltimeout=True)
             order.append(depth)
         for t in spinners:
             t.kill()
