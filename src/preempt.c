@@ -41,6 +41,8 @@ static int ticker_running;              /* under lock */
 static clockid_t target_clock;          /* the main thread's CPU clock; under lock */
 static int64_t deadline;                /* on target_clock, ns; 0: not armed; under lock */
 static uintptr_t armed_gen;             /* under lock */
+static int64_t period;                  /* ns between calls once spent; under lock */
+static int in_flight;                   /* a call of armed_gen is queued; under lock */
 
 static PyObject *callback;              /* main thread, GIL */
 static uintptr_t callback_gen;          /* main thread, GIL */
@@ -57,10 +59,13 @@ static int64_t read_ns(clockid_t clk)
  * check point of whatever Python code runs there. */
 static int fire(void *arg)
 {
+    pthread_mutex_lock(&lock);
+    if ((uintptr_t)arg == armed_gen)
+        in_flight = 0;
+    pthread_mutex_unlock(&lock);
     if (callback == NULL || (uintptr_t)arg != callback_gen || cps_finalizing())
         return 0;
-    PyObject *cb = callback;
-    callback = NULL;
+    PyObject *cb = Py_NewRef(callback);
     PyObject *r = PyObject_CallNoArgs(cb);
     Py_DECREF(cb);
     if (r == NULL)
@@ -88,8 +93,16 @@ static void *ticker(void *unused)
         }
         int64_t now = read_ns(target_clock);
         if (now < 0 || now >= deadline) {
+            /* Spent.  The callback is called again every `period` for as
+               long as the arming stands: if what it did could not take
+               effect (the code is atomic, or a soft budget waits for a
+               switch, or something removed the trace function), it gets
+               another chance.  One call at a time is queued. */
             uintptr_t gen = armed_gen;
-            deadline = 0;
+            deadline = now < 0 ? 0 : now + period;
+            if (in_flight)
+                continue;
+            in_flight = 1;
             pthread_mutex_unlock(&lock);
             /* Needs neither the GIL nor a thread state.  It fails only
                while the queue (32 calls) is full: try again shortly. */
@@ -191,6 +204,8 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     int earlier = deadline == 0 || when < deadline;
     target_clock = clk;
     deadline = when;
+    period = ns > 1000000 ? ns : 1000000;
+    in_flight = 0;
     uintptr_t gen = ++armed_gen;
     if (earlier)
         pthread_cond_signal(&wake);
@@ -217,7 +232,8 @@ PyMethodDef cont_preempt_methods[] = {
      "_preempt_arm(ns, callback)\n--\n\n"
      "Internal (stackless.run(timeout)): once the main thread has used `ns`\n"
      "more nanoseconds of CPU time, call `callback()` there, at the next\n"
-     "function entry or backward jump.  Replaces the previous arming.\n"
+     "function entry or backward jump, and again every `ns` (at least 1 ms)\n"
+     "of CPU time until disarmed or re-armed.  Replaces the previous arming.\n"
      "Returns False (and arms nothing) in other threads and where threads\n"
      "have no CPU clock."},
     {"_preempt_disarm", preempt_disarm, METH_NOARGS,

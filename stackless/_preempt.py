@@ -121,7 +121,8 @@ class _Preempt:
 
     def _expired(self) -> None:
         # Called by the ticker (src/preempt.c) at a function entry or
-        # backward jump of this thread once the CPU-time budget is spent:
+        # backward jump of this thread once the CPU-time budget is spent,
+        # and again every budget (at least 1 ms) until the next switch:
         # from now on every tick interrupts (the soft way: the next switch).
         if self.fired or self.ts.timeout is not self:
             return
@@ -148,7 +149,9 @@ class _Preempt:
         if not self.traced:
             self.old_trace = sys.gettrace()
             self.traced = True
-            sys.settrace(self._global_trace)
+        mine = self._global_trace
+        if sys.gettrace() != mine:      # (again, if something removed it)
+            sys.settrace(mine)
         self._arm(f)
 
     def _arm(self, f: Any) -> None:
