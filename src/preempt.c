@@ -9,9 +9,10 @@
  * which it checks at every function entry and backward jump, and which
  * costs nothing while nothing is pending: so the timed code runs at full
  * speed, and a loop without calls is reached as well.  The pending call
- * calls the Python callback given when arming; stackless's callback only
- * records that the budget is spent and lets its trace-based machinery do
- * the interruption at the next trace event (docs/design.md, "Preemption").
+ * installs a C trace function, and the next trace event calls the Python
+ * callback given when arming (see fire()); stackless's callback records
+ * that the budget is spent and lets its trace-based machinery do the
+ * interruption (docs/design.md, "Preemption").
  *
  * Pending calls run in the main thread of the main interpreter only, so
  * this is for that thread; other threads keep the trace-based path.
@@ -55,22 +56,82 @@ static int64_t read_ns(clockid_t clk)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* While the budget's callback waits for a trace event: the trace function
+ * it displaced (restored before the callback runs), and the frame that was
+ * asked for opcode events.  Main thread, GIL. */
+static int tramp_set;
+static Py_tracefunc saved_func;
+static PyObject *saved_obj;
+static PyObject *op_frame;
+
+/* Undo what fire() did, if the trampoline has not run yet. */
+static void tramp_clear(void)
+{
+    if (!tramp_set)
+        return;
+    tramp_set = 0;
+    PyObject *obj = saved_obj, *f = op_frame;
+    saved_obj = op_frame = NULL;
+    PyEval_SetTrace(saved_func, obj);
+    Py_XDECREF(obj);
+    if (f != NULL) {
+        if (PyObject_SetAttrString(f, "f_trace_opcodes", Py_False) < 0)
+            PyErr_Clear();
+        Py_DECREF(f);
+    }
+}
+
+/* The first trace event after the budget ran out.  A trace function may
+ * run any Python code and switch (stackless interrupts from one), so the
+ * callback runs here rather than in the pending call. */
+static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg)
+{
+    tramp_clear();
+    if (callback == NULL)
+        return 0;
+    PyObject *cb = Py_NewRef(callback);
+    PyObject *r = PyObject_CallNoArgs(cb);
+    Py_DECREF(cb);
+    if (r == NULL)
+        return -1;      /* the exception surfaces in the traced code */
+    Py_DECREF(r);
+    return 0;
+}
+
 /* The pending call, in the main thread with the GIL, at an eval breaker
- * check point of whatever Python code runs there. */
+ * check point of whatever Python code runs there.  It runs no Python:
+ * CPython marks its pending calls as being handled around this call
+ * (3.11: a static flag in make_pending_calls), and Python code here could
+ * switch away for good (a garbage collection may unwind a dropped tasklet,
+ * whose end switches to the next one), leaving that mark set and every
+ * later pending call stuck.  So it only installs `trampoline` as the C
+ * trace function, which the next trace event calls, and asks the running
+ * frame for opcode events: a loop on one line without calls makes no
+ * other event.  The collector is off meanwhile, so that the frame object
+ * it may create cannot start a collection. */
 static int fire(void *arg)
 {
     pthread_mutex_lock(&lock);
     if ((uintptr_t)arg == armed_gen)
         in_flight = 0;
     pthread_mutex_unlock(&lock);
-    if (callback == NULL || (uintptr_t)arg != callback_gen || cps_finalizing())
+    if (callback == NULL || (uintptr_t)arg != callback_gen || tramp_set || cps_finalizing())
         return 0;
-    PyObject *cb = Py_NewRef(callback);
-    PyObject *r = PyObject_CallNoArgs(cb);
-    Py_DECREF(cb);
-    if (r == NULL)
-        return -1;      /* the exception surfaces in the code that runs */
-    Py_DECREF(r);
+    PyThreadState *ts = PyThreadState_Get();
+    int gc = PyGC_Disable();
+    saved_func = ts->c_tracefunc;
+    saved_obj = Py_XNewRef(ts->c_traceobj);
+    tramp_set = 1;
+    PyEval_SetTrace(trampoline, NULL);
+    PyFrameObject *f = PyEval_GetFrame();
+    if (f != NULL) {
+        if (PyObject_SetAttrString((PyObject *)f, "f_trace_opcodes", Py_True) == 0)
+            op_frame = Py_NewRef((PyObject *)f);
+        else
+            PyErr_Clear();
+    }
+    if (gc)
+        PyGC_Enable();
     return 0;
 }
 
@@ -210,6 +271,7 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     if (earlier)
         pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
+    tramp_clear();
     Py_XSETREF(callback, Py_NewRef(args[1]));
     callback_gen = gen;
     Py_RETURN_TRUE;
@@ -223,6 +285,7 @@ static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
     deadline = 0;
     armed_gen++;
     pthread_mutex_unlock(&lock);
+    tramp_clear();
     Py_CLEAR(callback);
     Py_RETURN_NONE;
 }
