@@ -5,9 +5,10 @@ Two ways to spend a budget of ``timeout`` ticks (docs/stackless.md,
 
 * **CPU time** (the main thread, ``timeout >= _TIMER_MIN``, CPython): the
   budget is ``timeout * _NS_PER_TICK`` nanoseconds of the thread's CPU time,
-  watched by ``_continuation``'s ticker (src/preempt.c), which calls
-  :meth:`_Preempt._expired` at the next function entry or backward jump once
-  it is spent.  The timed code runs untraced, at full speed.
+  watched by ``_continuation``'s ticker (src/preempt.c): once it is spent,
+  the next function entry or backward jump installs a C trace function,
+  whose first event calls :meth:`_Preempt._expired`.  The timed code runs
+  untraced, at full speed.
 * **Trace events** (other threads, small budgets, PyPy): a tick is one trace
   event (a line executed or a function called) of ``sys.settrace``.  In the
   main thread the ticker is also armed, as a backstop for code that makes
@@ -120,9 +121,9 @@ class _Preempt:
             _timer_arm(self._timer_ns(True), self._expired)
 
     def _expired(self) -> None:
-        # Called by the ticker (src/preempt.c) at a function entry or
-        # backward jump of this thread once the CPU-time budget is spent,
-        # and again every budget (at least 1 ms) until the next switch:
+        # Called (src/preempt.c) from a trace event of this thread once the
+        # CPU-time budget is spent, and again every budget (at least 1 ms)
+        # until the next switch:
         # from now on every tick interrupts (the soft way: the next switch).
         if self.fired or self.ts.timeout is not self:
             return
