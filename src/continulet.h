@@ -50,6 +50,9 @@ PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, cps_call 
 
 int cont_genlet_init(PyObject *module);
 
+/* src/preempt.c: a CPU-time budget for the main thread (run(timeout)) */
+extern PyMethodDef cont_preempt_methods[];
+
 /* src/framestate.c: frames as data (pickling and copying continulets) */
 extern PyMethodDef cfs_module_methods[];
 PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value);

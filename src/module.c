@@ -1086,7 +1086,8 @@ PyMODINIT_FUNC PyInit__continuation(void)
     cont_error = PyErr_NewException("_continuation.error", NULL, NULL);
     if (cont_error == NULL || PyModule_AddObjectRef(m, "error", cont_error) < 0)
         goto fail;
-    if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0)
+    if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0
+            || PyModule_AddFunctions(m, cont_preempt_methods) < 0)
         goto fail;
     {
         PyObject *cap = PyCapsule_New((void *)&capi, CONT_CAPI_NAME, NULL);

@@ -10,6 +10,7 @@
 
 #include "internal/pycore_frame.h"
 #include "internal/pycore_interp.h"
+#include "internal/pycore_runtime.h"      /* _PyRuntime.main_thread */
 #if PY_VERSION_HEX >= 0x030D0000
 #  include "internal/pycore_tstate.h"
 #endif
@@ -1031,6 +1032,29 @@ void cps_restore_exception(PyObject *exc)
 int cps_gc_collecting(void)
 {
     return PyInterpreterState_Get()->gc.collecting;
+}
+
+/* True in the main thread of the main interpreter: the only thread that
+   runs Py_AddPendingCall's calls (src/preempt.c). */
+int cps_main_thread(void)
+{
+    return PyThread_get_thread_ident() == _PyRuntime.main_thread
+        && PyInterpreterState_Get() == PyInterpreterState_Main();
+}
+
+/* After Py_AddPendingCall from a thread that is not the main thread (the
+   ticker of src/preempt.c): make sure the main thread looks.  3.11
+   recomputes the eval breaker in the *calling* thread, which may not run
+   pending calls, so the flag stays clear and the call waits for some other
+   event; the main thread recomputes it when it looks, so a spurious 1 is
+   harmless (CPython's own GIL drop request sets it from other threads
+   too).  3.13+ sets the main thread's own breaker bit itself.  Called
+   without the GIL. */
+void cps_wake_main(void)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    _Py_atomic_store_relaxed(&PyInterpreterState_Main()->ceval.eval_breaker, 1);
+#endif
 }
 
 /* True once the interpreter is shutting down (after atexit handlers). */

@@ -115,6 +115,12 @@ int cps_gc_collecting(void);
 /* Whether the interpreter is shutting down (atexit handlers have run). */
 int cps_finalizing(void);
 
+/* Whether this is the main thread of the main interpreter. */
+int cps_main_thread(void);
+
+/* Make the main thread run its pending calls soon (any thread, no GIL). */
+void cps_wake_main(void);
+
 #endif
 
 /* ---------------------------------------------------------------------

@@ -1,0 +1,211 @@
+"""run(timeout) with budgets that the main thread spends as CPU time
+(src/preempt.c, docs/stackless.md "Preemption"), and the trace-based way
+that other threads keep.  Each behaviour was checked against Stackless 3.7
+first; the small-budget cases are in test_stackless.py."""
+import signal
+import sys
+import threading
+
+import pytest
+
+import stackless
+from stackless import _preempt
+
+# budgets that use the CPU-time way in the main thread
+BIG = max(_preempt._TIMER_MIN, 100000)
+
+
+def tight():
+    while True:
+        pass
+
+
+def one_line():
+    while True: pass  # noqa: E701 (no line event: only the opcode events see it)
+
+
+def deep(n):
+    if n:
+        return deep(n - 1)
+    while True:
+        pass
+
+
+def counter(box):
+    while True:
+        box[0] += 1
+
+
+@pytest.fixture(autouse=True)
+def _clean():
+    yield
+    assert stackless.getruncount() == 1
+    assert sys.gettrace() is None
+
+
+def test_a_loop_without_calls_is_preempted():
+    t = stackless.tasklet(tight)()
+    r = stackless.run(BIG)
+    assert r is t
+    assert t.alive and t.paused and not t.scheduled
+    assert t.frame.f_code is tight.__code__     # the user's frame, not ours
+    assert t.recursion_depth == 1
+    t.kill()
+
+
+@pytest.mark.parametrize("budget", [100, BIG])
+def test_a_loop_on_one_line_is_preempted(budget):
+    t = stackless.tasklet(one_line)()
+    assert stackless.run(budget) is t
+    assert t.frame.f_code is one_line.__code__ and t.recursion_depth == 1
+    t.insert()
+    assert stackless.run(budget) is t
+    t.kill()
+
+
+def test_the_interrupted_tasklet_is_the_users_and_resumable():
+    t = stackless.tasklet(deep)(5)
+    assert stackless.run(BIG) is t
+    assert t.frame.f_code is deep.__code__ and t.frame.f_locals["n"] == 0
+    assert t.recursion_depth == 6
+    t.insert()
+    assert stackless.run(BIG) is t
+    assert t.frame.f_code is deep.__code__ and t.recursion_depth == 6
+    t.kill()
+
+
+@pytest.mark.skipif(sys.implementation.name == "pypy",
+                    reason="PyPy counts trace events (docs/stackless.md, Preemption)")
+def test_timed_code_runs_without_a_trace_function():
+    seen = []
+
+    def f():
+        seen.append(sys.gettrace())
+        for i in range(10000):
+            pass
+        seen.append(sys.gettrace())
+
+    stackless.tasklet(f)()
+    assert stackless.run(10 ** 9) is None
+    assert seen == [None, None]
+
+
+def test_atomic_is_respected():
+    out = []
+
+    def f():
+        with stackless.atomic():
+            for i in range(300000):     # far longer than the budget
+                pass
+            out.append("atomic done")
+        tight()
+
+    t = stackless.tasklet(f)()
+    assert stackless.run(_preempt._TIMER_MIN) is t
+    assert out == ["atomic done"]
+    t.kill()
+
+
+def test_a_larger_timeout_preempts_later():
+    counts = []
+    for n in (_preempt._TIMER_MIN, 2 * 10 ** 6):
+        box = [0]
+        t = stackless.tasklet(counter)(box)
+        assert stackless.run(n) is t
+        counts.append(box[0])
+        t.kill()
+    assert 0 < counts[0] < counts[1]
+
+
+def test_round_robin_and_totaltimeout():
+    a, b = [0], [0]
+    ta = stackless.tasklet(counter)(a)
+    tb = stackless.tasklet(counter)(b)
+    got = []
+    for _ in range(4):
+        r = stackless.run(BIG, totaltimeout=True)
+        got.append(r)
+        r.insert()
+    assert got == [ta, tb, ta, tb]
+    for t in (ta, tb):
+        t.remove()
+        t.kill()
+
+
+def test_soft_timeout_returns_none_at_the_next_switch():
+    out = []
+
+    def f():
+        for i in range(10 ** 6):
+            pass
+        out.append("loop done")
+        stackless.schedule()
+        out.append("resumed")
+
+    t = stackless.tasklet(f)()
+    assert stackless.run(BIG, soft=True) is None
+    assert out == ["loop done"] and t.scheduled and stackless.getruncount() == 2
+    stackless.run()
+    assert out == ["loop done", "resumed"]
+
+
+def test_a_run_that_ends_early_leaves_nothing_armed():
+    stackless.tasklet(lambda: None)()
+    assert stackless.run(_preempt._TIMER_MIN) is None
+    # longer than the budget, in main: no interruption, no trace function
+    box = [0]
+    for i in range(300000):
+        box[0] += 1
+    assert sys.gettrace() is None and box[0] == 300000
+
+
+def test_keyboardinterrupt_from_a_signal_kills_the_tasklet_and_reaches_main():
+    def handler(*a):
+        raise KeyboardInterrupt("sig")
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        t = stackless.tasklet(tight)()
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt, match="sig"):
+            stackless.run(10 ** 9)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert not t.alive
+
+
+def test_another_thread_is_preempted_too():
+    res = []
+
+    def thread_main():
+        t = stackless.tasklet(tight)()
+        r = stackless.run(BIG)
+        res.append((r is t, t.frame.f_code is tight.__code__, t.recursion_depth))
+        t.kill()
+
+    th = threading.Thread(target=thread_main)
+    th.start()
+    th.join(60)
+    assert res == [(True, True, 1)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_no_helper_thread_is_left_behind():
+    # the CPU-time way's helper thread ends soon after the last run(timeout),
+    # so that os.fork() (which warns in a process with threads) and thread
+    # counts see what they would see without run(timeout), as in Stackless
+    import os
+    import time
+
+    def foreign():
+        # OS threads that are not Python threads
+        return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+    t = stackless.tasklet(tight)()
+    assert stackless.run(BIG) is t
+    t.kill()
+    deadline = time.monotonic() + 10
+    while foreign() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert foreign() == 0
