@@ -3,6 +3,7 @@
 #include "continulet.h"
 #include "chunkcache.h"
 #include "capi.h"
+#include "codedepth.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -1060,7 +1061,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    if (cps_init() < 0 || PyType_Ready(&Continulet_Type) < 0)
+    if (cps_init() < 0 || cdp_init() < 0 || PyType_Ready(&Continulet_Type) < 0)
         goto fail;
     cont_chunkcache_install();
     if (PyModule_AddObjectRef(m, "continulet", (PyObject *)&Continulet_Type) < 0)
@@ -1068,7 +1069,8 @@ PyMODINIT_FUNC PyInit__continuation(void)
     cont_error = PyErr_NewException("_continuation.error", NULL, NULL);
     if (cont_error == NULL || PyModule_AddObjectRef(m, "error", cont_error) < 0)
         goto fail;
-    if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0)
+    if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0
+            || PyModule_AddFunctions(m, cdp_methods) < 0)
         goto fail;
     {
         PyObject *cap = PyCapsule_New((void *)&capi, CONT_CAPI_NAME, NULL);

@@ -46,10 +46,6 @@ def test_stress_seeds(layer):
 
 
 @pytest.mark.skipif(ON_PYPY, reason=PYPY_DROPS)
-@pytest.mark.xfail(sys.version_info < (3, 14), strict=True,
-                   reason="C1: a continulet suspended in a switch() called with "
-                          "f(*args) is uncollectable on 3.11 and 3.13 (the call "
-                          "holds references that the GC cannot see); found by tests/stress core")
 def test_pending_continulet_switched_by_star_call_is_collected():
     from _continuation import continulet
     done = []
@@ -71,9 +67,6 @@ def test_pending_continulet_switched_by_star_call_is_collected():
 
 
 @pytest.mark.skipif(ON_PYPY, reason=PYPY_DROPS)
-@pytest.mark.xfail(sys.version_info < (3, 14), strict=True,
-                   reason="C2: a continulet suspended while a generator runs on its "
-                          "stack is uncollectable on 3.11 and 3.13; found by tests/stress core (op pygen)")
 def test_pending_continulet_with_a_running_generator_is_collected():
     from _continuation import continulet
     done = []
