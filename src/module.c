@@ -315,6 +315,14 @@ static void run_stack(void *arg)
     Py_CLEAR(me->args);
     Py_CLEAR(me->kwargs);
     Py_CLEAR(me->owner);
+    if (target != NULL && !target->started && target->context == NULL) {
+        /* a not-yet-started continuation that switch(to=) or permute()
+           moved here starts in the context this run leaves: the thread's
+           one, as on PyPy (not the empty one of a stack with no frames) */
+        PyObject *ctx = cps_current_context();
+        Py_XINCREF(ctx);
+        target->context = ctx;
+    }
     cps_end(ts, &me->saved);
 
     if (target == NULL || target->thread_id != me->thread_id) {

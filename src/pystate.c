@@ -564,8 +564,13 @@ static PyObject *hidden_method(PyThreadState *ts, const cps_call *call)
  * frames of a suspended stack are in no chain and resume in the middle of
  * their code, so if the instrumentation changed meanwhile, their code must
  * be brought up to date by hand.  The function that does it is internal
- * and not exported; toggling the thread's trace function makes CPython do
- * it for every executing code object, which by then includes ours. */
+ * and not exported; changing the events of a monitoring tool makes
+ * CPython do it for every executing code object, which by then includes
+ * ours.  It must be a change of the interpreter's event sets: toggling
+ * this thread's trace function changes nothing while another thread
+ * traces (CPython then instruments nothing, and the stale code trips its
+ * sanity checks), so a free sys.monitoring tool is toggled; only if all
+ * are taken, the trace function. */
 static int noop_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
     (void)obj; (void)frame; (void)what; (void)arg;
@@ -582,24 +587,58 @@ static void note_instrumentation(PyThreadState *ts, saved_t *s)
     s->instr_version = instrumentation_version(ts);
 }
 
+/* 1 if a free tool was toggled, 0 if none was free, -1 on error */
+static int toggle_free_tool(void)
+{
+    PyObject *mon = PySys_GetObject("monitoring");      /* borrowed */
+    if (mon == NULL)
+        return 0;
+    for (int id = 5; id >= 0; id--) {
+        PyObject *tool = PyObject_CallMethod(mon, "get_tool", "i", id);
+        if (tool == NULL)
+            return -1;
+        int is_free = tool == Py_None;
+        Py_DECREF(tool);
+        if (!is_free)
+            continue;
+        PyObject *r = PyObject_CallMethod(mon, "use_tool_id", "is", id, "_continuation catch-up");
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        /* PY_START: any event set that differs from none */
+        PyObject *on = PyObject_CallMethod(mon, "set_events", "ii", id, 1);
+        PyObject *off = on ? PyObject_CallMethod(mon, "set_events", "ii", id, 0) : NULL;
+        PyObject *freed = PyObject_CallMethod(mon, "free_tool_id", "i", id);
+        int ok = on != NULL && off != NULL && freed != NULL;
+        Py_XDECREF(on);
+        Py_XDECREF(off);
+        Py_XDECREF(freed);
+        return ok ? 1 : -1;
+    }
+    return 0;
+}
+
 static void catch_up_instrumentation(PyThreadState *ts, saved_t *s)
 {
     if (s->instr_version == instrumentation_version(ts))
         return;
     PyObject *exc = cps_fetch_exception();
-    Py_tracefunc func = ts->c_tracefunc;
-    PyObject *obj = Py_XNewRef(ts->c_traceobj);
-    if (func != NULL) {
-        PyEval_SetTrace(NULL, NULL);
-        PyEval_SetTrace(func, obj);
-    }
-    else {
-        PyEval_SetTrace(noop_trace, NULL);
-        PyEval_SetTrace(NULL, NULL);
+    int r = toggle_free_tool();
+    if (r == 0) {
+        Py_tracefunc func = ts->c_tracefunc;
+        PyObject *obj = Py_XNewRef(ts->c_traceobj);
+        if (func != NULL) {
+            PyEval_SetTrace(NULL, NULL);
+            PyEval_SetTrace(func, obj);
+        }
+        else {
+            PyEval_SetTrace(noop_trace, NULL);
+            PyEval_SetTrace(NULL, NULL);
+        }
+        Py_XDECREF(obj);
     }
     if (PyErr_Occurred())
         PyErr_WriteUnraisable(NULL);
-    Py_XDECREF(obj);
     cps_restore_exception(exc);
 }
 #endif

@@ -1488,6 +1488,44 @@ def test_tracing_changed_while_suspended_in_a_trace_function():
 
 
 @cpython_only
+def test_profiling_turned_on_while_suspended_and_another_thread_traces():
+    # 3.12+ instrument the bytecode of the code that runs in some thread
+    # when tracing or profiling changes; suspended frames catch up when they
+    # resume.  That must work while another thread traces too (where
+    # toggling this thread's trace function changes nothing): the resumed
+    # code reports its calls to the new profiler (a debug build asserts).
+    seen = []
+
+    def prof(frame, event, arg):
+        if event == "c_call" and frame.f_code.co_name == "body":
+            seen.append(arg.__name__)
+    started, stop = threading.Event(), threading.Event()
+
+    def other():
+        sys.settrace(_tracer)
+        started.set()
+        stop.wait(10)
+        sys.settrace(None)
+
+    def body(c):
+        c.switch()
+        len(())
+    c = continulet(body)
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        started.wait(10)
+        c.switch()
+        sys.setprofile(prof)
+        c.switch()
+    finally:
+        sys.setprofile(None)
+        stop.set()
+        t.join()
+    assert seen == ["len"]
+
+
+@cpython_only
 def test_other_threads_switch_while_a_collection_waits_in_a_finalizer():
     started = threading.Event()
     done = threading.Event()

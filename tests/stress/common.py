@@ -276,8 +276,6 @@ def unexpected(led: Ledger, where: str, exc: BaseException) -> None:
 # STRESS_ALL=1 to run them anyway).  Remove an entry when its fix is merged.
 KNOWN_BUGS = {
     "core": {
-        "ctxcheck": "bug C3 (tests/stress/test_stress.py): a not-yet-started continulet "
-                    "moved by switch(to=)/permute starts in an empty contextvars Context",
     },
     "stackless": {
         "payload": "bug S3 (tests/stress/test_stress.py): a __del__ that uses a channel, run "

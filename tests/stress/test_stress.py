@@ -93,12 +93,11 @@ def test_pending_continulet_with_a_running_generator_is_collected():
     assert r() is None and done == ["gen", "body"]
 
 
-@pytest.mark.xfail(not ON_PYPY, strict=True,
-                   reason="C3: a not-yet-started continulet moved by switch(to=) or "
-                          "permute() starts in an empty contextvars Context (PyPy: the "
-                          "thread's one context); found by tests/stress core seed 54")
+@pytest.mark.parametrize("set_by_the_run", [False, True])
 @pytest.mark.parametrize("how", ["switch(to=)", "permute"])
-def test_moved_unstarted_continulet_starts_in_the_threads_context(how):
+def test_moved_unstarted_continulet_starts_in_the_threads_context(how, set_by_the_run):
+    # C3: it starts in the thread's one context, as PyPy's does: the
+    # value the finishing run left there, not an empty Context.
     import contextvars
     from _continuation import continulet, permute
     var = contextvars.ContextVar("stress_c3")
@@ -106,15 +105,21 @@ def test_moved_unstarted_continulet_starts_in_the_threads_context(how):
     try:
         seen = []
         a = continulet(lambda c: seen.append(var.get(None)))
-        g = continulet(lambda c: c.switch())
+
+        def gbody(c):
+            c.switch()
+            if set_by_the_run:
+                var.set("inner")
+        g = continulet(gbody)
         g.switch()
         if how == "permute":
             permute(a, g)               # a holds g's stack, g the unstarted callable
-            a.switch()                  # g's callable returns into g: the callable starts
+            a.switch()                  # g's run returns into g: the callable starts
         else:
             a.switch(None, to=g)        # a's unstarted callable goes into g, which resumes
-        assert seen == ["outer"]
-        assert var.get() == "outer"
+        want = "inner" if set_by_the_run else "outer"
+        assert seen == [want]
+        assert var.get() == want
     finally:
         var.reset(token)
 
