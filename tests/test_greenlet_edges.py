@@ -82,6 +82,91 @@ def test_throw_into_unstarted_greenlet_without_run(gl):
     assert g.switch() == "ran"
 
 
+# -- an asynchronous exception at any point of a switch ------------------------
+
+class Interrupt(BaseException):
+    """Stands for a KeyboardInterrupt that a signal handler raises."""
+
+
+def _raw_setprofile(gl):
+    # the emulation hides its own frames from profilers (_hide.py): the raw
+    # one sees them, so that the exception lands inside its switch
+    hide = getattr(gl, "_hide", None)
+    return hide._orig_setprofile if hide is not None else sys.setprofile
+
+
+def _launch(gl, out):
+    g = gl.greenlet(lambda *a: out.append(a[0]) or "done")
+    return g, lambda: g.switch(1)
+
+
+def _resume(gl, out):
+    def run():
+        out.append(gl.getcurrent().parent.switch("waiting"))
+        return "done"
+    g = gl.greenlet(run)
+    assert g.switch() == "waiting"
+    return g, lambda: g.switch(1)
+
+
+def _throw(gl, out):
+    def run():
+        try:
+            gl.getcurrent().parent.switch("waiting")
+        except KeyError as e:
+            out.append(e.args[0])
+        return "done"
+    g = gl.greenlet(run)
+    assert g.switch() == "waiting"
+    return g, lambda: g.throw(KeyError, 1)
+
+
+@pytest.mark.skipif(PYPY, reason="PyPy runs no profiler in the C-level calls of the emulation")
+@pytest.mark.parametrize("how", [_launch, _resume, _throw])
+def test_asynchronous_exception_at_any_point_of_a_switch(gl, how):
+    # An exception raised at each point where a signal handler could run
+    # (every call, return and return from C that a profiler sees) during a
+    # switch: the C greenlet's switch is C code, so the exception lands
+    # before it (the greenlet is as it was and the switch can be made
+    # again) or in the target greenlet's code (its run ends with it, and
+    # it goes to the parent).  The emulation must be in one of these
+    # states too, never half-way (seed 50055 of tests/stress greenlet: a
+    # greenlet left without its run, every later switch raising
+    # AttributeError('run')).
+    setprofile = _raw_setprofile(gl)
+    points = 0
+    for k in range(1, 400):
+        out = []
+        g, op = how(gl, out)
+        n = [0]
+
+        def prof(frame, event, arg):
+            if event in ("call", "return", "c_return"):
+                n[0] += 1
+                if n[0] == k:
+                    raise Interrupt
+        setprofile(prof)
+        try:
+            got = op()
+        except Interrupt:
+            got = "interrupted"
+        finally:
+            setprofile(None)
+        assert gl.getcurrent().parent is None, k        # main runs, and knows it
+        if got == "done":
+            assert g.dead and out == [1], k
+        elif not g.dead:
+            assert got == "interrupted" and out == [], k
+            assert op() == "done", k                    # as it was: the switch works
+        else:
+            assert got == "interrupted" and out in ([], [1]), k
+        assert gl.greenlet(lambda: 5).switch() == 5
+        if n[0] < k:
+            points = k
+            break
+    assert points > 2
+
+
 # -- a greenlet tracer at the start of a greenlet -------------------------------
 
 def test_tracer_raising_at_launch_kills_the_greenlet_before_run(gl):

@@ -286,9 +286,6 @@ KNOWN_BUGS = {
                     "send, then kill(), leaves the receiving thread stuck",
     },
     "greenlet": {
-        "signals": "open G1 (seed 50055, not reduced yet): a signal landing while a greenlet "
-                   "launches can leave it without run: every later switch raises "
-                   "AttributeError('run')",
     },
 }
 
