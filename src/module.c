@@ -864,6 +864,26 @@ static PyMethodDef Continulet_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
+/* CPython-only: how many bytes of the C stack that the continulet holds
+ * are kept off the stack (in a heap buffer, or in the unused end of its
+ * frame data stack).  With lazy saving, a suspended stack keeps its bytes
+ * in place until something runs at those addresses: 0 is a true answer for
+ * a suspended stack that nothing has overwritten yet. */
+static PyObject *Continulet_stack_saved(PyObject *op, void *closure)
+{
+    (void)closure;
+    cont_stack *h = ((Continulet *)op)->h;
+    size_t n = h != NULL && h->started && h->slice.state == STK_SUSPENDED ? h->slice.saved : 0;
+    return PyLong_FromSize_t(n);
+}
+
+static PyGetSetDef Continulet_getset[] = {
+    {"_stack_saved", Continulet_stack_saved, NULL,
+     "CPython only: the bytes of the held stack's C stack that are saved off\n"
+     "the stack (0 if it holds none, or none of it has been overwritten).", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
 PyTypeObject Continulet_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "_continuation.continulet",
@@ -878,6 +898,7 @@ PyTypeObject Continulet_Type = {
     .tp_clear = Continulet_clear,
     .tp_finalize = Continulet_finalize,
     .tp_methods = Continulet_methods,
+    .tp_getset = Continulet_getset,
     .tp_weaklistoffset = offsetof(Continulet, weakrefs),
 };
 
