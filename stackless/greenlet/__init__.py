@@ -363,6 +363,36 @@ def _after(ts: _ThreadState, mc: continulet, value: Any,
     return value, exc
 
 
+def _switch_to(ts: _ThreadState, mc: continulet, target: "greenlet", live: bool,
+               args: tuple, kwargs: Optional[dict],
+               exc: Optional[BaseException]) -> tuple:
+    """Switch (or throw ``exc``) from the running greenlet, whose continulet
+    is ``mc``, to ``target``; returns ``(value, exception)`` for the caller
+    once it is resumed.  ``live``: ``target`` is a started greenlet of this
+    thread and the switch carries positional arguments only (the fast way).
+
+    An asynchronous exception (a signal) that lands anywhere in here after
+    the switch has begun ends up as the outcome, with the bookkeeping done:
+    it never leaves a greenlet half-launched or a dead one current."""
+    try:
+        if live:
+            ts.current = target
+            value = mc.switch(args[0] if len(args) == 1 else args, to=target._gl_c)
+            cur = ts.current
+            if cur._gl_c is mc and not ts.slow:
+                cur._gl_top = None
+                return value, None
+            cur = None
+            return _after(ts, mc, value, None)
+        value, exc = _leap(ts, mc, ts.current, target, args, kwargs, exc)
+        return _after(ts, mc, value, exc)
+    except BaseException as e:
+        try:
+            return _recover(ts, mc, target, e)
+        except BaseException as e:  # a signal in the recovery
+            return _recover(ts, mc, target, e)
+
+
 def _recover(ts: _ThreadState, mc: continulet, target: "greenlet",
              exc: BaseException) -> tuple:
     """The outcome of a switch from the greenlet owning ``mc`` to ``target``
@@ -373,7 +403,8 @@ def _recover(ts: _ThreadState, mc: continulet, target: "greenlet",
     asynchronous one (a signal) interrupts it: a second call finishes what
     the first left, as the C greenlet's switch, which is C code, is never
     interrupted half-way.  The same goes for a switch's call of ``_after``:
-    an exception landing in it is handed to ``_recover``."""
+    an exception landing in it is handed to ``_recover`` (see _switch_to,
+    and _greenlet_accel, which calls these two)."""
     if _refused(ts, mc, target, target._gl_c):
         return None, exc
     return _after(ts, mc, None, exc)
@@ -458,11 +489,11 @@ class greenlet(_Attributes):
         ts = _tls.ts
         if ts is None:
             ts = _thread_state()
-        if self._gl_ts is ts and self._gl_state == _ACTIVE and not kwargs:
+        live = self._gl_ts is ts and self._gl_state == _ACTIVE and not kwargs
+        if live:
             cur = ts.current
             if cur is self:
                 return args[0] if len(args) == 1 else args
-            mc = cur._gl_c
             try:
                 cur._gl_top = _getframe(1)
             except ValueError:  # switch is run itself: greenlet(g.switch)
@@ -470,32 +501,9 @@ class greenlet(_Attributes):
             if ts.slow:
                 ts.origin = cur  # for the tracer, cleared by _after()
             cur = None  # the suspended stack must not hold its greenlet
-            ts.current = self
-            try:
-                value = mc.switch(args[0] if len(args) == 1 else args,
-                                  to=self._gl_c)
-                cur = ts.current
-                if cur._gl_c is mc and not ts.slow:
-                    cur._gl_top = None
-                    return value
-                cur = None
-                value, exc = _after(ts, mc, value, None)
-            except BaseException as e:
-                try:
-                    value, exc = _recover(ts, mc, self, e)
-                except BaseException as e:  # a signal in the recovery
-                    value, exc = _recover(ts, mc, self, e)
         else:
             _check_thread(ts, self)
-            mc = ts.current._gl_c
-            try:
-                value, exc = _leap(ts, mc, ts.current, self, args, kwargs, None)
-                value, exc = _after(ts, mc, value, exc)
-            except BaseException as e:
-                try:
-                    value, exc = _recover(ts, mc, self, e)
-                except BaseException as e:  # a signal in the recovery
-                    value, exc = _recover(ts, mc, self, e)
+        value, exc = _switch_to(ts, ts.current._gl_c, self, live, args, kwargs, None)
         if exc is not None:
             try:
                 raise _stripped(exc)
@@ -534,15 +542,7 @@ class greenlet(_Attributes):
         if ts is None:
             ts = _thread_state()
         _check_thread(ts, self)
-        mc = ts.current._gl_c
-        try:
-            value, exc = _leap(ts, mc, ts.current, self, (), None, exc)
-            value, exc = _after(ts, mc, value, exc)
-        except BaseException as e:
-            try:
-                value, exc = _recover(ts, mc, self, e)
-            except BaseException as e:  # a signal in the recovery
-                value, exc = _recover(ts, mc, self, e)
+        value, exc = _switch_to(ts, ts.current._gl_c, self, False, (), None, exc)
         if exc is not None:
             try:
                 raise _stripped(exc)
