@@ -133,6 +133,9 @@ def test_asynchronous_exception_at_any_point_of_a_switch(gl, how):
     # states too, never half-way (seed 50055 of tests/stress greenlet: a
     # greenlet left without its run, every later switch raising
     # AttributeError('run')).
+    if gl is C_GREENLET and hasattr(sys, "gettotalrefcount") and sys.version_info >= (3, 12):
+        pytest.skip("the C greenlet 3.5.6 aborts a debug build of CPython 3.12+ here (its "
+                    "instrumentation sanity check, when a profiler raises at run's return)")
     setprofile = _raw_setprofile(gl)
     points = 0
     for k in range(1, 400):
