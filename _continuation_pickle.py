@@ -91,9 +91,10 @@ def _depths(code: types.CodeType) -> tuple:
                 work.append((ins.argval, d + dis.stack_effect(ins.opcode, arg, jump=True)))
             if ins.opname in _NO_FALLTHROUGH:
                 break
-            d += dis.stack_effect(ins.opcode, arg, jump=False)
             if ins.opname == "RETURN_GENERATOR":
-                d += 1      # resumed with the value sent in
+                d += 1      # resumed with the value sent in (3.13 counts it, 3.11 not)
+            else:
+                d += dis.stack_effect(ins.opcode, arg, jump=False)
             k = k + 1 if k + 1 < len(insts) else None
     hit = (insts, depth, index)
     _depth_cache[code] = hit

@@ -23,7 +23,7 @@
 static PyObject *local;                 /* the module's _tls (a _thread._local) */
 static PyObject *greenlet_type, *cont_type, *kw_to, *s_ts, *s_switch;
 static const cont_capi *capi;           /* _continuation's C switch */
-static PyObject *py_switch, *py_getcurrent, *py_refused, *py_after, *py_stripped;
+static PyObject *py_switch, *py_getcurrent, *py_recover, *py_after, *py_stripped;
 static Py_ssize_t g_c, g_ts, g_top, g_state;                 /* greenlet slots */
 static Py_ssize_t ts_current, ts_slow, ts_origin, ts_kills;  /* _ThreadState slots */
 static int installed;
@@ -96,6 +96,22 @@ static PyObject *settle(PyObject *pair)
     return NULL;
 }
 
+/* _recover(ts, mc, self, exc) (steals exc): the outcome of a switch that
+ * raised.  Called a second time with the new exception if an asynchronous
+ * one (a signal) lands in the Python code of the first call, which may
+ * have left its work half-done (see _recover). */
+static PyObject *recover(PyObject *ts, PyObject *mc, PyObject *self, PyObject *exc)
+{
+    for (int tries = 0; ; tries++) {
+        PyObject *args[4] = {ts, mc, self, exc};
+        PyObject *pair = PyObject_Vectorcall(py_recover, args, 4, NULL);
+        Py_DECREF(exc);
+        if (pair != NULL || tries == 1)
+            return pair;
+        exc = fetch_exception();
+    }
+}
+
 static PyObject *greenlet_switch(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames)
 {
@@ -158,21 +174,7 @@ static PyObject *greenlet_switch(PyObject *self, PyObject *const *args, Py_ssize
     target = Py_NewRef(slot(self, g_c));
     PyObject *result = NULL, *pair = NULL;
     if (r == NULL) {
-        PyObject *exc = fetch_exception();
-        PyObject *refused_args[4] = {ts, mc, self, target};
-        PyObject *refused = PyObject_Vectorcall(py_refused, refused_args, 4, NULL);
-        int is_refused = refused == NULL ? -1 : PyObject_IsTrue(refused);
-        Py_XDECREF(refused);
-        if (is_refused != 0) {
-            if (is_refused > 0)
-                raise_exception(exc);       /* it never switched */
-            else
-                Py_DECREF(exc);
-            goto done;
-        }
-        PyObject *after_args[4] = {ts, mc, Py_None, exc};
-        pair = PyObject_Vectorcall(py_after, after_args, 4, NULL);
-        Py_DECREF(exc);
+        pair = recover(ts, mc, self, fetch_exception());
     }
     else {
         PyObject *now = slot(ts, ts_current);
@@ -186,6 +188,8 @@ static PyObject *greenlet_switch(PyObject *self, PyObject *const *args, Py_ssize
         if (fast > 0) {
             PyObject *after_args[4] = {ts, mc, r, Py_None};
             pair = PyObject_Vectorcall(py_after, after_args, 4, NULL);
+            if (pair == NULL)
+                pair = recover(ts, mc, self, fetch_exception());
         }
         Py_DECREF(r);
         if (fast < 0)
@@ -243,7 +247,7 @@ static PyObject *install(PyObject *mod, PyObject *ns)
     if ((greenlet = need(ns, "greenlet")) == NULL || (tstate = need(ns, "_ThreadState")) == NULL
             || (local = need(ns, "_tls")) == NULL || (cont_type = need(ns, "_Cont")) == NULL
             || (py_getcurrent = need(ns, "getcurrent")) == NULL
-            || (py_refused = need(ns, "_refused")) == NULL || (py_after = need(ns, "_after")) == NULL
+            || (py_recover = need(ns, "_recover")) == NULL || (py_after = need(ns, "_after")) == NULL
             || (py_stripped = need(ns, "_stripped")) == NULL
             || (py_switch = PyObject_GetAttrString(greenlet, "switch")) == NULL
             || (capi = cont_capi_import()) == NULL)

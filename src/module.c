@@ -3,6 +3,7 @@
 #include "continulet.h"
 #include "chunkcache.h"
 #include "capi.h"
+#include "codedepth.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -314,6 +315,14 @@ static void run_stack(void *arg)
     Py_CLEAR(me->args);
     Py_CLEAR(me->kwargs);
     Py_CLEAR(me->owner);
+    if (target != NULL && !target->started && target->context == NULL) {
+        /* a not-yet-started continuation that switch(to=) or permute()
+           moved here starts in the context this run leaves: the thread's
+           one, as on PyPy (not the empty one of a stack with no frames) */
+        PyObject *ctx = cps_current_context();
+        Py_XINCREF(ctx);
+        target->context = ctx;
+    }
     cps_end(ts, &me->saved);
 
     if (target == NULL || target->thread_id != me->thread_id) {
@@ -855,6 +864,26 @@ static PyMethodDef Continulet_methods[] = {
     {NULL, NULL, 0, NULL}
 };
 
+/* CPython-only: how many bytes of the C stack that the continulet holds
+ * are kept off the stack (in a heap buffer, or in the unused end of its
+ * frame data stack).  With lazy saving, a suspended stack keeps its bytes
+ * in place until something runs at those addresses: 0 is a true answer for
+ * a suspended stack that nothing has overwritten yet. */
+static PyObject *Continulet_stack_saved(PyObject *op, void *closure)
+{
+    (void)closure;
+    cont_stack *h = ((Continulet *)op)->h;
+    size_t n = h != NULL && h->started && h->slice.state == STK_SUSPENDED ? h->slice.saved : 0;
+    return PyLong_FromSize_t(n);
+}
+
+static PyGetSetDef Continulet_getset[] = {
+    {"_stack_saved", Continulet_stack_saved, NULL,
+     "CPython only: the bytes of the held stack's C stack that are saved off\n"
+     "the stack (0 if it holds none, or none of it has been overwritten).", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
 PyTypeObject Continulet_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "_continuation.continulet",
@@ -869,6 +898,7 @@ PyTypeObject Continulet_Type = {
     .tp_clear = Continulet_clear,
     .tp_finalize = Continulet_finalize,
     .tp_methods = Continulet_methods,
+    .tp_getset = Continulet_getset,
     .tp_weaklistoffset = offsetof(Continulet, weakrefs),
 };
 
@@ -1078,7 +1108,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    if (cps_init() < 0 || PyType_Ready(&Continulet_Type) < 0)
+    if (cps_init() < 0 || cdp_init() < 0 || PyType_Ready(&Continulet_Type) < 0)
         goto fail;
     cont_chunkcache_install();
     if (PyModule_AddObjectRef(m, "continulet", (PyObject *)&Continulet_Type) < 0)
@@ -1087,7 +1117,8 @@ PyMODINIT_FUNC PyInit__continuation(void)
     if (cont_error == NULL || PyModule_AddObjectRef(m, "error", cont_error) < 0)
         goto fail;
     if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0
-            || PyModule_AddFunctions(m, cont_preempt_methods) < 0)
+            || PyModule_AddFunctions(m, cont_preempt_methods) < 0
+            || PyModule_AddFunctions(m, cdp_methods) < 0)
         goto fail;
     {
         PyObject *cap = PyCapsule_New((void *)&capi, CONT_CAPI_NAME, NULL);

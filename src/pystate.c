@@ -11,6 +11,7 @@
 #include "internal/pycore_frame.h"
 #include "internal/pycore_interp.h"
 #include "internal/pycore_runtime.h"      /* _PyRuntime.main_thread */
+#include "internal/pycore_gc.h"
 #if PY_VERSION_HEX >= 0x030D0000
 #  include "internal/pycore_tstate.h"
 #endif
@@ -20,6 +21,8 @@
 #endif
 
 #include "pystate.h"
+#include "codedepth.h"
+#include <opcode.h>
 
 #include <string.h>
 
@@ -74,6 +77,7 @@ typedef struct {
     int py_depth;
     int c_depth;
     int tracing;
+    int gens_held;                  /* see hold_finalizer */
 } saved_t;
 
 _Static_assert(sizeof(saved_t) <= sizeof(cps_saved), "cps_saved is too small");
@@ -98,6 +102,7 @@ static int entered_from_c(const _PyInterpreterFrame *f);
 static void note_instrumentation(PyThreadState *ts, saved_t *s);
 static void catch_up_instrumentation(PyThreadState *ts, saved_t *s);
 static PyObject *hidden_method(PyThreadState *ts, const cps_call *call);
+static void release_finalizers(saved_t *s);
 
 /* ======================================================================
  * CPython 3.11
@@ -119,6 +124,11 @@ static int is_entry_frame(const _PyInterpreterFrame *f) { (void)f; return 0; }
 static int is_thread_frame(const _PyInterpreterFrame *f) { return f->owner == FRAME_OWNED_BY_THREAD; }
 static PyCodeObject *frame_code(const _PyInterpreterFrame *f) { return f->f_code; }
 static int entered_from_c(const _PyInterpreterFrame *f) { return f->is_entry; }
+static Py_ssize_t instr_unit(const _PyInterpreterFrame *f) { return f->prev_instr - _PyCode_CODE(f->f_code); }
+static PyObject *frame_func(const _PyInterpreterFrame *f) { return (PyObject *)f->f_func; }
+/* CALL_FUNCTION_EX finds [NULL, func, callargs, kwargs?] */
+#define EX_FUNC_BELOW 2
+static void clear_finalized(PyObject *op) { _Py_AS_GC(op)->_gc_prev &= ~_PyGC_PREV_MASK_FINALIZED; }
 
 static void save_version_fields(PyThreadState *ts, saved_t *s)
 {
@@ -259,6 +269,10 @@ static PyCodeObject *frame_code(const _PyInterpreterFrame *f) { return (PyCodeOb
 static int entered_from_c(const _PyInterpreterFrame *f) { (void)f; return 0; }
 /* no root C frame after 3.11 */
 static void note_root_link(saved_t *s) { (void)s; }
+static Py_ssize_t instr_unit(const _PyInterpreterFrame *f) { return f->instr_ptr - _PyCode_CODE(frame_code(f)); }
+static PyObject *frame_func(const _PyInterpreterFrame *f) { return f->f_funcobj; }
+/* CALL_FUNCTION_EX finds [func, NULL, callargs, kwargs?] */
+#define EX_FUNC_BELOW 3
 
 static void save_version_fields(PyThreadState *ts, saved_t *s)
 {
@@ -421,6 +435,137 @@ static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inl
 
 #endif
 
+#if PY_VERSION_HEX < 0x030E0000
+/* ----------------------------------------------------------------------
+ * 3.11 and 3.13: the value stack of a frame in a call from C.
+ * The interpreter keeps the stack pointer of such a frame in a C local, so
+ * its depth comes from the analysis of codedepth.c, for the instructions
+ * whose operands are known to stay on the stack while the call runs.  Only
+ * those: an instruction that has already dropped some of its operands
+ * (the interpreter does, e.g. after a CALL returns, before it pops them
+ * all) can run Python code from a finalizer or a signal handler at that
+ * point, and reporting the dropped slots would hand the GC dead objects.
+ * ---------------------------------------------------------------------- */
+static PyObject *generator_of(const _PyInterpreterFrame *f);
+
+static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
+                             PyObject *const *args, PyObject **extra)
+{
+    PyCodeObject *co = frame_code(rf);
+    if (extra != NULL)
+        *extra = NULL;
+    int op, oparg, d;
+    if (!cdp_lookup(co, instr_unit(rf), &op, &oparg, &d))
+        return -1;
+    Py_ssize_t nl = co->co_nlocalsplus;
+    if (d > co->co_stacksize)
+        return -1;
+    /* a generator that the instruction is running, as the callee frame */
+    PyObject *gen = callee != NULL && callee->owner == FRAME_OWNED_BY_GENERATOR ? generator_of(callee) : NULL;
+    switch (op) {
+    case FOR_ITER:
+        /* The iterator stays on the stack while its __next__ runs.  When
+           it is exhausted, the interpreter drops it while the slot still
+           names it, and Python code may run then (its finalizer, which
+           the GC would call a second time if it saw the object): trusted
+           only while the iterator is the generator that runs.  A
+           generator that runs after it has been dropped is being
+           finalized, alive by the reference that its deallocation holds,
+           a reference of this suspended stack all the same. */
+        return d >= 1 && gen != NULL && rf->localsplus[nl + d - 1] == gen ? nl + d : -1;
+    case SEND:
+        /* the same, with the receiver below the value sent, which 3.11
+           pops into a C local */
+        return d >= 2 && gen != NULL && rf->localsplus[nl + d - 2] == gen ? nl + d - 1 : -1;
+    case CALL_FUNCTION_EX: {
+        /* func stays until the call returns, then is dropped at once;
+           callargs and kwargs may live in C locals (3.11 pops them, 3.13
+           replaces a callargs that is not a tuple).  So the slots are
+           trusted only while the call runs: when the switch itself got the
+           items of the tuple in the callargs slot (then that tuple is the
+           one the call holds: it is reported too), or when the callee
+           frame runs func. */
+        int k = oparg & 1;
+        if (d < 3 + k)
+            return -1;
+        PyObject *callargs = rf->localsplus[nl + d - 1 - k];
+        PyObject *func = rf->localsplus[nl + d - EX_FUNC_BELOW - k];
+        if (args != NULL && callargs != NULL
+                && (const char *)args == (const char *)callargs + offsetof(PyTupleObject, ob_item))
+            return nl + d - k;
+        if (callee != NULL && func != NULL && frame_func(callee) == func)
+            return nl + d - 1 - k;
+        return -1;
+    }
+#ifdef PRECALL
+    case PRECALL:
+#endif
+#ifdef CALL_KW
+    case CALL_KW:
+#endif
+    case CALL: {
+        /* A call from C that runs a generator given to it (next(g),
+           list(g), g.send(v)): the callable and the arguments are dropped
+           one by one after the call, and only the slots below them stay
+           trusted.  The generator itself is reported when it is one of
+           them: it stays there during the call, and if it runs after
+           that, it is being finalized, alive by the reference that its
+           deallocation holds, which this stack holds all the same. */
+        if (extra == NULL || gen == NULL)
+            return -1;
+        Py_ssize_t top = d, nops = (Py_ssize_t)oparg + 2;
+#ifdef PRECALL
+        if (op == CALL)
+            top += oparg;   /* 3.11: PRECALL left the operands where they lie */
+#endif
+#ifdef CALL_KW
+        if (op == CALL_KW)
+            nops++;         /* the names of the keyword arguments */
+#endif
+        if (top > co->co_stacksize || top < nops)
+            return -1;
+        for (Py_ssize_t i = top - nops; i < top; i++)
+            if (rf->localsplus[nl + i] == gen)
+                *extra = gen;
+        return nl + top - nops;
+    }
+    default:
+        return -1;
+    }
+}
+
+/* A generator frame running in a suspended stack: its generator reports
+ * [0, stacktop) (3.11: the depth when it was last resumed or called Python
+ * code inline; 3.13: nothing while it runs, stacktop is -1).  Report the
+ * values above that, up to the exact depth n, which nobody else does. */
+static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = f->stacktop > 0 ? f->stacktop : 0; i < n; i++)
+        Py_VISIT(f->localsplus[i]);
+    return 0;
+}
+#else
+/* 3.14+ store the stack pointer before every call that may escape */
+static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
+                             PyObject *const *args, PyObject **extra)
+{
+    (void)rf; (void)callee; (void)args;
+    if (extra != NULL)
+        *extra = NULL;
+    return -1;
+}
+
+static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visitproc visit, void *arg)
+{
+    (void)f; (void)n; (void)visit; (void)arg;
+    return 0;
+}
+#endif
+
+#if PY_VERSION_HEX >= 0x030D0000
+static void clear_finalized(PyObject *op) { _PyGC_CLEAR_FINALIZED(op); }
+#endif
+
 #if PY_VERSION_HEX >= 0x030D0000
 /* 3.12+ make the builtin-method object for a profiler only for the duration
  * of the profiler's call: nothing is hidden across a switch. */
@@ -436,8 +581,13 @@ static PyObject *hidden_method(PyThreadState *ts, const cps_call *call)
  * frames of a suspended stack are in no chain and resume in the middle of
  * their code, so if the instrumentation changed meanwhile, their code must
  * be brought up to date by hand.  The function that does it is internal
- * and not exported; toggling the thread's trace function makes CPython do
- * it for every executing code object, which by then includes ours. */
+ * and not exported; changing the events of a monitoring tool makes
+ * CPython do it for every executing code object, which by then includes
+ * ours.  It must be a change of the interpreter's event sets: toggling
+ * this thread's trace function changes nothing while another thread
+ * traces (CPython then instruments nothing, and the stale code trips its
+ * sanity checks), so a free sys.monitoring tool is toggled; only if all
+ * are taken, the trace function. */
 static int noop_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
     (void)obj; (void)frame; (void)what; (void)arg;
@@ -454,24 +604,58 @@ static void note_instrumentation(PyThreadState *ts, saved_t *s)
     s->instr_version = instrumentation_version(ts);
 }
 
+/* 1 if a free tool was toggled, 0 if none was free, -1 on error */
+static int toggle_free_tool(void)
+{
+    PyObject *mon = PySys_GetObject("monitoring");      /* borrowed */
+    if (mon == NULL)
+        return 0;
+    for (int id = 5; id >= 0; id--) {
+        PyObject *tool = PyObject_CallMethod(mon, "get_tool", "i", id);
+        if (tool == NULL)
+            return -1;
+        int is_free = tool == Py_None;
+        Py_DECREF(tool);
+        if (!is_free)
+            continue;
+        PyObject *r = PyObject_CallMethod(mon, "use_tool_id", "is", id, "_continuation catch-up");
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        /* PY_START: any event set that differs from none */
+        PyObject *on = PyObject_CallMethod(mon, "set_events", "ii", id, 1);
+        PyObject *off = on ? PyObject_CallMethod(mon, "set_events", "ii", id, 0) : NULL;
+        PyObject *freed = PyObject_CallMethod(mon, "free_tool_id", "i", id);
+        int ok = on != NULL && off != NULL && freed != NULL;
+        Py_XDECREF(on);
+        Py_XDECREF(off);
+        Py_XDECREF(freed);
+        return ok ? 1 : -1;
+    }
+    return 0;
+}
+
 static void catch_up_instrumentation(PyThreadState *ts, saved_t *s)
 {
     if (s->instr_version == instrumentation_version(ts))
         return;
     PyObject *exc = cps_fetch_exception();
-    Py_tracefunc func = ts->c_tracefunc;
-    PyObject *obj = Py_XNewRef(ts->c_traceobj);
-    if (func != NULL) {
-        PyEval_SetTrace(NULL, NULL);
-        PyEval_SetTrace(func, obj);
-    }
-    else {
-        PyEval_SetTrace(noop_trace, NULL);
-        PyEval_SetTrace(NULL, NULL);
+    int r = toggle_free_tool();
+    if (r == 0) {
+        Py_tracefunc func = ts->c_tracefunc;
+        PyObject *obj = Py_XNewRef(ts->c_traceobj);
+        if (func != NULL) {
+            PyEval_SetTrace(NULL, NULL);
+            PyEval_SetTrace(func, obj);
+        }
+        else {
+            PyEval_SetTrace(noop_trace, NULL);
+            PyEval_SetTrace(NULL, NULL);
+        }
+        Py_XDECREF(obj);
     }
     if (PyErr_Occurred())
         PyErr_WriteUnraisable(NULL);
-    Py_XDECREF(obj);
     cps_restore_exception(exc);
 }
 #endif
@@ -700,12 +884,19 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
         s->hidden = call->hidden;       /* taken */
         call->hidden = NULL;
     }
-    if (top != NULL && stack_hint != NULL && is_thread_frame(top)) {
+    if (top != NULL && (is_thread_frame(top) || top->owner == FRAME_OWNED_BY_GENERATOR)) {
         PyCodeObject *co = frame_code(top);
-        PyObject **lo = (PyObject **)(top->localsplus + co->co_nlocalsplus);
-        PyObject **hi = (PyObject **)(top->localsplus + co->co_nlocalsplus + co->co_stacksize);
-        if ((PyObject **)stack_hint >= lo && (PyObject **)stack_hint <= hi)
-            s->top_sp = (PyObject **)stack_hint;
+        PyObject **base = (PyObject **)top->localsplus;
+        PyObject **lo = base + co->co_nlocalsplus, **hi = lo + co->co_stacksize;
+        PyObject **sp = (PyObject **)stack_hint;
+        if (sp == NULL || sp < lo || sp > hi) {
+            /* the method was not called with arguments on this frame's
+               stack: f(*args), or through C */
+            Py_ssize_t n = call_depth(top, NULL, call != NULL ? call->args : NULL, NULL);
+            sp = n >= 0 ? base + n : NULL;
+        }
+        if (sp != NULL && sp >= lo && sp <= hi)
+            s->top_sp = sp;
     }
     s->exc_info = ts->exc_info;
     s->chunk = ts->datastack_chunk;
@@ -748,6 +939,8 @@ void *cps_spare(const cps_saved *saved, size_t *n)
 void cps_restore(PyThreadState *ts, cps_saved *saved)
 {
     saved_t *s = SAVED(saved);
+    if (s->gens_held)
+        release_finalizers(s);      /* while the chain holds only its own frames */
     ts->exc_info = s->exc_info;
     ts->datastack_chunk = s->chunk;
     ts->datastack_top = (void *)s->ds_top;
@@ -842,19 +1035,34 @@ void cps_end(PyThreadState *ts, cps_saved *saved)
 }
 
 /* How many value slots of frame f (read at rf) hold references that the
- * frame owns: all of them where the depth is known exactly, else the
- * locals only. */
-static Py_ssize_t frame_values(const saved_t *s, const _PyInterpreterFrame *f,
-                               const _PyInterpreterFrame *rf, int callee_inlined)
+ * frame owns: the exact depth where it is known, -1 where it is not.
+ * `callee` is the frame above it (read), NULL for the top one; *extra is
+ * set to an object above those slots that the frame holds as well, if it
+ * has one (see call_depth). */
+static Py_ssize_t exact_values(const saved_t *s, const _PyInterpreterFrame *f,
+                               const _PyInterpreterFrame *rf, int callee_inlined,
+                               const _PyInterpreterFrame *callee, PyObject **extra)
 {
     PyCodeObject *co = frame_code(rf);
     Py_ssize_t nlocals = co->co_nlocalsplus;
-    Py_ssize_t n = (f == s->top && s->top_sp != NULL)
-        ? (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus
-        : frame_stack_depth(rf, callee_inlined);
-    if (n < nlocals || n > nlocals + co->co_stacksize)
-        n = nlocals;    /* not known exactly: the locals only */
-    return n;
+    Py_ssize_t n;
+    *extra = NULL;
+    if (f == s->top && s->top_sp != NULL)
+        n = (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus;
+    else if ((n = frame_stack_depth(rf, callee_inlined)) < nlocals && f != s->top)
+        n = call_depth(rf, callee, NULL, extra);    /* the top one's: see cps_save */
+    return n >= nlocals && n <= nlocals + co->co_stacksize ? n : -1;
+}
+
+/* The same for a frame of this stack's own: the locals at least. */
+static Py_ssize_t frame_values(const saved_t *s, const _PyInterpreterFrame *f,
+                               const _PyInterpreterFrame *rf, int callee_inlined,
+                               const _PyInterpreterFrame *callee, PyObject **extra)
+{
+    Py_ssize_t n = exact_values(s, f, rf, callee_inlined, callee, extra);
+    if (n < 0)
+        *extra = NULL;
+    return n >= 0 ? n : frame_code(rf)->co_nlocalsplus;
 }
 
 /* Whether the first bytes of a suspended slice hold the pointer p: the C
@@ -872,6 +1080,33 @@ STK_NO_SANITIZE static int on_c_stack(const stk_slice *slice, const void *p)
     return 0;
 }
 
+/* The generator whose frame f is. */
+static PyObject *generator_of(const _PyInterpreterFrame *f)
+{
+    return (PyObject *)((const char *)f - offsetof(PyGenObject, gi_iframe));
+}
+
+/* A generator running in a suspended stack cannot be closed: it runs on,
+ * and only the stack's continulet can unwind it.  If the GC finds both in
+ * the same garbage, it must not call the generator's finalizer (which
+ * would report "generator already executing"): the traversal marks it as
+ * finalized, and the stack clears the mark when it resumes. */
+static void hold_finalizer(saved_t *s, PyObject *gen)
+{
+    if (_PyObject_GC_IS_TRACKED(gen) && !_PyGC_FINALIZED(gen)) {
+        _PyGC_SET_FINALIZED(gen);
+        s->gens_held = 1;
+    }
+}
+
+static void release_finalizers(saved_t *s)
+{
+    for (_PyInterpreterFrame *f = s->top; f != NULL; f = f->previous)
+        if (f->owner == FRAME_OWNED_BY_GENERATOR)
+            clear_finalized(generator_of(f));
+    s->gens_held = 0;
+}
+
 int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit, void *arg)
 {
     const saved_t *s = (const saved_t *)(const void *)saved;
@@ -886,29 +1121,42 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
     if (s->root != NULL)
         Py_VISIT(s->root->exc.exc_value);
     int callee_inlined = 0;
+    const _PyInterpreterFrame *callee = NULL;
     for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
         /* entry frames live on the C stack, whose bytes may be on the heap
            while the stack is suspended */
         _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+        int r = 0;
+        PyObject *extra = NULL;
         if (is_thread_frame(rf)) {
-            int r = visit_frame(rf, frame_values(s, f, rf, callee_inlined), visit, arg);
-            if (r)
-                return r;
-            callee_inlined = !entered_from_c(rf) && !is_cut(s, rf);
+            r = visit_frame(rf, frame_values(s, f, rf, callee_inlined, callee, &extra), visit, arg);
+        }
+        else if (rf->owner == FRAME_OWNED_BY_GENERATOR) {
+            hold_finalizer((saved_t *)s, generator_of(rf));
+            /* its generator reports what it knows of it, not what it
+               holds while it runs (see visit_running_values) */
+            Py_ssize_t n = exact_values(s, f, rf, callee_inlined, callee, &extra);
+            if (n >= 0)
+                r = visit_running_values(rf, n, visit, arg);
+            else
+                extra = NULL;
+        }
+        if (r)
+            return r;
+        Py_VISIT(extra);
+        if (is_entry_frame(rf)) {
+            callee_inlined = 0;
+            callee = NULL;
         }
         else {
-            callee_inlined = 0;
+            callee_inlined = !entered_from_c(rf) && !is_cut(s, rf);
+            callee = rf;
         }
         f = rf->previous;
     }
     return 0;
 }
 
-/* The generator whose frame f is. */
-static PyObject *generator_of(_PyInterpreterFrame *f)
-{
-    return (PyObject *)((char *)f - offsetof(PyGenObject, gi_iframe));
-}
 
 int cps_discard(cps_saved *saved)
 {
@@ -919,13 +1167,19 @@ int cps_discard(cps_saved *saved)
         if (!is_thread_frame(f))
             Py_INCREF(generator_of(f));
 
-    int keep_memory = 0, callee_inlined = 0;
+    int keep_memory = 0;
+    /* the values of each frame are counted while the frame above it (its
+       callee, which may tell how far they go) is still intact */
+    PyObject *extra;     /* an operand of a call: not released, as the call would */
+    Py_ssize_t n = s->top != NULL && is_thread_frame(s->top) ? frame_values(s, s->top, s->top, 0, NULL, &extra) : 0;
     for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
         _PyInterpreterFrame *next = f->previous;
+        Py_ssize_t n_next = 0;
+        if (next != NULL && is_thread_frame(next))
+            n_next = frame_values(s, next, next, !is_entry_frame(f) && !entered_from_c(f) && !is_cut(s, f),
+                                  is_entry_frame(f) ? NULL : f, &extra);
         f->previous = NULL;
         if (is_thread_frame(f)) {
-            Py_ssize_t n = frame_values(s, f, f, callee_inlined);
-            callee_inlined = !entered_from_c(f) && !is_cut(s, f);
             /* a frame object that somebody else holds keeps reading this
                frame: its code and memory must stay */
             PyObject *fo = (PyObject *)f->frame_obj;
@@ -939,6 +1193,7 @@ int cps_discard(cps_saved *saved)
             Py_XDECREF(fo);
         }
         f = next;
+        n = n_next;
     }
     s->top = NULL;
     s->nsplices = 0;

@@ -1488,6 +1488,78 @@ def test_tracing_changed_while_suspended_in_a_trace_function():
 
 
 @cpython_only
+def test_profiling_turned_on_while_suspended_and_another_thread_traces():
+    # 3.12+ instrument the bytecode of the code that runs in some thread
+    # when tracing or profiling changes; suspended frames catch up when they
+    # resume.  That must work while another thread traces too (where
+    # toggling this thread's trace function changes nothing): the resumed
+    # code reports its calls to the new profiler (a debug build asserts).
+    seen = []
+
+    def prof(frame, event, arg):
+        if event == "c_call" and frame.f_code.co_name == "body":
+            seen.append(arg.__name__)
+    started, stop = threading.Event(), threading.Event()
+
+    def other():
+        sys.settrace(_tracer)
+        started.set()
+        stop.wait(10)
+        sys.settrace(None)
+
+    def body(c):
+        c.switch()
+        len(())
+    c = continulet(body)
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        started.wait(10)
+        c.switch()
+        sys.setprofile(prof)
+        c.switch()
+    finally:
+        sys.setprofile(None)
+        stop.set()
+        t.join()
+    assert seen == ["len"]
+
+
+def _deep_switch(c, n):
+    """Suspend c at n levels of C recursion (Python calls alone use none)."""
+    if n == 0:
+        c.switch()
+        return
+    list(map(lambda k: _deep_switch(c, k), [n - 1]))
+
+
+@cpython_only
+def test_stack_saved_counts_the_bytes_kept_off_the_stack():
+    # what the greenlet layer's _stack_saved reports; 0 when nothing is held
+    assert continulet.__new__(continulet)._stack_saved == 0
+    sizes = []
+    for n in (0, 10, 40):
+        c = continulet(_deep_switch, n)
+        assert c._stack_saved == 0                  # not started
+        c.switch()
+        # suspended, and main has run below where its frames were: saved
+        sizes.append(c._stack_saved)
+        c.switch()
+        assert not c.is_pending() and c._stack_saved == 0
+    assert 0 < sizes[0] < sizes[1] < sizes[2]
+    seen = []
+
+    def outer(c):
+        # c holds the stack that switched in (main's): a run started below it
+        # overwrites none of its bytes, so none are saved (lazy saving)
+        seen.append(c._stack_saved)
+    continulet(outer).switch()
+    assert seen == [0]
+    with pytest.raises(AttributeError):
+        continulet.__new__(continulet)._stack_saved = 1
+
+
+@cpython_only
 def test_other_threads_switch_while_a_collection_waits_in_a_finalizer():
     started = threading.Event()
     done = threading.Event()

@@ -124,7 +124,7 @@ def _refused(ts: _ThreadState, mc: continulet, target: "greenlet",
     a garbage collection, for instance); then ``ts.current`` still names the
     target, which is alive.  Undo the bookkeeping done for the switch.
     """
-    if target is not ts.current or not (target._gl_main or c.is_pending()):
+    if target is not ts.current or c is None or not (target._gl_main or c.is_pending()):
         return False
     me = _owner(ts, mc)
     if me is None:
@@ -138,15 +138,19 @@ def _refused(ts: _ThreadState, mc: continulet, target: "greenlet",
     return True
 
 
-def _launch(ts: _ThreadState, g: "greenlet", run: Callable[..., Any],
-            args: tuple, kwargs: Optional[dict]) -> _Cont:
-    """Make the continulet that will run ``run(*args, **kwargs)`` for ``g``."""
+def _launch(g: "greenlet", run: Callable[..., Any], args: tuple,
+            kwargs: Optional[dict], traced: bool) -> _Cont:
+    """Make the continulet that will run ``run(*args, **kwargs)`` for ``g``.
+
+    Nothing of ``g`` changes but its context, made if it has none: an
+    asynchronous exception raised here leaves ``g`` as it was, unstarted
+    and startable.  ``_leap`` commits the launch, with no call between it
+    and the switch."""
     ctx = g._gl_ctx
     if ctx is None:
         ctx = g._gl_ctx = _Context()
     c = _Cont(_call)
     c.g = _weakref(g)
-    ts.conts.add(c)
     if _set_stack_context is not None:
         # the run's stack starts in ctx, and the context stays the stack's
         # own (gr_context may replace it later)
@@ -155,21 +159,17 @@ def _launch(ts: _ThreadState, g: "greenlet", run: Callable[..., Any],
     else:
         call = _partial(ctx.run, run)
     stored = g._gl_run
-    g._gl_run = _NO_RUN
     if stored is not _NO_RUN and stored is not run:
         # run came from elsewhere (a __getattribute__): the stored one is
         # dropped in the new greenlet, where its __del__ may switch
         c.r = _partial(_guarded_start, c, [stored], call, args, kwargs)
-    elif ts.trace is not None:
+    elif traced:
         # the tracer's 'switch' event runs in the new greenlet, before run
         c.r = _partial(_guarded_start, c, [], call, args, kwargs)
     elif kwargs:
         c.r = _partial(call, *args, **kwargs)
     else:
         c.r = _partial(call, *args)
-    g._gl_c = c
-    g._gl_ts = ts
-    g._gl_state = _ACTIVE
     return c
 
 
@@ -246,9 +246,18 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
     ts.origin = origin if ts.slow else None
     origin = None
     launching = run is not _NO_RUN
+    c = None
     try:
         if launching:
-            c = _launch(ts, target, run, args, kwargs)
+            c = _launch(target, run, args, kwargs, ts.trace is not None)
+            ts.conts.add(c)
+            # The launch, committed: no call and no reference dropped from
+            # here to the switch, so no signal handler, __del__ or tracer
+            # can interrupt it (the stored run is `run`, or c holds it).
+            target._gl_run = _NO_RUN
+            target._gl_c = c
+            target._gl_ts = ts
+            target._gl_state = _ACTIVE
             ts.current = target
             ts.throwing = False
             value = mc.switch(None, to=c)
@@ -268,6 +277,16 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
             exc = None
             value = mc.throw(*_throw_args(thrown), to=c)
     except BaseException as e:
+        if launching and (c is None or target._gl_c is not c):
+            # An asynchronous exception before the launch was committed:
+            # nothing happened, the target is still startable.
+            if c is not None:
+                ts.conts.discard(c)
+            me = ts.current
+            if me._gl_c is mc:
+                me._gl_top = None
+            ts.origin = None
+            raise
         if ts.current is target and _refused(ts, mc, target, target._gl_c):
             if launching:  # back to unstarted
                 target._gl_state = _UNSTARTED
@@ -346,6 +365,53 @@ def _after(ts: _ThreadState, mc: continulet, value: Any,
         if ts.kills:
             _run_kills(ts)
     return value, exc
+
+
+def _switch_to(ts: _ThreadState, mc: continulet, target: "greenlet", live: bool,
+               args: tuple, kwargs: Optional[dict],
+               exc: Optional[BaseException]) -> tuple:
+    """Switch (or throw ``exc``) from the running greenlet, whose continulet
+    is ``mc``, to ``target``; returns ``(value, exception)`` for the caller
+    once it is resumed.  ``live``: ``target`` is a started greenlet of this
+    thread and the switch carries positional arguments only (the fast way).
+
+    An asynchronous exception (a signal) that lands anywhere in here after
+    the switch has begun ends up as the outcome, with the bookkeeping done:
+    it never leaves a greenlet half-launched or a dead one current."""
+    try:
+        if live:
+            ts.current = target
+            value = mc.switch(args[0] if len(args) == 1 else args, to=target._gl_c)
+            cur = ts.current
+            if cur._gl_c is mc and not ts.slow:
+                cur._gl_top = None
+                return value, None
+            cur = None
+            return _after(ts, mc, value, None)
+        value, exc = _leap(ts, mc, ts.current, target, args, kwargs, exc)
+        return _after(ts, mc, value, exc)
+    except BaseException as e:
+        try:
+            return _recover(ts, mc, target, e)
+        except BaseException as e:  # a signal in the recovery
+            return _recover(ts, mc, target, e)
+
+
+def _recover(ts: _ThreadState, mc: continulet, target: "greenlet",
+             exc: BaseException) -> tuple:
+    """The outcome of a switch from the greenlet owning ``mc`` to ``target``
+    that raised ``exc``: ``exc`` itself if the switch never happened (the
+    bookkeeping undone), else what ``_after`` makes of it.
+
+    Every caller calls it a second time, with the new exception, if an
+    asynchronous one (a signal) interrupts it: a second call finishes what
+    the first left, as the C greenlet's switch, which is C code, is never
+    interrupted half-way.  The same goes for a switch's call of ``_after``:
+    an exception landing in it is handed to ``_recover`` (see _switch_to,
+    and _greenlet_accel, which calls these two)."""
+    if _refused(ts, mc, target, target._gl_c):
+        return None, exc
+    return _after(ts, mc, None, exc)
 
 
 def _run_kills(ts: _ThreadState) -> None:
@@ -427,11 +493,11 @@ class greenlet(_Attributes):
         ts = _tls.ts
         if ts is None:
             ts = _thread_state()
-        if self._gl_ts is ts and self._gl_state == _ACTIVE and not kwargs:
+        live = self._gl_ts is ts and self._gl_state == _ACTIVE and not kwargs
+        if live:
             cur = ts.current
             if cur is self:
                 return args[0] if len(args) == 1 else args
-            mc = cur._gl_c
             try:
                 cur._gl_top = _getframe(1)
             except ValueError:  # switch is run itself: greenlet(g.switch)
@@ -439,26 +505,9 @@ class greenlet(_Attributes):
             if ts.slow:
                 ts.origin = cur  # for the tracer, cleared by _after()
             cur = None  # the suspended stack must not hold its greenlet
-            ts.current = self
-            try:
-                value = mc.switch(args[0] if len(args) == 1 else args,
-                                  to=self._gl_c)
-            except BaseException as e:
-                if _refused(ts, mc, self, self._gl_c):
-                    raise
-                value, exc = _after(ts, mc, None, e)
-            else:
-                cur = ts.current
-                if cur._gl_c is mc and not ts.slow:
-                    cur._gl_top = None
-                    return value
-                cur = None
-                value, exc = _after(ts, mc, value, None)
         else:
             _check_thread(ts, self)
-            mc = ts.current._gl_c
-            value, exc = _leap(ts, mc, ts.current, self, args, kwargs, None)
-            value, exc = _after(ts, mc, value, exc)
+        value, exc = _switch_to(ts, ts.current._gl_c, self, live, args, kwargs, None)
         if exc is not None:
             try:
                 raise _stripped(exc)
@@ -497,9 +546,7 @@ class greenlet(_Attributes):
         if ts is None:
             ts = _thread_state()
         _check_thread(ts, self)
-        mc = ts.current._gl_c
-        value, exc = _leap(ts, mc, ts.current, self, (), None, exc)
-        value, exc = _after(ts, mc, value, exc)
+        value, exc = _switch_to(ts, ts.current._gl_c, self, False, (), None, exc)
         if exc is not None:
             try:
                 raise _stripped(exc)

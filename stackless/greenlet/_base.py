@@ -270,6 +270,22 @@ class _Attributes(_Slots):
         return self._gl_top
 
     @property
+    def _stack_saved(self) -> int:
+        """Bytes of this greenlet's C stack saved off the stack: 0 unless it
+        is suspended, and, stacks being saved lazily, 0 too while nothing
+        has run at the addresses of its C frames (docs/greenlet.md)."""
+        holder = self._gl_stack_holder()
+        return 0 if holder is None or holder is False else holder._stack_saved
+
+    @_stack_saved.setter
+    def _stack_saved(self, value: Any) -> None:
+        raise AttributeError("attribute '_stack_saved' of 'greenlet.greenlet' objects is not writable")
+
+    @_stack_saved.deleter
+    def _stack_saved(self) -> None:
+        raise AttributeError("attribute '_stack_saved' of 'greenlet.greenlet' objects is not writable")
+
+    @property
     def gr_context(self) -> Optional[contextvars.Context]:
         """The contextvars.Context this greenlet runs in (None if none yet)."""
         self._gl_check_context_thread("get")

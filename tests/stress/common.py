@@ -279,21 +279,12 @@ def unexpected(led: Ledger, where: str, exc: BaseException) -> None:
 # STRESS_ALL=1 to run them anyway).  Remove an entry when its fix is merged.
 KNOWN_BUGS = {
     "core": {
-        "pygen": "bug C2 (tests/stress/test_stress.py): a continulet suspended while a "
-                 "generator runs on its stack is uncollectable",
-        "callex": "bug C1 (tests/stress/test_stress.py): a continulet suspended in a switch "
-                  "called as f(*args) is uncollectable on 3.11 and 3.13",
-        "ctxcheck": "bug C3 (tests/stress/test_stress.py): a not-yet-started continulet "
-                    "moved by switch(to=)/permute starts in an empty contextvars Context",
     },
     "stackless": {
         "xsignals": "open: the timer signal with a cross-thread channel (seed 30011 passes "
                     "since S2's fix; other seeds not checked at length)",
     },
     "greenlet": {
-        "signals": "open G1 (seed 50055, not reduced yet): a signal landing while a greenlet "
-                   "launches can leave it without run: every later switch raises "
-                   "AttributeError('run')",
     },
 }
 

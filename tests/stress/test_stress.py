@@ -7,18 +7,14 @@ docs/stress.md).
 """
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
-import weakref
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ON_PYPY = sys.implementation.name == "pypy"
-PYPY_DROPS = ("PyPy drops a pending continulet without unwinding it "
-              "(docs/continuation.md, differences from PyPy)")
 
 # The first seeds of each layer, each in its own child process, with the
 # known bugs' op kinds left out (common.KNOWN_BUGS) and without the timer
@@ -45,67 +41,15 @@ def test_stress_seeds(layer):
     assert p.returncode == 0, p.stdout[-8000:] + p.stderr[-4000:]
 
 
-@pytest.mark.skipif(ON_PYPY, reason=PYPY_DROPS)
-@pytest.mark.xfail(sys.version_info < (3, 14), strict=True,
-                   reason="C1: a continulet suspended in a switch() called with "
-                          "f(*args) is uncollectable on 3.11 and 3.13 (the call "
-                          "holds references that the GC cannot see); found by tests/stress core")
-def test_pending_continulet_switched_by_star_call_is_collected():
-    from _continuation import continulet
-    done = []
-
-    def body(c):
-        try:
-            args = (None,)
-            c.switch(*args)
-        finally:
-            done.append(1)
-
-    c = continulet(body)
-    c.switch()
-    r = weakref.ref(c)
-    del c
-    gc.collect()
-    gc.collect()
-    assert r() is None and done == [1]
+# C1 and C2 (a continulet suspended in f(*args), or with a generator running
+# on its stack, never collected on 3.11/3.13): tests/test_gc_frames.py.
 
 
-@pytest.mark.skipif(ON_PYPY, reason=PYPY_DROPS)
-@pytest.mark.xfail(sys.version_info < (3, 14), strict=True,
-                   reason="C2: a continulet suspended while a generator runs on its "
-                          "stack is uncollectable on 3.11 and 3.13; found by tests/stress core (op pygen)")
-def test_pending_continulet_with_a_running_generator_is_collected():
-    from _continuation import continulet
-    done = []
-
-    def body(c):
-        def gen():
-            try:
-                c.switch()              # suspends the continulet with gen running
-                yield
-            finally:
-                done.append("gen")
-        try:
-            for _ in gen():
-                pass
-        finally:
-            done.append("body")
-
-    c = continulet(body)
-    c.switch()
-    r = weakref.ref(c)
-    del c
-    gc.collect()
-    gc.collect()
-    assert r() is None and done == ["gen", "body"]
-
-
-@pytest.mark.xfail(not ON_PYPY, strict=True,
-                   reason="C3: a not-yet-started continulet moved by switch(to=) or "
-                          "permute() starts in an empty contextvars Context (PyPy: the "
-                          "thread's one context); found by tests/stress core seed 54")
+@pytest.mark.parametrize("set_by_the_run", [False, True])
 @pytest.mark.parametrize("how", ["switch(to=)", "permute"])
-def test_moved_unstarted_continulet_starts_in_the_threads_context(how):
+def test_moved_unstarted_continulet_starts_in_the_threads_context(how, set_by_the_run):
+    # C3: it starts in the thread's one context, as PyPy's does: the
+    # value the finishing run left there, not an empty Context.
     import contextvars
     from _continuation import continulet, permute
     var = contextvars.ContextVar("stress_c3")
@@ -113,15 +57,21 @@ def test_moved_unstarted_continulet_starts_in_the_threads_context(how):
     try:
         seen = []
         a = continulet(lambda c: seen.append(var.get(None)))
-        g = continulet(lambda c: c.switch())
+
+        def gbody(c):
+            c.switch()
+            if set_by_the_run:
+                var.set("inner")
+        g = continulet(gbody)
         g.switch()
         if how == "permute":
             permute(a, g)               # a holds g's stack, g the unstarted callable
-            a.switch()                  # g's callable returns into g: the callable starts
+            a.switch()                  # g's run returns into g: the callable starts
         else:
             a.switch(None, to=g)        # a's unstarted callable goes into g, which resumes
-        assert seen == ["outer"]
-        assert var.get() == "outer"
+        want = "inner" if set_by_the_run else "outer"
+        assert seen == [want]
+        assert var.get() == want
     finally:
         var.reset(token)
 
