@@ -24,7 +24,7 @@
 
 /* --- what install() learns ------------------------------------------------ */
 
-static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate;
+static PyObject *deque_type, *d_popleft, *d_append, *d_appendleft;
 static const cont_capi *capi;
 
 /* the globals of stackless._switching and stackless._channel, where the
@@ -35,7 +35,7 @@ static PyObject *bomb_type, *continulet_type;
 static PyObject *py_bootstrap, *py_tracing_out, *py_tracing_in, *py_switch;
 static PyObject *py_send, *py_receive, *py_schedule, *py_recover, *py_leave,
                 *py_raise_pending, *py_not_started;
-static PyObject *s_ts, *s_switch, *s_rotate, *s_popleft, *s_append, *s_insert,
+static PyObject *s_ts, *s_switch, *s_popleft, *s_append, *s_appendleft,
                 *s_raise, *s_resumed, *s_schedule_cb,
                 *s_channel_cb, *kw_to;
 static PyObject *minus_one, *one, *zero;
@@ -74,27 +74,51 @@ static int discard(PyObject *r)
  * install() took it from the method descriptor after checking its calling
  * convention.  The vectorcall of a method descriptor costs more than
  * deque's own code. */
-typedef PyObject *(*fast_fn)(PyObject *, PyObject *const *, Py_ssize_t);
-static PyCFunction fn_popleft, fn_append;       /* METH_NOARGS, METH_O */
-static fast_fn fn_insert, fn_rotate;            /* METH_FASTCALL */
+static PyCFunction fn_popleft, fn_append, fn_appendleft;    /* METH_NOARGS, METH_O */
 
-static PyObject *deque_call(PyObject *descr, PyObject *name, PyObject *d, PyObject *a, PyObject *b)
+static PyObject *deque_call(PyObject *descr, PyObject *name, PyObject *d, PyObject *a)
 {
-    PyObject *args[3] = {d, a, b};
-    size_t n = b != NULL ? 3 : a != NULL ? 2 : 1;
-    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type) && fn_popleft != NULL) {
-        if (descr == d_popleft)
-            return fn_popleft(d, NULL);
-        if (descr == d_append)
-            return fn_append(d, a);
-        if (descr == d_insert)
-            return fn_insert(d, args + 1, 2);
-        if (descr == d_rotate)
-            return fn_rotate(d, args + 1, 1);
-    }
+    PyObject *args[2] = {d, a};
+    size_t n = a != NULL ? 2 : 1;
     if (Py_IS_TYPE(d, (PyTypeObject *)deque_type))
         return PyObject_Vectorcall(descr, args, n, NULL);
     return PyObject_VectorcallMethod(name, args, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* whether d's methods can be called through the C function pointers */
+static inline int fast_deque(PyObject *d)
+{
+    return fn_popleft != NULL && Py_IS_TYPE(d, (PyTypeObject *)deque_type);
+}
+
+static inline PyObject *dq_popleft(PyObject *d)
+{
+    return fast_deque(d) ? fn_popleft(d, NULL) : deque_call(d_popleft, s_popleft, d, NULL);
+}
+
+static inline PyObject *dq_append(PyObject *d, PyObject *v)
+{
+    return fast_deque(d) ? fn_append(d, v) : deque_call(d_append, s_append, d, v);
+}
+
+static inline PyObject *dq_appendleft(PyObject *d, PyObject *v)
+{
+    return fast_deque(d) ? fn_appendleft(d, v) : deque_call(d_appendleft, s_appendleft, d, v);
+}
+
+/* d.rotate(-1) for a deque of two or more items whose first item is
+ * `first`: append it again, then drop it from the front.  Two of deque's
+ * cheapest operations instead of rotate() with its int argument; if the
+ * append fails (no memory) nothing has changed. */
+static int dq_first_to_end(PyObject *d, PyObject *first)
+{
+    PyObject *r = dq_append(d, first);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    r = dq_popleft(d);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 /* The C function of a deque method with the given calling convention, or
@@ -381,7 +405,8 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
     if (many < 0)
         goto done;
     if (many) {
-        int trap = slot_true(ts, ts_trap);
+        /* the trap is a counter, usually the cached 0 */
+        int trap = slot(ts, ts_trap) == zero ? 0 : slot_true(ts, ts_trap);
         if (trap < 0)
             goto done;
         if (trap) {
@@ -393,7 +418,7 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
             goto done;
         if (nxt == cur) {
             Py_CLEAR(nxt);
-            if (discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0)
+            if (dq_first_to_end(rq, cur) < 0)
                 goto done;
             if ((nxt = first_of(rq)) == NULL) {
                 recover(ts, cur);
@@ -513,7 +538,7 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
     if (nb == NULL)
         return NULL;
     /* -- transaction */
-    PyObject *gone = deque_call(d_popleft, s_popleft, queue, NULL, NULL);   /* target */
+    PyObject *gone = dq_popleft(queue);     /* target */
     if (gone == NULL) {
         Py_DECREF(nb);
         return NULL;
@@ -522,8 +547,11 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
     PyObject *olds[4] = {swap_slot(ch, c_balance, nb), swap_slot(target, t_blocked, zero),
                          swap_slot(target, t_channel, Py_None),
                          swap_slot(target, t_scheduled, Py_True)};
-    PyObject *r = sending ? deque_call(d_insert, s_insert, rq, one, target)
-                          : deque_call(d_append, s_append, rq, target, NULL);
+    /* sending: rq.insert(1, target) and, cur being rq[0] (the caller
+     * checked), rq.rotate(-1); that is cur to the end, then target in
+     * front.  Receiving: rq.append(target). */
+    PyObject *r = sending ? (dq_first_to_end(rq, cur) < 0 ? NULL : dq_appendleft(rq, target))
+                          : dq_append(rq, target);
     /* -- end of transaction: drop what was replaced */
     Py_DECREF(nb);
     Py_DECREF(gone);
@@ -538,18 +566,11 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
         return old;                     /* the sender's value */
     Py_XDECREF(old);                    /* the receiver's previous tempval */
     /* the receiver runs now; we go last */
-    PyObject *first = first_of(rq);
-    if (first == NULL)
-        return NULL;
-    int rc = 0;
-    if (first == cur)
-        rc = discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL));
-    Py_DECREF(first);
-    PyObject *nxt = rc < 0 ? NULL : first_of(rq);
+    /* rq[0] is target now, unless a finalizer above changed the run queue */
+    PyObject *nxt = first_of(rq);
     if (nxt == NULL)
         return NULL;
-    if (nxt != cur)
-        rc = do_switch(ts, cur, nxt);
+    int rc = nxt != cur ? do_switch(ts, cur, nxt) : 0;
     Py_DECREF(nxt);
     if (rc < 0)
         return NULL;
@@ -570,7 +591,7 @@ static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *
     PyObject *old = value != NULL ? swap_slot(cur, t_tempval, value) : NULL;
     PyObject *olds[3] = {swap_slot(cur, t_blocked, dir > 0 ? one : minus_one),
                          swap_slot(cur, t_channel, ch), swap_slot(ch, c_balance, nb)};
-    PyObject *r = deque_call(d_append, s_append, queue, cur, NULL);
+    PyObject *r = dq_append(queue, cur);
     if (r == NULL) {
         /* nothing queued (no memory): put the fields back */
         PyObject *back[3] = {swap_slot(cur, t_blocked, olds[0]), swap_slot(cur, t_channel, olds[1]),
@@ -592,7 +613,7 @@ static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *
     PyObject *first = first_of(rq), *nxt = NULL;
     int rc = -1;
     if (first != NULL && first == cur && len_of(rq) > 1) {
-        PyObject *gone = deque_call(d_popleft, s_popleft, rq, NULL, NULL);
+        PyObject *gone = dq_popleft(rq);
         Py_XDECREF(gone);
         if (gone != NULL) {
             Py_DECREF(swap_slot(cur, t_scheduled, Py_False));
@@ -832,14 +853,12 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (deque_type = PyObject_GetAttrString(coll, "deque")) == NULL
             || (d_popleft = PyObject_GetAttrString(deque_type, "popleft")) == NULL
             || (d_append = PyObject_GetAttrString(deque_type, "append")) == NULL
-            || (d_insert = PyObject_GetAttrString(deque_type, "insert")) == NULL
-            || (d_rotate = PyObject_GetAttrString(deque_type, "rotate")) == NULL)
+            || (d_appendleft = PyObject_GetAttrString(deque_type, "appendleft")) == NULL)
         goto fail;
     fn_append = deque_method(d_append, METH_O);
-    fn_insert = (fast_fn)(void (*)(void))deque_method(d_insert, METH_FASTCALL);
-    fn_rotate = (fast_fn)(void (*)(void))deque_method(d_rotate, METH_FASTCALL);
+    fn_appendleft = deque_method(d_appendleft, METH_O);
     /* fn_popleft last: it says whether all four are there */
-    fn_popleft = fn_append && fn_insert && fn_rotate ? deque_method(d_popleft, METH_NOARGS) : NULL;
+    fn_popleft = fn_append && fn_appendleft ? deque_method(d_popleft, METH_NOARGS) : NULL;
     if ((t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
             || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
             || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
@@ -859,9 +878,9 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (ts_tracing = slot_offset(tstate, "tasklet_tracing")) < 0
             || (ts_pending = slot_offset(tstate, "pending")) < 0)
         goto fail;
-    static const char *names[] = {"ts", "switch", "rotate", "popleft", "append", "insert", "raise_",
+    static const char *names[] = {"ts", "switch", "popleft", "append", "appendleft", "raise_",
                                   "resumed", "_schedule_cb", "_channel_cb"};
-    PyObject **slots[] = {&s_ts, &s_switch, &s_rotate, &s_popleft, &s_append, &s_insert, &s_raise,
+    PyObject **slots[] = {&s_ts, &s_switch, &s_popleft, &s_append, &s_appendleft, &s_raise,
                           &s_resumed, &s_schedule_cb, &s_channel_cb};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
