@@ -26,6 +26,10 @@ typedef struct cont_tls {
 } cont_tls;
 
 static _Thread_local cont_tls *tls_cache;
+/* The record get_tls() found last: a plain global guarded by the GIL, read
+ * first on every switch.  A _Thread_local costs a __tls_get_addr call per
+ * access in a shared library; threads taking turns pay it once per turn. */
+static cont_tls *last_tls;
 static cont_tls *all_threads;       /* under the GIL */
 static cont_stack *orphans;         /* runs dropped by a foreign thread */
 static cont_stack *free_stacks;     /* recycled records */
@@ -68,6 +72,8 @@ static void tls_destroy(PyObject *capsule)
     }
     if (tls_cache == t)
         tls_cache = NULL;
+    if (last_tls == t)
+        last_tls = NULL;
     stk_release(&t->main.slice);
     cps_release(&t->main.saved);
     PyMem_RawFree(t);
@@ -118,10 +124,14 @@ int cont_in_run(void)
 static cont_tls *get_tls(void)
 {
     uint64_t id = current_thread_id();
-    cont_tls *t = tls_cache;
+    cont_tls *t = last_tls;
     if (t != NULL && t->thread_id == id)
         return t;
-    return tls_create(id);
+    t = tls_cache;
+    if (t == NULL || t->thread_id != id)
+        t = tls_create(id);
+    last_tls = t;
+    return t;
 }
 
 /* ---------------------------------------------------------------------

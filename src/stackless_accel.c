@@ -641,12 +641,12 @@ typedef struct {
     long balance;
 } Op;
 
-static int op_begin(Op *op, PyObject *ch)
+/* `ts` is the thread's state from thread_state() (taken; may be NULL) */
+static int op_begin(Op *op, PyObject *ch, PyObject *ts)
 {
-    op->ts = op->cur = op->queue = op->rq = NULL;
-    if (!plain_channel(ch))
-        return PyErr_Occurred() ? -1 : 0;
-    if ((op->ts = thread_state()) == NULL)
+    op->ts = ts;
+    op->cur = op->queue = op->rq = NULL;
+    if (ts == NULL || !plain_channel(ch))
         return PyErr_Occurred() ? -1 : 0;
     op->cur = Py_NewRef(slot(op->ts, ts_current));
     op->queue = Py_NewRef(slot(ch, c_queue));
@@ -713,10 +713,9 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
         PyObject *cur = slot(ts, ts_current);
         if (slot(cur, t_tempval) != Py_None)
             Py_DECREF(swap_slot(cur, t_tempval, Py_None));
-        Py_DECREF(ts);
     }
     Op op;
-    int usual = op_begin(&op, ch);
+    int usual = op_begin(&op, ch, ts);
     if (usual > 0 && op.balance < 0) {
         PyObject *target = usual_partner(ch, &op, 1);
         PyObject *first = target == NULL ? NULL : first_of(op.rq);
@@ -760,7 +759,8 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
         return call_bound(py_receive, ch, args, nargs, NULL);
     PyObject *r = NULL;
     Op op;
-    int usual = op_begin(&op, ch);
+    PyObject *ts = thread_state();
+    int usual = op_begin(&op, ch, ts);
     if (usual > 0 && op.balance > 0) {
         PyObject *target = usual_partner(ch, &op, 0);
         if (target != NULL) {
