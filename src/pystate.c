@@ -839,6 +839,17 @@ static Py_ssize_t frame_values(const saved_t *s, const _PyInterpreterFrame *f,
     return n;
 }
 
+/* Where the interpreter frame f of a suspended stack can be read: entry
+ * frames live on the C stack, whose bytes may be saved, and then possibly
+ * split between the continulet's spare chunk memory and the heap; such a
+ * frame is copied into *scratch (read only: only its links and owner are
+ * read, and only thread frames, never on the C stack, are handed out). */
+static _PyInterpreterFrame *locate_frame(const stk_slice *slice, _PyInterpreterFrame *f,
+                                         _PyInterpreterFrame *scratch)
+{
+    return (_PyInterpreterFrame *)stk_read(slice, f, scratch, sizeof(*f));
+}
+
 /* Whether the first bytes of a suspended slice hold the pointer p: the C
  * frames of the switching call and the registers pushed by the switch.
  * Reads stack memory that belongs to no live C frame of the running code,
@@ -868,10 +879,11 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
     if (s->root != NULL)
         Py_VISIT(s->root->exc.exc_value);
     int callee_inlined = 0;
+    _PyInterpreterFrame scratch;
     for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
-        /* entry frames live on the C stack, whose bytes may be on the heap
+        /* entry frames live on the C stack, whose bytes may be saved
            while the stack is suspended */
-        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+        _PyInterpreterFrame *rf = locate_frame(slice, f, &scratch);
         if (is_thread_frame(rf)) {
             int r = visit_frame(rf, frame_values(s, f, rf, callee_inlined), visit, arg);
             if (r)
@@ -1376,8 +1388,9 @@ Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame 
 {
     const saved_t *s = (const saved_t *)(const void *)saved;
     Py_ssize_t n = 0;
+    _PyInterpreterFrame scratch;
     for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
-        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+        _PyInterpreterFrame *rf = locate_frame(slice, f, &scratch);
         if (!is_entry_frame(rf))
             n++;
         f = rf->previous;
@@ -1386,7 +1399,7 @@ Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame 
     Py_ssize_t i = n;
     int callee_inlined = 0;
     for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
-        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+        _PyInterpreterFrame *rf = locate_frame(slice, f, &scratch);
         if (!is_entry_frame(rf)) {
             i--;
             int from_c = entered_from_c(rf) || is_cut(s, rf);
