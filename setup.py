@@ -18,7 +18,10 @@ class build_py_with_pth(build_py):
 ext_modules = []
 if platform.python_implementation() == "CPython":
     cflags = ["-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
-              "-fno-strict-aliasing"]
+              "-fno-strict-aliasing",
+              # functions shared between the files of one module are called
+              # directly, not through the PLT (only PyInit_* is exported)
+              "-fvisibility=hidden"]
     if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
         # The switch routine changes stacks by hand; CET shadow stacks would
         # see every switch as a return-address mismatch.
