@@ -1001,6 +1001,22 @@ static PyObject *stack_context(PyObject *mod, PyObject *const *args, Py_ssize_t 
     return Py_NewRef(ctx != NULL ? ctx : Py_None);
 }
 
+/* CPython-only extension: the frame object of the top frame of the stack
+ * that a continulet holds suspended; None if it holds none, or one not
+ * started or without Python frames.  Made on demand, so that switching
+ * need not make one for every suspension (stackless's tasklet.frame). */
+static PyObject *stack_frame(PyObject *mod, PyObject *c)
+{
+    if (!PyObject_TypeCheck(c, &Continulet_Type)) {
+        PyErr_SetString(PyExc_TypeError, "expected a continulet");
+        return NULL;
+    }
+    cont_stack *h = ((Continulet *)c)->h;
+    if (h == NULL || !h->started || h->slice.state != STK_SUSPENDED)
+        Py_RETURN_NONE;
+    return cps_suspended_frame(&h->saved);
+}
+
 static PyObject *set_stack_context(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || nargs > 2) {
@@ -1034,6 +1050,10 @@ static PyMethodDef module_methods[] = {
      "_stack_context(continulet=None)\n--\n\n"
      "CPython only: the contextvars.Context of the running stack, or of the\n"
      "stack that a continulet holds (None if it has none)."},
+    {"_stack_frame", stack_frame, METH_O,
+     "_stack_frame(continulet)\n--\n\n"
+     "CPython only: the frame object of the top frame of the stack that the\n"
+     "continulet holds suspended (None if it holds none)."},
     {"_set_stack_context", (PyCFunction)(void (*)(void))set_stack_context, METH_FASTCALL,
      "_set_stack_context(context, continulet=None)\n--\n\n"
      "CPython only: replace the contextvars.Context of the running stack, or\n"

@@ -661,6 +661,24 @@ void *cps_top_frame(PyThreadState *ts)
     return top_frame(ts);
 }
 
+PyObject *cps_suspended_frame(const cps_saved *saved)
+{
+    const saved_t *s = (const saved_t *)(const void *)saved;
+    if (s->top == NULL || (s->bottom == NULL && s->root_chunk != NULL))
+        Py_RETURN_NONE;     /* no Python frame of its own */
+    /* PyEval_GetFrame() makes the frame object of the thread's top frame
+       (skipping incomplete ones), so make this stack's top frame the
+       thread's for the call; it runs no Python code.  The suspended
+       frames do not move while suspended, and the frame object follows
+       its frame when the frame ends, as for any running frame. */
+    PyThreadState *ts = PyThreadState_Get();
+    _PyInterpreterFrame *running = top_frame(ts);
+    set_top_frame(ts, s->top);
+    PyFrameObject *f = PyEval_GetFrame();
+    set_top_frame(ts, running);
+    return Py_NewRef(f != NULL ? (PyObject *)f : Py_None);
+}
+
 void cps_set_switcher(cps_saved *saved, void *switcher_top)
 {
     SAVED(saved)->switcher = switcher_top;

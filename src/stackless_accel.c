@@ -42,7 +42,7 @@ static PyObject *minus_one, *one, *zero;
 
 /* slot offsets: tasklet, channel, _ThreadState */
 static Py_ssize_t t_cont, t_ts, t_tempval, t_blocked, t_channel, t_scheduled,
-                  t_is_main, t_frame, t_block_trap;
+                  t_is_main, t_block_trap;
 static Py_ssize_t c_queue, c_balance, c_preference, c_schedule_all, c_closing;
 static Py_ssize_t ts_current, ts_rq, ts_trap, ts_timeout, ts_launch, ts_tracing, ts_pending;
 
@@ -286,8 +286,7 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
             return -1;
     }
     set_slot(ts, ts_current, nxt);
-    PyFrameObject *frame = PyEval_GetFrame();
-    set_slot(cur, t_frame, frame != NULL ? (PyObject *)frame : Py_None);
+    /* (no cur._frame: on CPython tasklet.frame reads the suspended stack) */
 
     int cur_main = slot_true(cur, t_is_main), nxt_main;
     if (cur_main < 0)
@@ -346,7 +345,6 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
         if (discard(r) < 0)
             return -1;
     }
-    set_slot(cur, t_frame, Py_None);
     /* an exception for main that landed after a dying tasklet switched away */
     if (slot(ts, ts_pending) != Py_None && slot(cur, t_is_main) == Py_True)
         return discard(PyObject_CallOneArg(py_raise_pending, ts));
@@ -865,7 +863,6 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (t_channel = slot_offset(tasklet, "_channel")) < 0
             || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
             || (t_is_main = slot_offset(tasklet, "_is_main")) < 0
-            || (t_frame = slot_offset(tasklet, "_frame")) < 0
             || (t_block_trap = slot_offset(tasklet, "_block_trap")) < 0
             || (c_queue = slot_offset(channel, "_queue")) < 0
             || (c_balance = slot_offset(channel, "_balance")) < 0
