@@ -233,7 +233,7 @@ static void mend(PyObject *func, PyObject *a, PyObject *b)
 
 /* From the main tasklet's stack: resume t, or start it in a new
  * continulet (the C version of what _switch and _launch do there). */
-static int run_from_main(PyObject *t)
+static inline __attribute__((always_inline)) int run_from_main(PyObject *t)
 {
     PyObject *c = slot(t, t_cont);
     if (c == Py_None) {
@@ -253,7 +253,7 @@ static int run_from_main(PyObject *t)
     return discard(r);
 }
 
-static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
+static inline __attribute__((always_inline)) int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
     if (slot(ts, ts_timeout) != Py_None) {
         /* under run(timeout) the Python switch decides whether a spent
@@ -528,7 +528,7 @@ static int plain_flag(PyObject *o, Py_ssize_t off)
  * sender going last (sending, value != NULL); or the sender's value is
  * taken and the sender goes to the end of the run queue (receiving).
  * Returns the received value / None; NULL on error. */
-static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue, PyObject *rq,
+static inline __attribute__((always_inline)) PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue, PyObject *rq,
                       PyObject *target, long balance, PyObject *value)
 {
     int sending = value != NULL;
@@ -579,7 +579,7 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
  * 1) or a receiver (dir -1), leave the run queue (cur is rq[0], another
  * tasklet follows) and switch.  Returns what cur finds in its tempval when
  * it resumes (a receiver takes it), NULL on error. */
-static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
+static inline __attribute__((always_inline)) PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
                            PyObject *rq, long balance, int dir, PyObject *value)
 {
     PyObject *nb = small_long(balance + dir);
