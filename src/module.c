@@ -214,7 +214,7 @@ static void process_orphans(cont_tls *t);
 /* Suspend the running stack and resume (or start) `target`.  Returns 0
  * once this stack is resumed again, -1 with MemoryError set if the switch
  * could not even start. */
-static int resume(cont_tls *t, cont_stack *target, cps_call *call)
+static inline __attribute__((always_inline)) int resume(cont_tls *t, cont_stack *target, cps_call *call)
 {
     PyThreadState *ts = PyThreadState_Get();
     cont_stack *cur = t->current;
