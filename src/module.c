@@ -38,7 +38,7 @@ static int n_free_stacks;
 
 static uint64_t current_thread_id(void)
 {
-    return PyThreadState_GetID(PyThreadState_Get());
+    return cps_thread_id(PyThreadState_Get());
 }
 
 static int thread_alive(uint64_t id)

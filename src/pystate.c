@@ -661,6 +661,13 @@ void *cps_top_frame(PyThreadState *ts)
     return top_frame(ts);
 }
 
+uint64_t cps_thread_id(PyThreadState *ts)
+{
+    /* PyThreadState_GetID() without the call into libpython (with -flto
+       this inlines into the switch); `id` is a field of the public struct */
+    return ts->id;
+}
+
 PyObject *cps_suspended_frame(const cps_saved *saved)
 {
     const saved_t *s = (const saved_t *)(const void *)saved;
