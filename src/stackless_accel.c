@@ -640,7 +640,7 @@ typedef struct {
 } Op;
 
 /* `ts` is the thread's state from thread_state() (taken; may be NULL) */
-static int op_begin(Op *op, PyObject *ch, PyObject *ts)
+static inline __attribute__((always_inline)) int op_begin(Op *op, PyObject *ch, PyObject *ts)
 {
     op->ts = ts;
     op->cur = op->queue = op->rq = NULL;
@@ -654,7 +654,7 @@ static int op_begin(Op *op, PyObject *ch, PyObject *ts)
         && plain_flag(op->ts, ts_trap) == 0;
 }
 
-static void op_end(Op *op)
+static inline __attribute__((always_inline)) void op_end(Op *op)
 {
     Py_XDECREF(op->ts);
     Py_XDECREF(op->cur);
@@ -665,7 +665,7 @@ static void op_end(Op *op)
 /* The first waiter if it is in this thread and the channel's preference
  * is `pref_ok` (-1 sending: the receiver runs; receiving: not 1), without
  * schedule_all; else NULL without an error. */
-static PyObject *usual_partner(PyObject *ch, Op *op, int sending)
+static inline __attribute__((always_inline)) PyObject *usual_partner(PyObject *ch, Op *op, int sending)
 {
     PyObject *pref = slot(ch, c_preference);
     if (!PyLong_CheckExact(pref) || plain_flag(ch, c_schedule_all) != 0)
@@ -686,7 +686,7 @@ static PyObject *usual_partner(PyObject *ch, Op *op, int sending)
 
 /* Whether cur may block here in the usual way: cur is rq[0] and another
  * tasklet follows, the channel is open, no block trap. */
-static int usual_wait(PyObject *ch, Op *op)
+static inline __attribute__((always_inline)) int usual_wait(PyObject *ch, Op *op)
 {
     if (plain_flag(ch, c_closing) != 0 || plain_flag(op->cur, t_block_trap) != 0)
         return 0;
