@@ -110,7 +110,7 @@ static inline PyObject *dq_appendleft(PyObject *d, PyObject *v)
  * `first`: append it again, then drop it from the front.  Two of deque's
  * cheapest operations instead of rotate() with its int argument; if the
  * append fails (no memory) nothing has changed. */
-static int dq_first_to_end(PyObject *d, PyObject *first)
+static inline __attribute__((always_inline)) int dq_first_to_end(PyObject *d, PyObject *first)
 {
     PyObject *r = dq_append(d, first);
     if (r == NULL)
@@ -363,7 +363,7 @@ static PyObject *accel_switch(PyObject *mod, PyObject *const *args, Py_ssize_t n
 }
 
 /* `v = t._tempval; if type(v) is bomb: t._tempval = None; v.raise_()` */
-static PyObject *take_tempval(PyObject *t, int clear)
+static inline __attribute__((always_inline)) PyObject *take_tempval(PyObject *t, int clear)
 {
     PyObject *v = Py_NewRef(slot(t, t_tempval));
     if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type) || clear)
