@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import queue
-import random
 import sys
 import threading
 import time
 from collections import deque
 
 from common import best_time, c_greenlet, print_table, rss_per_item
+from slp_workloads import blocked, hackysack_game, kick_targets
 
 import stackless
 
@@ -253,37 +253,9 @@ def thr_create(n: int) -> None:
 TURNS = 10_000
 
 
-def _kick_targets(players: int, turns: int) -> list:
-    rnd = random.Random(7)
-    return [rnd.randrange(players - 1) for _ in range(turns + 1)]
-
-
-def sl_hackysack(players: int, turns: int, targets: list) -> None:
-    chans = [stackless.channel() for _ in range(players)]
-    done = stackless.channel()
-    count = [0]
-
-    def player(i):
-        me = chans[i]
-        while True:
-            ball = me.receive()
-            if ball is None:
-                return
-            k = count[0] = count[0] + 1
-            if k >= turns:
-                done.send(ball)
-            else:
-                o = targets[k]
-                chans[o + (o >= i)].send(ball)
-
-    for i in range(players):
-        stackless.tasklet(player)(i)
-    stackless.schedule()
-    chans[0].send("ball")
-    done.receive()
-    for ch in chans:
-        ch.send(None)
-    stackless.run()
+# the stackless side and the targets are the workloads that bench_slp37.py
+# also runs on Stackless 3.7 (slp_workloads.py)
+sl_hackysack = hackysack_game
 
 
 def gl_hackysack(players: int, turns: int, targets: list) -> None:
@@ -379,13 +351,7 @@ def thr_hackysack(players: int, turns: int, targets: list) -> None:
 
 def sl_blocked(n: int) -> list:
     # blocked inside a Python function, as a real program waits
-    ch = stackless.channel()
-
-    def waiter():
-        return ch.receive()
-    ts = [stackless.tasklet(waiter)() for _ in range(n)]
-    stackless.run()
-    return [ch, ts]
+    return list(blocked(n))
 
 
 def gl_blocked(n: int) -> list:
@@ -486,7 +452,7 @@ def run(quick: bool = False) -> list:
     turns = TURNS // scale
     for players in (10, 1_000, 10_000):
         # one fixed sequence of targets, drawn outside the timed region
-        tg = _kick_targets(players, turns)
+        tg = kick_targets(players, turns)
         impls = [
             (SL, lambda k, p=players: sl_hackysack(p, turns, tg), 1),
             (GL, (lambda k, p=players: gl_hackysack(p, turns, tg)) if gl else None, 1),

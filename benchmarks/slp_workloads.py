@@ -110,41 +110,45 @@ def kick_targets(players, kicks):
     return out
 
 
+def hackysack_game(players, kicks, targets):
+    """One game: `players` tasklets pass a ball through channels, `kicks`
+    times, kick k going to player targets[k] (skipping the kicker), then
+    all of them are stopped."""
+    chans = [stackless.channel() for _ in range(players)]
+    done = stackless.channel()
+    count = [0]
+
+    def player(i):
+        me = chans[i]
+        while True:
+            ball = me.receive()
+            if ball is None:
+                return
+            k = count[0] = count[0] + 1
+            if k >= kicks:
+                done.send(ball)
+            else:
+                o = targets[k]
+                chans[o + (o >= i)].send(ball)
+
+    for i in range(players):
+        stackless.tasklet(player)(i)
+    stackless.schedule()
+    chans[0].send("ball")
+    done.receive()
+    for ch in chans:
+        ch.send(None)
+    stackless.run()
+
+
 def hackysack(n):
     """n kicks, in games of HACKY_KICKS kicks among HACKY_PLAYERS players."""
     players, kicks = HACKY_PLAYERS, HACKY_KICKS
     targets = kick_targets(players, kicks)
 
-    def game():
-        chans = [stackless.channel() for _ in range(players)]
-        done = stackless.channel()
-        count = [0]
-
-        def player(i):
-            me = chans[i]
-            while True:
-                ball = me.receive()
-                if ball is None:
-                    return
-                k = count[0] = count[0] + 1
-                if k >= kicks:
-                    done.send(ball)
-                else:
-                    o = targets[k]
-                    chans[o + (o >= i)].send(ball)
-
-        for i in range(players):
-            stackless.tasklet(player)(i)
-        stackless.schedule()
-        chans[0].send("ball")
-        done.receive()
-        for ch in chans:
-            ch.send(None)
-        stackless.run()
-
     def timed():
         for _ in range(max(1, n // kicks)):
-            game()
+            hackysack_game(players, kicks, targets)
     return timed, None
 
 

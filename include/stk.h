@@ -38,12 +38,13 @@ enum stk_state { STK_FREE = 0, STK_RUNNING, STK_SUSPENDED, STK_DEAD };
 struct stk_slice {
     char *start;            /* stack pointer when suspended */
     char *stop;             /* base of the slice (exclusive upper bound) */
-    size_t saved;           /* bytes of [start, start+saved) held in buf */
-    char *buf;              /* where they are: spare or heap */
-    char *heap;             /* heap buffer, reused from one suspension to the next */
-    size_t cap;
-    char *spare;            /* memory offered for this suspension (stk_offer_spare) */
+    size_t saved;           /* bytes of [start, start+saved) held off the stack: */
+    char *spare;            /* the first ones in the memory offered for this
+                               suspension (stk_offer_spare), as many as fit, */
     size_t spare_n;
+    char *heap;             /* the rest in a heap buffer, reused from one
+                               suspension to the next */
+    size_t cap;
     stk_slice *chain;       /* next slice that still has bytes on the stack */
     int state;
 };
@@ -80,9 +81,10 @@ int stk_switch(stk_thread *t, stk_slice *target);
 int stk_exit(stk_thread *t, stk_slice *target);
 
 /* Before suspending the current slice: [p, p+n) is free memory that
- * nobody touches until the slice is resumed, and its saved bytes may be
- * kept there instead of on the heap.  A continulet offers the unused end
- * of its own frame data stack, which saves an allocation per suspended
+ * nobody touches until the slice is resumed, and its first saved bytes
+ * are kept there instead of on the heap (the heap buffer holds only what
+ * does not fit).  A continulet offers the unused end of its own frame
+ * data stack, which saves an allocation, or most of one, per suspended
  * stack.  The offer ends when the slice resumes. */
 void stk_offer_spare(stk_slice *s, void *p, size_t n);
 
@@ -93,9 +95,16 @@ void stk_forget(stk_thread *t, stk_slice *s);
 void stk_release(stk_slice *s);
 
 /* Where the byte that a suspended slice had at address p lives now: in its
- * heap copy, or still at p.  Lets debuggers and the GC read suspended C
- * stack memory (CPython keeps some frames on the C stack). */
+ * saved copy (offered memory or heap), or still at p.  Lets debuggers and
+ * the GC read suspended C stack memory (CPython keeps some frames on the
+ * C stack).  Aligned pointer-sized words never straddle two places. */
 const void *stk_locate(const stk_slice *s, const void *p);
+
+/* The n bytes that a suspended slice had at [p, p+n), contiguous: where
+ * they live when they lie in one place, else copied into scratch (n
+ * bytes).  For reading a structure (an interpreter frame) that the split
+ * between the offered memory, the heap and the stack may cut in two. */
+const void *stk_read(const stk_slice *s, const void *p, void *scratch, size_t n);
 
 /* The assembly routine, one per ABI (src/stk_<abi>.c).  It pushes every
  * callee-saved register and the floating-point control modes of its ABI

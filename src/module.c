@@ -27,6 +27,10 @@ typedef struct cont_tls {
 } cont_tls;
 
 static _Thread_local cont_tls *tls_cache;
+/* The record get_tls() found last: a plain global guarded by the GIL, read
+ * first on every switch.  A _Thread_local costs a __tls_get_addr call per
+ * access in a shared library; threads taking turns pay it once per turn. */
+static cont_tls *last_tls;
 static cont_tls *all_threads;       /* under the GIL */
 static cont_stack *orphans;         /* runs dropped by a foreign thread */
 static cont_stack *free_stacks;     /* recycled records */
@@ -35,7 +39,7 @@ static int n_free_stacks;
 
 static uint64_t current_thread_id(void)
 {
-    return PyThreadState_GetID(PyThreadState_Get());
+    return cps_thread_id(PyThreadState_Get());
 }
 
 static int thread_alive(uint64_t id)
@@ -69,6 +73,8 @@ static void tls_destroy(PyObject *capsule)
     }
     if (tls_cache == t)
         tls_cache = NULL;
+    if (last_tls == t)
+        last_tls = NULL;
     stk_release(&t->main.slice);
     cps_release(&t->main.saved);
     PyMem_RawFree(t);
@@ -119,10 +125,14 @@ int cont_in_run(void)
 static cont_tls *get_tls(void)
 {
     uint64_t id = current_thread_id();
-    cont_tls *t = tls_cache;
+    cont_tls *t = last_tls;
     if (t != NULL && t->thread_id == id)
         return t;
-    return tls_create(id);
+    t = tls_cache;
+    if (t == NULL || t->thread_id != id)
+        t = tls_create(id);
+    last_tls = t;
+    return t;
 }
 
 /* ---------------------------------------------------------------------
@@ -205,7 +215,7 @@ static void process_orphans(cont_tls *t);
 /* Suspend the running stack and resume (or start) `target`.  Returns 0
  * once this stack is resumed again, -1 with MemoryError set if the switch
  * could not even start. */
-static int resume(cont_tls *t, cont_stack *target, cps_call *call)
+static inline __attribute__((always_inline)) int resume(cont_tls *t, cont_stack *target, cps_call *call)
 {
     PyThreadState *ts = PyThreadState_Get();
     cont_stack *cur = t->current;
@@ -1037,6 +1047,22 @@ static PyObject *stack_context(PyObject *mod, PyObject *const *args, Py_ssize_t 
     return Py_NewRef(ctx != NULL ? ctx : Py_None);
 }
 
+/* CPython-only extension: the frame object of the top frame of the stack
+ * that a continulet holds suspended; None if it holds none, or one not
+ * started or without Python frames.  Made on demand, so that switching
+ * need not make one for every suspension (stackless's tasklet.frame). */
+static PyObject *stack_frame(PyObject *mod, PyObject *c)
+{
+    if (!PyObject_TypeCheck(c, &Continulet_Type)) {
+        PyErr_SetString(PyExc_TypeError, "expected a continulet");
+        return NULL;
+    }
+    cont_stack *h = ((Continulet *)c)->h;
+    if (h == NULL || !h->started || h->slice.state != STK_SUSPENDED)
+        Py_RETURN_NONE;
+    return cps_suspended_frame(&h->saved);
+}
+
 static PyObject *set_stack_context(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || nargs > 2) {
@@ -1070,6 +1096,10 @@ static PyMethodDef module_methods[] = {
      "_stack_context(continulet=None)\n--\n\n"
      "CPython only: the contextvars.Context of the running stack, or of the\n"
      "stack that a continulet holds (None if it has none)."},
+    {"_stack_frame", stack_frame, METH_O,
+     "_stack_frame(continulet)\n--\n\n"
+     "CPython only: the frame object of the top frame of the stack that the\n"
+     "continulet holds suspended (None if it holds none)."},
     {"_set_stack_context", (PyCFunction)(void (*)(void))set_stack_context, METH_FASTCALL,
      "_set_stack_context(context, continulet=None)\n--\n\n"
      "CPython only: replace the contextvars.Context of the running stack, or\n"

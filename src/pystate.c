@@ -862,6 +862,31 @@ void *cps_top_frame(PyThreadState *ts)
     return top_frame(ts);
 }
 
+uint64_t cps_thread_id(PyThreadState *ts)
+{
+    /* PyThreadState_GetID() without the call into libpython (with -flto
+       this inlines into the switch); `id` is a field of the public struct */
+    return ts->id;
+}
+
+PyObject *cps_suspended_frame(const cps_saved *saved)
+{
+    const saved_t *s = (const saved_t *)(const void *)saved;
+    if (s->top == NULL || (s->bottom == NULL && s->root_chunk != NULL))
+        Py_RETURN_NONE;     /* no Python frame of its own */
+    /* PyEval_GetFrame() makes the frame object of the thread's top frame
+       (skipping incomplete ones), so make this stack's top frame the
+       thread's for the call; it runs no Python code.  The suspended
+       frames do not move while suspended, and the frame object follows
+       its frame when the frame ends, as for any running frame. */
+    PyThreadState *ts = PyThreadState_Get();
+    _PyInterpreterFrame *running = top_frame(ts);
+    set_top_frame(ts, s->top);
+    PyFrameObject *f = PyEval_GetFrame();
+    set_top_frame(ts, running);
+    return Py_NewRef(f != NULL ? (PyObject *)f : Py_None);
+}
+
 void cps_set_switcher(cps_saved *saved, void *switcher_top)
 {
     SAVED(saved)->switcher = switcher_top;
@@ -1065,6 +1090,17 @@ static Py_ssize_t frame_values(const saved_t *s, const _PyInterpreterFrame *f,
     return n >= 0 ? n : frame_code(rf)->co_nlocalsplus;
 }
 
+/* Where the interpreter frame f of a suspended stack can be read: entry
+ * frames live on the C stack, whose bytes may be saved, and then possibly
+ * split between the continulet's spare chunk memory and the heap; such a
+ * frame is copied into *scratch (read only: only its links and owner are
+ * read, and only thread frames, never on the C stack, are handed out). */
+static _PyInterpreterFrame *locate_frame(const stk_slice *slice, _PyInterpreterFrame *f,
+                                         _PyInterpreterFrame *scratch)
+{
+    return (_PyInterpreterFrame *)stk_read(slice, f, scratch, sizeof(*f));
+}
+
 /* Whether the first bytes of a suspended slice hold the pointer p: the C
  * frames of the switching call and the registers pushed by the switch.
  * Reads stack memory that belongs to no live C frame of the running code,
@@ -1122,10 +1158,11 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
         Py_VISIT(s->root->exc.exc_value);
     int callee_inlined = 0;
     const _PyInterpreterFrame *callee = NULL;
+    _PyInterpreterFrame scratch;
     for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
-        /* entry frames live on the C stack, whose bytes may be on the heap
+        /* entry frames live on the C stack, whose bytes may be saved
            while the stack is suspended */
-        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+        _PyInterpreterFrame *rf = locate_frame(slice, f, &scratch);
         int r = 0;
         PyObject *extra = NULL;
         if (is_thread_frame(rf)) {
@@ -1672,8 +1709,9 @@ Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame 
 {
     const saved_t *s = (const saved_t *)(const void *)saved;
     Py_ssize_t n = 0;
+    _PyInterpreterFrame scratch;
     for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
-        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+        _PyInterpreterFrame *rf = locate_frame(slice, f, &scratch);
         if (!is_entry_frame(rf))
             n++;
         f = rf->previous;
@@ -1682,7 +1720,7 @@ Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame 
     Py_ssize_t i = n;
     int callee_inlined = 0;
     for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
-        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+        _PyInterpreterFrame *rf = locate_frame(slice, f, &scratch);
         if (!is_entry_frame(rf)) {
             i--;
             int from_c = entered_from_c(rf) || is_cut(s, rf);

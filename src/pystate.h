@@ -65,6 +65,13 @@ void cps_catch_up(PyThreadState *ts, cps_saved *saved);
 /* The top frame of the running stack, as an opaque pointer. */
 void *cps_top_frame(PyThreadState *ts);
 
+/* PyThreadState_GetID(ts) */
+uint64_t cps_thread_id(PyThreadState *ts);
+
+/* The frame object of the top frame of a suspended stack (new reference),
+ * None if the stack has no Python frame of its own; NULL on error. */
+PyObject *cps_suspended_frame(const cps_saved *saved);
+
 /* Set the thread state up for a brand-new stack (called on that stack):
  * own frame data stack in `chunk`, empty exception state, no trashcan
  * backlog; frame, recursion depth and context are the starter's.  The

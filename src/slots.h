@@ -92,7 +92,8 @@ static PyObject *tl_state;
 
 static inline PyObject *thread_state_of(PyObject *local, PyObject *name)
 {
-    uint64_t id = PyThreadState_GetID(PyThreadState_Get());
+    /* PyThreadState_GetID() without its call: `id` is a public field */
+    uint64_t id = PyThreadState_Get()->id;
     if (tl_state != NULL && tl_tstate_id == id)
         return Py_NewRef(tl_state);
     PyObject *st = PyObject_GetAttr(local, name);

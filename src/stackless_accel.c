@@ -24,7 +24,7 @@
 
 /* --- what install() learns ------------------------------------------------ */
 
-static PyObject *deque_type, *d_popleft, *d_append, *d_insert, *d_rotate;
+static PyObject *deque_type, *d_popleft, *d_append, *d_appendleft;
 static const cont_capi *capi;
 
 /* the globals of stackless._switching and stackless._channel, where the
@@ -35,14 +35,14 @@ static PyObject *bomb_type, *continulet_type;
 static PyObject *py_bootstrap, *py_tracing_out, *py_tracing_in, *py_switch;
 static PyObject *py_send, *py_receive, *py_schedule, *py_recover, *py_leave,
                 *py_raise_pending, *py_not_started;
-static PyObject *s_ts, *s_switch, *s_rotate, *s_popleft, *s_append, *s_insert,
+static PyObject *s_ts, *s_switch, *s_popleft, *s_append, *s_appendleft,
                 *s_raise, *s_resumed, *s_schedule_cb,
                 *s_channel_cb, *kw_to;
 static PyObject *minus_one, *one, *zero;
 
 /* slot offsets: tasklet, channel, _ThreadState */
 static Py_ssize_t t_cont, t_ts, t_tempval, t_blocked, t_channel, t_scheduled,
-                  t_is_main, t_frame, t_block_trap;
+                  t_is_main, t_block_trap;
 static Py_ssize_t c_queue, c_balance, c_preference, c_schedule_all, c_closing;
 static Py_ssize_t ts_current, ts_rq, ts_trap, ts_timeout, ts_launch, ts_tracing, ts_pending;
 
@@ -74,27 +74,51 @@ static int discard(PyObject *r)
  * install() took it from the method descriptor after checking its calling
  * convention.  The vectorcall of a method descriptor costs more than
  * deque's own code. */
-typedef PyObject *(*fast_fn)(PyObject *, PyObject *const *, Py_ssize_t);
-static PyCFunction fn_popleft, fn_append;       /* METH_NOARGS, METH_O */
-static fast_fn fn_insert, fn_rotate;            /* METH_FASTCALL */
+static PyCFunction fn_popleft, fn_append, fn_appendleft;    /* METH_NOARGS, METH_O */
 
-static PyObject *deque_call(PyObject *descr, PyObject *name, PyObject *d, PyObject *a, PyObject *b)
+static PyObject *deque_call(PyObject *descr, PyObject *name, PyObject *d, PyObject *a)
 {
-    PyObject *args[3] = {d, a, b};
-    size_t n = b != NULL ? 3 : a != NULL ? 2 : 1;
-    if (Py_IS_TYPE(d, (PyTypeObject *)deque_type) && fn_popleft != NULL) {
-        if (descr == d_popleft)
-            return fn_popleft(d, NULL);
-        if (descr == d_append)
-            return fn_append(d, a);
-        if (descr == d_insert)
-            return fn_insert(d, args + 1, 2);
-        if (descr == d_rotate)
-            return fn_rotate(d, args + 1, 1);
-    }
+    PyObject *args[2] = {d, a};
+    size_t n = a != NULL ? 2 : 1;
     if (Py_IS_TYPE(d, (PyTypeObject *)deque_type))
         return PyObject_Vectorcall(descr, args, n, NULL);
     return PyObject_VectorcallMethod(name, args, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* whether d's methods can be called through the C function pointers */
+static inline int fast_deque(PyObject *d)
+{
+    return fn_popleft != NULL && Py_IS_TYPE(d, (PyTypeObject *)deque_type);
+}
+
+static inline PyObject *dq_popleft(PyObject *d)
+{
+    return fast_deque(d) ? fn_popleft(d, NULL) : deque_call(d_popleft, s_popleft, d, NULL);
+}
+
+static inline PyObject *dq_append(PyObject *d, PyObject *v)
+{
+    return fast_deque(d) ? fn_append(d, v) : deque_call(d_append, s_append, d, v);
+}
+
+static inline PyObject *dq_appendleft(PyObject *d, PyObject *v)
+{
+    return fast_deque(d) ? fn_appendleft(d, v) : deque_call(d_appendleft, s_appendleft, d, v);
+}
+
+/* d.rotate(-1) for a deque of two or more items whose first item is
+ * `first`: append it again, then drop it from the front.  Two of deque's
+ * cheapest operations instead of rotate() with its int argument; if the
+ * append fails (no memory) nothing has changed. */
+static inline __attribute__((always_inline)) int dq_first_to_end(PyObject *d, PyObject *first)
+{
+    PyObject *r = dq_append(d, first);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    r = dq_popleft(d);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 /* The C function of a deque method with the given calling convention, or
@@ -209,7 +233,7 @@ static void mend(PyObject *func, PyObject *a, PyObject *b)
 
 /* From the main tasklet's stack: resume t, or start it in a new
  * continulet (the C version of what _switch and _launch do there). */
-static int run_from_main(PyObject *t)
+static inline __attribute__((always_inline)) int run_from_main(PyObject *t)
 {
     PyObject *c = slot(t, t_cont);
     if (c == Py_None) {
@@ -229,7 +253,7 @@ static int run_from_main(PyObject *t)
     return discard(r);
 }
 
-static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
+static inline __attribute__((always_inline)) int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
     if (slot(ts, ts_timeout) != Py_None) {
         /* under run(timeout) the Python switch decides whether a spent
@@ -275,8 +299,7 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
         Py_DECREF(c);
     }
     set_slot(ts, ts_current, nxt);
-    PyFrameObject *frame = PyEval_GetFrame();
-    set_slot(cur, t_frame, frame != NULL ? (PyObject *)frame : Py_None);
+    /* (no cur._frame: on CPython tasklet.frame reads the suspended stack) */
 
     if (cur_main) {
         if (run_from_main(nxt) < 0)
@@ -332,7 +355,6 @@ static int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
         if (discard(r) < 0)
             return -1;
     }
-    set_slot(cur, t_frame, Py_None);
     /* an exception for main that landed after a dying tasklet switched away */
     if (slot(ts, ts_pending) != Py_None && slot(cur, t_is_main) == Py_True)
         return discard(PyObject_CallOneArg(py_raise_pending, ts));
@@ -353,7 +375,7 @@ static PyObject *accel_switch(PyObject *mod, PyObject *const *args, Py_ssize_t n
 /* _take_tempval(t): `v = t._tempval; t._tempval = None; if type(v) is
  * bomb: v.raise_()`.  As in Stackless, the resumed tasklet takes its
  * tempval as the switch's result, leaving None. */
-static PyObject *take_tempval(PyObject *t)
+static inline __attribute__((always_inline)) PyObject *take_tempval(PyObject *t)
 {
     PyObject *v = Py_NewRef(slot(t, t_tempval));
     set_slot(t, t_tempval, Py_None);
@@ -392,7 +414,8 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
     if (many < 0)
         goto done;
     if (many) {
-        int trap = slot_true(ts, ts_trap);
+        /* the trap is a counter, usually the cached 0 */
+        int trap = slot(ts, ts_trap) == zero ? 0 : slot_true(ts, ts_trap);
         if (trap < 0)
             goto done;
         if (trap) {
@@ -404,7 +427,7 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
             goto done;
         if (nxt == cur) {
             Py_CLEAR(nxt);
-            if (discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL)) < 0)
+            if (dq_first_to_end(rq, cur) < 0)
                 goto done;
             if ((nxt = first_of(rq)) == NULL) {
                 recover(ts, cur);
@@ -516,7 +539,7 @@ static int plain_flag(PyObject *o, Py_ssize_t off)
  * sender going last (sending, value != NULL); or the sender's value is
  * taken and the sender goes to the end of the run queue (receiving).
  * Returns the received value / None; NULL on error. */
-static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue, PyObject *rq,
+static inline __attribute__((always_inline)) PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue, PyObject *rq,
                       PyObject *target, long balance, PyObject *value)
 {
     int sending = value != NULL;
@@ -524,7 +547,7 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
     if (nb == NULL)
         return NULL;
     /* -- transaction */
-    PyObject *gone = deque_call(d_popleft, s_popleft, queue, NULL, NULL);   /* target */
+    PyObject *gone = dq_popleft(queue);     /* target */
     if (gone == NULL) {
         Py_DECREF(nb);
         return NULL;
@@ -533,8 +556,11 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
     PyObject *olds[4] = {swap_slot(ch, c_balance, nb), swap_slot(target, t_blocked, zero),
                          swap_slot(target, t_channel, Py_None),
                          swap_slot(target, t_scheduled, Py_True)};
-    PyObject *r = sending ? deque_call(d_insert, s_insert, rq, one, target)
-                          : deque_call(d_append, s_append, rq, target, NULL);
+    /* sending: rq.insert(1, target) and, cur being rq[0] (the caller
+     * checked), rq.rotate(-1); that is cur to the end, then target in
+     * front.  Receiving: rq.append(target). */
+    PyObject *r = sending ? (dq_first_to_end(rq, cur) < 0 ? NULL : dq_appendleft(rq, target))
+                          : dq_append(rq, target);
     /* -- end of transaction: drop what was replaced */
     Py_DECREF(nb);
     Py_DECREF(gone);
@@ -549,18 +575,11 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
         return old;                     /* the sender's value */
     Py_XDECREF(old);                    /* the receiver's previous tempval */
     /* the receiver runs now; we go last */
-    PyObject *first = first_of(rq);
-    if (first == NULL)
-        return NULL;
-    int rc = 0;
-    if (first == cur)
-        rc = discard(deque_call(d_rotate, s_rotate, rq, minus_one, NULL));
-    Py_DECREF(first);
-    PyObject *nxt = rc < 0 ? NULL : first_of(rq);
+    /* rq[0] is target now, unless a finalizer above changed the run queue */
+    PyObject *nxt = first_of(rq);
     if (nxt == NULL)
         return NULL;
-    if (nxt != cur)
-        rc = do_switch(ts, cur, nxt);
+    int rc = nxt != cur ? do_switch(ts, cur, nxt) : 0;
     Py_DECREF(nxt);
     if (rc < 0)
         return NULL;
@@ -571,7 +590,7 @@ static PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue
  * 1) or a receiver (dir -1), leave the run queue (cur is rq[0], another
  * tasklet follows) and switch.  Returns what cur finds in its tempval when
  * it resumes (a receiver takes it), NULL on error. */
-static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
+static inline __attribute__((always_inline)) PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
                            PyObject *rq, long balance, int dir, PyObject *value)
 {
     PyObject *nb = small_long(balance + dir);
@@ -581,7 +600,7 @@ static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *
     PyObject *old = value != NULL ? swap_slot(cur, t_tempval, value) : NULL;
     PyObject *olds[3] = {swap_slot(cur, t_blocked, dir > 0 ? one : minus_one),
                          swap_slot(cur, t_channel, ch), swap_slot(ch, c_balance, nb)};
-    PyObject *r = deque_call(d_append, s_append, queue, cur, NULL);
+    PyObject *r = dq_append(queue, cur);
     if (r == NULL) {
         /* nothing queued (no memory): put the fields back */
         PyObject *back[3] = {swap_slot(cur, t_blocked, olds[0]), swap_slot(cur, t_channel, olds[1]),
@@ -603,7 +622,7 @@ static PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *
     PyObject *first = first_of(rq), *nxt = NULL;
     int rc = -1;
     if (first != NULL && first == cur && len_of(rq) > 1) {
-        PyObject *gone = deque_call(d_popleft, s_popleft, rq, NULL, NULL);
+        PyObject *gone = dq_popleft(rq);
         Py_XDECREF(gone);
         if (gone != NULL) {
             Py_DECREF(swap_slot(cur, t_scheduled, Py_False));
@@ -631,12 +650,12 @@ typedef struct {
     long balance;
 } Op;
 
-static int op_begin(Op *op, PyObject *ch)
+/* `ts` is the thread's state from thread_state() (taken; may be NULL) */
+static inline __attribute__((always_inline)) int op_begin(Op *op, PyObject *ch, PyObject *ts)
 {
-    op->ts = op->cur = op->queue = op->rq = NULL;
-    if (!plain_channel(ch))
-        return PyErr_Occurred() ? -1 : 0;
-    if ((op->ts = thread_state()) == NULL)
+    op->ts = ts;
+    op->cur = op->queue = op->rq = NULL;
+    if (ts == NULL || !plain_channel(ch))
         return PyErr_Occurred() ? -1 : 0;
     op->cur = Py_NewRef(slot(op->ts, ts_current));
     op->queue = Py_NewRef(slot(ch, c_queue));
@@ -646,7 +665,7 @@ static int op_begin(Op *op, PyObject *ch)
         && plain_flag(op->ts, ts_trap) == 0;
 }
 
-static void op_end(Op *op)
+static inline __attribute__((always_inline)) void op_end(Op *op)
 {
     Py_XDECREF(op->ts);
     Py_XDECREF(op->cur);
@@ -657,7 +676,7 @@ static void op_end(Op *op)
 /* The first waiter if it is in this thread and the channel's preference
  * is `pref_ok` (-1 sending: the receiver runs; receiving: not 1), without
  * schedule_all; else NULL without an error. */
-static PyObject *usual_partner(PyObject *ch, Op *op, int sending)
+static inline __attribute__((always_inline)) PyObject *usual_partner(PyObject *ch, Op *op, int sending)
 {
     PyObject *pref = slot(ch, c_preference);
     if (!PyLong_CheckExact(pref) || plain_flag(ch, c_schedule_all) != 0)
@@ -682,7 +701,7 @@ static PyObject *usual_partner(PyObject *ch, Op *op, int sending)
 
 /* Whether cur may block here in the usual way: cur is rq[0] and another
  * tasklet follows, the channel is open, no block trap. */
-static int usual_wait(PyObject *ch, Op *op)
+static inline __attribute__((always_inline)) int usual_wait(PyObject *ch, Op *op)
 {
     if (plain_flag(ch, c_closing) != 0 || plain_flag(op->cur, t_block_trap) != 0)
         return 0;
@@ -698,18 +717,13 @@ static int usual_wait(PyObject *ch, Op *op)
  * operation (the value it sends or receives replaces it), while the state
  * is consistent: its __del__ may use channels.  Without a channel
  * callback only: the Python code calls that first. */
-static int drop_tempval(void)
+static void drop_tempval(PyObject *ts)
 {
-    if (channel_cb != NULL)
-        return 0;
-    PyObject *ts = thread_state();
-    if (ts == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+    if (channel_cb != NULL || ts == NULL)
+        return;
     PyObject *cur = slot(ts, ts_current);
     if (slot(cur, t_tempval) != Py_None)
         Py_DECREF(swap_slot(cur, t_tempval, Py_None));
-    Py_DECREF(ts);
-    return 0;
 }
 
 static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
@@ -717,10 +731,12 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
     if (nargs != 1)
         return call_bound(py_send, ch, args, nargs, NULL);
     PyObject *value = args[0], *r = NULL;
-    if (drop_tempval() < 0)
+    PyObject *ts = thread_state();
+    if (ts == NULL && PyErr_Occurred())
         return NULL;
+    drop_tempval(ts);
     Op op;
-    int usual = op_begin(&op, ch);
+    int usual = op_begin(&op, ch, ts);
     if (usual > 0 && op.balance < 0) {
         PyObject *target = usual_partner(ch, &op, 1);
         PyObject *first = target == NULL ? NULL : first_of(op.rq);
@@ -763,10 +779,12 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
     if (nargs != 0)
         return call_bound(py_receive, ch, args, nargs, NULL);
     PyObject *r = NULL;
-    if (drop_tempval() < 0)
+    PyObject *ts = thread_state();
+    if (ts == NULL && PyErr_Occurred())
         return NULL;
+    drop_tempval(ts);
     Op op;
-    int usual = op_begin(&op, ch);
+    int usual = op_begin(&op, ch, ts);
     if (usual > 0 && op.balance > 0) {
         PyObject *target = usual_partner(ch, &op, 0);
         if (target != NULL) {
@@ -859,21 +877,18 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (deque_type = PyObject_GetAttrString(coll, "deque")) == NULL
             || (d_popleft = PyObject_GetAttrString(deque_type, "popleft")) == NULL
             || (d_append = PyObject_GetAttrString(deque_type, "append")) == NULL
-            || (d_insert = PyObject_GetAttrString(deque_type, "insert")) == NULL
-            || (d_rotate = PyObject_GetAttrString(deque_type, "rotate")) == NULL)
+            || (d_appendleft = PyObject_GetAttrString(deque_type, "appendleft")) == NULL)
         goto fail;
     fn_append = deque_method(d_append, METH_O);
-    fn_insert = (fast_fn)(void (*)(void))deque_method(d_insert, METH_FASTCALL);
-    fn_rotate = (fast_fn)(void (*)(void))deque_method(d_rotate, METH_FASTCALL);
+    fn_appendleft = deque_method(d_appendleft, METH_O);
     /* fn_popleft last: it says whether all four are there */
-    fn_popleft = fn_append && fn_insert && fn_rotate ? deque_method(d_popleft, METH_NOARGS) : NULL;
+    fn_popleft = fn_append && fn_appendleft ? deque_method(d_popleft, METH_NOARGS) : NULL;
     if ((t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
             || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
             || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
             || (t_channel = slot_offset(tasklet, "_channel")) < 0
             || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
             || (t_is_main = slot_offset(tasklet, "_is_main")) < 0
-            || (t_frame = slot_offset(tasklet, "_frame")) < 0
             || (t_block_trap = slot_offset(tasklet, "_block_trap")) < 0
             || (c_queue = slot_offset(channel, "_queue")) < 0
             || (c_balance = slot_offset(channel, "_balance")) < 0
@@ -886,9 +901,9 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (ts_tracing = slot_offset(tstate, "tasklet_tracing")) < 0
             || (ts_pending = slot_offset(tstate, "pending")) < 0)
         goto fail;
-    static const char *names[] = {"ts", "switch", "rotate", "popleft", "append", "insert", "raise_",
+    static const char *names[] = {"ts", "switch", "popleft", "append", "appendleft", "raise_",
                                   "resumed", "_schedule_cb", "_channel_cb"};
-    PyObject **slots[] = {&s_ts, &s_switch, &s_rotate, &s_popleft, &s_append, &s_insert, &s_raise,
+    PyObject **slots[] = {&s_ts, &s_switch, &s_popleft, &s_append, &s_appendleft, &s_raise,
                           &s_resumed, &s_schedule_cb, &s_channel_cb};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)

@@ -62,37 +62,58 @@ void stk_thread_init(stk_thread *t, stk_slice *main_slice)
     t->current = main_slice;
 }
 
-/* Make s->buf hold at least `want` bytes, keeping the `s->saved` bytes
- * already there.  The spare memory comes first, then the heap buffer.
- * 0 or -1 (out of memory). */
+/* How many saved bytes the offered memory holds at most: a multiple of
+ * 16, so that no aligned word of the stack is split between two places. */
+static size_t spare_part(const stk_slice *s)
+{
+    return s->spare != NULL ? s->spare_n & ~(size_t)15 : 0;
+}
+
+/* Make room for `want` saved bytes, keeping those already saved: what the
+ * offered memory cannot hold goes to the heap buffer.  0 or -1 (out of
+ * memory). */
 static int reserve(stk_slice *s, size_t want)
 {
-    if (s->saved == 0 && want <= s->spare_n) {
-        s->buf = s->spare;
-        return 0;
-    }
-    if (s->saved > 0 && s->buf == s->spare && want <= s->spare_n)
-        return 0;
-    if (want > s->cap) {
+    size_t k = spare_part(s);
+    size_t heap_n = want > k ? want - k : 0;
+    if (heap_n > s->cap) {
         /* Exact size, rounded up to a cache line: most slices are suspended
            at the same depth every time, and thousands of suspended slices
            must cost little memory.  realloc() absorbs the rare growth. */
-        size_t cap = (want + 63) & ~(size_t)63;
-        char *heap = s->buf == s->heap ? realloc(s->heap, cap) : malloc(cap);
+        size_t cap = (heap_n + 63) & ~(size_t)63;
+        char *heap = realloc(s->heap, cap);
         if (heap == NULL)
             return -1;
-        if (s->buf != s->heap) {
-            free(s->heap);
-            memcpy(heap, s->buf, s->saved);    /* outgrew the spare memory */
-        }
         s->heap = heap;
         s->cap = cap;
     }
-    else if (s->buf != s->heap) {
-        memcpy(s->heap, s->buf, s->saved);
-    }
-    s->buf = s->heap;
     return 0;
+}
+
+/* Copy the n stack bytes at src, which are saved bytes [off, off+n) of s,
+ * to where they are kept. */
+static void put_saved(stk_slice *s, size_t off, const char *src, size_t n)
+{
+    size_t k = spare_part(s);
+    if (off < k) {
+        size_t m = n < k - off ? n : k - off;
+        copy_stack_bytes(s->spare + off, src, m);
+        off += m;
+        src += m;
+        n -= m;
+    }
+    if (n > 0)
+        copy_stack_bytes(s->heap + (off - k), src, n);
+}
+
+/* Copy the first n saved bytes of s back to dst. */
+static void get_saved(const stk_slice *s, char *dst, size_t n)
+{
+    size_t k = spare_part(s), m = n < k ? n : k;
+    if (m > 0)
+        copy_stack_bytes(dst, s->spare, m);
+    if (n > m)
+        copy_stack_bytes(dst + m, s->heap, n - m);
 }
 
 /* Copy the bytes of slice s below `limit` off the stack.  0 or -1 (OOM). */
@@ -106,7 +127,7 @@ static int save_below(stk_slice *s, char *limit)
         return 0;
     if (reserve(s, want) < 0)
         return -1;
-    copy_stack_bytes(s->buf + s->saved, s->start + s->saved, want - s->saved);
+    put_saved(s, s->saved, s->start + s->saved, want - s->saved);
     clear_shadow(s->start + s->saved, want - s->saved);
     s->saved = want;
     return 0;
@@ -182,7 +203,7 @@ static void *restore_hook(void *sp, stk_thread *t)
     stk_slice *target = t->target;
     (void)sp;
     clear_shadow(target->start, target->saved);
-    copy_stack_bytes(target->start, target->buf, target->saved);
+    get_saved(target, target->start, target->saved);
     target->saved = 0;
     target->spare = NULL;       /* the owner uses that memory again */
     target->spare_n = 0;
@@ -257,7 +278,7 @@ void stk_forget(stk_thread *t, stk_slice *s)
 void stk_release(stk_slice *s)
 {
     free(s->heap);
-    s->heap = s->buf = NULL;
+    s->heap = NULL;
     s->cap = 0;
     s->saved = 0;
 }
@@ -265,7 +286,22 @@ void stk_release(stk_slice *s)
 const void *stk_locate(const stk_slice *s, const void *p)
 {
     const char *c = p;
-    if (s->state == STK_SUSPENDED && c >= s->start && c < s->start + s->saved)
-        return s->buf + (c - s->start);
+    if (s->state == STK_SUSPENDED && c >= s->start && c < s->start + s->saved) {
+        size_t off = (size_t)(c - s->start), k = spare_part(s);
+        return off < k ? s->spare + off : s->heap + (off - k);
+    }
     return p;
+}
+
+STK_NO_SANITIZE const void *stk_read(const stk_slice *s, const void *p, void *scratch, size_t n)
+{
+    const char *c = p;
+    if (s->state != STK_SUSPENDED || c + n <= s->start || c >= s->start + s->saved)
+        return p;               /* wholly in place */
+    size_t off = (size_t)(c - s->start), k = spare_part(s);
+    if (c >= s->start && off + n <= s->saved && (off >= k || off + n <= k))
+        return stk_locate(s, p);        /* wholly in one saved piece */
+    for (size_t i = 0; i < n; i++)
+        ((char *)scratch)[i] = *(const char *)stk_locate(s, c + i);
+    return scratch;
 }

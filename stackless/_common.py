@@ -31,6 +31,8 @@ else:
     # Ours carry it, one context per stack, and let us read and replace the
     # context of the running stack or of a suspended one.
     from _continuation import _stack_context, _set_stack_context  # type: ignore # noqa: F401
+    # and the frame a suspended stack stopped in, made when asked for
+    from _continuation import _stack_frame  # type: ignore # noqa: F401
 
 try:
     # False while this thread collects garbage: _continuation refuses any

@@ -61,8 +61,11 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
         # collection, whose finalizers must find cur running
         c = nxt._cont = continulet(_bootstrap, nxt)
     ts.current = nxt
-    cur._frame = _getframe(1)
     if _PYPY:
+        # CPython reads a suspended tasklet's frame from its stack instead
+        # (tasklet.frame); making a frame object at every switch costs time
+        # and memory
+        cur._frame = _getframe(1)
         cur._ctx = _get_ctx()
     if cur._is_main:
         try:
@@ -87,7 +90,8 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
         _tracing_in(ts, cur)
     if ts.timeout is not None:
         ts.timeout.resumed(cur)
-    cur._frame = None
+    if _PYPY:
+        cur._frame = None
     if ts.pending is not None and cur._is_main:
         _raise_pending(ts)
 

@@ -19,7 +19,7 @@ from stackless._threads import (_ThreadState, _register, _states, _ts, _ts_of, _
 if _PYPY:
     from stackless._common import _get_ctx, _set_ctx
 else:
-    from stackless._common import _set_stack_context, _stack_context
+    from stackless._common import _set_stack_context, _stack_context, _stack_frame
 
 _own_module(globals())
 
@@ -538,9 +538,16 @@ class tasklet:
         """The innermost frame of the tasklet (None when not started or dead)."""
         if not self._alive or not self._started:
             return None
-        if self is self._ts.current:
+        ts = self._ts
+        if self is ts.current:
             return _getframe(1)
-        f = self._frame
+        if _PYPY:
+            f = self._frame
+        else:
+            # the continulet that holds the tasklet's suspended stack: its
+            # own, or for main the running tasklet's (see _switch)
+            c = ts.current._cont if self._is_main else self._cont
+            f = None if c is None else _stack_frame(c)
         while f is not None and id(f.f_globals) in _OWN_GLOBALS:
             f = f.f_back
         return f

@@ -688,6 +688,42 @@ def test_attributes_of_suspended_tasklet():
     assert t.frame is None
 
 
+
+def test_frames_of_suspended_tasklets_seen_from_another_tasklet():
+    # Stackless 3.7: a tasklet suspended in schedule() shows the frame it
+    # called schedule() from, and so does main, which waits in run()
+    seen = {}
+
+    def a_func():
+        stackless.schedule()
+        stackless.schedule()
+
+    def b_func(ta):
+        seen["a"] = ta.frame.f_code.co_name
+        seen["main"] = (stackless.main.frame.f_code.co_name, stackless.main.frame.f_lineno)
+        seen["main_depth"] = stackless.main.recursion_depth > 0
+        stackless.schedule()
+
+    def runner():
+        line = sys._getframe().f_lineno + 1
+        stackless.run()
+        return line
+
+    ta = tasklet(a_func)()
+    tasklet(b_func)(ta)
+    line = runner()
+    assert seen == {"a": "a_func", "main": ("runner", line), "main_depth": True}
+    assert ta.frame is None         # finished
+
+
+def test_tasklet_blocked_in_a_c_function_has_no_frame():
+    ch = channel()
+    t = tasklet(ch.receive)()
+    stackless.run()
+    assert t.blocked and t.frame is None
+    ch.send(1)
+
+
 def test_next_and_prev():
     main = stackless.getmain()
     a = tasklet(lambda: None)()

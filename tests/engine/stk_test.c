@@ -314,10 +314,10 @@ static void sc_body(void *arg)
     CHECK(stk_switch(&T, &sa) == 0);
     /* sa switched here after saving what lies below our base: a part of
        itself, which fits in its spare memory */
-    CHECK(sa.buf == spare_mem);
+    CHECK(sa.heap == NULL);
     CHECK(sa.saved > 0 && sa.saved < (size_t)(sa.stop - sa.start));
-    /* main's base is above all of sa: the rest of sa goes, and outgrows
-       the spare memory */
+    /* main's base is above all of sa: the rest of sa goes, and what does
+       not fit in the spare memory goes to the heap */
     CHECK(stk_switch(&T, &main_slice) == 0);
     stk_exit(&T, &main_slice);
 }
@@ -358,23 +358,35 @@ static void test_spare(void)
     /* a whole suspended slice in the offered memory: no heap buffer */
     spare_offer = sizeof(spare_mem);
     CHECK(stk_start(&T, &sp_one, sp_one_body, NULL) == 0);
-    CHECK(sp_one.buf == spare_mem && sp_one.heap == NULL);
+    CHECK(sp_one.heap == NULL && stk_locate(&sp_one, sp_one.start) == spare_mem);
     CHECK(sp_one.saved == (size_t)(sp_one.stop - sp_one.start));
     CHECK(stk_switch(&T, &sp_one) == 0);
     CHECK(sp_one.state == STK_DEAD);
 
-    /* too little memory offered: the heap buffer as before */
+    /* too little memory offered: the first bytes there, the rest on the heap */
     spare_offer = 16;
     CHECK(stk_start(&T, &sp_one, sp_one_body, NULL) == 0);
-    CHECK(sp_one.heap != NULL && sp_one.buf == sp_one.heap);
+    CHECK(sp_one.heap != NULL && stk_locate(&sp_one, sp_one.start) == spare_mem);
+    CHECK(stk_locate(&sp_one, sp_one.start + 16) == sp_one.heap);
     CHECK(stk_switch(&T, &sp_one) == 0);
     stk_release(&sp_one);
 
-    /* saved in two steps, moving from the offered memory to the heap */
+    /* saved in two steps, the second one spilling over to the heap */
     CHECK(stk_start(&T, &sa, sa_body, NULL) == 0);
-    CHECK(sa.state == STK_SUSPENDED && sa.heap != NULL && sa.buf == sa.heap);
+    CHECK(sa.state == STK_SUSPENDED && sa.heap != NULL);
     CHECK(sa.saved == (size_t)(sa.stop - sa.start));
-    memset(spare_mem, 0, sizeof(spare_mem));   /* nothing may still live there */
+    size_t split = sa.spare_n & ~(size_t)15;
+    CHECK(split > 0 && split < sa.saved);
+    CHECK(stk_locate(&sa, sa.start) == spare_mem);
+    CHECK(stk_locate(&sa, sa.start + split) == sa.heap);
+    /* a structure cut in two by the split reads whole */
+    char scratch[32];
+    const char *at = sa.start + split - 16;
+    const char *got = stk_read(&sa, at, scratch, sizeof(scratch));
+    CHECK(got == scratch);
+    CHECK(memcmp(scratch, spare_mem + split - 16, 16) == 0);
+    CHECK(memcmp(scratch + 16, sa.heap, 16) == 0);
+    CHECK(stk_read(&sa, sa.start, scratch, 16) == spare_mem);
     CHECK(stk_switch(&T, &sa) == 0);
     CHECK(sa.state == STK_DEAD);
     CHECK(stk_switch(&T, &sc) == 0);
