@@ -23,6 +23,7 @@ loading any pickle can.
 """
 from __future__ import annotations
 
+import builtins
 import copy
 import copyreg
 import dis
@@ -39,7 +40,7 @@ import _continuation
 from _continuation import continulet
 
 __all__ = ["reduce", "setstate", "capture", "capture_ex", "frames_of", "restore",
-           "register_bottom"]
+           "register_bottom", "running_blocker", "by_value", "reduce_function"]
 
 #: what a pickle of suspended frames is tied to
 VERSION = (sys.implementation.name, sys.version_info[:2])
@@ -152,13 +153,27 @@ def _load_function(module: str, qualname: str, digest: str) -> types.FunctionTyp
     return obj
 
 
-def _make_function(code: bytes, module: str, name: str, qualname: str, defaults: Any,
-                   kwdefaults: Any, closure: Any) -> types.FunctionType:
-    mod = importlib.import_module(module)
-    f = types.FunctionType(marshal.loads(code), vars(mod), name, defaults, closure)
+def _make_function(code: bytes, module: Optional[str], name: str, qualname: str, defaults: Any,
+                   kwdefaults: Any, closure: Any, d: Any = None) -> types.FunctionType:
+    g = vars(importlib.import_module(module)) if module else {"__builtins__": builtins}
+    f = types.FunctionType(marshal.loads(code), g, name, defaults, closure)
     f.__qualname__ = qualname
     f.__kwdefaults__ = kwdefaults
+    if d:
+        f.__dict__.update(d)
     return f
+
+
+def _by_value_reduce(f: types.FunctionType) -> tuple:
+    """A function pickled by value: its code marshalled, its globals by
+    module name (they must be a module's, or hold only builtins)."""
+    module = f.__module__
+    m = sys.modules.get(module) if module else None
+    if m is None and set(f.__globals__) - {"__builtins__"} or m is not None and vars(m) is not f.__globals__:
+        raise pickle.PicklingError("cannot pickle %r: its globals are not a module's" % (f,))
+    return _make_function, (marshal.dumps(f.__code__), module if m is not None else None, f.__name__,
+                            f.__qualname__, f.__defaults__, f.__kwdefaults__, f.__closure__,
+                            f.__dict__ or None)
 
 
 class FunctionRef:
@@ -174,18 +189,30 @@ class FunctionRef:
         f = self.func
         if _by_reference(f):
             return _load_function, (f.__module__, f.__qualname__, _digest(f.__code__))
-        return _make_function, (marshal.dumps(f.__code__), f.__module__, f.__name__,
-                                f.__qualname__, f.__defaults__, f.__kwdefaults__, f.__closure__)
+        return _by_value_reduce(f)
 
     def __deepcopy__(self, memo: dict) -> "FunctionRef":
         return self
 
 
-def _wrap(value: Any) -> Any:
-    """A value of a frame: local functions (closures, lambdas) pickle by value."""
+def by_value(value: Any) -> Any:
+    """``value``, or what pickles it by value if it is a function that
+    cannot be found by name (a closure, a lambda): the values of frames,
+    cells, and what stackless pickles of a tasklet."""
     if isinstance(value, types.FunctionType) and not _by_reference(value):
         return FunctionRef(value)
     return value
+
+
+_wrap = by_value
+
+
+def reduce_function(f: types.FunctionType) -> Any:
+    """A copyreg reducer for functions: by name when ``module.qualname``
+    finds them, else by value (stackless registers it, as Stackless does)."""
+    if _by_reference(f):
+        return f.__qualname__
+    return _by_value_reduce(f)
 
 
 def _unwrap(value: Any) -> Any:
@@ -339,22 +366,39 @@ def capture(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tupl
     return capture_ex(c, keep)[0]
 
 
-def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tuple:
-    """capture(), and what the top kept frame was calling (a function, a
-    C function or method, or None if that cannot be told)."""
+def _blocked_by(func: Any, code: types.CodeType, ip: int, kind: int) -> Optional[str]:
+    """Why a frame of this kind cannot be captured, or None."""
+    if kind == _FRAME_GENERATOR:
+        return "cannot pickle: a generator is running in it: %s" % _describe(func, code, ip)
+    if kind != _FRAME_FUNCTION or not isinstance(func, types.FunctionType):
+        what = "class-body" if code.co_flags & 0x3 == 0 and code.co_name != "<module>" else "module-level"
+        return ("cannot pickle: %s is %s code, not the frame of a function"
+                % (_describe(func, code, ip), what))
+    return None
+
+
+def _check(all_raw: list, n: int, read_values: Callable[[list], list],
+           running: bool = False) -> tuple:
+    """Check that the bottom ``n`` frames of ``all_raw`` can be captured:
+    Python function frames, each called by the one below through a plain
+    call.  Returns (sites, depths, values) for the capture.
+
+    ``running``: the frames of the running stack, up to the frame that
+    asks; that top frame need not be in a call, and a module-level frame
+    may lie at the bottom (a main stack's script)."""
     err = pickle.PicklingError
-    all_raw, exc = frames_of(c)
-    n = keep(all_raw) if keep is not None else len(all_raw)
-    if n < 1:
-        raise err("the continulet has no Python frame to pickle")
     raw = all_raw[:n]
     sites = []
     depths = []
     for k, (func, code, ip, depth, operands, from_c, kind, driven) in enumerate(raw):
-        if kind == _FRAME_GENERATOR:
-            raise err("cannot pickle: a generator is running in it: %s" % _describe(func, code, ip))
-        if kind != _FRAME_FUNCTION or not isinstance(func, types.FunctionType):
-            raise err("cannot pickle: %s is not the frame of a function" % _describe(func, code, ip))
+        top = running and k == n - 1
+        why = _blocked_by(func, code, ip, kind)
+        if why is not None and not (running and k == 0 and kind != _FRAME_GENERATOR):
+            raise err(why)
+        if top:
+            sites.append((0, None))
+            depths.append(0)
+            continue
         try:
             ins, before, base, nxt = call_site(code, ip)
         except ValueError:
@@ -373,7 +417,7 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> t
         # frame kept, to tell what it was calling)
         calls_c = above[5] and not above[7] if above is not None else operands
         depths.append(before if calls_c else base)
-    values = _continuation._frame_values(c, depths)
+    values = read_values(depths)
     for k in range(1, n):
         func, code, ip, _, _, from_c, _, driven = raw[k]
         if from_c and not driven:
@@ -382,6 +426,30 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> t
                 raise err("cannot pickle: %s calls %s through C code; only Python-to-Python "
                           "calls can be restored" % (_describe(below[0], below[1], below[2]),
                                                     _describe(func, code, ip)))
+    return sites, depths, values
+
+
+def running_blocker(frame: types.FrameType) -> Optional[str]:
+    """None if this thread's running stack, from its bottom frame up to
+    ``frame``, holds only frames that a capture accepts (the rule of
+    ``restorable`` for a running tasklet), else why not."""
+    try:
+        raw, _ = _continuation._frames(frame)
+        _check(raw, len(raw), lambda depths: _continuation._frame_values(frame, depths), running=True)
+    except pickle.PicklingError as e:
+        return str(e)
+    return None
+
+
+def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tuple:
+    """capture(), and what the top kept frame was calling (a function, a
+    C function or method, or None if that cannot be told)."""
+    all_raw, exc = frames_of(c)
+    n = keep(all_raw) if keep is not None else len(all_raw)
+    if n < 1:
+        raise pickle.PicklingError("the continulet has no Python frame to pickle")
+    raw = all_raw[:n]
+    sites, depths, values = _check(all_raw, n, lambda depths: _continuation._frame_values(c, depths))
     if n < len(all_raw) and not all_raw[n][5]:
         callee = all_raw[n][0]      # an inlined Python call
     elif depths[-1] > sites[-1][0]:

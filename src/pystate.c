@@ -1372,24 +1372,31 @@ static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d)
 }
 #endif
 
-Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max)
+/* The frames from `top` down to `stop` (NULL: to the end of the chain),
+ * bottom first.  A suspended stack (live == 0) lies in `slice` and its
+ * links past entry frames are cut (is_cut); a running one (live) is read
+ * in place, and a frame entered from C links to its entry frame. */
+static Py_ssize_t walk_frames(const saved_t *s, const stk_slice *slice, int live,
+                              _PyInterpreterFrame *top, _PyInterpreterFrame *stop,
+                              cps_frame *out, Py_ssize_t max)
 {
-    const saved_t *s = (const saved_t *)(const void *)saved;
+#define LOCATE(f) (live ? (f) : (_PyInterpreterFrame *)stk_locate(slice, (f)))
     Py_ssize_t n = 0;
-    for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
-        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+    for (_PyInterpreterFrame *f = top; f != NULL; ) {
+        _PyInterpreterFrame *rf = LOCATE(f);
         if (!is_entry_frame(rf))
             n++;
-        f = rf->previous;
+        f = rf == stop ? NULL : rf->previous;
     }
     /* filled top first, from the end */
     Py_ssize_t i = n;
     int callee_inlined = 0;
-    for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
-        _PyInterpreterFrame *rf = (_PyInterpreterFrame *)stk_locate(slice, f);
+    for (_PyInterpreterFrame *f = top; f != NULL; ) {
+        _PyInterpreterFrame *rf = LOCATE(f);
         if (!is_entry_frame(rf)) {
             i--;
-            int from_c = entered_from_c(rf) || is_cut(s, rf);
+            int from_c = entered_from_c(rf) || (live ? rf->previous != NULL && is_entry_frame(rf->previous)
+                                                     : is_cut(s, rf));
             if (i < max) {
                 cps_frame *o = &out[i];
                 PyCodeObject *co = frame_code(rf);
@@ -1401,7 +1408,7 @@ Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame 
                 o->ip = fs_ip(rf);
                 o->from_c = from_c;
                 /* exact where the interpreter stored it: see frame_values */
-                Py_ssize_t nv = (f == s->top && s->top_sp != NULL)
+                Py_ssize_t nv = (!live && f == s->top && s->top_sp != NULL)
                     ? (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus
                     : frame_stack_depth(rf, callee_inlined);
                 Py_ssize_t nl = co->co_nlocalsplus;
@@ -1416,9 +1423,32 @@ Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame 
         else {
             callee_inlined = 0;
         }
-        f = rf->previous;
+        f = rf == stop ? NULL : rf->previous;
     }
+#undef LOCATE
     return n;
+}
+
+Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max)
+{
+    const saved_t *s = (const saved_t *)(const void *)saved;
+    return walk_frames(s, slice, 0, s->top, NULL, out, max);
+}
+
+Py_ssize_t cps_live_frames(PyThreadState *ts, const cps_saved *running, PyObject *frame,
+                           cps_frame *out, Py_ssize_t max)
+{
+    const saved_t *s = (const saved_t *)(const void *)running;
+    _PyInterpreterFrame *want = ((PyFrameObject *)frame)->f_frame, *top = top_frame(ts);
+    /* the running stack ends at its bottom frame, which links to the
+       frame that switched to it; a thread's main stack ends at NULL */
+    _PyInterpreterFrame *bottom = s != NULL ? bottom_frame(s, ts, top) : NULL;
+    if (s != NULL && s->root_chunk != NULL && bottom == NULL)
+        return -1;
+    for (_PyInterpreterFrame *f = top; f != NULL; f = f == bottom ? NULL : f->previous)
+        if (f == want)
+            return walk_frames(s, NULL, 1, want, bottom, out, max);
+    return -1;
 }
 
 /* Generators: their frame lives in the generator object (gi_iframe). */

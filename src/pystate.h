@@ -144,6 +144,13 @@ int cps_frames_supported(void);
  * Returns how many there are (which may exceed max). */
 Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max);
 
+/* The same for the running stack of this thread (its record `running`,
+ * NULL for a thread's main stack): the frames from the frame object
+ * `frame` down to the stack's bottom frame.  -1 if `frame` is not
+ * running in it. */
+Py_ssize_t cps_live_frames(PyThreadState *ts, const cps_saved *running, PyObject *frame,
+                           cps_frame *out, Py_ssize_t max);
+
 /* Value slot i of a frame (its locals first, then its value stack):
  * borrowed, NULL if empty.  *is_int is set for a raw integer (3.14+
  * keeps some on the value stack), returned as a new int object. */

@@ -102,6 +102,14 @@ def _pickle_support() -> Any:
     return _continuation_pickle
 
 
+def handled_exception(cont: Any) -> Optional[BaseException]:
+    """The exception being handled on the suspended stack of ``cont``."""
+    _cp = _pickle_support()
+    if _cp is None or _cp.kind(cont) != "suspended":
+        return None
+    return _cp.frames_of(cont)[1]
+
+
 def blocker(cont: Any) -> Optional[str]:
     """None if the suspended stack of ``cont`` can be pickled, else why not
     (which frame blocks it)."""

@@ -454,11 +454,13 @@ class tasklet:
         """True when pickling captures the whole tasklet: it has not started,
         or is dead, or its frames can be captured (docs/stackless.md)."""
         if self._is_main:
-            return False
+            return self.is_current and _pickling.running_restorable()
         if not self._alive:
             return True
         if self._unrestorable:
             return False
+        if self.is_current:
+            return _pickling.running_restorable()
         return not self._started or _pickling.frames_restorable(self)
 
     @property
@@ -615,5 +617,4 @@ class tasklet:
 
     __reduce__ = _pickling.tasklet_reduce
     __reduce_ex__ = _pickling.reduce_ex
-    __getstate__ = _pickling.tasklet_getstate
     __setstate__ = _pickling.tasklet_setstate
