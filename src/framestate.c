@@ -448,7 +448,7 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
     while (chain->live > 0) {
         Py_ssize_t k = chain->live - 1;
         void *f = chain->frames[k];
-        value = cps_run_frame(ts, f, value);
+        value = cps_run_frame(ts, f, value, (int)k);
         chain->live = k;
     }
     me->chain = NULL;

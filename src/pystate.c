@@ -1096,7 +1096,11 @@ int cps_frames_supported(void) { return 1; }
 
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return (PyObject *)f->f_func; }
 static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->prev_instr - _PyCode_CODE(f->f_code)); }
-static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+/* module-level and class-body code; 3.11 also gives a traced function
+   frame an f_locals dict, so the flags tell */
+static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
+/* 3.11 counts every Python frame in one counter */
+static void add_depth(PyThreadState *ts, int n) { ts->recursion_remaining -= n; }
 
 PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
 {
@@ -1176,7 +1180,7 @@ static void fs_clear(PyThreadState *ts, _PyInterpreterFrame *f)
     Py_DECREF(f->f_code);
 }
 
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
+static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
 {
     _PyInterpreterFrame *f = frame;
     /* the eval loop links f to the thread's current frame: the one it was
@@ -1216,7 +1220,11 @@ int cps_frames_supported(void) { return 1; }
 
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return f->f_funcobj; }
 static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
-static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+/* module-level and class-body code; 3.11 also gives a traced function
+   frame an f_locals dict, so the flags tell */
+static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
+/* the Python frames' own counter (3.13+) */
+static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
 
 PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
 {
@@ -1254,7 +1262,7 @@ void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t dept
     f->stacktop = (int)(co->co_nlocalsplus + depth);
 }
 
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
+static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
 {
     _PyInterpreterFrame *f = frame;
     /* the eval loop puts its entry frame between f and the current frame */
@@ -1292,7 +1300,11 @@ int cps_frames_supported(void) { return 1; }
 
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return PyStackRef_AsPyObjectBorrow(f->f_funcobj); }
 static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
-static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+/* module-level and class-body code; 3.11 also gives a traced function
+   frame an f_locals dict, so the flags tell */
+static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
+/* the Python frames' own counter (3.13+) */
+static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
 
 PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
 {
@@ -1337,7 +1349,7 @@ void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t dept
     f->stackpointer = f->localsplus + co->co_nlocalsplus + depth;
 }
 
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
+static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
 {
     _PyInterpreterFrame *f = frame;
     ts->current_frame = f->previous;
@@ -1371,6 +1383,47 @@ static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d)
     f->stackpointer = f->localsplus + frame_code(f)->co_nlocalsplus + d;
 }
 #endif
+
+/* The events a generator gets when it resumes, for a rebuilt frame about
+ * to resume: a 'call' to the profile and the trace function, so that a
+ * tracer (a debugger) sets the frame's f_trace and sees its lines.  An
+ * exception that the trace function raises is raised in the frame. */
+static PyObject *resume_events(PyThreadState *ts, _PyInterpreterFrame *f, PyObject *value)
+{
+    if ((ts->c_tracefunc == NULL && ts->c_profilefunc == NULL) || ts->tracing)
+        return value;
+    PyObject *exc = cps_fetch_exception();
+    /* it is the running frame while the events are reported */
+    _PyInterpreterFrame *was = top_frame(ts);
+    set_top_frame(ts, f);
+    PyFrameObject *fo = PyThreadState_GetFrame(ts);
+    int err = fo == NULL;
+    PyThreadState_EnterTracing(ts);
+    if (!err && ts->c_profilefunc != NULL)
+        err = ts->c_profilefunc(ts->c_profileobj, fo, PyTrace_CALL, Py_None);
+    if (!err && ts->c_tracefunc != NULL)
+        err = ts->c_tracefunc(ts->c_traceobj, fo, PyTrace_CALL, Py_None);
+    PyThreadState_LeaveTracing(ts);
+    set_top_frame(ts, was);
+    Py_XDECREF(fo);
+    if (err) {
+        Py_XDECREF(exc);
+        Py_XDECREF(value);
+        return NULL;
+    }
+    cps_restore_exception(exc);
+    return value;
+}
+
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value, int below)
+{
+    value = resume_events(ts, frame, value);
+    /* the rebuilt frames below it wait for it as callers do: count them */
+    add_depth(ts, below);
+    PyObject *r = run_frame(ts, frame, value);
+    add_depth(ts, -below);
+    return r;
+}
 
 /* The frames from `top` down to `stop` (NULL: to the end of the chain),
  * bottom first.  A suspended stack (live == 0) lies in `slice` and its

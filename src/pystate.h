@@ -179,8 +179,10 @@ void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t dept
  * frame it links to (for the bottom frame of a stack, the switcher that
  * cps_restore linked it to).  `value` (stolen) is the result of its call in
  * progress; NULL raises the current exception there instead.  The frame
- * is gone afterwards.  Returns its return value, NULL on exception. */
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value);
+ * is gone afterwards.  Returns its return value, NULL on exception.
+ * `below` rebuilt frames wait under it: they count in the recursion depth.
+ * Tracing and profiling see a 'call' event first, as for a generator. */
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value, int below);
 
 /* The frame of a generator or coroutine that has not started or is
  * suspended (its state in *state), or NULL if it is running or finished.

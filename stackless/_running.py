@@ -59,6 +59,7 @@ class Resume:
         return Resume, (self.tasklet, self.op)
 
     def __call__(self) -> Any:
+        from _continuation import _set_stack_context   # (CPython: frames pickle there)
         from stackless import _switching
         t = self.tasklet
         ts = t._ts
@@ -66,6 +67,10 @@ class Resume:
             _switching._tracing_in(ts, t)
         if ts.timeout is not None:
             ts.timeout.resumed(t)
+        # the rebuilt stack runs in the tasklet's own context (contexts do
+        # not pickle: one copied when it was unpickled, or set_context()'s),
+        # as _bootstrap does for a new one; not in its starter's
+        _set_stack_context(t._context)
         t._frame = None
         if self.op in _RETURN_TEMPVAL:
             return _switching._take_tempval(t)
