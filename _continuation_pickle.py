@@ -357,12 +357,14 @@ def _calls_through(caller_stack: tuple, base: int, callee: Any) -> bool:
     return False
 
 
-def capture(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tuple:
+def capture(c: continulet, keep: Optional[Callable[[list], tuple]] = None) -> tuple:
     """The suspended frames of ``c`` as a picklable recipe (frames, exc).
 
-    ``keep(frames)``, given the raw frame list, may say how many frames from
-    the bottom to keep: the top kept frame's call in progress is then what
-    the next switch returns into, and the frames above it are dropped."""
+    ``keep(frames)``, given the raw frame list, may say which frames to
+    keep, as a range (lo, hi): the top kept frame's call in progress is
+    then what the next switch returns into, the frames above it are
+    dropped, and so are those below ``lo`` (a library's run function, which
+    the recipe's on_return stands for)."""
     return capture_ex(c, keep)[0]
 
 
@@ -441,23 +443,25 @@ def running_blocker(frame: types.FrameType) -> Optional[str]:
     return None
 
 
-def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tuple:
+def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None) -> tuple:
     """capture(), and what the top kept frame was calling (a function, a
     C function or method, or None if that cannot be told)."""
     all_raw, exc = frames_of(c)
-    n = keep(all_raw) if keep is not None else len(all_raw)
-    if n < 1:
+    lo, hi = keep(all_raw) if keep is not None else (0, len(all_raw))
+    n = hi - lo
+    if n < 1 and keep is None:
         raise pickle.PicklingError("the continulet has no Python frame to pickle")
-    raw = all_raw[:n]
-    sites, depths, values = _check(all_raw, n, lambda depths: _continuation._frame_values(c, depths))
-    if n < len(all_raw) and not all_raw[n][5]:
-        callee = all_raw[n][0]      # an inlined Python call
-    elif depths[-1] > sites[-1][0]:
+    if n > 0:
+        sites, depths, values = _check(
+            all_raw[lo:], n, lambda depths: _continuation._frame_values(c, [0] * lo + depths)[lo:])
+    if hi < len(all_raw) and (n == 0 or not all_raw[hi][5]):
+        callee = all_raw[hi][0]     # an inlined Python call, or the first frame dropped
+    elif n > 0 and depths[-1] > sites[-1][0]:
         callee = next((v for v in values[-1][1][0][sites[-1][0]:sites[-1][0] + 2] if v is not None), None)
     else:
         callee = None
     frames = []
-    for k, (func, code, ip, *_rest) in enumerate(raw):
+    for k, (func, code, ip, *_rest) in enumerate(all_raw[lo:hi]):
         base, nxt = sites[k]
         (lv, ln, li), (sv, sn, si) = values[k]
         sv, sn, si = sv[:base], tuple(i for i in sn if i < base), tuple(i for i in si if i < base)
@@ -467,44 +471,56 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> t
     return (tuple(frames), exc), callee
 
 
-def _rebuild_recipe(frames: tuple, exc: Any, on_resume: Any = None) -> tuple:
+def _rebuild_recipe(frames: tuple, exc: Any, on_resume: Any = None, on_return: Any = None) -> tuple:
     out = []
     for ref, nxt, (lv, ln, li), (sv, sn, si) in frames:
         out.append((_unwrap(ref), nxt, (tuple(_unwrap(v) for v in lv), tuple(ln), tuple(li)),
                     (tuple(_unwrap(v) for v in sv), tuple(sn), tuple(si))))
-    return tuple(out), exc, on_resume
+    return tuple(out), exc, on_resume, on_return
 
 
 # ---------------------------------------------------------------------------
 # continulet.__reduce__ / __setstate__
 # ---------------------------------------------------------------------------
 
+#: run function -> (keep, on_resume, on_return)
 _bottoms: dict = {}
 if "stackless._running" in sys.modules:         # the tasklet policy
     _bottoms.update(sys.modules["stackless._running"].BOTTOMS)
 
 
-def register_bottom(code: types.CodeType, keep: Callable[[list], int],
-                    on_resume: Callable[[dict, Any], Any]) -> None:
-    """Pickle continulets whose bottom frame runs ``code`` (a library's own
-    run function) with ``capture(c, keep)``; ``on_resume(bottom_locals,
-    callee)`` gives what the rebuilt continulet calls first (see
-    _continuation._set_frames), from the bottom frame's locals and what the
-    top kept frame was calling."""
-    _bottoms[code] = (keep, on_resume)
+def register_bottom(run: Any, keep: Callable[[list], tuple],
+                    on_resume: Callable[[tuple, Any], Any],
+                    on_return: Optional[Callable[[tuple], Any]] = None) -> None:
+    """Pickle continulets whose run function (the callable given to the
+    continulet: a library's own, in Python or C) is ``run`` with
+    ``capture(c, keep)``.  From the run's arguments (after the continulet)
+    the rebuilt continulet gets ``on_resume(args, callee)``, what it calls
+    first, given what the top kept frame was calling, and
+    ``on_return(args)``, what it calls with the result of the bottom kept
+    frame in place of the run function's own code below it (see
+    _continuation._set_frames).  The copy's run function is ``run`` too."""
+    _bottoms[run] = (keep, on_resume, on_return)
 
 
-def _capture_for_pickle(c: continulet) -> tuple:
-    raw, _ = frames_of(c)
-    policy = _bottoms.get(raw[0][1]) if raw else None
+def _policy(run: Any) -> Any:
+    try:
+        return _bottoms.get(run)
+    except TypeError:       # an unhashable callable: no library's
+        return None
+
+
+def _capture_for_pickle(c: continulet, run: Any) -> tuple:
+    """(frames, exc, on_resume, on_return, run) of a suspended continulet
+    whose run is (callable, args), or None for a thread's main stack."""
+    policy = _policy(run[0]) if run is not None else None
     if policy is None:
-        return capture(c) + (None,)
-    keep, on_resume = policy
+        return capture(c) + (None, None, None)
+    keep, on_resume, on_return = policy
     (frames, exc), callee = capture_ex(c, keep)
-    ref, _, (lv, _, _), _ = frames[0]
-    names = ref.func.__code__.co_varnames
-    bottom = {names[i]: _unwrap(v) for i, v in enumerate(lv) if i < len(names)}
-    return frames, exc, on_resume(bottom, callee)
+    args = run[1]
+    return (frames, exc, on_resume(args, callee),
+            on_return(args) if on_return is not None else None, run)
 
 
 def _finished_body(c: continulet) -> None:
@@ -524,10 +540,12 @@ def reduce(c: continulet) -> tuple:
     if kind == "unstarted":
         state: tuple = (kind, extra)
     elif kind == "suspended":
-        state = (kind, _capture_for_pickle(c))
+        state = (kind, _capture_for_pickle(c, extra))
         version = VERSION
     elif kind == "recipe":
-        state = ("suspended", recipe_state(extra))
+        recipe, func, args = extra
+        run = (func, args) if func is not _finished_body else None
+        state = ("suspended", recipe_state(recipe) + (run,))
         version = VERSION
     else:
         state = (kind, None)
@@ -537,17 +555,23 @@ def reduce(c: continulet) -> tuple:
 def recipe_state(recipe: tuple) -> tuple:
     """The picklable form of a recipe given to _set_frames (the inverse of
     _rebuild_recipe)."""
-    frames, exc, on_resume = recipe
+    frames, exc, on_resume, on_return = recipe
     return (tuple((FunctionRef(f), nxt, (tuple(map(_wrap, lv)), ln, li),
                    (tuple(map(_wrap, sv)), sn, si))
-                  for f, nxt, (lv, ln, li), (sv, sn, si) in frames), exc, on_resume)
+                  for f, nxt, (lv, ln, li), (sv, sn, si) in frames), exc, on_resume, on_return)
 
 
 def restore(c: continulet, state: tuple) -> None:
     """Make the fresh continulet ``c`` resume the captured frames ``state``
-    (frames, exc[, on_resume]) at its first switch."""
-    continulet.__init__(c, _finished_body)
-    _continuation._set_frames(c, _rebuild_recipe(*state))
+    (frames, exc, on_resume, on_return, run) at its first switch; ``run``
+    (callable, args) or None is what it is initialized with (the callable
+    never runs: the frames and on_return stand for it)."""
+    frames, exc, on_resume, on_return, run = state
+    if run is None:
+        continulet.__init__(c, _finished_body)
+    else:
+        continulet.__init__(c, run[0], *run[1])
+    _continuation._set_frames(c, _rebuild_recipe(frames, exc, on_resume, on_return))
 
 
 def setstate(c: continulet, state: tuple) -> None:

@@ -258,7 +258,8 @@ done:
 
 /* _kind(c) -> (kind, extra): "unbound", "finished", "unstarted" with
  * (callable, args, kwargs), "recipe" (frames given, not yet rebuilt) with
- * the recipe, or "suspended". */
+ * (recipe, callable, args), or "suspended" with (callable, args) of its run (None for a
+ * thread's main stack). */
 static PyObject *fs_kind(PyObject *mod, PyObject *c)
 {
     (void)mod;
@@ -272,8 +273,12 @@ static PyObject *fs_kind(PyObject *mod, PyObject *c)
         return Py_BuildValue("(sO)", "unbound", Py_None);
     if (h == NULL)
         return Py_BuildValue("(sO)", "finished", Py_None);
-    if (!h->started && h->frames != NULL)
-        return Py_BuildValue("(sO)", "recipe", h->frames);
+    if (!h->started && h->frames != NULL) {
+        PyObject *args = PyTuple_GetSlice(h->args, 1, PyTuple_GET_SIZE(h->args));
+        if (args == NULL)
+            return NULL;
+        return Py_BuildValue("(s(OON))", "recipe", h->frames, h->callable, args);
+    }
     if (!h->started && !h->is_main) {
         PyObject *args = PyTuple_GetSlice(h->args, 1, PyTuple_GET_SIZE(h->args));
         if (args == NULL)
@@ -281,14 +286,24 @@ static PyObject *fs_kind(PyObject *mod, PyObject *c)
         return Py_BuildValue("(s(ONO))", "unstarted", h->callable, args,
                              h->kwargs ? h->kwargs : Py_None);
     }
-    return Py_BuildValue("(sO)", "suspended", Py_None);
+    if (h->callable == NULL)     /* a thread's main stack */
+        return Py_BuildValue("(sO)", "suspended", Py_None);
+    PyObject *args = PyTuple_GetSlice(h->args, 1, PyTuple_GET_SIZE(h->args));
+    if (args == NULL)
+        return NULL;
+    return Py_BuildValue("(s(ON))", "suspended", h->callable, args);
 }
 
 /* A recipe, checked so that no value of it can make the eval loop read
  * out of bounds: (((func, next_ip, (locals, nulls, ints), (stack, nulls, ints))...),
- * exc, on_resume).  on_resume, if not None, is called on the new stack
- * before the frames run, and what it returns (or raises) is what the top
- * frame's call returns; the value of the switch is then dropped. */
+ * exc, on_resume, on_return).  on_resume, if not None, is called on the
+ * new stack before the frames run, and what it returns (or raises) is what
+ * the top frame's call returns; the value of the switch is then dropped.
+ * on_return, if not None, is called as on_return(exception, value) with
+ * what the bottom frame returned (value) or raised (exception, value
+ * None), and what it returns (or raises) ends the run: it stands for the
+ * code below the frames that a library's run function would run (a
+ * tasklet's end). */
 static int check_slots(PyObject *spec, Py_ssize_t want, Py_ssize_t max)
 {
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(spec, 0)))
@@ -313,13 +328,15 @@ static int check_slots(PyObject *spec, Py_ssize_t want, Py_ssize_t max)
 
 static int check_recipe(PyObject *recipe)
 {
-    if (!PyTuple_Check(recipe) || PyTuple_GET_SIZE(recipe) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(recipe, 0)))
+    if (!PyTuple_Check(recipe) || PyTuple_GET_SIZE(recipe) != 4 || !PyTuple_Check(PyTuple_GET_ITEM(recipe, 0)))
         goto bad;
-    PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
-    if (on_resume != Py_None && !PyCallable_Check(on_resume))
+    PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2), *on_return = PyTuple_GET_ITEM(recipe, 3);
+    if ((on_resume != Py_None && !PyCallable_Check(on_resume))
+            || (on_return != Py_None && !PyCallable_Check(on_return)))
         goto bad;
     PyObject *frames = PyTuple_GET_ITEM(recipe, 0);
-    if (PyTuple_GET_SIZE(frames) < 1)
+    /* no frame: on_resume's result is on_return's argument */
+    if (PyTuple_GET_SIZE(frames) < 1 && (on_resume == Py_None || on_return == Py_None))
         goto bad;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(frames); i++) {
         PyObject *fr = PyTuple_GET_ITEM(frames, i);
@@ -437,11 +454,14 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
         cps_set_handled_exception(ts, Py_NewRef(exc));
     me->chain = chain;
     PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
+    PyObject *on_return = PyTuple_GET_ITEM(recipe, 3);
+    on_return = on_return == Py_None ? NULL : Py_NewRef(on_return);
     if (on_resume != Py_None && value != NULL) {
         /* called as if by the top frame, so that its frames link onto the
            rebuilt ones */
         Py_DECREF(value);
-        cps_link_top(ts, chain->frames[n - 1]);
+        if (n > 0)
+            cps_link_top(ts, chain->frames[n - 1]);
         value = PyObject_CallNoArgs(on_resume);
     }
     Py_DECREF(recipe);
@@ -453,6 +473,15 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
     }
     me->chain = NULL;
     PyMem_Free(chain);
+    if (on_return != NULL) {
+        PyObject *exc = value == NULL ? cps_fetch_exception() : NULL;
+        PyObject *r = PyObject_CallFunctionObjArgs(on_return, exc ? exc : Py_None,
+                                                   value ? value : Py_None, NULL);
+        Py_XDECREF(exc);
+        Py_XDECREF(value);
+        Py_DECREF(on_return);
+        value = r;
+    }
     return value;
 }
 

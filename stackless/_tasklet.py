@@ -8,7 +8,7 @@ import sys
 from collections import deque
 from typing import Any, Callable, Optional
 
-from stackless import _pickling
+from stackless import _pickling, _running
 from stackless._common import (TaskletExit, _NOARG, _OWN_GLOBALS, _PYPY, _RUNNING,
                                _at_least_one, _at_most, _get_ident, _getframe, _index,
                                _make_exception, _no_args, _one_arg, _own_module, bomb)
@@ -551,6 +551,12 @@ class tasklet:
     def recursion_depth(self) -> int:
         """Number of Python frames in the tasklet's stack."""
         f = self.frame
+        if f is not None and self.is_current and not self._is_main:
+            # the running stack ends at its bottom frame, wherever f_back
+            # leads from there (a rebuilt stack has no _bootstrap frame)
+            n = _running.running_depth(f)
+            if n is not None:
+                return n
         n = 0
         # _bootstrap is the lowest frame of a tasklet's stack
         while f is not None and f.f_code is not _bootstrap.__code__:

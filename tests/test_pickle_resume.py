@@ -115,6 +115,29 @@ def test_the_frames_below_a_rebuilt_one_count_in_the_recursion_depth():
     assert fresh - rebuilt >= 45, OUT
 
 
+def depth_reporter(ch, d):
+    if d:
+        return depth_reporter(ch, d - 1)
+    ch.receive()
+    OUT.append((stackless.getcurrent().recursion_depth, stackless.getcurrent().frame.f_code.co_name))
+
+
+def test_recursion_depth_and_frame_of_a_rebuilt_tasklet_while_it_runs():
+    # its bottom frame links to whoever switched in: those frames are not its
+    OUT.clear()
+    ch = channel()
+    tasklet(depth_reporter)(ch, 3)
+    stackless.run()
+    data = pickle.dumps(ch)
+    ch.send(None)
+    ch2 = pickle.loads(data)
+    ch2.send(None)              # from main
+    ch3 = pickle.loads(data)
+    tasklet(lambda: ch3.send(None))()   # from another tasklet
+    stackless.run()
+    assert OUT == [(4, "depth_reporter")] * 3
+
+
 # ---------------------------------------------------------------------------
 # tracing
 # ---------------------------------------------------------------------------
