@@ -1096,8 +1096,8 @@ int cps_frames_supported(void) { return 1; }
 
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return (PyObject *)f->f_func; }
 static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->prev_instr - _PyCode_CODE(f->f_code)); }
-/* module-level and class-body code; 3.11 also gives a traced function
-   frame an f_locals dict, so the flags tell */
+/* module-level and class-body code; 3.11 also gives a function frame an
+   f_locals dict when it calls locals(), so the code's flags tell */
 static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
 /* 3.11 counts every Python frame in one counter */
 static void add_depth(PyThreadState *ts, int n) { ts->recursion_remaining -= n; }
@@ -1220,8 +1220,8 @@ int cps_frames_supported(void) { return 1; }
 
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return f->f_funcobj; }
 static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
-/* module-level and class-body code; 3.11 also gives a traced function
-   frame an f_locals dict, so the flags tell */
+/* module-level and class-body code; 3.11 also gives a function frame an
+   f_locals dict when it calls locals(), so the code's flags tell */
 static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
 /* the Python frames' own counter (3.13+) */
 static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
@@ -1300,8 +1300,8 @@ int cps_frames_supported(void) { return 1; }
 
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return PyStackRef_AsPyObjectBorrow(f->f_funcobj); }
 static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
-/* module-level and class-body code; 3.11 also gives a traced function
-   frame an f_locals dict, so the flags tell */
+/* module-level and class-body code; 3.11 also gives a function frame an
+   f_locals dict when it calls locals(), so the code's flags tell */
 static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
 /* the Python frames' own counter (3.13+) */
 static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }

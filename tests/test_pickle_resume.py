@@ -177,6 +177,25 @@ def test_a_tracer_sees_a_call_event_for_each_resumed_frame():
                       ("call", "outer", 1), ("line", "outer", 2), ("return", "outer", 2)]
 
 
+def calls_locals(ch):
+    names = sorted(locals())        # 3.11 gives the frame an f_locals dict
+    v = inner(ch)
+    OUT.append((names, v))
+
+
+def test_a_frame_that_called_locals_is_still_a_function_frame():
+    OUT.clear()
+    ch = channel()
+    t = tasklet(calls_locals)(ch)
+    stackless.run()
+    assert t.blocked and t.restorable
+    copy, ch2 = pickle.loads(pickle.dumps((t, ch)))
+    t.kill()
+    ch2.send(7)
+    stackless.run()
+    assert OUT == [(["ch"], 7)]
+
+
 def test_an_error_of_the_tracer_at_resume_is_raised_in_the_frame():
     OUT.clear()
 
