@@ -23,6 +23,7 @@ loading any pickle can.
 """
 from __future__ import annotations
 
+import builtins
 import copy
 import copyreg
 import dis
@@ -39,7 +40,7 @@ import _continuation
 from _continuation import continulet
 
 __all__ = ["reduce", "setstate", "capture", "capture_ex", "frames_of", "restore",
-           "register_bottom"]
+           "register_bottom", "running_blocker", "by_value", "reduce_function"]
 
 #: what a pickle of suspended frames is tied to
 VERSION = (sys.implementation.name, sys.version_info[:2])
@@ -153,13 +154,27 @@ def _load_function(module: str, qualname: str, digest: str) -> types.FunctionTyp
     return obj
 
 
-def _make_function(code: bytes, module: str, name: str, qualname: str, defaults: Any,
-                   kwdefaults: Any, closure: Any) -> types.FunctionType:
-    mod = importlib.import_module(module)
-    f = types.FunctionType(marshal.loads(code), vars(mod), name, defaults, closure)
+def _make_function(code: bytes, module: Optional[str], name: str, qualname: str, defaults: Any,
+                   kwdefaults: Any, closure: Any, d: Any = None) -> types.FunctionType:
+    g = vars(importlib.import_module(module)) if module else {"__builtins__": builtins}
+    f = types.FunctionType(marshal.loads(code), g, name, defaults, closure)
     f.__qualname__ = qualname
     f.__kwdefaults__ = kwdefaults
+    if d:
+        f.__dict__.update(d)
     return f
+
+
+def _by_value_reduce(f: types.FunctionType) -> tuple:
+    """A function pickled by value: its code marshalled, its globals by
+    module name (they must be a module's, or hold only builtins)."""
+    module = f.__module__
+    m = sys.modules.get(module) if module else None
+    if m is None and set(f.__globals__) - {"__builtins__"} or m is not None and vars(m) is not f.__globals__:
+        raise pickle.PicklingError("cannot pickle %r: its globals are not a module's" % (f,))
+    return _make_function, (marshal.dumps(f.__code__), module if m is not None else None, f.__name__,
+                            f.__qualname__, f.__defaults__, f.__kwdefaults__, f.__closure__,
+                            f.__dict__ or None)
 
 
 class FunctionRef:
@@ -175,18 +190,30 @@ class FunctionRef:
         f = self.func
         if _by_reference(f):
             return _load_function, (f.__module__, f.__qualname__, _digest(f.__code__))
-        return _make_function, (marshal.dumps(f.__code__), f.__module__, f.__name__,
-                                f.__qualname__, f.__defaults__, f.__kwdefaults__, f.__closure__)
+        return _by_value_reduce(f)
 
     def __deepcopy__(self, memo: dict) -> "FunctionRef":
         return self
 
 
-def _wrap(value: Any) -> Any:
-    """A value of a frame: local functions (closures, lambdas) pickle by value."""
+def by_value(value: Any) -> Any:
+    """``value``, or what pickles it by value if it is a function that
+    cannot be found by name (a closure, a lambda): the values of frames,
+    cells, and what stackless pickles of a tasklet."""
     if isinstance(value, types.FunctionType) and not _by_reference(value):
         return FunctionRef(value)
     return value
+
+
+_wrap = by_value
+
+
+def reduce_function(f: types.FunctionType) -> Any:
+    """A copyreg reducer for functions: by name when ``module.qualname``
+    finds them, else by value (stackless registers it, as Stackless does)."""
+    if _by_reference(f):
+        return f.__qualname__
+    return _by_value_reduce(f)
 
 
 def _unwrap(value: Any) -> Any:
@@ -331,31 +358,50 @@ def _calls_through(caller_stack: tuple, base: int, callee: Any) -> bool:
     return False
 
 
-def capture(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tuple:
+def capture(c: continulet, keep: Optional[Callable[[list], tuple]] = None) -> tuple:
     """The suspended frames of ``c`` as a picklable recipe (frames, exc).
 
-    ``keep(frames)``, given the raw frame list, may say how many frames from
-    the bottom to keep: the top kept frame's call in progress is then what
-    the next switch returns into, and the frames above it are dropped."""
+    ``keep(frames)``, given the raw frame list, may say which frames to
+    keep, as a range (lo, hi): the top kept frame's call in progress is
+    then what the next switch returns into, the frames above it are
+    dropped, and so are those below ``lo`` (a library's run function, which
+    the recipe's on_return stands for)."""
     return capture_ex(c, keep)[0]
 
 
-def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> tuple:
-    """capture(), and what the top kept frame was calling (a function, a
-    C function or method, or None if that cannot be told)."""
+def _blocked_by(func: Any, code: types.CodeType, ip: int, kind: int) -> Optional[str]:
+    """Why a frame of this kind cannot be captured, or None."""
+    if kind == _FRAME_GENERATOR:
+        return "cannot pickle: a generator is running in it: %s" % _describe(func, code, ip)
+    if kind != _FRAME_FUNCTION or not isinstance(func, types.FunctionType):
+        what = "class-body" if code.co_flags & 0x3 == 0 and code.co_name != "<module>" else "module-level"
+        return ("cannot pickle: %s is %s code, not the frame of a function"
+                % (_describe(func, code, ip), what))
+    return None
+
+
+def _check(all_raw: list, n: int, read_values: Callable[[list], list],
+           running: bool = False) -> tuple:
+    """Check that the bottom ``n`` frames of ``all_raw`` can be captured:
+    Python function frames, each called by the one below through a plain
+    call.  Returns (sites, depths, values) for the capture.
+
+    ``running``: the frames of the running stack, up to the frame that
+    asks; that top frame need not be in a call, and a module-level frame
+    may lie at the bottom (a main stack's script)."""
     err = pickle.PicklingError
-    all_raw, exc = frames_of(c)
-    n = keep(all_raw) if keep is not None else len(all_raw)
-    if n < 1:
-        raise err("the continulet has no Python frame to pickle")
     raw = all_raw[:n]
     sites = []
     depths = []
     for k, (func, code, ip, depth, operands, from_c, kind, driven) in enumerate(raw):
-        if kind == _FRAME_GENERATOR:
-            raise err("cannot pickle: a generator is running in it: %s" % _describe(func, code, ip))
-        if kind != _FRAME_FUNCTION or not isinstance(func, types.FunctionType):
-            raise err("cannot pickle: %s is not the frame of a function" % _describe(func, code, ip))
+        top = running and k == n - 1
+        why = _blocked_by(func, code, ip, kind)
+        if why is not None and not (running and k == 0 and kind != _FRAME_GENERATOR):
+            raise err(why)
+        if top:
+            sites.append((0, None))
+            depths.append(0)
+            continue
         try:
             ins, before, base, nxt = call_site(code, ip)
         except ValueError:
@@ -374,7 +420,7 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> t
         # frame kept, to tell what it was calling)
         calls_c = above[5] and not above[7] if above is not None else operands
         depths.append(before if calls_c else base)
-    values = _continuation._frame_values(c, depths)
+    values = read_values(depths)
     for k in range(1, n):
         func, code, ip, _, _, from_c, _, driven = raw[k]
         if from_c and not driven:
@@ -383,14 +429,40 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> t
                 raise err("cannot pickle: %s calls %s through C code; only Python-to-Python "
                           "calls can be restored" % (_describe(below[0], below[1], below[2]),
                                                     _describe(func, code, ip)))
-    if n < len(all_raw) and not all_raw[n][5]:
-        callee = all_raw[n][0]      # an inlined Python call
-    elif depths[-1] > sites[-1][0]:
+    return sites, depths, values
+
+
+def running_blocker(frame: types.FrameType) -> Optional[str]:
+    """None if this thread's running stack, from its bottom frame up to
+    ``frame``, holds only frames that a capture accepts (the rule of
+    ``restorable`` for a running tasklet), else why not."""
+    try:
+        raw, _ = _continuation._frames(frame)
+        _check(raw, len(raw), lambda depths: _continuation._frame_values(frame, depths), running=True)
+    except pickle.PicklingError as e:
+        return str(e)
+    return None
+
+
+def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None) -> tuple:
+    """capture(), and what the top kept frame was calling (a function, a
+    C function or method, or None if that cannot be told)."""
+    all_raw, exc = frames_of(c)
+    lo, hi = keep(all_raw) if keep is not None else (0, len(all_raw))
+    n = hi - lo
+    if n < 1 and keep is None:
+        raise pickle.PicklingError("the continulet has no Python frame to pickle")
+    if n > 0:
+        sites, depths, values = _check(
+            all_raw[lo:], n, lambda depths: _continuation._frame_values(c, [0] * lo + depths)[lo:])
+    if hi < len(all_raw) and (n == 0 or not all_raw[hi][5]):
+        callee = all_raw[hi][0]     # an inlined Python call, or the first frame dropped
+    elif n > 0 and depths[-1] > sites[-1][0]:
         callee = next((v for v in values[-1][1][0][sites[-1][0]:sites[-1][0] + 2] if v is not None), None)
     else:
         callee = None
     frames = []
-    for k, (func, code, ip, *_rest) in enumerate(raw):
+    for k, (func, code, ip, *_rest) in enumerate(all_raw[lo:hi]):
         base, nxt = sites[k]
         (lv, ln, li), (sv, sn, si) = values[k]
         sv, sn, si = sv[:base], tuple(i for i in sn if i < base), tuple(i for i in si if i < base)
@@ -400,44 +472,56 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], int]] = None) -> t
     return (tuple(frames), exc), callee
 
 
-def _rebuild_recipe(frames: tuple, exc: Any, on_resume: Any = None) -> tuple:
+def _rebuild_recipe(frames: tuple, exc: Any, on_resume: Any = None, on_return: Any = None) -> tuple:
     out = []
     for ref, nxt, (lv, ln, li), (sv, sn, si) in frames:
         out.append((_unwrap(ref), nxt, (tuple(_unwrap(v) for v in lv), tuple(ln), tuple(li)),
                     (tuple(_unwrap(v) for v in sv), tuple(sn), tuple(si))))
-    return tuple(out), exc, on_resume
+    return tuple(out), exc, on_resume, on_return
 
 
 # ---------------------------------------------------------------------------
 # continulet.__reduce__ / __setstate__
 # ---------------------------------------------------------------------------
 
+#: run function -> (keep, on_resume, on_return)
 _bottoms: dict = {}
 if "stackless._running" in sys.modules:         # the tasklet policy
     _bottoms.update(sys.modules["stackless._running"].BOTTOMS)
 
 
-def register_bottom(code: types.CodeType, keep: Callable[[list], int],
-                    on_resume: Callable[[dict, Any], Any]) -> None:
-    """Pickle continulets whose bottom frame runs ``code`` (a library's own
-    run function) with ``capture(c, keep)``; ``on_resume(bottom_locals,
-    callee)`` gives what the rebuilt continulet calls first (see
-    _continuation._set_frames), from the bottom frame's locals and what the
-    top kept frame was calling."""
-    _bottoms[code] = (keep, on_resume)
+def register_bottom(run: Any, keep: Callable[[list], tuple],
+                    on_resume: Callable[[tuple, Any], Any],
+                    on_return: Optional[Callable[[tuple], Any]] = None) -> None:
+    """Pickle continulets whose run function (the callable given to the
+    continulet: a library's own, in Python or C) is ``run`` with
+    ``capture(c, keep)``.  From the run's arguments (after the continulet)
+    the rebuilt continulet gets ``on_resume(args, callee)``, what it calls
+    first, given what the top kept frame was calling, and
+    ``on_return(args)``, what it calls with the result of the bottom kept
+    frame in place of the run function's own code below it (see
+    _continuation._set_frames).  The copy's run function is ``run`` too."""
+    _bottoms[run] = (keep, on_resume, on_return)
 
 
-def _capture_for_pickle(c: continulet) -> tuple:
-    raw, _ = frames_of(c)
-    policy = _bottoms.get(raw[0][1]) if raw else None
+def _policy(run: Any) -> Any:
+    try:
+        return _bottoms.get(run)
+    except TypeError:       # an unhashable callable: no library's
+        return None
+
+
+def _capture_for_pickle(c: continulet, run: Any) -> tuple:
+    """(frames, exc, on_resume, on_return, run) of a suspended continulet
+    whose run is (callable, args), or None for a thread's main stack."""
+    policy = _policy(run[0]) if run is not None else None
     if policy is None:
-        return capture(c) + (None,)
-    keep, on_resume = policy
+        return capture(c) + (None, None, None)
+    keep, on_resume, on_return = policy
     (frames, exc), callee = capture_ex(c, keep)
-    ref, _, (lv, _, _), _ = frames[0]
-    names = ref.func.__code__.co_varnames
-    bottom = {names[i]: _unwrap(v) for i, v in enumerate(lv) if i < len(names)}
-    return frames, exc, on_resume(bottom, callee)
+    args = run[1]
+    return (frames, exc, on_resume(args, callee),
+            on_return(args) if on_return is not None else None, run)
 
 
 def _finished_body(c: continulet) -> None:
@@ -457,10 +541,12 @@ def reduce(c: continulet) -> tuple:
     if kind == "unstarted":
         state: tuple = (kind, extra)
     elif kind == "suspended":
-        state = (kind, _capture_for_pickle(c))
+        state = (kind, _capture_for_pickle(c, extra))
         version = VERSION
     elif kind == "recipe":
-        state = ("suspended", recipe_state(extra))
+        recipe, func, args = extra
+        run = (func, args) if func is not _finished_body else None
+        state = ("suspended", recipe_state(recipe) + (run,))
         version = VERSION
     else:
         state = (kind, None)
@@ -470,17 +556,23 @@ def reduce(c: continulet) -> tuple:
 def recipe_state(recipe: tuple) -> tuple:
     """The picklable form of a recipe given to _set_frames (the inverse of
     _rebuild_recipe)."""
-    frames, exc, on_resume = recipe
+    frames, exc, on_resume, on_return = recipe
     return (tuple((FunctionRef(f), nxt, (tuple(map(_wrap, lv)), ln, li),
                    (tuple(map(_wrap, sv)), sn, si))
-                  for f, nxt, (lv, ln, li), (sv, sn, si) in frames), exc, on_resume)
+                  for f, nxt, (lv, ln, li), (sv, sn, si) in frames), exc, on_resume, on_return)
 
 
 def restore(c: continulet, state: tuple) -> None:
     """Make the fresh continulet ``c`` resume the captured frames ``state``
-    (frames, exc[, on_resume]) at its first switch."""
-    continulet.__init__(c, _finished_body)
-    _continuation._set_frames(c, _rebuild_recipe(*state))
+    (frames, exc, on_resume, on_return, run) at its first switch; ``run``
+    (callable, args) or None is what it is initialized with (the callable
+    never runs: the frames and on_return stand for it)."""
+    frames, exc, on_resume, on_return, run = state
+    if run is None:
+        continulet.__init__(c, _finished_body)
+    else:
+        continulet.__init__(c, run[0], *run[1])
+    _continuation._set_frames(c, _rebuild_recipe(frames, exc, on_resume, on_return))
 
 
 def setstate(c: continulet, state: tuple) -> None:

@@ -42,6 +42,9 @@ typedef struct {
 } Continulet;
 
 extern PyTypeObject Continulet_Type;
+
+/* The stack running now in this thread (NULL: its main stack, never switched). */
+cont_stack *cont_running_stack(void);
 extern PyObject *cont_error;
 
 /* switch(value, to) with PyPy's semantics; `call` is the Python-level call

@@ -1,7 +1,8 @@
 /* Frames as data: what pickling and copying a continulet need from C.
  *
  * Reading: _frames(c) describes the frames of the stack a continulet holds
- * (bottom first); _frame_values(c, depths) reads their locals and value
+ * (bottom first; or, given a frame object, those of the running stack up
+ * to it); _frame_values(c, depths) reads their locals and value
  * stacks once the Python side (_continuation_pickle.py) has worked out
  * how deep each value stack is.  Rebuilding: _set_frames(c, recipe) gives
  * a fresh continulet frames to build when it is first switched to; they
@@ -83,7 +84,7 @@ static cps_frame *read_frames(cont_stack *h, Py_ssize_t *np)
 
 static int is_driven(cont_stack *h, void *frame)
 {
-    if (h->chain == NULL)
+    if (h == NULL || h->chain == NULL)
         return 0;
     for (Py_ssize_t i = 0; i < h->chain->live; i++)
         if (h->chain->frames[i] == frame)
@@ -91,24 +92,66 @@ static int is_driven(cont_stack *h, void *frame)
     return 0;
 }
 
-/* _frames(c) -> ([(func, code, ip, depth, operands, from_c, kind, driven)...], exc) */
+/* What the frame functions read: the suspended stack of a continulet, or,
+ * given a frame object, the running stack of this thread from that frame
+ * down to its bottom (`current_restorable` of a running tasklet). */
+typedef struct {
+    cont_stack *h;          /* the stack record (NULL: a main stack never switched) */
+    int live;
+    cps_frame *fr;
+    Py_ssize_t n;
+} frame_source;
+
+static int open_source(PyObject *src, frame_source *out)
+{
+    out->live = PyFrame_Check(src);
+    if (out->live) {
+        out->h = cont_running_stack();
+        if (!cps_frames_supported()) {
+            PyErr_Format(PyExc_NotImplementedError, "reading frames is not supported on Python %s yet",
+                         Py_GetVersion());
+            return -1;
+        }
+        PyThreadState *ts = PyThreadState_Get();
+        const cps_saved *saved = out->h ? &out->h->saved : NULL;
+        Py_ssize_t n = cps_live_frames(ts, saved, src, NULL, 0);
+        if (n < 0) {
+            PyErr_SetString(PyExc_ValueError, "the frame is not running in this thread's stack");
+            return -1;
+        }
+        out->fr = PyMem_Calloc((size_t)(n ? n : 1), sizeof(cps_frame));
+        if (out->fr == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cps_live_frames(ts, saved, src, out->fr, n);
+        out->n = n;
+        return 0;
+    }
+    out->h = readable_stack(src);
+    if (out->h == NULL)
+        return -1;
+    out->fr = read_frames(out->h, &out->n);
+    return out->fr == NULL ? -1 : 0;
+}
+
+/* _frames(c) -> ([(func, code, ip, depth, operands, from_c, kind, driven)...], exc);
+ * _frames(frame) -> the same for the running stack, exc None */
 static PyObject *fs_frames(PyObject *mod, PyObject *c)
 {
     (void)mod;
-    cont_stack *h = readable_stack(c);
-    if (h == NULL)
+    frame_source src;
+    if (open_source(c, &src) < 0)
         return NULL;
-    Py_ssize_t n;
-    cps_frame *fr = read_frames(h, &n);
-    if (fr == NULL)
-        return NULL;
+    Py_ssize_t n = src.n;
+    cps_frame *fr = src.fr;
     PyObject *list = PyList_New(n);
     for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
         cps_frame *f = &fr[i];
         PyObject *depth = f->depth >= 0 ? PyLong_FromLong(f->depth) : Py_NewRef(Py_None);
         PyObject *t = depth == NULL ? NULL : Py_BuildValue(
             "(OOiNiiii)", f->func ? f->func : Py_None, (PyObject *)f->code, f->ip, depth,
-            f->operands, f->from_c, f->kind, is_driven(h, f->frame));
+            f->operands, f->from_c, f->kind, is_driven(src.h, f->frame));
         if (t == NULL)
             Py_CLEAR(list);
         else
@@ -117,7 +160,7 @@ static PyObject *fs_frames(PyObject *mod, PyObject *c)
     PyMem_Free(fr);
     if (list == NULL)
         return NULL;
-    PyObject *exc = cps_handled_exception(&h->saved);
+    PyObject *exc = src.live ? NULL : cps_handled_exception(&src.h->saved);
     return Py_BuildValue("(NO)", list, exc ? exc : Py_None);
 }
 
@@ -173,13 +216,11 @@ static PyObject *fs_frame_values(PyObject *mod, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_TypeError, "_frame_values(continulet, depths: list)");
         return NULL;
     }
-    cont_stack *h = readable_stack(args[0]);
-    if (h == NULL)
+    frame_source src;
+    if (open_source(args[0], &src) < 0)
         return NULL;
-    Py_ssize_t n;
-    cps_frame *fr = read_frames(h, &n);
-    if (fr == NULL)
-        return NULL;
+    Py_ssize_t n = src.n;
+    cps_frame *fr = src.fr;
     PyObject *depths = args[1];
     Py_ssize_t m = PyList_GET_SIZE(depths);
     PyObject *out = NULL;
@@ -196,7 +237,7 @@ static PyObject *fs_frame_values(PyObject *mod, PyObject *const *args, Py_ssize_
             break;
         }
         Py_ssize_t nl = f->code->co_nlocalsplus;
-        if (f->kind != CPS_FRAME_FUNCTION || d < 0 || d > f->code->co_stacksize) {
+        if (f->kind == CPS_FRAME_GENERATOR || d < 0 || d > f->code->co_stacksize) {
             PyErr_Format(PyExc_ValueError, "bad depth %zd for frame %zd", d, i);
             Py_CLEAR(out);
             break;
@@ -217,7 +258,8 @@ done:
 
 /* _kind(c) -> (kind, extra): "unbound", "finished", "unstarted" with
  * (callable, args, kwargs), "recipe" (frames given, not yet rebuilt) with
- * the recipe, or "suspended". */
+ * (recipe, callable, args), or "suspended" with (callable, args) of its run (None for a
+ * thread's main stack). */
 static PyObject *fs_kind(PyObject *mod, PyObject *c)
 {
     (void)mod;
@@ -231,8 +273,12 @@ static PyObject *fs_kind(PyObject *mod, PyObject *c)
         return Py_BuildValue("(sO)", "unbound", Py_None);
     if (h == NULL)
         return Py_BuildValue("(sO)", "finished", Py_None);
-    if (!h->started && h->frames != NULL)
-        return Py_BuildValue("(sO)", "recipe", h->frames);
+    if (!h->started && h->frames != NULL) {
+        PyObject *args = PyTuple_GetSlice(h->args, 1, PyTuple_GET_SIZE(h->args));
+        if (args == NULL)
+            return NULL;
+        return Py_BuildValue("(s(OON))", "recipe", h->frames, h->callable, args);
+    }
     if (!h->started && !h->is_main) {
         PyObject *args = PyTuple_GetSlice(h->args, 1, PyTuple_GET_SIZE(h->args));
         if (args == NULL)
@@ -240,14 +286,24 @@ static PyObject *fs_kind(PyObject *mod, PyObject *c)
         return Py_BuildValue("(s(ONO))", "unstarted", h->callable, args,
                              h->kwargs ? h->kwargs : Py_None);
     }
-    return Py_BuildValue("(sO)", "suspended", Py_None);
+    if (h->callable == NULL)     /* a thread's main stack */
+        return Py_BuildValue("(sO)", "suspended", Py_None);
+    PyObject *args = PyTuple_GetSlice(h->args, 1, PyTuple_GET_SIZE(h->args));
+    if (args == NULL)
+        return NULL;
+    return Py_BuildValue("(s(ON))", "suspended", h->callable, args);
 }
 
 /* A recipe, checked so that no value of it can make the eval loop read
  * out of bounds: (((func, next_ip, (locals, nulls, ints), (stack, nulls, ints))...),
- * exc, on_resume).  on_resume, if not None, is called on the new stack
- * before the frames run, and what it returns (or raises) is what the top
- * frame's call returns; the value of the switch is then dropped. */
+ * exc, on_resume, on_return).  on_resume, if not None, is called on the
+ * new stack before the frames run, and what it returns (or raises) is what
+ * the top frame's call returns; the value of the switch is then dropped.
+ * on_return, if not None, is called as on_return(exception, value) with
+ * what the bottom frame returned (value) or raised (exception, value
+ * None), and what it returns (or raises) ends the run: it stands for the
+ * code below the frames that a library's run function would run (a
+ * tasklet's end). */
 static int check_slots(PyObject *spec, Py_ssize_t want, Py_ssize_t max)
 {
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(spec, 0)))
@@ -272,13 +328,15 @@ static int check_slots(PyObject *spec, Py_ssize_t want, Py_ssize_t max)
 
 static int check_recipe(PyObject *recipe)
 {
-    if (!PyTuple_Check(recipe) || PyTuple_GET_SIZE(recipe) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(recipe, 0)))
+    if (!PyTuple_Check(recipe) || PyTuple_GET_SIZE(recipe) != 4 || !PyTuple_Check(PyTuple_GET_ITEM(recipe, 0)))
         goto bad;
-    PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
-    if (on_resume != Py_None && !PyCallable_Check(on_resume))
+    PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2), *on_return = PyTuple_GET_ITEM(recipe, 3);
+    if ((on_resume != Py_None && !PyCallable_Check(on_resume))
+            || (on_return != Py_None && !PyCallable_Check(on_return)))
         goto bad;
     PyObject *frames = PyTuple_GET_ITEM(recipe, 0);
-    if (PyTuple_GET_SIZE(frames) < 1)
+    /* no frame: on_resume's result is on_return's argument */
+    if (PyTuple_GET_SIZE(frames) < 1 && (on_resume == Py_None || on_return == Py_None))
         goto bad;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(frames); i++) {
         PyObject *fr = PyTuple_GET_ITEM(frames, i);
@@ -396,22 +454,34 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
         cps_set_handled_exception(ts, Py_NewRef(exc));
     me->chain = chain;
     PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
+    PyObject *on_return = PyTuple_GET_ITEM(recipe, 3);
+    on_return = on_return == Py_None ? NULL : Py_NewRef(on_return);
     if (on_resume != Py_None && value != NULL) {
         /* called as if by the top frame, so that its frames link onto the
            rebuilt ones */
         Py_DECREF(value);
-        cps_link_top(ts, chain->frames[n - 1]);
+        if (n > 0)
+            cps_link_top(ts, chain->frames[n - 1]);
         value = PyObject_CallNoArgs(on_resume);
     }
     Py_DECREF(recipe);
     while (chain->live > 0) {
         Py_ssize_t k = chain->live - 1;
         void *f = chain->frames[k];
-        value = cps_run_frame(ts, f, value);
+        value = cps_run_frame(ts, f, value, (int)k);
         chain->live = k;
     }
     me->chain = NULL;
     PyMem_Free(chain);
+    if (on_return != NULL) {
+        PyObject *exc = value == NULL ? cps_fetch_exception() : NULL;
+        PyObject *r = PyObject_CallFunctionObjArgs(on_return, exc ? exc : Py_None,
+                                                   value ? value : Py_None, NULL);
+        Py_XDECREF(exc);
+        Py_XDECREF(value);
+        Py_DECREF(on_return);
+        value = r;
+    }
     return value;
 }
 
@@ -538,10 +608,12 @@ PyMethodDef cfs_module_methods[] = {
      "_frames(continulet)\n--\n\n"
      "Internal (pickling): the frames of the stack a continulet holds, bottom\n"
      "first, as (func, code, ip, depth, operands, from_c, kind, driven), and the\n"
-     "exception being handled there."},
+     "exception being handled there.  Given a frame object running in this\n"
+     "thread instead: the running stack's frames from its bottom up to that one."},
     {"_frame_values", (PyCFunction)(void (*)(void))fs_frame_values, METH_FASTCALL,
      "_frame_values(continulet, depths)\n--\n\n"
-     "Internal (pickling): locals and value stacks of the bottom frames."},
+     "Internal (pickling): locals and value stacks of the bottom frames\n"
+     "(of a continulet's suspended stack, or of the running stack, as _frames)."},
     {"_gen_state", fs_gen_state, METH_O,
      "_gen_state(generator)\n--\n\nInternal (pickling): the frame of a generator that is not running."},
     {"_gen_set_state", (PyCFunction)(void (*)(void))fs_gen_set_state, METH_FASTCALL,

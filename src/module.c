@@ -135,6 +135,14 @@ static cont_tls *get_tls(void)
     return t;
 }
 
+/* The stack running now in this thread, NULL if the thread never used
+ * continulets (it runs its main stack). */
+cont_stack *cont_running_stack(void)
+{
+    cont_tls *t = tls_cache;
+    return t != NULL && t->thread_id == current_thread_id() ? t->current : NULL;
+}
+
 /* ---------------------------------------------------------------------
  * Stack records
  * --------------------------------------------------------------------- */

@@ -1429,7 +1429,11 @@ int cps_frames_supported(void) { return 1; }
 
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return (PyObject *)f->f_func; }
 static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->prev_instr - _PyCode_CODE(f->f_code)); }
-static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+/* module-level and class-body code; 3.11 also gives a function frame an
+   f_locals dict when it calls locals(), so the code's flags tell */
+static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
+/* 3.11 counts every Python frame in one counter */
+static void add_depth(PyThreadState *ts, int n) { ts->recursion_remaining -= n; }
 
 PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
 {
@@ -1509,7 +1513,7 @@ static void fs_clear(PyThreadState *ts, _PyInterpreterFrame *f)
     Py_DECREF(f->f_code);
 }
 
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
+static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
 {
     _PyInterpreterFrame *f = frame;
     /* the eval loop links f to the thread's current frame: the one it was
@@ -1549,7 +1553,11 @@ int cps_frames_supported(void) { return 1; }
 
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return f->f_funcobj; }
 static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
-static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+/* module-level and class-body code; 3.11 also gives a function frame an
+   f_locals dict when it calls locals(), so the code's flags tell */
+static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
+/* the Python frames' own counter (3.13+) */
+static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
 
 PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
 {
@@ -1587,7 +1595,7 @@ void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t dept
     f->stacktop = (int)(co->co_nlocalsplus + depth);
 }
 
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
+static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
 {
     _PyInterpreterFrame *f = frame;
     /* the eval loop puts its entry frame between f and the current frame */
@@ -1625,7 +1633,11 @@ int cps_frames_supported(void) { return 1; }
 
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return PyStackRef_AsPyObjectBorrow(f->f_funcobj); }
 static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
-static int fs_not_function(const _PyInterpreterFrame *f) { return f->f_locals != NULL; }
+/* module-level and class-body code; 3.11 also gives a function frame an
+   f_locals dict when it calls locals(), so the code's flags tell */
+static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
+/* the Python frames' own counter (3.13+) */
+static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
 
 PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
 {
@@ -1670,7 +1682,7 @@ void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t dept
     f->stackpointer = f->localsplus + co->co_nlocalsplus + depth;
 }
 
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value)
+static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
 {
     _PyInterpreterFrame *f = frame;
     ts->current_frame = f->previous;
@@ -1705,25 +1717,73 @@ static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d)
 }
 #endif
 
-Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max)
+/* The events a generator gets when it resumes, for a rebuilt frame about
+ * to resume: a 'call' to the profile and the trace function, so that a
+ * tracer (a debugger) sets the frame's f_trace and sees its lines.  An
+ * exception that the trace function raises is raised in the frame. */
+static PyObject *resume_events(PyThreadState *ts, _PyInterpreterFrame *f, PyObject *value)
 {
-    const saved_t *s = (const saved_t *)(const void *)saved;
+    if ((ts->c_tracefunc == NULL && ts->c_profilefunc == NULL) || ts->tracing)
+        return value;
+    PyObject *exc = cps_fetch_exception();
+    /* it is the running frame while the events are reported */
+    _PyInterpreterFrame *was = top_frame(ts);
+    set_top_frame(ts, f);
+    PyFrameObject *fo = PyThreadState_GetFrame(ts);
+    int err = fo == NULL;
+    PyThreadState_EnterTracing(ts);
+    if (!err && ts->c_profilefunc != NULL)
+        err = ts->c_profilefunc(ts->c_profileobj, fo, PyTrace_CALL, Py_None);
+    if (!err && ts->c_tracefunc != NULL)
+        err = ts->c_tracefunc(ts->c_traceobj, fo, PyTrace_CALL, Py_None);
+    PyThreadState_LeaveTracing(ts);
+    set_top_frame(ts, was);
+    Py_XDECREF(fo);
+    if (err) {
+        Py_XDECREF(exc);
+        Py_XDECREF(value);
+        return NULL;
+    }
+    cps_restore_exception(exc);
+    return value;
+}
+
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value, int below)
+{
+    value = resume_events(ts, frame, value);
+    /* the rebuilt frames below it wait for it as callers do: count them */
+    add_depth(ts, below);
+    PyObject *r = run_frame(ts, frame, value);
+    add_depth(ts, -below);
+    return r;
+}
+
+/* The frames from `top` down to `stop` (NULL: to the end of the chain),
+ * bottom first.  A suspended stack (live == 0) lies in `slice` and its
+ * links past entry frames are cut (is_cut); a running one (live) is read
+ * in place, and a frame entered from C links to its entry frame. */
+static Py_ssize_t walk_frames(const saved_t *s, const stk_slice *slice, int live,
+                              _PyInterpreterFrame *top, _PyInterpreterFrame *stop,
+                              cps_frame *out, Py_ssize_t max)
+{
+#define LOCATE(f) (live ? (f) : locate_frame(slice, (f), &scratch))
     Py_ssize_t n = 0;
     _PyInterpreterFrame scratch;
-    for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
-        _PyInterpreterFrame *rf = locate_frame(slice, f, &scratch);
+    for (_PyInterpreterFrame *f = top; f != NULL; ) {
+        _PyInterpreterFrame *rf = LOCATE(f);
         if (!is_entry_frame(rf))
             n++;
-        f = rf->previous;
+        f = rf == stop ? NULL : rf->previous;
     }
     /* filled top first, from the end */
     Py_ssize_t i = n;
     int callee_inlined = 0;
-    for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
-        _PyInterpreterFrame *rf = locate_frame(slice, f, &scratch);
+    for (_PyInterpreterFrame *f = top; f != NULL; ) {
+        _PyInterpreterFrame *rf = LOCATE(f);
         if (!is_entry_frame(rf)) {
             i--;
-            int from_c = entered_from_c(rf) || is_cut(s, rf);
+            int from_c = entered_from_c(rf) || (live ? rf->previous != NULL && is_entry_frame(rf->previous)
+                                                     : is_cut(s, rf));
             if (i < max) {
                 cps_frame *o = &out[i];
                 PyCodeObject *co = frame_code(rf);
@@ -1735,7 +1795,7 @@ Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame 
                 o->ip = fs_ip(rf);
                 o->from_c = from_c;
                 /* exact where the interpreter stored it: see frame_values */
-                Py_ssize_t nv = (f == s->top && s->top_sp != NULL)
+                Py_ssize_t nv = (!live && f == s->top && s->top_sp != NULL)
                     ? (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus
                     : frame_stack_depth(rf, callee_inlined);
                 Py_ssize_t nl = co->co_nlocalsplus;
@@ -1750,9 +1810,32 @@ Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame 
         else {
             callee_inlined = 0;
         }
-        f = rf->previous;
+        f = rf == stop ? NULL : rf->previous;
     }
+#undef LOCATE
     return n;
+}
+
+Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max)
+{
+    const saved_t *s = (const saved_t *)(const void *)saved;
+    return walk_frames(s, slice, 0, s->top, NULL, out, max);
+}
+
+Py_ssize_t cps_live_frames(PyThreadState *ts, const cps_saved *running, PyObject *frame,
+                           cps_frame *out, Py_ssize_t max)
+{
+    const saved_t *s = (const saved_t *)(const void *)running;
+    _PyInterpreterFrame *want = ((PyFrameObject *)frame)->f_frame, *top = top_frame(ts);
+    /* the running stack ends at its bottom frame, which links to the
+       frame that switched to it; a thread's main stack ends at NULL */
+    _PyInterpreterFrame *bottom = s != NULL ? bottom_frame(s, ts, top) : NULL;
+    if (s != NULL && s->root_chunk != NULL && bottom == NULL)
+        return -1;
+    for (_PyInterpreterFrame *f = top; f != NULL; f = f == bottom ? NULL : f->previous)
+        if (f == want)
+            return walk_frames(s, NULL, 1, want, bottom, out, max);
+    return -1;
 }
 
 /* Generators: their frame lives in the generator object (gi_iframe). */

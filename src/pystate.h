@@ -157,6 +157,13 @@ int cps_frames_supported(void);
  * Returns how many there are (which may exceed max). */
 Py_ssize_t cps_frames(const cps_saved *saved, const stk_slice *slice, cps_frame *out, Py_ssize_t max);
 
+/* The same for the running stack of this thread (its record `running`,
+ * NULL for a thread's main stack): the frames from the frame object
+ * `frame` down to the stack's bottom frame.  -1 if `frame` is not
+ * running in it. */
+Py_ssize_t cps_live_frames(PyThreadState *ts, const cps_saved *running, PyObject *frame,
+                           cps_frame *out, Py_ssize_t max);
+
 /* Value slot i of a frame (its locals first, then its value stack):
  * borrowed, NULL if empty.  *is_int is set for a raw integer (3.14+
  * keeps some on the value stack), returned as a new int object. */
@@ -185,8 +192,10 @@ void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t dept
  * frame it links to (for the bottom frame of a stack, the switcher that
  * cps_restore linked it to).  `value` (stolen) is the result of its call in
  * progress; NULL raises the current exception there instead.  The frame
- * is gone afterwards.  Returns its return value, NULL on exception. */
-PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value);
+ * is gone afterwards.  Returns its return value, NULL on exception.
+ * `below` rebuilt frames wait under it: they count in the recursion depth.
+ * Tracing and profiling see a 'call' event first, as for a generator. */
+PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value, int below);
 
 /* The frame of a generator or coroutine that has not started or is
  * suspended (its state in *state), or NULL if it is running or finished.

@@ -9,15 +9,15 @@ that raises ``RuntimeError``.
 
 from __future__ import annotations
 
-import builtins
 import contextvars
 import copyreg
 import importlib
 import marshal
-import pickle
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from _continuation import continulet
 
 from stackless import _running
 from stackless._common import _NOT_RESTORABLE, _own_module
@@ -36,9 +36,63 @@ def reduce_ex(self: Any, proto: int) -> Any:
 
 # -- tasklets -----------------------------------------------------------------
 
+# Stackless's state layout: (flags, tempval, nesting_level, frames,
+# exc_type, exc_value, exc_traceback, None).  The flags are the bits of
+# Stackless's tasklet flags that mean something here.
+_BLOCKED, _ATOMIC, _IGNORE_NESTING, _BLOCK_TRAP = 0x3, 0x4, 0x8, 0x20
+_CURRENT = "You cannot __reduce__ the tasklet which is current."
+
+
+class Call:
+    """The frames entry of an alive tasklet that has not started: the call
+    it will make (Stackless keeps a frame for it)."""
+
+    __slots__ = ("func", "args", "kwargs")
+
+    def __init__(self, func: Any, args: tuple, kwargs: Any) -> None:
+        self.func, self.args, self.kwargs = func, args, kwargs
+
+    def __reduce__(self) -> tuple:
+        return Call, (_by_value(self.func), self.args, self.kwargs or None)
+
+
+class NotRestorable:
+    """The frames entry of a tasklet that was running and whose frames could
+    not be captured: its copy raises ``RuntimeError`` when it runs."""
+
+    def __reduce__(self) -> str:
+        return "NOT_RESTORABLE"
+
+
+NOT_RESTORABLE = NotRestorable()
+
+
 def tasklet_reduce(self: "tasklet") -> Any:
-    """``tasklet.__reduce__``."""
-    return (_restore_tasklet, (type(self),), self.__getstate__())
+    """``tasklet.__reduce__``: ``(type, (), state)`` with Stackless's
+    8-item state.  The frames item holds, for an alive tasklet, a
+    :class:`Call` if it has not started, else the continulet that holds
+    its stack (pickled frame by frame, stackless/_running.py) or
+    :data:`NOT_RESTORABLE`."""
+    if self.is_current:
+        raise RuntimeError(_CURRENT)
+    flags = ((self._blocked & _BLOCKED) | (_ATOMIC if self._atomic else 0)
+             | (_IGNORE_NESTING if self._ignore_nesting else 0)
+             | (_BLOCK_TRAP if self._block_trap else 0))
+    frames: list = []
+    exc: Any = None
+    if self._is_main or (self._alive and self._unrestorable):
+        frames = [NOT_RESTORABLE]
+    elif self._alive and not self._started:
+        frames = [Call(self._func, self._args, self._kwargs)]
+    elif self._alive:
+        if frames_restorable(self):
+            frames = [self._cont]
+            exc = _running.handled_exception(self._cont)
+        else:
+            frames = [NOT_RESTORABLE]
+    state = (flags, _by_value(self._tempval), self.nesting_level, frames,
+             type(exc) if exc is not None else None, exc, None, None)
+    return (type(self), (), state)
 
 
 def frames_restorable(self: "tasklet") -> bool:
@@ -47,52 +101,65 @@ def frames_restorable(self: "tasklet") -> bool:
             and _running.blocker(self._cont) is None)
 
 
-def tasklet_getstate(self: "tasklet") -> tuple:
-    """``tasklet.__getstate__``: function, arguments, tempval, flags, dict."""
-    if self._is_main:
-        raise TypeError("cannot pickle the main tasklet")
-    running = self._alive and self._started
-    cont = self._cont if running and frames_restorable(self) else None
-    flags = {
-        "alive": self._alive, "scheduled": self._scheduled,
-        "blocked": self._blocked, "atomic": self._atomic,
-        "ignore_nesting": self._ignore_nesting,
-        "block_trap": self._block_trap,
-        "unrestorable": (running and cont is None) or self._unrestorable,
-        "cont": cont,
-    }
-    tempval = self._tempval
-    d = getattr(self, "__dict__", None) or None
-    return (_by_value(self._func), self._args, self._kwargs, _by_value(tempval), flags, d)
+def running_restorable() -> bool:
+    """``restorable`` of the running tasklet: whether its frames, from the
+    bottom of its stack up to the code that asks, could be captured (the
+    rule of a suspended tasklet, docs/stackless.md).  It is never pickled
+    while it runs: that raises ``RuntimeError``, as in Stackless."""
+    cp = _running._pickle_support()
+    if cp is None:
+        return False
+    f = sys._getframe(1)
+    while f is not None and _running._internal(f.f_code):
+        f = f.f_back
+    return f is not None and cp.running_blocker(f) is None
 
 
-def tasklet_setstate(self: "tasklet", state: tuple) -> None:
-    """``tasklet.__setstate__``."""
-    func, args, kwargs, tempval, flags, d = state
-    self._func = func
-    self._args = args
-    self._kwargs = kwargs
-    self._atomic = flags["atomic"]
-    self._ignore_nesting = flags["ignore_nesting"]
-    self._block_trap = flags["block_trap"]
-    self._unrestorable = flags["unrestorable"]
+def _check_state(state: Any) -> None:
+    if not isinstance(state, tuple):
+        raise TypeError("tasklet state must be a tuple, not %s" % type(state).__name__)
+    if len(state) != 8:
+        raise TypeError("tasklet() takes exactly 8 arguments (%d given)" % len(state))
+    if not isinstance(state[0], int) or not isinstance(state[2], int):
+        bad = state[0] if not isinstance(state[0], int) else state[2]
+        raise TypeError("an integer is required (got type %s)" % type(bad).__name__)
+    if not isinstance(state[3], list):
+        raise TypeError("tasklet() argument 4 must be list, not %s" % type(state[3]).__name__)
+
+
+def tasklet_setstate(self: "tasklet", state: tuple) -> "tasklet":
+    """``tasklet.__setstate__``: the tasklet comes back paused (as in
+    Stackless, never inserted; a channel's state blocks it again).  The
+    exception items are informational: a captured stack carries the
+    exception it was handling.  An alive tasklet is left as it is."""
+    _check_state(state)
+    if self._alive:
+        return self
+    flags, tempval, _nesting, frames = state[:4]
+    self._atomic = bool(flags & _ATOMIC)
+    self._ignore_nesting = bool(flags & _IGNORE_NESTING)
+    self._block_trap = bool(flags & _BLOCK_TRAP)
     self._context = contextvars.copy_context()
-    if d:
-        self.__dict__.update(d)
-    if self._unrestorable and flags["alive"]:
-        self._func = _unrestorable_body
-        self._args, self._kwargs = (), {}
-    if flags["alive"]:
-        self._make_alive()      # paused: as in Stackless, never inserted
-        if flags.get("cont") is not None:
-            # its frames, rebuilt when it first runs (stackless/_running.py)
-            self._cont = flags["cont"]
-            self._started = True
+    self._unrestorable = False
+    entry = frames[0] if frames else None
+    if entry is None:
+        # not alive; bound if tempval holds its function
+        self._func = tempval if callable(tempval) else None
+        self._args = self._kwargs = None
+    elif isinstance(entry, Call):
+        self._func, self._args, self._kwargs = entry.func, tuple(entry.args), dict(entry.kwargs or {})
+        self._make_alive()
+    elif isinstance(entry, continulet):
+        self._make_alive()
+        # its frames, rebuilt when it first runs (stackless/_running.py)
+        self._cont = entry
+        self._started = True
+    else:
+        self._func, self._args, self._kwargs = _unrestorable_body, (), {}
+        self._unrestorable = True
+        self._make_alive()
     self._tempval = tempval
-
-
-def _restore_tasklet(cls: type) -> "tasklet":
-    return cls.__new__(cls)
+    return self
 
 
 def _unrestorable_body() -> None:
@@ -141,28 +208,12 @@ def _restore_channel(cls: type) -> "channel":
 # Functions that can be found by name still pickle by name.  (The pickle
 # module saves every function by name before it asks copyreg, so a function
 # pickles by value only where stackless puts it: as a tasklet's function and
-# in the cells of such a function's closure.)
+# in the cells of such a function's closure.)  On CPython, cells and
+# functions by value are _continuation_pickle's, which frames use too; on
+# PyPy, stackless/_pickling_pypy.py has them.
 
 def _reduce_module(m: types.ModuleType) -> Any:
     return (importlib.import_module, (m.__name__,))
-
-
-def _new_cell() -> Any:
-    return types.CellType()
-
-
-def _set_cell(cell: Any, state: Any) -> None:
-    cell.cell_contents = state[0]
-
-
-def _reduce_cell(cell: Any) -> Any:
-    try:
-        contents = cell.cell_contents
-    except ValueError:                      # an empty cell
-        return (_new_cell, ())
-    # made empty first and filled afterwards, so that a cell that holds (a
-    # closure over) itself pickles too
-    return (_new_cell, (), (_by_value(contents),), None, None, _set_cell)
 
 
 def _dict_view(mapping: dict, kind: str) -> Any:
@@ -179,59 +230,15 @@ def _reduce_code(code: types.CodeType) -> Any:
     return (marshal.loads, (marshal.dumps(code),))
 
 
-def _make_function(code: types.CodeType, module: str, name: str, qualname: str,
-                   defaults: Any, kwdefaults: Any, closure: Any, d: Any) -> types.FunctionType:
-    g = importlib.import_module(module).__dict__ if module else {"__builtins__": builtins}
-    f = types.FunctionType(code, g, name, defaults, closure)
-    f.__qualname__ = qualname
-    f.__kwdefaults__ = kwdefaults
-    if d:
-        f.__dict__.update(d)
-    return f
-
-
-def _found_by_name(f: types.FunctionType) -> bool:
-    obj: Any = sys.modules.get(f.__module__) if f.__module__ else None
-    for part in f.__qualname__.split("."):
-        obj = getattr(obj, part, None)
-    return obj is f
-
-
-class _FunctionByValue:
-    """Stands for a function that cannot be found by name, in a pickle."""
-
-    __slots__ = ("f",)
-
-    def __init__(self, f: types.FunctionType) -> None:
-        self.f = f
-
-    def __reduce__(self) -> Any:
-        return _reduce_function(self.f)
-
-
-def _by_value(obj: Any) -> Any:
-    """``obj``, or what pickles it by value if it is a local function."""
-    if type(obj) is types.FunctionType and not _found_by_name(obj):
-        return _FunctionByValue(obj)
-    return obj
-
-
-def _reduce_function(f: types.FunctionType) -> Any:
-    if _found_by_name(f):
-        return f.__qualname__               # found by name: pickle by name
-    module = f.__module__
-    m = sys.modules.get(module) if module else None
-    if m is None or m.__dict__ is not f.__globals__:
-        raise pickle.PicklingError("cannot pickle %r: its globals are not a module's" % f)
-    return (_make_function, (f.__code__, module, f.__name__, f.__qualname__,
-                             f.__defaults__, f.__kwdefaults__, f.__closure__,
-                             f.__dict__ or None))
-
+_support: Any = _running._pickle_support()
+if _support is None:
+    from stackless import _pickling_pypy as _support
+#: ``obj``, or what pickles it by value if it is a local function
+_by_value = _support.by_value
 
 copyreg.pickle(types.ModuleType, _reduce_module)
-copyreg.pickle(types.CellType, _reduce_cell)
 copyreg.pickle(types.CodeType, _reduce_code)
-copyreg.pickle(types.FunctionType, _reduce_function)
+copyreg.pickle(types.FunctionType, _support.reduce_function)
 for _kind in ("keys", "values", "items"):
     copyreg.pickle(type(getattr({}, _kind)()), _reduce_view(_kind))
 del _kind

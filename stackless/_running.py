@@ -9,8 +9,10 @@ returns what that operation returns on resume (``receive``, ``schedule``
 and ``run`` the tasklet's ``tempval``, the others ``None``; a ``bomb`` in
 ``tempval`` is raised), after the bookkeeping a switch does on resume.
 
-The frame at the bottom, ``_bootstrap``, is the scheduler's too but is
-kept: it finishes the tasklet when its function returns.
+The frame at the bottom, ``_bootstrap``, is the scheduler's too and is
+dropped as well: when the tasklet's function returns, the copy does what
+``_bootstrap`` does then (:class:`End`).  So a tasklet started by a C
+bootstrap (no frame of its own) pickles the same way.
 """
 from __future__ import annotations
 
@@ -36,13 +38,15 @@ def _internal(code: Any) -> bool:
     return os.path.dirname(path) == _PACKAGE and os.path.basename(path) != "__main__.py"
 
 
-def _keep(raw: list) -> int:
-    """How many frames, from the bottom, belong to the tasklet's own code
-    (and _bootstrap): the scheduler's frames above it are dropped."""
-    n = len(raw)
-    while n > 1 and _internal(raw[n - 1][1]):
-        n -= 1
-    return n
+def _keep(raw: list) -> tuple:
+    """The range of frames, from the bottom, that belong to the tasklet's
+    own code: the scheduler's frames above it are dropped, and so is the
+    Python ``_bootstrap`` below it (:class:`End` stands for it)."""
+    lo = 1 if raw and _internal(raw[0][1]) else 0
+    hi = len(raw)
+    while hi > lo and _internal(raw[hi - 1][1]):
+        hi -= 1
+    return lo, hi
 
 
 class Resume:
@@ -59,6 +63,7 @@ class Resume:
         return Resume, (self.tasklet, self.op)
 
     def __call__(self) -> Any:
+        from _continuation import _set_stack_context   # (CPython: frames pickle there)
         from stackless import _switching
         t = self.tasklet
         ts = t._ts
@@ -66,6 +71,10 @@ class Resume:
             _switching._tracing_in(ts, t)
         if ts.timeout is not None:
             ts.timeout.resumed(t)
+        # the rebuilt stack runs in the tasklet's own context (contexts do
+        # not pickle: one copied when it was unpickled, or set_context()'s),
+        # as _bootstrap does for a new one; not in its starter's
+        _set_stack_context(t._context)
         t._frame = None
         if self.op in _RETURN_TEMPVAL:
             return _switching._take_tempval(t)
@@ -76,21 +85,54 @@ class Resume:
         return None
 
 
-def _on_resume(bottom_locals: dict, callee: Any) -> Optional[Resume]:
-    t = bottom_locals.get("self")
-    op = getattr(callee, "__name__", "") if callee is not None else ""
-    return Resume(t, op) if t is not None else None
+class End:
+    """What the rebuilt tasklet does when its function returns or raises:
+    what ``_bootstrap`` does then (it is not rebuilt)."""
+
+    __slots__ = ("tasklet",)
+
+    def __init__(self, tasklet: Any) -> None:
+        self.tasklet = tasklet
+
+    def __reduce__(self) -> tuple:
+        return End, (self.tasklet,)
+
+    def __call__(self, error: Optional[BaseException], value: Any) -> None:
+        from stackless import _switching
+        t = self.tasklet
+        if isinstance(error, _switching.TaskletExit):
+            error = None
+        while True:     # (as _bootstrap calls _end)
+            try:
+                return _switching._end(t._cont, t, t._ts, error)
+            except BaseException as e:
+                if not t._alive:
+                    raise
+                error = e
 
 
-def install(bootstrap_code: Any, ts_type: type, ts_func: Any) -> None:
-    """Have continulets whose bottom frame runs ``bootstrap_code`` (every
-    tasklet's) pickled the tasklet way.  A thread's scheduler state found in
-    their frames pickles as "the scheduler of the thread that loads it"."""
+def _on_resume(args: tuple, callee: Any) -> Resume:
+    t = args[0]
+    if callee is None:
+        callee = t._func    # a C operation was its function (tasklet(ch.receive))
+    return Resume(t, getattr(callee, "__name__", "") if callee is not None else "")
+
+
+def _on_return(args: tuple) -> End:
+    return End(args[0])
+
+
+def install(bootstrap: Any, ts_type: type, ts_func: Any) -> None:
+    """Have continulets whose run function is ``bootstrap`` (every
+    tasklet's: ``continulet(bootstrap, tasklet)``) pickled the tasklet way.
+    A thread's scheduler state found in their frames pickles as "the
+    scheduler of the thread that loads it".  A C bootstrap registers the
+    same way (docs/design.md, "Pickling a tasklet's stack")."""
     copyreg.pickle(ts_type, lambda ts: (ts_func, ()))
-    BOTTOMS[bootstrap_code] = (_keep, _on_resume)
+    BOTTOMS[bootstrap] = (_keep, _on_resume, _on_return)
     cp = sys.modules.get("_continuation_pickle")
     if cp is not None:                          # imported before us
-        cp.register_bottom(bootstrap_code, _keep, _on_resume)
+        cp.register_bottom(bootstrap, _keep, _on_resume, _on_return)
 
 
 def _pickle_support() -> Any:
@@ -100,6 +142,23 @@ def _pickle_support() -> Any:
         return None
     import _continuation_pickle
     return _continuation_pickle
+
+
+def running_depth(frame: Any) -> Optional[int]:
+    """How many frames of the tasklet's code the running stack holds, from
+    its bottom up to ``frame``; None where frames cannot be read."""
+    if _pickle_support() is None:
+        return None
+    import _continuation
+    return sum(1 for r in _continuation._frames(frame)[0] if not _internal(r[1]))
+
+
+def handled_exception(cont: Any) -> Optional[BaseException]:
+    """The exception being handled on the suspended stack of ``cont``."""
+    _cp = _pickle_support()
+    if _cp is None or _cp.kind(cont) != "suspended":
+        return None
+    return _cp.frames_of(cont)[1]
 
 
 def blocker(cont: Any) -> Optional[str]:

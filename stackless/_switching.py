@@ -238,9 +238,25 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
         pass
     except BaseException as e:
         error = e
-    # The way out.  An exception that lands here (a signal handler's, a
-    # trace function's) is an uncaught exception of the tasklet: main
-    # gets it.  _finish is idempotent, so it is simply run again.
+    while True:
+        try:
+            return _end(cont, self, ts, error)
+        except BaseException as e:
+            if not self._alive:
+                raise       # after the switch, as from our own return
+            # it landed on the way into _end (a profile function's call
+            # event): an uncaught exception of the tasklet, as in _end
+            error = e
+
+
+def _end(cont: continulet, self: "tasklet", ts: _ThreadState,
+         error: Optional[BaseException]) -> None:
+    """The way out of a tasklet whose function ended (with ``error``, the
+    uncaught exception, or None): finish it and resume the next one.
+
+    An exception that lands here (a signal handler's, a trace function's)
+    is an uncaught exception of the tasklet: main gets it.  _finish is
+    idempotent, so it is simply run again."""
     nxt = None
     handler = _error_handler
     tries = 0
@@ -290,7 +306,7 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
 
 
 # a running tasklet pickles with its frames (stackless/_running.py)
-_running.install(_bootstrap.__code__, _ThreadState, _ts)
+_running.install(_bootstrap, _ThreadState, _ts)
 
 
 def _finish(ts: _ThreadState, self: "tasklet",

@@ -8,7 +8,7 @@ import sys
 from collections import deque
 from typing import Any, Callable, Optional
 
-from stackless import _pickling
+from stackless import _pickling, _running
 from stackless._common import (TaskletExit, _NOARG, _OWN_GLOBALS, _PYPY, _RUNNING,
                                _at_least_one, _at_most, _get_ident, _getframe, _index,
                                _make_exception, _no_args, _one_arg, _own_module, bomb)
@@ -454,11 +454,13 @@ class tasklet:
         """True when pickling captures the whole tasklet: it has not started,
         or is dead, or its frames can be captured (docs/stackless.md)."""
         if self._is_main:
-            return False
+            return self.is_current and _pickling.running_restorable()
         if not self._alive:
             return True
         if self._unrestorable:
             return False
+        if self.is_current:
+            return _pickling.running_restorable()
         return not self._started or _pickling.frames_restorable(self)
 
     @property
@@ -556,6 +558,12 @@ class tasklet:
     def recursion_depth(self) -> int:
         """Number of Python frames in the tasklet's stack."""
         f = self.frame
+        if f is not None and self.is_current and not self._is_main:
+            # the running stack ends at its bottom frame, wherever f_back
+            # leads from there (a rebuilt stack has no _bootstrap frame)
+            n = _running.running_depth(f)
+            if n is not None:
+                return n
         n = 0
         # _bootstrap is the lowest frame of a tasklet's stack
         while f is not None and f.f_code is not _bootstrap.__code__:
@@ -622,5 +630,4 @@ class tasklet:
 
     __reduce__ = _pickling.tasklet_reduce
     __reduce_ex__ = _pickling.reduce_ex
-    __getstate__ = _pickling.tasklet_getstate
     __setstate__ = _pickling.tasklet_setstate

@@ -1604,11 +1604,6 @@ def test_pickle_channel_with_waiting_tasklets():
     assert ch3.balance == 0 and ch3.preference == -1
 
 
-def test_main_tasklet_cannot_be_pickled():
-    with pytest.raises(TypeError):
-        pickle.dumps(stackless.getmain())
-
-
 # ---------------------------------------------------------------------------
 # GC and the demo
 # ---------------------------------------------------------------------------
