@@ -103,8 +103,9 @@ class End:
         if isinstance(error, _switching.TaskletExit):
             error = None
         while True:     # (as _bootstrap calls _end)
+            box, error = [error], None
             try:
-                return _switching._end(t._cont, t, t._ts, error)
+                return _switching._end(t._cont, t, t._ts, box)
             except BaseException as e:
                 if not t._alive:
                     raise

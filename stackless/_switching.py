@@ -239,8 +239,11 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     except BaseException as e:
         error = e
     while True:
+        # handed over in a box: main raises the error with this frame in
+        # its traceback, so this frame must not keep it (see _end)
+        box, error = [error], None
         try:
-            return _end(cont, self, ts, error)
+            return _end(cont, self, ts, box)
         except BaseException as e:
             if not self._alive:
                 raise       # after the switch, as from our own return
@@ -249,14 +252,14 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
             error = e
 
 
-def _end(cont: continulet, self: "tasklet", ts: _ThreadState,
-         error: Optional[BaseException]) -> None:
-    """The way out of a tasklet whose function ended (with ``error``, the
-    uncaught exception, or None): finish it and resume the next one.
+def _end(cont: continulet, self: "tasklet", ts: _ThreadState, box: list) -> None:
+    """The way out of a tasklet whose function ended (with the uncaught
+    exception in ``box``, or None): finish it and resume the next one.
 
     An exception that lands here (a signal handler's, a trace function's)
     is an uncaught exception of the tasklet: main gets it.  _finish is
     idempotent, so it is simply run again."""
+    error = box.pop()
     nxt = None
     handler = _error_handler
     tries = 0
