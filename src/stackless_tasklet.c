@@ -263,6 +263,12 @@ static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t
     return nxt;
 }
 
+PyObject *accel_finish(PyObject *ts, PyObject *self)
+{
+    PyObject *args[3] = {ts, self, Py_None};
+    return tasklet_finish(NULL, args, 3);
+}
+
 static PyMethodDef finish_def = {"_finish", (PyCFunction)(void (*)(void))tasklet_finish,
     METH_FASTCALL, "Make the dying tasklet dead and return the tasklet to resume (C version)."};
 
@@ -346,6 +352,10 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
         rc = 0;         /* not what this code knows: keep the Python versions */
         goto done;
     }
+    /* the Python fallbacks run hidden from trace functions (stackless_hide.c) */
+    if (hide_in_place(&py_ts) < 0 || hide_in_place(&py_new) < 0 || hide_in_place(&py_init) < 0
+            || hide_in_place(&py_setup) < 0 || hide_in_place(&py_finish) < 0)
+        goto done;
     deque_append = ((PyMethodDescrObject *)app)->d_method->ml_meth;
     deque_popleft = ((PyMethodDescrObject *)pop)->d_method->ml_meth;
     if ((t_func = slot_offset(tasklet, "_func")) < 0 || (t_args = slot_offset(tasklet, "_args")) < 0

@@ -44,7 +44,7 @@ def tasklet_reduce(self: "tasklet") -> Any:
 def frames_restorable(self: "tasklet") -> bool:
     """Whether a started tasklet's frames can be captured."""
     return (self is not self._ts.current and self._cont is not None
-            and _running.blocker(self._cont) is None)
+            and _running.blocker(self._cont, self) is None)
 
 
 def tasklet_getstate(self: "tasklet") -> tuple:
@@ -59,7 +59,7 @@ def tasklet_getstate(self: "tasklet") -> tuple:
         "ignore_nesting": self._ignore_nesting,
         "block_trap": self._block_trap,
         "unrestorable": (running and cont is None) or self._unrestorable,
-        "cont": cont,
+        "cont": _running.picklable(self, cont),
     }
     tempval = self._tempval
     d = getattr(self, "__dict__", None) or None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from _continuation import continulet, permute
 
 from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG,
-                               _PYPY, _getframe, _index, _no_args, _one_arg, _own_module,
+                               _PYPY, _callback, _getframe, _index, _no_args, _one_arg, _own_module,
                                bomb)
 from stackless._threads import _ThreadState, _alive_registry, _states, _ts, _unregister
 from stackless import _running
@@ -101,7 +101,7 @@ def _call_schedule_cb(prev: "tasklet", nxt: "tasklet") -> None:
     Stackless, its exception does not stop the switch: it is reported as
     unraisable ("Error in scheduling callback")."""
     try:
-        _schedule_cb(prev, nxt)
+        _callback(_schedule_cb, prev, nxt)
     except Exception as e:
         _write_unraisable(e, "Error in scheduling callback")
 
@@ -158,7 +158,7 @@ def _tracing_per_tasklet(ts: _ThreadState, new: "tasklet") -> None:
     that ran until now, and from now on every switch swaps them."""
     trace, profile = sys.gettrace(), sys.getprofile()
     for t in [ts.main, *_alive_registry.get(ts.thread_id, {}).values()]:
-        if t is not new:
+        if t is not new and t._started:     # (those yet to start get none)
             t._trace, t._profile = trace, profile
     ts.tasklet_tracing = True
     _tracing_in(ts, new)
@@ -214,9 +214,25 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
         pass
     except BaseException as e:
         error = e
-    # The way out.  An exception that lands here (a signal handler's, a
-    # trace function's) is an uncaught exception of the tasklet: main
-    # gets it.  _finish is idempotent, so it is simply run again.
+    while True:
+        try:
+            return _end(cont, self, ts, error)
+        except BaseException as e:
+            if ts.current is not self:
+                raise       # it landed after the switch was decided
+            # before the way out began (the trace event of the call of
+            # _end): an uncaught exception of the tasklet, like any other
+            error = e
+
+
+def _end(cont: continulet, self: "tasklet", ts: _ThreadState,
+         error: Optional[BaseException]) -> None:
+    """The way out of a tasklet whose function ended (with ``error``, the
+    uncaught exception, or None): finish it and resume the next one.
+
+    An exception that lands here (a signal handler's, a trace function's)
+    is an uncaught exception of the tasklet: main gets it.  _finish is
+    idempotent, so it is simply run again."""
     nxt = None
     handler = _error_handler
     tries = 0
@@ -225,7 +241,7 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
             if error is not None and handler is not None:
                 h, handler = handler, None
                 error, e = None, error
-                h(type(e), e, e.__traceback__)
+                _callback(h, type(e), e, e.__traceback__)
             nxt = _finish(ts, self, error)
         except TaskletExit:
             error = None

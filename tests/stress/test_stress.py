@@ -206,7 +206,10 @@ for n in range(1, 60):
 """
 
 
-@pytest.mark.xfail(strict=True,
+# With the C accelerator the channel's cross-thread Python code runs hidden
+# from trace functions (src/stackless_hide.c), so the tick counter of
+# run(timeout) never interrupts it there.
+@pytest.mark.xfail(ON_PYPY or os.environ.get("STACKLESS_ACCEL") == "0", strict=True,
                    reason="S2: run(timeout) preempts a tasklet inside threading.Condition."
                           "__enter__ (called by the cross-thread channel code); killing it "
                           "leaves the other thread's receiver stuck for good (Stackless 3.7: "
