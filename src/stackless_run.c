@@ -24,8 +24,8 @@ static Py_ssize_t t_ts, t_frame, t_trace, t_profile, t_started, t_tempval, t_fun
 static Py_ssize_t ts_current, ts_rq, ts_timeout, ts_tracing, ts_launch, ts_pending, ts_trap,
                   ts_watchdogs;
 static PyObject *sys_gettrace, *sys_settrace, *sys_getprofile, *sys_setprofile;
-static PyObject *py_tracing_per_tasklet, *py_end, *py_end_run, *py_run, *set_context,
-                *permute, *tasklet_exit, *bomb_type, *s_resumed, *s_raise;
+static PyObject *py_bootstrap, *py_tracing_per_tasklet, *py_end, *py_end_run, *py_run, *set_context,
+                *permute, *tasklet_exit, *bomb_type, *s_raise;
 
 /* The raised exception, normalized and with its traceback (new
  * reference), as `except BaseException as e` has it; the error is cleared. */
@@ -128,7 +128,7 @@ static int begin(PyObject *ts, PyObject *self)
         if (accel_tracing_in(ts, self) < 0)
             return -1;
     }
-    else if (slot(ts, ts_timeout) == Py_None) {
+    else {
         PyObject *t = PyObject_CallNoArgs(sys_gettrace), *p = PyObject_CallNoArgs(sys_getprofile);
         int any = t != NULL && p != NULL && (t != Py_None || p != Py_None);
         Py_XDECREF(t);
@@ -139,9 +139,6 @@ static int begin(PyObject *ts, PyObject *self)
         if (any && discard(call_hidden(py_tracing_per_tasklet, args, 2, NULL)) < 0)
             return -1;
     }
-    PyObject *timeout = slot(ts, ts_timeout);
-    if (timeout != Py_None && discard(call_hidden_method(timeout, s_resumed, self)) < 0)
-        return -1;
     set_slot(self, t_started, Py_True);
     return 0;
 }
@@ -229,6 +226,12 @@ static PyObject *accel_bootstrap(PyObject *mod, PyObject *const *args, Py_ssize_
     }
     PyObject *cont = args[0], *self = args[1];
     PyObject *ts = Py_NewRef(slot(self, t_ts));
+    if (slot(ts, ts_timeout) != Py_None) {
+        /* run(timeout) is Python code that counts the tasklet's trace
+           events, from the frames above the Python _bootstrap's */
+        Py_DECREF(ts);
+        return PyObject_Vectorcall(py_bootstrap, args, 2, NULL);
+    }
     if (begin(ts, self) < 0) {
         Py_DECREF(ts);
         return NULL;
@@ -351,11 +354,11 @@ int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate)
         || (sys_setprofile = PyObject_GetAttrString(sys, "setprofile")) == NULL;
     Py_DECREF(sys);
     if (bad || (py_tracing_per_tasklet = need(ns, "_tracing_per_tasklet")) == NULL
+            || (py_bootstrap = need(ns, "_python_bootstrap")) == NULL
             || (py_end = need(ns, "_end")) == NULL || (py_end_run = need(ns, "_end_run")) == NULL
             || (py_run = need(ns, "run")) == NULL || (set_context = need(ns, "_set_stack_context")) == NULL
             || (permute = need(ns, "permute")) == NULL || (tasklet_exit = need(ns, "TaskletExit")) == NULL
             || (bomb_type = need(ns, "bomb")) == NULL
-            || (s_resumed = PyUnicode_InternFromString("resumed")) == NULL
             || (s_raise = PyUnicode_InternFromString("raise_")) == NULL)
         return -1;
     if ((t_ts = slot_offset(tasklet, "_ts")) < 0 || (t_frame = slot_offset(tasklet, "_frame")) < 0

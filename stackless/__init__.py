@@ -133,6 +133,7 @@ def _install_accel() -> bool:
     # new tasklets start in the C _bootstrap; the Python one stays for
     # the tasklets that pickling restores (stackless/_running.py)
     names["_bootstrap"] = _stackless_accel._bootstrap
+    names["_python_bootstrap"] = _switching._bootstrap
     replaced = _stackless_accel.install(names, vars(_switching), vars(_channel))
     replaced["run"] = _stackless_accel.run
     replaced["_callback"] = _stackless_accel._callback

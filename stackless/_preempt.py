@@ -54,7 +54,10 @@ class _Preempt:
         """Tasklet ``t`` runs again: give it a fresh budget and trace its frames."""
         if not self.total:
             self.ticks = 0
-        self._arm(sys._getframe(2))
+        # from our caller down (_arm skips the package's own frames): the C
+        # switch calls us straight from the user's frame, which a C-started
+        # tasklet may have no frame below
+        self._arm(sys._getframe(1))
 
     def _arm(self, f: Any) -> None:
         # Frames that were already running before the trace function was
