@@ -155,16 +155,24 @@ def _hide_python_api(hide: Any, replaced: dict) -> None:
     functions, as Stackless's C code is (src/stackless_hide.c): the public
     functions and the methods and properties of the classes become
     builtins that run the Python code with tracing suspended."""
+    def hidden(func: types.FunctionType, method: bool = False) -> Any:
+        h = hide(func, method)
+        # pickle saves a builtin as getattr(its __self__, its name), and
+        # its __self__ is this function: let it find itself by name again
+        func.__qualname__ += ".__self__"
+        setattr(func, func.__name__, h.__func__ if method else h)
+        return h
+
     for name, value in list(globals().items()):
         if (isinstance(value, types.FunctionType) and not name.startswith("_")
                 and name not in replaced and value.__module__.startswith("stackless")):
-            replaced[name] = hide(value)
+            replaced[name] = hidden(value)
     for cls in (tasklet, channel, atomic, bomb):
         for name, value in list(vars(cls).items()):
             if name.startswith("_") and not name.startswith("__"):
                 continue        # reached only from the code hidden already
             if isinstance(value, types.FunctionType):
-                setattr(cls, name, hide(value, True))
+                setattr(cls, name, hidden(value, True))
             elif isinstance(value, property):
                 acc = [None if f is None else hide(f) for f in (value.fget, value.fset, value.fdel)]
                 setattr(cls, name, property(*acc, value.__doc__))

@@ -7,13 +7,14 @@ difference of the reference mode (docs/stackless.md)."""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 
 import pytest
 import stackless
 
-pytestmark = pytest.mark.skipif(
+accelerated_only = pytest.mark.skipif(
     not stackless._accelerated,
     reason="the pure-Python reference shows its own frames (docs/stackless.md, Differences)")
 
@@ -155,11 +156,26 @@ def run_program() -> list:
     return p.stdout.splitlines()
 
 
+@accelerated_only
 def test_trace_functions_never_see_the_package_frames():
     events = run_program()
     assert [e for e in events if e.startswith("INTERNAL")] == []
     assert len(events) > 50
 
 
+@accelerated_only
 def test_user_events_around_switches_are_stackless_ones():
     assert run_program() == expected()
+
+
+def test_the_api_pickles_by_name():
+    """Stackless's functions and methods pickle by reference; so do ours
+    when they are hidden builtins."""
+    for f in (stackless.getcurrent, stackless.schedule_remove, stackless.run,
+              stackless.tasklet.kill, stackless.channel.close):
+        assert pickle.loads(pickle.dumps(f)) is f
+    t = stackless.tasklet(stackless.getcurrent)()
+    t2 = pickle.loads(pickle.dumps(t))
+    assert t2._func is stackless.getcurrent
+    t.kill()
+    t2.kill()
