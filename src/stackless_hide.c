@@ -28,36 +28,38 @@
 
 /* tstate->tracing is a field of the public PyThreadState of every
  * supported version; the Enter/Leave calls keep 3.11's cached flag
- * (cframe->use_tracing) in step with it. */
-static void hide_enter(PyThreadState *ts)
+ * (cframe->use_tracing) in step with it.  n levels of hiding at a time. */
+static void hide_enter(PyThreadState *ts, int n)
 {
-    ts->tracing += HIDE_UNIT - 1;
+    ts->tracing += n * HIDE_UNIT - 1;
     PyThreadState_EnterTracing(ts);
 }
 
-static void hide_leave(PyThreadState *ts)
+static void hide_leave(PyThreadState *ts, int n)
 {
-    ts->tracing -= HIDE_UNIT - 1;
+    ts->tracing -= n * HIDE_UNIT - 1;
     PyThreadState_LeaveTracing(ts);
 }
 
 PyObject *call_hidden(PyObject *func, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyThreadState *ts = PyThreadState_Get();
-    hide_enter(ts);
+    hide_enter(ts, 1);
     PyObject *r = PyObject_Vectorcall(func, args, nargsf, kwnames);
-    hide_leave(ts);
+    hide_leave(ts, 1);
     return r;
 }
 
+/* every level of hiding goes (hidden code may call hidden API functions) */
 PyObject *call_visible(PyObject *func, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyThreadState *ts = PyThreadState_Get();
-    if (ts->tracing < HIDE_UNIT)
+    int n = ts->tracing / HIDE_UNIT;
+    if (n == 0)
         return PyObject_Vectorcall(func, args, nargsf, kwnames);
-    hide_leave(ts);
+    hide_leave(ts, n);
     PyObject *r = PyObject_Vectorcall(func, args, nargsf, kwnames);
-    hide_enter(ts);
+    hide_enter(ts, n);
     return r;
 }
 

@@ -22,7 +22,8 @@ accelerated_only = pytest.mark.skipif(
 # tasklet.trace_function/profile_function, through creation, run(), send,
 # receive, channel iteration, close, schedule, schedule_remove,
 # raise_exception, insert, remove, kill, throw, atomic, getcurrent,
-# tasklet.run/switch, both callbacks and a channel with preference 1.
+# tasklet.run/switch, both callbacks, a channel with preference 1 and
+# send_sequence (a callback inside hidden code inside hidden code).
 PROGRAM = r'''
 import os, sys, stackless
 PKG = os.path.dirname(stackless.__file__) + os.sep
@@ -101,6 +102,12 @@ ch2 = stackless.channel()
 ch2.preference = 1
 t = stackless.tasklet(lambda: ch2.send(helper(7)))()
 ch2.receive()
+ch3 = stackless.channel()
+def drain():
+    ch3.receive()
+    ch3.receive()
+t = stackless.tasklet(drain)()
+ch3.send_sequence([1, 2])
 stackless.set_channel_callback(None)
 t = stackless.tasklet(helper)(8)
 t.remove()
@@ -131,9 +138,11 @@ SLP37 = [
     'T helper call 0', 'P helper call', 'T helper line 1', 'T helper return 1',
     'P helper return', 'T traced return 3', 'P traced return', 'P <module> c_return',
     'P <module> c_call', 'P cb_chan call', 'P helper call', 'P helper return',
-    'P cb_chan return', 'P <module> c_return', 'P <module> c_call', 'P <module> c_return',
+    'P cb_chan return', 'P <module> c_return', 'P <module> c_call', 'P cb_chan call',
+    'P helper call', 'P helper return', 'P cb_chan return', 'P cb_chan call',
+    'P helper call', 'P helper return', 'P cb_chan return', 'P <module> c_return',
     'P <module> c_call', 'P <module> c_return', 'P <module> c_call', 'P <module> c_return',
-    'P <module> c_call',
+    'P <module> c_call', 'P <module> c_return', 'P <module> c_call',
 ]
 
 
