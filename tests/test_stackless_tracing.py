@@ -146,16 +146,18 @@ SLP37 = [
 ]
 
 
-def expected() -> list:
-    """SLP37, as Stackless's C code would give it on this CPython."""
-    if sys.version_info < (3, 14):
-        return SLP37
-    # 3.14 calls a with statement's __enter__ and __exit__ with CALL: a C
-    # context manager (atomic's, or _thread.LockType's) makes c_call and
-    # c_return events there
-    i, j = SLP37.index("M with"), SLP37.index("M end")
-    pair = ["P <module> c_call", "P <module> c_return"]
-    return SLP37[:i + 2] + pair + SLP37[i + 2:j - 1] + pair + SLP37[j - 1:]
+def without_with_block(events: list) -> list:
+    """The events with those of the with statement of atomic replaced by
+    one mark.  They are c_call/c_return of <module> only, but how many
+    depends on how this CPython calls a context manager's __enter__ and
+    __exit__ (3.14 with CALL for both: a C one, like Stackless's atomic,
+    then makes c_call/c_return events there; 3.11 and 3.13 differ between
+    builtin methods and others)."""
+    i, j = events.index("M with"), events.index("M end")
+    block = events[i + 1:j]
+    assert set(block) == {"P <module> c_call", "P <module> c_return"}, block
+    assert len(block) >= 4      # append's return, getcurrent(), append's call
+    return events[:i] + ["with block"] + events[j:]
 
 
 def run_program() -> list:
@@ -174,7 +176,7 @@ def test_trace_functions_never_see_the_package_frames():
 
 @accelerated_only
 def test_user_events_around_switches_are_stackless_ones():
-    assert run_program() == expected()
+    assert without_with_block(run_program()) == without_with_block(SLP37)
 
 
 def test_the_api_pickles_by_name():
