@@ -60,7 +60,8 @@ if platform.python_implementation() == "CPython":
     # optional: stackless runs without it (pure Python); see _install_accel
     ext_modules.append(Extension(
         "_stackless_accel",
-        sources=["src/stackless_accel.c", "src/stackless_tasklet.c"],
+        sources=["src/stackless_accel.c", "src/stackless_tasklet.c", "src/stackless_hide.c",
+                 "src/stackless_run.c"],
         depends=["src/slots.h", "src/capi.h", "src/stackless_accel.h"],
         extra_compile_args=cflags,
         extra_link_args=ldflags,

@@ -165,7 +165,11 @@ static void note_root_link(saved_t *s)
 
 static void begin_version_fields(PyThreadState *ts, saved_t *s, root_t *root)
 {
-    root->cframe.use_tracing = ts->cframe->use_tracing;
+    /* the thread's setting, not the starter's cached flag: a starter that
+       runs with tracing suspended (in a trace function, or stackless's
+       hidden code) must not start an untraced stack (its `tracing` is 0) */
+    root->cframe.use_tracing = (ts->tracing == 0 &&
+        (ts->c_tracefunc != NULL || ts->c_profilefunc != NULL)) ? 255 : 0;
     root->cframe.current_frame = ts->cframe->current_frame;
     root->cframe.previous = NULL;
     ts->cframe = &root->cframe;

@@ -32,7 +32,7 @@ static const cont_capi *capi;
 static PyObject *sched_dict, *chan_dict;
 static PyObject *local;             /* stackless._local (threading.local) */
 static PyObject *bomb_type, *continulet_type;
-static PyObject *py_bootstrap, *py_tracing_out, *py_tracing_in, *py_switch;
+static PyObject *py_bootstrap, *py_switch;
 static PyObject *py_send, *py_receive, *py_schedule, *py_recover, *py_leave,
                 *py_raise_pending, *py_not_started;
 static PyObject *s_ts, *s_switch, *s_popleft, *s_append, *s_appendleft,
@@ -58,14 +58,6 @@ static PyObject *call_method1(PyObject *obj, PyObject *name, PyObject *a)
 {
     PyObject *args[2] = {obj, a};
     return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-}
-
-static int discard(PyObject *r)
-{
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
 }
 
 
@@ -253,6 +245,51 @@ static inline __attribute__((always_inline)) int run_from_main(PyObject *t)
     return discard(r);
 }
 
+static inline int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt);
+static inline PyObject *take_tempval(PyObject *t);
+
+int accel_schedule_callback(PyObject *prev, PyObject *nxt)
+{
+    if (schedule_cb == NULL)
+        return 0;
+    /* its error does not stop the switch (as in Stackless); the callback
+     * may replace itself; it is the user's code, traced even when a
+     * hidden Python fallback of ours switches */
+    PyObject *cb = Py_NewRef(schedule_cb), *args[2] = {prev, nxt};
+    PyObject *r = call_visible(cb, args, 2, NULL);
+    Py_DECREF(cb);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;
+        PyObject *where = PyUnicode_FromString("Error in scheduling callback");
+        PyErr_WriteUnraisable(where);
+        Py_XDECREF(where);
+    }
+    Py_XDECREF(r);
+    return 0;
+}
+
+PyObject *accel_rq_first(PyObject *rq)
+{
+    return first_of(rq);
+}
+
+int accel_rq_popleft(PyObject *rq)
+{
+    return discard(dq_popleft(rq));
+}
+
+PyObject *accel_take_tempval(PyObject *t)
+{
+    return take_tempval(t);
+}
+
+
+int accel_do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
+{
+    return do_switch(ts, cur, nxt);
+}
+
 static inline __attribute__((always_inline)) int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
     if (slot(ts, ts_timeout) != Py_None) {
@@ -262,29 +299,13 @@ static inline __attribute__((always_inline)) int do_switch(PyObject *ts, PyObjec
         return discard(PyObject_Vectorcall(py_switch, args, 3, NULL));
     }
     PyObject *r;
-    if (schedule_cb != NULL) {
-        /* its error does not stop the switch (as in Stackless); the
-         * callback may replace itself */
-        PyObject *cb = Py_NewRef(schedule_cb), *args[2] = {cur, nxt};
-        r = PyObject_Vectorcall(cb, args, 2, NULL);
-        Py_DECREF(cb);
-        if (r == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception))
-                return -1;
-            PyObject *where = PyUnicode_FromString("Error in scheduling callback");
-            PyErr_WriteUnraisable(where);
-            Py_XDECREF(where);
-        }
-        Py_XDECREF(r);
-    }
+    if (accel_schedule_callback(cur, nxt) < 0)
+        return -1;
     int tracing = slot_true(ts, ts_tracing);
     if (tracing < 0)
         return -1;
-    if (tracing) {
-        PyObject *args[2] = {ts, cur};
-        if (discard(PyObject_Vectorcall(py_tracing_out, args, 2, NULL)) < 0)
-            return -1;
-    }
+    if (tracing && accel_tracing_out(ts, cur) < 0)
+        return -1;
     int cur_main = slot_true(cur, t_is_main), nxt_main;
     if (cur_main < 0)
         return -1;
@@ -342,11 +363,8 @@ static inline __attribute__((always_inline)) int do_switch(PyObject *ts, PyObjec
         if (discard(r) < 0)
             return -1;
     }
-    if ((tracing = slot_true(ts, ts_tracing)) != 0) {
-        PyObject *args[2] = {ts, cur};
-        if (tracing < 0 || discard(PyObject_Vectorcall(py_tracing_in, args, 2, NULL)) < 0)
-            return -1;
-    }
+    if ((tracing = slot_true(ts, ts_tracing)) != 0 && (tracing < 0 || accel_tracing_in(ts, cur) < 0))
+        return -1;
     PyObject *timeout = slot(ts, ts_timeout);
     if (timeout != Py_None) {
         Py_INCREF(timeout);
@@ -858,8 +876,6 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (tstate = need(ns, "_ThreadState")) == NULL
             || (local = need(ns, "_local")) == NULL || (bomb_type = need(ns, "bomb")) == NULL
             || (py_bootstrap = need(ns, "_bootstrap")) == NULL
-            || (py_tracing_out = need(ns, "_tracing_out")) == NULL
-            || (py_tracing_in = need(ns, "_tracing_in")) == NULL
             || (py_switch = need(ns, "_switch")) == NULL
             || (py_schedule = need(ns, "schedule")) == NULL
             || (py_recover = need(ns, "_recover")) == NULL || (py_leave = need(ns, "_leave")) == NULL
@@ -879,6 +895,13 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (d_append = PyObject_GetAttrString(deque_type, "append")) == NULL
             || (d_appendleft = PyObject_GetAttrString(deque_type, "appendleft")) == NULL)
         goto fail;
+    /* the Python fallbacks run hidden from trace functions (stackless_hide.c) */
+    PyObject **fallbacks[] = {&py_switch, &py_schedule, &py_recover, &py_leave, &py_raise_pending,
+                              &py_not_started, &py_set_schedule_cb, &py_set_channel_cb, &py_send,
+                              &py_receive};
+    for (size_t i = 0; i < sizeof(fallbacks) / sizeof(fallbacks[0]); i++)
+        if (hide_in_place(fallbacks[i]) < 0)
+            goto fail;
     fn_append = deque_method(d_append, METH_O);
     fn_appendleft = deque_method(d_appendleft, METH_O);
     /* fn_popleft last: it says whether all four are there */
@@ -933,7 +956,8 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     Py_XDECREF(sw);
     Py_XDECREF(set_s);
     Py_XDECREF(set_c);
-    if (replaced == NULL || tasklet_accel_install(ns, tasklet, ts_rq, replaced) < 0) {
+    if (replaced == NULL || tasklet_accel_install(ns, tasklet, ts_rq, replaced) < 0
+            || run_accel_install(ns, tasklet, tstate) < 0) {
         Py_XDECREF(replaced);
         goto fail;
     }
@@ -983,5 +1007,9 @@ static struct PyModuleDef accel_module = {
 
 PyMODINIT_FUNC PyInit__stackless_accel(void)
 {
-    return PyModule_Create(&accel_module);
+    PyObject *m = PyModule_Create(&accel_module);
+    if (m != NULL && (PyModule_AddFunctions(m, hide_methods) < 0
+                      || PyModule_AddFunctions(m, run_methods) < 0))
+        Py_CLEAR(m);
+    return m;
 }

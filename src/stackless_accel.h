@@ -17,4 +17,41 @@ PyObject *accel_thread_state(void);
 int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
                           PyObject *replaced);
 
+/* stackless_accel.c: the scheduler steps the other parts share */
+int accel_do_switch(PyObject *ts, PyObject *cur, PyObject *nxt);
+/* schedule callback(prev, nxt), traced; an Exception is reported as
+ * unraisable, -1 only for another BaseException */
+int accel_schedule_callback(PyObject *prev, PyObject *nxt);
+PyObject *accel_rq_first(PyObject *rq);         /* rq[0], new reference */
+int accel_rq_popleft(PyObject *rq);             /* del rq[0]; 0 or -1 */
+/* t's tempval (new reference); a bomb there is raised (NULL) */
+PyObject *accel_take_tempval(PyObject *t);
+
+/* stackless_tasklet.c: _finish(ts, self, None), the tasklet to resume */
+PyObject *accel_finish(PyObject *ts, PyObject *self);
+
+/* stackless_hide.c: calls with stackless's own frames kept out of trace
+ * and profile functions, and calls of the user's code made visible again
+ * from there (vectorcall conventions) */
+PyObject *call_hidden(PyObject *func, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+PyObject *call_visible(PyObject *func, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+/* *func becomes a builtin that calls the old *func hidden: the Python
+ * fallbacks that the C code calls */
+int hide_in_place(PyObject **func);
+extern PyMethodDef hide_methods[];
+
+/* stackless_run.c: run(), _bootstrap and the trace functions of tasklets */
+int accel_tracing_out(PyObject *ts, PyObject *cur);
+int accel_tracing_in(PyObject *ts, PyObject *cur);
+int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate);
+extern PyMethodDef run_methods[];
+
+static inline int discard(PyObject *r)
+{
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 #endif

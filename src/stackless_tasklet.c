@@ -78,7 +78,9 @@ static PyObject *tasklet_init(PyObject *self, PyObject *const *args, Py_ssize_t 
 {
     PyObject *ts = NULL;
     if (kwnames != NULL || nargs != 1 || args[0] == Py_None || !PyCallable_Check(args[0])
-            || _PyType_Lookup(Py_TYPE(self), s_bind) != py_bind
+            /* a subclass's own bind() is called; the class's may have been
+               replaced by its hidden version since install (stackless_hide.c) */
+            || _PyType_Lookup(Py_TYPE(self), s_bind) != _PyType_Lookup(tasklet_type, s_bind)
             || (ts = accel_thread_state()) == NULL || !fresh(self, ts)) {
         Py_XDECREF(ts);
         if (PyErr_Occurred())
@@ -263,6 +265,12 @@ static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t
     return nxt;
 }
 
+PyObject *accel_finish(PyObject *ts, PyObject *self)
+{
+    PyObject *args[3] = {ts, self, Py_None};
+    return tasklet_finish(NULL, args, 3);
+}
+
 static PyMethodDef finish_def = {"_finish", (PyCFunction)(void (*)(void))tasklet_finish,
     METH_FASTCALL, "Make the dying tasklet dead and return the tasklet to resume (C version)."};
 
@@ -346,6 +354,10 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
         rc = 0;         /* not what this code knows: keep the Python versions */
         goto done;
     }
+    /* the Python fallbacks run hidden from trace functions (stackless_hide.c) */
+    if (hide_in_place(&py_ts) < 0 || hide_in_place(&py_new) < 0 || hide_in_place(&py_init) < 0
+            || hide_in_place(&py_setup) < 0 || hide_in_place(&py_finish) < 0)
+        goto done;
     deque_append = ((PyMethodDescrObject *)app)->d_method->ml_meth;
     deque_popleft = ((PyMethodDescrObject *)pop)->d_method->ml_meth;
     if ((t_func = slot_offset(tasklet, "_func")) < 0 || (t_args = slot_offset(tasklet, "_args")) < 0

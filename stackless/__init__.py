@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from typing import Any
 
-from stackless import (_channel, _common, _pickling, _preempt, _scheduler,
+from stackless import (_channel, _common, _pickling, _preempt, _running, _scheduler,
                        _switching, _tasklet, _threads)
 from stackless._channel import channel, get_channel_callback, set_channel_callback
 from stackless._common import _PYPY, TaskletExit, _own_module, bomb
@@ -129,7 +130,17 @@ def _install_accel() -> bool:
     names = {}
     for part in (_common, _threads, _switching, _scheduler, _tasklet, _channel):
         names.update(vars(part))
+    # new tasklets start in the C _bootstrap; the Python one stays for
+    # the tasklets that pickling restores (stackless/_running.py)
+    names["_bootstrap"] = _stackless_accel._bootstrap
+    names["_python_bootstrap"] = _switching._bootstrap
+    # their stacks pickle by the same policy (docs/design.md, "the
+    # bottom-frame contract")
+    _running.install(_stackless_accel._bootstrap, _threads._ThreadState, _threads._ts)
     replaced = _stackless_accel.install(names, vars(_switching), vars(_channel))
+    replaced["run"] = _stackless_accel.run
+    replaced["_callback"] = _stackless_accel._callback
+    _hide_python_api(_stackless_accel.hide, replaced)
     # Every module that uses one of the replaced names gets the C version;
     # _preempt keeps calling the Python _switch (it interrupts from a trace
     # function and re-arms the frames above its caller).
@@ -140,6 +151,34 @@ def _install_accel() -> bool:
                 d[name] = value
     _threads._forget_thread = _stackless_accel.forget_thread  # it caches each thread's scheduler
     return True
+
+
+def _hide_python_api(hide: Any, replaced: dict) -> None:
+    """Keep the rest of the API's Python code out of trace and profile
+    functions, as Stackless's C code is (src/stackless_hide.c): the public
+    functions and the methods and properties of the classes become
+    builtins that run the Python code with tracing suspended."""
+    def hidden(func: types.FunctionType, method: bool = False) -> Any:
+        h = hide(func, method)
+        # pickle saves a builtin as getattr(its __self__, its name), and
+        # its __self__ is this function: let it find itself by name again
+        func.__qualname__ += ".__self__"
+        setattr(func, func.__name__, h.__func__ if method else h)
+        return h
+
+    for name, value in list(globals().items()):
+        if (isinstance(value, types.FunctionType) and not name.startswith("_")
+                and name not in replaced and value.__module__.startswith("stackless")):
+            replaced[name] = hidden(value)
+    for cls in (tasklet, channel, atomic, bomb):
+        for name, value in list(vars(cls).items()):
+            if name.startswith("_") and not name.startswith("__"):
+                continue        # reached only from the code hidden already
+            if isinstance(value, types.FunctionType):
+                setattr(cls, name, hidden(value, True))
+            elif isinstance(value, property):
+                acc = [None if f is None else hide(f) for f in (value.fget, value.fset, value.fdel)]
+                setattr(cls, name, property(*acc, value.__doc__))
 
 
 _accelerated = _install_accel()

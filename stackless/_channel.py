@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from stackless import _pickling
 from stackless._common import (_BLOCK_TRAP, _CLOSED, _NOARG, _at_least_one, _at_most,
-                               _index, _make_exception, _may_switch, _no_args, _one_arg,
-                               _own_module, bomb)
+                               _callback, _index, _make_exception, _may_switch, _no_args,
+                               _one_arg, _own_module, bomb)
 from stackless._switching import _leave, _recover, _switch, _take_tempval
 from stackless._threads import _ThreadState, _ts, _wake
 
@@ -181,7 +181,7 @@ class channel:
             # as in Stackless: the callback finds the value in the sender's
             # tempval, and its flags are ints
             cur._tempval = value
-            _channel_cb(self, cur, 1, int(self._balance >= 0))
+            _callback(_channel_cb, self, cur, 1, int(self._balance >= 0))
         if cur._tempval is not None:
             # what the sender held goes now: its __del__ may use channels
             cur._tempval = None
@@ -203,7 +203,7 @@ class channel:
         ts = _ts()
         cur = ts.current
         if _channel_cb is not None:
-            _channel_cb(self, cur, 0, int(self._balance <= 0))
+            _callback(_channel_cb, self, cur, 0, int(self._balance <= 0))
         if cur._tempval is not None:
             # the received value replaces it; it goes now (its __del__ may
             # use channels), as in send()

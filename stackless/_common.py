@@ -57,6 +57,13 @@ def _own_module(namespace: dict) -> None:
 _own_module(globals())
 
 
+def _callback(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call the user's ``func`` from the scheduler.  With the C accelerator
+    the scheduler's Python code runs hidden from trace and profile
+    functions, and this C function makes the user's code traced again."""
+    return func(*args, **kwargs)
+
+
 def _index(q: Any, t: Any) -> int:
     """The position of ``t`` in the deque ``q`` by identity, or -1.
 

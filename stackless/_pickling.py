@@ -98,10 +98,10 @@ def tasklet_reduce(self: "tasklet") -> Any:
 def frames_restorable(self: "tasklet") -> bool:
     """Whether a started tasklet's frames can be captured."""
     return (self is not self._ts.current and self._cont is not None
-            and _running.blocker(self._cont) is None)
+            and _running.blocker(self._cont, self) is None)
 
 
-def running_restorable() -> bool:
+def running_restorable(t: "tasklet") -> bool:
     """``restorable`` of the running tasklet: whether its frames, from the
     bottom of its stack up to the code that asks, could be captured (the
     rule of a suspended tasklet, docs/stackless.md).  It is never pickled
@@ -112,7 +112,10 @@ def running_restorable() -> bool:
     f = sys._getframe(1)
     while f is not None and _running._internal(f.f_code):
         f = f.f_back
-    return f is not None and cp.running_blocker(f) is None
+    if f is None or cp.running_blocker(f) is not None:
+        return False
+    import _continuation
+    return t._is_main or _running.entered_through_c(_continuation._frames(f)[0], t._func) is None
 
 
 def _check_state(state: Any) -> None:

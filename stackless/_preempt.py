@@ -107,13 +107,13 @@ class _Preempt:
             self.ticks = 0
         self._no_opcodes()
         if not self.timer:
-            self._arm(sys._getframe(2))
+            self._arm(sys._getframe(1))
             if self.armed and not self.total:
                 _timer_arm(self._timer_ns(False), self._expired)
         elif self.ticks >= self.timeout:
             # a spent total budget: t is interrupted at its first tick
             if self.traced:
-                self._arm(sys._getframe(2))
+                self._arm(sys._getframe(1))
         elif not self.total:
             if self.traced:
                 self.traced = False

@@ -162,9 +162,28 @@ def handled_exception(cont: Any) -> Optional[BaseException]:
     return _cp.frames_of(cont)[1]
 
 
-def blocker(cont: Any) -> Optional[str]:
-    """None if the suspended stack of ``cont`` can be pickled, else why not
-    (which frame blocks it)."""
+def entered_through_c(raw: list, func: Any) -> Optional[str]:
+    """Why the tasklet's own frames (``raw``, bottom first) cannot be
+    restored because C code lies below them, or None.  The bottom one of
+    them is entered from C when the bootstrap is C or the tasklet's
+    function is a C callable; only a call of the function itself (a
+    function or a bound method) returns to the bootstrap what the frame
+    returns.  Anything else (``reduce(f, ...)``, a ``functools.partial``)
+    is C code that a restore would skip: Stackless refuses it too."""
+    lo, hi = _keep(raw)
+    if hi <= lo or not raw[lo][5] or raw[lo][7]:
+        return None     # (a rebuilt frame is driven from C by design)
+    f = raw[lo][0]
+    if f is not None and (f is func or getattr(func, "__func__", None) is f):
+        return None
+    return ("cannot pickle: the tasklet's function %r calls %s through C code"
+            % (func, raw[lo][1].co_qualname if hasattr(raw[lo][1], "co_qualname")
+               else raw[lo][1].co_name))
+
+
+def blocker(cont: Any, t: Any = None) -> Optional[str]:
+    """None if the suspended stack of ``cont`` (the tasklet ``t``'s) can be
+    pickled, else why not (which frame blocks it)."""
     _cp = _pickle_support()
     if _cp is None:
         return "this Python cannot read the frames of a suspended tasklet"
@@ -174,4 +193,6 @@ def blocker(cont: Any) -> Optional[str]:
         _cp.capture(cont, _keep)
     except pickle.PicklingError as e:
         return str(e)
+    if t is not None:
+        return entered_through_c(_cp.frames_of(cont)[0], t._func)
     return None

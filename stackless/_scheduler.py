@@ -132,28 +132,35 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
         if rq:
             _switch(ts, cur, rq[0])
     finally:
-        ts.current = cur    # whatever surfaced here, cur runs
-        ts.launch = None    # (left by a switch that failed: see _recover)
-        wds = ts.watchdogs
-        for k in range(len(wds)):
-            if wds[k] is entry:
-                # the run()s nested in this one (woken by hand) end too
-                for inner in wds[k + 1:]:
-                    t = inner[0]
-                    if t._alive and not t._scheduled and not t._blocked:
-                        t._scheduled = True
-                        rq.append(t)
-                del wds[k:]
-                break
-        if not cur._scheduled:
-            rq.appendleft(cur)
-            cur._scheduled = True
+        _end_run(ts, cur, entry)
         if pre is not None:
             pre.stop()
     _take_tempval(cur)
     if pre is not None:
         return pre.interrupted
     return None
+
+
+def _end_run(ts: Any, cur: tasklet, entry: list) -> None:
+    """The end of a ``run()`` whose watchdog entry is ``entry``, whatever
+    surfaced in it: ``cur`` runs again, first in the run queue."""
+    ts.current = cur
+    ts.launch = None    # (left by a switch that failed: see _recover)
+    rq = ts.rq
+    wds = ts.watchdogs
+    for k in range(len(wds)):
+        if wds[k] is entry:
+            # the run()s nested in this one (woken by hand) end too
+            for inner in wds[k + 1:]:
+                t = inner[0]
+                if t._alive and not t._scheduled and not t._blocked:
+                    t._scheduled = True
+                    rq.append(t)
+            del wds[k:]
+            break
+    if not cur._scheduled:
+        rq.appendleft(cur)
+        cur._scheduled = True
 
 
 def switch_trap(delta: int = 0, *_more: Any) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from _continuation import continulet, permute
 
 from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG,
-                               _PYPY, _getframe, _index, _no_args, _one_arg, _own_module,
+                               _PYPY, _callback, _getframe, _index, _no_args, _one_arg, _own_module,
                                bomb)
 from stackless._threads import _ThreadState, _alive_registry, _states, _ts, _unregister
 from stackless import _running
@@ -108,7 +108,7 @@ def _call_schedule_cb(prev: "tasklet", nxt: "tasklet") -> None:
     Stackless, its exception does not stop the switch: it is reported as
     unraisable ("Error in scheduling callback")."""
     try:
-        _schedule_cb(prev, nxt)
+        _callback(_schedule_cb, prev, nxt)
     except Exception as e:
         _write_unraisable(e, "Error in scheduling callback")
 
@@ -174,7 +174,7 @@ def _tracing_per_tasklet(ts: _ThreadState, new: "tasklet") -> None:
     that ran until now, and from now on every switch swaps them."""
     trace, profile = sys.gettrace(), sys.getprofile()
     for t in [ts.main, *_alive_registry.get(ts.thread_id, {}).values()]:
-        if t is not new:
+        if t is not new and t._started:     # (those yet to start get none)
             t._trace, t._profile = trace, profile
     ts.tasklet_tracing = True
     _tracing_in(ts, new)
@@ -268,7 +268,7 @@ def _end(cont: continulet, self: "tasklet", ts: _ThreadState, box: list) -> None
             if error is not None and handler is not None:
                 h, handler = handler, None
                 error, e = None, error
-                h(type(e), e, e.__traceback__)
+                _callback(h, type(e), e, e.__traceback__)
             nxt = _finish(ts, self, error)
         except TaskletExit:
             error = None

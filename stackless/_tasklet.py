@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 from stackless import _pickling, _running
 from stackless._common import (TaskletExit, _NOARG, _OWN_GLOBALS, _PYPY, _RUNNING,
-                               _at_least_one, _at_most, _get_ident, _getframe, _index,
+                               _at_least_one, _at_most, _callback, _get_ident, _getframe, _index,
                                _make_exception, _no_args, _one_arg, _own_module, bomb)
 from stackless._switching import _bootstrap, _recover, _switch, _take_tempval
 from stackless._threads import (_ThreadState, _register, _states, _ts, _ts_of, _unregister,
@@ -35,7 +35,7 @@ class tasklet:
                  "_blocked", "_channel", "_scheduled", "_alive", "_started",
                  "_is_main", "_atomic", "_ignore_nesting", "_block_trap",
                  "_context", "_ctx", "_frame", "_orphaned", "_unrestorable",
-                 "_trace", "_profile", "__weakref__", "__dict__")
+                 "_trace", "_profile", "_base", "__weakref__", "__dict__")
 
     def _init_fields(self, ts: _ThreadState) -> None:
         self._func = None
@@ -60,6 +60,8 @@ class tasklet:
         self._unrestorable = False
         self._trace = None
         self._profile = None
+        # with the C _bootstrap, the id of the frame below the tasklet's own
+        self._base = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "tasklet":
         self = object.__new__(cls)
@@ -415,11 +417,11 @@ class tasklet:
     def context_run(self, callable: Callable, *args: Any, **kwargs: Any) -> Any:
         """Call ``callable(*args, **kwargs)`` in the tasklet's context."""
         if self is self._ts.current:
-            return callable(*args, **kwargs)
+            return _callback(callable, *args, **kwargs)
         ctx = self._live_context()
         if ctx is None:
-            return callable(*args, **kwargs)
-        return ctx.run(callable, *args, **kwargs)
+            return _callback(callable, *args, **kwargs)
+        return _callback(ctx.run, callable, *args, **kwargs)
 
     @property
     def context_id(self) -> int:
@@ -454,13 +456,13 @@ class tasklet:
         """True when pickling captures the whole tasklet: it has not started,
         or is dead, or its frames can be captured (docs/stackless.md)."""
         if self._is_main:
-            return self.is_current and _pickling.running_restorable()
+            return self.is_current and _pickling.running_restorable(self)
         if not self._alive:
             return True
         if self._unrestorable:
             return False
         if self.is_current:
-            return _pickling.running_restorable()
+            return _pickling.running_restorable(self)
         return not self._started or _pickling.frames_restorable(self)
 
     @property
@@ -565,8 +567,10 @@ class tasklet:
             if n is not None:
                 return n
         n = 0
-        # _bootstrap is the lowest frame of a tasklet's stack
-        while f is not None and f.f_code is not _bootstrap.__code__:
+        # _bootstrap is the lowest frame of a tasklet's stack; the C one
+        # has no frame, it noted the id of the frame below ours
+        base = self._base
+        while f is not None and f.f_code is not _bootstrap.__code__ and id(f) != base:
             if id(f.f_globals) not in _OWN_GLOBALS:
                 n += 1
             f = f.f_back

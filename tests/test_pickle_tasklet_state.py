@@ -232,3 +232,38 @@ def test_the_main_tasklet_pickles_as_not_restorable_from_another_tasklet():
     with pytest.raises(RuntimeError, match="pickled while it was running"):
         stackless.run()
     assert not copy.alive
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="frames are read on CPython only")
+def test_a_c_function_between_the_tasklet_and_its_code_makes_it_not_restorable():
+    # Stackless 3.7: a tasklet whose function is C code that calls Python
+    # code (reduce, a functools.partial) is not restorable, running or not,
+    # and pickles as not restorable; a function or bound method is
+    import functools
+    ch = channel()
+    seen = {}
+
+    def waits(a, b):
+        seen["running"] = stackless.current.restorable
+        return ch.receive()
+
+    class Holder:
+        def waits(self):
+            seen["method"] = stackless.current.restorable
+            return ch.receive()
+
+    through_c = [tasklet(functools.reduce)(waits, [1, 2]), tasklet(functools.partial(waits, 1))(2)]
+    method = tasklet(Holder().waits)()
+    stackless.run()
+    assert seen == {"running": False, "method": True}
+    for t in through_c:
+        assert t.blocked and not t.restorable
+        copy = pickle.loads(pickle.dumps(t))
+        assert not copy.restorable
+        with pytest.raises(RuntimeError):
+            copy.insert()
+            stackless.run()
+    assert method.blocked and method.restorable
+    for _ in range(3):
+        ch.send(None)
+    assert not any(t.alive for t in through_c + [method])

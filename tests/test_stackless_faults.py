@@ -267,7 +267,11 @@ def test_keyboardinterrupt_inside_a_channel_operation(kind):
             partner.kill()
         assert ch.balance == 0 and stackless.getruncount() == 1
         assert exchange(ch) == 7
-    assert points > 3
+    # with the accelerator the Python code runs hidden from profile
+    # functions (src/stackless_hide.c): there is no point to interrupt at;
+    # the same code is tried with STACKLESS_ACCEL=0
+    if not stackless._accelerated or sys.implementation.name != "cpython":
+        assert points > 3
 
 
 # -- closed channels (as Stackless 3.7 does them) ------------------------------
