@@ -289,9 +289,16 @@ class World:
             self.step(in_body)
 
     def op_payload(self, in_body: bool) -> None:
-        """schedule() with an object that only this tasklet's tempval holds:
-        a later blocking channel operation replaces the tempval, and the
-        object's __del__ then uses a channel itself (issue 8 item 5)."""
+        """schedule() with an object that only the call holds: it goes when
+        schedule() returns (the tasklet takes its tempval), or when a kill
+        or an error replaces it meanwhile, and its __del__ uses a channel
+        (issue 8 item 5, stress bug S3).
+
+        Alone in the process only: the __del__ blocks where it runs, and
+        with other threads alive a thread whose tasklets all wait waits
+        for them instead of reporting the deadlock (see op_send)."""
+        if threading.active_count() > 1:
+            return
         world = self
 
         class Payload:
@@ -327,8 +334,13 @@ class World:
                 world.call("run receiver", None, t.run)
                 if not t.blocked:
                     # it could not run (a garbage collection), or died (the
-                    # channel callback raised): a send would block for good
+                    # channel callback raised): a send would block for good,
+                    # and so would the receiver once it runs (with other
+                    # threads alive, a thread waits instead of reporting a
+                    # deadlock): it goes
                     world.log("payload receiver", tok, "not waiting:", repr(t))
+                    if t.alive:
+                        world.call("kill receiver", None, t.kill, True)
                     return
                 world.call("send from __del__", tok, ch.send, tok)
         self.log("schedule(payload)")
