@@ -70,9 +70,11 @@ class World:
     def call(self, what: str, tok: Any, fn: Any, *args: Any) -> Any:
         """One API call, accounted: ``tok`` is the token it carries, if any."""
         led = self.led
-        if tok is not None:
-            led.send(tok)
         try:
+            # inside the try: run(timeout) may interrupt this bookkeeping
+            # too, and an exception thrown meanwhile lands here
+            if tok is not None:
+                led.send(tok)
             r = SIGNALS.call_args(fn, args, None)
         except Injected as e:
             # Whatever raised, the call's own value may not have arrived.
@@ -166,11 +168,12 @@ class World:
             return
         tok = self.led.token()
         self.log("send_exception", self.chans.index(ch), tok)
-        self.call("send_exception", tok, ch.send_exception, Injected, tok)
-        # A receiver that took it but has not run yet does not show it in its
-        # tempval here (bug D5), so forfeit() cannot see an exception raised
-        # over it: this token is not required.
+        # Not required: a receiver that took it and has not run yet shows it
+        # in its tempval (D5, fixed), but an exception that lands in this
+        # call's own bookkeeping (run(timeout) interrupts harness code too)
+        # skips the accounting.  Refused first, so that nothing is missed.
         self.led.refuse(tok)
+        self.call("send_exception", tok, ch.send_exception, Injected, tok)
 
     def op_receive(self, in_body: bool) -> None:
         ch = self.rng.choice(self.chans)
