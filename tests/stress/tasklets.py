@@ -356,8 +356,8 @@ class World:
             stackless.set_channel_callback(None)
             return
         tok = self.led.token()
-        self.led.send(tok)
         self.led.refuse(tok)            # it may be replaced before it fires
+        self.led.send(tok)              # (refused first: run(timeout) may interrupt here)
         world = self
         armed = [tok]
         mine = threading.get_ident()    # the callback is process-wide: raise in this thread only
