@@ -70,9 +70,11 @@ class World:
     def call(self, what: str, tok: Any, fn: Any, *args: Any) -> Any:
         """One API call, accounted: ``tok`` is the token it carries, if any."""
         led = self.led
-        if tok is not None:
-            led.send(tok)
         try:
+            # inside the try: run(timeout) may interrupt this bookkeeping
+            # too, and an exception thrown meanwhile lands here
+            if tok is not None:
+                led.send(tok)
             r = SIGNALS.call_args(fn, args, None)
         except Injected as e:
             # Whatever raised, the call's own value may not have arrived.
@@ -166,11 +168,12 @@ class World:
             return
         tok = self.led.token()
         self.log("send_exception", self.chans.index(ch), tok)
-        self.call("send_exception", tok, ch.send_exception, Injected, tok)
-        # A receiver that took it but has not run yet does not show it in its
-        # tempval here (bug D5), so forfeit() cannot see an exception raised
-        # over it: this token is not required.
+        # Not required: a receiver that took it and has not run yet shows it
+        # in its tempval (D5, fixed), but an exception that lands in this
+        # call's own bookkeeping (run(timeout) interrupts harness code too)
+        # skips the accounting.  Refused first, so that nothing is missed.
         self.led.refuse(tok)
+        self.call("send_exception", tok, ch.send_exception, Injected, tok)
 
     def op_receive(self, in_body: bool) -> None:
         ch = self.rng.choice(self.chans)
@@ -289,9 +292,16 @@ class World:
             self.step(in_body)
 
     def op_payload(self, in_body: bool) -> None:
-        """schedule() with an object that only this tasklet's tempval holds:
-        a later blocking channel operation replaces the tempval, and the
-        object's __del__ then uses a channel itself (issue 8 item 5)."""
+        """schedule() with an object that only the call holds: it goes when
+        schedule() returns (the tasklet takes its tempval), or when a kill
+        or an error replaces it meanwhile, and its __del__ uses a channel
+        (issue 8 item 5, stress bug S3).
+
+        Alone in the process only: the __del__ blocks where it runs, and
+        with other threads alive a thread whose tasklets all wait waits
+        for them instead of reporting the deadlock (see op_send)."""
+        if threading.active_count() > 1:
+            return
         world = self
 
         class Payload:
@@ -327,8 +337,13 @@ class World:
                 world.call("run receiver", None, t.run)
                 if not t.blocked:
                     # it could not run (a garbage collection), or died (the
-                    # channel callback raised): a send would block for good
+                    # channel callback raised): a send would block for good,
+                    # and so would the receiver once it runs (with other
+                    # threads alive, a thread waits instead of reporting a
+                    # deadlock): it goes
                     world.log("payload receiver", tok, "not waiting:", repr(t))
+                    if t.alive:
+                        world.call("kill receiver", None, t.kill, True)
                     return
                 world.call("send from __del__", tok, ch.send, tok)
         self.log("schedule(payload)")
@@ -341,8 +356,8 @@ class World:
             stackless.set_channel_callback(None)
             return
         tok = self.led.token()
-        self.led.send(tok)
         self.led.refuse(tok)            # it may be replaced before it fires
+        self.led.send(tok)              # (refused first: run(timeout) may interrupt here)
         world = self
         armed = [tok]
         mine = threading.get_ident()    # the callback is process-wide: raise in this thread only
