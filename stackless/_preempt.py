@@ -53,7 +53,7 @@ class _Preempt:
 
     __slots__ = ("ts", "watchdog", "timeout", "soft", "ignore_nesting",
                  "total", "outer", "ticks", "interrupted", "old_trace",
-                 "fired", "timer", "armed", "traced", "opframe", "__weakref__")
+                 "fired", "timer", "armed", "traced", "opframe", "seen", "__weakref__")
 
     def __init__(self, ts: Any, watchdog: Any, timeout: int, soft: bool,
                  ignore_nesting: bool, total: bool, outer: Optional["_Preempt"]) -> None:
@@ -72,6 +72,7 @@ class _Preempt:
         self.armed = False          # the ticker watches this run
         self.traced = False         # our trace function is installed
         self.opframe = None         # the frame we asked for opcode events
+        self.seen = -1              # ticks at the backstop's last call
 
     def start(self) -> None:
         """Start counting this thread's ticks."""
@@ -109,6 +110,7 @@ class _Preempt:
         if not self.timer:
             self._arm(sys._getframe(1))
             if self.armed and not self.total:
+                self.seen = -1
                 _timer_arm(self._timer_ns(False), self._expired)
         elif self.ticks >= self.timeout:
             # a spent total budget: t is interrupted at its first tick
@@ -126,6 +128,12 @@ class _Preempt:
         # until the next switch:
         # from now on every tick interrupts (the soft way: the next switch).
         if self.fired or self.ts.timeout is not self:
+            return
+        if not self.timer and self.ticks != self.seen:
+            # the backstop of a trace-event budget: trace events came since
+            # its last call, so the counting works; it acts only on code
+            # that makes none
+            self.seen = self.ticks
             return
         self.ticks = self.timeout
         if self.soft:
