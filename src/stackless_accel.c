@@ -78,22 +78,22 @@ static PyObject *deque_call(PyObject *descr, PyObject *name, PyObject *d, PyObje
 }
 
 /* whether d's methods can be called through the C function pointers */
-static inline int fast_deque(PyObject *d)
+CONT_HOT int fast_deque(PyObject *d)
 {
     return fn_popleft != NULL && Py_IS_TYPE(d, (PyTypeObject *)deque_type);
 }
 
-static inline PyObject *dq_popleft(PyObject *d)
+CONT_HOT PyObject *dq_popleft(PyObject *d)
 {
     return fast_deque(d) ? fn_popleft(d, NULL) : deque_call(d_popleft, s_popleft, d, NULL);
 }
 
-static inline PyObject *dq_append(PyObject *d, PyObject *v)
+CONT_HOT PyObject *dq_append(PyObject *d, PyObject *v)
 {
     return fast_deque(d) ? fn_append(d, v) : deque_call(d_append, s_append, d, v);
 }
 
-static inline PyObject *dq_appendleft(PyObject *d, PyObject *v)
+CONT_HOT PyObject *dq_appendleft(PyObject *d, PyObject *v)
 {
     return fast_deque(d) ? fn_appendleft(d, v) : deque_call(d_appendleft, s_appendleft, d, v);
 }
@@ -102,7 +102,7 @@ static inline PyObject *dq_appendleft(PyObject *d, PyObject *v)
  * `first`: append it again, then drop it from the front.  Two of deque's
  * cheapest operations instead of rotate() with its int argument; if the
  * append fails (no memory) nothing has changed. */
-static inline __attribute__((always_inline)) int dq_first_to_end(PyObject *d, PyObject *first)
+CONT_HOT int dq_first_to_end(PyObject *d, PyObject *first)
 {
     PyObject *r = dq_append(d, first);
     if (r == NULL)
@@ -124,7 +124,7 @@ static PyCFunction deque_method(PyObject *descr, int flags)
 }
 
 /* q[0] (new reference): a deque's item straight from its sq_item */
-static PyObject *first_of(PyObject *q)
+CONT_HOT PyObject *first_of(PyObject *q)
 {
     if (Py_IS_TYPE(q, (PyTypeObject *)deque_type))
         return Py_TYPE(q)->tp_as_sequence->sq_item(q, 0);
@@ -132,14 +132,14 @@ static PyObject *first_of(PyObject *q)
 }
 
 /* len(q); a deque's length is its ob_size */
-static Py_ssize_t len_of(PyObject *q)
+CONT_HOT Py_ssize_t len_of(PyObject *q)
 {
     return Py_IS_TYPE(q, (PyTypeObject *)deque_type) ? Py_SIZE(q) : PyObject_Size(q);
 }
 
 /* c.switch() or c.switch(to=to); a plain continulet switches through
  * _continuation's C API, without a method call */
-static PyObject *cont_switch(PyObject *c, PyObject *to)
+CONT_HOT PyObject *cont_switch(PyObject *c, PyObject *to)
 {
     PyObject *args[2] = {c, to};
     PyObject *kw = to != NULL ? kw_to : NULL;
@@ -189,7 +189,7 @@ static PyObject *accel_set_channel_callback(PyObject *mod, PyObject *const *args
 
 /* The running thread's _ThreadState (new reference), or NULL without an
  * exception when the thread has none yet: the Python code creates it. */
-static PyObject *thread_state(void)
+CONT_HOT PyObject *thread_state(void)
 {
     return thread_state_of(local, s_ts);
 }
@@ -200,7 +200,7 @@ PyObject *accel_thread_state(void)
 }
 
 /* `len(d) > 1` for a deque; -1 on error */
-static int more_than_one(PyObject *d)
+CONT_HOT int more_than_one(PyObject *d)
 {
     Py_ssize_t n = len_of(d);
     return n < 0 ? -1 : n > 1;
@@ -225,7 +225,7 @@ static void mend(PyObject *func, PyObject *a, PyObject *b)
 
 /* From the main tasklet's stack: resume t, or start it in a new
  * continulet (the C version of what _switch and _launch do there). */
-static inline __attribute__((always_inline)) int run_from_main(PyObject *t)
+CONT_HOT int run_from_main(PyObject *t)
 {
     PyObject *c = slot(t, t_cont);
     if (c == Py_None) {
@@ -290,7 +290,7 @@ int accel_do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
     return do_switch(ts, cur, nxt);
 }
 
-static inline __attribute__((always_inline)) int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
+CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
     if (slot(ts, ts_timeout) != Py_None) {
         /* under run(timeout) the Python switch decides whether a spent
@@ -393,7 +393,7 @@ static PyObject *accel_switch(PyObject *mod, PyObject *const *args, Py_ssize_t n
 /* _take_tempval(t): `v = t._tempval; t._tempval = None; if type(v) is
  * bomb: v.raise_()`.  As in Stackless, the resumed tasklet takes its
  * tempval as the switch's result, leaving None. */
-static inline __attribute__((always_inline)) PyObject *take_tempval(PyObject *t)
+CONT_HOT PyObject *take_tempval(PyObject *t)
 {
     PyObject *v = Py_NewRef(slot(t, t_tempval));
     set_slot(t, t_tempval, Py_None);
@@ -478,7 +478,7 @@ done:
  * tasklet current again and takes it off the channel. */
 
 /* The slot's old value, replaced by v: the caller drops it later. */
-static PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
+CONT_HOT PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
 {
     PyObject **p = (PyObject **)((char *)o + off);
     PyObject *old = *p;
@@ -488,7 +488,7 @@ static PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
 
 /* Whether the usual case can apply to this channel at all: no channel
  * callback, and slots that hold what the Python code put there. */
-static int plain_channel(PyObject *ch)
+CONT_HOT int plain_channel(PyObject *ch)
 {
     if (channel_cb != NULL)
         return 0;
@@ -501,7 +501,7 @@ static int plain_channel(PyObject *ch)
 /* An exact int that is almost always -1, 0 or 1 (a balance, a
  * preference): those are CPython's cached small ints, recognised by
  * identity.  *overflow as for PyLong_AsLongAndOverflow. */
-static long small_int(PyObject *v, int *overflow)
+CONT_HOT long small_int(PyObject *v, int *overflow)
 {
     *overflow = 0;
     if (v == zero)
@@ -514,7 +514,7 @@ static long small_int(PyObject *v, int *overflow)
 }
 
 /* PyLong_FromLong(v), the usual -1, 0 and 1 without a call */
-static PyObject *small_long(long v)
+CONT_HOT PyObject *small_long(long v)
 {
     if (v == 0)
         return Py_NewRef(zero);
@@ -526,7 +526,7 @@ static PyObject *small_long(long v)
 }
 
 /* balance of a plain channel; -2 on overflow (the Python code handles it) */
-static long balance_of(PyObject *ch)
+CONT_HOT long balance_of(PyObject *ch)
 {
     int overflow;
     long b = small_int(slot(ch, c_balance), &overflow);
@@ -535,7 +535,7 @@ static long balance_of(PyObject *ch)
 
 /* An exact True/False/int slot read without calling anything: 1, 0, or
  * -1 when it holds something else (then the Python code handles it). */
-static int plain_flag(PyObject *o, Py_ssize_t off)
+CONT_HOT int plain_flag(PyObject *o, Py_ssize_t off)
 {
     PyObject *v = slot(o, off);
     if (v == Py_True)
@@ -557,7 +557,7 @@ static int plain_flag(PyObject *o, Py_ssize_t off)
  * sender going last (sending, value != NULL); or the sender's value is
  * taken and the sender goes to the end of the run queue (receiving).
  * Returns the received value / None; NULL on error. */
-static inline __attribute__((always_inline)) PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue, PyObject *rq,
+CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue, PyObject *rq,
                       PyObject *target, long balance, PyObject *value)
 {
     int sending = value != NULL;
@@ -608,7 +608,7 @@ static inline __attribute__((always_inline)) PyObject *pair(PyObject *ch, PyObje
  * 1) or a receiver (dir -1), leave the run queue (cur is rq[0], another
  * tasklet follows) and switch.  Returns what cur finds in its tempval when
  * it resumes (a receiver takes it), NULL on error. */
-static inline __attribute__((always_inline)) PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
+CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
                            PyObject *rq, long balance, int dir, PyObject *value)
 {
     PyObject *nb = small_long(balance + dir);
@@ -669,7 +669,7 @@ typedef struct {
 } Op;
 
 /* `ts` is the thread's state from thread_state() (taken; may be NULL) */
-static inline __attribute__((always_inline)) int op_begin(Op *op, PyObject *ch, PyObject *ts)
+CONT_HOT int op_begin(Op *op, PyObject *ch, PyObject *ts)
 {
     op->ts = ts;
     op->cur = op->queue = op->rq = NULL;
@@ -683,7 +683,7 @@ static inline __attribute__((always_inline)) int op_begin(Op *op, PyObject *ch, 
         && plain_flag(op->ts, ts_trap) == 0;
 }
 
-static inline __attribute__((always_inline)) void op_end(Op *op)
+CONT_HOT void op_end(Op *op)
 {
     Py_XDECREF(op->ts);
     Py_XDECREF(op->cur);
@@ -694,7 +694,7 @@ static inline __attribute__((always_inline)) void op_end(Op *op)
 /* The first waiter if it is in this thread and the channel's preference
  * is `pref_ok` (-1 sending: the receiver runs; receiving: not 1), without
  * schedule_all; else NULL without an error. */
-static inline __attribute__((always_inline)) PyObject *usual_partner(PyObject *ch, Op *op, int sending)
+CONT_HOT PyObject *usual_partner(PyObject *ch, Op *op, int sending)
 {
     PyObject *pref = slot(ch, c_preference);
     if (!PyLong_CheckExact(pref) || plain_flag(ch, c_schedule_all) != 0)
@@ -719,7 +719,7 @@ static inline __attribute__((always_inline)) PyObject *usual_partner(PyObject *c
 
 /* Whether cur may block here in the usual way: cur is rq[0] and another
  * tasklet follows, the channel is open, no block trap. */
-static inline __attribute__((always_inline)) int usual_wait(PyObject *ch, Op *op)
+CONT_HOT int usual_wait(PyObject *ch, Op *op)
 {
     if (plain_flag(ch, c_closing) != 0 || plain_flag(op->cur, t_block_trap) != 0)
         return 0;
