@@ -71,6 +71,7 @@ class Resume:
         if ts.timeout is not None:
             ts.timeout.resumed(t)
         t._frame = None
+        _catch_up_instrumentation()
         if self.op in _RETURN_TEMPVAL:
             return _switching._take_tempval(t)
         v = t._tempval
@@ -78,6 +79,21 @@ class Resume:
             t._tempval = None
             v.raise_()
         return None
+
+
+def _noop_trace(frame: Any, event: str, arg: Any) -> None:
+    return None
+
+
+def _catch_up_instrumentation() -> None:
+    """3.12+: the rebuilt frames resume in the middle of their code, which
+    may not have run since tracing last changed (the Python _bootstrap's,
+    when the C one starts the tasklets): turning tracing on and off again
+    makes CPython bring the code of every running frame up to date."""
+    if sys.version_info >= (3, 12):
+        old = sys.gettrace()
+        sys.settrace(_noop_trace if old is None else None)
+        sys.settrace(old)
 
 
 def _on_resume(bottom_locals: dict, callee: Any) -> Optional[Resume]:
