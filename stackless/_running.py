@@ -76,6 +76,7 @@ class Resume:
         # as _bootstrap does for a new one; not in its starter's
         _set_stack_context(t._context)
         t._frame = None
+        _catch_up_instrumentation()
         if self.op in _RETURN_TEMPVAL:
             return _switching._take_tempval(t)
         v = t._tempval
@@ -83,6 +84,21 @@ class Resume:
             t._tempval = None
             v.raise_()
         return None
+
+
+def _noop_trace(frame: Any, event: str, arg: Any) -> None:
+    return None
+
+
+def _catch_up_instrumentation() -> None:
+    """3.12+: the rebuilt frames resume in the middle of their code, which
+    may not have run since tracing last changed (the Python _bootstrap's,
+    when the C one starts the tasklets): turning tracing on and off again
+    makes CPython bring the code of every running frame up to date."""
+    if sys.version_info >= (3, 12):
+        old = sys.gettrace()
+        sys.settrace(_noop_trace if old is None else None)
+        sys.settrace(old)
 
 
 class End:
