@@ -548,3 +548,32 @@ def _c_api(gl):
     get.argtypes = [ctypes.py_object, ctypes.c_char_p]
     capsule = gl._C_API
     return (ctypes.c_void_p * 12).from_address(get(capsule, b"greenlet._C_API"))
+
+
+@needs_refcounting
+def test_a_finished_greenlet_whose_run_is_its_own_method_is_freed_at_once(gl):
+    # the C greenlet drops its run when it starts: a greenlet subclass whose
+    # run is a method of its own (gevent's Greenlet) leaves no cycle behind,
+    # and is freed when its last reference goes (gevent's run-info tests
+    # see every greenlet the GC has not freed yet)
+    class Worker(gl.greenlet):
+        def run(self, x):
+            return x * 2
+
+    events = []
+    gc.disable()
+    # with a tracer too, as gevent has one (the launch then differs)
+    old = gl.settrace(lambda event, args: events.append(event))
+    try:
+        for traced in (True, False):
+            if not traced:
+                gl.settrace(old)
+            g = Worker()
+            assert g.switch(21) == 42 and g.dead
+            ref = weakref.ref(g)
+            del g
+            assert ref() is None, "traced" if traced else "not traced"
+    finally:
+        gl.settrace(old)
+        gc.enable()
+    assert events == ["switch", "switch"]

@@ -54,16 +54,24 @@ _call = operator.call
 _weakref = weakref.ref
 
 
+#: the run of each launched continulet until it starts, which takes it out:
+#: a finished greenlet then keeps nothing of its run (often a bound method
+#: of the greenlet itself: a cycle that only the cyclic GC would free, where
+#: the C greenlet frees a finished greenlet at once)
+_RUNS: dict = {}
+
+
 class _Cont(continulet):
-    """A continulet whose start calls ``self.r()`` without any Python frame.
+    """A continulet whose start calls its run without any Python frame.
 
     The continulet calls ``operator.call(self)``, i.e. ``self()``, and
-    ``__call__`` is a property whose getter is a C-level ``attrgetter``.
-    ``g`` is a weak reference to the greenlet owning the continulet.
+    ``__call__`` is a property whose getter, the C ``dict.pop`` of
+    ``_RUNS``, takes the run out.  ``g`` is a weak reference to the
+    greenlet owning the continulet.
     """
 
-    __slots__ = ("r", "g")
-    __call__ = property(operator.attrgetter("r"))
+    __slots__ = ("g",)
+    __call__ = property(_RUNS.pop)
     # our _continuation (CPython): run()'s frame has no caller, as in greenlet
     __continulet_unlinked__ = True
 
@@ -162,14 +170,14 @@ def _launch(g: "greenlet", run: Callable[..., Any], args: tuple,
     if stored is not _NO_RUN and stored is not run:
         # run came from elsewhere (a __getattribute__): the stored one is
         # dropped in the new greenlet, where its __del__ may switch
-        c.r = _partial(_guarded_start, c, [stored], call, args, kwargs)
+        _RUNS[c] = _partial(_guarded_start, c, [stored], call, args, kwargs)
     elif traced:
         # the tracer's 'switch' event runs in the new greenlet, before run
-        c.r = _partial(_guarded_start, c, [], call, args, kwargs)
+        _RUNS[c] = _partial(_guarded_start, c, [], call, args, kwargs)
     elif kwargs:
-        c.r = _partial(call, *args, **kwargs)
+        _RUNS[c] = _partial(call, *args, **kwargs)
     else:
-        c.r = _partial(call, *args)
+        _RUNS[c] = _partial(call, *args)
     return c
 
 
@@ -282,6 +290,7 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
             # nothing happened, the target is still startable.
             if c is not None:
                 ts.conts.discard(c)
+                _RUNS.pop(c, None)
             me = ts.current
             if me._gl_c is mc:
                 me._gl_top = None
@@ -292,6 +301,7 @@ def _leap(ts: _ThreadState, mc: continulet, origin: "greenlet",
                 target._gl_state = _UNSTARTED
                 target._gl_run = run
                 ts.conts.discard(target._gl_c)
+                _RUNS.pop(target._gl_c, None)
                 target._gl_c = None
                 target._gl_ts = None
             raise
