@@ -187,10 +187,13 @@ def entered_through_c(raw: list, func: Any) -> Optional[str]:
     returns.  Anything else (``reduce(f, ...)``, a ``functools.partial``)
     is C code that a restore would skip: Stackless refuses it too."""
     lo, hi = _keep(raw)
-    if hi <= lo or not raw[lo][5] or raw[lo][7]:
+    if hi <= lo or raw[lo][7]:
         return None     # (a rebuilt frame is driven from C by design)
+    # (whether a frame was entered from C is not recorded alike on every
+    # version: the frame's function tells)
     f = raw[lo][0]
-    if f is not None and (f is func or getattr(func, "__func__", None) is f):
+    if f is not None and (f is func or getattr(func, "__func__", None) is f
+                          or getattr(type(func), "__call__", None) is f):
         return None
     return ("cannot pickle: the tasklet's function %r calls %s through C code"
             % (func, raw[lo][1].co_qualname if hasattr(raw[lo][1], "co_qualname")
