@@ -553,6 +553,8 @@ class tasklet:
             c = ts.current._cont if self._is_main else self._cont
             f = None if c is None else _stack_frame(c)
         while f is not None and id(f.f_globals) in _OWN_GLOBALS:
+            if f.f_code is _bootstrap.__code__:
+                return None     # the bottom: no frame of the tasklet's own
             f = f.f_back
         return f
 
