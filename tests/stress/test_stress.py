@@ -147,6 +147,12 @@ for n in range(1, 60):
 """
 
 
+# Open on PyPy (docs/stress.md, S2): there the receiver still stops after
+# run(timeout) preempted and killed a cross-thread sender; not strict, as
+# the preemption point varies from run to run
+@pytest.mark.xfail(ON_PYPY, strict=False,
+                   reason="S2 on PyPy: the other thread's receiver stops after a preempted "
+                          "cross-thread sender is killed")
 def test_preempted_cross_thread_send_killed():
     _script_passes(S2_SCRIPT)
 
