@@ -64,7 +64,13 @@ static Py_tracefunc saved_func;
 static PyObject *saved_obj;
 static PyObject *op_frame;
 
-/* Undo what fire() did, if the trampoline has not run yet. */
+static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg);
+
+/* Undo what fire() did, if the trampoline has not run yet.  The trace
+ * function it displaced comes back only while the trampoline is still in
+ * place: a sys.settrace() since then (stackless restoring the tasklet's own
+ * function, or the user's) is newer, and putting the displaced one back
+ * would revive a trace function its owner has just removed. */
 static void tramp_clear(void)
 {
     if (!tramp_set)
@@ -72,7 +78,8 @@ static void tramp_clear(void)
     tramp_set = 0;
     PyObject *obj = saved_obj, *f = op_frame;
     saved_obj = op_frame = NULL;
-    PyEval_SetTrace(saved_func, obj);
+    if (PyThreadState_Get()->c_tracefunc == trampoline)
+        PyEval_SetTrace(saved_func, obj);
     Py_XDECREF(obj);
     if (f != NULL) {
         if (PyObject_SetAttrString(f, "f_trace_opcodes", Py_False) < 0)
@@ -115,9 +122,12 @@ static int fire(void *arg)
     if ((uintptr_t)arg == armed_gen)
         in_flight = 0;
     pthread_mutex_unlock(&lock);
+    PyThreadState *ts = PyThreadState_Get();
+    /* a trampoline that something has displaced waits for nothing */
+    if (tramp_set && ts->c_tracefunc != trampoline)
+        tramp_clear();
     if (callback == NULL || (uintptr_t)arg != callback_gen || tramp_set || cps_finalizing())
         return 0;
-    PyThreadState *ts = PyThreadState_Get();
     int gc = PyGC_Disable();
     saved_func = ts->c_tracefunc;
     saved_obj = Py_XNewRef(ts->c_traceobj);

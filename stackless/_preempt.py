@@ -117,10 +117,12 @@ class _Preempt:
             if self.traced:
                 self._arm(sys._getframe(1))
         elif not self.total:
+            # re-arming first takes back a trampoline that waits (it would
+            # otherwise put the tick counter back: src/preempt.c)
+            _timer_arm(self._timer_ns(True), self._expired)
             if self.traced:
                 self.traced = False
                 sys.settrace(self.old_trace)
-            _timer_arm(self._timer_ns(True), self._expired)
 
     def _expired(self) -> None:
         # Called (src/preempt.c) from a trace event of this thread once the

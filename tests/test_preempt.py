@@ -209,3 +209,40 @@ def test_no_helper_thread_is_left_behind():
     while foreign() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert foreign() == 0
+
+
+@pytest.mark.skipif(_preempt._timer_arm is None, reason="PyPy has no CPU-time ticker")
+def test_a_trace_function_set_while_the_ticker_waits_is_not_undone():
+    # Once the budget is spent the ticker's pending call puts a C trampoline
+    # in place of the thread's trace function, until the next trace event.
+    # No event reaches a trace function that runs, so one can watch it wait.
+    # If Python code replaces the trampoline meanwhile (stackless restoring
+    # a tasklet's own trace function on a switch, or the user), re-arming
+    # or disarming must not bring back the function the trampoline had
+    # displaced: that left run(timeout)'s tick counter installed for good.
+    import time
+    from _continuation import _preempt_arm, _preempt_disarm
+    seen = []
+    calls = []
+
+    def waiting(frame, event, arg):
+        assert _preempt_arm(0, lambda: calls.append(1))
+        until = time.monotonic() + 10
+        while sys.gettrace() is waiting and time.monotonic() < until:
+            pass
+        seen.append(sys.gettrace())     # None: the trampoline is C
+        sys.settrace(None)
+        _preempt_disarm()
+        seen.append(sys.gettrace())
+        return None
+
+    def f():
+        return 1
+
+    sys.settrace(waiting)
+    try:
+        f()
+    finally:
+        sys.settrace(None)
+        _preempt_disarm()
+    assert seen == [None, None] and calls == []
