@@ -1671,7 +1671,8 @@ def test_pypy_path_finder_prefers_the_package(tmp_path):
     r = run_script(code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == os.path.join(ROOT, "stackless", "__init__.py")
-    pth = open(os.path.join(ROOT, "stackless", "continulet_stackless.pth")).read()
+    with open(os.path.join(ROOT, "stackless", "continulet_stackless.pth")) as f:
+        pth = f.read()
     assert pth.startswith("import ") and pth.count("\n") == 1
 
 
