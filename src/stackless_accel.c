@@ -299,7 +299,8 @@ CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
         return discard(PyObject_Vectorcall(py_switch, args, 3, NULL));
     }
     PyObject *r;
-    if (accel_schedule_callback(cur, nxt) < 0)
+    /* the callback is rare: test it here, not in a call at every switch */
+    if (schedule_cb != NULL && accel_schedule_callback(cur, nxt) < 0)
         return -1;
     int tracing = slot_true(ts, ts_tracing);
     if (tracing < 0)
