@@ -252,23 +252,27 @@ int cdp_lookup(PyCodeObject *co, Py_ssize_t unit, int *opcode, int *oparg, int *
 {
     if (extra_index < 0 || unit < 0)
         return 0;
-    /* this may run inside a GC traversal: leave any pending exception
-       alone and raise none */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    /* Reading co_extra of a code object with a valid index raises
+       nothing, so only the first call per code object, which builds the
+       table, saves the pending exception: this may run inside a GC
+       traversal, which must leave it alone and raise none. */
     void *extra = NULL;
-    if (CODE_GET_EXTRA((PyObject *)co, extra_index, &extra) < 0)
+    if (CODE_GET_EXTRA((PyObject *)co, extra_index, &extra) < 0) {
+        PyErr_Clear();      /* not reached: co is a code object */
         extra = &no_table;
+    }
     if (extra == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
         table_t *t = build(co);
         extra = t != NULL ? (void *)t : (void *)&no_table;
         if (CODE_SET_EXTRA((PyObject *)co, extra_index, extra) < 0) {
             free_table(extra);
             extra = &no_table;
         }
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
     }
-    PyErr_Clear();
-    PyErr_Restore(type, value, tb);
     table_t *t = extra;
     if (t == &no_table || unit >= t->n || t->depth[unit] < 0)
         return 0;

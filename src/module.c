@@ -279,15 +279,14 @@ static void put_xfer(cont_tls *t, PyObject *v, int is_exc)
     t->xfer_is_exc = is_exc;
 }
 
-/* The body of every run, on its own fresh slice of the C stack. */
-static void run_stack(void *arg)
+/* The steps of run_stack before its call, out of line (noinline): the
+ * C frame of run_stack stays at the bottom of the run's slice while the
+ * callable runs, and its bytes are copied with the slice at the run's
+ * switches, so it holds little more than the call's operands.  1: call
+ * me->callable; 0: *result is the run's result already. */
+static __attribute__((noinline)) int run_begin(cont_tls *t, cont_stack *me, PyObject **result)
 {
-    cont_stack *me = arg;
-    cont_tls *t = tls_cache;
     PyThreadState *ts = PyThreadState_Get();
-    Continulet *owner = (Continulet *)me->owner;
-    PyObject *result;
-
     cps_begin(ts, &me->saved, &me->root, me->chunk.bytes, me->unlinked);
     if (me->context != NULL) {
         cps_set_current_context(me->context);      /* taken */
@@ -296,24 +295,43 @@ static void run_stack(void *arg)
     if (me->frames != NULL) {
         /* rebuilt frames: what the switch brings is the result of their
            call in progress (NULL: an exception thrown in) */
-        result = cfs_run(ts, me, take_xfer(t));
+        *result = cfs_run(ts, me, take_xfer(t));
+        return 0;
     }
-    else if (t->xfer_is_exc) {
+    if (t->xfer_is_exc) {
         (void)take_xfer(t);          /* thrown in before the first switch */
-        result = NULL;
+        *result = NULL;
+        return 0;
     }
-    else {
-        PyObject *v = take_xfer(t);
-        if (v != Py_None) {
-            Py_DECREF(v);
-            PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started continulet");
-            result = NULL;
-        }
-        else {
-            Py_DECREF(v);
-            result = PyObject_Call(me->callable, me->args, me->kwargs);
-        }
+    PyObject *v = take_xfer(t);
+    int is_none = v == Py_None;
+    Py_DECREF(v);
+    if (!is_none) {
+        PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started continulet");
+        *result = NULL;
+        return 0;
     }
+    return 1;
+}
+
+static __attribute__((noinline, noreturn)) void run_end(cont_tls *t, cont_stack *me, PyObject *result);
+
+/* The body of every run, on its own fresh slice of the C stack. */
+static void run_stack(void *arg)
+{
+    cont_stack *me = arg;
+    cont_tls *t = tls_cache;
+    PyObject *result;
+    if (run_begin(t, me, &result))
+        result = PyObject_Call(me->callable, me->args, me->kwargs);
+    run_end(t, me, result);
+}
+
+/* The end of a run: hand its result over and leave the slice for good. */
+static void run_end(cont_tls *t, cont_stack *me, PyObject *result)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    Continulet *owner = (Continulet *)me->owner;
 
     /* The result goes to whatever continuation the owner holds now, or to
      * whoever is unwinding this run at GC time. */

@@ -913,7 +913,10 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
         s->hidden = call->hidden;       /* taken */
         call->hidden = NULL;
     }
-    if (top != NULL && (is_thread_frame(top) || top->owner == FRAME_OWNED_BY_GENERATOR)) {
+    /* Without a call (a switch through the C API) there is neither a
+       stack hint nor arguments for call_depth to compare, so the top
+       frame's depth stays unknown: skip the work at every such switch. */
+    if (call != NULL && top != NULL && (is_thread_frame(top) || top->owner == FRAME_OWNED_BY_GENERATOR)) {
         PyCodeObject *co = frame_code(top);
         PyObject **base = (PyObject **)top->localsplus;
         PyObject **lo = base + co->co_nlocalsplus, **hi = lo + co->co_stacksize;
@@ -921,7 +924,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
         if (sp == NULL || sp < lo || sp > hi) {
             /* the method was not called with arguments on this frame's
                stack: f(*args), or through C */
-            Py_ssize_t n = call_depth(top, NULL, call != NULL ? call->args : NULL, NULL);
+            Py_ssize_t n = call_depth(top, NULL, call->args, NULL);
             sp = n >= 0 ? base + n : NULL;
         }
         if (sp != NULL && sp >= lo && sp <= hi)

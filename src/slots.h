@@ -14,6 +14,12 @@
  * Py_DECREF made gcc call them out of line, a call per slot access). */
 #define CONT_HOT static inline __attribute__((always_inline))
 
+/* For the rare branches of a function whose C frame stays on a suspended
+ * tasklet's stack: kept out of line, so that their locals (argument
+ * arrays of calls) do not enlarge that frame, which every switch of the
+ * tasklet copies. */
+#define OUT_OF_LINE __attribute__((noinline))
+
 /* The object in slot `off` of o (borrowed; NULL if unset). */
 CONT_HOT PyObject *slot(PyObject *o, Py_ssize_t off)
 {

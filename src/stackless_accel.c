@@ -60,6 +60,12 @@ static PyObject *call_method1(PyObject *obj, PyObject *name, PyObject *a)
     return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
+/* func(a, b), out of line (see OUT_OF_LINE) */
+static OUT_OF_LINE PyObject *call2(PyObject *func, PyObject *a, PyObject *b)
+{
+    PyObject *args[2] = {a, b};
+    return PyObject_Vectorcall(func, args, 2, NULL);
+}
 
 /* d.<name>(*args) for a deque.  When d is a plain deque (stackless only
  * makes plain ones), the C function behind the method is called directly:
@@ -139,13 +145,18 @@ CONT_HOT Py_ssize_t len_of(PyObject *q)
 
 /* c.switch() or c.switch(to=to); a plain continulet switches through
  * _continuation's C API, without a method call */
-CONT_HOT PyObject *cont_switch(PyObject *c, PyObject *to)
+static OUT_OF_LINE PyObject *switch_method(PyObject *c, PyObject *to)
 {
     PyObject *args[2] = {c, to};
     PyObject *kw = to != NULL ? kw_to : NULL;
+    return PyObject_VectorcallMethod(s_switch, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw);
+}
+
+CONT_HOT PyObject *cont_switch(PyObject *c, PyObject *to)
+{
     if (Py_IS_TYPE(c, capi->continulet_type))
         return capi->switch_to(c, NULL, to);
-    return PyObject_VectorcallMethod(s_switch, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw);
+    return switch_method(c, to);
 }
 
 /* The schedule and channel callbacks, read at every switch and channel
@@ -209,12 +220,11 @@ CONT_HOT int more_than_one(PyObject *d)
 /* With an error set: call the Python helper func(a, b) that mends the
  * state, keeping the error.  A second error (a second signal landing in
  * the helper) does not replace the first. */
-static void mend(PyObject *func, PyObject *a, PyObject *b)
+static OUT_OF_LINE void mend(PyObject *func, PyObject *a, PyObject *b)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    PyObject *args[2] = {a, b};
-    PyObject *r = PyObject_Vectorcall(func, args, 2, NULL);
+    PyObject *r = call2(func, a, b);
     if (r == NULL)
         PyErr_Clear();
     Py_XDECREF(r);
@@ -229,8 +239,7 @@ CONT_HOT int run_from_main(PyObject *t)
 {
     PyObject *c = slot(t, t_cont);
     if (c == Py_None) {
-        PyObject *args[2] = {py_bootstrap, t};
-        c = PyObject_Vectorcall(continulet_type, args, 2, NULL);
+        c = call2(continulet_type, py_bootstrap, t);
         if (c == NULL)
             return -1;
         set_slot(t, t_cont, c);
@@ -290,92 +299,109 @@ int accel_do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
     return do_switch(ts, cur, nxt);
 }
 
-CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
+/* Under run(timeout) the Python switch decides whether a spent soft
+ * timeout sends this switch to the waiting run() instead. */
+static OUT_OF_LINE int switch_in_python(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
-    if (slot(ts, ts_timeout) != Py_None) {
-        /* under run(timeout) the Python switch decides whether a spent
-           soft timeout sends this switch to the waiting run() instead */
-        PyObject *args[3] = {ts, cur, nxt};
-        return discard(PyObject_Vectorcall(py_switch, args, 3, NULL));
-    }
-    PyObject *r;
-    if (accel_schedule_callback(cur, nxt) < 0)
-        return -1;
-    int tracing = slot_true(ts, ts_tracing);
-    if (tracing < 0)
-        return -1;
-    if (tracing && accel_tracing_out(ts, cur) < 0)
-        return -1;
-    int cur_main = slot_true(cur, t_is_main), nxt_main;
-    if (cur_main < 0)
-        return -1;
-    if (cur_main && slot(nxt, t_cont) == Py_None) {
+    PyObject *args[3] = {ts, cur, nxt};
+    return discard(PyObject_Vectorcall(py_switch, args, 3, NULL));
+}
+
+/* do_switch from the main tasklet's stack, from `ts.current = nxt` on */
+static OUT_OF_LINE int switch_from_main(PyObject *ts, PyObject *nxt)
+{
+    if (slot(nxt, t_cont) == Py_None) {
         /* before current changes: the allocation may start a garbage
          * collection, whose finalizers must find cur running */
-        PyObject *args[2] = {py_bootstrap, nxt};
-        PyObject *c = PyObject_Vectorcall(continulet_type, args, 2, NULL);
+        PyObject *c = call2(continulet_type, py_bootstrap, nxt);
         if (c == NULL)
             return -1;
         set_slot(nxt, t_cont, c);
         Py_DECREF(c);
     }
     set_slot(ts, ts_current, nxt);
-    /* (no cur._frame: on CPython tasklet.frame reads the suspended stack) */
+    if (run_from_main(nxt) < 0)
+        return -1;
+    /* _launch(ts) for each tasklet that a dying one passed on */
+    PyObject *t;
+    while ((t = slot(ts, ts_launch)) != Py_None) {
+        Py_INCREF(t);
+        set_slot(ts, ts_launch, Py_None);
+        set_slot(t, t_cont, Py_None);
+        int rc = run_from_main(t);
+        Py_DECREF(t);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
 
+static OUT_OF_LINE int raise_pending(PyObject *ts)
+{
+    return discard(PyObject_CallOneArg(py_raise_pending, ts));
+}
+
+/* timeout._resumed(cur) under run(timeout) */
+static OUT_OF_LINE int timeout_resumed(PyObject *timeout, PyObject *cur)
+{
+    Py_INCREF(timeout);
+    PyObject *r = call_method1(timeout, s_resumed, cur);
+    Py_DECREF(timeout);
+    return discard(r);
+}
+
+/* The C frames of a switch stay on the switching tasklet's stack while it
+ * is suspended, and a tasklet's stack is copied out and back in at its
+ * switches (between two tasklets, whole): the rare branches are out of
+ * line so that this frame stays small (docs/performance.md). */
+CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
+{
+    if (slot(ts, ts_timeout) != Py_None)
+        return switch_in_python(ts, cur, nxt);
+    /* the callback is rare: test it here, not in a call at every switch */
+    if (schedule_cb != NULL && accel_schedule_callback(cur, nxt) < 0)
+        return -1;
+    int tracing = slot_true(ts, ts_tracing);
+    if (tracing < 0)
+        return -1;
+    if (tracing && accel_tracing_out(ts, cur) < 0)
+        return -1;
+    int cur_main = slot_true(cur, t_is_main);
+    if (cur_main < 0)
+        return -1;
+    /* (no cur._frame: on CPython tasklet.frame reads the suspended stack) */
     if (cur_main) {
-        if (run_from_main(nxt) < 0)
-            return -1;
-        /* _launch(ts) for each tasklet that a dying one passed on */
-        PyObject *t;
-        while ((t = slot(ts, ts_launch)) != Py_None) {
-            Py_INCREF(t);
-            set_slot(ts, ts_launch, Py_None);
-            set_slot(t, t_cont, Py_None);
-            int rc = run_from_main(t);
-            Py_DECREF(t);
-            if (rc < 0)
-                return -1;
-        }
-    }
-    else if ((nxt_main = slot_true(nxt, t_is_main)) != 0) {
-        if (nxt_main < 0)
-            return -1;
-        PyObject *c = Py_NewRef(slot(cur, t_cont));
-        r = cont_switch(c, NULL);
-        Py_DECREF(c);
-        if (discard(r) < 0)
-            return -1;
-    }
-    else if (slot(nxt, t_cont) == Py_None) {
-        /* new tasklets start from the main tasklet's stack */
-        set_slot(ts, ts_launch, nxt);
-        PyObject *c = Py_NewRef(slot(cur, t_cont));
-        r = cont_switch(c, NULL);
-        Py_DECREF(c);
-        if (discard(r) < 0)
+        if (switch_from_main(ts, nxt) < 0)
             return -1;
     }
     else {
-        PyObject *c = Py_NewRef(slot(cur, t_cont)), *to = Py_NewRef(slot(nxt, t_cont));
-        r = cont_switch(c, to);
+        set_slot(ts, ts_current, nxt);
+        int nxt_main = slot_true(nxt, t_is_main);
+        if (nxt_main < 0)
+            return -1;
+        /* to main's stack: a plain switch back; to a tasklet that has not
+           started: the same, and main starts it (see switch_from_main) */
+        PyObject *to = nxt_main ? NULL : slot(nxt, t_cont);
+        if (to == Py_None) {
+            set_slot(ts, ts_launch, nxt);
+            to = NULL;
+        }
+        PyObject *c = Py_NewRef(slot(cur, t_cont));
+        Py_XINCREF(to);
+        PyObject *r = cont_switch(c, to);
         Py_DECREF(c);
-        Py_DECREF(to);
+        Py_XDECREF(to);
         if (discard(r) < 0)
             return -1;
     }
     if ((tracing = slot_true(ts, ts_tracing)) != 0 && (tracing < 0 || accel_tracing_in(ts, cur) < 0))
         return -1;
     PyObject *timeout = slot(ts, ts_timeout);
-    if (timeout != Py_None) {
-        Py_INCREF(timeout);
-        r = call_method1(timeout, s_resumed, cur);
-        Py_DECREF(timeout);
-        if (discard(r) < 0)
-            return -1;
-    }
+    if (timeout != Py_None && timeout_resumed(timeout, cur) < 0)
+        return -1;
     /* an exception for main that landed after a dying tasklet switched away */
     if (slot(ts, ts_pending) != Py_None && slot(cur, t_is_main) == Py_True)
-        return discard(PyObject_CallOneArg(py_raise_pending, ts));
+        return raise_pending(ts);
     return 0;
 }
 
@@ -604,6 +630,20 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
     return take_tempval(cur);
 }
 
+/* wait_here's queueing failed (no memory): put the fields back */
+static OUT_OF_LINE void undo_wait(PyObject *ch, PyObject *cur, PyObject *olds[3], PyObject *nb,
+                                  PyObject *old)
+{
+    PyObject *back[3] = {swap_slot(cur, t_blocked, olds[0]), swap_slot(cur, t_channel, olds[1]),
+                         swap_slot(ch, c_balance, olds[2])};
+    for (int i = 0; i < 3; i++) {
+        Py_XDECREF(olds[i]);
+        Py_XDECREF(back[i]);
+    }
+    Py_DECREF(nb);
+    Py_XDECREF(old);
+}
+
 /* The usual case of blocking: queue cur on ch as a sender of `value` (dir
  * 1) or a receiver (dir -1), leave the run queue (cur is rq[0], another
  * tasklet follows) and switch.  Returns what cur finds in its tempval when
@@ -620,15 +660,7 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
                          swap_slot(cur, t_channel, ch), swap_slot(ch, c_balance, nb)};
     PyObject *r = dq_append(queue, cur);
     if (r == NULL) {
-        /* nothing queued (no memory): put the fields back */
-        PyObject *back[3] = {swap_slot(cur, t_blocked, olds[0]), swap_slot(cur, t_channel, olds[1]),
-                             swap_slot(ch, c_balance, olds[2])};
-        for (int i = 0; i < 3; i++) {
-            Py_XDECREF(olds[i]);
-            Py_XDECREF(back[i]);
-        }
-        Py_DECREF(nb);
-        Py_XDECREF(old);
+        undo_wait(ch, cur, olds, nb, old);
         return NULL;
     }
     Py_DECREF(r);
@@ -650,8 +682,7 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
     }
     else if (first != NULL && !PyErr_Occurred()) {
         /* a finalizer changed the run queue meanwhile: the Python code decides */
-        PyObject *args[2] = {ts, cur};
-        rc = discard(PyObject_Vectorcall(py_leave, args, 2, NULL));
+        rc = discard(call2(py_leave, ts, cur));
     }
     Py_XDECREF(first);
     Py_XDECREF(nxt);
@@ -777,10 +808,7 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
     op_end(&op);
     if (usual < 0)
         return NULL;
-    {
-        PyObject *a[2] = {ch, value};
-        return PyObject_Vectorcall(py_send, a, 2, NULL);
-    }
+    return call2(py_send, ch, value);
 done:
     if (r == NULL)
         recover(op.ts, op.cur);

@@ -111,7 +111,7 @@ int accel_tracing_in(PyObject *ts, PyObject *cur)
 /* Its first part, up to the call: what the tasklet needs on its own
  * stack before its function runs.  0, or -1 with the error that leaves
  * the tasklet unstarted (see _not_started). */
-static int begin(PyObject *ts, PyObject *self)
+static OUT_OF_LINE int begin(PyObject *ts, PyObject *self)
 {
     set_slot(self, t_frame, Py_None);
     /* started before anything can fail: what lands in the start-up calls
@@ -147,17 +147,21 @@ static int begin(PyObject *ts, PyObject *self)
 
 /* The tasklet's function, with its tempval (a bomb is raised first) and
  * in its own context.  NULL with the error it ended with. */
+static OUT_OF_LINE PyObject *raise_bomb(PyObject *self, PyObject *v)
+{
+    Py_INCREF(v);
+    set_slot(self, t_tempval, Py_None);
+    PyObject *r = call_hidden_method(v, s_raise, NULL);
+    Py_DECREF(v);
+    Py_XDECREF(r);
+    return NULL;
+}
+
 static PyObject *body(PyObject *self)
 {
     PyObject *v = slot(self, t_tempval);
-    if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type)) {
-        Py_INCREF(v);
-        set_slot(self, t_tempval, Py_None);
-        PyObject *r = call_hidden_method(v, s_raise, NULL);
-        Py_DECREF(v);
-        Py_XDECREF(r);
-        return NULL;
-    }
+    if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type))
+        return raise_bomb(self, v);
     PyObject *func = Py_NewRef(slot(self, t_func)), *args = Py_NewRef(slot(self, t_args));
     PyObject *kwargs = Py_NewRef(slot(self, t_kwargs)), *r = NULL;
     set_slot(self, t_args, Py_None);
@@ -220,6 +224,13 @@ static int usual_end(PyObject *cont, PyObject *ts, PyObject *self, PyObject **er
     return 1;
 }
 
+/* Its C frame stays at the bottom of the tasklet's stack while the
+ * function runs, and the bytes of a tasklet's stack are copied at each of
+ * its switches (between two tasklets, the whole stack out and in): so
+ * only the call itself is here, the steps before and after it are out of
+ * line, and the frame holds no more than the call's operands. */
+static PyObject *bootstrap_end(PyObject *cont, PyObject *ts, PyObject *self, PyObject *r);
+
 static PyObject *accel_bootstrap(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
@@ -234,7 +245,14 @@ static PyObject *accel_bootstrap(PyObject *mod, PyObject *const *args, Py_ssize_
         Py_DECREF(ts);
         return PyObject_Vectorcall(py_bootstrap, args, 2, NULL);
     }
-    PyObject *error = NULL, *r = begin(ts, self) < 0 ? NULL : body(self);
+    PyObject *r = begin(ts, self) < 0 ? NULL : body(self);
+    return bootstrap_end(cont, ts, self, r);
+}
+
+/* What follows the call: the tasklet's end (ts is taken) */
+static OUT_OF_LINE PyObject *bootstrap_end(PyObject *cont, PyObject *ts, PyObject *self, PyObject *r)
+{
+    PyObject *error = NULL;
     if (r == NULL && !PyErr_ExceptionMatches(tasklet_exit))
         error = fetch_error();
     PyErr_Clear();
