@@ -34,6 +34,7 @@ import marshal
 import pickle
 import sys
 import types
+import weakref
 from typing import Any, Callable, Optional
 
 import _continuation
@@ -53,6 +54,9 @@ _NO_FALLTHROUGH = frozenset(n for n in (
     "JUMP_NO_INTERRUPT", "INTERPRETER_EXIT") if n in dis.opmap)
 _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
 _FRAME_FUNCTION, _FRAME_GENERATOR = 0, 1
+#: how a frame takes the outcome of the frame above it (src/framestate.c):
+#: a plain call, or the instruction that runs the generator above it
+_WAIT_CALL, _WAIT_ITER, _WAIT_SEND, _WAIT_GEN_CALL, _WAIT_GEN_DEFAULT = range(5)
 
 
 # ---------------------------------------------------------------------------
@@ -121,6 +125,52 @@ def call_site(code: types.CodeType, ip: int) -> tuple:
     # where the call is, and where the frame goes on once it has returned
     nxt = (ins.offset // 2, insts[k + 1].offset // 2)
     return ins, d, base, nxt
+
+
+def gen_site(code: types.CodeType, ip: int) -> tuple:
+    """Where a frame that runs the generator above it in FOR_ITER or SEND
+    (``for``, ``yield from``, ``await``) is: (wait, depth before the
+    instruction, base depth below the generator, (its code unit, the next
+    instruction's))."""
+    insts, depth, index = _depths(code)
+    k = max((j for j, ins in enumerate(insts) if ins.offset <= 2 * ip), default=None)
+    if k is None or insts[k].opname not in ("FOR_ITER", "SEND") or insts[k].offset not in depth:
+        raise ValueError("not running a generator")
+    ins = insts[k]
+    d = depth[ins.offset]
+    wait = _WAIT_ITER if ins.opname == "FOR_ITER" else _WAIT_SEND
+    # FOR_ITER finds [..., generator], SEND [..., generator, value sent]
+    base = d - 1 if wait == _WAIT_ITER else d - 2
+    return wait, d, base, (ins.offset // 2, insts[k + 1].offset // 2)
+
+
+_GEN_METHODS = frozenset(("send", "throw", "__next__"))
+
+
+def _gen_call(ops: tuple, gen: Any) -> Optional[tuple]:
+    """(wait, default) if the operands of a call (callable and self or
+    NULL, then the arguments) run the generator ``gen`` as ``next(gen)``,
+    ``next(gen, default)``, ``gen.send(v)``, ``gen.throw(...)`` or
+    ``gen.__next__()`` do; None for any other call (``list(gen)``...)."""
+    if len(ops) < 2:
+        return None
+    a, b, args = ops[0], ops[1], list(ops[2:])
+    if a is None:       # 3.11 puts the NULL first
+        a, b = b, None
+    if b is not None:   # an unbound method and its self
+        args.insert(0, b)
+    elif getattr(a, "__self__", None) is gen:   # a bound method
+        args.insert(0, gen)
+    if not args or args[0] is not gen:
+        return None
+    if a is builtins.next:
+        if len(args) == 2:
+            return _WAIT_GEN_DEFAULT, args[1]
+        return (_WAIT_GEN_CALL, None) if len(args) == 1 else None
+    if getattr(a, "__name__", None) in _GEN_METHODS and (
+            getattr(a, "__self__", None) is gen or getattr(a, "__objclass__", None) is type(gen)):
+        return _WAIT_GEN_CALL, None
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -303,17 +353,83 @@ def _gen_parts(gen: Any) -> tuple:
                                (tuple(map(_wrap, sv)), sn, si), exc)
 
 
+_GENERATORS = (types.GeneratorType, types.CoroutineType)
+
+#: id -> (generator, function), for the generators running in the frames that a
+#: continulet's state being pickled or copied now holds: they are made
+#: again as held shells (_make_running_gen) that the rebuilt stack runs.
+#: Emptied when that state is done (_Done), or by the next capture.
+_running_gens: dict = {}
+#: held shell -> its function's FunctionRef (a rebuilt stack not run yet
+#: pickles them again)
+_held: Any = weakref.WeakKeyDictionary()
+
+
+def _make_running_gen(ref: Any, version: Any) -> Any:
+    """The shell of a generator that was running in a captured stack: it
+    cannot run (it is running, in a stack that has not resumed yet) until
+    the rebuilt stack makes its frame one of its own."""
+    gen = _make_gen(ref, version)
+    _continuation._gen_hold(gen)
+    _held[gen] = ref if isinstance(ref, FunctionRef) else FunctionRef(ref)
+    return gen
+
+
+def _running_ref(gen: Any) -> Any:
+    """The function of a generator running in the state being captured,
+    or None if it is not one of those."""
+    hit = _running_gens.get(id(gen))
+    return hit[1] if hit is not None and hit[0] is gen else None
+
+
+def _returning(value: Any) -> Any:
+    """A generator that returns ``value`` when it is first sent None (what
+    a rebuilt SEND runs again when the generator it ran has returned)."""
+    return value
+    yield       # pragma: no cover - makes this a generator function
+
+
 def _reduce_gen(gen: Any) -> tuple:
+    if _running_gens:
+        ref = _running_ref(gen)
+        if ref is not None:
+            return _make_running_gen, (ref, VERSION)
     ref, state = _gen_parts(gen)
     return _make_gen, (ref, VERSION), state, None, None, _set_gen
 
 
 def _deepcopy_gen(gen: Any, memo: dict) -> Any:
+    if _running_gens:
+        ref = _running_ref(gen)
+        if ref is not None:
+            new = _make_running_gen(ref, VERSION)
+            memo[id(gen)] = new
+            return new
     ref, state = _gen_parts(gen)
     new = _make_gen(ref, VERSION)
     memo[id(gen)] = new
     _set_gen(new, copy.deepcopy(state, memo))
     return new
+
+
+class _Done:
+    """The last item of a captured continulet's state: once pickle or
+    deepcopy reaches it, the generators running in that state are pickled
+    (all references to them are memoized): forget them."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple:
+        _running_gens.clear()
+        return _none, ()
+
+    def __deepcopy__(self, memo: dict) -> None:
+        _running_gens.clear()
+        return None
+
+
+def _none() -> None:
+    return None
 
 
 for _t in (types.GeneratorType, types.CoroutineType) if _SUPPORTED else ():
@@ -369,10 +485,13 @@ def capture(c: continulet, keep: Optional[Callable[[list], tuple]] = None) -> tu
     return capture_ex(c, keep)[0]
 
 
-def _blocked_by(func: Any, code: types.CodeType, ip: int, kind: int) -> Optional[str]:
+def _blocked_by(func: Any, code: types.CodeType, ip: int, kind: int, gen: Any = None) -> Optional[str]:
     """Why a frame of this kind cannot be captured, or None."""
     if kind == _FRAME_GENERATOR:
-        return "cannot pickle: a generator is running in it: %s" % _describe(func, code, ip)
+        if gen is None or not isinstance(gen[0], (types.GeneratorType, types.CoroutineType)):
+            return ("cannot pickle: an asynchronous generator is running in it: %s"
+                    % _describe(func, code, ip))
+        return None
     if kind != _FRAME_FUNCTION or not isinstance(func, types.FunctionType):
         what = "class-body" if code.co_flags & 0x3 == 0 and code.co_name != "<module>" else "module-level"
         return ("cannot pickle: %s is %s code, not the frame of a function"
@@ -380,33 +499,76 @@ def _blocked_by(func: Any, code: types.CodeType, ip: int, kind: int) -> Optional
     return None
 
 
+def _gen_wait(raw: list, k: int, all_raw: list) -> Optional[tuple]:
+    """How frame k runs the generator frame above it, if there is one:
+    (wait, default, depth before, base, nxt, values to read, depths the
+    interpreter may report exactly); a rebuilt frame's wait is its own."""
+    above = all_raw[k + 1] if k + 1 < len(all_raw) else None
+    if above is None or above[6] != _FRAME_GENERATOR:
+        return None
+    func, code, ip, depth, operands, from_c, kind, driven, gen = raw[k]
+    own = driven if above[7] else None
+    err = pickle.PicklingError
+    try:
+        wait, d, base, nxt = gen_site(code, ip)
+    except ValueError:
+        wait = None
+    if wait is not None and (own is None or own[0] == wait):
+        read = d if wait == _WAIT_ITER else d - 1
+        exact = (d,) if wait == _WAIT_ITER else (d, d - 1)
+        return wait, None, d, base, nxt, read, exact
+    try:
+        ins, before, base, nxt = call_site(code, ip)
+    except ValueError:
+        raise err("cannot pickle: %s runs the generator %s through C code"
+                  % (_describe(func, code, ip), _describe(above[0], above[1], above[2]))) from None
+    if own is not None:
+        return own[0], own[1], before, base, nxt, base, (base,)
+    # the call's operands tell what it is
+    return None, None, before, base, nxt, before, (before, base)
+
+
 def _check(all_raw: list, n: int, read_values: Callable[[list], list],
            running: bool = False) -> tuple:
     """Check that the bottom ``n`` frames of ``all_raw`` can be captured:
     Python function frames, each called by the one below through a plain
-    call.  Returns (sites, depths, values) for the capture.
+    call, or generators run by the one below (``for``, ``next()``,
+    ``send()``, ``yield from``, ``await``).  Returns (sites, depths,
+    values) for the capture; a site is (base, nxt, wait, default).
 
     ``running``: the frames of the running stack, up to the frame that
     asks; that top frame need not be in a call, and a module-level frame
     may lie at the bottom (a main stack's script)."""
     err = pickle.PicklingError
     raw = all_raw[:n]
-    sites = []
+    sites: list = []
     depths = []
-    for k, (func, code, ip, depth, operands, from_c, kind, driven) in enumerate(raw):
+    waits = []
+    for k, (func, code, ip, depth, operands, from_c, kind, driven, gen) in enumerate(raw):
         top = running and k == n - 1
-        why = _blocked_by(func, code, ip, kind)
+        why = _blocked_by(func, code, ip, kind, gen)
         if why is not None and not (running and k == 0 and kind != _FRAME_GENERATOR):
             raise err(why)
         if top:
-            sites.append((0, None))
+            sites.append((0, None, _WAIT_CALL, None))
             depths.append(0)
+            waits.append(None)
+            continue
+        above = all_raw[k + 1] if k + 1 < len(all_raw) else None
+        gw = _gen_wait(raw, k, all_raw)
+        waits.append(gw)
+        if gw is not None:
+            wait, default, before, base, nxt, read, exact = gw
+            if depth is not None and depth not in exact:
+                raise err("cannot pickle %s: its stack depth is %d, the analysis says %s"
+                          % (_describe(func, code, ip), depth, exact))
+            sites.append((base, nxt, wait, default))
+            depths.append(read)
             continue
         try:
             ins, before, base, nxt = call_site(code, ip)
         except ValueError:
             raise err("cannot pickle: %s is not in a call" % _describe(func, code, ip)) from None
-        above = all_raw[k + 1] if k + 1 < len(all_raw) else None
         if above is not None and above[7]:
             operands = 0    # a rebuilt frame waits at its base depth
         if depth is not None:
@@ -414,16 +576,35 @@ def _check(all_raw: list, n: int, read_values: Callable[[list], list],
             if exact != base:
                 raise err("cannot pickle %s: its stack depth is %d, the analysis says %d"
                           % (_describe(func, code, ip), exact, base))
-        sites.append((base, nxt))
+        sites.append((base, nxt, _WAIT_CALL, None))
         # frames whose callee came through C: read the operands too, to see
         # that only the call machinery lies between them (and for the top
         # frame kept, to tell what it was calling)
         calls_c = above[5] and not above[7] if above is not None else operands
         depths.append(before if calls_c else base)
     values = read_values(depths)
+    for k in range(n - 1):
+        gw = waits[k]
+        if gw is None:
+            continue
+        gen = all_raw[k + 1][8][0]
+        wait, _default, before, base, nxt, read, _exact = gw
+        stack = values[k][1][0]
+        func, code, ip = raw[k][:3]
+        if wait is None:
+            mode = _gen_call(stack[base:before], gen)
+            if mode is None:
+                raise err("cannot pickle: %s runs the generator %s through C code; only for "
+                          "loops, next(), send(), throw(), yield from and await can be restored"
+                          % (_describe(func, code, ip), _describe(all_raw[k + 1][0], all_raw[k + 1][1],
+                                                                  all_raw[k + 1][2])))
+            sites[k] = (base, nxt) + mode
+        elif stack[base] is not gen:
+            raise err("cannot pickle: %s runs the generator %s, which is not on its stack"
+                      % (_describe(func, code, ip), _describe(*all_raw[k + 1][:3])))
     for k in range(1, n):
-        func, code, ip, _, _, from_c, _, driven = raw[k]
-        if from_c and not driven:
+        func, code, ip, _, _, from_c, kind, driven, _gen = raw[k]
+        if from_c and not driven and kind != _FRAME_GENERATOR:
             below = raw[k - 1]
             if not _calls_through(values[k - 1][1], sites[k - 1][0], func):
                 raise err("cannot pickle: %s calls %s through C code; only Python-to-Python "
@@ -444,9 +625,12 @@ def running_blocker(frame: types.FrameType) -> Optional[str]:
     return None
 
 
-def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None) -> tuple:
+def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None,
+               note: bool = False) -> tuple:
     """capture(), and what the top kept frame was calling (a function, a
-    C function or method, or None if that cannot be told)."""
+    C function or method, or None if that cannot be told).  ``note``: the
+    capture is about to be pickled or copied: the generators running in it
+    pickle as shells that the rebuilt stack runs (_running_gens)."""
     all_raw, exc = frames_of(c)
     lo, hi = keep(all_raw) if keep is not None else (0, len(all_raw))
     n = hi - lo
@@ -462,21 +646,26 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None) ->
     else:
         callee = None
     frames = []
-    for k, (func, code, ip, *_rest) in enumerate(all_raw[lo:hi]):
-        base, nxt = sites[k]
+    for k, raw in enumerate(all_raw[lo:hi]):
+        func, gen = raw[0], raw[8]
+        base, nxt, wait, default = sites[k]
         (lv, ln, li), (sv, sn, si) = values[k]
         sv, sn, si = sv[:base], tuple(i for i in sn if i < base), tuple(i for i in si if i < base)
-        frames.append((FunctionRef(func), nxt,
+        if gen is not None and note:
+            _running_gens[id(gen[0])] = (gen[0], FunctionRef(func))
+        frames.append((FunctionRef(func) if gen is None else gen[0], nxt,
                        (tuple(_wrap(v) for v in lv), ln, li),
-                       (tuple(_wrap(v) for v in sv), sn, si)))
+                       (tuple(_wrap(v) for v in sv), sn, si),
+                       wait, _wrap(default), None if gen is None else gen[1]))
     return (tuple(frames), exc), callee
 
 
 def _rebuild_recipe(frames: tuple, exc: Any, on_resume: Any = None, on_return: Any = None) -> tuple:
     out = []
-    for ref, nxt, (lv, ln, li), (sv, sn, si) in frames:
+    for ref, nxt, (lv, ln, li), (sv, sn, si), wait, default, gexc in frames:
         out.append((_unwrap(ref), nxt, (tuple(_unwrap(v) for v in lv), tuple(ln), tuple(li)),
-                    (tuple(_unwrap(v) for v in sv), tuple(sn), tuple(si))))
+                    (tuple(_unwrap(v) for v in sv), tuple(sn), tuple(si)),
+                    wait, _unwrap(default), gexc))
     return tuple(out), exc, on_resume, on_return
 
 
@@ -516,9 +705,9 @@ def _capture_for_pickle(c: continulet, run: Any) -> tuple:
     whose run is (callable, args), or None for a thread's main stack."""
     policy = _policy(run[0]) if run is not None else None
     if policy is None:
-        return capture(c) + (None, None, None)
+        return capture_ex(c, None, True)[0] + (None, None, None)
     keep, on_resume, on_return = policy
-    (frames, exc), callee = capture_ex(c, keep)
+    (frames, exc), callee = capture_ex(c, keep, True)
     args = run[1]
     return (frames, exc, on_resume(args, callee),
             on_return(args) if on_return is not None else None, run)
@@ -538,6 +727,7 @@ def reduce(c: continulet) -> tuple:
     kind, extra = _continuation._kind(c)
     inst = getattr(c, "__dict__", None) or None
     version = None
+    _running_gens.clear()
     if kind == "unstarted":
         state: tuple = (kind, extra)
     elif kind == "suspended":
@@ -547,9 +737,14 @@ def reduce(c: continulet) -> tuple:
         recipe, func, args = extra
         run = (func, args) if func is not _finished_body else None
         state = ("suspended", recipe_state(recipe) + (run,))
+        for rec in recipe[0]:
+            if isinstance(rec[0], _GENERATORS):
+                _running_gens[id(rec[0])] = (rec[0], _held[rec[0]])
         version = VERSION
     else:
         state = (kind, None)
+    if _running_gens:
+        return _new, (type(c), version), (state, inst, _Done())
     return _new, (type(c), version), (state, inst)
 
 
@@ -557,9 +752,11 @@ def recipe_state(recipe: tuple) -> tuple:
     """The picklable form of a recipe given to _set_frames (the inverse of
     _rebuild_recipe)."""
     frames, exc, on_resume, on_return = recipe
-    return (tuple((FunctionRef(f), nxt, (tuple(map(_wrap, lv)), ln, li),
-                   (tuple(map(_wrap, sv)), sn, si))
-                  for f, nxt, (lv, ln, li), (sv, sn, si) in frames), exc, on_resume, on_return)
+    return (tuple((f if isinstance(f, _GENERATORS) else FunctionRef(f), nxt,
+                   (tuple(map(_wrap, lv)), ln, li), (tuple(map(_wrap, sv)), sn, si),
+                   wait, _wrap(default), gexc)
+                  for f, nxt, (lv, ln, li), (sv, sn, si), wait, default, gexc in frames),
+            exc, on_resume, on_return)
 
 
 def restore(c: continulet, state: tuple) -> None:
@@ -577,7 +774,7 @@ def restore(c: continulet, state: tuple) -> None:
 
 def setstate(c: continulet, state: tuple) -> None:
     """continulet.__setstate__."""
-    (kind, extra), inst = state
+    (kind, extra), inst = state[:2]     # (then _Done's None)
     if inst:
         c.__dict__.update(inst)
     if kind == "unbound":

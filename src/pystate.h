@@ -228,3 +228,25 @@ void cps_drop_frame(PyThreadState *ts, void *frame);
 
 /* Set the exception being handled on the running stack (taken). */
 void cps_set_handled_exception(PyThreadState *ts, PyObject *exc);
+
+/* Generators running in a rebuilt stack (see pystate.c).  The generator
+ * whose frame this is (borrowed), or NULL. */
+PyObject *cps_frame_generator(void *frame);
+/* A generator just made by calling its function becomes a held shell
+ * (executing, never finalized by the GC): -1 if it has started. */
+int cps_gen_hold(PyObject *gen);
+/* The frame of a generator (in the generator object). */
+void *cps_gen_iframe(PyObject *gen);
+/* Whether a generator is a held shell that no stack runs yet. */
+int cps_gen_held(PyObject *gen);
+/* Make a held shell's frame a frame of the running (new) stack, linked
+ * to `previous`, emptied to be filled like a pushed one; `exc` (taken, may
+ * be NULL) is its exception being handled, and its exception state joins
+ * the thread's chain, as while a generator runs. */
+void *cps_gen_enter(PyThreadState *ts, PyObject *gen, void *frame_previous, PyObject *exc);
+/* Run a generator frame entered so, as cps_run_frame runs a pushed one,
+ * and as gen.send(value) would: *yielded tells a yield (the generator is
+ * suspended, the value is what it yielded) from a return (it is finished,
+ * the value is what it returned). */
+PyObject *cps_run_gen_frame(PyThreadState *ts, PyObject *gen, void *frame, PyObject *value,
+                            int below, int *yielded);
