@@ -140,7 +140,9 @@ def gen_site(code: types.CodeType, ip: int) -> tuple:
     d = depth[ins.offset]
     wait = _WAIT_ITER if ins.opname == "FOR_ITER" else _WAIT_SEND
     # FOR_ITER finds [..., generator], SEND [..., generator, value sent]
-    base = d - 1 if wait == _WAIT_ITER else d - 2
+    # (3.15: a slot of its own above the generator in both); the value sent
+    # is not kept: the frame resumes with what the generator yields
+    base = d if wait == _WAIT_ITER else d - 1
     return wait, d, base, (ins.offset // 2, insts[k + 1].offset // 2)
 
 
@@ -514,9 +516,8 @@ def _gen_wait(raw: list, k: int, all_raw: list) -> Optional[tuple]:
     except ValueError:
         wait = None
     if wait is not None and (own is None or own[0] == wait):
-        read = d if wait == _WAIT_ITER else d - 1
         exact = (d,) if wait == _WAIT_ITER else (d, d - 1)
-        return wait, None, d, base, nxt, read, exact
+        return wait, None, d, base, nxt, base, exact
     try:
         ins, before, base, nxt = call_site(code, ip)
     except ValueError:
@@ -599,9 +600,13 @@ def _check(all_raw: list, n: int, read_values: Callable[[list], list],
                           % (_describe(func, code, ip), _describe(all_raw[k + 1][0], all_raw[k + 1][1],
                                                                   all_raw[k + 1][2])))
             sites[k] = (base, nxt) + mode
-        elif stack[base] is not gen:
-            raise err("cannot pickle: %s runs the generator %s, which is not on its stack"
-                      % (_describe(func, code, ip), _describe(*all_raw[k + 1][:3])))
+        else:
+            # the slot that holds it, near the top
+            slot = next((i for i in range(base - 1, max(base - 3, -1), -1) if stack[i] is gen), None)
+            if slot is None:
+                raise err("cannot pickle: %s runs the generator %s, which is not on its stack"
+                          % (_describe(func, code, ip), _describe(*all_raw[k + 1][:3])))
+            sites[k] = (base, nxt, wait, slot)
     for k in range(1, n):
         func, code, ip, _, _, from_c, kind, driven, _gen = raw[k]
         if from_c and not driven and kind != _FRAME_GENERATOR:

@@ -19,6 +19,7 @@
  * us, not by an inlined call, and the boundary check must know that. */
 typedef struct cfs_chain {
     Py_ssize_t live;
+    struct cfs_wait *waits;     /* how each takes the outcome of the one above */
     void *frames[1];
 } cfs_chain;
 
@@ -105,14 +106,27 @@ static cps_frame *read_frames(cont_stack *h, Py_ssize_t *np)
     return fr;
 }
 
-static int is_driven(cont_stack *h, void *frame)
+/* What the run keeps of each record once the recipe is let go of: how
+ * the frame takes the outcome of the one above it. */
+typedef struct cfs_wait {
+    PyObject *gen;          /* the generator whose frame it is, or NULL */
+    PyObject *arg;          /* next(g, default)'s default; for WAIT_ITER and
+                               WAIT_SEND, the stack slot of the generator */
+    int wait, at;           /* WAIT_*, and the code unit of its FOR_ITER or SEND */
+    Py_ssize_t nl, depth;   /* its locals, its stack's depth as rebuilt */
+} cfs_wait;
+
+/* 0 for a frame that no run of ours drives, else (wait, arg): how it
+ * takes the outcome of the frame above it */
+static PyObject *driven_info(cont_stack *h, void *frame)
 {
-    if (h == NULL || h->chain == NULL)
-        return 0;
-    for (Py_ssize_t i = 0; i < h->chain->live; i++)
-        if (h->chain->frames[i] == frame)
-            return 1;
-    return 0;
+    if (h != NULL && h->chain != NULL)
+        for (Py_ssize_t i = 0; i < h->chain->live; i++)
+            if (h->chain->frames[i] == frame) {
+                cfs_wait *w = &h->chain->waits[i];
+                return Py_BuildValue("(iO)", w->wait, w->arg ? w->arg : Py_None);
+            }
+    return PyLong_FromLong(0);
 }
 
 /* What the frame functions read: the suspended stack of a continulet, or,
@@ -180,15 +194,15 @@ static PyObject *fs_frames(PyObject *mod, PyObject *c)
         }
         else
             gen = Py_NewRef(Py_None);
-        PyObject *t = NULL;
-        if (depth == NULL || gen == NULL) {
+        PyObject *t = NULL, *driven = driven_info(src.h, f->frame);
+        if (depth == NULL || gen == NULL || driven == NULL) {
             Py_XDECREF(depth);
             Py_XDECREF(gen);
+            Py_XDECREF(driven);
         }
         else    /* (N: taken, even on failure) */
-            t = Py_BuildValue("(OOiNiiiiN)", f->func ? f->func : Py_None, (PyObject *)f->code,
-                              f->ip, depth, f->operands, f->from_c, f->kind,
-                              is_driven(src.h, f->frame), gen);
+            t = Py_BuildValue("(OOiNiiiNN)", f->func ? f->func : Py_None, (PyObject *)f->code,
+                              f->ip, depth, f->operands, f->from_c, f->kind, driven, gen);
         if (t == NULL)
             Py_CLEAR(list);
         else
@@ -428,11 +442,19 @@ static int check_recipe(PyObject *recipe)
         int gen_code = (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
         if (call < 0 || next <= call || next > Py_SIZE(co) || gen_code != gen)
             goto bad;
-        /* room for the generator that FOR_ITER and SEND keep on the stack */
-        Py_ssize_t room = co->co_stacksize - 1 - (wait == WAIT_ITER || wait == WAIT_SEND);
         if (check_slots(PyTuple_GET_ITEM(fr, 2), co->co_nlocalsplus, co->co_nlocalsplus) < 0
-                || check_slots(PyTuple_GET_ITEM(fr, 3), -1, room) < 0)
+                || check_slots(PyTuple_GET_ITEM(fr, 3), -1, co->co_stacksize - 1) < 0)
             goto bad;
+        if (wait == WAIT_ITER || wait == WAIT_SEND) {
+            /* the generator above, in the slot where the instruction keeps it */
+            PyObject *stack = PyTuple_GET_ITEM(PyTuple_GET_ITEM(fr, 3), 0);
+            Py_ssize_t slot = PyLong_AsSsize_t(PyTuple_GET_ITEM(fr, 5));
+            if (slot < 0 || slot >= PyTuple_GET_SIZE(stack) || PyTuple_GET_ITEM(stack, slot)
+                    != PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0)) {
+                PyErr_Clear();
+                goto bad;
+            }
+        }
     }
     return 0;
 bad:
@@ -486,20 +508,11 @@ static void fill_slots(void *frame, Py_ssize_t base, PyObject *spec)
     }
 }
 
-/* What the run keeps of each record once the recipe is let go of: how
- * the frame takes the outcome of the one above it. */
-typedef struct {
-    PyObject *gen;          /* the generator whose frame it is, or NULL */
-    PyObject *dflt;         /* next(g, default)'s default */
-    int wait, at;           /* WAIT_*, and the code unit of its FOR_ITER or SEND */
-    Py_ssize_t nl, slot;    /* its locals; where its stack holds the generator it waits for */
-} cfs_wait;
-
 static void release_waits(cfs_wait *w, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_CLEAR(w[i].gen);
-        Py_CLEAR(w[i].dflt);
+        Py_CLEAR(w[i].arg);
     }
 }
 
@@ -525,25 +538,26 @@ static PyObject *deliver(void *f, cfs_wait *w, PyObject *gen, PyObject *value, i
         return value;   /* a yield or an exception: the call's own outcome */
     switch (w->wait) {
     case WAIT_ITER:
-        /* the generator has returned: FOR_ITER runs again and finds it
-           exhausted (its reference in the slot is the value pushed back) */
+        /* the generator has returned: FOR_ITER runs again (nothing pushed)
+           and finds it exhausted */
         Py_DECREF(value);
-        cps_frame_set_resume(f, w->at, w->at, w->slot - w->nl);
-        return gen;
+        cps_frame_set_resume(f, w->at, w->at, w->depth);
+        return NULL;
     case WAIT_SEND: {
-        /* SEND runs again, with a generator that returns the value */
+        /* SEND runs again, with a generator in the receiver's slot that
+           returns the value when sent the None pushed */
         PyObject *r = returning(value);
         Py_DECREF(value);
         if (r == NULL)
             return NULL;
-        cps_frame_set_slot(f, w->slot, r);
+        cps_frame_set_slot(f, w->nl + PyLong_AsSsize_t(w->arg), r);
         Py_DECREF(gen);         /* the slot's reference */
-        cps_frame_set_resume(f, w->at, w->at, w->slot + 1 - w->nl);
+        cps_frame_set_resume(f, w->at, w->at, w->depth);
         return Py_NewRef(Py_None);
     }
     case WAIT_GEN_DEFAULT:
         Py_DECREF(value);
-        return Py_NewRef(w->dflt);
+        return Py_NewRef(w->arg);
     default:
         /* as gen.send() and next() report a return */
         if (value == Py_None)
@@ -560,11 +574,10 @@ static PyObject *deliver(void *f, cfs_wait *w, PyObject *gen, PyObject *value, i
     }
 }
 
-/* Fill a frame from its record; one that waits in FOR_ITER or SEND gets
- * the generator above it back on its stack, where the instruction keeps
- * it.  The slots above stay empty (3.11 and 3.13 read a frame's stack
- * from the analysis, not a stack pointer). */
-static void fill_frame(void *f, PyObject *fr, PyCodeObject *co, cfs_wait *w, PyObject *above)
+/* Fill a frame from its record.  The slots above its stack are emptied
+ * (3.11 and 3.13 read a waiting frame's stack from the analysis of its
+ * code, not from a stack pointer). */
+static void fill_frame(void *f, PyObject *fr, PyCodeObject *co, cfs_wait *w)
 {
     Py_ssize_t nl = co->co_nlocalsplus;
     fill_slots(f, 0, PyTuple_GET_ITEM(fr, 2));
@@ -572,10 +585,7 @@ static void fill_frame(void *f, PyObject *fr, PyCodeObject *co, cfs_wait *w, PyO
     fill_slots(f, nl, stack);
     Py_ssize_t depth = PyTuple_GET_SIZE(PyTuple_GET_ITEM(stack, 0));
     w->nl = nl;
-    if (w->wait == WAIT_ITER || w->wait == WAIT_SEND) {
-        w->slot = nl + depth;
-        cps_frame_set_slot(f, nl + depth++, Py_NewRef(above));
-    }
+    w->depth = depth;
     for (Py_ssize_t i = nl + depth; i < nl + co->co_stacksize; i++)
         cps_frame_set_slot(f, i, NULL);
     PyObject *ips = PyTuple_GET_ITEM(fr, 1);
@@ -630,20 +640,20 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
         cps_set_handled_exception(ts, Py_NewRef(exc));
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *fr = PyTuple_GET_ITEM(frames, i), *obj = PyTuple_GET_ITEM(fr, 0);
-        PyObject *above = i + 1 < n ? PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0) : NULL;
         cfs_wait *w = &waits[i];
         w->wait = (int)PyLong_AsLong(PyTuple_GET_ITEM(fr, 4));
         w->at = (int)PyLong_AsLong(PyTuple_GET_ITEM(PyTuple_GET_ITEM(fr, 1), 0));
-        if (w->wait == WAIT_GEN_DEFAULT)
-            w->dflt = Py_NewRef(PyTuple_GET_ITEM(fr, 5));
+        if (w->wait != WAIT_CALL && w->wait != WAIT_GEN_CALL)
+            w->arg = Py_NewRef(PyTuple_GET_ITEM(fr, 5));
         if (is_generator(obj)) {
             PyObject *gexc = PyTuple_GET_ITEM(fr, 6);
             w->gen = Py_NewRef(obj);
             cps_gen_enter(ts, obj, i ? chain->frames[i - 1] : below,
                           gexc == Py_None ? NULL : Py_NewRef(gexc));
         }
-        fill_frame(chain->frames[i], fr, frame_code_of(obj), w, above);
+        fill_frame(chain->frames[i], fr, frame_code_of(obj), w);
     }
+    chain->waits = waits;
     me->chain = chain;
     PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
     PyObject *on_return = PyTuple_GET_ITEM(recipe, 3);

@@ -1526,7 +1526,7 @@ static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
     if (value != NULL)
         f->localsplus[f->stacktop++] = value;
     ts->cframe->current_frame = caller;
-    PyObject *r = _PyEval_EvalFrameDefault(ts, f, value == NULL);
+    PyObject *r = _PyEval_EvalFrameDefault(ts, f, value == NULL && PyErr_Occurred() != NULL);
     ts->cframe->current_frame = caller;
     fs_clear(ts, f);
     fs_free_slots(ts, f);
@@ -1609,7 +1609,7 @@ static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
         f->instr_ptr += f->return_offset;
     }
     f->return_offset = 0;
-    return _PyEval_EvalFrameDefault(ts, f, value == NULL);
+    return _PyEval_EvalFrameDefault(ts, f, value == NULL && PyErr_Occurred() != NULL);
 }
 
 void cps_drop_frame(PyThreadState *ts, void *frame)
@@ -1695,7 +1695,7 @@ static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
         f->instr_ptr += f->return_offset;
     }
     f->return_offset = 0;
-    return _PyEval_EvalFrameDefault(ts, f, value == NULL);
+    return _PyEval_EvalFrameDefault(ts, f, value == NULL && PyErr_Occurred() != NULL);
 }
 
 void cps_drop_frame(PyThreadState *ts, void *frame)
@@ -1752,6 +1752,8 @@ static PyObject *resume_events(PyThreadState *ts, _PyInterpreterFrame *f, PyObje
     return value;
 }
 
+/* (value NULL without an exception: the frame goes on where its resume
+ * point is, with nothing pushed: an instruction that runs again) */
 PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value, int below)
 {
     value = resume_events(ts, frame, value);
@@ -2007,7 +2009,7 @@ PyObject *cps_run_gen_frame(PyThreadState *ts, PyObject *gen, void *frame, PyObj
     if (value != NULL)
         f->localsplus[f->stacktop++] = value;
     ts->cframe->current_frame = caller;
-    PyObject *r = _PyEval_EvalFrameDefault(ts, f, value == NULL);
+    PyObject *r = _PyEval_EvalFrameDefault(ts, f, value == NULL && PyErr_Occurred() != NULL);
     ts->cframe->current_frame = caller;
     if (g->gi_frame_state == FRAME_EXECUTING)
         g->gi_frame_state = FRAME_COMPLETED;

@@ -193,6 +193,8 @@ void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t dept
  * cps_restore linked it to).  `value` (stolen) is the result of its call in
  * progress; NULL raises the current exception there instead.  The frame
  * is gone afterwards.  Returns its return value, NULL on exception.
+ * `value` NULL without an exception set resumes it without a value, at
+ * the instruction of its resume point (cps_frame_set_resume(f, i, i, d)).
  * `below` rebuilt frames wait under it: they count in the recursion depth.
  * Tracing and profiling see a 'call' event first, as for a generator. */
 PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value, int below);

@@ -148,6 +148,26 @@ def throw_in(c):
     return ("thrown", g.throw(KeyError))
 
 
+def twice_inside(c):
+    a = c.switch("one")
+    b = c.switch("two")     # (copied again here: still in the first run of it)
+    yield a + b
+    return "twice"
+
+
+def comprehension(c):
+    return [v for v in twice_inside(c)]
+
+
+def delegating(c):
+    r = yield from twice_inside(c)
+    yield r
+
+
+def loop_over_delegating(c):
+    return [v for v in delegating(c)]
+
+
 # (function, values sent in after the first switch, the final result)
 CASES = [
     (for_loop, ["A", "B"], ("done", [(0, "A"), (1, "B")], True, False, None)),
@@ -158,6 +178,8 @@ CASES = [
     (catch, ["A"], ("caught", "boom")),
     (catch_stop, ["A"], ("runtime error", "generator raised StopIteration", "StopIteration")),
     (throw_in, ["A"], ("thrown", ("handled", "A", "KeyError"))),
+    (comprehension, ["A", "B"], ["AB"]),
+    (loop_over_delegating, ["A", "B"], ["AB", "twice"]),
 ]
 
 
