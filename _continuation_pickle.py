@@ -618,13 +618,29 @@ def _check(all_raw: list, n: int, read_values: Callable[[list], list],
     return sites, depths, values
 
 
+def _runpy_frames(raw: list) -> int:
+    """How many frames at the bottom of a main stack are runpy's, running
+    a module as the script (``python -m``): that stack starts at the
+    module's frame, as a script's does."""
+    runpy = sys.modules.get("runpy")
+    run_code = getattr(runpy, "_run_code", None)
+    # ("<frozen runpy>" where it is frozen)
+    path = getattr(getattr(run_code, "__code__", None), "co_filename", None)
+    k = 0
+    while k < len(raw) and path is not None and raw[k][1].co_filename == path:
+        k += 1
+    return k if 0 < k < len(raw) and raw[k][1].co_name == "<module>" else 0
+
+
 def running_blocker(frame: types.FrameType) -> Optional[str]:
     """None if this thread's running stack, from its bottom frame up to
     ``frame``, holds only frames that a capture accepts (the rule of
     ``restorable`` for a running tasklet), else why not."""
     try:
         raw, _ = _continuation._frames(frame)
-        _check(raw, len(raw), lambda depths: _continuation._frame_values(frame, depths), running=True)
+        lo = _runpy_frames(raw)
+        _check(raw[lo:], len(raw) - lo,
+               lambda depths: _continuation._frame_values(frame, [0] * lo + depths)[lo:], running=True)
     except pickle.PicklingError as e:
         return str(e)
     return None
