@@ -44,7 +44,7 @@ static PyCodeObject *frame_code_of(PyObject *obj)
     return (PyCodeObject *)co;
 }
 
-static PyObject *helper(const char *name);
+static PyObject *call_helper(const char *name, PyObject *arg);
 
 static PyObject *picking_error(void)
 {
@@ -520,12 +520,7 @@ static void release_waits(cfs_wait *w, Py_ssize_t n)
  * starts again finds in place of the generator that has just returned. */
 static PyObject *returning(PyObject *value)
 {
-    PyObject *f = helper("_returning");
-    if (f == NULL)
-        return NULL;
-    PyObject *r = PyObject_CallOneArg(f, value);
-    Py_DECREF(f);
-    return r;
+    return call_helper("_returning", value);
 }
 
 /* Hand the frame f, waiting as `w` says, the outcome of the generator
@@ -803,15 +798,20 @@ static PyObject *helper(const char *name)
     return f;
 }
 
+static PyObject *call_helper(const char *name, PyObject *arg)
+{
+    PyObject *f = helper(name);
+    if (f == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallOneArg(f, arg);
+    Py_DECREF(f);
+    return r;
+}
+
 PyObject *cfs_reduce(PyObject *self, PyObject *unused)
 {
     (void)unused;
-    PyObject *f = helper("reduce");
-    if (f == NULL)
-        return NULL;
-    PyObject *r = PyObject_CallOneArg(f, self);
-    Py_DECREF(f);
-    return r;
+    return call_helper("reduce", self);
 }
 
 PyObject *cfs_setstate(PyObject *self, PyObject *state)

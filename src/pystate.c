@@ -1517,9 +1517,10 @@ static void fs_clear(PyThreadState *ts, _PyInterpreterFrame *f)
     Py_DECREF(f->f_code);
 }
 
-static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
+/* The eval loop runs f from its resume point with `value` pushed (see
+ * cps_run_frame), linked to the frame below it. */
+static PyObject *eval_linked(PyThreadState *ts, _PyInterpreterFrame *f, PyObject *value)
 {
-    _PyInterpreterFrame *f = frame;
     /* the eval loop links f to the thread's current frame: the one it was
        pushed on, or for the bottom frame, whoever switched in last */
     _PyInterpreterFrame *caller = f->previous;
@@ -1528,6 +1529,13 @@ static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
     ts->cframe->current_frame = caller;
     PyObject *r = _PyEval_EvalFrameDefault(ts, f, value == NULL && PyErr_Occurred() != NULL);
     ts->cframe->current_frame = caller;
+    return r;
+}
+
+static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
+{
+    _PyInterpreterFrame *f = frame;
+    PyObject *r = eval_linked(ts, f, value);
     fs_clear(ts, f);
     fs_free_slots(ts, f);
     return r;
@@ -2005,12 +2013,7 @@ PyObject *cps_run_gen_frame(PyThreadState *ts, PyObject *gen, void *frame, PyObj
     g->gi_frame_state = FRAME_EXECUTING;
 #if PY_VERSION_HEX < 0x030C0000
     /* 3.11: what gen_send_ex2 does around the eval loop */
-    _PyInterpreterFrame *caller = f->previous;
-    if (value != NULL)
-        f->localsplus[f->stacktop++] = value;
-    ts->cframe->current_frame = caller;
-    PyObject *r = _PyEval_EvalFrameDefault(ts, f, value == NULL && PyErr_Occurred() != NULL);
-    ts->cframe->current_frame = caller;
+    PyObject *r = eval_linked(ts, f, value);
     if (g->gi_frame_state == FRAME_EXECUTING)
         g->gi_frame_state = FRAME_COMPLETED;
     ts->exc_info = g->gi_exc_state.previous_item;
