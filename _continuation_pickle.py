@@ -10,12 +10,14 @@ cells, and the values on its evaluation stack below that call, and the
 exception being handled.  Unpickling makes a continulet that rebuilds
 those frames on its first switch and resumes them exactly there.
 
-Which frames can be captured: Python function frames of one thread, each
-called by the frame below it through a plain call (the interpreter's
-inlined Python-to-Python calls, or a C call that only forwards to the
-Python function, such as ``f(*args)``).  A generator running in the
-stack, another C function between two frames, module or class-body code
-raise ``pickle.PicklingError`` naming the frame.
+Which frames can be captured (``_continuation_frames``): Python function
+frames of one thread, each called by the frame below it through a plain
+call (the interpreter's inlined Python-to-Python calls, or a C call that
+only forwards to the Python function, such as ``f(*args)``), and
+generators that the frame below runs (a ``for`` loop, ``next()``,
+``send()``, ``yield from``, ``await``).  C code between two frames,
+module or class-body code raise ``pickle.PicklingError`` naming the
+frame.
 
 Pickles of suspended continulets are tied to the CPython minor version
 (the bytecode differs between versions) and loading them runs code, as
@@ -26,101 +28,25 @@ from __future__ import annotations
 import builtins
 import copy
 import copyreg
-import dis
-import functools
 import hashlib
 import importlib
 import marshal
 import pickle
 import sys
 import types
+import weakref
 from typing import Any, Callable, Optional
 
 import _continuation
 from _continuation import continulet
+# (_depths, kind and running_blocker: for stackless and the tests)
+from _continuation_frames import _check, _depths, frames_of, kind, running_blocker  # noqa: F401
 
 __all__ = ["reduce", "setstate", "capture", "capture_ex", "frames_of", "restore",
            "register_bottom", "running_blocker", "by_value", "reduce_function"]
 
 #: what a pickle of suspended frames is tied to
 VERSION = (sys.implementation.name, sys.version_info[:2])
-
-_CALLS = frozenset(n for n in ("CALL", "CALL_KW", "CALL_FUNCTION_EX", "BINARY_SUBSCR")
-                   if n in dis.opmap)
-_NO_FALLTHROUGH = frozenset(n for n in (
-    "RETURN_VALUE", "RETURN_CONST", "RAISE_VARARGS", "RERAISE", "JUMP_FORWARD",
-    "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT", "JUMP_ABSOLUTE", "JUMP",
-    "JUMP_NO_INTERRUPT", "INTERPRETER_EXIT") if n in dis.opmap)
-_JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
-_FRAME_FUNCTION, _FRAME_GENERATOR = 0, 1
-
-
-# ---------------------------------------------------------------------------
-# Stack depths: how many values each instruction finds on the stack
-# ---------------------------------------------------------------------------
-
-_depth_cache: dict = {}
-
-
-def _instructions(code: types.CodeType) -> list:
-    return [i for i in dis.get_instructions(code) if i.opname != "CACHE"]
-
-
-def _depths(code: types.CodeType) -> tuple:
-    """(instructions, {offset: stack depth before it}) by walking the
-    code's control flow with dis.stack_effect; exception handlers start at
-    the depth their table entry gives, plus the exception (and lasti)."""
-    hit = _depth_cache.get(code)
-    if hit is not None:
-        return hit
-    insts = _instructions(code)
-    index = {ins.offset: k for k, ins in enumerate(insts)}
-    depth: dict = {}
-    work = [(0, 0)]
-    for e in dis._parse_exception_table(code):  # type: ignore[attr-defined]
-        work.append((e.target, e.depth + (1 if e.lasti else 0) + 1))
-    while work:
-        off, d = work.pop()
-        k = index.get(off)
-        while k is not None:
-            ins = insts[k]
-            if ins.offset in depth:
-                break
-            depth[ins.offset] = d
-            arg = ins.arg if ins.opcode >= dis.HAVE_ARGUMENT else None
-            if ins.opcode in _JUMPS:
-                work.append((ins.argval, d + dis.stack_effect(ins.opcode, arg, jump=True)))
-            if ins.opname in _NO_FALLTHROUGH:
-                break
-            if ins.opname == "RETURN_GENERATOR":
-                d += 1      # resumed with the value sent in (3.13 counts it, 3.11 not)
-            else:
-                d += dis.stack_effect(ins.opcode, arg, jump=False)
-            k = k + 1 if k + 1 < len(insts) else None
-    hit = (insts, depth, index)
-    _depth_cache[code] = hit
-    return hit
-
-
-def call_site(code: types.CodeType, ip: int) -> tuple:
-    """Where a frame whose instruction pointer holds code unit ``ip`` is in a
-    call: (call instruction, depth before it, base depth below its operands,
-    (code unit of the call, code unit of the next instruction))."""
-    insts, depth, index = _depths(code)
-    k = max((j for j, ins in enumerate(insts) if ins.offset <= 2 * ip), default=None)
-    if k is not None and insts[k].opname == "PRECALL":
-        k += 1      # 3.11: a specialized PRECALL makes the call itself
-    if k is None or insts[k].opname not in _CALLS or insts[k].offset not in depth:
-        raise ValueError("not in a call")
-    ins = insts[k]
-    d = depth[ins.offset]
-    arg = ins.arg if ins.opcode >= dis.HAVE_ARGUMENT else None
-    base = d + dis.stack_effect(ins.opcode, arg, jump=False) - 1
-    if k > 0 and insts[k - 1].opname == "PRECALL":
-        d = depth[insts[k - 1].offset]     # 3.11: the operands as they really lie
-    # where the call is, and where the frame goes on once it has returned
-    nxt = (ins.offset // 2, insts[k + 1].offset // 2)
-    return ins, d, base, nxt
 
 
 # ---------------------------------------------------------------------------
@@ -303,17 +229,83 @@ def _gen_parts(gen: Any) -> tuple:
                                (tuple(map(_wrap, sv)), sn, si), exc)
 
 
+_GENERATORS = (types.GeneratorType, types.CoroutineType)
+
+#: id -> (generator, function), for the generators running in the frames that a
+#: continulet's state being pickled or copied now holds: they are made
+#: again as held shells (_make_running_gen) that the rebuilt stack runs.
+#: Emptied when that state is done (_Done), or by the next capture.
+_running_gens: dict = {}
+#: held shell -> its function's FunctionRef (a rebuilt stack not run yet
+#: pickles them again)
+_held: Any = weakref.WeakKeyDictionary()
+
+
+def _make_running_gen(ref: Any, version: Any) -> Any:
+    """The shell of a generator that was running in a captured stack: it
+    cannot run (it is running, in a stack that has not resumed yet) until
+    the rebuilt stack makes its frame one of its own."""
+    gen = _make_gen(ref, version)
+    _continuation._gen_hold(gen)
+    _held[gen] = ref if isinstance(ref, FunctionRef) else FunctionRef(ref)
+    return gen
+
+
+def _running_ref(gen: Any) -> Any:
+    """The function of a generator running in the state being captured,
+    or None if it is not one of those."""
+    hit = _running_gens.get(id(gen))
+    return hit[1] if hit is not None and hit[0] is gen else None
+
+
+def _returning(value: Any) -> Any:
+    """A generator that returns ``value`` when it is first sent None (what
+    a rebuilt SEND runs again when the generator it ran has returned)."""
+    return value
+    yield       # pragma: no cover - makes this a generator function
+
+
 def _reduce_gen(gen: Any) -> tuple:
+    if _running_gens:
+        ref = _running_ref(gen)
+        if ref is not None:
+            return _make_running_gen, (ref, VERSION)
     ref, state = _gen_parts(gen)
     return _make_gen, (ref, VERSION), state, None, None, _set_gen
 
 
 def _deepcopy_gen(gen: Any, memo: dict) -> Any:
+    if _running_gens:
+        ref = _running_ref(gen)
+        if ref is not None:
+            new = _make_running_gen(ref, VERSION)
+            memo[id(gen)] = new
+            return new
     ref, state = _gen_parts(gen)
     new = _make_gen(ref, VERSION)
     memo[id(gen)] = new
     _set_gen(new, copy.deepcopy(state, memo))
     return new
+
+
+class _Done:
+    """The last item of a captured continulet's state: once pickle or
+    deepcopy reaches it, the generators running in that state are pickled
+    (all references to them are memoized): forget them."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple:
+        _running_gens.clear()
+        return _none, ()
+
+    def __deepcopy__(self, memo: dict) -> None:
+        _running_gens.clear()
+        return None
+
+
+def _none() -> None:
+    return None
 
 
 for _t in (types.GeneratorType, types.CoroutineType) if _SUPPORTED else ():
@@ -322,41 +314,8 @@ for _t in (types.GeneratorType, types.CoroutineType) if _SUPPORTED else ():
 
 
 # ---------------------------------------------------------------------------
-# Capturing frames
+# Capturing frames (which ones can be: _continuation_frames.py)
 # ---------------------------------------------------------------------------
-
-def _describe(func: Any, code: types.CodeType, ip: int) -> str:
-    name = getattr(func, "__qualname__", None) or code.co_qualname
-    try:
-        line = next((ln for start, end, ln in code.co_lines() if start <= 2 * ip < end), None)
-    except Exception:
-        line = None
-    return "%s (%s, line %s)" % (name, code.co_filename, line)
-
-
-def kind(c: continulet) -> str:
-    """'unbound', 'finished', 'unstarted', 'recipe' (rebuilt frames that
-    have not run yet) or 'suspended'."""
-    return _continuation._kind(c)[0]
-
-
-def frames_of(c: continulet) -> tuple:
-    """The raw frames of the stack ``c`` holds, bottom first, and the
-    exception being handled there (see _continuation._frames)."""
-    return _continuation._frames(c)
-
-
-def _calls_through(caller_stack: tuple, base: int, callee: Any) -> bool:
-    """Whether the operands of the caller's call, from ``base`` on, hold the
-    callee's function (directly, as a bound method or in a functools.partial):
-    the C code between
-    the two frames is then only the call machinery."""
-    for v in caller_stack[0][base:base + 2]:
-        if v is callee or getattr(v, "__func__", None) is callee or (
-                isinstance(v, functools.partial) and v.func is callee):
-            return True
-    return False
-
 
 def capture(c: continulet, keep: Optional[Callable[[list], tuple]] = None) -> tuple:
     """The suspended frames of ``c`` as a picklable recipe (frames, exc).
@@ -369,84 +328,12 @@ def capture(c: continulet, keep: Optional[Callable[[list], tuple]] = None) -> tu
     return capture_ex(c, keep)[0]
 
 
-def _blocked_by(func: Any, code: types.CodeType, ip: int, kind: int) -> Optional[str]:
-    """Why a frame of this kind cannot be captured, or None."""
-    if kind == _FRAME_GENERATOR:
-        return "cannot pickle: a generator is running in it: %s" % _describe(func, code, ip)
-    if kind != _FRAME_FUNCTION or not isinstance(func, types.FunctionType):
-        what = "class-body" if code.co_flags & 0x3 == 0 and code.co_name != "<module>" else "module-level"
-        return ("cannot pickle: %s is %s code, not the frame of a function"
-                % (_describe(func, code, ip), what))
-    return None
-
-
-def _check(all_raw: list, n: int, read_values: Callable[[list], list],
-           running: bool = False) -> tuple:
-    """Check that the bottom ``n`` frames of ``all_raw`` can be captured:
-    Python function frames, each called by the one below through a plain
-    call.  Returns (sites, depths, values) for the capture.
-
-    ``running``: the frames of the running stack, up to the frame that
-    asks; that top frame need not be in a call, and a module-level frame
-    may lie at the bottom (a main stack's script)."""
-    err = pickle.PicklingError
-    raw = all_raw[:n]
-    sites = []
-    depths = []
-    for k, (func, code, ip, depth, operands, from_c, kind, driven) in enumerate(raw):
-        top = running and k == n - 1
-        why = _blocked_by(func, code, ip, kind)
-        if why is not None and not (running and k == 0 and kind != _FRAME_GENERATOR):
-            raise err(why)
-        if top:
-            sites.append((0, None))
-            depths.append(0)
-            continue
-        try:
-            ins, before, base, nxt = call_site(code, ip)
-        except ValueError:
-            raise err("cannot pickle: %s is not in a call" % _describe(func, code, ip)) from None
-        above = all_raw[k + 1] if k + 1 < len(all_raw) else None
-        if above is not None and above[7]:
-            operands = 0    # a rebuilt frame waits at its base depth
-        if depth is not None:
-            exact = depth - (before - base) if operands else depth
-            if exact != base:
-                raise err("cannot pickle %s: its stack depth is %d, the analysis says %d"
-                          % (_describe(func, code, ip), exact, base))
-        sites.append((base, nxt))
-        # frames whose callee came through C: read the operands too, to see
-        # that only the call machinery lies between them (and for the top
-        # frame kept, to tell what it was calling)
-        calls_c = above[5] and not above[7] if above is not None else operands
-        depths.append(before if calls_c else base)
-    values = read_values(depths)
-    for k in range(1, n):
-        func, code, ip, _, _, from_c, _, driven = raw[k]
-        if from_c and not driven:
-            below = raw[k - 1]
-            if not _calls_through(values[k - 1][1], sites[k - 1][0], func):
-                raise err("cannot pickle: %s calls %s through C code; only Python-to-Python "
-                          "calls can be restored" % (_describe(below[0], below[1], below[2]),
-                                                    _describe(func, code, ip)))
-    return sites, depths, values
-
-
-def running_blocker(frame: types.FrameType) -> Optional[str]:
-    """None if this thread's running stack, from its bottom frame up to
-    ``frame``, holds only frames that a capture accepts (the rule of
-    ``restorable`` for a running tasklet), else why not."""
-    try:
-        raw, _ = _continuation._frames(frame)
-        _check(raw, len(raw), lambda depths: _continuation._frame_values(frame, depths), running=True)
-    except pickle.PicklingError as e:
-        return str(e)
-    return None
-
-
-def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None) -> tuple:
+def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None,
+               note: bool = False) -> tuple:
     """capture(), and what the top kept frame was calling (a function, a
-    C function or method, or None if that cannot be told)."""
+    C function or method, or None if that cannot be told).  ``note``: the
+    capture is about to be pickled or copied: the generators running in it
+    pickle as shells that the rebuilt stack runs (_running_gens)."""
     all_raw, exc = frames_of(c)
     lo, hi = keep(all_raw) if keep is not None else (0, len(all_raw))
     n = hi - lo
@@ -462,21 +349,26 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None) ->
     else:
         callee = None
     frames = []
-    for k, (func, code, ip, *_rest) in enumerate(all_raw[lo:hi]):
-        base, nxt = sites[k]
+    for k, raw in enumerate(all_raw[lo:hi]):
+        func, gen = raw[0], raw[8]
+        base, nxt, wait, default = sites[k]
         (lv, ln, li), (sv, sn, si) = values[k]
         sv, sn, si = sv[:base], tuple(i for i in sn if i < base), tuple(i for i in si if i < base)
-        frames.append((FunctionRef(func), nxt,
+        if gen is not None and note:
+            _running_gens[id(gen[0])] = (gen[0], FunctionRef(func))
+        frames.append((FunctionRef(func) if gen is None else gen[0], nxt,
                        (tuple(_wrap(v) for v in lv), ln, li),
-                       (tuple(_wrap(v) for v in sv), sn, si)))
+                       (tuple(_wrap(v) for v in sv), sn, si),
+                       wait, _wrap(default), None if gen is None else gen[1]))
     return (tuple(frames), exc), callee
 
 
 def _rebuild_recipe(frames: tuple, exc: Any, on_resume: Any = None, on_return: Any = None) -> tuple:
     out = []
-    for ref, nxt, (lv, ln, li), (sv, sn, si) in frames:
+    for ref, nxt, (lv, ln, li), (sv, sn, si), wait, default, gexc in frames:
         out.append((_unwrap(ref), nxt, (tuple(_unwrap(v) for v in lv), tuple(ln), tuple(li)),
-                    (tuple(_unwrap(v) for v in sv), tuple(sn), tuple(si))))
+                    (tuple(_unwrap(v) for v in sv), tuple(sn), tuple(si)),
+                    wait, _unwrap(default), gexc))
     return tuple(out), exc, on_resume, on_return
 
 
@@ -516,9 +408,9 @@ def _capture_for_pickle(c: continulet, run: Any) -> tuple:
     whose run is (callable, args), or None for a thread's main stack."""
     policy = _policy(run[0]) if run is not None else None
     if policy is None:
-        return capture(c) + (None, None, None)
+        return capture_ex(c, None, True)[0] + (None, None, None)
     keep, on_resume, on_return = policy
-    (frames, exc), callee = capture_ex(c, keep)
+    (frames, exc), callee = capture_ex(c, keep, True)
     args = run[1]
     return (frames, exc, on_resume(args, callee),
             on_return(args) if on_return is not None else None, run)
@@ -535,21 +427,27 @@ def _new(cls: type, version: Any = None) -> continulet:
 
 def reduce(c: continulet) -> tuple:
     """continulet.__reduce__: (_new, (cls, version), state)."""
-    kind, extra = _continuation._kind(c)
+    what, extra = _continuation._kind(c)
     inst = getattr(c, "__dict__", None) or None
     version = None
-    if kind == "unstarted":
-        state: tuple = (kind, extra)
-    elif kind == "suspended":
-        state = (kind, _capture_for_pickle(c, extra))
+    _running_gens.clear()
+    if what == "unstarted":
+        state: tuple = (what, extra)
+    elif what == "suspended":
+        state = (what, _capture_for_pickle(c, extra))
         version = VERSION
-    elif kind == "recipe":
+    elif what == "recipe":
         recipe, func, args = extra
         run = (func, args) if func is not _finished_body else None
         state = ("suspended", recipe_state(recipe) + (run,))
+        for rec in recipe[0]:
+            if isinstance(rec[0], _GENERATORS):
+                _running_gens[id(rec[0])] = (rec[0], _held[rec[0]])
         version = VERSION
     else:
-        state = (kind, None)
+        state = (what, None)
+    if _running_gens:
+        return _new, (type(c), version), (state, inst, _Done())
     return _new, (type(c), version), (state, inst)
 
 
@@ -557,9 +455,11 @@ def recipe_state(recipe: tuple) -> tuple:
     """The picklable form of a recipe given to _set_frames (the inverse of
     _rebuild_recipe)."""
     frames, exc, on_resume, on_return = recipe
-    return (tuple((FunctionRef(f), nxt, (tuple(map(_wrap, lv)), ln, li),
-                   (tuple(map(_wrap, sv)), sn, si))
-                  for f, nxt, (lv, ln, li), (sv, sn, si) in frames), exc, on_resume, on_return)
+    return (tuple((f if isinstance(f, _GENERATORS) else FunctionRef(f), nxt,
+                   (tuple(map(_wrap, lv)), ln, li), (tuple(map(_wrap, sv)), sn, si),
+                   wait, _wrap(default), gexc)
+                  for f, nxt, (lv, ln, li), (sv, sn, si), wait, default, gexc in frames),
+            exc, on_resume, on_return)
 
 
 def restore(c: continulet, state: tuple) -> None:
@@ -577,18 +477,18 @@ def restore(c: continulet, state: tuple) -> None:
 
 def setstate(c: continulet, state: tuple) -> None:
     """continulet.__setstate__."""
-    (kind, extra), inst = state
+    (what, extra), inst = state[:2]     # (then _Done's None)
     if inst:
         c.__dict__.update(inst)
-    if kind == "unbound":
+    if what == "unbound":
         return
-    if kind == "finished":
+    if what == "finished":
         continulet.__init__(c, _finished_body)
         continulet.switch(c)
-    elif kind == "unstarted":
+    elif what == "unstarted":
         func, args, kwargs = extra
         continulet.__init__(c, func, *args, **(kwargs or {}))
-    elif kind == "suspended":
+    elif what == "suspended":
         restore(c, extra)
     else:
-        raise pickle.UnpicklingError("unknown continulet state %r" % (kind,))
+        raise pickle.UnpicklingError("unknown continulet state %r" % (what,))

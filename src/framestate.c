@@ -19,8 +19,32 @@
  * us, not by an inlined call, and the boundary check must know that. */
 typedef struct cfs_chain {
     Py_ssize_t live;
+    struct cfs_wait *waits;     /* how each takes the outcome of the one above */
     void *frames[1];
 } cfs_chain;
+
+static int is_generator(PyObject *g)
+{
+    return PyGen_Check(g) || PyCoro_CheckExact(g);
+}
+
+/* The code of a frame record's function or generator (borrowed: they
+ * hold it), NULL without an exception if it has none. */
+static PyCodeObject *frame_code_of(PyObject *obj)
+{
+    if (PyFunction_Check(obj))
+        return (PyCodeObject *)PyFunction_GET_CODE(obj);
+    PyObject *co = PyObject_GetAttrString(obj, PyCoro_CheckExact(obj) ? "cr_code" : "gi_code");
+    if (co == NULL || !PyCode_Check(co)) {
+        PyErr_Clear();
+        Py_XDECREF(co);
+        return NULL;
+    }
+    Py_DECREF(co);
+    return (PyCodeObject *)co;
+}
+
+static PyObject *call_helper(const char *name, PyObject *arg);
 
 static PyObject *picking_error(void)
 {
@@ -82,14 +106,27 @@ static cps_frame *read_frames(cont_stack *h, Py_ssize_t *np)
     return fr;
 }
 
-static int is_driven(cont_stack *h, void *frame)
+/* What the run keeps of each record once the recipe is let go of: how
+ * the frame takes the outcome of the one above it. */
+typedef struct cfs_wait {
+    PyObject *gen;          /* the generator whose frame it is, or NULL */
+    PyObject *arg;          /* next(g, default)'s default; for WAIT_ITER and
+                               WAIT_SEND, the stack slot of the generator */
+    int wait, at;           /* WAIT_*, and the code unit of its FOR_ITER or SEND */
+    Py_ssize_t nl, depth;   /* its locals, its stack's depth as rebuilt */
+} cfs_wait;
+
+/* 0 for a frame that no run of ours drives, else (wait, arg): how it
+ * takes the outcome of the frame above it */
+static PyObject *driven_info(cont_stack *h, void *frame)
 {
-    if (h == NULL || h->chain == NULL)
-        return 0;
-    for (Py_ssize_t i = 0; i < h->chain->live; i++)
-        if (h->chain->frames[i] == frame)
-            return 1;
-    return 0;
+    if (h != NULL && h->chain != NULL)
+        for (Py_ssize_t i = 0; i < h->chain->live; i++)
+            if (h->chain->frames[i] == frame) {
+                cfs_wait *w = &h->chain->waits[i];
+                return Py_BuildValue("(iO)", w->wait, w->arg ? w->arg : Py_None);
+            }
+    return PyLong_FromLong(0);
 }
 
 /* What the frame functions read: the suspended stack of a continulet, or,
@@ -135,8 +172,9 @@ static int open_source(PyObject *src, frame_source *out)
     return out->fr == NULL ? -1 : 0;
 }
 
-/* _frames(c) -> ([(func, code, ip, depth, operands, from_c, kind, driven)...], exc);
- * _frames(frame) -> the same for the running stack, exc None */
+/* _frames(c) -> ([(func, code, ip, depth, operands, from_c, kind, driven, gen)...], exc);
+ * _frames(frame) -> the same for the running stack, exc None.  gen is
+ * (generator, its exception being handled) for a generator's frame. */
 static PyObject *fs_frames(PyObject *mod, PyObject *c)
 {
     (void)mod;
@@ -149,9 +187,22 @@ static PyObject *fs_frames(PyObject *mod, PyObject *c)
     for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
         cps_frame *f = &fr[i];
         PyObject *depth = f->depth >= 0 ? PyLong_FromLong(f->depth) : Py_NewRef(Py_None);
-        PyObject *t = depth == NULL ? NULL : Py_BuildValue(
-            "(OOiNiiii)", f->func ? f->func : Py_None, (PyObject *)f->code, f->ip, depth,
-            f->operands, f->from_c, f->kind, is_driven(src.h, f->frame));
+        PyObject *g = f->kind == CPS_FRAME_GENERATOR ? cps_frame_generator(f->frame) : NULL, *gen;
+        if (g != NULL) {
+            PyObject *e = cps_gen_exception(g);
+            gen = Py_BuildValue("(OO)", g, e ? e : Py_None);
+        }
+        else
+            gen = Py_NewRef(Py_None);
+        PyObject *t = NULL, *driven = driven_info(src.h, f->frame);
+        if (depth == NULL || gen == NULL || driven == NULL) {
+            Py_XDECREF(depth);
+            Py_XDECREF(gen);
+            Py_XDECREF(driven);
+        }
+        else    /* (N: taken, even on failure) */
+            t = Py_BuildValue("(OOiNiiiNN)", f->func ? f->func : Py_None, (PyObject *)f->code,
+                              f->ip, depth, f->operands, f->from_c, f->kind, driven, gen);
         if (t == NULL)
             Py_CLEAR(list);
         else
@@ -237,7 +288,7 @@ static PyObject *fs_frame_values(PyObject *mod, PyObject *const *args, Py_ssize_
             break;
         }
         Py_ssize_t nl = f->code->co_nlocalsplus;
-        if (f->kind == CPS_FRAME_GENERATOR || d < 0 || d > f->code->co_stacksize) {
+        if (d < 0 || d > f->code->co_stacksize) {
             PyErr_Format(PyExc_ValueError, "bad depth %zd for frame %zd", d, i);
             Py_CLEAR(out);
             break;
@@ -294,9 +345,25 @@ static PyObject *fs_kind(PyObject *mod, PyObject *c)
     return Py_BuildValue("(s(ON))", "suspended", h->callable, args);
 }
 
+/* How a rebuilt frame takes the outcome of the frame above it (what its
+ * record's `wait` says): a plain call returns what the frame above
+ * returned; the others wait for a generator running above them, whose
+ * yield, return or exception they take as the interpreter would. */
+enum {
+    WAIT_CALL,          /* a call (the value is its result) */
+    WAIT_ITER,          /* FOR_ITER over the generator */
+    WAIT_SEND,          /* SEND to it (yield from, await) */
+    WAIT_GEN_CALL,      /* next(g), g.send(v), g.throw(...), g.__next__() */
+    WAIT_GEN_DEFAULT,   /* next(g, default) */
+    WAIT_KINDS
+};
+
 /* A recipe, checked so that no value of it can make the eval loop read
- * out of bounds: (((func, next_ip, (locals, nulls, ints), (stack, nulls, ints))...),
- * exc, on_resume, on_return).  on_resume, if not None, is called on the
+ * out of bounds: (((func, next_ip, (locals, nulls, ints), (stack, nulls, ints),
+ * wait, default, exc)...), exc, on_resume, on_return).  func is the
+ * frame's function, or for the frame of a generator running in the stack,
+ * that generator, held (cps_gen_hold) until the stack is rebuilt; its
+ * record's exc is the exception it handles.  on_resume, if not None, is called on the
  * new stack before the frames run, and what it returns (or raises) is what
  * the top frame's call returns; the value of the switch is then dropped.
  * on_return, if not None, is called as on_return(exception, value) with
@@ -338,23 +405,56 @@ static int check_recipe(PyObject *recipe)
     /* no frame: on_resume's result is on_return's argument */
     if (PyTuple_GET_SIZE(frames) < 1 && (on_resume == Py_None || on_return == Py_None))
         goto bad;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(frames); i++) {
+    Py_ssize_t nframes = PyTuple_GET_SIZE(frames);
+    for (Py_ssize_t i = 0; i < nframes; i++) {
         PyObject *fr = PyTuple_GET_ITEM(frames, i);
-        if (!PyTuple_Check(fr) || PyTuple_GET_SIZE(fr) != 4 || !PyFunction_Check(PyTuple_GET_ITEM(fr, 0)))
+        if (!PyTuple_Check(fr) || PyTuple_GET_SIZE(fr) != 7)
             goto bad;
-        PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(PyTuple_GET_ITEM(fr, 0));
+        PyObject *obj = PyTuple_GET_ITEM(fr, 0);
+        int gen = is_generator(obj);
+        if (gen) {
+            /* held, and in no other record */
+            if (!cps_gen_held(obj))
+                goto bad;
+            for (Py_ssize_t j = 0; j < i; j++)
+                if (PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, j), 0) == obj)
+                    goto bad;
+        }
+        else if (!PyFunction_Check(obj))
+            goto bad;
+        PyCodeObject *co = frame_code_of(obj);
+        if (co == NULL)
+            goto bad;
+        long wait = PyLong_AsLong(PyTuple_GET_ITEM(fr, 4));
+        /* a frame that waits for a generator has one above it */
+        if (wait < 0 || wait >= WAIT_KINDS || (wait != WAIT_CALL
+                && (i + 1 >= nframes || !is_generator(PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0)))))
+            goto bad;
+        if (i + 1 < nframes && wait == WAIT_CALL
+                && is_generator(PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0)))
+            goto bad;
         /* (call, next): code units of the call in progress and of the
            instruction after it; Py_SIZE of a code object is its length */
         PyObject *ips = PyTuple_GET_ITEM(fr, 1);
         if (!PyTuple_Check(ips) || PyTuple_GET_SIZE(ips) != 2)
             goto bad;
         long call = PyLong_AsLong(PyTuple_GET_ITEM(ips, 0)), next = PyLong_AsLong(PyTuple_GET_ITEM(ips, 1));
-        if (call < 0 || next <= call || next > Py_SIZE(co)
-                || (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))
+        int gen_code = (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
+        if (call < 0 || next <= call || next > Py_SIZE(co) || gen_code != gen)
             goto bad;
         if (check_slots(PyTuple_GET_ITEM(fr, 2), co->co_nlocalsplus, co->co_nlocalsplus) < 0
                 || check_slots(PyTuple_GET_ITEM(fr, 3), -1, co->co_stacksize - 1) < 0)
             goto bad;
+        if (wait == WAIT_ITER || wait == WAIT_SEND) {
+            /* the generator above, in the slot where the instruction keeps it */
+            PyObject *stack = PyTuple_GET_ITEM(PyTuple_GET_ITEM(fr, 3), 0);
+            Py_ssize_t slot = PyLong_AsSsize_t(PyTuple_GET_ITEM(fr, 5));
+            if (slot < 0 || slot >= PyTuple_GET_SIZE(stack) || PyTuple_GET_ITEM(stack, slot)
+                    != PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0)) {
+                PyErr_Clear();
+                goto bad;
+            }
+        }
     }
     return 0;
 bad:
@@ -408,6 +508,86 @@ static void fill_slots(void *frame, Py_ssize_t base, PyObject *spec)
     }
 }
 
+static void release_waits(cfs_wait *w, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_CLEAR(w[i].gen);
+        Py_CLEAR(w[i].arg);
+    }
+}
+
+/* A generator that returns `value` when first sent None: what a SEND that
+ * starts again finds in place of the generator that has just returned. */
+static PyObject *returning(PyObject *value)
+{
+    return call_helper("_returning", value);
+}
+
+/* Hand the frame f, waiting as `w` says, the outcome of the generator
+ * above it (`value` stolen, or NULL with an exception; `yielded`: a
+ * yield, else a return), as the instruction it waits in would take it.
+ * Returns what f resumes with, its resume point set. */
+static PyObject *deliver(void *f, cfs_wait *w, PyObject *gen, PyObject *value, int yielded)
+{
+    if (value == NULL || yielded || w->wait == WAIT_CALL)
+        return value;   /* a yield or an exception: the call's own outcome */
+    switch (w->wait) {
+    case WAIT_ITER:
+        /* the generator has returned: FOR_ITER runs again (nothing pushed)
+           and finds it exhausted */
+        Py_DECREF(value);
+        cps_frame_set_resume(f, w->at, w->at, w->depth);
+        return NULL;
+    case WAIT_SEND: {
+        /* SEND runs again, with a generator in the receiver's slot that
+           returns the value when sent the None pushed */
+        PyObject *r = returning(value);
+        Py_DECREF(value);
+        if (r == NULL)
+            return NULL;
+        cps_frame_set_slot(f, w->nl + PyLong_AsSsize_t(w->arg), r);
+        Py_DECREF(gen);         /* the slot's reference */
+        cps_frame_set_resume(f, w->at, w->at, w->depth);
+        return Py_NewRef(Py_None);
+    }
+    case WAIT_GEN_DEFAULT:
+        Py_DECREF(value);
+        return Py_NewRef(w->arg);
+    default:
+        /* as gen.send() and next() report a return */
+        if (value == Py_None)
+            PyErr_SetNone(PyExc_StopIteration);
+        else {
+            PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, value);
+            if (e != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, e);
+                Py_DECREF(e);
+            }
+        }
+        Py_DECREF(value);
+        return NULL;
+    }
+}
+
+/* Fill a frame from its record.  The slots above its stack are emptied
+ * (3.11 and 3.13 read a waiting frame's stack from the analysis of its
+ * code, not from a stack pointer). */
+static void fill_frame(void *f, PyObject *fr, PyCodeObject *co, cfs_wait *w)
+{
+    Py_ssize_t nl = co->co_nlocalsplus;
+    fill_slots(f, 0, PyTuple_GET_ITEM(fr, 2));
+    PyObject *stack = PyTuple_GET_ITEM(fr, 3);
+    fill_slots(f, nl, stack);
+    Py_ssize_t depth = PyTuple_GET_SIZE(PyTuple_GET_ITEM(stack, 0));
+    w->nl = nl;
+    w->depth = depth;
+    for (Py_ssize_t i = nl + depth; i < nl + co->co_stacksize; i++)
+        cps_frame_set_slot(f, i, NULL);
+    PyObject *ips = PyTuple_GET_ITEM(fr, 1);
+    cps_frame_set_resume(f, (int)PyLong_AsLong(PyTuple_GET_ITEM(ips, 0)),
+                         (int)PyLong_AsLong(PyTuple_GET_ITEM(ips, 1)), depth);
+}
+
 /* The body of a run whose continulet was given frames: build them on this
  * new stack, then run them top first.  `value` (stolen; NULL with an
  * exception set when thrown into) is the result of the top frame's call. */
@@ -418,40 +598,57 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
     PyObject *frames = PyTuple_GET_ITEM(recipe, 0);
     Py_ssize_t n = PyTuple_GET_SIZE(frames);
     cfs_chain *chain = PyMem_Calloc(1, sizeof(cfs_chain) + (size_t)n * sizeof(void *));
-    if (chain == NULL) {
+    cfs_wait *waits = PyMem_Calloc((size_t)(n ? n : 1), sizeof(cfs_wait));
+    if (chain == NULL || waits == NULL) {
+        PyMem_Free(chain);
+        PyMem_Free(waits);
         Py_XDECREF(value);
         Py_DECREF(recipe);
         return PyErr_NoMemory();
     }
+    /* first what takes memory (the frames of functions), so that running
+       out of it leaves nothing half built */
     void *below = cps_top_frame(ts);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *fr = PyTuple_GET_ITEM(frames, i);
-        void *f = cps_push_frame(ts, (PyFunctionObject *)PyTuple_GET_ITEM(fr, 0),
-                                 i ? chain->frames[i - 1] : below);
+        PyObject *obj = PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i), 0);
+        void *f = is_generator(obj) ? cps_gen_iframe(obj)
+            : cps_push_frame(ts, (PyFunctionObject *)obj, i ? chain->frames[i - 1] : below);
         if (f == NULL)
             break;
-        PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(PyTuple_GET_ITEM(fr, 0));
-        fill_slots(f, 0, PyTuple_GET_ITEM(fr, 2));
-        PyObject *stack = PyTuple_GET_ITEM(fr, 3);
-        fill_slots(f, co->co_nlocalsplus, stack);
-        PyObject *ips = PyTuple_GET_ITEM(fr, 1);
-        cps_frame_set_resume(f, (int)PyLong_AsLong(PyTuple_GET_ITEM(ips, 0)),
-                             (int)PyLong_AsLong(PyTuple_GET_ITEM(ips, 1)),
-                             PyTuple_GET_SIZE(PyTuple_GET_ITEM(stack, 0)));
         chain->frames[chain->live++] = f;
     }
     if (chain->live < n) {
         /* out of memory: nothing ran, let go of what was built */
         Py_XDECREF(value);
-        while (chain->live > 0)
-            cps_drop_frame(ts, chain->frames[--chain->live]);
+        while (chain->live > 0) {
+            Py_ssize_t k = --chain->live;
+            if (!is_generator(PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, k), 0)))
+                cps_drop_frame(ts, chain->frames[k]);
+        }
         PyMem_Free(chain);
+        PyMem_Free(waits);
         Py_DECREF(recipe);
         return NULL;
     }
     PyObject *exc = PyTuple_GET_ITEM(recipe, 1);
     if (exc != Py_None)
         cps_set_handled_exception(ts, Py_NewRef(exc));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *fr = PyTuple_GET_ITEM(frames, i), *obj = PyTuple_GET_ITEM(fr, 0);
+        cfs_wait *w = &waits[i];
+        w->wait = (int)PyLong_AsLong(PyTuple_GET_ITEM(fr, 4));
+        w->at = (int)PyLong_AsLong(PyTuple_GET_ITEM(PyTuple_GET_ITEM(fr, 1), 0));
+        if (w->wait != WAIT_CALL && w->wait != WAIT_GEN_CALL)
+            w->arg = Py_NewRef(PyTuple_GET_ITEM(fr, 5));
+        if (is_generator(obj)) {
+            PyObject *gexc = PyTuple_GET_ITEM(fr, 6);
+            w->gen = Py_NewRef(obj);
+            cps_gen_enter(ts, obj, i ? chain->frames[i - 1] : below,
+                          gexc == Py_None ? NULL : Py_NewRef(gexc));
+        }
+        fill_frame(chain->frames[i], fr, frame_code_of(obj), w);
+    }
+    chain->waits = waits;
     me->chain = chain;
     PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
     PyObject *on_return = PyTuple_GET_ITEM(recipe, 3);
@@ -465,12 +662,24 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
         value = PyObject_CallNoArgs(on_resume);
     }
     Py_DECREF(recipe);
+    int yielded = 0;
     while (chain->live > 0) {
         Py_ssize_t k = chain->live - 1;
         void *f = chain->frames[k];
-        value = cps_run_frame(ts, f, value, (int)k);
+        if (k + 1 < n)
+            value = deliver(f, &waits[k], waits[k + 1].gen, value, yielded);
+        if (waits[k].gen != NULL)
+            value = cps_run_gen_frame(ts, waits[k].gen, f, value, (int)k, &yielded);
+        else {
+            value = cps_run_frame(ts, f, value, (int)k);
+            yielded = 0;
+        }
         chain->live = k;
+        if (k + 1 < n)
+            release_waits(&waits[k + 1], 1);
     }
+    release_waits(waits, n ? 1 : 0);
+    PyMem_Free(waits);
     me->chain = NULL;
     PyMem_Free(chain);
     if (on_return != NULL) {
@@ -493,10 +702,6 @@ void cfs_release(cont_stack *s)
 /* Generators and coroutines that are not running: their frame is read and
  * written the same way.  _gen_state(gen) -> None if finished, else
  * (func, state, ip, (locals...), (stack...), exc); a running one raises. */
-static int is_generator(PyObject *g)
-{
-    return PyGen_Check(g) || PyCoro_CheckExact(g);
-}
 
 static PyObject *fs_gen_state(PyObject *mod, PyObject *gen)
 {
@@ -569,6 +774,19 @@ static PyObject *fs_gen_set_state(PyObject *mod, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
+/* _gen_hold(gen): a generator just made by calling its function becomes
+ * the held shell of one that was running in a captured stack (see
+ * check_recipe); nothing can run it until the stack is rebuilt. */
+static PyObject *fs_gen_hold(PyObject *mod, PyObject *gen)
+{
+    (void)mod;
+    if (!is_generator(gen) || cps_gen_hold(gen) < 0) {
+        PyErr_SetString(PyExc_ValueError, "_gen_hold: expected a generator that has not started");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* continulet.__reduce__ and __setstate__: the work is done in Python. */
 static PyObject *helper(const char *name)
 {
@@ -580,15 +798,20 @@ static PyObject *helper(const char *name)
     return f;
 }
 
+static PyObject *call_helper(const char *name, PyObject *arg)
+{
+    PyObject *f = helper(name);
+    if (f == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallOneArg(f, arg);
+    Py_DECREF(f);
+    return r;
+}
+
 PyObject *cfs_reduce(PyObject *self, PyObject *unused)
 {
     (void)unused;
-    PyObject *f = helper("reduce");
-    if (f == NULL)
-        return NULL;
-    PyObject *r = PyObject_CallOneArg(f, self);
-    Py_DECREF(f);
-    return r;
+    return call_helper("reduce", self);
 }
 
 PyObject *cfs_setstate(PyObject *self, PyObject *state)
@@ -618,6 +841,10 @@ PyMethodDef cfs_module_methods[] = {
      "_gen_state(generator)\n--\n\nInternal (pickling): the frame of a generator that is not running."},
     {"_gen_set_state", (PyCFunction)(void (*)(void))fs_gen_set_state, METH_FASTCALL,
      "_gen_set_state(generator, state)\n--\n\nInternal (unpickling): a new generator takes that frame."},
+    {"_gen_hold", fs_gen_hold, METH_O,
+     "_gen_hold(generator)\n--\n\n"
+     "Internal (unpickling): a new generator stands for one running in a stack\n"
+     "that is rebuilt later: it runs then, and cannot run before."},
     {"_set_frames", (PyCFunction)(void (*)(void))fs_set_frames, METH_FASTCALL,
      "_set_frames(continulet, recipe)\n--\n\n"
      "Internal (unpickling): frames to rebuild and resume at the first switch."},

@@ -1520,17 +1520,25 @@ static void fs_clear(PyThreadState *ts, _PyInterpreterFrame *f)
     Py_DECREF(f->f_code);
 }
 
-static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
+/* The eval loop runs f from its resume point with `value` pushed (see
+ * cps_run_frame), linked to the frame below it. */
+static PyObject *eval_linked(PyThreadState *ts, _PyInterpreterFrame *f, PyObject *value)
 {
-    _PyInterpreterFrame *f = frame;
     /* the eval loop links f to the thread's current frame: the one it was
        pushed on, or for the bottom frame, whoever switched in last */
     _PyInterpreterFrame *caller = f->previous;
     if (value != NULL)
         f->localsplus[f->stacktop++] = value;
     ts->cframe->current_frame = caller;
-    PyObject *r = _PyEval_EvalFrameDefault(ts, f, value == NULL);
+    PyObject *r = _PyEval_EvalFrameDefault(ts, f, value == NULL && PyErr_Occurred() != NULL);
     ts->cframe->current_frame = caller;
+    return r;
+}
+
+static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
+{
+    _PyInterpreterFrame *f = frame;
+    PyObject *r = eval_linked(ts, f, value);
     fs_clear(ts, f);
     fs_free_slots(ts, f);
     return r;
@@ -1612,7 +1620,7 @@ static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
         f->instr_ptr += f->return_offset;
     }
     f->return_offset = 0;
-    return _PyEval_EvalFrameDefault(ts, f, value == NULL);
+    return _PyEval_EvalFrameDefault(ts, f, value == NULL && PyErr_Occurred() != NULL);
 }
 
 void cps_drop_frame(PyThreadState *ts, void *frame)
@@ -1698,7 +1706,7 @@ static PyObject *run_frame(PyThreadState *ts, void *frame, PyObject *value)
         f->instr_ptr += f->return_offset;
     }
     f->return_offset = 0;
-    return _PyEval_EvalFrameDefault(ts, f, value == NULL);
+    return _PyEval_EvalFrameDefault(ts, f, value == NULL && PyErr_Occurred() != NULL);
 }
 
 void cps_drop_frame(PyThreadState *ts, void *frame)
@@ -1755,6 +1763,8 @@ static PyObject *resume_events(PyThreadState *ts, _PyInterpreterFrame *f, PyObje
     return value;
 }
 
+/* (value NULL without an exception: the frame goes on where its resume
+ * point is, with nothing pushed: an instruction that runs again) */
 PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value, int below)
 {
     value = resume_events(ts, frame, value);
@@ -1798,7 +1808,7 @@ static Py_ssize_t walk_frames(const saved_t *s, const stk_slice *slice, int live
                 o->code = co;
                 o->kind = is_thread_frame(rf) ? (fs_not_function(rf) ? CPS_FRAME_OTHER : CPS_FRAME_FUNCTION)
                                               : CPS_FRAME_GENERATOR;
-                o->func = o->kind == CPS_FRAME_FUNCTION ? fs_func(rf) : NULL;
+                o->func = o->kind != CPS_FRAME_OTHER ? fs_func(rf) : NULL;
                 o->ip = fs_ip(rf);
                 o->from_c = from_c;
                 /* exact where the interpreter stored it: see frame_values */
@@ -1917,7 +1927,9 @@ void cps_link_top(PyThreadState *ts, void *frame)
 PyObject *cps_handled_exception(const cps_saved *saved)
 {
     const saved_t *s = (const saved_t *)(const void *)saved;
-    if (s->root == NULL || s->exc_info != &s->root->exc)
+    /* the stack's own item, below those of the generators running in it
+       (exc_info points at the innermost one's then) */
+    if (s->root == NULL)
         return NULL;
     PyObject *v = s->root->exc.exc_value;
     return v == Py_None ? NULL : v;
@@ -1926,4 +1938,105 @@ PyObject *cps_handled_exception(const cps_saved *saved)
 void cps_set_handled_exception(PyThreadState *ts, PyObject *exc)
 {
     Py_XSETREF(ts->exc_info->exc_value, exc);
+}
+
+/* ----------------------------------------------------------------------
+ * Generators running in a rebuilt stack.  A generator that was running
+ * in the captured stack comes back first as a "held" shell: made by
+ * calling its function, marked executing (so nothing can run it: it is
+ * running, in a tasklet that has not resumed yet) and finalized (so the
+ * GC never tries to close it).  The rebuild then makes its own frame one
+ * of the stack's frames and runs it as gen.send() would.
+ * ---------------------------------------------------------------------- */
+
+static int gen_state_suspended(int st)
+{
+#ifdef FRAME_STATE_SUSPENDED
+    return FRAME_STATE_SUSPENDED(st);     /* 3.15 */
+#else
+    return gen_suspended(st);
+#endif
+}
+
+PyObject *cps_frame_generator(void *frame)
+{
+    _PyInterpreterFrame *f = frame;
+    return f->owner == FRAME_OWNED_BY_GENERATOR ? generator_of(f) : NULL;
+}
+
+int cps_gen_hold(PyObject *gen)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    if (g->gi_frame_state != FRAME_CREATED)
+        return -1;
+    g->gi_frame_state = FRAME_EXECUTING;
+    if (_PyObject_GC_IS_TRACKED(gen) && !_PyGC_FINALIZED(gen))
+        _PyGC_SET_FINALIZED(gen);
+    return 0;
+}
+
+void *cps_gen_iframe(PyObject *gen)
+{
+    return &((PyGenObject *)gen)->gi_iframe;
+}
+
+int cps_gen_held(PyObject *gen)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)(void *)&g->gi_iframe;
+    return g->gi_frame_state == FRAME_EXECUTING && f->previous == NULL
+        && g->gi_exc_state.previous_item == NULL;
+}
+
+void *cps_gen_enter(PyThreadState *ts, PyObject *gen, void *previous, PyObject *exc)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    _PyInterpreterFrame *f = (_PyInterpreterFrame *)(void *)&g->gi_iframe;
+    /* what the shell's frame got from its function call (its arguments) */
+    Py_ssize_t n = frame_code(f)->co_nlocalsplus + fs_depth(f);
+    for (Py_ssize_t i = 0; i < n; i++)
+        fs_clear_slot(f, (int)i);
+    f->previous = previous;
+    clear_finalized(gen);
+    Py_XSETREF(g->gi_exc_state.exc_value, exc);
+    /* pushed on the thread's chain as gen.send() does, so that the frames
+       it calls see its exception as the one being handled */
+    g->gi_exc_state.previous_item = ts->exc_info;
+    ts->exc_info = &g->gi_exc_state;
+    return f;
+}
+
+PyObject *cps_run_gen_frame(PyThreadState *ts, PyObject *gen, void *frame, PyObject *value,
+                            int below, int *yielded)
+{
+    PyGenObject *g = (PyGenObject *)gen;
+    _PyInterpreterFrame *f = frame;
+    value = resume_events(ts, f, value);
+    add_depth(ts, below);
+    g->gi_frame_state = FRAME_EXECUTING;
+#if PY_VERSION_HEX < 0x030C0000
+    /* 3.11: what gen_send_ex2 does around the eval loop */
+    PyObject *r = eval_linked(ts, f, value);
+    if (g->gi_frame_state == FRAME_EXECUTING)
+        g->gi_frame_state = FRAME_COMPLETED;
+    ts->exc_info = g->gi_exc_state.previous_item;
+    g->gi_exc_state.previous_item = NULL;
+    f->previous = NULL;
+    *yielded = r != NULL && gen_state_suspended(g->gi_frame_state);
+    if (!*yielded) {
+        if (r == NULL && PyErr_ExceptionMatches(PyExc_StopIteration))
+            _PyErr_FormatFromCause(PyExc_RuntimeError, "%s raised StopIteration",
+                                   PyCoro_CheckExact(gen) ? "coroutine" : "generator");
+        Py_CLEAR(g->gi_exc_state.exc_value);
+        g->gi_frame_state = FRAME_CLEARED;
+        fs_clear(ts, f);
+    }
+#else
+    /* 3.13+: the eval loop itself pops the generator's exception state
+       and its frame when it yields, returns or raises */
+    PyObject *r = run_frame(ts, f, value);
+    *yielded = r != NULL && gen_state_suspended(g->gi_frame_state);
+#endif
+    add_depth(ts, -below);
+    return r;
 }

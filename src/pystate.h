@@ -193,6 +193,8 @@ void cps_frame_set_resume(void *frame, int call_ip, int next_ip, Py_ssize_t dept
  * cps_restore linked it to).  `value` (stolen) is the result of its call in
  * progress; NULL raises the current exception there instead.  The frame
  * is gone afterwards.  Returns its return value, NULL on exception.
+ * `value` NULL without an exception set resumes it without a value, at
+ * the instruction of its resume point (cps_frame_set_resume(f, i, i, d)).
  * `below` rebuilt frames wait under it: they count in the recursion depth.
  * Tracing and profiling see a 'call' event first, as for a generator. */
 PyObject *cps_run_frame(PyThreadState *ts, void *frame, PyObject *value, int below);
@@ -228,3 +230,25 @@ void cps_drop_frame(PyThreadState *ts, void *frame);
 
 /* Set the exception being handled on the running stack (taken). */
 void cps_set_handled_exception(PyThreadState *ts, PyObject *exc);
+
+/* Generators running in a rebuilt stack (see pystate.c).  The generator
+ * whose frame this is (borrowed), or NULL. */
+PyObject *cps_frame_generator(void *frame);
+/* A generator just made by calling its function becomes a held shell
+ * (executing, never finalized by the GC): -1 if it has started. */
+int cps_gen_hold(PyObject *gen);
+/* The frame of a generator (in the generator object). */
+void *cps_gen_iframe(PyObject *gen);
+/* Whether a generator is a held shell that no stack runs yet. */
+int cps_gen_held(PyObject *gen);
+/* Make a held shell's frame a frame of the running (new) stack, linked
+ * to `previous`, emptied to be filled like a pushed one; `exc` (taken, may
+ * be NULL) is its exception being handled, and its exception state joins
+ * the thread's chain, as while a generator runs. */
+void *cps_gen_enter(PyThreadState *ts, PyObject *gen, void *frame_previous, PyObject *exc);
+/* Run a generator frame entered so, as cps_run_frame runs a pushed one,
+ * and as gen.send(value) would: *yielded tells a yield (the generator is
+ * suspended, the value is what it yielded) from a return (it is finished,
+ * the value is what it returned). */
+PyObject *cps_run_gen_frame(PyThreadState *ts, PyObject *gen, void *frame, PyObject *value,
+                            int below, int *yielded);

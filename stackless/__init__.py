@@ -13,7 +13,8 @@ The code lives in one module per concept; this one re-exports the API:
 * ``_threads``: each thread's scheduler state, thread and interpreter end;
 * ``_switching``: switching, tasklet start and end, what runs next;
 * ``_scheduler``: ``schedule()``, ``run()`` and the other module functions;
-* ``_tasklet``, ``_channel``, ``_pickling``; ``_preempt`` (``run(timeout)``);
+* ``_tasklet`` (``_frames``: its frame and recursion depth), ``_channel``,
+  ``_pickling``; ``_preempt`` (``run(timeout)``);
   ``_coroutine`` (the plain coroutine API).
 """
 

@@ -8,18 +8,18 @@ import sys
 from collections import deque
 from typing import Any, Callable, Optional
 
-from stackless import _pickling, _running
-from stackless._common import (TaskletExit, _NOARG, _OWN_GLOBALS, _PYPY, _RUNNING,
-                               _at_least_one, _at_most, _callback, _get_ident, _getframe, _index,
-                               _make_exception, _no_args, _one_arg, _own_module, bomb)
-from stackless._switching import _bootstrap, _recover, _switch, _take_tempval
+from stackless import _frames, _pickling
+from stackless._common import (TaskletExit, _NOARG, _PYPY, _RUNNING, _at_least_one,
+                               _at_most, _callback, _get_ident, _index, _make_exception,
+                               _no_args, _one_arg, _own_module, bomb)
+from stackless._switching import _recover, _switch, _take_tempval
 from stackless._threads import (_ThreadState, _register, _states, _ts, _ts_of, _unregister,
                                 _wake)
 
 if _PYPY:
     from stackless._common import _get_ctx, _set_ctx
 else:
-    from stackless._common import _set_stack_context, _stack_context, _stack_frame
+    from stackless._common import _set_stack_context, _stack_context
 
 _own_module(globals())
 
@@ -537,46 +537,9 @@ class tasklet:
             return self._ts.rq
         return None
 
-    @property
-    def frame(self) -> Any:
-        """The innermost frame of the tasklet (None when not started or dead)."""
-        if not self._alive or not self._started:
-            return None
-        ts = self._ts
-        if self is ts.current:
-            return _getframe(1)
-        if _PYPY:
-            f = self._frame
-        else:
-            # the continulet that holds the tasklet's suspended stack: its
-            # own, or for main the running tasklet's (see _switch)
-            c = ts.current._cont if self._is_main else self._cont
-            f = None if c is None else _stack_frame(c)
-        while f is not None and id(f.f_globals) in _OWN_GLOBALS:
-            if f.f_code is _bootstrap.__code__:
-                return None     # the bottom: no frame of the tasklet's own
-            f = f.f_back
-        return f
-
-    @property
-    def recursion_depth(self) -> int:
-        """Number of Python frames in the tasklet's stack."""
-        f = self.frame
-        if f is not None and self.is_current and not self._is_main:
-            # the running stack ends at its bottom frame, wherever f_back
-            # leads from there (a rebuilt stack has no _bootstrap frame)
-            n = _running.running_depth(f)
-            if n is not None:
-                return n
-        n = 0
-        # _bootstrap is the lowest frame of a tasklet's stack; the C one
-        # has no frame, it noted the id of the frame below ours
-        base = self._base
-        while f is not None and f.f_code is not _bootstrap.__code__ and id(f) != base:
-            if id(f.f_globals) not in _OWN_GLOBALS:
-                n += 1
-            f = f.f_back
-        return n
+    # (stackless/_frames.py)
+    frame = property(_frames.frame)
+    recursion_depth = property(_frames.recursion_depth)
 
     @property
     def nesting_level(self) -> int:

@@ -275,7 +275,9 @@ def test_stack_depths_agree_with_dis():
             if isinstance(k, types.CodeType):
                 yield from codes(k)
     n = 0
-    for mod in (json.decoder, asyncio.tasks, email.parser, _continuation_pickle, sys.modules[__name__]):
+    import _continuation_frames
+    for mod in (json.decoder, asyncio.tasks, email.parser, _continuation_pickle, _continuation_frames,
+                sys.modules[__name__]):
         with open(mod.__file__, encoding="utf-8") as f:
             top = compile(f.read(), mod.__file__, "exec")
         for co in codes(top):
