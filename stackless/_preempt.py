@@ -141,6 +141,14 @@ class _Preempt:
         if self.soft:
             return
         f = sys._getframe(1)
+        if id(f.f_globals) not in _OWN_GLOBALS:
+            # The event is the user's: interrupt right here.  Installing
+            # the tick counter to wait for the next event would cost two
+            # more changes of the trace function, each of which makes 3.12+
+            # re-instrument every function that runs next.
+            self._tick()
+            if self.fired:
+                return
         self._trace(f)
         # A loop on one line without calls makes no line event: ask for an
         # event per instruction in the user's frame that runs.
