@@ -14,13 +14,15 @@
  *   from the main thread's eval breaker, checked at every function entry
  *   and backward jump and free while nothing is pending, so it lands within
  *   microseconds, in loops without calls too.
- * - any other thread: CPython runs pending calls only in the main thread
- *   (3.11; 3.12+ in whichever thread holds the GIL), so the ticker takes the
- *   GIL itself (PyGILState_Ensure).  The spent thread, which holds it while
- *   it runs Python, gives it up at its eval breaker within the switch
- *   interval (sys.getswitchinterval(), 5 ms by default): that is the extra
- *   delay of other threads.  While the thread waits there, the ticker
- *   installs the trampoline in its thread state.
+ * - any other thread, 3.13+: a pending call that whichever thread holds
+ *   the GIL runs (cps_add_pending_call_any); that is the spent thread
+ *   nearly always, since its CPU clock just advanced, and deliver() serves
+ *   it from another thread otherwise.
+ * - any other thread, 3.11 and 3.12, where pending calls run in the main
+ *   thread only: the ticker takes the GIL itself (PyGILState_Ensure).  The
+ *   spent thread, which holds it while it runs Python, gives it up at its
+ *   eval breaker once the switch interval (sys.getswitchinterval(), 5 ms by
+ *   default) has passed: that is the extra delay there.
  * Either way only a C trace function (the trampoline) and the frame's
  * opcode events are set at the delivery point; the callback runs at the
  * thread's next trace event.
