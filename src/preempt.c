@@ -1,26 +1,36 @@
-/* A CPU-time budget for the main thread, for stackless.run(timeout).
+/* A CPU-time budget per thread, for stackless.run(timeout).
  *
  * Counting ticks with a trace function makes every line of the code it
  * times many times slower.  Instead, a budget is armed in nanoseconds of
- * the main thread's CPU time, and a helper thread (the "ticker", plain C,
- * never holding the GIL) sleeps until the main thread's CPU clock has
- * passed it.  Then it asks the interpreter for a pending call
- * (Py_AddPendingCall).  CPython runs pending calls from its eval breaker,
- * which it checks at every function entry and backward jump, and which
- * costs nothing while nothing is pending: so the timed code runs at full
- * speed, and a loop without calls is reached as well.  The pending call
- * installs a C trace function, and the next trace event calls the Python
- * callback given when arming (see fire()); stackless's callback records
- * that the budget is spent and lets its trace-based machinery do the
- * interruption (docs/design.md, "Preemption").
+ * the calling thread's CPU time, and a helper thread (the "ticker", plain C,
+ * holding the GIL only to deliver) sleeps until that thread's CPU clock has
+ * passed it.  Then the spent thread is made to call the Python callback
+ * given when arming, from a trace event (see deliver()); stackless's
+ * callback records that the budget is spent and lets its trace-based
+ * machinery do the interruption (docs/design.md, "Preemption").
  *
- * Pending calls run in the main thread of the main interpreter only, so
- * this is for that thread; other threads keep the trace-based path.
+ * How the ticker reaches the spent thread:
+ * - the main thread: a pending call (Py_AddPendingCall).  CPython runs it
+ *   from the main thread's eval breaker, checked at every function entry
+ *   and backward jump and free while nothing is pending, so it lands within
+ *   microseconds, in loops without calls too.
+ * - any other thread, 3.13+: a pending call that whichever thread holds
+ *   the GIL runs (cps_add_pending_call_any); that is the spent thread
+ *   nearly always, since its CPU clock just advanced, and deliver() serves
+ *   it from another thread otherwise.
+ * - any other thread, 3.11 and 3.12, where pending calls run in the main
+ *   thread only: the ticker takes the GIL itself (PyGILState_Ensure).  The
+ *   spent thread, which holds it while it runs Python, gives it up at its
+ *   eval breaker once the switch interval (sys.getswitchinterval(), 5 ms by
+ *   default) has passed: that is the extra delay there.
+ * Either way only a C trace function (the trampoline) and the frame's
+ * opcode events are set at the delivery point; the callback runs at the
+ * thread's next trace event.
  *
- * The state lives in static variables: there is one main thread.  What the
- * ticker reads is guarded by `lock`; the callback is touched only by the
- * main thread, with the GIL.  A generation number tells a pending call
- * that the arming it was asked for has been replaced or cancelled.
+ * Each thread with an arming has a slot.  What the ticker reads is guarded
+ * by `lock`; the rest of a slot is touched only with the GIL.  A generation
+ * number, unique over all armings, tells a delivery that the arming it was
+ * asked for has been replaced or cancelled.
  */
 #include <Python.h>
 
@@ -35,18 +45,36 @@
 #include "continulet.h"
 
 #define IDLE_NS 50000000                /* a ticker unarmed for 50 ms ends */
+#define NSLOTS 16                       /* threads timed at once; more count trace events */
+
+struct slot {
+    /* under lock */
+    unsigned long tid;                  /* the owner; 0: free */
+    int is_main;                        /* the main thread: pending calls */
+    clockid_t clock;                    /* the owner's CPU clock */
+    int64_t deadline;                   /* on clock, ns; 0: not armed */
+    int64_t period;                     /* ns between calls once spent */
+    uintptr_t gen;
+    int in_flight;                      /* a delivery of gen is under way */
+    /* GIL */
+    PyThreadState *ts;
+    PyObject *callback;
+    uintptr_t callback_gen;
+    /* While the callback waits for a trace event: the trace function the
+       trampoline displaced (restored before the callback runs), and the
+       frame that was asked for opcode events. */
+    int tramp_set;
+    Py_tracefunc saved_func;
+    PyObject *saved_obj;
+    PyObject *op_frame;
+};
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake;             /* waits on CLOCK_MONOTONIC */
 static int ticker_running;              /* under lock */
-static clockid_t target_clock;          /* the main thread's CPU clock; under lock */
-static int64_t deadline;                /* on target_clock, ns; 0: not armed; under lock */
-static uintptr_t armed_gen;             /* under lock */
-static int64_t period;                  /* ns between calls once spent; under lock */
-static int in_flight;                   /* a call of armed_gen is queued; under lock */
-
-static PyObject *callback;              /* main thread, GIL */
-static uintptr_t callback_gen;          /* main thread, GIL */
+static int64_t next_wake;               /* CLOCK_MONOTONIC; 0: idle; under lock */
+static uintptr_t last_gen;              /* under lock */
+static struct slot slots[NSLOTS];
 
 static int64_t read_ns(clockid_t clk)
 {
@@ -56,30 +84,33 @@ static int64_t read_ns(clockid_t clk)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* While the budget's callback waits for a trace event: the trace function
- * it displaced (restored before the callback runs), and the frame that was
- * asked for opcode events.  Main thread, GIL. */
-static int tramp_set;
-static Py_tracefunc saved_func;
-static PyObject *saved_obj;
-static PyObject *op_frame;
+/* The slot of the running thread, or NULL.  GIL. */
+static struct slot *own_slot(void)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    for (int i = 0; i < NSLOTS; i++)
+        if (slots[i].ts == ts)
+            return &slots[i];
+    return NULL;
+}
 
 static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg);
 
-/* Undo what fire() did, if the trampoline has not run yet.  The trace
- * function it displaced comes back only while the trampoline is still in
- * place: a sys.settrace() since then (stackless restoring the tasklet's own
- * function, or the user's) is newer, and putting the displaced one back
- * would revive a trace function its owner has just removed. */
-static void tramp_clear(void)
+/* Undo what install() did, if the trampoline has not run yet.  In the
+ * slot's thread (current), with the GIL.  The trace function it displaced
+ * comes back only while the trampoline is still in place: a sys.settrace()
+ * since then (stackless restoring the tasklet's own function, or the
+ * user's) is newer, and putting the displaced one back would revive a
+ * trace function its owner has just removed. */
+static void tramp_clear(struct slot *s)
 {
-    if (!tramp_set)
+    if (s == NULL || !s->tramp_set)
         return;
-    tramp_set = 0;
-    PyObject *obj = saved_obj, *f = op_frame;
-    saved_obj = op_frame = NULL;
+    s->tramp_set = 0;
+    PyObject *obj = s->saved_obj, *f = s->op_frame;
+    s->saved_obj = s->op_frame = NULL;
     if (PyThreadState_Get()->c_tracefunc == trampoline)
-        PyEval_SetTrace(saved_func, obj);
+        PyEval_SetTrace(s->saved_func, obj);
     Py_XDECREF(obj);
     if (f != NULL) {
         if (PyObject_SetAttrString(f, "f_trace_opcodes", Py_False) < 0)
@@ -90,13 +121,14 @@ static void tramp_clear(void)
 
 /* The first trace event after the budget ran out.  A trace function may
  * run any Python code and switch (stackless interrupts from one), so the
- * callback runs here rather than in the pending call. */
+ * callback runs here rather than at the delivery point. */
 static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg)
 {
-    tramp_clear();
-    if (callback == NULL)
+    struct slot *s = own_slot();
+    tramp_clear(s);
+    if (s == NULL || s->callback == NULL)
         return 0;
-    PyObject *cb = Py_NewRef(callback);
+    PyObject *cb = Py_NewRef(s->callback);
     PyObject *r = PyObject_CallNoArgs(cb);
     Py_DECREF(cb);
     if (r == NULL)
@@ -105,44 +137,139 @@ static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject
     return 0;
 }
 
-/* The pending call, in the main thread with the GIL, at an eval breaker
- * check point of whatever Python code runs there.  It runs no Python:
- * CPython marks its pending calls as being handled around this call
- * (3.11: a static flag in make_pending_calls), and Python code here could
- * switch away for good (a garbage collection may unwind a dropped tasklet,
- * whose end switches to the next one), leaving that mark set and every
- * later pending call stuck.  So it only installs `trampoline` as the C
- * trace function, which the next trace event calls, and asks the running
- * frame for opcode events: a loop on one line without calls makes no
- * other event.  The collector is off meanwhile, so that the frame object
- * it may create cannot start a collection. */
-static int fire(void *arg)
+/* Install the trampoline in the slot's thread, which is current, stopped
+ * at an eval breaker check point.  It runs no Python: a pending call runs
+ * while CPython marks pending calls as being handled (3.11: a static flag
+ * in make_pending_calls), and Python code here could switch away for good
+ * (a garbage collection may unwind a dropped tasklet, whose end switches to
+ * the next one), leaving that mark set and every later pending call stuck.
+ * So it only installs `trampoline` as the C trace function, which the next
+ * trace event calls, and asks the running frame for opcode events: a loop
+ * on one line without calls makes no other event.  The collector is off
+ * meanwhile, so that the frame object it may create cannot start a
+ * collection. */
+static void install(struct slot *s, uintptr_t gen)
 {
-    pthread_mutex_lock(&lock);
-    if ((uintptr_t)arg == armed_gen)
-        in_flight = 0;
-    pthread_mutex_unlock(&lock);
     PyThreadState *ts = PyThreadState_Get();
     /* a trampoline that something has displaced waits for nothing */
-    if (tramp_set && ts->c_tracefunc != trampoline)
-        tramp_clear();
-    if (callback == NULL || (uintptr_t)arg != callback_gen || tramp_set || cps_finalizing())
-        return 0;
+    if (s->tramp_set && ts->c_tracefunc != trampoline)
+        tramp_clear(s);
+    if (s->callback == NULL || gen != s->callback_gen || s->tramp_set || cps_finalizing())
+        return;
     int gc = PyGC_Disable();
-    saved_func = ts->c_tracefunc;
-    saved_obj = Py_XNewRef(ts->c_traceobj);
-    tramp_set = 1;
+    s->saved_func = ts->c_tracefunc;
+    s->saved_obj = Py_XNewRef(ts->c_traceobj);
+    s->tramp_set = 1;
     PyEval_SetTrace(trampoline, NULL);
-    PyFrameObject *f = PyEval_GetFrame();
+    PyFrameObject *f = PyThreadState_GetFrame(ts);
     if (f != NULL) {
         if (PyObject_SetAttrString((PyObject *)f, "f_trace_opcodes", Py_True) == 0)
-            op_frame = Py_NewRef((PyObject *)f);
-        else
+            s->op_frame = (PyObject *)f;
+        else {
             PyErr_Clear();
+            Py_DECREF(f);
+        }
     }
     if (gc)
         PyGC_Enable();
+}
+
+static struct slot *slot_of_gen(uintptr_t gen)
+{
+    for (int i = 0; i < NSLOTS; i++)
+        if (slots[i].callback != NULL && slots[i].callback_gen == gen)
+            return &slots[i];
+    return NULL;
+}
+
+static void done_in_flight(uintptr_t gen)
+{
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < NSLOTS; i++)
+        if (slots[i].gen == gen)
+            slots[i].in_flight = 0;
+    pthread_mutex_unlock(&lock);
+}
+
+/* With the GIL: install the trampoline in the thread of the arming `gen`.
+ * A pending call may run in another thread than that one (3.13+ runs
+ * them in whichever holds the GIL), and the ticker itself delivers from
+ * its own.  The slot's thread state is used only while it is still one of
+ * the interpreter's (a thread that ended without disarming leaves a stale
+ * pointer).  Swapping to it makes this thread act as that one for
+ * install(), which sets the trace function of the current thread state;
+ * the thread itself is parked meanwhile (waiting for the GIL, or in C code
+ * that released it), as it is while PyEval_SetTraceAllThreads() changes
+ * it. */
+static void deliver(uintptr_t gen)
+{
+    struct slot *s = slot_of_gen(gen);
+    if (s == NULL || cps_finalizing())
+        return;
+    PyThreadState *me = PyThreadState_Get(), *p;
+    if (s->ts == me) {
+        install(s, gen);
+        return;
+    }
+    for (p = PyInterpreterState_ThreadHead(me->interp); p != NULL; p = PyThreadState_Next(p))
+        if (p == s->ts && (unsigned long)p->thread_id == s->tid)
+            break;
+    if (p != NULL) {
+        PyThreadState_Swap(p);
+        install(s, gen);
+        PyThreadState_Swap(me);
+    }
+}
+
+/* The pending call. */
+static int fire(void *arg)
+{
+    done_in_flight((uintptr_t)arg);
+    deliver((uintptr_t)arg);
     return 0;
+}
+
+/* In the ticker, where no pending call reaches the spent thread (3.11 and
+ * 3.12, threads other than the main one): take the GIL, which the spent
+ * thread gives up within the switch interval. */
+static void fire_from_ticker(uintptr_t gen)
+{
+    if (cps_finalizing())
+        return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    deliver(gen);
+    PyGILState_Release(g);
+    done_in_flight(gen);
+}
+
+/* Queue a pending call that delivers `gen`; without `lock`.  Returns -1
+ * where no pending call reaches the slot's thread.  The queue (32 calls)
+ * is full only briefly: try again shortly, while the arming stands. */
+static int queue_fire(struct slot *s, uintptr_t gen, int is_main)
+{
+    for (;;) {
+        int r = is_main ? Py_AddPendingCall(fire, (void *)gen) == 0
+                        : cps_add_pending_call_any(fire, (void *)gen);
+        if (r != 0) {
+            if (is_main)
+                cps_wake_main();
+            return r;
+        }
+        struct timespec pause = {0, 100000};
+        nanosleep(&pause, NULL);
+        pthread_mutex_lock(&lock);
+        int gone = s->gen != gen;
+        pthread_mutex_unlock(&lock);
+        if (gone)
+            return 1;
+    }
+}
+
+/* Wait on `wake` until `until` (CLOCK_MONOTONIC ns); lock held. */
+static int wait_until(int64_t until)
+{
+    struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+    return pthread_cond_timedwait(&wake, &lock, &ts);
 }
 
 static void *ticker(void *unused)
@@ -153,50 +280,61 @@ static void *ticker(void *unused)
 #endif
     pthread_mutex_lock(&lock);
     for (;;) {
-        if (deadline == 0) {
-            /* Idle: end after a while.  A process with a thread makes
-               os.fork() warn (3.12+), and arming starts a new ticker. */
-            int64_t until = read_ns(CLOCK_MONOTONIC) + IDLE_NS;
-            struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
-            if (pthread_cond_timedwait(&wake, &lock, &ts) == ETIMEDOUT && deadline == 0)
-                break;
+        /* The first spent slot, and how long until the next one is. */
+        int64_t left = -1;
+        struct slot *spent = NULL;
+        for (int i = 0; i < NSLOTS && spent == NULL; i++) {
+            struct slot *s = &slots[i];
+            if (s->deadline == 0)
+                continue;
+            int64_t now = read_ns(s->clock);
+            if (now < 0 || now >= s->deadline) {
+                /* Spent.  The callback is called again every `period`
+                   for as long as the arming stands: if what it did could
+                   not take effect (the code is atomic, or a soft budget
+                   waits for a switch, or something removed the trace
+                   function), it gets another chance.  One delivery at a
+                   time. */
+                s->deadline = now < 0 ? 0 : now + s->period;
+                if (!s->in_flight)
+                    spent = s;
+                else if (now >= 0 && (left < 0 || s->period < left))
+                    left = s->period;
+            }
+            else if (left < 0 || s->deadline - now < left)
+                left = s->deadline - now;
+        }
+        if (spent != NULL) {
+            uintptr_t gen = spent->gen;
+            spent->in_flight = 1;
+            int is_main = spent->is_main;
+            pthread_mutex_unlock(&lock);
+            /* Neither needs the GIL. */
+            if (queue_fire(spent, gen, is_main) < 0)
+                fire_from_ticker(gen);
+            pthread_mutex_lock(&lock);
             continue;
         }
-        int64_t now = read_ns(target_clock);
-        if (now < 0 || now >= deadline) {
-            /* Spent.  The callback is called again every `period` for as
-               long as the arming stands: if what it did could not take
-               effect (the code is atomic, or a soft budget waits for a
-               switch, or something removed the trace function), it gets
-               another chance.  One call at a time is queued. */
-            uintptr_t gen = armed_gen;
-            deadline = now < 0 ? 0 : now + period;
-            if (in_flight)
-                continue;
-            in_flight = 1;
-            pthread_mutex_unlock(&lock);
-            /* Needs neither the GIL nor a thread state.  It fails only
-               while the queue (32 calls) is full: try again shortly. */
-            while (Py_AddPendingCall(fire, (void *)gen) < 0) {
-                struct timespec pause = {0, 100000};
-                nanosleep(&pause, NULL);
-                pthread_mutex_lock(&lock);
-                int gone = armed_gen != gen;
-                pthread_mutex_unlock(&lock);
-                if (gone)
+        if (left < 0) {
+            /* Idle: end after a while.  A process with a thread makes
+               os.fork() warn (3.12+), and arming starts a new ticker. */
+            next_wake = 0;
+            if (wait_until(read_ns(CLOCK_MONOTONIC) + IDLE_NS) == ETIMEDOUT && next_wake == 0) {
+                int armed = 0;
+                for (int i = 0; i < NSLOTS; i++)
+                    armed |= slots[i].deadline != 0;
+                if (!armed)
                     break;
             }
-            cps_wake_main();
-            pthread_mutex_lock(&lock);
             continue;
         }
         /* A CPU clock never runs faster than the wall clock, so sleeping
            for what is left never sleeps past the deadline. */
-        int64_t until = read_ns(CLOCK_MONOTONIC) + (deadline - now);
-        struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
-        pthread_cond_timedwait(&wake, &lock, &ts);
+        next_wake = read_ns(CLOCK_MONOTONIC) + left;
+        wait_until(next_wake);
     }
     ticker_running = 0;
+    next_wake = 0;
     pthread_mutex_unlock(&lock);
     return NULL;
 }
@@ -212,14 +350,17 @@ static int init_wake(void)
     return err ? -1 : 0;
 }
 
-/* A forked child has no ticker (the next arming starts one), and the lock
-   and condition may have been in use by the parent's. */
+/* A forked child has no ticker (the next arming starts one), only the
+   forking thread, and the lock and condition may have been in use by the
+   parent's. */
 static void after_fork_child(void)
 {
     pthread_mutex_init(&lock, NULL);
     init_wake();
     ticker_running = 0;
-    deadline = 0;
+    next_wake = 0;
+    for (int i = 0; i < NSLOTS; i++)
+        slots[i].deadline = 0;
 }
 
 /* Called with `lock` held. */
@@ -258,58 +399,75 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_ValueError, "_preempt_arm: ns >= 0 and a callable");
         return NULL;
     }
+    /* PyGILState_Ensure() (other threads' deliveries) serves the main
+       interpreter only. */
     clockid_t clk;
-    if (!cps_main_thread() || pthread_getcpuclockid(pthread_self(), &clk) != 0)
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()
+        || pthread_getcpuclockid(pthread_self(), &clk) != 0)
         Py_RETURN_FALSE;
-    int64_t now = read_ns(clk);
-    if (now < 0)
+    int64_t now = read_ns(clk), mono = read_ns(CLOCK_MONOTONIC);
+    if (now < 0 || mono < 0)
+        Py_RETURN_FALSE;
+    PyThreadState *ts = PyThreadState_Get();
+    struct slot *s = own_slot();
+    for (int i = 0; i < NSLOTS && s == NULL; i++)
+        if (slots[i].ts == NULL)
+            s = &slots[i];
+    if (s == NULL)
         Py_RETURN_FALSE;
     pthread_mutex_lock(&lock);
     if (!ticker_running && start_ticker() < 0) {
         pthread_mutex_unlock(&lock);
         Py_RETURN_FALSE;
     }
+    int64_t left = (ns > 0 ? ns : 0) + 1;
+    s->tid = PyThread_get_thread_ident();
+    s->is_main = cps_main_thread();
+    s->clock = clk;
+    s->deadline = now + left;
+    s->period = ns > 1000000 ? ns : 1000000;
+    s->in_flight = 0;
+    uintptr_t gen = s->gen = ++last_gen;
     /* Wake the ticker only if it must wake earlier than it will anyway:
        re-arming on every switch of a tasklet then costs no thread switch. */
-    int64_t when = now + (ns > 0 ? ns : 0) + 1;
-    int earlier = deadline == 0 || when < deadline;
-    target_clock = clk;
-    deadline = when;
-    period = ns > 1000000 ? ns : 1000000;
-    in_flight = 0;
-    uintptr_t gen = ++armed_gen;
-    if (earlier)
+    if (next_wake == 0 || mono + left < next_wake)
         pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
-    tramp_clear();
-    Py_XSETREF(callback, Py_NewRef(args[1]));
-    callback_gen = gen;
+    s->ts = ts;
+    tramp_clear(s);
+    Py_XSETREF(s->callback, Py_NewRef(args[1]));
+    s->callback_gen = gen;
     Py_RETURN_TRUE;
 }
 
 static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
 {
-    if (!cps_main_thread())
+    struct slot *s = own_slot();
+    if (s == NULL)
         Py_RETURN_NONE;
     pthread_mutex_lock(&lock);
-    deadline = 0;
-    armed_gen++;
+    s->deadline = 0;
+    s->gen = ++last_gen;
+    s->tid = 0;
     pthread_mutex_unlock(&lock);
-    tramp_clear();
-    Py_CLEAR(callback);
+    tramp_clear(s);
+    Py_CLEAR(s->callback);
+    s->ts = NULL;
     Py_RETURN_NONE;
 }
 
 PyMethodDef cont_preempt_methods[] = {
     {"_preempt_arm", (PyCFunction)(void (*)(void))preempt_arm, METH_FASTCALL,
      "_preempt_arm(ns, callback)\n--\n\n"
-     "Internal (stackless.run(timeout)): once the main thread has used `ns`\n"
-     "more nanoseconds of CPU time, call `callback()` there, at the next\n"
-     "function entry or backward jump, and again every `ns` (at least 1 ms)\n"
-     "of CPU time until disarmed or re-armed.  Replaces the previous arming.\n"
-     "Returns False (and arms nothing) in other threads and where threads\n"
-     "have no CPU clock."},
+     "Internal (stackless.run(timeout)): once this thread has used `ns`\n"
+     "more nanoseconds of CPU time, call `callback()` here, at the next\n"
+     "function entry or backward jump (other threads than the main one:\n"
+     "at the next switch interval), and again every `ns` (at least 1 ms)\n"
+     "of CPU time until disarmed or re-armed.  Replaces this thread's\n"
+     "previous arming.  Returns False (and arms nothing) in a\n"
+     "subinterpreter, where threads have no CPU clock, and while too many\n"
+     "threads are armed."},
     {"_preempt_disarm", preempt_disarm, METH_NOARGS,
-     "_preempt_disarm()\n--\n\nInternal: cancel the main thread's arming."},
+     "_preempt_disarm()\n--\n\nInternal: cancel this thread's arming."},
     {NULL, NULL, 0, NULL}
 };

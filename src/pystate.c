@@ -14,6 +14,7 @@
 #include "internal/pycore_gc.h"
 #if PY_VERSION_HEX >= 0x030D0000
 #  include "internal/pycore_tstate.h"
+#  include "internal/pycore_ceval.h"     /* _PyEval_AddPendingCall */
 #endif
 #if PY_VERSION_HEX >= 0x030E0000
 #  include "internal/pycore_interpframe.h"
@@ -1353,6 +1354,24 @@ void cps_wake_main(void)
 {
 #if PY_VERSION_HEX < 0x030D0000
     _Py_atomic_store_relaxed(&PyInterpreterState_Main()->ceval.eval_breaker, 1);
+#endif
+}
+
+/* Queue fn(arg) to run in whichever thread of the main interpreter holds
+   the GIL, at its next eval breaker check (the ticker of src/preempt.c,
+   for threads other than the main one).  3.13+ has such pending calls and
+   signals the thread holding the GIL; 3.11 and 3.12 run pending calls in
+   the main thread only.  Returns 1 when queued, 0 while the queue is full,
+   -1 where this does not exist.  Called without the GIL. */
+int cps_add_pending_call_any(int (*fn)(void *), void *arg)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return _PyEval_AddPendingCall(PyInterpreterState_Main(), fn, arg, 0)
+           == _Py_ADD_PENDING_SUCCESS;
+#else
+    (void)fn;
+    (void)arg;
+    return -1;
 #endif
 }
 

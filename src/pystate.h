@@ -128,6 +128,10 @@ int cps_main_thread(void);
 /* Make the main thread run its pending calls soon (any thread, no GIL). */
 void cps_wake_main(void);
 
+/* Run fn(arg) soon in the thread holding the GIL (3.13+; any thread, no
+   GIL): 1 queued, 0 queue full, -1 not on this version. */
+int cps_add_pending_call_any(int (*fn)(void *), void *arg);
+
 #endif
 
 /* ---------------------------------------------------------------------

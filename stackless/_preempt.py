@@ -3,22 +3,24 @@
 Two ways to spend a budget of ``timeout`` ticks (docs/stackless.md,
 *Preemption*; docs/design.md says why):
 
-* **CPU time** (the main thread, ``timeout >= _TIMER_MIN``, CPython): the
+* **CPU time** (``timeout >= _TIMER_MIN``, CPython, any thread): the
   budget is ``timeout * _NS_PER_TICK`` nanoseconds of the thread's CPU time,
   watched by ``_continuation``'s ticker (src/preempt.c): once it is spent,
   the next function entry or backward jump installs a C trace function,
   whose first event calls :meth:`_Preempt._expired`.  The timed code runs
   untraced, at full speed.
-* **Trace events** (other threads, small budgets, PyPy): a tick is one trace
-  event (a line executed or a function called) of ``sys.settrace``.  In the
-  main thread the ticker is also armed, as a backstop for code that makes
-  no trace event (a loop on one line without calls).
+* **Trace events** (small budgets, PyPy, more threads at once than the
+  ticker has slots for): a tick is one trace event (a line executed or a
+  function called) of ``sys.settrace``.  The ticker is also armed, as a
+  backstop for code that makes no trace event (a loop on one line without
+  calls).
 
-Either way the interruption itself happens from the trace function, at the
+Either way the interruption itself happens from a trace function, at the
 first trace event of the user's code once the budget is spent: with CPU
-time, :meth:`_Preempt._expired` installs it only then.  The trace function
-exists only during a ``run(timeout)`` call, so code that never passes a
-timeout pays nothing.
+time, from the C trace function's event if it is the user's (else
+:meth:`_Preempt._expired` installs the tick counter only then).  The trace
+function exists only during a ``run(timeout)`` call, so code that never
+passes a timeout pays nothing.
 """
 
 from __future__ import annotations
@@ -141,6 +143,14 @@ class _Preempt:
         if self.soft:
             return
         f = sys._getframe(1)
+        if id(f.f_globals) not in _OWN_GLOBALS:
+            # The event is the user's: interrupt right here.  Installing
+            # the tick counter to wait for the next event would cost two
+            # more changes of the trace function, each of which makes 3.12+
+            # re-instrument every function that runs next.
+            self._tick()
+            if self.fired:
+                return
         self._trace(f)
         # A loop on one line without calls makes no line event: ask for an
         # event per instruction in the user's frame that runs.

@@ -74,9 +74,17 @@ def test_the_interrupted_tasklet_is_the_users_and_resumable():
     t.kill()
 
 
-@pytest.mark.skipif(sys.implementation.name == "pypy",
-                    reason="PyPy counts trace events (docs/stackless.md, Preemption)")
-def test_timed_code_runs_without_a_trace_function():
+def in_a_thread(fn, *args):
+    """fn(*args) in a new thread (other than the main one); its result."""
+    res = []
+    th = threading.Thread(target=lambda: res.append(fn(*args)))
+    th.start()
+    th.join(60)
+    assert res, "the thread failed or hung"
+    return res[0]
+
+
+def timed_code_sees_no_trace_function():
     seen = []
 
     def f():
@@ -87,7 +95,31 @@ def test_timed_code_runs_without_a_trace_function():
 
     stackless.tasklet(f)()
     assert stackless.run(10 ** 9) is None
-    assert seen == [None, None]
+    return seen
+
+
+@pytest.mark.skipif(sys.implementation.name == "pypy",
+                    reason="PyPy counts trace events (docs/stackless.md, Preemption)")
+def test_timed_code_runs_without_a_trace_function():
+    assert timed_code_sees_no_trace_function() == [None, None]
+    # in every thread: the ticker delivers to any thread
+    assert in_a_thread(timed_code_sees_no_trace_function) == [None, None]
+
+
+def one_line_loops_are_preempted(budget):
+    t = stackless.tasklet(one_line)()
+    r = stackless.run(budget)
+    res = (r is t, t.frame.f_code is one_line.__code__, t.recursion_depth)
+    t.kill()
+    return res
+
+
+@pytest.mark.skipif(sys.implementation.name == "pypy",
+                    reason="PyPy has no CPU-time ticker (docs/stackless.md, Preemption)")
+@pytest.mark.parametrize("budget", [100, BIG])
+def test_a_loop_on_one_line_in_another_thread_is_preempted(budget):
+    # 3.11 makes no trace event for it: only the ticker reaches it
+    assert in_a_thread(one_line_loops_are_preempted, budget) == (True, True, 1)
 
 
 def test_atomic_is_respected():
