@@ -49,6 +49,7 @@ typedef struct {
     _PyStackChunk *root_chunk;      /* first data-stack chunk; NULL for a thread's main stack */
     root_t *root;
     PyObject **top_sp;              /* exact value-stack top of `top`, or NULL */
+    PyObject *top_extra;            /* what `top` holds above top_sp (see call_depth); borrowed */
     _PyErr_StackItem *exc_info;
     _PyStackChunk *chunk;
     PyObject **ds_top;
@@ -452,10 +453,40 @@ static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inl
  * ---------------------------------------------------------------------- */
 static PyObject *generator_of(const _PyInterpreterFrame *f);
 
+/* Whether the frame callee runs the Python method __next__ of `it`
+ * (called by the interpreter's tp_iternext slot for a `for` loop). */
+static int runs_next_of(const _PyInterpreterFrame *callee, PyObject *it)
+{
+    if (callee == NULL || !is_thread_frame(callee))
+        return 0;
+    PyCodeObject *co = frame_code(callee);
+    return co->co_argcount >= 1 && callee->localsplus[0] == it
+        && PyUnicode_CompareWithASCIIString(co->co_name, "__next__") == 0;
+}
+
+/* The tuple whose items a switch got as its positional arguments, if it
+ * was called through PyObject_Call (the only way a CALL_FUNCTION_EX calls
+ * it directly): then `args` points at the items of that tuple, and the
+ * tuple's header lies right before them.  Other callers pass arrays that
+ * start elsewhere (a frame's value stack, a C array, or, with keywords, a
+ * heap copy, which this leaves alone): the header read there is some other
+ * memory of that caller's, hence no address checking, and a tuple is
+ * accepted only if its type and size match. */
+STK_NO_SANITIZE static PyObject *args_tuple(const cps_call *call)
+{
+    if (call == NULL || call->args == NULL || call->by_keyword || call->end - call->args < 1)
+        return NULL;
+    PyObject *t = (PyObject *)(void *)((const char *)call->args - offsetof(PyTupleObject, ob_item));
+    if (Py_TYPE(t) != &PyTuple_Type || Py_SIZE(t) != call->end - call->args || Py_REFCNT(t) < 1)
+        return NULL;
+    return t;
+}
+
 static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
-                             PyObject *const *args, PyObject **extra)
+                             const cps_call *call, PyObject **extra)
 {
     PyCodeObject *co = frame_code(rf);
+    PyObject *const *args = call != NULL ? call->args : NULL;
     if (extra != NULL)
         *extra = NULL;
     int op, oparg, d;
@@ -467,16 +498,21 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
     /* a generator that the instruction is running, as the callee frame */
     PyObject *gen = callee != NULL && callee->owner == FRAME_OWNED_BY_GENERATOR ? generator_of(callee) : NULL;
     switch (op) {
-    case FOR_ITER:
+    case FOR_ITER: {
         /* The iterator stays on the stack while its __next__ runs.  When
            it is exhausted, the interpreter drops it while the slot still
            names it, and Python code may run then (its finalizer, which
            the GC would call a second time if it saw the object): trusted
-           only while the iterator is the generator that runs.  A
-           generator that runs after it has been dropped is being
-           finalized, alive by the reference that its deallocation holds,
-           a reference of this suspended stack all the same. */
-        return d >= 1 && gen != NULL && rf->localsplus[nl + d - 1] == gen ? nl + d : -1;
+           only while the iterator is the generator that runs, or the self
+           of a Python __next__ that runs.  A generator that runs after it
+           has been dropped is being finalized, alive by the reference
+           that its deallocation holds, a reference of this suspended
+           stack all the same. */
+        PyObject *it = d >= 1 ? rf->localsplus[nl + d - 1] : NULL;
+        if (it != NULL && (it == gen || runs_next_of(callee, it)))
+            return nl + d;
+        return -1;
+    }
     case SEND:
         /* the same, with the receiver below the value sent, which 3.11
            pops into a C local */
@@ -499,6 +535,16 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
             return nl + d - k;
         if (callee != NULL && func != NULL && frame_func(callee) == func)
             return nl + d - 1 - k;
+        /* callargs was no tuple (f(*a_list)): the call runs with the items
+           of a tuple made from it, which only a C local holds, and the
+           slot may name a freed object.  If the switch got that tuple's
+           items, the call runs: the slots below callargs are reported,
+           and the tuple too. */
+        PyObject *made = extra != NULL ? args_tuple(call) : NULL;
+        if (made != NULL && made != callargs) {
+            *extra = made;
+            return nl + d - 1 - k;
+        }
         return -1;
     }
 #ifdef PRECALL
@@ -551,9 +597,9 @@ static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visi
 #else
 /* 3.14+ store the stack pointer before every call that may escape */
 static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
-                             PyObject *const *args, PyObject **extra)
+                             const cps_call *call, PyObject **extra)
 {
-    (void)rf; (void)callee; (void)args;
+    (void)rf; (void)callee; (void)call;
     if (extra != NULL)
         *extra = NULL;
     return -1;
@@ -908,6 +954,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
     PyObject *const *stack_hint = call != NULL ? call->end : NULL;
     s->top = top;
     s->top_sp = NULL;
+    s->top_extra = NULL;
     s->hidden = NULL;
     if (call != NULL) {
         s->hidden = call->hidden;       /* taken */
@@ -921,11 +968,13 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
         if (sp == NULL || sp < lo || sp > hi) {
             /* the method was not called with arguments on this frame's
                stack: f(*args), or through C */
-            Py_ssize_t n = call_depth(top, NULL, call != NULL ? call->args : NULL, NULL);
+            Py_ssize_t n = call_depth(top, NULL, call, &s->top_extra);
             sp = n >= 0 ? base + n : NULL;
         }
         if (sp != NULL && sp >= lo && sp <= hi)
             s->top_sp = sp;
+        else
+            s->top_extra = NULL;
     }
     s->exc_info = ts->exc_info;
     s->chunk = ts->datastack_chunk;
@@ -1076,8 +1125,10 @@ static Py_ssize_t exact_values(const saved_t *s, const _PyInterpreterFrame *f,
     Py_ssize_t nlocals = co->co_nlocalsplus;
     Py_ssize_t n;
     *extra = NULL;
-    if (f == s->top && s->top_sp != NULL)
+    if (f == s->top && s->top_sp != NULL) {
         n = (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus;
+        *extra = s->top_extra;
+    }
     else if ((n = frame_stack_depth(rf, callee_inlined)) < nlocals && f != s->top)
         n = call_depth(rf, callee, NULL, extra);    /* the top one's: see cps_save */
     return n >= nlocals && n <= nlocals + co->co_stacksize ? n : -1;

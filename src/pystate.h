@@ -35,6 +35,7 @@ typedef struct {
     PyObject *const *args;
     PyObject *const *end;
     PyObject *hidden;       /* see cps_find_hidden; owned until cps_save takes it */
+    int by_keyword;         /* some arguments came by keyword */
 } cps_call;
 
 /* Before switching, while nothing has moved yet: find a reference to the
