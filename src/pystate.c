@@ -464,6 +464,22 @@ static int runs_next_of(const _PyInterpreterFrame *callee, PyObject *it)
         && PyUnicode_CompareWithASCIIString(co->co_name, "__next__") == 0;
 }
 
+/* Whether a switch called with keywords got them from the dict `kw`:
+ * PyObject_Call copies the dict's values, in order, after the positional
+ * arguments.  Only at the switch (cps_save), where the call runs. */
+static int kwargs_from(const cps_call *call, PyObject *kw)
+{
+    if (call == NULL || call->args == NULL || call->nkw == 0 || kw == NULL
+            || !PyDict_CheckExact(kw) || PyDict_GET_SIZE(kw) != call->nkw)
+        return 0;
+    Py_ssize_t pos = 0, i = call->end - call->args - call->nkw;
+    PyObject *key, *value;
+    while (PyDict_Next(kw, &pos, &key, &value))
+        if (call->args[i++] != value)
+            return 0;
+    return 1;
+}
+
 /* The tuple whose items a switch got as its positional arguments, if it
  * was called through PyObject_Call (the only way a CALL_FUNCTION_EX calls
  * it directly): then `args` points at the items of that tuple, and the
@@ -474,7 +490,7 @@ static int runs_next_of(const _PyInterpreterFrame *callee, PyObject *it)
  * accepted only if its type and size match. */
 STK_NO_SANITIZE static PyObject *args_tuple(const cps_call *call)
 {
-    if (call == NULL || call->args == NULL || call->by_keyword || call->end - call->args < 1)
+    if (call == NULL || call->args == NULL || call->nkw != 0 || call->end - call->args < 1)
         return NULL;
     PyObject *t = (PyObject *)(void *)((const char *)call->args - offsetof(PyTupleObject, ob_item));
     if (Py_TYPE(t) != &PyTuple_Type || Py_SIZE(t) != call->end - call->args || Py_REFCNT(t) < 1)
@@ -545,6 +561,13 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
             *extra = made;
             return nl + d - 1 - k;
         }
+        /* With keywords the switch gets copies of the arguments, and the
+           tuple in use may be in a C local: if its keyword values are
+           those of the dict in the kwargs slot (always a dict of the
+           interpreter's own making, alive while the call runs), the call
+           runs, and the slots below callargs are trusted. */
+        if (k && extra != NULL && kwargs_from(call, rf->localsplus[nl + d - 1]))
+            return nl + d - 1 - k;
         return -1;
     }
 #ifdef PRECALL

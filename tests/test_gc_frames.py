@@ -90,9 +90,24 @@ def star_list_holds_the_cycle(c):
     c.switch(*[[c]])            # only the tuple made from the list refers to the cycle
 
 
+def star_keywords(c):
+    c.switch(*(), value=None)   # the switch gets copies of the arguments
+
+
+def star_kwargs(c):
+    kw = {"value": None}
+    c.switch(**kw)
+
+
+def star_list_and_keywords(c):
+    args = [None]
+    c.switch(*args, to=None)
+
+
 @pytest.mark.parametrize("call", [star_plain, star_empty_kwargs, star_tuple_holds_the_cycle,
                                   star_through_a_closure, star_list, star_temporary_list,
-                                  star_list_holds_the_cycle])
+                                  star_list_holds_the_cycle, star_keywords, star_kwargs,
+                                  star_list_and_keywords])
 def test_switched_through_a_star_call_is_collected(call):
     done = []
 
