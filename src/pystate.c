@@ -1496,23 +1496,15 @@ static void fs_free_slots(PyThreadState *ts, void *base)
     }
 }
 
-#if PY_VERSION_HEX < 0x030C0000
-/* ---- 3.11: prev_instr is the code unit before the next instruction;
- * a frame waiting for an inlined callee has it at the last cache entry
- * of its CALL, a frame in a call to C at the CALL (or PRECALL) itself.
- * stacktop counts from localsplus.  A frame that _PyEval_EvalFrameDefault
- * was called with is flagged is_entry and is not popped by it. */
-
 int cps_frames_supported(void) { return 1; }
 
-static PyObject *fs_func(const _PyInterpreterFrame *f) { return (PyObject *)f->f_func; }
-static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->prev_instr - _PyCode_CODE(f->f_code)); }
 /* module-level and class-body code; 3.11 also gives a function frame an
    f_locals dict when it calls locals(), so the code's flags tell */
 static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
-/* 3.11 counts every Python frame in one counter */
-static void add_depth(PyThreadState *ts, int n) { ts->recursion_remaining -= n; }
 
+#if PY_VERSION_HEX < 0x030E0000
+/* ---- 3.11 and 3.13: the slots hold plain object pointers, and stacktop
+ * tells how many of them the frame holds. */
 PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
 {
     *is_int = 0;
@@ -1528,6 +1520,32 @@ void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value)
 {
     ((_PyInterpreterFrame *)frame)->localsplus[i] = PyLong_FromSsize_t(value);
 }
+
+static void fs_clear_slot(_PyInterpreterFrame *f, int i) { Py_CLEAR(f->localsplus[i]); }
+/* stacktop counts from localsplus */
+static Py_ssize_t fs_depth(const _PyInterpreterFrame *f) { return f->stacktop - frame_code(f)->co_nlocalsplus; }
+static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (int)(frame_code(f)->co_nlocalsplus + d); }
+#endif
+
+#if PY_VERSION_HEX >= 0x030D0000
+/* ---- 3.13+: instr_ptr is the instruction executing; the Python frames
+ * have their own recursion counter. */
+static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
+static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->instr_ptr = _PyCode_CODE(frame_code(f)) + ip; }
+static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
+#endif
+
+#if PY_VERSION_HEX < 0x030C0000
+/* ---- 3.11: prev_instr is the code unit before the next instruction;
+ * a frame waiting for an inlined callee has it at the last cache entry
+ * of its CALL, a frame in a call to C at the CALL (or PRECALL) itself.
+ * stacktop counts from localsplus.  A frame that _PyEval_EvalFrameDefault
+ * was called with is flagged is_entry and is not popped by it. */
+
+static PyObject *fs_func(const _PyInterpreterFrame *f) { return (PyObject *)f->f_func; }
+static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->prev_instr - _PyCode_CODE(f->f_code)); }
+/* 3.11 counts every Python frame in one counter */
+static void add_depth(PyThreadState *ts, int n) { ts->recursion_remaining -= n; }
 
 void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
 {
@@ -1614,10 +1632,7 @@ void cps_drop_frame(PyThreadState *ts, void *frame)
     fs_free_slots(ts, f);
 }
 
-static void fs_clear_slot(_PyInterpreterFrame *f, int i) { Py_CLEAR(f->localsplus[i]); }
 static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->prev_instr = _PyCode_CODE(f->f_code) + ip; }
-static Py_ssize_t fs_depth(const _PyInterpreterFrame *f) { return f->stacktop - f->f_code->co_nlocalsplus; }
-static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (int)(f->f_code->co_nlocalsplus + d); }
 
 #elif PY_VERSION_HEX < 0x030E0000
 /* ---- 3.13: instr_ptr is the instruction executing: a frame waiting for
@@ -1627,31 +1642,7 @@ static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (
  * _PyEval_EvalFrameDefault is called with sits on an entry frame of the
  * C stack, and the loop pops (and clears) it when it returns or unwinds. */
 
-int cps_frames_supported(void) { return 1; }
-
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return f->f_funcobj; }
-static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
-/* module-level and class-body code; 3.11 also gives a function frame an
-   f_locals dict when it calls locals(), so the code's flags tell */
-static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
-/* the Python frames' own counter (3.13+) */
-static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
-
-PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
-{
-    *is_int = 0;
-    return ((_PyInterpreterFrame *)frame)->localsplus[i];
-}
-
-void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value)
-{
-    ((_PyInterpreterFrame *)frame)->localsplus[i] = value;
-}
-
-void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value)
-{
-    ((_PyInterpreterFrame *)frame)->localsplus[i] = PyLong_FromSsize_t(value);
-}
 
 void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
 {
@@ -1697,25 +1688,13 @@ void cps_drop_frame(PyThreadState *ts, void *frame)
     fs_free_slots(ts, f);
 }
 
-static void fs_clear_slot(_PyInterpreterFrame *f, int i) { Py_CLEAR(f->localsplus[i]); }
-static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->instr_ptr = _PyCode_CODE(frame_code(f)) + ip; }
-static Py_ssize_t fs_depth(const _PyInterpreterFrame *f) { return f->stacktop - frame_code(f)->co_nlocalsplus; }
-static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (int)(frame_code(f)->co_nlocalsplus + d); }
 
 #else
 /* ---- 3.14, 3.15: as 3.13, but the slots hold tagged _PyStackRef values
  * (some of them raw integers: the lasti of an exception handler), and
  * stackpointer replaces stacktop. */
 
-int cps_frames_supported(void) { return 1; }
-
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return PyStackRef_AsPyObjectBorrow(f->f_funcobj); }
-static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
-/* module-level and class-body code; 3.11 also gives a function frame an
-   f_locals dict when it calls locals(), so the code's flags tell */
-static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
-/* the Python frames' own counter (3.13+) */
-static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
 
 PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
 {
@@ -1784,7 +1763,6 @@ void cps_drop_frame(PyThreadState *ts, void *frame)
 }
 
 static void fs_clear_slot(_PyInterpreterFrame *f, int i) { PyStackRef_XCLOSE(f->localsplus[i]); f->localsplus[i] = PyStackRef_NULL; }
-static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->instr_ptr = _PyCode_CODE(frame_code(f)) + ip; }
 static Py_ssize_t fs_depth(const _PyInterpreterFrame *f)
 {
     return f->stackpointer - f->localsplus - frame_code(f)->co_nlocalsplus;
