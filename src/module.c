@@ -803,6 +803,7 @@ static PyObject *Continulet_switch(PyObject *op, PyObject *const *args, Py_ssize
     cps_call call = {op, args, parse_args("switch", names, 2, NULL, args, nargs, kwnames, vals), NULL};
     if (call.end == NULL)
         return NULL;
+    call.nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
     cps_find_hidden(&call);
     PyObject *res = cont_switch((Continulet *)op, vals[0], vals[1], &call);
     Py_XDECREF(call.hidden);        /* if no suspension took it */
@@ -864,6 +865,7 @@ static PyObject *Continulet_throw(PyObject *op, PyObject *const *args, Py_ssize_
     cps_call call = {op, args, parse_args("throw", names, 4, "val", args, nargs, kwnames, vals), NULL};
     if (call.end == NULL)
         return NULL;
+    call.nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
     if (vals[0] == NULL) {
         PyErr_SetString(PyExc_TypeError, "continulet.throw() missing 1 required positional argument: 'type'");
         return NULL;

@@ -50,6 +50,7 @@ typedef struct {
     _PyStackChunk *root_chunk;      /* first data-stack chunk; NULL for a thread's main stack */
     root_t *root;
     PyObject **top_sp;              /* exact value-stack top of `top`, or NULL */
+    PyObject *top_extra;            /* what `top` holds above top_sp (see call_depth); borrowed */
     _PyErr_StackItem *exc_info;
     _PyStackChunk *chunk;
     PyObject **ds_top;
@@ -453,10 +454,56 @@ static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inl
  * ---------------------------------------------------------------------- */
 static PyObject *generator_of(const _PyInterpreterFrame *f);
 
+/* Whether the frame callee runs the Python method __next__ of `it`
+ * (called by the interpreter's tp_iternext slot for a `for` loop). */
+static int runs_next_of(const _PyInterpreterFrame *callee, PyObject *it)
+{
+    if (callee == NULL || !is_thread_frame(callee))
+        return 0;
+    PyCodeObject *co = frame_code(callee);
+    return co->co_argcount >= 1 && callee->localsplus[0] == it
+        && PyUnicode_CompareWithASCIIString(co->co_name, "__next__") == 0;
+}
+
+/* Whether a switch called with keywords got them from the dict `kw`:
+ * PyObject_Call copies the dict's values, in order, after the positional
+ * arguments.  Only at the switch (cps_save), where the call runs. */
+static int kwargs_from(const cps_call *call, PyObject *kw)
+{
+    if (call == NULL || call->args == NULL || call->nkw == 0 || kw == NULL
+            || !PyDict_CheckExact(kw) || PyDict_GET_SIZE(kw) != call->nkw)
+        return 0;
+    Py_ssize_t pos = 0, i = call->end - call->args - call->nkw;
+    PyObject *key, *value;
+    while (PyDict_Next(kw, &pos, &key, &value))
+        if (call->args[i++] != value)
+            return 0;
+    return 1;
+}
+
+/* The tuple whose items a switch got as its positional arguments, if it
+ * was called through PyObject_Call (the only way a CALL_FUNCTION_EX calls
+ * it directly): then `args` points at the items of that tuple, and the
+ * tuple's header lies right before them.  Other callers pass arrays that
+ * start elsewhere (a frame's value stack, a C array, or, with keywords, a
+ * heap copy, which this leaves alone): the header read there is some other
+ * memory of that caller's, hence no address checking, and a tuple is
+ * accepted only if its type and size match. */
+STK_NO_SANITIZE static PyObject *args_tuple(const cps_call *call)
+{
+    if (call == NULL || call->args == NULL || call->nkw != 0 || call->end - call->args < 1)
+        return NULL;
+    PyObject *t = (PyObject *)(void *)((const char *)call->args - offsetof(PyTupleObject, ob_item));
+    if (Py_TYPE(t) != &PyTuple_Type || Py_SIZE(t) != call->end - call->args || Py_REFCNT(t) < 1)
+        return NULL;
+    return t;
+}
+
 static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
-                             PyObject *const *args, PyObject **extra)
+                             const cps_call *call, PyObject **extra)
 {
     PyCodeObject *co = frame_code(rf);
+    PyObject *const *args = call != NULL ? call->args : NULL;
     if (extra != NULL)
         *extra = NULL;
     int op, oparg, d;
@@ -468,16 +515,21 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
     /* a generator that the instruction is running, as the callee frame */
     PyObject *gen = callee != NULL && callee->owner == FRAME_OWNED_BY_GENERATOR ? generator_of(callee) : NULL;
     switch (op) {
-    case FOR_ITER:
+    case FOR_ITER: {
         /* The iterator stays on the stack while its __next__ runs.  When
            it is exhausted, the interpreter drops it while the slot still
            names it, and Python code may run then (its finalizer, which
            the GC would call a second time if it saw the object): trusted
-           only while the iterator is the generator that runs.  A
-           generator that runs after it has been dropped is being
-           finalized, alive by the reference that its deallocation holds,
-           a reference of this suspended stack all the same. */
-        return d >= 1 && gen != NULL && rf->localsplus[nl + d - 1] == gen ? nl + d : -1;
+           only while the iterator is the generator that runs, or the self
+           of a Python __next__ that runs.  A generator that runs after it
+           has been dropped is being finalized, alive by the reference
+           that its deallocation holds, a reference of this suspended
+           stack all the same. */
+        PyObject *it = d >= 1 ? rf->localsplus[nl + d - 1] : NULL;
+        if (it != NULL && (it == gen || runs_next_of(callee, it)))
+            return nl + d;
+        return -1;
+    }
     case SEND:
         /* the same, with the receiver below the value sent, which 3.11
            pops into a C local */
@@ -499,6 +551,23 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
                 && (const char *)args == (const char *)callargs + offsetof(PyTupleObject, ob_item))
             return nl + d - k;
         if (callee != NULL && func != NULL && frame_func(callee) == func)
+            return nl + d - 1 - k;
+        /* callargs was no tuple (f(*a_list)): the call runs with the items
+           of a tuple made from it, which only a C local holds, and the
+           slot may name a freed object.  If the switch got that tuple's
+           items, the call runs: the slots below callargs are reported,
+           and the tuple too. */
+        PyObject *made = extra != NULL ? args_tuple(call) : NULL;
+        if (made != NULL && made != callargs) {
+            *extra = made;
+            return nl + d - 1 - k;
+        }
+        /* With keywords the switch gets copies of the arguments, and the
+           tuple in use may be in a C local: if its keyword values are
+           those of the dict in the kwargs slot (always a dict of the
+           interpreter's own making, alive while the call runs), the call
+           runs, and the slots below callargs are trusted. */
+        if (k && extra != NULL && kwargs_from(call, rf->localsplus[nl + d - 1]))
             return nl + d - 1 - k;
         return -1;
     }
@@ -552,9 +621,9 @@ static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visi
 #else
 /* 3.14+ store the stack pointer before every call that may escape */
 static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
-                             PyObject *const *args, PyObject **extra)
+                             const cps_call *call, PyObject **extra)
 {
-    (void)rf; (void)callee; (void)args;
+    (void)rf; (void)callee; (void)call;
     if (extra != NULL)
         *extra = NULL;
     return -1;
@@ -909,6 +978,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
     PyObject *const *stack_hint = call != NULL ? call->end : NULL;
     s->top = top;
     s->top_sp = NULL;
+    s->top_extra = NULL;
     s->hidden = NULL;
     if (call != NULL) {
         s->hidden = call->hidden;       /* taken */
@@ -925,11 +995,13 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
         if (sp == NULL || sp < lo || sp > hi) {
             /* the method was not called with arguments on this frame's
                stack: f(*args), or through C */
-            Py_ssize_t n = call_depth(top, NULL, call->args, NULL);
+            Py_ssize_t n = call_depth(top, NULL, call, &s->top_extra);
             sp = n >= 0 ? base + n : NULL;
         }
         if (sp != NULL && sp >= lo && sp <= hi)
             s->top_sp = sp;
+        else
+            s->top_extra = NULL;
     }
     s->exc_info = ts->exc_info;
     s->chunk = ts->datastack_chunk;
@@ -1080,8 +1152,10 @@ static Py_ssize_t exact_values(const saved_t *s, const _PyInterpreterFrame *f,
     Py_ssize_t nlocals = co->co_nlocalsplus;
     Py_ssize_t n;
     *extra = NULL;
-    if (f == s->top && s->top_sp != NULL)
+    if (f == s->top && s->top_sp != NULL) {
         n = (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus;
+        *extra = s->top_extra;
+    }
     else if ((n = frame_stack_depth(rf, callee_inlined)) < nlocals && f != s->top)
         n = call_depth(rf, callee, NULL, extra);    /* the top one's: see cps_save */
     return n >= nlocals && n <= nlocals + co->co_stacksize ? n : -1;
@@ -1444,23 +1518,15 @@ static void fs_free_slots(PyThreadState *ts, void *base)
     }
 }
 
-#if PY_VERSION_HEX < 0x030C0000
-/* ---- 3.11: prev_instr is the code unit before the next instruction;
- * a frame waiting for an inlined callee has it at the last cache entry
- * of its CALL, a frame in a call to C at the CALL (or PRECALL) itself.
- * stacktop counts from localsplus.  A frame that _PyEval_EvalFrameDefault
- * was called with is flagged is_entry and is not popped by it. */
-
 int cps_frames_supported(void) { return 1; }
 
-static PyObject *fs_func(const _PyInterpreterFrame *f) { return (PyObject *)f->f_func; }
-static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->prev_instr - _PyCode_CODE(f->f_code)); }
 /* module-level and class-body code; 3.11 also gives a function frame an
    f_locals dict when it calls locals(), so the code's flags tell */
 static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
-/* 3.11 counts every Python frame in one counter */
-static void add_depth(PyThreadState *ts, int n) { ts->recursion_remaining -= n; }
 
+#if PY_VERSION_HEX < 0x030E0000
+/* ---- 3.11 and 3.13: the slots hold plain object pointers, and stacktop
+ * tells how many of them the frame holds. */
 PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
 {
     *is_int = 0;
@@ -1476,6 +1542,32 @@ void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value)
 {
     ((_PyInterpreterFrame *)frame)->localsplus[i] = PyLong_FromSsize_t(value);
 }
+
+static void fs_clear_slot(_PyInterpreterFrame *f, int i) { Py_CLEAR(f->localsplus[i]); }
+/* stacktop counts from localsplus */
+static Py_ssize_t fs_depth(const _PyInterpreterFrame *f) { return f->stacktop - frame_code(f)->co_nlocalsplus; }
+static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (int)(frame_code(f)->co_nlocalsplus + d); }
+#endif
+
+#if PY_VERSION_HEX >= 0x030D0000
+/* ---- 3.13+: instr_ptr is the instruction executing; the Python frames
+ * have their own recursion counter. */
+static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
+static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->instr_ptr = _PyCode_CODE(frame_code(f)) + ip; }
+static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
+#endif
+
+#if PY_VERSION_HEX < 0x030C0000
+/* ---- 3.11: prev_instr is the code unit before the next instruction;
+ * a frame waiting for an inlined callee has it at the last cache entry
+ * of its CALL, a frame in a call to C at the CALL (or PRECALL) itself.
+ * stacktop counts from localsplus.  A frame that _PyEval_EvalFrameDefault
+ * was called with is flagged is_entry and is not popped by it. */
+
+static PyObject *fs_func(const _PyInterpreterFrame *f) { return (PyObject *)f->f_func; }
+static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->prev_instr - _PyCode_CODE(f->f_code)); }
+/* 3.11 counts every Python frame in one counter */
+static void add_depth(PyThreadState *ts, int n) { ts->recursion_remaining -= n; }
 
 void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
 {
@@ -1570,10 +1662,7 @@ void cps_drop_frame(PyThreadState *ts, void *frame)
     fs_free_slots(ts, f);
 }
 
-static void fs_clear_slot(_PyInterpreterFrame *f, int i) { Py_CLEAR(f->localsplus[i]); }
 static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->prev_instr = _PyCode_CODE(f->f_code) + ip; }
-static Py_ssize_t fs_depth(const _PyInterpreterFrame *f) { return f->stacktop - f->f_code->co_nlocalsplus; }
-static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (int)(f->f_code->co_nlocalsplus + d); }
 
 #elif PY_VERSION_HEX < 0x030E0000
 /* ---- 3.13: instr_ptr is the instruction executing: a frame waiting for
@@ -1583,31 +1672,7 @@ static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (
  * _PyEval_EvalFrameDefault is called with sits on an entry frame of the
  * C stack, and the loop pops (and clears) it when it returns or unwinds. */
 
-int cps_frames_supported(void) { return 1; }
-
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return f->f_funcobj; }
-static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
-/* module-level and class-body code; 3.11 also gives a function frame an
-   f_locals dict when it calls locals(), so the code's flags tell */
-static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
-/* the Python frames' own counter (3.13+) */
-static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
-
-PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
-{
-    *is_int = 0;
-    return ((_PyInterpreterFrame *)frame)->localsplus[i];
-}
-
-void cps_frame_set_slot(void *frame, Py_ssize_t i, PyObject *value)
-{
-    ((_PyInterpreterFrame *)frame)->localsplus[i] = value;
-}
-
-void cps_frame_set_int(void *frame, Py_ssize_t i, Py_ssize_t value)
-{
-    ((_PyInterpreterFrame *)frame)->localsplus[i] = PyLong_FromSsize_t(value);
-}
 
 void *cps_push_frame(PyThreadState *ts, PyFunctionObject *func, void *previous)
 {
@@ -1653,25 +1718,13 @@ void cps_drop_frame(PyThreadState *ts, void *frame)
     fs_free_slots(ts, f);
 }
 
-static void fs_clear_slot(_PyInterpreterFrame *f, int i) { Py_CLEAR(f->localsplus[i]); }
-static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->instr_ptr = _PyCode_CODE(frame_code(f)) + ip; }
-static Py_ssize_t fs_depth(const _PyInterpreterFrame *f) { return f->stacktop - frame_code(f)->co_nlocalsplus; }
-static void fs_set_depth(_PyInterpreterFrame *f, Py_ssize_t d) { f->stacktop = (int)(frame_code(f)->co_nlocalsplus + d); }
 
 #else
 /* ---- 3.14, 3.15: as 3.13, but the slots hold tagged _PyStackRef values
  * (some of them raw integers: the lasti of an exception handler), and
  * stackpointer replaces stacktop. */
 
-int cps_frames_supported(void) { return 1; }
-
 static PyObject *fs_func(const _PyInterpreterFrame *f) { return PyStackRef_AsPyObjectBorrow(f->f_funcobj); }
-static int fs_ip(const _PyInterpreterFrame *f) { return (int)(f->instr_ptr - _PyCode_CODE(frame_code(f))); }
-/* module-level and class-body code; 3.11 also gives a function frame an
-   f_locals dict when it calls locals(), so the code's flags tell */
-static int fs_not_function(const _PyInterpreterFrame *f) { return !(frame_code(f)->co_flags & CO_OPTIMIZED); }
-/* the Python frames' own counter (3.13+) */
-static void add_depth(PyThreadState *ts, int n) { ts->py_recursion_remaining -= n; }
 
 PyObject *cps_frame_slot(void *frame, Py_ssize_t i, int *is_int)
 {
@@ -1740,7 +1793,6 @@ void cps_drop_frame(PyThreadState *ts, void *frame)
 }
 
 static void fs_clear_slot(_PyInterpreterFrame *f, int i) { PyStackRef_XCLOSE(f->localsplus[i]); f->localsplus[i] = PyStackRef_NULL; }
-static void fs_set_ip(_PyInterpreterFrame *f, int ip) { f->instr_ptr = _PyCode_CODE(frame_code(f)) + ip; }
 static Py_ssize_t fs_depth(const _PyInterpreterFrame *f)
 {
     return f->stackpointer - f->localsplus - frame_code(f)->co_nlocalsplus;

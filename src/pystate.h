@@ -35,6 +35,7 @@ typedef struct {
     PyObject *const *args;
     PyObject *const *end;
     PyObject *hidden;       /* see cps_find_hidden; owned until cps_save takes it */
+    Py_ssize_t nkw;         /* how many of them came by keyword (the last ones) */
 } cps_call;
 
 /* Before switching, while nothing has moved yet: find a reference to the

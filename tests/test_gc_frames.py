@@ -77,8 +77,37 @@ def star_through_a_closure(c):
     (lambda *a: c.switch())(*())    # the function, held only by the call, refers to c
 
 
+def star_list(c):
+    args = [None]
+    c.switch(*args)             # 3.11/3.13 call with a tuple made from the list
+
+
+def star_temporary_list(c):
+    c.switch(*[None])           # the list is freed before the switch: never reported
+
+
+def star_list_holds_the_cycle(c):
+    c.switch(*[[c]])            # only the tuple made from the list refers to the cycle
+
+
+def star_keywords(c):
+    c.switch(*(), value=None)   # the switch gets copies of the arguments
+
+
+def star_kwargs(c):
+    kw = {"value": None}
+    c.switch(**kw)
+
+
+def star_list_and_keywords(c):
+    args = [None]
+    c.switch(*args, to=None)
+
+
 @pytest.mark.parametrize("call", [star_plain, star_empty_kwargs, star_tuple_holds_the_cycle,
-                                  star_through_a_closure])
+                                  star_through_a_closure, star_list, star_temporary_list,
+                                  star_list_holds_the_cycle, star_keywords, star_kwargs,
+                                  star_list_and_keywords])
 def test_switched_through_a_star_call_is_collected(call):
     done = []
 
@@ -164,6 +193,42 @@ def test_running_generator_resumed_after_a_collection_is_finalized_later():
     del g
     gc.collect()
     assert done == ["gen"]
+
+
+class SwitchingIterator:
+    """A Python iterator (not a generator) whose __next__ switches."""
+
+    def __init__(self, c, done):
+        self.c, self.done, self.n = c, done, 0
+
+    def __next__(self):
+        self.n += 1
+        if self.n > 1:
+            raise StopIteration
+        try:
+            self.c.switch()
+        finally:
+            self.done.append("next")
+        return self.n
+
+    def __iter__(self):
+        return self
+
+
+def test_switched_inside_a_python_iterators_next_is_collected():
+    # a for loop over an iterator whose __next__ is Python code: the loop's
+    # frame holds the iterator on its value stack while __next__ runs
+    done = []
+
+    def body(c):
+        try:
+            for _ in SwitchingIterator(c, done):
+                pass
+        finally:
+            done.append("body")
+
+    suspend_drop_collect(body)
+    assert done == ["next", "body"]
 
 
 # ---------------------------------------------------------------------------

@@ -170,6 +170,80 @@ def test_asynchronous_exception_at_any_point_of_a_switch(gl, how):
     assert points > 2
 
 
+def _raw_settrace(gl):
+    hide = getattr(gl, "_hide", None)
+    return hide._orig_settrace if hide is not None else sys.settrace
+
+
+@pytest.mark.skipif(PYPY, reason="PyPy runs no profiler in the C-level calls of the emulation")
+@pytest.mark.parametrize("how", [_launch, _resume, _throw])
+def test_two_asynchronous_exceptions_in_one_switch(gl, how):
+    # Two signals whose handlers raise, the second landing a few Python
+    # calls or returns after the first: anywhere in the emulation's own
+    # handling of the first (its recovery included), or in the target's
+    # code.  The first is raised by a profiler, as above, the second by a
+    # trace function at 'call' and 'return' events, the points (with the
+    # returns from C that the first covers) where a signal handler runs.
+    # Whatever the outcome, main runs and knows it, and the greenlet is
+    # either as it was (and the switch works) or has run.
+    if gl is C_GREENLET and hasattr(sys, "gettotalrefcount") and sys.version_info >= (3, 12):
+        pytest.skip("the C greenlet 3.5.6 aborts a debug build of CPython 3.12+ here (its "
+                    "instrumentation sanity check, when a profiler raises at run's return)")
+    setprofile, settrace = _raw_setprofile(gl), _raw_settrace(gl)
+    points = seconds = 0
+    for k in range(1, 400):
+        n = [0]
+        for d in range(6):
+            out = []
+            g, op = how(gl, out)
+            n[0] = 0
+            second = [None]
+
+            def prof(frame, event, arg):
+                if event in ("call", "return", "c_return"):
+                    n[0] += 1
+                    if n[0] == k:
+                        second[0] = d       # the second signal: d events later
+                        raise Interrupt
+
+            def trace(frame, event, arg):
+                if isinstance(second[0], int) and event in ("call", "return"):
+                    if second[0] == 0:
+                        second[0] = "raised"
+                        raise Interrupt
+                    second[0] -= 1
+                return trace
+            got = []
+            try:
+                try:
+                    settrace(trace)
+                    setprofile(prof)
+                    try:
+                        got.append(op())
+                    finally:
+                        setprofile(None)
+                        settrace(None)
+                except Interrupt:
+                    got.append("interrupted")
+            except Interrupt:       # the second, in the handler of the first
+                got.append("interrupted")
+            seconds += second[0] == "raised"
+            where = (k, d, got, out)
+            assert gl.getcurrent().parent is None, where         # main runs, and knows it
+            if "done" in got:
+                assert g.dead and out == [1], where
+            elif not g.dead:
+                assert out == [], where
+                assert op() == "done" and out == [1], where      # as it was: the switch works
+            else:
+                assert out in ([], [1]), where
+            assert gl.greenlet(lambda: 5).switch() == 5, where
+        if n[0] < k:
+            points = k
+            break
+    assert points > 2 and seconds >= 3
+
+
 # -- _stack_saved -----------------------------------------------------------------
 
 @pytest.mark.skipif(PYPY, reason="PyPy's _continuation does not tell (0 there, docs/greenlet.md)")

@@ -9,11 +9,13 @@ instances derived from the seed, so one seed always builds the same program
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import random
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Callable, Optional
 
@@ -231,6 +233,44 @@ def join(threads: list) -> None:
         t.join(60)
         if t.is_alive():
             raise Failure(f"{t.name} did not end in 60 s")
+
+
+def collect_here(budget: float = 30.0) -> None:
+    """A full collection run by this thread.
+
+    CPython's ``gc.collect()`` returns at once, collecting nothing, while
+    another thread's collection is in progress, and one that runs
+    finalizers (a generator's ``finally``, a ``__del__``) lets other
+    threads run meanwhile.  A thread that checks its garbage right after
+    its own ``gc.collect()`` would then find it still alive, or never see
+    its pending continulets unwound in it (core seed 80004 on 3.14).  So
+    this waits until a collection of its own has run (as reported to
+    ``gc.callbacks`` in this thread): by then the other thread's
+    collection is over, and whatever of this thread's it found is queued
+    for this thread's next switch.  PyPy has no ``gc.callbacks`` and no
+    such no-op: there a plain ``gc.collect()``."""
+    callbacks = getattr(gc, "callbacks", None)
+    if callbacks is None:
+        gc.collect()
+        return
+    me = threading.get_ident()
+    ran: list = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "stop" and threading.get_ident() == me:
+            ran.append(phase)
+
+    callbacks.append(seen)
+    try:
+        deadline = time.monotonic() + budget
+        gc.collect()
+        while not ran:
+            if time.monotonic() > deadline:
+                raise Failure(f"another thread's garbage collection did not end in {budget} s")
+            time.sleep(0.001)      # the other collection's finalizers run meanwhile
+            gc.collect()
+    finally:
+        callbacks.remove(seen)
 
 
 class Unraisables:

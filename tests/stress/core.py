@@ -25,8 +25,8 @@ from typing import Any, Optional
 from _continuation import continulet, error, generator, permute
 
 from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Trace,
-                     Unraisables, check_ledgers, drive_with_signals, join, meet,
-                     skipped, unexpected)
+                     Unraisables, check_ledgers, collect_here, drive_with_signals,
+                     join, meet, skipped, unexpected)
 
 # What the API may answer instead of switching (the token is then refused).
 REFUSALS = {
@@ -428,7 +428,7 @@ class World:
         self.log("cleanup")
         del self.pool[:]
         for _ in range(3):
-            gc.collect()
+            collect_here()
             # continulets that another thread's GC freed are unwound in their
             # own thread at its next switch
             continulet(lambda c: None).switch()

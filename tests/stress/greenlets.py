@@ -24,8 +24,8 @@ import weakref
 from typing import Any, Optional
 
 from .common import (SIGNALS, Alarm, Injected, Ledger, Trace,
-                     Unraisables, check_ledgers, drive_with_signals, join, meet,
-                     skipped, unexpected)
+                     Unraisables, check_ledgers, collect_here, drive_with_signals,
+                     join, meet, skipped, unexpected)
 
 if os.environ.get("STRESS_GREENLET") == "c":
     import greenlet as G
@@ -259,7 +259,7 @@ class World:
         self.log("cleanup")
         del self.pool[:]
         for _ in range(3):
-            gc.collect()
+            collect_here()
             # greenlets that another thread's GC freed are killed in their own
             # thread at its next switch
             G.greenlet(lambda: None).switch()

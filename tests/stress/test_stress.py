@@ -41,6 +41,64 @@ def test_stress_seeds(layer):
     assert p.returncode == 0, p.stdout[-8000:] + p.stderr[-4000:]
 
 
+SEED_80004_SCRIPT = r"""
+import gc, sys, threading, weakref
+sys.path.insert(0, %r)
+from _continuation import continulet
+from stress.common import collect_here
+
+in_finalizer, release = threading.Event(), threading.Event()
+
+class Slow:
+    # a finalizer that lets other threads run in the middle of a collection
+    # (a generator's finally did so in seed 80004)
+    def __del__(self):
+        in_finalizer.set()
+        release.wait(30)
+
+def collector():
+    s = Slow(); s.cycle = s; del s
+    gc.collect()
+
+log = []
+def body(c):
+    try:
+        c.switch()
+    finally:
+        log.append("finally")
+
+def dropper():
+    in_finalizer.wait(30)
+    c = continulet(body)
+    c.switch()
+    ref = weakref.ref(c)
+    del c                       # pending, in a cycle through its frame
+    # the cause: while the other thread collects, this one's gc.collect()
+    # collects nothing
+    log.append(("plain gc.collect()", gc.collect(), ref() is None))
+    threading.Timer(0.05, release.set).start()
+    collect_here()
+    log.append(("collect_here()", ref() is None))
+
+a = threading.Thread(target=collector); a.start()
+b = threading.Thread(target=dropper); b.start()
+a.join(60); b.join(60)
+if log != [("plain gc.collect()", 0, False), "finally", ("collect_here()", True)]:
+    print(log)
+    sys.exit(1)
+""" % os.path.dirname(HERE)
+
+
+@pytest.mark.skipif(ON_PYPY, reason="PyPy has no gc.callbacks; its gc.collect() always collects")
+def test_cleanup_collects_while_another_thread_collects():
+    # core seed 80004 on 3.14: a thread's cleanup called gc.collect() while
+    # another thread's collection ran a generator's finally; it collected
+    # nothing, and the thread found its finished continulets alive, or
+    # ended before its dropped genlet was unwound (its finally never ran).
+    # The harness's cleanup now waits for a collection of its own.
+    _script_passes(SEED_80004_SCRIPT)
+
+
 # C1 and C2 (a continulet suspended in f(*args), or with a generator running
 # on its stack, never collected on 3.11/3.13): tests/test_gc_frames.py.
 
