@@ -293,13 +293,39 @@ def list_of(c):
     return list(sub(c))
 
 
-def test_a_generator_that_c_code_runs_does_not_pickle():
-    c = continulet(list_of)
+def enumerating(c):
+    for _ in enumerate(sub(c)):
+        pass
+
+
+@pytest.mark.parametrize("func", [list_of, enumerating])
+def test_a_generator_that_c_code_runs_does_not_pickle(func):
+    c = continulet(func)
     c.switch()
     with pytest.raises(pickle.PicklingError,
-                       match=r"list_of .* runs the generator sub .*through C code"):
+                       match=r"%s .* runs the generator sub .*through C code; only for loops, "
+                             r"next\(\), send\(\), throw\(\), yield from and await" % func.__name__):
         pickle.dumps(c)
-    c.switch(0)
+    finish(c)
+
+
+async def agen(c):
+    c.switch("in agen")
+    yield 1
+
+
+def drive_agen(c):
+    return agen(c).asend(None).send(None)
+
+
+def test_an_asynchronous_generator_does_not_pickle():
+    c = continulet(drive_agen)
+    assert c.switch() == "in agen"
+    with pytest.raises(pickle.PicklingError,
+                       match=r"an asynchronous generator is running in it: agen "):
+        pickle.dumps(c)
+    with pytest.raises(StopIteration):
+        c.switch(0)
 
 
 # ---------------------------------------------------------------------------
