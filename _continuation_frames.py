@@ -305,8 +305,9 @@ def _check(all_raw: list, n: int, read_values: Callable[[list], list],
         else:
             # the slot that holds it, near the top
             slot = next((i for i in range(base - 1, max(base - 3, -1), -1) if stack[i] is gen), None)
-            if slot is None:
-                raise err("cannot pickle: %s runs the generator %s, which is not on its stack"
+            if slot is None:    # (enumerate(g), zip(g, ...): C code runs it)
+                raise err("cannot pickle: %s runs the generator %s through C code; only for "
+                          "loops, next(), send(), throw(), yield from and await can be restored"
                           % (_describe(func, code, ip), _describe(*all_raw[k + 1][:3])))
             sites[k] = (base, nxt, wait, slot)
     for k in range(1, n):

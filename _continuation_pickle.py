@@ -33,6 +33,7 @@ import importlib
 import marshal
 import pickle
 import sys
+import threading
 import types
 import weakref
 from typing import Any, Callable, Optional
@@ -231,11 +232,17 @@ def _gen_parts(gen: Any) -> tuple:
 
 _GENERATORS = (types.GeneratorType, types.CoroutineType)
 
-#: id -> (generator, function), for the generators running in the frames that a
-#: continulet's state being pickled or copied now holds: they are made
-#: again as held shells (_make_running_gen) that the rebuilt stack runs.
-#: Emptied when that state is done (_Done), or by the next capture.
-_running_gens: dict = {}
+class _Capturing(threading.local):
+    #: id -> (generator, function), for the generators running in the
+    #: frames that a continulet's state being pickled or copied now (in
+    #: this thread) holds: they are made again as held shells
+    #: (_make_running_gen) that the rebuilt stack runs.  Emptied when that
+    #: state is done (_Done), or by the next capture.
+    def __init__(self) -> None:
+        self.gens: dict = {}
+
+
+_capturing = _Capturing()
 #: held shell -> its function's FunctionRef (a rebuilt stack not run yet
 #: pickles them again)
 _held: Any = weakref.WeakKeyDictionary()
@@ -254,7 +261,7 @@ def _make_running_gen(ref: Any, version: Any) -> Any:
 def _running_ref(gen: Any) -> Any:
     """The function of a generator running in the state being captured,
     or None if it is not one of those."""
-    hit = _running_gens.get(id(gen))
+    hit = _capturing.gens.get(id(gen))
     return hit[1] if hit is not None and hit[0] is gen else None
 
 
@@ -266,7 +273,7 @@ def _returning(value: Any) -> Any:
 
 
 def _reduce_gen(gen: Any) -> tuple:
-    if _running_gens:
+    if _capturing.gens:
         ref = _running_ref(gen)
         if ref is not None:
             return _make_running_gen, (ref, VERSION)
@@ -275,7 +282,7 @@ def _reduce_gen(gen: Any) -> tuple:
 
 
 def _deepcopy_gen(gen: Any, memo: dict) -> Any:
-    if _running_gens:
+    if _capturing.gens:
         ref = _running_ref(gen)
         if ref is not None:
             new = _make_running_gen(ref, VERSION)
@@ -296,11 +303,11 @@ class _Done:
     __slots__ = ()
 
     def __reduce__(self) -> tuple:
-        _running_gens.clear()
+        _capturing.gens.clear()
         return _none, ()
 
     def __deepcopy__(self, memo: dict) -> None:
-        _running_gens.clear()
+        _capturing.gens.clear()
         return None
 
 
@@ -333,7 +340,7 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None,
     """capture(), and what the top kept frame was calling (a function, a
     C function or method, or None if that cannot be told).  ``note``: the
     capture is about to be pickled or copied: the generators running in it
-    pickle as shells that the rebuilt stack runs (_running_gens)."""
+    pickle as shells that the rebuilt stack runs (_capturing.gens)."""
     all_raw, exc = frames_of(c)
     lo, hi = keep(all_raw) if keep is not None else (0, len(all_raw))
     n = hi - lo
@@ -355,7 +362,7 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None,
         (lv, ln, li), (sv, sn, si) = values[k]
         sv, sn, si = sv[:base], tuple(i for i in sn if i < base), tuple(i for i in si if i < base)
         if gen is not None and note:
-            _running_gens[id(gen[0])] = (gen[0], FunctionRef(func))
+            _capturing.gens[id(gen[0])] = (gen[0], FunctionRef(func))
         frames.append((FunctionRef(func) if gen is None else gen[0], nxt,
                        (tuple(_wrap(v) for v in lv), ln, li),
                        (tuple(_wrap(v) for v in sv), sn, si),
@@ -430,7 +437,7 @@ def reduce(c: continulet) -> tuple:
     what, extra = _continuation._kind(c)
     inst = getattr(c, "__dict__", None) or None
     version = None
-    _running_gens.clear()
+    _capturing.gens.clear()
     if what == "unstarted":
         state: tuple = (what, extra)
     elif what == "suspended":
@@ -442,11 +449,11 @@ def reduce(c: continulet) -> tuple:
         state = ("suspended", recipe_state(recipe) + (run,))
         for rec in recipe[0]:
             if isinstance(rec[0], _GENERATORS):
-                _running_gens[id(rec[0])] = (rec[0], _held[rec[0]])
+                _capturing.gens[id(rec[0])] = (rec[0], _held[rec[0]])
         version = VERSION
     else:
         state = (what, None)
-    if _running_gens:
+    if _capturing.gens:
         return _new, (type(c), version), (state, inst, _Done())
     return _new, (type(c), version), (state, inst)
 

@@ -7,7 +7,10 @@
  * how deep each value stack is.  Rebuilding: _set_frames(c, recipe) gives
  * a fresh continulet frames to build when it is first switched to; they
  * are then run one at a time, top first, each getting the return value
- * (or the exception) of the one above it, by cfs_run.  Everything that
+ * (or the exception) of the one above it, by cfs_run.  The frame of a
+ * generator running in the stack is its generator's own, run as
+ * gen.send() would run it; the frame below takes its yield, return or
+ * exception as its FOR_ITER, SEND or call would (deliver).  Everything that
  * depends on the CPython version is behind the cps_* calls of pystate.c.
  */
 #include "continulet.h"

@@ -168,6 +168,65 @@ def loop_over_delegating(c):
     return [v for v in delegating(c)]
 
 
+def ending(c):
+    # returns right after the switch: in the first run of its copy
+    x = c.switch("ending")
+    if x == "more":
+        yield x
+    return ("ended", x)
+
+
+def loop_ending(c):
+    return ("loop", [v for v in ending(c)])
+
+
+def next_ending(c):
+    try:
+        next(ending(c))
+    except StopIteration as e:
+        return ("stopped", e.value)
+
+
+def next_default_ending(c):
+    return ("default", next(ending(c), "dflt"))
+
+
+def send_ending(c):
+    try:
+        ending(c).send(None)
+    except StopIteration as e:
+        return ("sent", e.value)
+
+
+def delegating_ending(c):
+    r = yield from ending(c)
+    yield r
+
+
+def loop_delegating_ending(c):
+    return [v for v in delegating_ending(c)]
+
+
+class AwaitableNow:
+    def __init__(self, c):
+        self.c = c
+
+    def __await__(self):
+        return self.c.switch("awaiting")
+        yield
+
+
+async def coro_now(c):
+    return ("coro", await AwaitableNow(c))
+
+
+def drive_now(c):
+    try:
+        coro_now(c).send(None)
+    except StopIteration as e:
+        return ("drive", e.value)
+
+
 # (function, values sent in after the first switch, the final result)
 CASES = [
     (for_loop, ["A", "B"], ("done", [(0, "A"), (1, "B")], True, False, None)),
@@ -179,6 +238,12 @@ CASES = [
     (catch_stop, ["A"], ("runtime error", "generator raised StopIteration", "StopIteration")),
     (throw_in, ["A"], ("thrown", ("handled", "A", "KeyError"))),
     (comprehension, ["A", "B"], ["AB"]),
+    (loop_ending, ["A"], ("loop", [])),
+    (next_ending, ["A"], ("stopped", ("ended", "A"))),
+    (next_default_ending, ["A"], ("default", "dflt")),
+    (send_ending, ["A"], ("sent", ("ended", "A"))),
+    (loop_delegating_ending, ["A"], [("ended", "A")]),
+    (drive_now, ["A"], ("drive", ("coro", "A"))),
     (loop_over_delegating, ["A", "B"], ["AB", "twice"]),
 ]
 
@@ -293,13 +358,39 @@ def list_of(c):
     return list(sub(c))
 
 
-def test_a_generator_that_c_code_runs_does_not_pickle():
-    c = continulet(list_of)
+def enumerating(c):
+    for _ in enumerate(sub(c)):
+        pass
+
+
+@pytest.mark.parametrize("func", [list_of, enumerating])
+def test_a_generator_that_c_code_runs_does_not_pickle(func):
+    c = continulet(func)
     c.switch()
     with pytest.raises(pickle.PicklingError,
-                       match=r"list_of .* runs the generator sub .*through C code"):
+                       match=r"%s .* runs the generator sub .*through C code; only for loops, "
+                             r"next\(\), send\(\), throw\(\), yield from and await" % func.__name__):
         pickle.dumps(c)
-    c.switch(0)
+    finish(c)
+
+
+async def agen(c):
+    c.switch("in agen")
+    yield 1
+
+
+def drive_agen(c):
+    return agen(c).asend(None).send(None)
+
+
+def test_an_asynchronous_generator_does_not_pickle():
+    c = continulet(drive_agen)
+    assert c.switch() == "in agen"
+    with pytest.raises(pickle.PicklingError,
+                       match=r"an asynchronous generator is running in it: agen "):
+        pickle.dumps(c)
+    with pytest.raises(StopIteration):
+        c.switch(0)
 
 
 # ---------------------------------------------------------------------------
