@@ -766,7 +766,7 @@ CONT_HOT int usual_wait(PyObject *ch, Op *op)
  * operation (the value it sends or receives replaces it), while the state
  * is consistent: its __del__ may use channels.  Without a channel
  * callback only: the Python code calls that first. */
-static void drop_tempval(PyObject *ts)
+CONT_HOT void drop_tempval(PyObject *ts)
 {
     if (channel_cb != NULL || ts == NULL)
         return;
