@@ -115,7 +115,7 @@ CONT_HOT int dq_first_to_end(PyObject *d, PyObject *first)
         return -1;
     Py_DECREF(r);
     r = dq_popleft(d);
-    Py_XDECREF(r);
+    xdecref(r);
     return r == NULL ? -1 : 0;
 }
 
@@ -227,7 +227,7 @@ static OUT_OF_LINE void mend(PyObject *func, PyObject *a, PyObject *b)
     PyObject *r = call2(func, a, b);
     if (r == NULL)
         PyErr_Clear();
-    Py_XDECREF(r);
+    xdecref(r);
     PyErr_Restore(type, value, tb);
 }
 
@@ -272,9 +272,9 @@ int accel_schedule_callback(PyObject *prev, PyObject *nxt)
             return -1;
         PyObject *where = PyUnicode_FromString("Error in scheduling callback");
         PyErr_WriteUnraisable(where);
-        Py_XDECREF(where);
+        xdecref(where);
     }
-    Py_XDECREF(r);
+    xdecref(r);
     return 0;
 }
 
@@ -390,7 +390,7 @@ CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
         Py_XINCREF(to);
         PyObject *r = cont_switch(c, to);
         Py_DECREF(c);
-        Py_XDECREF(to);
+        xdecref(to);
         if (discard(r) < 0)
             return -1;
     }
@@ -426,7 +426,7 @@ CONT_HOT PyObject *take_tempval(PyObject *t)
     if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type)) {
         PyObject *r = call_method0(v, s_raise);
         Py_DECREF(v);
-        Py_XDECREF(r);
+        xdecref(r);
         return NULL;
     }
     return v;
@@ -447,7 +447,7 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
     PyObject *ts = NULL, *cur = NULL, *rq = NULL, *nxt = NULL, *result = NULL;
     if (kwnames != NULL || nargs > 1 || (ts = thread_state()) == NULL
             || slot(ts, ts_timeout) != Py_None) {
-        Py_XDECREF(ts);
+        xdecref(ts);
         return PyErr_Occurred() ? NULL : PyObject_Vectorcall(py_schedule, args, nargs, kwnames);
     }
     PyObject *retval = nargs ? args[0] : Py_None;
@@ -485,9 +485,9 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
     }
     result = take_tempval(cur);
 done:
-    Py_XDECREF(nxt);
-    Py_XDECREF(rq);
-    Py_XDECREF(cur);
+    xdecref(nxt);
+    xdecref(rq);
+    xdecref(cur);
     Py_DECREF(ts);
     return result;
 }
@@ -609,15 +609,15 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
     Py_DECREF(nb);
     Py_DECREF(gone);
     for (int i = 0; i < 4; i++)
-        Py_XDECREF(olds[i]);
+        xdecref(olds[i]);
     if (r == NULL) {
-        Py_XDECREF(old);
+        xdecref(old);
         return NULL;
     }
     Py_DECREF(r);
     if (!sending)
         return old;                     /* the sender's value */
-    Py_XDECREF(old);                    /* the receiver's previous tempval */
+    xdecref(old);                    /* the receiver's previous tempval */
     /* the receiver runs now; we go last */
     /* rq[0] is target now, unless a finalizer above changed the run queue */
     PyObject *nxt = first_of(rq);
@@ -637,11 +637,11 @@ static OUT_OF_LINE void undo_wait(PyObject *ch, PyObject *cur, PyObject *olds[3]
     PyObject *back[3] = {swap_slot(cur, t_blocked, olds[0]), swap_slot(cur, t_channel, olds[1]),
                          swap_slot(ch, c_balance, olds[2])};
     for (int i = 0; i < 3; i++) {
-        Py_XDECREF(olds[i]);
-        Py_XDECREF(back[i]);
+        xdecref(olds[i]);
+        xdecref(back[i]);
     }
     Py_DECREF(nb);
-    Py_XDECREF(old);
+    xdecref(old);
 }
 
 /* The usual case of blocking: queue cur on ch as a sender of `value` (dir
@@ -667,13 +667,13 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
     /* -- end of transaction; cur leaves the run queue and blocks */
     Py_DECREF(nb);
     for (int i = 0; i < 3; i++)
-        Py_XDECREF(olds[i]);
-    Py_XDECREF(old);
+        xdecref(olds[i]);
+    xdecref(old);
     PyObject *first = first_of(rq), *nxt = NULL;
     int rc = -1;
     if (first != NULL && first == cur && len_of(rq) > 1) {
         PyObject *gone = dq_popleft(rq);
-        Py_XDECREF(gone);
+        xdecref(gone);
         if (gone != NULL) {
             Py_DECREF(swap_slot(cur, t_scheduled, Py_False));
             nxt = first_of(rq);
@@ -684,8 +684,8 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
         /* a finalizer changed the run queue meanwhile: the Python code decides */
         rc = discard(call2(py_leave, ts, cur));
     }
-    Py_XDECREF(first);
-    Py_XDECREF(nxt);
+    xdecref(first);
+    xdecref(nxt);
     if (rc < 0)
         return NULL;
     return take_tempval(cur);
@@ -716,10 +716,10 @@ CONT_HOT int op_begin(Op *op, PyObject *ch, PyObject *ts)
 
 CONT_HOT void op_end(Op *op)
 {
-    Py_XDECREF(op->ts);
-    Py_XDECREF(op->cur);
-    Py_XDECREF(op->queue);
-    Py_XDECREF(op->rq);
+    xdecref(op->ts);
+    xdecref(op->cur);
+    xdecref(op->queue);
+    xdecref(op->rq);
 }
 
 /* The first waiter if it is in this thread and the channel's preference
@@ -758,7 +758,7 @@ CONT_HOT int usual_wait(PyObject *ch, Op *op)
     if (n < 2)
         return 0;
     PyObject *first = first_of(op->rq);
-    Py_XDECREF(first);
+    xdecref(first);
     return first == op->cur;
 }
 
@@ -766,7 +766,7 @@ CONT_HOT int usual_wait(PyObject *ch, Op *op)
  * operation (the value it sends or receives replaces it), while the state
  * is consistent: its __del__ may use channels.  Without a channel
  * callback only: the Python code calls that first. */
-static void drop_tempval(PyObject *ts)
+CONT_HOT void drop_tempval(PyObject *ts)
 {
     if (channel_cb != NULL || ts == NULL)
         return;
@@ -789,13 +789,13 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
     if (usual > 0 && op.balance < 0) {
         PyObject *target = usual_partner(ch, &op, 1);
         PyObject *first = target == NULL ? NULL : first_of(op.rq);
-        Py_XDECREF(first);
+        xdecref(first);
         if (first == op.cur && first != NULL) {
             r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, value);
             Py_DECREF(target);
             goto done;
         }
-        Py_XDECREF(target);
+        xdecref(target);
         usual = PyErr_Occurred() ? -1 : 0;
     }
     else if (usual > 0) {
@@ -837,7 +837,7 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
             r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, NULL);
             Py_DECREF(target);
             if (r != NULL && Py_IS_TYPE(r, (PyTypeObject *)bomb_type)) {
-                Py_XDECREF(call_method0(r, s_raise));
+                xdecref(call_method0(r, s_raise));
                 Py_CLEAR(r);
                 op_end(&op);
                 return NULL;    /* the exception it carries is the result */
@@ -871,7 +871,7 @@ static PyObject *method_descr(PyObject *cls, PyMethodDef *def)
 {
     PyObject *d = PyDescr_NewMethod((PyTypeObject *)cls, def);
     if (d == NULL || PyObject_SetAttrString(cls, def->ml_name, d) < 0) {
-        Py_XDECREF(d);
+        xdecref(d);
         return NULL;
     }
     return d;
@@ -980,13 +980,13 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     PyObject *replaced = sched == NULL || sw == NULL || set_s == NULL || set_c == NULL ? NULL
         : Py_BuildValue("{sOsOsOsO}", "_switch", sw, "schedule", sched,
                         "set_schedule_callback", set_s, "set_channel_callback", set_c);
-    Py_XDECREF(sched);
-    Py_XDECREF(sw);
-    Py_XDECREF(set_s);
-    Py_XDECREF(set_c);
+    xdecref(sched);
+    xdecref(sw);
+    xdecref(set_s);
+    xdecref(set_c);
     if (replaced == NULL || tasklet_accel_install(ns, tasklet, ts_rq, replaced) < 0
             || run_accel_install(ns, tasklet, tstate) < 0) {
-        Py_XDECREF(replaced);
+        xdecref(replaced);
         goto fail;
     }
     sched_dict = Py_NewRef(args[1]);
@@ -998,11 +998,11 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     Py_DECREF(coll);
     return replaced;
 fail:
-    Py_XDECREF(tasklet);
-    Py_XDECREF(channel);
-    Py_XDECREF(tstate);
-    Py_XDECREF(cont);
-    Py_XDECREF(coll);
+    xdecref(tasklet);
+    xdecref(channel);
+    xdecref(tstate);
+    xdecref(cont);
+    xdecref(coll);
     return NULL;
 }
 

@@ -79,8 +79,10 @@ static PyObject *tasklet_init(PyObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *ts = NULL;
     if (kwnames != NULL || nargs != 1 || args[0] == Py_None || !PyCallable_Check(args[0])
             /* a subclass's own bind() is called; the class's may have been
-               replaced by its hidden version since install (stackless_hide.c) */
-            || _PyType_Lookup(Py_TYPE(self), s_bind) != _PyType_Lookup(tasklet_type, s_bind)
+               replaced by its hidden version since install (stackless_hide.c),
+               and for the class itself the two lookups agree */
+            || (Py_TYPE(self) != tasklet_type
+                && _PyType_Lookup(Py_TYPE(self), s_bind) != _PyType_Lookup(tasklet_type, s_bind))
             || (ts = accel_thread_state()) == NULL || !fresh(self, ts)) {
         Py_XDECREF(ts);
         if (PyErr_Occurred())
