@@ -464,6 +464,14 @@ static int runs_next_of(const _PyInterpreterFrame *callee, PyObject *it)
         && PyUnicode_CompareWithASCIIString(co->co_name, "__next__") == 0;
 }
 
+/* The constructors that take all of a generator given to them, holding
+ * the iterator of PyObject_GetIter until they are done with it. */
+static int is_iterating_type(const PyObject *o)
+{
+    return o == (PyObject *)&PyList_Type || o == (PyObject *)&PyTuple_Type
+        || o == (PyObject *)&PySet_Type || o == (PyObject *)&PyFrozenSet_Type;
+}
+
 /* Whether a switch called with keywords got them from the dict `kw`:
  * PyObject_Call copies the dict's values, in order, after the positional
  * arguments.  Only at the switch (cps_save), where the call runs. */
@@ -600,6 +608,17 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
         for (Py_ssize_t i = top - nops; i < top; i++)
             if (rf->localsplus[nl + i] == gen)
                 *extra = gen;
+        /* list(g), tuple(g), set(g), frozenset(g): the constructor holds
+           the iterator that PyObject_GetIter returned, g itself, in a C
+           local while it runs g: one more reference of this stack's.  The
+           operands are all in place then (the callable is a static type:
+           compared, never read).  After the call, nothing runs while the
+           operands are dropped unless g is freed, and then it runs being
+           finalized, with a count of 1. */
+        if (oparg == 1 && rf->localsplus[nl + top - 1] == gen && Py_REFCNT(gen) >= 2
+                && (is_iterating_type(rf->localsplus[nl + top - 2])
+                    || is_iterating_type(rf->localsplus[nl + top - 3])))
+            return nl + top;
         return nl + top - nops;
     }
     default:
