@@ -208,16 +208,21 @@ CONT_HOT int more_than_one(PyObject *d)
 
 /* With an error set: call the Python helper func(a, b) that mends the
  * state, keeping the error.  A second error (a second signal landing in
- * the helper) does not replace the first. */
+ * the helper, maybe before it did anything) does not replace the first,
+ * and the helper, idempotent, is called again. */
 static void mend(PyObject *func, PyObject *a, PyObject *b)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyObject *args[2] = {a, b};
-    PyObject *r = PyObject_Vectorcall(func, args, 2, NULL);
-    if (r == NULL)
+    for (int tries = 0; tries < 2; tries++) {
+        PyObject *r = PyObject_Vectorcall(func, args, 2, NULL);
+        if (r != NULL) {
+            Py_DECREF(r);
+            break;
+        }
         PyErr_Clear();
-    Py_XDECREF(r);
+    }
     PyErr_Restore(type, value, tb);
 }
 
