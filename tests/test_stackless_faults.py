@@ -239,17 +239,25 @@ def test_keyboardinterrupt_on_a_tasklets_way_out_reaches_main():
         assert points > 5       # the Python code has points to try
 
 
+def channel_partner(kind: str) -> tuple:
+    """A channel, the list its receiver fills, and the partner tasklet of
+    the operation ``kind`` names, already waiting if ``kind`` ends with
+    "second"."""
+    ch, got = stackless.channel(), []
+    partner = (stackless.tasklet(lambda: got.append(ch.receive()))() if kind.startswith("send")
+               else stackless.tasklet(ch.send)("v"))
+    if kind.endswith("second"):
+        stackless.schedule()        # the partner waits already
+    return ch, got, partner
+
+
 @pytest.mark.parametrize("kind", ["send first", "receive first", "send second", "receive second"])
 def test_keyboardinterrupt_inside_a_channel_operation(kind):
     stackless.set_channel_callback(lambda *args: None)  # the Python code in both modes
     points = 0
     for n in range(1, 400):
-        ch, got = stackless.channel(), []
+        ch, got, partner = channel_partner(kind)
         sending = kind.startswith("send")
-        partner = (stackless.tasklet(lambda: got.append(ch.receive()))() if sending
-                   else stackless.tasklet(ch.send)("v"))
-        if kind.endswith("second"):
-            stackless.schedule()        # the partner waits already
 
         def action():
             ch.send("v") if sending else got.append(ch.receive())
@@ -315,12 +323,8 @@ def test_two_keyboardinterrupts_inside_a_channel_operation(kind):
     for n in range(1, 400):
         fired = False
         for d in range(6):
-            ch, got = stackless.channel(), []
+            ch, got, partner = channel_partner(kind)
             sending = kind.startswith("send")
-            partner = (stackless.tasklet(lambda: got.append(ch.receive()))() if sending
-                       else stackless.tasklet(ch.send)("v"))
-            if kind.endswith("second"):
-                stackless.schedule()        # the partner waits already
             hook = TwoInterrupts(n, d)
             partner.profile_function = hook
             raised = False
