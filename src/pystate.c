@@ -441,6 +441,16 @@ static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inl
 
 #endif
 
+static PyObject *generator_of(const _PyInterpreterFrame *f);
+
+/* The constructors that take all of a generator given to them, holding
+ * the iterator of PyObject_GetIter until they are done with it. */
+static int is_iterating_type(const PyObject *o)
+{
+    return o == (PyObject *)&PyList_Type || o == (PyObject *)&PyTuple_Type
+        || o == (PyObject *)&PySet_Type || o == (PyObject *)&PyFrozenSet_Type;
+}
+
 #if PY_VERSION_HEX < 0x030E0000
 /* ----------------------------------------------------------------------
  * 3.11 and 3.13: the value stack of a frame in a call from C.
@@ -452,7 +462,6 @@ static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inl
  * all) can run Python code from a finalizer or a signal handler at that
  * point, and reporting the dropped slots would hand the GC dead objects.
  * ---------------------------------------------------------------------- */
-static PyObject *generator_of(const _PyInterpreterFrame *f);
 
 /* Whether the frame callee runs the Python method __next__ of `it`
  * (called by the interpreter's tp_iternext slot for a `for` loop). */
@@ -601,6 +610,17 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
         for (Py_ssize_t i = top - nops; i < top; i++)
             if (rf->localsplus[nl + i] == gen)
                 *extra = gen;
+        /* list(g), tuple(g), set(g), frozenset(g): the constructor holds
+           the iterator that PyObject_GetIter returned, g itself, in a C
+           local while it runs g: one more reference of this stack's.  The
+           operands are all in place then (the callable is a static type:
+           compared, never read).  After the call, nothing runs while the
+           operands are dropped unless g is freed, and then it runs being
+           finalized, with a count of 1. */
+        if (oparg == 1 && rf->localsplus[nl + top - 1] == gen && Py_REFCNT(gen) >= 2
+                && (is_iterating_type(rf->localsplus[nl + top - 2])
+                    || is_iterating_type(rf->localsplus[nl + top - 3])))
+            return nl + top;
         return nl + top - nops;
     }
     default:
@@ -618,6 +638,13 @@ static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visi
         Py_VISIT(f->localsplus[i]);
     return 0;
 }
+/* 3.11, 3.13: call_depth does it (case CALL) */
+static PyObject *constructor_iterator(const _PyInterpreterFrame *rf, Py_ssize_t n,
+                                      const _PyInterpreterFrame *callee)
+{
+    (void)rf; (void)n; (void)callee;
+    return NULL;
+}
 #else
 /* 3.14+ store the stack pointer before every call that may escape */
 static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
@@ -627,6 +654,29 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
     if (extra != NULL)
         *extra = NULL;
     return -1;
+}
+
+/* list(g), tuple(g), set(g), frozenset(g) in a frame whose n values are
+ * exact: the operands (the type, NULL, g, which may be a borrowed
+ * reference) stay on its stack during the call, and the constructor holds
+ * the iterator that PyObject_GetIter returned, g itself, in a C local: one
+ * reference more, of this stack's.  The generator cannot run after the
+ * call (the constructor has exhausted it). */
+static PyObject *constructor_iterator(const _PyInterpreterFrame *rf, Py_ssize_t n,
+                                      const _PyInterpreterFrame *callee)
+{
+    if (callee == NULL || callee->owner != FRAME_OWNED_BY_GENERATOR)
+        return NULL;
+    PyObject *gen = generator_of(callee);
+    if (n - 3 < frame_code(rf)->co_nlocalsplus || Py_REFCNT(gen) < 2)
+        return NULL;
+    const _PyStackRef *top = &rf->localsplus[n];
+    if (PyStackRef_IsNull(top[-1]) || PyStackRef_IsTaggedInt(top[-1])
+            || PyStackRef_AsPyObjectBorrow(top[-1]) != gen || !PyStackRef_IsNull(top[-2])
+            || PyStackRef_IsNull(top[-3]) || PyStackRef_IsTaggedInt(top[-3])
+            || !is_iterating_type(PyStackRef_AsPyObjectBorrow(top[-3])))
+        return NULL;
+    return gen;
 }
 
 static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visitproc visit, void *arg)
@@ -1158,6 +1208,8 @@ static Py_ssize_t exact_values(const saved_t *s, const _PyInterpreterFrame *f,
     }
     else if ((n = frame_stack_depth(rf, callee_inlined)) < nlocals && f != s->top)
         n = call_depth(rf, callee, NULL, extra);    /* the top one's: see cps_save */
+    else if (n >= nlocals && n <= nlocals + co->co_stacksize)
+        *extra = constructor_iterator(rf, n, callee);
     return n >= nlocals && n <= nlocals + co->co_stacksize ? n : -1;
 }
 

@@ -219,15 +219,20 @@ CONT_HOT int more_than_one(PyObject *d)
 
 /* With an error set: call the Python helper func(a, b) that mends the
  * state, keeping the error.  A second error (a second signal landing in
- * the helper) does not replace the first. */
+ * the helper, maybe before it did anything) does not replace the first,
+ * and the helper, idempotent, is called again. */
 static OUT_OF_LINE void mend(PyObject *func, PyObject *a, PyObject *b)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    PyObject *r = call2(func, a, b);
-    if (r == NULL)
+    for (int tries = 0; tries < 2; tries++) {
+        PyObject *r = call2(func, a, b);
+        if (r != NULL) {
+            Py_DECREF(r);
+            break;
+        }
         PyErr_Clear();
-    xdecref(r);
+    }
     PyErr_Restore(type, value, tb);
 }
 

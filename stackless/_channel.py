@@ -191,7 +191,10 @@ class channel:
                 return None
             self._wait(ts, cur, 1, value)
         except BaseException:
-            _recover(ts, cur)
+            try:
+                _recover(ts, cur)
+            finally:   # again if a second signal landed in it (idempotent)
+                _recover(ts, cur)
             raise
         _take_tempval(cur)
         return None
@@ -216,7 +219,10 @@ class channel:
                 v = cur._tempval
                 cur._tempval = None
         except BaseException:
-            _recover(ts, cur)
+            try:
+                _recover(ts, cur)
+            finally:   # again if a second signal landed in it (idempotent)
+                _recover(ts, cur)
             raise
         if type(v) is bomb:
             try:

@@ -67,7 +67,10 @@ def schedule(retval: Any = None, *_more: Any) -> Any:
                 rq.rotate(-1)
             _switch(ts, cur, rq[0])
         except BaseException:
-            _recover(ts, cur)
+            try:
+                _recover(ts, cur)
+            finally:   # again if a second signal landed in it (idempotent)
+                _recover(ts, cur)
             raise
     return _take_tempval(cur)
 

@@ -71,7 +71,10 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
         try:
             c.switch()
         except BaseException:
-            _not_started(nxt, c)
+            try:
+                _not_started(nxt, c)
+            finally:    # again if a second signal landed in it (idempotent)
+                _not_started(nxt, c)
             raise
         while ts.launch is not None:
             _launch(ts)
@@ -370,7 +373,10 @@ def _launch(ts: _ThreadState) -> None:
     try:
         c.switch()
     except BaseException:
-        _not_started(t, c)
+        try:
+            _not_started(t, c)
+        finally:    # again if a second signal landed in it (idempotent)
+            _not_started(t, c)
         raise
 
 
@@ -488,7 +494,10 @@ def _leave(ts: _ThreadState, cur: "tasklet") -> None:
         if nxt is not cur:
             _switch(ts, cur, nxt)
     except BaseException:
-        _recover(ts, cur)
+        try:
+            _recover(ts, cur)
+        finally:   # again if a second signal landed in it (idempotent)
+            _recover(ts, cur)
         raise
 
 

@@ -239,7 +239,10 @@ class tasklet:
                 rq.rotate(-i)
             _switch(ts, cur, self)
         except BaseException:
-            _recover(ts, cur)
+            try:
+                _recover(ts, cur)
+            finally:   # again if a second signal landed in it (idempotent)
+                _recover(ts, cur)
             raise
         return _take_tempval(cur)
 

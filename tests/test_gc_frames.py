@@ -145,7 +145,20 @@ def drive_yield_from(gen):
         pass
 
 
-@pytest.mark.parametrize("drive", [drive_for, drive_next, drive_send, drive_yield_from])
+def drive_list(gen):
+    list(gen)                   # list's C code holds the generator too
+
+
+def drive_tuple(gen):
+    tuple(gen)
+
+
+def drive_set(gen):
+    set(gen)
+
+
+@pytest.mark.parametrize("drive", [drive_for, drive_next, drive_send, drive_yield_from,
+                                   drive_list, drive_tuple, drive_set])
 def test_switched_inside_a_running_generator_is_collected(drive):
     done = []
 

@@ -239,17 +239,25 @@ def test_keyboardinterrupt_on_a_tasklets_way_out_reaches_main():
         assert points > 5       # the Python code has points to try
 
 
+def channel_partner(kind: str) -> tuple:
+    """A channel, the list its receiver fills, and the partner tasklet of
+    the operation ``kind`` names, already waiting if ``kind`` ends with
+    "second"."""
+    ch, got = stackless.channel(), []
+    partner = (stackless.tasklet(lambda: got.append(ch.receive()))() if kind.startswith("send")
+               else stackless.tasklet(ch.send)("v"))
+    if kind.endswith("second"):
+        stackless.schedule()        # the partner waits already
+    return ch, got, partner
+
+
 @pytest.mark.parametrize("kind", ["send first", "receive first", "send second", "receive second"])
 def test_keyboardinterrupt_inside_a_channel_operation(kind):
     stackless.set_channel_callback(lambda *args: None)  # the Python code in both modes
     points = 0
     for n in range(1, 400):
-        ch, got = stackless.channel(), []
+        ch, got, partner = channel_partner(kind)
         sending = kind.startswith("send")
-        partner = (stackless.tasklet(lambda: got.append(ch.receive()))() if sending
-                   else stackless.tasklet(ch.send)("v"))
-        if kind.endswith("second"):
-            stackless.schedule()        # the partner waits already
 
         def action():
             ch.send("v") if sending else got.append(ch.receive())
@@ -272,6 +280,88 @@ def test_keyboardinterrupt_inside_a_channel_operation(kind):
     # the same code is tried with STACKLESS_ACCEL=0
     if not stackless._accelerated or sys.implementation.name != "cpython":
         assert points > 3
+
+
+class TwoInterrupts(Interrupt):
+    """A first KeyboardInterrupt at the n-th profile event in stackless, a
+    second one ``d`` Python calls or returns (trace events) in stackless
+    later: a second signal landing while the first is being handled (S4 in
+    docs/stress.md)."""
+
+    def __init__(self, n: int, d: int) -> None:
+        super().__init__(n)
+        self.second = None
+        self.d = d
+
+    def __call__(self, frame, event, arg):
+        fired = self.fired
+        try:
+            super().__call__(frame, event, arg)
+        finally:
+            if self.fired and not fired:
+                self.second = self.d
+                sys.settrace(self.trace)
+
+    def trace(self, frame, event, arg):
+        if (isinstance(self.second, int) and event in ("call", "return")
+                and frame.f_code.co_filename.startswith(PKG)):
+            if self.second == 0:
+                self.second = "raised"
+                raise KeyboardInterrupt
+            self.second -= 1
+        return self.trace
+
+
+@pytest.mark.parametrize("kind", ["send first", "receive first", "send second", "receive second"])
+def test_two_keyboardinterrupts_inside_a_channel_operation(kind):
+    # A second signal landing in the handling of the first (at the entry of
+    # _recover or _not_started, before they did anything) left main blocked
+    # on the channel, or a tasklet scheduled with a finished continulet
+    # ("continulet already finished" at the next switch to it): S4.
+    stackless.set_channel_callback(lambda *args: None)  # the Python code in both modes
+    points = seconds = 0
+    for n in range(1, 400):
+        fired = False
+        for d in range(6):
+            ch, got, partner = channel_partner(kind)
+            sending = kind.startswith("send")
+            hook = TwoInterrupts(n, d)
+            partner.profile_function = hook
+            raised = False
+            try:
+                try:
+                    sys.setprofile(hook)
+                    try:
+                        ch.send("v") if sending else got.append(ch.receive())
+                        stackless.run()
+                    finally:
+                        sys.setprofile(None)
+                        sys.settrace(None)
+                except KeyboardInterrupt:
+                    raised = True
+            except KeyboardInterrupt:       # the second, in the handler above
+                raised = True
+            fired |= hook.fired
+            if not hook.fired:
+                break
+            points += 1
+            seconds += hook.second == "raised"
+            where = (n, d, hook.second)
+            assert raised, where
+            assert got in ([], ["v"]), where
+            assert_consistent(ch)
+            if partner.alive:
+                assert partner.blocked or partner.scheduled, where
+                partner.kill()
+            assert ch.balance == 0 and stackless.getruncount() == 1, where
+            assert exchange(ch) == 7, where
+        if not fired:
+            break
+    assert exchange_in_other_thread() == [42]
+    # with the accelerator the Python code runs hidden from profile and
+    # trace functions: the same code is tried with STACKLESS_ACCEL=0
+    if not stackless._accelerated or sys.implementation.name != "cpython":
+        assert points > 3 and seconds > 3
 
 
 # -- closed channels (as Stackless 3.7 does them) ------------------------------
