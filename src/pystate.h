@@ -8,8 +8,10 @@
 #include "stk.h"
 
 /* Saved fields of a suspended stack of frames.  Opaque here; pystate.c
- * checks at compile time that its real layout fits. */
-typedef struct { void *opaque[26]; } cps_saved;
+ * checks at compile time that its real layout fits.  Pointers and ints
+ * are counted apart, so that the size fits 32-bit and 64-bit targets
+ * alike without wasting space on either. */
+typedef struct { void *opaque_p[21]; int opaque_i[9]; } cps_saved;
 
 /* Storage that a continulet's stack needs at a fixed address for its whole
  * life (the thread state points into it while the stack runs): its
