@@ -16,8 +16,8 @@
  *   microseconds, in loops without calls too.
  * - any other thread, 3.13+: a pending call that whichever thread holds
  *   the GIL runs (cps_add_pending_call_any); that is the spent thread
- *   nearly always, since its CPU clock just advanced, and deliver() serves
- *   it from another thread otherwise.
+ *   nearly always, since its CPU clock just advanced (else the ticker
+ *   tries again a period later: deliver()).
  * - any other thread, 3.11 and 3.12, where pending calls run in the main
  *   thread only: the ticker takes the GIL itself (PyGILState_Ensure).  The
  *   spent thread, which holds it while it runs Python, gives it up at its
@@ -96,21 +96,21 @@ static struct slot *own_slot(void)
 
 static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg);
 
-/* Undo what install() did, if the trampoline has not run yet.  In the
- * slot's thread (current), with the GIL.  The trace function it displaced
+/* Undo what install() did, if the trampoline has not run yet.  For the
+ * slot's thread `ts` (current, or parked: see deliver()), with the GIL.  The trace function it displaced
  * comes back only while the trampoline is still in place: a sys.settrace()
  * since then (stackless restoring the tasklet's own function, or the
  * user's) is newer, and putting the displaced one back would revive a
  * trace function its owner has just removed. */
-static void tramp_clear(struct slot *s)
+static void tramp_clear(struct slot *s, PyThreadState *ts)
 {
     if (s == NULL || !s->tramp_set)
         return;
     s->tramp_set = 0;
     PyObject *obj = s->saved_obj, *f = s->op_frame;
     s->saved_obj = s->op_frame = NULL;
-    if (PyThreadState_Get()->c_tracefunc == trampoline)
-        PyEval_SetTrace(s->saved_func, obj);
+    if (ts->c_tracefunc == trampoline && cps_set_trace_of(ts, s->saved_func, obj) < 0)
+        PyErr_Clear();
     Py_XDECREF(obj);
     if (f != NULL) {
         if (PyObject_SetAttrString(f, "f_trace_opcodes", Py_False) < 0)
@@ -125,7 +125,7 @@ static void tramp_clear(struct slot *s)
 static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg)
 {
     struct slot *s = own_slot();
-    tramp_clear(s);
+    tramp_clear(s, PyThreadState_Get());
     if (s == NULL || s->callback == NULL)
         return 0;
     PyObject *cb = Py_NewRef(s->callback);
@@ -137,8 +137,8 @@ static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject
     return 0;
 }
 
-/* Install the trampoline in the slot's thread, which is current, stopped
- * at an eval breaker check point.  It runs no Python: a pending call runs
+/* Install the trampoline in the slot's thread `ts`, stopped at an eval
+ * breaker check point: current, or parked (see deliver()).  It runs no Python: a pending call runs
  * while CPython marks pending calls as being handled (3.11: a static flag
  * in make_pending_calls), and Python code here could switch away for good
  * (a garbage collection may unwind a dropped tasklet, whose end switches to
@@ -148,19 +148,26 @@ static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject
  * on one line without calls makes no other event.  The collector is off
  * meanwhile, so that the frame object it may create cannot start a
  * collection. */
-static void install(struct slot *s, uintptr_t gen)
+static void install(struct slot *s, uintptr_t gen, PyThreadState *ts)
 {
-    PyThreadState *ts = PyThreadState_Get();
     /* a trampoline that something has displaced waits for nothing */
     if (s->tramp_set && ts->c_tracefunc != trampoline)
-        tramp_clear(s);
+        tramp_clear(s, ts);
     if (s->callback == NULL || gen != s->callback_gen || s->tramp_set || cps_finalizing())
         return;
     int gc = PyGC_Disable();
-    s->saved_func = ts->c_tracefunc;
-    s->saved_obj = Py_XNewRef(ts->c_traceobj);
+    Py_tracefunc func = ts->c_tracefunc;
+    PyObject *obj = Py_XNewRef(ts->c_traceobj);
+    if (cps_set_trace_of(ts, trampoline, NULL) < 0) {
+        PyErr_Clear();
+        Py_XDECREF(obj);
+        if (gc)
+            PyGC_Enable();
+        return;
+    }
+    s->saved_func = func;
+    s->saved_obj = obj;
     s->tramp_set = 1;
-    PyEval_SetTrace(trampoline, NULL);
     PyFrameObject *f = PyThreadState_GetFrame(ts);
     if (f != NULL) {
         if (PyObject_SetAttrString((PyObject *)f, "f_trace_opcodes", Py_True) == 0)
@@ -192,15 +199,14 @@ static void done_in_flight(uintptr_t gen)
 }
 
 /* With the GIL: install the trampoline in the thread of the arming `gen`.
- * A pending call may run in another thread than that one (3.13+ runs
- * them in whichever holds the GIL), and the ticker itself delivers from
- * its own.  The slot's thread state is used only while it is still one of
- * the interpreter's (a thread that ended without disarming leaves a stale
- * pointer).  Swapping to it makes this thread act as that one for
- * install(), which sets the trace function of the current thread state;
- * the thread itself is parked meanwhile (waiting for the GIL, or in C code
- * that released it), as it is while PyEval_SetTraceAllThreads() changes
- * it. */
+ * The ticker delivers from its own thread (3.11, 3.12), and 3.13+ run a
+ * pending call for another thread in whichever holds the GIL.  Another
+ * thread's state is used only while it is still one of the interpreter's
+ * (a thread that ended without disarming leaves a stale pointer), and only
+ * where its trace function can be set from outside (3.11, 3.12:
+ * cps_set_trace_of).  Where it cannot, nothing happens: the spent thread,
+ * which does not hold the GIL now, spends no CPU time in Python, and the
+ * ticker calls again one period later. */
 static void deliver(uintptr_t gen)
 {
     struct slot *s = slot_of_gen(gen);
@@ -208,17 +214,14 @@ static void deliver(uintptr_t gen)
         return;
     PyThreadState *me = PyThreadState_Get(), *p;
     if (s->ts == me) {
-        install(s, gen);
+        install(s, gen, me);
         return;
     }
     for (p = PyInterpreterState_ThreadHead(me->interp); p != NULL; p = PyThreadState_Next(p))
         if (p == s->ts && (unsigned long)p->thread_id == s->tid)
             break;
-    if (p != NULL) {
-        PyThreadState_Swap(p);
-        install(s, gen);
-        PyThreadState_Swap(me);
-    }
+    if (p != NULL)
+        install(s, gen, p);
 }
 
 /* The pending call. */
@@ -434,7 +437,7 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
         pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
     s->ts = ts;
-    tramp_clear(s);
+    tramp_clear(s, ts);
     Py_XSETREF(s->callback, Py_NewRef(args[1]));
     s->callback_gen = gen;
     Py_RETURN_TRUE;
@@ -450,7 +453,7 @@ static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
     s->gen = ++last_gen;
     s->tid = 0;
     pthread_mutex_unlock(&lock);
-    tramp_clear(s);
+    tramp_clear(s, PyThreadState_Get());
     Py_CLEAR(s->callback);
     s->ts = NULL;
     Py_RETURN_NONE;

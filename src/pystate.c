@@ -1501,6 +1501,25 @@ int cps_add_pending_call_any(int (*fn)(void *), void *arg)
 #endif
 }
 
+/* Set the C trace function of `ts`, which is parked (it does not hold the
+   GIL) or current; with the GIL.  3.11 and 3.12 export _PyEval_SetTrace,
+   which takes the thread state.  3.13+ keep it internal, and acting as
+   the other thread through PyThreadState_Swap breaks the rule that a
+   thread state is used by its own OS thread (a debug build asserts it):
+   there only the current thread state can be set, and -1 says so. */
+int cps_set_trace_of(PyThreadState *ts, Py_tracefunc func, PyObject *obj)
+{
+    if (ts == PyThreadState_Get()) {
+        PyEval_SetTrace(func, obj);
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030D0000
+    return _PyEval_SetTrace(ts, func, obj);
+#else
+    return -1;
+#endif
+}
+
 /* True once the interpreter is shutting down (after atexit handlers). */
 int cps_finalizing(void)
 {

@@ -135,6 +135,10 @@ void cps_wake_main(void);
    GIL): 1 queued, 0 queue full, -1 not on this version. */
 int cps_add_pending_call_any(int (*fn)(void *), void *arg);
 
+/* PyEval_SetTrace for `ts`, current or parked (GIL held); -1 where only
+   the current thread state can be set (3.13+). */
+int cps_set_trace_of(PyThreadState *ts, Py_tracefunc func, PyObject *obj);
+
 #endif
 
 /* ---------------------------------------------------------------------
