@@ -74,6 +74,16 @@ static pthread_cond_t wake;             /* waits on CLOCK_MONOTONIC */
 static int ticker_running;              /* under lock */
 static int64_t next_wake;               /* CLOCK_MONOTONIC; 0: idle; under lock */
 static uintptr_t last_gen;              /* under lock */
+/* Interpreter exit: the ticker must not touch the interpreter once it is
+ * being torn down (a pending call queued then dereferences a freed
+ * interpreter; PyGILState_Ensure() a finalized one).  `closed` is set at
+ * exit (an atexit handler, while daemon threads may still run timed code),
+ * which then waits until no delivery that started before is under way;
+ * from then on nothing is delivered, and arming fails (the trace-event way
+ * takes over).  Under lock. */
+static int closed;
+static int delivering;                  /* the ticker is queuing or delivering */
+static pthread_cond_t settled;          /* signalled when delivering ends */
 static struct slot slots[NSLOTS];
 
 static int64_t read_ns(clockid_t clk)
@@ -261,7 +271,7 @@ static int queue_fire(struct slot *s, uintptr_t gen, int is_main)
         struct timespec pause = {0, 100000};
         nanosleep(&pause, NULL);
         pthread_mutex_lock(&lock);
-        int gone = s->gen != gen;
+        int gone = s->gen != gen || closed;
         pthread_mutex_unlock(&lock);
         if (gone)
             return 1;
@@ -307,17 +317,24 @@ static void *ticker(void *unused)
             else if (left < 0 || s->deadline - now < left)
                 left = s->deadline - now;
         }
-        if (spent != NULL) {
+        if (spent != NULL && closed)
+            spent->deadline = 0;
+        else if (spent != NULL) {
             uintptr_t gen = spent->gen;
             spent->in_flight = 1;
             int is_main = spent->is_main;
+            delivering = 1;
             pthread_mutex_unlock(&lock);
             /* Neither needs the GIL. */
             if (queue_fire(spent, gen, is_main) < 0)
                 fire_from_ticker(gen);
             pthread_mutex_lock(&lock);
+            delivering = 0;
+            pthread_cond_broadcast(&settled);
             continue;
         }
+        if (spent != NULL)
+            continue;
         if (left < 0) {
             /* Idle: end after a while.  A process with a thread makes
                os.fork() warn (3.12+), and arming starts a new ticker. */
@@ -348,7 +365,8 @@ static int init_wake(void)
     if (pthread_condattr_init(&attr) != 0)
         return -1;
     int err = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0
-              || pthread_cond_init(&wake, &attr) != 0;
+              || pthread_cond_init(&wake, &attr) != 0
+              || pthread_cond_init(&settled, NULL) != 0;
     pthread_condattr_destroy(&attr);
     return err ? -1 : 0;
 }
@@ -362,6 +380,7 @@ static void after_fork_child(void)
     init_wake();
     ticker_running = 0;
     next_wake = 0;
+    delivering = 0;
     for (int i = 0; i < NSLOTS; i++)
         slots[i].deadline = 0;
 }
@@ -386,6 +405,53 @@ static int start_ticker(void)
     if (err != 0)
         return -1;
     ticker_running = 1;
+    return 0;
+}
+
+/* The atexit handler: close the ticker (see `closed`).  The wait gives up
+ * the GIL, which a delivery under way (3.11, 3.12) may be waiting for. */
+static PyObject *preempt_close(PyObject *module, PyObject *unused)
+{
+    pthread_mutex_lock(&lock);
+    closed = 1;
+    for (int i = 0; i < NSLOTS; i++)
+        slots[i].deadline = 0;
+    int busy = delivering;
+    pthread_mutex_unlock(&lock);
+    if (busy) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&lock);
+        while (delivering)
+            pthread_cond_wait(&settled, &lock);
+        pthread_mutex_unlock(&lock);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef close_def = {
+    "_preempt_close", preempt_close, METH_NOARGS,
+    "Internal: at interpreter exit, stop the ticker's deliveries."};
+
+/* Once, with the GIL and before the first arming: register
+ * preempt_close with atexit.  No lock is held: this runs Python code. */
+static int register_close(void)
+{
+    static int done;
+    if (done)
+        return 0;
+    PyObject *f = PyCFunction_New(&close_def, NULL), *r = NULL;
+    PyObject *atexit = f != NULL ? PyImport_ImportModule("atexit") : NULL;
+    if (atexit != NULL)
+        r = PyObject_CallMethod(atexit, "register", "O", f);
+    Py_XDECREF(atexit);
+    Py_XDECREF(f);
+    if (r == NULL) {
+        PyErr_Clear();      /* arming fails; the trace-event way is used */
+        return -1;
+    }
+    Py_DECREF(r);
+    done = 1;
     return 0;
 }
 
@@ -416,10 +482,10 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     for (int i = 0; i < NSLOTS && s == NULL; i++)
         if (slots[i].ts == NULL)
             s = &slots[i];
-    if (s == NULL)
+    if (s == NULL || register_close() < 0)
         Py_RETURN_FALSE;
     pthread_mutex_lock(&lock);
-    if (!ticker_running && start_ticker() < 0) {
+    if (closed || (!ticker_running && start_ticker() < 0)) {
         pthread_mutex_unlock(&lock);
         Py_RETURN_FALSE;
     }
