@@ -1761,3 +1761,33 @@ def test_subclass_del_chains_to_the_continulet_finalizer():
     del c
     gc.collect()
     assert log == [("__del__", True), ("after", False), ("finally", "intact")]
+
+
+def test_exit_while_daemon_threads_run_inside_continulets():
+    # At exit, 3.11 and 3.13 clear the state of daemon threads that are
+    # still running, here inside a continulet.  The thread's record went
+    # with it, while a continulet object still held the thread's main
+    # stack, which the collector of interpreter shutdown then read
+    # (3.13's debug build crashed at every exit).
+    import subprocess
+    import textwrap
+    code = textwrap.dedent("""
+        import threading, time
+        from _continuation import continulet
+        def body(c):
+            while True:
+                c.switch()
+        def worker():
+            cs = [continulet(body) for i in range(3)]
+            while True:
+                for c in cs:
+                    c.switch()
+        for i in range(3):
+            threading.Thread(target=worker, daemon=True).start()
+        time.sleep(0.2)
+        print("exit")
+    """)
+    for _ in range(5):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                           text=True, timeout=60)
+        assert (r.returncode, r.stdout) == (0, "exit\n"), r.stderr

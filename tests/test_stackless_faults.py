@@ -312,6 +312,9 @@ class TwoInterrupts(Interrupt):
         return self.trace
 
 
+@pytest.mark.skipif(sys.implementation.name == "pypy",
+                    reason="open on PyPy (issue 8, docs/stress.md): a second interrupt there "
+                           "leaves a tasklet without its continulet, and the tests after it fail")
 @pytest.mark.parametrize("kind", ["send first", "receive first", "send second", "receive second"])
 def test_two_keyboardinterrupts_inside_a_channel_operation(kind):
     # A second signal landing in the handling of the first (at the entry of
