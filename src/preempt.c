@@ -317,9 +317,7 @@ static void *ticker(void *unused)
             else if (left < 0 || s->deadline - now < left)
                 left = s->deadline - now;
         }
-        if (spent != NULL && closed)
-            spent->deadline = 0;
-        else if (spent != NULL) {
+        if (spent != NULL) {
             uintptr_t gen = spent->gen;
             spent->in_flight = 1;
             int is_main = spent->is_main;
@@ -333,8 +331,6 @@ static void *ticker(void *unused)
             pthread_cond_broadcast(&settled);
             continue;
         }
-        if (spent != NULL)
-            continue;
         if (left < 0) {
             /* Idle: end after a while.  A process with a thread makes
                os.fork() warn (3.12+), and arming starts a new ticker. */
@@ -413,6 +409,8 @@ static int start_ticker(void)
 static PyObject *preempt_close(PyObject *module, PyObject *unused)
 {
     pthread_mutex_lock(&lock);
+    /* no deadline is left, and arming sets none from now on: the ticker
+       finds nothing spent again */
     closed = 1;
     for (int i = 0; i < NSLOTS; i++)
         slots[i].deadline = 0;
