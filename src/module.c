@@ -1034,13 +1034,16 @@ static PyObject *gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
-/* Whether the running thread may switch (check_switch_allowed's first
- * test).  Code whose switch is optional (stackless's channel pairing)
+/* Whether the running thread may switch (check_switch_allowed's
+ * tests).  Code whose switch is optional (stackless's channel pairing)
  * asks first and does without, instead of changing its state and then
  * having the switch refused. */
 static int capi_may_switch(void)
 {
-    return !gc_forbids_switch();
+    if (gc_forbids_switch())
+        return 0;
+    cont_stack *s = cont_running_stack();
+    return s == NULL || s->kill_return == NULL;
 }
 
 static PyObject *may_switch(PyObject *module, PyObject *unused)
@@ -1142,7 +1145,7 @@ static PyMethodDef module_methods[] = {
      "of the stack that a continulet holds (for an unstarted one: the\n"
      "context it starts in)."},
     {"_may_switch", may_switch, METH_NOARGS,
-     "_may_switch()\n--\n\nWhether this thread may switch now: False while it collects garbage."},
+     "_may_switch()\n--\n\nWhether this thread may switch now: False while it collects garbage,\nand while the garbage collector unwinds the running stack."},
     {"_gc_callback", (PyCFunction)(void (*)(void))gc_callback, METH_FASTCALL,
      "_gc_callback(phase, info)\n--\n\nInternal: installed in gc.callbacks."},
     {"permute", (PyCFunction)(void (*)(void))permute, METH_FASTCALL,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, Optional
 
-from stackless._common import _OWN_GLOBALS, _PYPY, _index, _own_module
+from stackless._common import _OWN_GLOBALS, _PYPY, _index, _may_switch, _own_module
 from stackless._switching import _make_runnable_first, _switch, _take_tempval
 
 _own_module(globals())
@@ -207,6 +207,11 @@ class _Preempt:
         ts = self.ts
         cur = ts.current
         if cur._atomic or cur is self.watchdog or ts.timeout is not self:
+            return
+        if not _may_switch():
+            # A finalizer that the garbage collector runs: no switch is
+            # possible until it is over, and the next tick tries again (as
+            # Stackless defers the interrupt of a tasklet in nested C calls).
             return
         # Switch with the interpreter's "inside a trace function" state
         # reset, so that the tasklets that run meanwhile are traced.

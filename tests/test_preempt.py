@@ -2,9 +2,11 @@
 (src/preempt.c, docs/stackless.md "Preemption"), and the trace-based way
 that other threads keep.  Each behaviour was checked against Stackless 3.7
 first; the small-budget cases are in test_stackless.py."""
+import gc
 import signal
 import sys
 import threading
+import time
 
 import pytest
 
@@ -137,6 +139,46 @@ def test_atomic_is_respected():
     t = stackless.tasklet(f)()
     assert stackless.run(BIG) is t
     assert out == ["atomic done"]
+    t.kill()
+
+
+class SlowFinalizer:
+    """Garbage in a cycle whose __del__ spends CPU time beyond the budget."""
+
+    def __init__(self, out):
+        self.out = out
+        self.me = self
+
+    def __del__(self):
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.05:
+            pass
+        self.out.append("del done")
+
+
+@pytest.mark.parametrize("budget", [100, BIG])
+def test_a_finalizer_run_by_the_collector_is_not_interrupted(budget, monkeypatch):
+    # No switch is possible while the collector runs a finalizer: the
+    # interrupt waits until the collection is over (Stackless 3.7 too
+    # interrupts right after gc.collect() returns).  It was refused
+    # instead, which cut the finalizer short with a RuntimeError and left
+    # the run never interrupted again.
+    out, unraisable = [], []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    def f():
+        SlowFinalizer(out)
+        gc.collect()
+        out.append("collected")
+        tight()
+
+    gc.disable()
+    try:
+        t = stackless.tasklet(f)()
+        assert stackless.run(budget) is t
+    finally:
+        gc.enable()
+    assert (out, unraisable) == (["del done"], [])
     t.kill()
 
 
