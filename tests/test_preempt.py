@@ -173,13 +173,17 @@ def test_a_finalizer_run_by_the_collector_is_not_interrupted(budget, monkeypatch
         tight()
 
     gc.disable()
+    t = stackless.tasklet(f)()
     try:
-        t = stackless.tasklet(f)()
         assert stackless.run(budget) is t
     finally:
         gc.enable()
-    assert (out, unraisable) == (["del done"], [])
-    t.kill()
+        t.kill()
+    # (with the CPU-time budget the ticker thread, slow to get a core on a
+    # loaded machine, may deliver the interrupt after the collection: then
+    # "collected" comes first; with trace events it never does)
+    assert out[0] == "del done" and unraisable == []
+    assert out == ["del done"] or budget >= _preempt._TIMER_MIN
 
 
 def test_a_larger_timeout_preempts_later():
