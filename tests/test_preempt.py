@@ -12,6 +12,7 @@ import pytest
 
 import stackless
 from stackless import _preempt
+from stackless._common import _PYPY
 
 # budgets that use the CPU-time way in the main thread
 BIG = max(_preempt._TIMER_MIN, 100000)
@@ -181,9 +182,10 @@ def test_a_finalizer_run_by_the_collector_is_not_interrupted(budget, monkeypatch
         t.kill()
     # (with the CPU-time budget the ticker thread, slow to get a core on a
     # loaded machine, may deliver the interrupt after the collection: then
-    # "collected" comes first; with trace events it never does)
+    # "collected" comes first; with trace events it never does on CPython,
+    # while PyPy's finalizers make no trace events at all)
     assert out[0] == "del done" and unraisable == []
-    assert out == ["del done"] or budget >= _preempt._TIMER_MIN
+    assert out == ["del done"] or budget >= _preempt._TIMER_MIN or _PYPY
 
 
 def test_a_larger_timeout_preempts_later():
