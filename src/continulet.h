@@ -60,7 +60,13 @@ extern PyMethodDef cont_preempt_methods[];
 extern PyMethodDef cfs_module_methods[];
 PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value);
 void cfs_release(cont_stack *s);
+void cfs_retire(cont_stack *s);
+int cfs_check_recipe(PyObject *recipe, PyObject *const *moving, Py_ssize_t nmoving);
 PyObject *cfs_reduce(PyObject *self, PyObject *unused);
 PyObject *cfs_setstate(PyObject *self, PyObject *state);
+
+/* src/transplant.c: moving a suspended stack's frames to a new stack */
+extern PyMethodDef cont_transplant_methods[];
+void cont_retire_stack(cont_stack *s);
 
 #endif

@@ -209,7 +209,7 @@ static void free_stack(cont_stack *s)
         cont_tls *t = tls_cache;
         stk_forget(t && t->thread_id == s->thread_id ? &t->eng : NULL, &s->slice);
         cps_clear(&s->saved);
-        if (cps_discard(&s->saved)) {
+        if (cps_discard(&s->saved, 0)) {
             /* a frame object still reads the frames: the record stays */
             Py_CLEAR(s->owner);
             Py_CLEAR(s->callable);
@@ -217,6 +217,35 @@ static void free_stack(cont_stack *s)
             Py_CLEAR(s->kwargs);
             return;
         }
+    }
+    recycle_stack(s);
+}
+
+/* Free a suspended record whose frames were moved to another stack (see
+ * src/transplant.c), from any thread, without unwinding it.  Its Python
+ * frames let go of what they hold; the generators running in it become
+ * held shells, which the new stack enters again; the C frames of a
+ * rebuilt run let go of what they hold (cfs_retire).  Called when nothing
+ * refers to it any more: it may run Python code (the releases). */
+void cont_retire_stack(cont_stack *s)
+{
+    cont_tls *t = NULL;
+    for (cont_tls *p = all_threads; p; p = p->next)
+        if (p->thread_id == s->thread_id) {
+            t = p;
+            break;
+        }
+    /* its thread's engine must forget it, whichever thread we are */
+    stk_forget(t ? &t->eng : NULL, &s->slice);
+    cfs_retire(s);
+    cps_clear(&s->saved);
+    if (cps_discard(&s->saved, 1)) {
+        /* a frame object still reads the frames: the record stays */
+        Py_CLEAR(s->owner);
+        Py_CLEAR(s->callable);
+        Py_CLEAR(s->args);
+        Py_CLEAR(s->kwargs);
+        return;
     }
     recycle_stack(s);
 }
@@ -1186,6 +1215,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
     if (cont_error == NULL || PyModule_AddObjectRef(m, "error", cont_error) < 0)
         goto fail;
     if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0
+            || PyModule_AddFunctions(m, cont_transplant_methods) < 0
             || PyModule_AddFunctions(m, cont_preempt_methods) < 0
             || PyModule_AddFunctions(m, cdp_methods) < 0)
         goto fail;
