@@ -43,6 +43,10 @@ typedef struct {
 
 extern PyTypeObject Continulet_Type;
 
+/* Whether the thread with this id (a thread state's) uses continulets and
+ * has not ended. */
+int cont_thread_alive(uint64_t id);
+
 /* The stack running now in this thread (NULL: its main stack, never switched). */
 cont_stack *cont_running_stack(void);
 extern PyObject *cont_error;

@@ -85,11 +85,15 @@ static cont_stack *readable_stack(PyObject *c)
                              "or was switched to from the main stack): its frames cannot be pickled");
         return NULL;
     }
-    /* Another thread's suspended stack is read the same way (stackless
+    /* Another live thread's suspended stack is read the same way (stackless
        moves a paused tasklet between threads, src/transplant.c): its frames
        live in memory of its own, and its bytes still on that thread's C
        stack lie above whatever that thread runs now (see stk.c), which
-       cannot run anyway while we hold the GIL. */
+       cannot run anyway while we hold the GIL.  Not a dead thread's. */
+    if (h->thread_id != PyThreadState_GetID(PyThreadState_Get()) && !cont_thread_alive(h->thread_id)) {
+        PyErr_SetString(err, "the continulet's frames belong to another thread, which has ended");
+        return NULL;
+    }
     if (h->slice.state != STK_SUSPENDED) {
         PyErr_SetString(err, "the continulet's frames are running");
         return NULL;
@@ -364,6 +368,9 @@ enum {
     WAIT_SEND,          /* SEND to it (yield from, await) */
     WAIT_GEN_CALL,      /* next(g), g.send(v), g.throw(...), g.__next__() */
     WAIT_GEN_DEFAULT,   /* next(g, default) */
+    WAIT_AGAIN,         /* the top frame only: stopped before the instruction at
+                           its resume point (a trace function switched away),
+                           it runs that instruction; the value is dropped */
     WAIT_KINDS
 };
 
@@ -448,8 +455,9 @@ int cfs_check_recipe(PyObject *recipe, PyObject *const *moving, Py_ssize_t nmovi
             goto bad;
         long wait = PyLong_AsLong(PyTuple_GET_ITEM(fr, 4));
         /* a frame that waits for a generator has one above it */
-        if (wait < 0 || wait >= WAIT_KINDS || (wait != WAIT_CALL
-                && (i + 1 >= nframes || !is_generator(PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0)))))
+        if (wait < 0 || wait >= WAIT_KINDS || (wait == WAIT_AGAIN && i + 1 < nframes)
+                || (wait != WAIT_CALL && wait != WAIT_AGAIN
+                    && (i + 1 >= nframes || !is_generator(PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0)))))
             goto bad;
         if (i + 1 < nframes && wait == WAIT_CALL
                 && is_generator(PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0)))
@@ -461,7 +469,8 @@ int cfs_check_recipe(PyObject *recipe, PyObject *const *moving, Py_ssize_t nmovi
             goto bad;
         long call = PyLong_AsLong(PyTuple_GET_ITEM(ips, 0)), next = PyLong_AsLong(PyTuple_GET_ITEM(ips, 1));
         int gen_code = (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
-        if (call < 0 || next <= call || next > Py_SIZE(co) || gen_code != gen)
+        if (call < 0 || (wait == WAIT_AGAIN ? next != call : next <= call) || next > Py_SIZE(co)
+                || gen_code != gen)
             goto bad;
         if (check_slots(PyTuple_GET_ITEM(fr, 2), co->co_nlocalsplus, co->co_nlocalsplus) < 0
                 || check_slots(PyTuple_GET_ITEM(fr, 3), -1, co->co_stacksize - 1) < 0)
@@ -691,6 +700,8 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
         void *f = chain->frames[k];
         if (k + 1 < n)
             value = deliver(f, &waits[k], waits[k + 1].gen, value, yielded);
+        else if (waits[k].wait == WAIT_AGAIN && value != NULL)
+            Py_CLEAR(value);    /* nothing pushed: the instruction runs (again) */
         if (waits[k].gen != NULL)
             value = cps_run_gen_frame(ts, waits[k].gen, f, value, (int)k, &yielded);
         else {

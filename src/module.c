@@ -42,7 +42,7 @@ static uint64_t current_thread_id(void)
     return cps_thread_id(PyThreadState_Get());
 }
 
-static int thread_alive(uint64_t id)
+int cont_thread_alive(uint64_t id)
 {
     for (cont_tls *t = all_threads; t; t = t->next)
         if (t->thread_id == id)
@@ -613,7 +613,7 @@ static void drop_stack(cont_stack *s, PyObject *culprit)
         kill_stack(t, s, culprit);
         return;
     }
-    if (thread_alive(s->thread_id)) {
+    if (cont_thread_alive(s->thread_id)) {
         /* its own thread unwinds it at its next switch, or right after
            the garbage collection that found it */
         s->next = orphans;
