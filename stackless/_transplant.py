@@ -91,6 +91,9 @@ def move(t: "tasklet", ts: _ThreadState) -> None:
             t._cont, t._ts, t._context = old, ts_old, ctx_old
         _register(t)
         raise
+    # the C _bootstrap keeps its call's operands there while the function
+    # runs (src/stackless_run.c): its frame was left behind with the old stack
+    t._args = t._kwargs = None
     _register(t)
 
 
