@@ -324,6 +324,7 @@ def test_moving_leaks_nothing(kwargs):
     def body(a, k=None):
         held = local
         stackless.schedule_remove()
+        stackless.schedule_remove()     # (in a rebuilt stack)
         return held, a, k
 
     def make():
@@ -340,11 +341,12 @@ def test_moving_leaks_nothing(kwargs):
     try:
         for t in ts:
             t.bind_thread()
+            t.run()                     # it pauses here, in a rebuilt stack
+            t.bind_thread(r.ident)      # which moves back
+            t.run()                     # to end there
+        wait_for(lambda: not any(t.alive for t in ts))
     finally:
         r.end()
-    for t in ts:
-        t.run()
-    assert not any(t.alive for t in ts)
     del ts, t, r
     gc.collect()
     assert [sys.getrefcount(o) for o in (local, arg, kwarg, body)] == before
