@@ -201,22 +201,34 @@ static void recycle_stack(cont_stack *s)
     n_free_stacks++;
 }
 
+/* Drop a suspended record without unwinding it; `eng` is the engine of
+ * its thread, NULL if that thread has ended.  `moved`: its frames live on
+ * in another stack (see cont_retire_stack). */
+static void discard_stack(cont_stack *s, stk_thread *eng, int moved)
+{
+    stk_forget(eng, &s->slice);
+    if (moved)
+        cfs_retire(s);
+    cps_clear(&s->saved);
+    if (cps_discard(&s->saved, moved)) {
+        /* a frame object still reads the frames: the record stays */
+        Py_CLEAR(s->owner);
+        Py_CLEAR(s->callable);
+        Py_CLEAR(s->args);
+        Py_CLEAR(s->kwargs);
+        return;
+    }
+    recycle_stack(s);
+}
+
 /* Free a record that will never run again, without unwinding it: its
  * Python frames let go of what they hold; what its C frames hold leaks. */
 static void free_stack(cont_stack *s)
 {
     if (s->started && s->slice.state == STK_SUSPENDED) {
         cont_tls *t = tls_cache;
-        stk_forget(t && t->thread_id == s->thread_id ? &t->eng : NULL, &s->slice);
-        cps_clear(&s->saved);
-        if (cps_discard(&s->saved, 0)) {
-            /* a frame object still reads the frames: the record stays */
-            Py_CLEAR(s->owner);
-            Py_CLEAR(s->callable);
-            Py_CLEAR(s->args);
-            Py_CLEAR(s->kwargs);
-            return;
-        }
+        discard_stack(s, t && t->thread_id == s->thread_id ? &t->eng : NULL, 0);
+        return;
     }
     recycle_stack(s);
 }
@@ -236,18 +248,7 @@ void cont_retire_stack(cont_stack *s)
             break;
         }
     /* its thread's engine must forget it, whichever thread we are */
-    stk_forget(t ? &t->eng : NULL, &s->slice);
-    cfs_retire(s);
-    cps_clear(&s->saved);
-    if (cps_discard(&s->saved, 1)) {
-        /* a frame object still reads the frames: the record stays */
-        Py_CLEAR(s->owner);
-        Py_CLEAR(s->callable);
-        Py_CLEAR(s->args);
-        Py_CLEAR(s->kwargs);
-        return;
-    }
-    recycle_stack(s);
+    discard_stack(s, t ? &t->eng : NULL, 1);
 }
 
 /* ---------------------------------------------------------------------
