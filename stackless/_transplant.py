@@ -110,8 +110,14 @@ def _capture(t: "tasklet", old: Any, run: tuple) -> tuple:
         (frames, exc), callee = cp.capture_ex(old, keep)
     except pickle.PicklingError:
         raise RuntimeError(C_STATE) from None
-    if _running.entered_through_c(cp.frames_of(old)[0], t._func) is not None:
+    raw = cp.frames_of(old)[0]
+    if _running.entered_through_c(raw, t._func) is not None:
         raise RuntimeError(C_STATE)
+    for r in raw:
+        if r[8] is not None:
+            # a generator running in it becomes a held shell, which pickles
+            # by its function until the new stack has run (as an unpickled one)
+            cp._held[r[8][0]] = cp.FunctionRef(r[0])
     args = run[1]
     recipe = cp._rebuild_recipe(frames, exc, on_resume(args, callee), on_return(args))
     new = continulet.__new__(continulet)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import gc
+import pickle
 import sys
 import threading
 import time
@@ -192,6 +193,33 @@ def test_a_generator_running_in_its_stack_moves_as_itself():
     t.run()
     assert out[1:] == [(1, r.ident), (2, threading.get_ident()), None]
     assert not g.gi_running and not t.alive
+
+
+def test_a_moved_tasklet_pickles_before_it_runs_again():
+    out = []
+
+    def gen():
+        yield 1
+        stackless.schedule_remove()
+        yield 2
+
+    def body():
+        for v in gen():
+            out.append(v)
+
+    r = Remote(started(body))
+    t = r.made
+    try:
+        t.bind_thread()
+    finally:
+        r.end()
+    assert t.restorable
+    copy = pickle.loads(pickle.dumps(t))
+    copy.insert()
+    stackless.run()
+    assert out == [1, 2] and not copy.alive
+    t.run()
+    assert out == [1, 2, 2] and not t.alive
 
 
 def test_c_state_on_the_stack_refuses_the_move():
