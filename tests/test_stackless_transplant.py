@@ -195,8 +195,12 @@ def test_a_generator_running_in_its_stack_moves_as_itself():
     assert not g.gi_running and not t.alive
 
 
+OUT: list = []     # (by reference in pickles: module globals are)
+
+
 def test_a_moved_tasklet_pickles_before_it_runs_again():
-    out = []
+    out = OUT
+    del out[:]
 
     def gen():
         yield 1
@@ -205,7 +209,7 @@ def test_a_moved_tasklet_pickles_before_it_runs_again():
 
     def body():
         for v in gen():
-            out.append(v)
+            OUT.append(v)
 
     r = Remote(started(body))
     t = r.made
