@@ -193,6 +193,10 @@ def test_a_generator_running_in_its_stack_moves_as_itself():
     t.run()
     assert out[1:] == [(1, r.ident), (2, threading.get_ident()), None]
     assert not g.gi_running and not t.alive
+    gone = weakref.ref(g)
+    del g, out[:]
+    gc.collect()
+    assert gone() is None       # (the move kept no reference to it)
 
 
 OUT: list = []     # (by reference in pickles: module globals are)
