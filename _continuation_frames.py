@@ -33,7 +33,7 @@ _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
 _FRAME_FUNCTION, _FRAME_GENERATOR = 0, 1
 #: how a frame takes the outcome of the frame above it (src/framestate.c):
 #: a plain call, or the instruction that runs the generator above it
-_WAIT_CALL, _WAIT_ITER, _WAIT_SEND, _WAIT_GEN_CALL, _WAIT_GEN_DEFAULT = range(5)
+_WAIT_CALL, _WAIT_ITER, _WAIT_SEND, _WAIT_GEN_CALL, _WAIT_GEN_DEFAULT, _WAIT_AGAIN = range(6)
 
 
 # ---------------------------------------------------------------------------
@@ -231,8 +231,20 @@ def _gen_wait(raw: list, k: int, all_raw: list) -> Optional[tuple]:
     return None, None, before, base, nxt, before, (before, base)
 
 
+def _stopped_before(code: types.CodeType, ip: int, depth: Optional[int]) -> Optional[int]:
+    """The stack depth of a frame stopped before the instruction at code
+    unit ``ip`` (by a trace function's line or opcode event), or None if
+    no instruction starts there or the depth the interpreter stored
+    (``depth``, where it is exact) disagrees."""
+    insts, depths, index = _depths(code)
+    if index.get(2 * ip) is None or 2 * ip not in depths:
+        return None
+    d = depths[2 * ip]
+    return d if depth is None or depth == d else None
+
+
 def _check(all_raw: list, n: int, read_values: Callable[[list], list],
-           running: bool = False) -> tuple:
+           running: bool = False, stopped: bool = False) -> tuple:
     """Check that the bottom ``n`` frames of ``all_raw`` can be captured:
     Python function frames, each called by the one below through a plain
     call, or generators run by the one below (``for``, ``next()``,
@@ -241,7 +253,9 @@ def _check(all_raw: list, n: int, read_values: Callable[[list], list],
 
     ``running``: the frames of the running stack, up to the frame that
     asks; that top frame need not be in a call, and a module-level frame
-    may lie at the bottom (a main stack's script)."""
+    may lie at the bottom (a main stack's script).  ``stopped``: the top
+    frame was stopped before an instruction by a trace function (see
+    capture); it resumes there if it is not in a call."""
     err = pickle.PicklingError
     raw = all_raw[:n]
     sites: list = []
@@ -271,7 +285,12 @@ def _check(all_raw: list, n: int, read_values: Callable[[list], list],
         try:
             ins, before, base, nxt = call_site(code, ip)
         except ValueError:
-            raise err("cannot pickle: %s is not in a call" % _describe(func, code, ip)) from None
+            again = _stopped_before(code, ip, depth) if stopped and k == n - 1 else None
+            if again is None:
+                raise err("cannot pickle: %s is not in a call" % _describe(func, code, ip)) from None
+            sites.append((again, (ip, ip), _WAIT_AGAIN, None))
+            depths.append(again)
+            continue
         if above is not None and above[7]:
             operands = 0    # a rebuilt frame waits at its base depth
         if depth is not None:

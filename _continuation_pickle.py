@@ -331,7 +331,11 @@ def capture(c: continulet, keep: Optional[Callable[[list], tuple]] = None) -> tu
     keep, as a range (lo, hi): the top kept frame's call in progress is
     then what the next switch returns into, the frames above it are
     dropped, and so are those below ``lo`` (a library's run function, which
-    the recipe's on_return stands for)."""
+    the recipe's on_return stands for).  It may add a third item, true
+    when the frames above ``hi`` are a trace function that the library
+    knows was called before an instruction (a line or opcode event): the
+    top kept frame then need not be in a call, and resumes at that
+    instruction."""
     return capture_ex(c, keep)[0]
 
 
@@ -342,13 +346,16 @@ def capture_ex(c: continulet, keep: Optional[Callable[[list], tuple]] = None,
     capture is about to be pickled or copied: the generators running in it
     pickle as shells that the rebuilt stack runs (_capturing.gens)."""
     all_raw, exc = frames_of(c)
-    lo, hi = keep(all_raw) if keep is not None else (0, len(all_raw))
+    kept = keep(all_raw) if keep is not None else (0, len(all_raw))
+    lo, hi = kept[:2]
+    stopped = len(kept) > 2 and bool(kept[2])
     n = hi - lo
     if n < 1 and keep is None:
         raise pickle.PicklingError("the continulet has no Python frame to pickle")
     if n > 0:
         sites, depths, values = _check(
-            all_raw[lo:], n, lambda depths: _continuation._frame_values(c, [0] * lo + depths)[lo:])
+            all_raw[lo:], n, lambda depths: _continuation._frame_values(c, [0] * lo + depths)[lo:],
+            stopped=stopped)
     if hi < len(all_raw) and (n == 0 or not all_raw[hi][5]):
         callee = all_raw[hi][0]     # an inlined Python call, or the first frame dropped
     elif n > 0 and depths[-1] > sites[-1][0]:

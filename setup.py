@@ -49,7 +49,7 @@ if platform.python_implementation() == "CPython":
         "_continuation",
         sources=["src/module.c", "src/genlet.c", "src/pystate.c", "src/stk.c",
                  "src/stk_x86_64.c", "src/stk_i386.c", "src/stk_aarch64.c",
-                 "src/chunkcache.c", "src/framestate.c", "src/preempt.c",
+                 "src/chunkcache.c", "src/framestate.c", "src/transplant.c", "src/preempt.c",
                  "src/codedepth.c"],
         include_dirs=["include", "src"],
         depends=["include/stk.h", "src/pystate.h", "src/continulet.h", "src/chunkcache.h", "src/capi.h"],

@@ -43,6 +43,10 @@ typedef struct {
 
 extern PyTypeObject Continulet_Type;
 
+/* Whether the thread with this id (a thread state's) uses continulets and
+ * has not ended. */
+int cont_thread_alive(uint64_t id);
+
 /* The stack running now in this thread (NULL: its main stack, never switched). */
 cont_stack *cont_running_stack(void);
 extern PyObject *cont_error;
@@ -60,7 +64,13 @@ extern PyMethodDef cont_preempt_methods[];
 extern PyMethodDef cfs_module_methods[];
 PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value);
 void cfs_release(cont_stack *s);
+void cfs_retire(cont_stack *s);
+int cfs_check_recipe(PyObject *recipe, PyObject *const *moving, Py_ssize_t nmoving);
 PyObject *cfs_reduce(PyObject *self, PyObject *unused);
 PyObject *cfs_setstate(PyObject *self, PyObject *state);
+
+/* src/transplant.c: moving a suspended stack's frames to a new stack */
+extern PyMethodDef cont_transplant_methods[];
+void cont_retire_stack(cont_stack *s);
 
 #endif

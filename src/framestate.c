@@ -21,8 +21,9 @@
  * frames[0..live), bottom first.  Their links to each other were made by
  * us, not by an inlined call, and the boundary check must know that. */
 typedef struct cfs_chain {
-    Py_ssize_t live;
+    Py_ssize_t live, n;
     struct cfs_wait *waits;     /* how each takes the outcome of the one above */
+    PyObject *on_return;        /* the recipe's, called when they have all returned */
     void *frames[1];
 } cfs_chain;
 
@@ -84,8 +85,17 @@ static cont_stack *readable_stack(PyObject *c)
                              "or was switched to from the main stack): its frames cannot be pickled");
         return NULL;
     }
-    if (h->thread_id != PyThreadState_GetID(PyThreadState_Get())) {
-        PyErr_SetString(err, "the continulet's frames belong to another thread");
+    /* Another live thread's suspended stack is read the same way (stackless
+       moves a paused tasklet between threads, src/transplant.c): its frames
+       live in memory of its own, and its bytes still on that thread's C
+       stack lie above whatever that thread runs now (see stk.c), which
+       cannot run anyway while we hold the GIL.  Not a dead thread's. */
+    if (h->thread_id != PyThreadState_GetID(PyThreadState_Get()) && !cont_thread_alive(h->thread_id)) {
+        PyErr_SetString(err, "the continulet's frames belong to another thread, which has ended");
+        return NULL;
+    }
+    if (h->slice.state != STK_SUSPENDED) {
+        PyErr_SetString(err, "the continulet's frames are running");
         return NULL;
     }
     if (!cps_frames_supported()) {
@@ -358,6 +368,9 @@ enum {
     WAIT_SEND,          /* SEND to it (yield from, await) */
     WAIT_GEN_CALL,      /* next(g), g.send(v), g.throw(...), g.__next__() */
     WAIT_GEN_DEFAULT,   /* next(g, default) */
+    WAIT_AGAIN,         /* the top frame only: stopped before the instruction at
+                           its resume point (a trace function switched away),
+                           it runs that instruction; the value is dropped */
     WAIT_KINDS
 };
 
@@ -396,7 +409,19 @@ static int check_slots(PyObject *spec, Py_ssize_t want, Py_ssize_t max)
     return 0;
 }
 
-static int check_recipe(PyObject *recipe)
+/* Whether gen is one of gens[0..n) (the generators running in a stack
+ * whose frames move, see src/transplant.c). */
+static int is_one_of(PyObject *gen, PyObject *const *gens, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (gens[i] == gen)
+            return 1;
+    return 0;
+}
+
+/* `moving`: the generators that may stand in a record although not held
+ * yet (they run in the stack whose frames the recipe moves); NULL if none. */
+int cfs_check_recipe(PyObject *recipe, PyObject *const *moving, Py_ssize_t nmoving)
 {
     if (!PyTuple_Check(recipe) || PyTuple_GET_SIZE(recipe) != 4 || !PyTuple_Check(PyTuple_GET_ITEM(recipe, 0)))
         goto bad;
@@ -417,7 +442,7 @@ static int check_recipe(PyObject *recipe)
         int gen = is_generator(obj);
         if (gen) {
             /* held, and in no other record */
-            if (!cps_gen_held(obj))
+            if (!cps_gen_held(obj) && !is_one_of(obj, moving, nmoving))
                 goto bad;
             for (Py_ssize_t j = 0; j < i; j++)
                 if (PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, j), 0) == obj)
@@ -430,8 +455,9 @@ static int check_recipe(PyObject *recipe)
             goto bad;
         long wait = PyLong_AsLong(PyTuple_GET_ITEM(fr, 4));
         /* a frame that waits for a generator has one above it */
-        if (wait < 0 || wait >= WAIT_KINDS || (wait != WAIT_CALL
-                && (i + 1 >= nframes || !is_generator(PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0)))))
+        if (wait < 0 || wait >= WAIT_KINDS || (wait == WAIT_AGAIN && i + 1 < nframes)
+                || (wait != WAIT_CALL && wait != WAIT_AGAIN
+                    && (i + 1 >= nframes || !is_generator(PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0)))))
             goto bad;
         if (i + 1 < nframes && wait == WAIT_CALL
                 && is_generator(PyTuple_GET_ITEM(PyTuple_GET_ITEM(frames, i + 1), 0)))
@@ -443,7 +469,8 @@ static int check_recipe(PyObject *recipe)
             goto bad;
         long call = PyLong_AsLong(PyTuple_GET_ITEM(ips, 0)), next = PyLong_AsLong(PyTuple_GET_ITEM(ips, 1));
         int gen_code = (co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
-        if (call < 0 || next <= call || next > Py_SIZE(co) || gen_code != gen)
+        if (call < 0 || (wait == WAIT_AGAIN ? next != call : next <= call) || next > Py_SIZE(co)
+                || gen_code != gen)
             goto bad;
         if (check_slots(PyTuple_GET_ITEM(fr, 2), co->co_nlocalsplus, co->co_nlocalsplus) < 0
                 || check_slots(PyTuple_GET_ITEM(fr, 3), -1, co->co_stacksize - 1) < 0)
@@ -485,7 +512,7 @@ static PyObject *fs_set_frames(PyObject *mod, PyObject *const *args, Py_ssize_t 
                      Py_GetVersion());
         return NULL;
     }
-    if (check_recipe(args[1]) < 0)
+    if (cfs_check_recipe(args[1], NULL, 0) < 0)
         return NULL;
     h->frames = Py_NewRef(args[1]);
     Py_RETURN_NONE;
@@ -652,10 +679,12 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
         fill_frame(chain->frames[i], fr, frame_code_of(obj), w);
     }
     chain->waits = waits;
-    me->chain = chain;
+    chain->n = n;
     PyObject *on_resume = PyTuple_GET_ITEM(recipe, 2);
     PyObject *on_return = PyTuple_GET_ITEM(recipe, 3);
-    on_return = on_return == Py_None ? NULL : Py_NewRef(on_return);
+    /* in the chain, where a move of these frames finds it (cfs_retire) */
+    chain->on_return = on_return == Py_None ? NULL : Py_NewRef(on_return);
+    me->chain = chain;
     if (on_resume != Py_None && value != NULL) {
         /* called as if by the top frame, so that its frames link onto the
            rebuilt ones */
@@ -671,6 +700,8 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
         void *f = chain->frames[k];
         if (k + 1 < n)
             value = deliver(f, &waits[k], waits[k + 1].gen, value, yielded);
+        else if (waits[k].wait == WAIT_AGAIN && value != NULL)
+            Py_CLEAR(value);    /* nothing pushed: the instruction runs (again) */
         if (waits[k].gen != NULL)
             value = cps_run_gen_frame(ts, waits[k].gen, f, value, (int)k, &yielded);
         else {
@@ -684,6 +715,7 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
     release_waits(waits, n ? 1 : 0);
     PyMem_Free(waits);
     me->chain = NULL;
+    on_return = chain->on_return;
     PyMem_Free(chain);
     if (on_return != NULL) {
         PyObject *exc = value == NULL ? cps_fetch_exception() : NULL;
@@ -700,6 +732,23 @@ PyObject *cfs_run(PyThreadState *ts, cont_stack *me, PyObject *value)
 void cfs_release(cont_stack *s)
 {
     Py_CLEAR(s->frames);
+}
+
+/* The frames of the suspended stack s moved elsewhere and it will never
+ * run again: let go of what cfs_run holds in its C frame for the rebuilt
+ * frames that have not returned (see src/transplant.c). */
+void cfs_retire(cont_stack *s)
+{
+    cfs_chain *chain = s->chain;
+    if (chain == NULL)
+        return;
+    s->chain = NULL;
+    /* waits[k + 1] is let go of when frame k returns, waits[0] after
+       the run: while frame live - 1 runs, waits [0, live] are held */
+    release_waits(chain->waits, chain->live < chain->n ? chain->live + 1 : chain->n);
+    PyMem_Free(chain->waits);
+    Py_XDECREF(chain->on_return);
+    PyMem_Free(chain);
 }
 
 /* Generators and coroutines that are not running: their frame is read and

@@ -42,7 +42,7 @@ static uint64_t current_thread_id(void)
     return cps_thread_id(PyThreadState_Get());
 }
 
-static int thread_alive(uint64_t id)
+int cont_thread_alive(uint64_t id)
 {
     for (cont_tls *t = all_threads; t; t = t->next)
         if (t->thread_id == id)
@@ -201,24 +201,54 @@ static void recycle_stack(cont_stack *s)
     n_free_stacks++;
 }
 
+/* Drop a suspended record without unwinding it; `eng` is the engine of
+ * its thread, NULL if that thread has ended.  `moved`: its frames live on
+ * in another stack (see cont_retire_stack). */
+static void discard_stack(cont_stack *s, stk_thread *eng, int moved)
+{
+    stk_forget(eng, &s->slice);
+    if (moved)
+        cfs_retire(s);
+    cps_clear(&s->saved);
+    if (cps_discard(&s->saved, moved)) {
+        /* a frame object still reads the frames: the record stays */
+        Py_CLEAR(s->owner);
+        Py_CLEAR(s->callable);
+        Py_CLEAR(s->args);
+        Py_CLEAR(s->kwargs);
+        return;
+    }
+    recycle_stack(s);
+}
+
 /* Free a record that will never run again, without unwinding it: its
  * Python frames let go of what they hold; what its C frames hold leaks. */
 static void free_stack(cont_stack *s)
 {
     if (s->started && s->slice.state == STK_SUSPENDED) {
         cont_tls *t = tls_cache;
-        stk_forget(t && t->thread_id == s->thread_id ? &t->eng : NULL, &s->slice);
-        cps_clear(&s->saved);
-        if (cps_discard(&s->saved)) {
-            /* a frame object still reads the frames: the record stays */
-            Py_CLEAR(s->owner);
-            Py_CLEAR(s->callable);
-            Py_CLEAR(s->args);
-            Py_CLEAR(s->kwargs);
-            return;
-        }
+        discard_stack(s, t && t->thread_id == s->thread_id ? &t->eng : NULL, 0);
+        return;
     }
     recycle_stack(s);
+}
+
+/* Free a suspended record whose frames were moved to another stack (see
+ * src/transplant.c), from any thread, without unwinding it.  Its Python
+ * frames let go of what they hold; the generators running in it become
+ * held shells, which the new stack enters again; the C frames of a
+ * rebuilt run let go of what they hold (cfs_retire).  Called when nothing
+ * refers to it any more: it may run Python code (the releases). */
+void cont_retire_stack(cont_stack *s)
+{
+    cont_tls *t = NULL;
+    for (cont_tls *p = all_threads; p; p = p->next)
+        if (p->thread_id == s->thread_id) {
+            t = p;
+            break;
+        }
+    /* its thread's engine must forget it, whichever thread we are */
+    discard_stack(s, t ? &t->eng : NULL, 1);
 }
 
 /* ---------------------------------------------------------------------
@@ -584,7 +614,7 @@ static void drop_stack(cont_stack *s, PyObject *culprit)
         kill_stack(t, s, culprit);
         return;
     }
-    if (thread_alive(s->thread_id)) {
+    if (cont_thread_alive(s->thread_id)) {
         /* its own thread unwinds it at its next switch, or right after
            the garbage collection that found it */
         s->next = orphans;
@@ -1186,6 +1216,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
     if (cont_error == NULL || PyModule_AddObjectRef(m, "error", cont_error) < 0)
         goto fail;
     if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0
+            || PyModule_AddFunctions(m, cont_transplant_methods) < 0
             || PyModule_AddFunctions(m, cont_preempt_methods) < 0
             || PyModule_AddFunctions(m, cdp_methods) < 0)
         goto fail;

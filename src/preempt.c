@@ -131,15 +131,19 @@ static void tramp_clear(struct slot *s, PyThreadState *ts)
 
 /* The first trace event after the budget ran out.  A trace function may
  * run any Python code and switch (stackless interrupts from one), so the
- * callback runs here rather than at the delivery point. */
+ * callback runs here rather than at the delivery point.  It gets the
+ * event (PyTrace_*): only before an instruction (a line or opcode event)
+ * does the frame stand where it can be captured and moved (stackless's
+ * bind_thread, pickling: _continuation_frames). */
 static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg)
 {
     struct slot *s = own_slot();
     tramp_clear(s, PyThreadState_Get());
     if (s == NULL || s->callback == NULL)
         return 0;
-    PyObject *cb = Py_NewRef(s->callback);
-    PyObject *r = PyObject_CallNoArgs(cb);
+    PyObject *cb = Py_NewRef(s->callback), *ev = PyLong_FromLong(what);
+    PyObject *r = ev != NULL ? PyObject_CallOneArg(cb, ev) : NULL;
+    Py_XDECREF(ev);
     Py_DECREF(cb);
     if (r == NULL)
         return -1;      /* the exception surfaces in the traced code */
@@ -527,7 +531,8 @@ PyMethodDef cont_preempt_methods[] = {
     {"_preempt_arm", (PyCFunction)(void (*)(void))preempt_arm, METH_FASTCALL,
      "_preempt_arm(ns, callback)\n--\n\n"
      "Internal (stackless.run(timeout)): once this thread has used `ns`\n"
-     "more nanoseconds of CPU time, call `callback()` here, at the next\n"
+     "more nanoseconds of CPU time, call `callback(event)` (the PyTrace_*\n"
+     "number of the trace event it came with) here, at the next\n"
      "function entry or backward jump (other threads than the main one:\n"
      "at the next switch interval), and again every `ns` (at least 1 ms)\n"
      "of CPU time until disarmed or re-armed.  Replaces this thread's\n"

@@ -1011,6 +1011,19 @@ PyObject *cps_suspended_frame(const cps_saved *saved)
     return Py_NewRef(f != NULL ? (PyObject *)f : Py_None);
 }
 
+int cps_thread_id_of(unsigned long ident, uint64_t *id)
+{
+    /* (the interpreter's list of thread states may only be walked with
+       the GIL held, which we do) */
+    PyInterpreterState *interp = PyThreadState_Get()->interp;
+    for (PyThreadState *p = PyInterpreterState_ThreadHead(interp); p != NULL; p = PyThreadState_Next(p))
+        if (p->thread_id == ident) {
+            *id = cps_thread_id(p);
+            return 0;
+        }
+    return -1;
+}
+
 void cps_set_switcher(cps_saved *saved, void *switcher_top)
 {
     SAVED(saved)->switcher = switcher_top;
@@ -1329,28 +1342,36 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
 }
 
 
-int cps_discard(cps_saved *saved)
+static void hold_running_gen(_PyInterpreterFrame *f, Py_ssize_t n);
+
+int cps_discard(cps_saved *saved, int hold_gens)
 {
     saved_t *s = SAVED(saved);
     /* A generator frame belongs to its generator, which would try to close
-       it (run it) when freed: such generators stay alive, frames and all. */
-    for (_PyInterpreterFrame *f = s->top; f != NULL; f = f->previous)
-        if (!is_thread_frame(f))
-            Py_INCREF(generator_of(f));
+       it (run it) when freed: such generators stay alive, frames and all
+       (unless they become held shells: see hold_running_gen). */
+    if (!hold_gens)
+        for (_PyInterpreterFrame *f = s->top; f != NULL; f = f->previous)
+            if (!is_thread_frame(f))
+                Py_INCREF(generator_of(f));
 
     int keep_memory = 0;
     /* the values of each frame are counted while the frame above it (its
        callee, which may tell how far they go) is still intact */
     PyObject *extra;     /* an operand of a call: not released, as the call would */
-    Py_ssize_t n = s->top != NULL && is_thread_frame(s->top) ? frame_values(s, s->top, s->top, 0, NULL, &extra) : 0;
+    Py_ssize_t n = s->top != NULL && (is_thread_frame(s->top) || hold_gens)
+        ? frame_values(s, s->top, s->top, 0, NULL, &extra) : 0;
     for (_PyInterpreterFrame *f = s->top; f != NULL; ) {
         _PyInterpreterFrame *next = f->previous;
         Py_ssize_t n_next = 0;
-        if (next != NULL && is_thread_frame(next))
+        if (next != NULL && (is_thread_frame(next) || hold_gens))
             n_next = frame_values(s, next, next, !is_entry_frame(f) && !entered_from_c(f) && !is_cut(s, f),
                                   is_entry_frame(f) ? NULL : f, &extra);
         f->previous = NULL;
-        if (is_thread_frame(f)) {
+        if (!is_thread_frame(f) && hold_gens) {
+            hold_running_gen(f, n);
+        }
+        else if (is_thread_frame(f)) {
             /* a frame object that somebody else holds keeps reading this
                frame: its code and memory must stay */
             PyObject *fo = (PyObject *)f->frame_obj;
@@ -2115,6 +2136,21 @@ int cps_gen_hold(PyObject *gen)
     if (_PyObject_GC_IS_TRACKED(gen) && !_PyGC_FINALIZED(gen))
         _PyGC_SET_FINALIZED(gen);
     return 0;
+}
+
+/* A generator whose frame ran in a discarded stack that was moved
+ * elsewhere (cps_discard with hold_gens): its frame lets go of its `n`
+ * values (the move took them) and it becomes a held shell, which the
+ * rebuilt stack enters again (cps_gen_enter). */
+static void hold_running_gen(_PyInterpreterFrame *f, Py_ssize_t n)
+{
+    PyObject *gen = generator_of(f);
+    PyGenObject *g = (PyGenObject *)gen;
+    clear_values(f, n);
+    fs_set_depth(f, 0);
+    g->gi_exc_state.previous_item = NULL;
+    if (_PyObject_GC_IS_TRACKED(gen) && !_PyGC_FINALIZED(gen))
+        _PyGC_SET_FINALIZED(gen);
 }
 
 void *cps_gen_iframe(PyObject *gen)

@@ -71,6 +71,10 @@ void *cps_top_frame(PyThreadState *ts);
 /* PyThreadState_GetID(ts) */
 uint64_t cps_thread_id(PyThreadState *ts);
 
+/* That id of the live thread whose threading.get_ident() is `ident`;
+ * -1 if there is none. */
+int cps_thread_id_of(unsigned long ident, uint64_t *id);
+
 /* The frame object of the top frame of a suspended stack (new reference),
  * None if the stack has no Python frame of its own; NULL on error. */
 PyObject *cps_suspended_frame(const cps_saved *saved);
@@ -93,11 +97,14 @@ void cps_set_switcher(cps_saved *saved, void *switcher_top);
  * whose C stack is `slice` (some frames live on the C stack). */
 int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit, void *arg);
 
-/* A suspended stack will never run again (its thread has ended): release
- * what its frames hold, without running them (no finally block runs).
- * Generators executing in it are kept alive as they are.  Returns 1 when
- * its memory must stay because a frame object still points into it. */
-int cps_discard(cps_saved *saved);
+/* A suspended stack will never run again (its thread has ended, or its
+ * frames moved to another stack): release what its frames hold, without
+ * running them (no finally block runs).  Generators executing in it are
+ * kept alive as they are, or with `hold_gens` (their frames moved: their
+ * values were taken) become held shells that a rebuilt stack enters (see
+ * cps_gen_hold).  Returns 1 when its memory must stay because a frame
+ * object still points into it. */
+int cps_discard(cps_saved *saved, int hold_gens);
 
 /* The contextvars context of a suspended stack (borrowed, may be NULL),
  * and replacing it (the new one is taken, may be NULL). */

@@ -157,33 +157,71 @@ static OUT_OF_LINE PyObject *raise_bomb(PyObject *self, PyObject *v)
     return NULL;
 }
 
+/* The operands of the call as one array, positional arguments first,
+ * and the names of the keyword ones: kept in the tasklet's slots for the
+ * call (see body), as a vectorcall takes them.  -1 with an error; 0 when
+ * a keyword is no string (PyObject_Call then reports it). */
+static OUT_OF_LINE int flatten_kwargs(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args), k = PyDict_GET_SIZE(kwargs), pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(kwargs, &pos, &key, &value))
+        if (!PyUnicode_Check(key))
+            return 0;
+    PyObject *stack = PyTuple_New(n + k), *names = PyTuple_New(k);
+    if (stack == NULL || names == NULL) {
+        Py_XDECREF(stack);
+        Py_XDECREF(names);
+        return -1;
+    }
+    for (; i < n; i++)
+        PyTuple_SET_ITEM(stack, i, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+    pos = 0;
+    for (Py_ssize_t j = 0; PyDict_Next(kwargs, &pos, &key, &value); j++) {
+        PyTuple_SET_ITEM(stack, n + j, Py_NewRef(value));
+        PyTuple_SET_ITEM(names, j, Py_NewRef(key));
+    }
+    set_slot(self, t_args, stack);
+    set_slot(self, t_kwargs, names);
+    Py_DECREF(stack);
+    Py_DECREF(names);
+    return 1;
+}
+
+/* The tasklet's function, with its tempval (a bomb is raised first) and
+ * in its own context.  NULL with the error it ended with.  This C frame
+ * holds no reference of its own across the call: the function and its
+ * operands stay in the tasklet's slots until it returns.  A tasklet that
+ * moves to another thread (stackless/_transplant.py) leaves this frame
+ * behind, never to run again, and the move empties those slots. */
 static PyObject *body(PyObject *self)
 {
     PyObject *v = slot(self, t_tempval);
     if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type))
         return raise_bomb(self, v);
-    PyObject *func = Py_NewRef(slot(self, t_func)), *args = Py_NewRef(slot(self, t_args));
-    PyObject *kwargs = Py_NewRef(slot(self, t_kwargs)), *r = NULL;
-    set_slot(self, t_args, Py_None);
-    set_slot(self, t_kwargs, Py_None);
+    PyObject *func = slot(self, t_func), *args = slot(self, t_args), *kwargs = slot(self, t_kwargs);
+    PyObject *r = NULL;
     PyObject *ctx = slot(self, t_context);
     if (discard(PyObject_CallOneArg(set_context, ctx)) == 0) {
+        int flat = 0;
         if (!PyTuple_Check(args)) {
             PyErr_SetString(PyExc_TypeError, "tasklet arguments must be a tuple");
         }
-        else if (PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) > 0) {
-            r = PyObject_Call(func, args, kwargs);
+        else if (PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) > 0
+                 && (flat = flatten_kwargs(self, args, kwargs)) <= 0) {
+            if (flat == 0)
+                r = PyObject_Call(func, args, kwargs);
         }
         else {
             /* the usual case: a vectorcall, whose Python callee runs in a
                new interpreter C frame, as the Python _bootstrap's call did */
-            r = PyObject_Vectorcall(func, &PyTuple_GET_ITEM(args, 0),
-                                    (size_t)PyTuple_GET_SIZE(args), NULL);
+            PyObject *stack = slot(self, t_args), *names = flat ? slot(self, t_kwargs) : NULL;
+            Py_ssize_t nargs = PyTuple_GET_SIZE(stack) - (names ? PyTuple_GET_SIZE(names) : 0);
+            r = PyObject_Vectorcall(func, &PyTuple_GET_ITEM(stack, 0), (size_t)nargs, names);
         }
     }
-    Py_DECREF(func);
-    Py_DECREF(args);
-    Py_DECREF(kwargs);
+    set_slot(self, t_args, Py_None);
+    set_slot(self, t_kwargs, Py_None);
     return r;
 }
 
@@ -238,15 +276,16 @@ static PyObject *accel_bootstrap(PyObject *mod, PyObject *const *args, Py_ssize_
         return NULL;
     }
     PyObject *cont = args[0], *self = args[1];
-    PyObject *ts = Py_NewRef(slot(self, t_ts));
+    /* (borrowed: the tasklet holds it, and nothing else holds a
+       reference in this frame across the call, see body) */
+    PyObject *ts = slot(self, t_ts);
     if (slot(ts, ts_timeout) != Py_None) {
         /* run(timeout) is Python code that counts the tasklet's trace
            events, from the frames above the Python _bootstrap's */
-        Py_DECREF(ts);
         return PyObject_Vectorcall(py_bootstrap, args, 2, NULL);
     }
     PyObject *r = begin(ts, self) < 0 ? NULL : body(self);
-    return bootstrap_end(cont, ts, self, r);
+    return bootstrap_end(cont, Py_NewRef(slot(self, t_ts)), self, r);
 }
 
 /* What follows the call: the tasklet's end (ts is taken) */

@@ -3,8 +3,8 @@
 This module gives stock CPython (with the ``_continuation`` extension of this
 project) and PyPy (with its built-in ``_continuation``) the ``stackless``
 module of Stackless Python 3.7: tasklets, channels, the round-robin scheduler
-and its helpers.  Every switch is a "hard" switch of a continulet; there is no
-soft switching.  See ``docs/stackless.md`` for the reference and for every
+and its helpers.  Every switch is a "hard" switch of a continulet; a paused
+tasklet moves between threads with its frames instead (``_transplant``).  See ``docs/stackless.md`` for the reference and for every
 difference from Stackless Python 3.7.
 
 The code lives in one module per concept; this one re-exports the API:
@@ -14,7 +14,8 @@ The code lives in one module per concept; this one re-exports the API:
 * ``_switching``: switching, tasklet start and end, what runs next;
 * ``_scheduler``: ``schedule()``, ``run()`` and the other module functions;
 * ``_tasklet`` (``_frames``: its frame and recursion depth), ``_channel``,
-  ``_pickling``; ``_preempt`` (``run(timeout)``);
+  ``_pickling``; ``_transplant`` (``bind_thread`` of a started tasklet,
+  ``enable_softswitch``); ``_preempt`` (``run(timeout)``);
   ``_coroutine`` (the plain coroutine API).
 """
 
@@ -26,16 +27,16 @@ import types
 from typing import Any
 
 from stackless import (_channel, _common, _pickling, _preempt, _running, _scheduler,
-                       _switching, _tasklet, _threads)
+                       _switching, _tasklet, _threads, _transplant)
 from stackless._channel import channel, get_channel_callback, set_channel_callback
 from stackless._common import _PYPY, TaskletExit, _own_module, bomb
 from stackless._coroutine import coroutine
-from stackless._scheduler import (atomic, enable_softswitch, getcurrent, getcurrentid,
-                                  getmain, getruncount, run, schedule, schedule_remove,
-                                  switch_trap)
+from stackless._scheduler import (atomic, getcurrent, getcurrentid, getmain, getruncount,
+                                  run, schedule, schedule_remove, switch_trap)
 from stackless._switching import (get_schedule_callback, set_error_handler,
                                   set_schedule_callback)
 from stackless._tasklet import tasklet
+from stackless._transplant import enable_softswitch
 from stackless._threads import get_thread_info, getthreads
 
 __all__ = [
@@ -88,7 +89,8 @@ del _obj
 
 # The modules whose private names ``stackless._name`` still reaches (see
 # __getattr__), in the order they are searched.
-_PARTS = (_common, _threads, _switching, _scheduler, _tasklet, _channel, _pickling, _preempt)
+_PARTS = (_common, _threads, _switching, _scheduler, _tasklet, _channel, _pickling, _preempt,
+          _transplant)
 
 stackless = sys.modules[__name__]
 

@@ -43,6 +43,12 @@ _NS_PER_TICK = 20
 # The least CPU time after which trace-event budgets get the backstop.
 _BACKSTOP_NS = 1000000
 
+# the trace events (PyTrace_LINE, PyTrace_OPCODE) that come before an
+# instruction: a tasklet interrupted there can move to another thread or be
+# pickled (it resumes at that instruction); at the others it could not
+_LINE = 2
+_BEFORE_INSTRUCTION = frozenset((_LINE, 7))
+
 _timer_arm: Optional[Callable[[int, Any], bool]] = None
 _timer_disarm: Optional[Callable[[], None]] = None
 if not _PYPY:
@@ -126,7 +132,7 @@ class _Preempt:
                 self.traced = False
                 sys.settrace(self.old_trace)
 
-    def _expired(self) -> None:
+    def _expired(self, event: int = _LINE) -> None:
         # Called (src/preempt.c) from a trace event of this thread once the
         # CPU-time budget is spent, and again every budget (at least 1 ms)
         # until the next switch:
@@ -143,7 +149,7 @@ class _Preempt:
         if self.soft:
             return
         f = sys._getframe(1)
-        if id(f.f_globals) not in _OWN_GLOBALS:
+        if id(f.f_globals) not in _OWN_GLOBALS and event in _BEFORE_INSTRUCTION:
             # The event is the user's: interrupt right here.  Installing
             # the tick counter to wait for the next event would cost two
             # more changes of the trace function, each of which makes 3.12+
@@ -197,12 +203,16 @@ class _Preempt:
         pre = self.ts.timeout
         if pre is None:
             return None
-        pre._tick()
+        pre._tick(event != "line" and event != "opcode")
         return pre._local_trace
 
-    def _tick(self) -> None:
+    def _tick(self, count_only: bool = False) -> None:
+        # count_only: a 'call', 'return' or 'exception' event, where the
+        # frame is in the middle of an instruction; a tasklet interrupted
+        # there could not move or be pickled (stackless/_running.py), so
+        # the interruption waits for the next line or opcode event.
         self.ticks += 1
-        if self.ticks < self.timeout or self.soft:
+        if self.ticks < self.timeout or self.soft or count_only:
             return
         ts = self.ts
         cur = ts.current

@@ -22,6 +22,17 @@ import pickle
 import sys
 from typing import Any, Optional
 
+from stackless._common import _own_module
+
+_own_module(globals())
+
+def _module(name: str) -> Any:
+    """A module of the package, imported by now (an import statement would
+    run importlib's Python code, which run(timeout) would count and could
+    interrupt: Resume and End run in the tasklet, before and after its code)."""
+    return sys.modules["stackless." + name]
+
+
 #: bottom code -> capture policy, handed to _continuation_pickle when it is
 #: first needed (importing it makes generators and cells picklable)
 BOTTOMS: dict = {}
@@ -41,12 +52,24 @@ def _internal(code: Any) -> bool:
 def _keep(raw: list) -> tuple:
     """The range of frames, from the bottom, that belong to the tasklet's
     own code: the scheduler's frames above it are dropped, and so is the
-    Python ``_bootstrap`` below it (:class:`End` stands for it)."""
+    Python ``_bootstrap`` below it (:class:`End` stands for it).  A third
+    item says whether ``run(timeout)`` interrupted the tasklet from its
+    trace function: that happens only before an instruction (a line or
+    opcode event, stackless/_preempt.py), where the top frame resumes."""
     lo = 1 if raw and _internal(raw[0][1]) else 0
     hi = len(raw)
     while hi > lo and _internal(raw[hi - 1][1]):
         hi -= 1
-    return lo, hi
+    return lo, hi, hi < len(raw) and raw[hi][5] and _is_ticker(raw[hi][1])
+
+
+def _is_ticker(code: Any) -> bool:
+    """Whether ``code`` is that of the trace function (or the CPU-time
+    callback) through which ``run(timeout)`` interrupts a tasklet."""
+    pre = sys.modules.get("stackless._preempt")
+    cls = getattr(pre, "_Preempt", None)
+    return cls is not None and code in (cls._local_trace.__code__, cls._global_trace.__code__,
+                                         cls._expired.__code__)
 
 
 class Resume:
@@ -64,7 +87,7 @@ class Resume:
 
     def __call__(self) -> Any:
         from _continuation import _set_stack_context   # (CPython: frames pickle there)
-        from stackless import _switching
+        _switching = _module("_switching")
         t = self.tasklet
         ts = t._ts
         if ts.tasklet_tracing:
@@ -114,7 +137,7 @@ class End:
         return End, (self.tasklet,)
 
     def __call__(self, error: Optional[BaseException], value: Any) -> None:
-        from stackless import _switching
+        _switching = _module("_switching")
         t = self.tasklet
         if isinstance(error, _switching.TaskletExit):
             error = None
@@ -186,7 +209,7 @@ def entered_through_c(raw: list, func: Any) -> Optional[str]:
     function or a bound method) returns to the bootstrap what the frame
     returns.  Anything else (``reduce(f, ...)``, a ``functools.partial``)
     is C code that a restore would skip: Stackless refuses it too."""
-    lo, hi = _keep(raw)
+    lo, hi = _keep(raw)[:2]
     if hi <= lo or raw[lo][7]:
         return None     # (a rebuilt frame is driven from C by design)
     # (whether a frame was entered from C is not recorded alike on every

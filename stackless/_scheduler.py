@@ -179,16 +179,6 @@ def switch_trap(delta: int = 0, *_more: Any) -> int:
     return old
 
 
-def enable_softswitch(flag: Any = _NOARG, *_more: Any) -> bool:
-    """Soft switching does not exist here: every switch is a hard switch.
-
-    Always returns False, whatever ``flag`` is.
-    """
-    if flag is _NOARG or _more:
-        raise _one_arg("enable_softswitch", flag, _more)
-    return False
-
-
 class atomic:
     """Context manager that makes the current tasklet atomic while it runs."""
 

@@ -8,7 +8,7 @@ import sys
 from collections import deque
 from typing import Any, Callable, Optional
 
-from stackless import _frames, _pickling
+from stackless import _frames, _pickling, _transplant
 from stackless._common import (TaskletExit, _NOARG, _PYPY, _RUNNING, _at_least_one,
                                _at_most, _callback, _get_ident, _index, _make_exception,
                                _no_args, _one_arg, _own_module, bomb)
@@ -330,7 +330,11 @@ class tasklet:
         return old
 
     def bind_thread(self, thread_id: Optional[int] = None, *_more: Any) -> None:
-        """Move an unstarted, unscheduled tasklet to another thread."""
+        """Move a tasklet that is not runnable to another thread.
+
+        A started one (paused or blocked) moves with its frames, when they
+        can move (stackless/_transplant.py): it resumes in that thread.
+        """
         if _more:
             raise _at_most("bind_thread", 1, _more)
         if thread_id is None or thread_id == -1:
@@ -343,14 +347,16 @@ class tasklet:
             raise OverflowError("Python int too large to convert to C unsigned long")
         if self._ts.thread_id == thread_id and not self._orphaned and not self._ts.ended:
             return
-        if self._scheduled or self._blocked:
+        if self._scheduled:
             raise RuntimeError("can't (re)bind a runnable tasklet")
         ts = _ts_of(thread_id)
         if ts is None:
             raise ValueError("bad thread")
         if self._started and self._alive:
-            # its stack belongs to the thread it runs in
-            raise RuntimeError("can't (re)bind a tasklet that has started")
+            if self._is_main or self is self._ts.current:
+                raise RuntimeError(_transplant.C_STATE)
+            _transplant.move(self, ts)
+            return
         if self._alive:
             _unregister(self)
         self._ts = ts

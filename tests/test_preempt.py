@@ -314,7 +314,7 @@ def test_a_trace_function_set_while_the_ticker_waits_is_not_undone():
     def waiting(frame, event, arg):
         if frame.f_code is not f.__code__:
             return None     # (a weakref callback of an earlier test's garbage)
-        assert _preempt_arm(0, lambda: calls.append(1))
+        assert _preempt_arm(0, lambda event: calls.append(1))
         until = time.monotonic() + 10
         while sys.gettrace() is waiting and time.monotonic() < until:
             pass

@@ -94,10 +94,28 @@ def test_module_attributes():
     assert stackless.runcount == 1
 
 
-def test_enable_softswitch_is_always_false():
-    assert stackless.enable_softswitch(True) is False
-    assert stackless.enable_softswitch(None) is False
-    assert "hard" in stackless.enable_softswitch.__doc__
+def test_enable_softswitch_is_one_setting_for_the_process():
+    # as in Stackless 3.7: True by default, None only asks, the old value
+    # comes back, any object counts by its truth
+    e = stackless.enable_softswitch
+    if PYPY:    # PyPy's continulets cannot show their frames: tasklets never move
+        assert e(True) is False and e(None) is False
+        return
+    try:
+        assert e(None) is True
+        assert e(0) is True and e(None) is False
+        assert e("x") is False and e(None) is True
+        box = []
+        th = threading.Thread(target=lambda: box.append(e(False)))
+        th.start()
+        th.join()
+        assert box == [True] and e(None) is False      # the whole process
+    finally:
+        e(True)
+    with pytest.raises(TypeError, match=r"^enable_softswitch\(\) takes exactly one argument \(0 given\)$"):
+        e()
+    with pytest.raises(TypeError, match=r"^enable_softswitch\(\) takes exactly one argument \(2 given\)$"):
+        e(1, 2)
 
 
 def test_getcurrentid_and_thread_info():
@@ -1703,7 +1721,7 @@ def test_bind_thread_moves_unstarted_tasklet():
     assert not th.is_alive() and not t.alive
 
 
-def test_bind_thread_refuses_started_tasklet():
+def test_bind_thread_of_a_started_tasklet_without_soft_switching():
     t = tasklet(stackless.schedule_remove)()
     stackless.run()
     with pytest.raises(ValueError, match="^bad thread$"):      # as in Stackless
@@ -1713,14 +1731,18 @@ def test_bind_thread_refuses_started_tasklet():
     th = threading.Thread(target=lambda: (go.set(), done.wait()))
     th.start()
     go.wait()
+    old = stackless.enable_softswitch(False)
     try:
-        # a hard-switched stack cannot move to another thread
-        with pytest.raises(RuntimeError, match="has started"):
+        # Stackless 3.7 with hard switching says so too
+        with pytest.raises(RuntimeError, match="^tasklet has C state on its stack$"):
             t.bind_thread(th.ident)
+        assert t.thread_id == threading.get_ident() and t.paused
     finally:
+        stackless.enable_softswitch(old)
         done.set()
         th.join()
     t.kill()
+    assert not t.alive
 
 
 def test_bind_thread_errors_like_stackless():
