@@ -119,8 +119,12 @@ void cps_release(cps_saved *saved);
 PyObject *cps_fetch_exception(void);
 void cps_restore_exception(PyObject *exc);
 
-/* Whether the cyclic garbage collector is running right now. */
-int cps_gc_collecting(void);
+/* Whether the cyclic garbage collector is running right now (ts: the
+   running thread's state). */
+int cps_gc_collecting(PyThreadState *ts);
+
+/* The running thread's state (with the GIL held: never NULL). */
+PyThreadState *cps_tstate(void);
 
 /* Whether the interpreter is shutting down (atexit handlers have run). */
 int cps_finalizing(void);
