@@ -15,12 +15,18 @@ typedef struct { void *opaque_p[21]; int opaque_i[9]; } cps_saved;
 
 /* Storage that a continulet's stack needs at a fixed address for its whole
  * life (the thread state points into it while the stack runs): its
- * bottom exception-state entry and, on 3.11, its root C frame. */
-typedef struct { void *opaque[8]; } cps_root;
+ * bottom exception-state entry and, on 3.11, its root C frame (five
+ * pointers' worth there, the largest; pystate.c checks it fits). */
+typedef struct { void *opaque[5]; } cps_root;
 
 /* Bytes of the first frame data-stack chunk that a new stack gets.  Frames
- * that need more spill over into chunks that CPython allocates itself. */
-#define CPS_CHUNK_BYTES 1536
+ * that need more spill over into chunks that CPython allocates itself.
+ * While the stack is suspended, the chunk's unused end also holds its saved
+ * C stack (stk_offer_spare), the rest going to a heap buffer.  1 KiB holds
+ * a tasklet blocked in receive() inside a Python function on 3.11 and 3.13
+ * (its frame and ~0.9 KiB of C stack) in the record alone; every byte more
+ * is paid by each of thousands of idle tasklets (docs/performance.md). */
+#define CPS_CHUNK_BYTES 1024
 
 /* Once, at module import: learn what this interpreter's bytecode looks
  * like (the CALL opcodes).  -1 with an exception set on failure. */

@@ -108,6 +108,24 @@ int accel_tracing_in(PyObject *ts, PyObject *cur)
 
 /* --- _bootstrap(cont, self) ----------------------------------------------- */
 
+/* id(frame) as an int (borrowed).  The tasklets that one run() starts all
+ * have the same frame below them: they share one int, not one each (it is
+ * only an address, compared with id() of frames: a new frame at the same
+ * address has the same id, so reusing the int is exact). */
+static PyObject *base_id(PyFrameObject *below)
+{
+    static void *last_below;
+    static PyObject *last_base;
+    if (below != last_below || last_base == NULL) {
+        PyObject *base = PyLong_FromVoidPtr(below);
+        if (base == NULL)
+            return NULL;
+        Py_XSETREF(last_base, base);
+        last_below = below;
+    }
+    return last_base;
+}
+
 /* Its first part, up to the call: what the tasklet needs on its own
  * stack before its function runs.  0, or -1 with the error that leaves
  * the tasklet unstarted (see _not_started). */
@@ -119,11 +137,10 @@ static OUT_OF_LINE int begin(PyObject *ts, PyObject *self)
     set_slot(self, t_started, Py_True);
     /* the frame below ours (the starter's) ends tasklet.recursion_depth */
     PyFrameObject *below = PyEval_GetFrame();
-    PyObject *base = below != NULL ? PyLong_FromVoidPtr(below) : Py_NewRef(Py_None);
+    PyObject *base = below != NULL ? base_id(below) : Py_None;
     if (base == NULL)
         return -1;
     set_slot(self, t_base, base);
-    Py_DECREF(base);
     int tracing = slot_true(ts, ts_tracing);
     if (tracing < 0)
         return -1;
