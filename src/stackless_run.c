@@ -193,9 +193,17 @@ static PyObject *body(PyObject *self)
         }
         else {
             /* the usual case: a vectorcall, whose Python callee runs in a
-               new interpreter C frame, as the Python _bootstrap's call did */
-            r = PyObject_Vectorcall(func, &PyTuple_GET_ITEM(args, 0),
-                                    (size_t)PyTuple_GET_SIZE(args), NULL);
+               new interpreter C frame, as the Python _bootstrap's call did.
+               Called through the callable's own vectorcall function: the C
+               frame of PyObject_Vectorcall (32 B on 3.11) would stay under
+               the tasklet's frames for its whole life, copied at every
+               switch and kept by every blocked tasklet. */
+            vectorcallfunc vc = PyVectorcall_Function(func);
+            PyObject *const *items = &PyTuple_GET_ITEM(args, 0);
+            size_t n = (size_t)PyTuple_GET_SIZE(args);
+            r = vc != NULL ? vc(func, items, n, NULL) : PyObject_Vectorcall(func, items, n, NULL);
+            if (r == NULL && !PyErr_Occurred())
+                PyErr_SetString(PyExc_SystemError, "a tasklet's function failed without an exception");
         }
     }
     Py_DECREF(func);
