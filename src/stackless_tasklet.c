@@ -317,35 +317,33 @@ static int learn_template(PyObject *tasklet)
     return ok;
 }
 
-/* The tasklet's base _TaskletFlags holds only flags (True/False, small
- * ints, None): no reference cycle can run through them.  CPython's
- * traverse of the tasklet class (subtype_traverse) walks its own slots, its
- * instance dict, and then calls the traverse of the first base that has a
- * different one, which must visit the instance's (heap) type; with this
- * one as the base's traverse, the flag slots are never walked.  Skipping a
- * reference can only keep objects alive, never free a live one: a flag
- * slot that someone fills with a container would at worst keep a cycle
- * through it uncollected. */
+/* The bases _TaskletFlags and _ChannelFlags hold only flags (True/False,
+ * small ints, None): no reference cycle can run through them.  CPython's
+ * traverse of a class with __slots__ (subtype_traverse) walks its own
+ * slots, its instance dict, and then calls the traverse of the first base
+ * that has a different one, which must visit the instance's (heap) type;
+ * with this one as the base's traverse, the flag slots are never walked.
+ * Skipping a reference can only keep objects alive, never free a live
+ * one: a flag slot that someone fills with a container would at worst
+ * keep a cycle through it uncollected. */
 static int flags_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     return 0;
 }
 
-/* Give _TaskletFlags the traverse above, if it is what this code knows: a
- * direct base of tasklet, under object, with slots only (no dict, no weak
- * references), all of them named in `flags`. */
-static void skip_flags_in_gc(PyObject *ns, PyTypeObject *tasklet)
+/* Give the base `name` of `cls` the traverse above, if it is what this
+ * code knows: a direct base of cls, under object, with slots only (no
+ * dict, no weak references), all of them named in `flags`. */
+void accel_skip_flags_in_gc(PyObject *ns, const char *name, PyTypeObject *cls,
+                            const char *const *flags)
 {
-    static const char *const flags[] = {"_blocked", "_scheduled", "_alive", "_started",
-        "_is_main", "_atomic", "_ignore_nesting", "_block_trap", "_orphaned", "_unrestorable",
-        "_base", NULL};
-    PyObject *f = PyDict_GetItemString(ns, "_TaskletFlags");
+    PyObject *f = PyDict_GetItemString(ns, name);
     if (f == NULL || !PyType_Check(f))
         return;
     PyTypeObject *base = (PyTypeObject *)f;
-    if (tasklet->tp_base != base || base->tp_base != &PyBaseObject_Type
-            || !(base->tp_flags & Py_TPFLAGS_HEAPTYPE) || base->tp_traverse != tasklet->tp_traverse
+    if (cls->tp_base != base || base->tp_base != &PyBaseObject_Type
+            || !(base->tp_flags & Py_TPFLAGS_HEAPTYPE) || base->tp_traverse != cls->tp_traverse
             || base->tp_dictoffset != 0 || base->tp_weaklistoffset != 0)
         return;
     for (PyMemberDef *m = base->tp_members; m && m->name; m++) {
@@ -419,7 +417,10 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0)
         goto done;
-    skip_flags_in_gc(ns, (PyTypeObject *)tasklet);
+    static const char *const flags[] = {"_blocked", "_scheduled", "_alive", "_started",
+        "_is_main", "_atomic", "_ignore_nesting", "_block_trap", "_orphaned", "_unrestorable",
+        "_base", NULL};
+    accel_skip_flags_in_gc(ns, "_TaskletFlags", (PyTypeObject *)tasklet, flags);
     int usable = learn_template(tasklet);
     if (usable < 0)
         goto done;

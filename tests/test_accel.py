@@ -136,11 +136,12 @@ def _collected_in_one_pass(make):
     return [r() is None for r in refs]
 
 
-def test_cycles_through_a_tasklet_are_collected():
-    # The collector skips the tasklet's flag slots (accelerator); what can
-    # hold a reference must still be walked: the function (here a closure
-    # over the tasklet), the instance dict, and the class of a subclass
-    # instance, which goes in the same collection as its last instance.
+def test_cycles_through_a_tasklet_or_channel_are_collected():
+    # The collector skips the tasklet's and the channel's flag slots
+    # (accelerator); what can hold a reference must still be walked: the
+    # function (here a closure over the tasklet), the instance dict, and
+    # the class of a subclass instance, which goes in the same collection
+    # as its last instance.
     def bound_to_itself():
         box = []
         t = stackless.tasklet(lambda: box)
@@ -154,5 +155,13 @@ def test_cycles_through_a_tasklet_are_collected():
         t.me = t
         return [t, Task]
 
+    def channel_in_its_dict():
+        class Chan(stackless.channel):
+            pass
+        c = Chan()
+        c.me = c
+        return [c, Chan]
+
     assert _collected_in_one_pass(bound_to_itself) == [True]
     assert _collected_in_one_pass(in_its_dict) == [True, True]
+    assert _collected_in_one_pass(channel_in_its_dict) == [True, True]
