@@ -24,9 +24,16 @@ typedef struct { void *opaque[5]; } cps_root;
  * While the stack is suspended, the chunk's unused end also holds its saved
  * C stack (stk_offer_spare), the rest going to a heap buffer.  1 KiB holds
  * a tasklet blocked in receive() inside a Python function on 3.11 and 3.13
- * (its frame and ~0.9 KiB of C stack) in the record alone; every byte more
+ * (its frame and ~0.85 KiB of C stack) in the record alone; every byte more
  * is paid by each of thousands of idle tasklets (docs/performance.md). */
-#define CPS_CHUNK_BYTES 1024
+#if PY_VERSION_HEX >= 0x030E0000
+/* 3.14+: the interpreter's C frame alone is 744 B, a blocked tasklet's C
+ * stack ~1.3 KiB, so 1 KiB would send part of every such stack to a heap
+ * buffer (the same memory, more copying at each switch) */
+#  define CPS_CHUNK_BYTES 1536
+#else
+#  define CPS_CHUNK_BYTES 1024
+#endif
 
 /* Once, at module import: learn what this interpreter's bytecode looks
  * like (the CALL opcodes).  -1 with an exception set on failure. */
