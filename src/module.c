@@ -39,7 +39,7 @@ static int n_free_stacks;
 
 static uint64_t current_thread_id(void)
 {
-    return cps_thread_id(PyThreadState_Get());
+    return cps_thread_id(cps_tstate());
 }
 
 int cont_thread_alive(uint64_t id)
@@ -130,17 +130,30 @@ int cont_in_run(void)
     return t != NULL && t->current != &t->main;
 }
 
-static cont_tls *get_tls(void)
+static __attribute__((noinline)) cont_tls *get_tls_slow(uint64_t id)
 {
-    uint64_t id = current_thread_id();
-    cont_tls *t = last_tls;
-    if (t != NULL && t->thread_id == id)
-        return t;
-    t = tls_cache;
+    cont_tls *t = tls_cache;
     if (t == NULL || t->thread_id != id)
         t = tls_create(id);
     last_tls = t;
     return t;
+}
+
+/* The record of the thread whose state is `ts` (the running one); NULL
+ * with an exception if it could not be made.  Inlined into every switch:
+ * the common case is one compare. */
+static inline __attribute__((always_inline)) cont_tls *get_tls_of(PyThreadState *ts)
+{
+    uint64_t id = cps_thread_id(ts);
+    cont_tls *t = last_tls;
+    if (t != NULL && t->thread_id == id)
+        return t;
+    return get_tls_slow(id);
+}
+
+static cont_tls *get_tls(void)
+{
+    return get_tls_of(cps_tstate());
 }
 
 /* The stack running now in this thread, NULL if the thread never used
@@ -261,9 +274,9 @@ static void process_orphans(cont_tls *t);
 /* Suspend the running stack and resume (or start) `target`.  Returns 0
  * once this stack is resumed again, -1 with MemoryError set if the switch
  * could not even start. */
-static inline __attribute__((always_inline)) int resume(cont_tls *t, cont_stack *target, cps_call *call)
+static inline __attribute__((always_inline)) int resume(PyThreadState *ts, cont_tls *t,
+                                                       cont_stack *target, cps_call *call)
 {
-    PyThreadState *ts = PyThreadState_Get();
     cont_stack *cur = t->current;
     void *switcher = cps_top_frame(ts);
     int rc;
@@ -428,14 +441,14 @@ static void run_end(cont_tls *t, cont_stack *me, PyObject *result)
  * finalizing thread runs, and it is the one collecting. */
 static _Thread_local int tl_collecting;
 
-static int gc_forbids_switch(void)
+static int gc_forbids_switch(PyThreadState *ts)
 {
-    return cps_gc_collecting() && (tl_collecting || cps_finalizing());
+    return cps_gc_collecting(ts) && (tl_collecting || cps_finalizing());
 }
 
-static int check_switch_allowed(cont_tls *t)
+static int check_switch_allowed(PyThreadState *ts, cont_tls *t)
 {
-    if (gc_forbids_switch()) {
+    if (gc_forbids_switch(ts)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot switch continulets while the garbage collector is running");
         return -1;
@@ -452,19 +465,19 @@ static int check_switch_allowed(cont_tls *t)
  * the running stack goes into origin, origin's content into dest, and
  * dest's old content runs.  `v` is the value (or exception) to hand over
  * and is stolen. */
-static PyObject *exchange(cont_tls *t, Continulet *origin, Continulet *dest,
+static PyObject *exchange(PyThreadState *ts, cont_tls *t, Continulet *origin, Continulet *dest,
                           PyObject *v, int is_exc, cps_call *call)
 {
     cont_stack *target = dest->h;
     cont_stack *cur = t->current;
-    if (check_switch_allowed(t) < 0) {
+    if (check_switch_allowed(ts, t) < 0) {
         Py_DECREF(v);
         return NULL;
     }
     dest->h = origin->h;
     origin->h = cur;
     put_xfer(t, v, is_exc);
-    if (resume(t, target, call) < 0) {
+    if (resume(ts, t, target, call) < 0) {
         if (origin == dest)
             origin->h = target;
         else {
@@ -537,7 +550,8 @@ static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *t
         }
         to = (Continulet *)to_obj;
     }
-    cont_tls *t = get_tls();
+    PyThreadState *ts = cps_tstate();
+    cont_tls *t = get_tls_of(ts);
     if (t == NULL) {
         Py_DECREF(v);
         return NULL;
@@ -554,7 +568,7 @@ static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *t
         }
         return v;
     }
-    return exchange(t, self, to ? to : self, v, is_exc, call);
+    return exchange(ts, t, self, to ? to : self, v, is_exc, call);
 }
 
 PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, cps_call *call)
@@ -580,7 +594,7 @@ static void kill_stack(cont_tls *t, cont_stack *s, PyObject *culprit)
     }
     s->kill_return = t->current;
     put_xfer(t, exc, 1);
-    if (resume(t, s, NULL) < 0) {
+    if (resume(cps_tstate(), t, s, NULL) < 0) {
         s->kill_return = NULL;
         Py_CLEAR(t->xfer);
         t->xfer_is_exc = 0;
@@ -610,7 +624,7 @@ static void drop_stack(cont_stack *s, PyObject *culprit)
     }
     cont_tls *t = tls_cache;
     if (t != NULL && t->thread_id == s->thread_id && t->thread_id == current_thread_id()
-            && !gc_forbids_switch()) {
+            && !gc_forbids_switch(cps_tstate())) {
         kill_stack(t, s, culprit);
         return;
     }
@@ -1070,7 +1084,7 @@ static PyObject *gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t
  * having the switch refused. */
 static int capi_may_switch(void)
 {
-    if (gc_forbids_switch())
+    if (gc_forbids_switch(cps_tstate()))
         return 0;
     cont_stack *s = cont_running_stack();
     return s == NULL || s->kill_return == NULL;

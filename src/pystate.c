@@ -12,6 +12,7 @@
 #include "internal/pycore_interp.h"
 #include "internal/pycore_runtime.h"      /* _PyRuntime.main_thread */
 #include "internal/pycore_gc.h"
+#include "internal/pycore_pystate.h"   /* _PyThreadState_GET */
 #if PY_VERSION_HEX >= 0x030D0000
 #  include "internal/pycore_tstate.h"
 #  include "internal/pycore_ceval.h"     /* _PyEval_AddPendingCall */
@@ -1475,10 +1476,26 @@ void cps_restore_exception(PyObject *exc)
 }
 
 /* True while the cyclic GC runs: it keeps list heads on the C stack, and
-   objects being collected point at them, so no other stack may run. */
-int cps_gc_collecting(void)
+   objects being collected point at them, so no other stack may run.
+   Read through the caller's thread state: every switch asks, and
+   PyInterpreterState_Get() is a call into libpython with its own checks. */
+int cps_gc_collecting(PyThreadState *ts)
 {
-    return PyInterpreterState_Get()->gc.collecting;
+    return ts->interp->gc.collecting;
+}
+
+/* The running thread's state; the caller holds the GIL, so it is never
+   NULL.  3.11 reads it from _PyRuntime directly (inlined with -flto, where
+   PyThreadState_Get() is a call with a NULL check); 3.13+ keep it in a
+   thread-local of libpython, which an extension reaches only through the
+   call. */
+PyThreadState *cps_tstate(void)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    return _PyThreadState_GET();
+#else
+    return PyThreadState_Get();
+#endif
 }
 
 /* True in the main thread of the main interpreter: the only thread that

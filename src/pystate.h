@@ -15,12 +15,25 @@ typedef struct { void *opaque_p[21]; int opaque_i[9]; } cps_saved;
 
 /* Storage that a continulet's stack needs at a fixed address for its whole
  * life (the thread state points into it while the stack runs): its
- * bottom exception-state entry and, on 3.11, its root C frame. */
-typedef struct { void *opaque[8]; } cps_root;
+ * bottom exception-state entry and, on 3.11, its root C frame (five
+ * pointers' worth there, the largest; pystate.c checks it fits). */
+typedef struct { void *opaque[5]; } cps_root;
 
 /* Bytes of the first frame data-stack chunk that a new stack gets.  Frames
- * that need more spill over into chunks that CPython allocates itself. */
-#define CPS_CHUNK_BYTES 1536
+ * that need more spill over into chunks that CPython allocates itself.
+ * While the stack is suspended, the chunk's unused end also holds its saved
+ * C stack (stk_offer_spare), the rest going to a heap buffer.  1 KiB holds
+ * a tasklet blocked in receive() inside a Python function on 3.11 and 3.13
+ * (its frame and ~0.85 KiB of C stack) in the record alone; every byte more
+ * is paid by each of thousands of idle tasklets (docs/performance.md). */
+#if PY_VERSION_HEX >= 0x030E0000
+/* 3.14+: the interpreter's C frame alone is 744 B, a blocked tasklet's C
+ * stack ~1.3 KiB, so 1 KiB would send part of every such stack to a heap
+ * buffer (the same memory, more copying at each switch) */
+#  define CPS_CHUNK_BYTES 1536
+#else
+#  define CPS_CHUNK_BYTES 1024
+#endif
 
 /* Once, at module import: learn what this interpreter's bytecode looks
  * like (the CALL opcodes).  -1 with an exception set on failure. */
@@ -126,8 +139,12 @@ void cps_release(cps_saved *saved);
 PyObject *cps_fetch_exception(void);
 void cps_restore_exception(PyObject *exc);
 
-/* Whether the cyclic garbage collector is running right now. */
-int cps_gc_collecting(void);
+/* Whether the cyclic garbage collector is running right now (ts: the
+   running thread's state). */
+int cps_gc_collecting(PyThreadState *ts);
+
+/* The running thread's state (with the GIL held: never NULL). */
+PyThreadState *cps_tstate(void);
 
 /* Whether the interpreter is shutting down (atexit handlers have run). */
 int cps_finalizing(void);

@@ -994,6 +994,9 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
         xdecref(replaced);
         goto fail;
     }
+    static const char *const chan_flags[] = {"_balance", "_preference", "_schedule_all",
+                                             "_closing", NULL};
+    accel_skip_flags_in_gc(ns, "_ChannelFlags", (PyTypeObject *)channel, chan_flags);
     sched_dict = Py_NewRef(args[1]);
     chan_dict = Py_NewRef(args[2]);
     Py_DECREF(tasklet);

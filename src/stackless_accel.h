@@ -16,6 +16,11 @@ PyObject *accel_thread_state(void);
  * place).  `ns` holds stackless's names.  0, or -1 with an exception. */
 int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
                           PyObject *replaced);
+/* Have the collector skip the slots of cls's base `name` (ns[name]), which
+ * hold only the flags listed in `flags` (NULL-ended); nothing if that base
+ * is not such a class. */
+void accel_skip_flags_in_gc(PyObject *ns, const char *name, PyTypeObject *cls,
+                            const char *const *flags);
 
 /* stackless_accel.c: the scheduler steps the other parts share */
 int accel_do_switch(PyObject *ts, PyObject *cur, PyObject *nxt);

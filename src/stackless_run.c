@@ -108,6 +108,24 @@ int accel_tracing_in(PyObject *ts, PyObject *cur)
 
 /* --- _bootstrap(cont, self) ----------------------------------------------- */
 
+/* id(frame) as an int (borrowed).  The tasklets that one run() starts all
+ * have the same frame below them: they share one int, not one each (it is
+ * only an address, compared with id() of frames: a new frame at the same
+ * address has the same id, so reusing the int is exact). */
+static PyObject *base_id(PyFrameObject *below)
+{
+    static void *last_below;
+    static PyObject *last_base;
+    if (below != last_below || last_base == NULL) {
+        PyObject *base = PyLong_FromVoidPtr(below);
+        if (base == NULL)
+            return NULL;
+        Py_XSETREF(last_base, base);
+        last_below = below;
+    }
+    return last_base;
+}
+
 /* Its first part, up to the call: what the tasklet needs on its own
  * stack before its function runs.  0, or -1 with the error that leaves
  * the tasklet unstarted (see _not_started). */
@@ -119,11 +137,10 @@ static OUT_OF_LINE int begin(PyObject *ts, PyObject *self)
     set_slot(self, t_started, Py_True);
     /* the frame below ours (the starter's) ends tasklet.recursion_depth */
     PyFrameObject *below = PyEval_GetFrame();
-    PyObject *base = below != NULL ? PyLong_FromVoidPtr(below) : Py_NewRef(Py_None);
+    PyObject *base = below != NULL ? base_id(below) : Py_None;
     if (base == NULL)
         return -1;
     set_slot(self, t_base, base);
-    Py_DECREF(base);
     int tracing = slot_true(ts, ts_tracing);
     if (tracing < 0)
         return -1;
@@ -214,10 +231,19 @@ static PyObject *body(PyObject *self)
         }
         else {
             /* the usual case: a vectorcall, whose Python callee runs in a
-               new interpreter C frame, as the Python _bootstrap's call did */
+               new interpreter C frame, as the Python _bootstrap's call did.
+               Called through the callable's own vectorcall function: the C
+               frame of PyObject_Vectorcall (32 B on 3.11) would stay under
+               the tasklet's frames for its whole life, copied at every
+               switch and kept by every blocked tasklet. */
             PyObject *stack = slot(self, t_args), *names = flat ? slot(self, t_kwargs) : NULL;
             Py_ssize_t nargs = PyTuple_GET_SIZE(stack) - (names ? PyTuple_GET_SIZE(names) : 0);
-            r = PyObject_Vectorcall(func, &PyTuple_GET_ITEM(stack, 0), (size_t)nargs, names);
+            vectorcallfunc vc = PyVectorcall_Function(func);
+            PyObject *const *items = &PyTuple_GET_ITEM(stack, 0);
+            r = vc != NULL ? vc(func, items, (size_t)nargs, names)
+                           : PyObject_Vectorcall(func, items, (size_t)nargs, names);
+            if (r == NULL && !PyErr_Occurred())
+                PyErr_SetString(PyExc_SystemError, "a tasklet's function failed without an exception");
         }
     }
     set_slot(self, t_args, Py_None);

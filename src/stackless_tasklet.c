@@ -15,6 +15,7 @@
  */
 #include <Python.h>
 #include <structmember.h>
+#include <string.h>
 #include "slots.h"
 #include "stackless_accel.h"
 
@@ -284,7 +285,8 @@ static int immutable(PyObject *v)
 }
 
 /* Run the Python _init_fields() on a probe and record what it stored in
- * the tasklet class's own slots.  1 when the template is usable. */
+ * the slots of the tasklet class and of its bases.  1 when the template
+ * is usable. */
 static int learn_template(PyObject *tasklet)
 {
     PyObject *probe = PyBaseObject_Type.tp_new((PyTypeObject *)tasklet, empty_tuple, NULL);
@@ -297,21 +299,61 @@ static int learn_template(PyObject *tasklet)
     }
     Py_DECREF(r);
     int ok = 1;
-    for (PyMemberDef *m = ((PyTypeObject *)tasklet)->tp_members; m && m->name && ok; m++) {
-        if (m->type != T_OBJECT_EX || m->offset == t_ts)
-            continue;
-        PyObject *v = slot(probe, m->offset);
-        if (v == NULL)
-            continue;
-        if (tpl_n == MAX_FIELDS || !immutable(v))
-            ok = 0;
-        else {
-            tpl_off[tpl_n] = m->offset;
-            tpl_val[tpl_n++] = Py_NewRef(v);
+    for (PyTypeObject *c = (PyTypeObject *)tasklet; c != NULL && ok; c = c->tp_base)
+        for (PyMemberDef *m = c->tp_members; m && m->name && ok; m++) {
+            if (m->type != T_OBJECT_EX || m->offset == t_ts)
+                continue;
+            PyObject *v = slot(probe, m->offset);
+            if (v == NULL)
+                continue;
+            if (tpl_n == MAX_FIELDS || !immutable(v))
+                ok = 0;
+            else {
+                tpl_off[tpl_n] = m->offset;
+                tpl_val[tpl_n++] = Py_NewRef(v);
+            }
         }
-    }
     Py_DECREF(probe);
     return ok;
+}
+
+/* The bases _TaskletFlags and _ChannelFlags hold only flags (True/False,
+ * small ints, None): no reference cycle can run through them.  CPython's
+ * traverse of a class with __slots__ (subtype_traverse) walks its own
+ * slots, its instance dict, and then calls the traverse of the first base
+ * that has a different one, which must visit the instance's (heap) type;
+ * with this one as the base's traverse, the flag slots are never walked.
+ * Skipping a reference can only keep objects alive, never free a live
+ * one: a flag slot that someone fills with a container would at worst
+ * keep a cycle through it uncollected. */
+static int flags_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+/* Give the base `name` of `cls` the traverse above, if it is what this
+ * code knows: a direct base of cls, under object, with slots only (no
+ * dict, no weak references), all of them named in `flags`. */
+void accel_skip_flags_in_gc(PyObject *ns, const char *name, PyTypeObject *cls,
+                            const char *const *flags)
+{
+    PyObject *f = PyDict_GetItemString(ns, name);
+    if (f == NULL || !PyType_Check(f))
+        return;
+    PyTypeObject *base = (PyTypeObject *)f;
+    if (cls->tp_base != base || base->tp_base != &PyBaseObject_Type
+            || !(base->tp_flags & Py_TPFLAGS_HEAPTYPE) || base->tp_traverse != cls->tp_traverse
+            || base->tp_dictoffset != 0 || base->tp_weaklistoffset != 0)
+        return;
+    for (PyMemberDef *m = base->tp_members; m && m->name; m++) {
+        int known = 0;
+        for (const char *const *n = flags; *n && !known; n++)
+            known = strcmp(m->name, *n) == 0;
+        if (!known)
+            return;
+    }
+    base->tp_traverse = flags_traverse;
 }
 
 static int put(PyObject *cls, PyMethodDef *def, PyObject **descr)
@@ -375,6 +417,10 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0)
         goto done;
+    static const char *const flags[] = {"_blocked", "_scheduled", "_alive", "_started",
+        "_is_main", "_atomic", "_ignore_nesting", "_block_trap", "_orphaned", "_unrestorable",
+        "_base", NULL};
+    accel_skip_flags_in_gc(ns, "_TaskletFlags", (PyTypeObject *)tasklet, flags);
     int usable = learn_template(tasklet);
     if (usable < 0)
         goto done;

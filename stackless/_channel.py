@@ -42,7 +42,14 @@ def get_channel_callback(*_more: Any) -> Optional[Callable]:
     return _channel_cb
 
 
-class channel:
+class _ChannelFlags:
+    """The slots of a channel that hold only small ints and bools: the
+    accelerator has the garbage collector skip them (see _TaskletFlags)."""
+
+    __slots__ = ("_balance", "_preference", "_schedule_all", "_closing")
+
+
+class channel(_ChannelFlags):
     """A rendezvous point for tasklets: ``send`` waits for ``receive``.
 
     ``balance`` is the number of waiting senders (positive) or receivers
@@ -50,8 +57,7 @@ class channel:
     -1 the receiver (default), 1 the sender, 0 nobody switches.
     """
 
-    __slots__ = ("_queue", "_balance", "_preference", "_schedule_all",
-                 "_closing", "__weakref__", "__dict__")
+    __slots__ = ("_queue", "__weakref__", "__dict__")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Stackless's channel ignores its arguments

@@ -124,3 +124,44 @@ def test_greenlet_switch_falls_back_for_what_it_does_not_handle():
     assert g.dead
     with pytest.raises(TypeError):
         gl.greenlet.switch(object())
+
+
+def _collected_in_one_pass(make):
+    """make() returns weak references to objects that only a reference
+    cycle keeps alive; True when one gc.collect() frees them all."""
+    import gc
+    import weakref
+    refs = [weakref.ref(o) for o in make()]
+    gc.collect()
+    return [r() is None for r in refs]
+
+
+def test_cycles_through_a_tasklet_or_channel_are_collected():
+    # The collector skips the tasklet's and the channel's flag slots
+    # (accelerator); what can hold a reference must still be walked: the
+    # function (here a closure over the tasklet), the instance dict, and
+    # the class of a subclass instance, which goes in the same collection
+    # as its last instance.
+    def bound_to_itself():
+        box = []
+        t = stackless.tasklet(lambda: box)
+        box.append(t)
+        return [t]
+
+    def in_its_dict():
+        class Task(stackless.tasklet):
+            pass
+        t = Task(lambda: None)
+        t.me = t
+        return [t, Task]
+
+    def channel_in_its_dict():
+        class Chan(stackless.channel):
+            pass
+        c = Chan()
+        c.me = c
+        return [c, Chan]
+
+    assert _collected_in_one_pass(bound_to_itself) == [True]
+    assert _collected_in_one_pass(in_its_dict) == [True, True]
+    assert _collected_in_one_pass(channel_in_its_dict) == [True, True]
