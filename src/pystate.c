@@ -362,6 +362,7 @@ static PyCodeObject *frame_code(const _PyInterpreterFrame *f)
 static int entered_from_c(const _PyInterpreterFrame *f) { (void)f; return 0; }
 /* no root C frame after 3.11 */
 static void note_root_link(saved_t *s) { (void)s; }
+static Py_ssize_t instr_unit(const _PyInterpreterFrame *f) { return f->instr_ptr - _PyCode_CODE(frame_code(f)); }
 
 static void save_version_fields(PyThreadState *ts, saved_t *s)
 {
