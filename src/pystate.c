@@ -756,8 +756,8 @@ static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visi
     return 0;
 }
 /* 3.11, 3.13: call_depth does it (case CALL) */
-static held_t constructor_iterator(const _PyInterpreterFrame *rf, Py_ssize_t n,
-                                   const _PyInterpreterFrame *callee)
+static held_t held_by_callable(const _PyInterpreterFrame *rf, Py_ssize_t n,
+                               const _PyInterpreterFrame *callee)
 {
     (void)rf; (void)n; (void)callee;
     return (held_t){NULL, 0};
@@ -786,8 +786,8 @@ static int slot_object(_PyStackRef ref, PyObject **out)
 /* list(g), sum(g), "".join(g)... in a frame whose n values are exact: the
  * call's operands (which may be borrowed references) stay on its stack
  * while it runs, and the callable holds g once more (holds_iterator). */
-static held_t constructor_iterator(const _PyInterpreterFrame *rf, Py_ssize_t n,
-                                   const _PyInterpreterFrame *callee)
+static held_t held_by_callable(const _PyInterpreterFrame *rf, Py_ssize_t n,
+                               const _PyInterpreterFrame *callee)
 {
     const held_t none = {NULL, 0};
     if (callee == NULL || callee->owner != FRAME_OWNED_BY_GENERATOR)
@@ -1347,7 +1347,7 @@ static Py_ssize_t exact_values(const saved_t *s, const _PyInterpreterFrame *f,
     else if ((n = frame_stack_depth(rf, callee_inlined)) < nlocals && f != s->top)
         n = call_depth(rf, callee, NULL, extra);    /* the top one's: see cps_save */
     else if (n >= nlocals && n <= nlocals + co->co_stacksize)
-        *extra = constructor_iterator(rf, n, callee);
+        *extra = held_by_callable(rf, n, callee);
     return n >= nlocals && n <= nlocals + co->co_stacksize ? n : -1;
 }
 
