@@ -29,6 +29,7 @@ import sys
 from typing import Any, Callable, Optional
 
 from stackless._common import _OWN_GLOBALS, _PYPY, _index, _may_switch, _own_module
+from stackless._nesting import nested, still_nested
 from stackless._switching import _make_runnable_first, _switch, _take_tempval
 
 _own_module(globals())
@@ -55,7 +56,8 @@ class _Preempt:
 
     __slots__ = ("ts", "watchdog", "timeout", "soft", "ignore_nesting",
                  "total", "outer", "ticks", "interrupted", "old_trace",
-                 "fired", "timer", "armed", "traced", "opframe", "seen", "__weakref__")
+                 "fired", "timer", "armed", "traced", "opframe", "seen", "nest_entry",
+                 "__weakref__")
 
     def __init__(self, ts: Any, watchdog: Any, timeout: int, soft: bool,
                  ignore_nesting: bool, total: bool, outer: Optional["_Preempt"]) -> None:
@@ -75,6 +77,7 @@ class _Preempt:
         self.traced = False         # our trace function is installed
         self.opframe = None         # the frame we asked for opcode events
         self.seen = -1              # ticks at the backstop's last call
+        self.nest_entry = None      # where the running tasklet's nesting began
 
     def start(self) -> None:
         """Start counting this thread's ticks."""
@@ -96,6 +99,7 @@ class _Preempt:
     def stop(self) -> None:
         """Stop counting and restore the previous trace function."""
         self.fired = True
+        self.nest_entry = None
         self.ts.timeout = self.outer
         if self.armed:
             _timer_disarm()
@@ -106,6 +110,7 @@ class _Preempt:
 
     def resumed(self, t: Any) -> None:
         """Tasklet ``t`` runs again: give it a fresh budget and trace its frames."""
+        self.nest_entry = None
         if not self.total:
             self.ticks = 0
         self._no_opcodes()
@@ -148,8 +153,12 @@ class _Preempt:
             # the tick counter to wait for the next event would cost two
             # more changes of the trace function, each of which makes 3.12+
             # re-instrument every function that runs next.
-            self._tick()
+            self._tick(f)
             if self.fired:
+                return
+            if self.nest_entry is not None:
+                # nested (stackless/_nesting.py): the ticker asks again in
+                # a budget's time, at no cost to the nested code meanwhile
                 return
         self._trace(f)
         # A loop on one line without calls makes no line event: ask for an
@@ -197,10 +206,10 @@ class _Preempt:
         pre = self.ts.timeout
         if pre is None:
             return None
-        pre._tick()
+        pre._tick(frame)
         return pre._local_trace
 
-    def _tick(self) -> None:
+    def _tick(self, frame: Any) -> None:
         self.ticks += 1
         if self.ticks < self.timeout or self.soft:
             return
@@ -212,6 +221,14 @@ class _Preempt:
             # A finalizer that the garbage collector runs: no switch is
             # possible until it is over, and the next tick tries again (as
             # Stackless defers the interrupt of a tasklet in nested C calls).
+            return
+        # Python code that C code runs, or the scheduler's own code: the
+        # next tick outside it interrupts (stackless/_nesting.py)
+        entry = self.nest_entry
+        if entry is not None and still_nested(frame, entry):
+            return
+        self.nest_entry = entry = nested(frame, self.ignore_nesting or cur._ignore_nesting)
+        if entry is not None:
             return
         # Switch with the interpreter's "inside a trace function" state
         # reset, so that the tasklets that run meanwhile are traced.
