@@ -13,8 +13,12 @@ import pytest
 import stackless
 from stackless import _preempt
 
+ON_PYPY = sys.implementation.name == "pypy"
 # the trace-event way, and the CPU-time way (main thread, CPython)
-BUDGETS = [1000, max(_preempt._TIMER_MIN, 100000)]
+BUDGETS = [1000] if ON_PYPY else [1000, max(_preempt._TIMER_MIN, 100000)]
+# PyPy's frames are not ours to read: there only the scheduler's own code
+# counts as nesting (docs/stackless.md, "Preemption")
+c_nesting = pytest.mark.skipif(ON_PYPY, reason="PyPy: C code's nesting is not seen there")
 
 
 def spin(budget):
@@ -47,6 +51,7 @@ def by_sorted_key(budget):
     return body
 
 
+@c_nesting
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_python_code_that_c_code_runs_is_not_interrupted(budget):
     at_first, log = first_interruption(by_sorted_key(budget), budget)
@@ -71,6 +76,7 @@ def test_ignore_nesting_interrupts_it(budget, where):
     assert log == [0, 1, 2, "done"]
 
 
+@c_nesting
 def test_a_function_called_through_a_partial_is_not_interrupted():
     log = []
 
@@ -147,6 +153,7 @@ def test_a_channel_callback_is_not_interrupted(budget):
     assert at_first == ["sent"] and seen == [0, 1, 2]
 
 
+@c_nesting
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="no pthread_kill")
 def test_a_signal_handler_run_inside_a_c_call_is_not_interrupted():
     # the stress harness's seed 43: the handler ran inside a buffered
