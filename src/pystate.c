@@ -363,6 +363,7 @@ static PyCodeObject *frame_code(const _PyInterpreterFrame *f)
 static int entered_from_c(const _PyInterpreterFrame *f) { (void)f; return 0; }
 /* no root C frame after 3.11 */
 static void note_root_link(saved_t *s) { (void)s; }
+static Py_ssize_t instr_unit(const _PyInterpreterFrame *f) { return f->instr_ptr - _PyCode_CODE(frame_code(f)); }
 
 static void save_version_fields(PyThreadState *ts, saved_t *s)
 {
@@ -444,12 +445,101 @@ static Py_ssize_t frame_stack_depth(const _PyInterpreterFrame *f, int callee_inl
 
 static PyObject *generator_of(const _PyInterpreterFrame *f);
 
-/* The constructors that take all of a generator given to them, holding
- * the iterator of PyObject_GetIter until they are done with it. */
-static int is_iterating_type(const PyObject *o)
+/* An object that a frame holds above the values it reports (see
+ * call_depth), and how many times. */
+typedef struct {
+    PyObject *obj;
+    int refs;
+} held_t;
+
+/* ----------------------------------------------------------------------
+ * C callables that iterate with a reference of their own.
+ * list(g), sum(g), sorted(g), "".join(g), dict(g)...: the C code runs its
+ * first argument through the iterator that PyObject_GetIter returned (a
+ * generator returns itself), which it holds in a C local until it is done.
+ * While the generator runs under such a call in a suspended stack, that is
+ * one reference more of the stack's, which no frame shows: known only for
+ * the callables listed here, found once at import.  Only those that take
+ * the iterator before anything else runs, and hold no other hidden
+ * reference to the argument (3.11's min and max take a tuple of their
+ * arguments: left out there).
+ * ---------------------------------------------------------------------- */
+typedef struct {
+    PyObject *callable;     /* a strong reference, kept for good */
+    int refs;               /* how many it holds (PySequence_Fast: two) */
+    int method;             /* called on a self (str.join), else on NULL */
+    int one_positional;     /* iterates its first argument only if it is
+                               the one positional argument (min, max) */
+} holder_t;
+
+static holder_t holders[16];
+static int nholders;
+
+static int add_holder(PyObject *callable, int refs, int method, int one_positional)
 {
-    return o == (PyObject *)&PyList_Type || o == (PyObject *)&PyTuple_Type
-        || o == (PyObject *)&PySet_Type || o == (PyObject *)&PyFrozenSet_Type;
+    if (callable == NULL)
+        return -1;
+    holders[nholders++] = (holder_t){callable, refs, method, one_positional};
+    return 0;
+}
+
+static int find_holders(void)
+{
+    if (nholders > 0)
+        return 0;
+    PyTypeObject *types[] = {&PyList_Type, &PyTuple_Type, &PySet_Type, &PyFrozenSet_Type, &PyDict_Type};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        add_holder(Py_NewRef((PyObject *)types[i]), 1, 0, 0);
+    PyObject *b = PyImport_ImportModule("builtins");
+    if (b == NULL)
+        return -1;
+    int rc = 0;
+    const char *any_args[] = {"sum", "sorted", "any", "all"};
+    for (size_t i = 0; i < sizeof(any_args) / sizeof(any_args[0]) && rc == 0; i++)
+        rc = add_holder(PyObject_GetAttrString(b, any_args[i]), 1, 0, 0);
+#if PY_VERSION_HEX >= 0x030D0000
+    if (rc == 0)
+        rc = add_holder(PyObject_GetAttrString(b, "min"), 1, 0, 1);
+    if (rc == 0)
+        rc = add_holder(PyObject_GetAttrString(b, "max"), 1, 0, 1);
+#endif
+    Py_DECREF(b);
+    /* PySequence_Fast: the iterator, and the one of PySequence_List */
+    if (rc == 0)
+        rc = add_holder(PyObject_GetAttrString((PyObject *)&PyUnicode_Type, "join"), 2, 1, 0);
+    return rc;
+}
+
+/* Whether a call whose operands are ops (the callable and self, or NULL
+ * and the callable on 3.11, or the callable and NULL, then nargs
+ * arguments, nkw of them keywords: -1 if not known) runs the generator gen
+ * as its first argument through references of its own: how many (0 if
+ * not).  Then the operands
+ * are all in place (the callable is compared, never read).  After the
+ * call, nothing runs while the operands are dropped unless gen is freed,
+ * and then it runs being finalized, with a count of 1. */
+#ifdef CALL_KW
+/* The number of keyword arguments that the names on top of a CALL_KW's
+ * operands give (a tuple of the code's constants), -1 if they are not. */
+static Py_ssize_t keyword_count(PyObject *names)
+{
+    return names != NULL && PyTuple_CheckExact(names) ? PyTuple_GET_SIZE(names) : -1;
+}
+#endif
+
+static int holds_iterator(PyObject *const *ops, Py_ssize_t nargs, Py_ssize_t nkw, PyObject *gen)
+{
+    if (gen == NULL || nargs < 1 || ops[2] != gen)
+        return 0;
+    PyObject *callable = ops[0] != NULL ? ops[0] : ops[1];
+    PyObject *self = ops[0] != NULL ? ops[1] : NULL;
+    for (int i = 0; i < nholders; i++) {
+        const holder_t *h = &holders[i];
+        if (h->callable == callable)
+            return (self != NULL) == h->method && Py_REFCNT(gen) > h->refs && (!h->one_positional || (nkw >= 0 && nargs - nkw == 1))
+                ? h->refs : 0;
+    }
+    return 0;
 }
 
 #if PY_VERSION_HEX < 0x030E0000
@@ -473,6 +563,34 @@ static int runs_next_of(const _PyInterpreterFrame *callee, PyObject *it)
     PyCodeObject *co = frame_code(callee);
     return co->co_argcount >= 1 && callee->localsplus[0] == it
         && PyUnicode_CompareWithASCIIString(co->co_name, "__next__") == 0;
+}
+
+/* Whether the frame callee runs the callable of `it`, an iterator
+ * iter(f, stop) (whose C __next__ calls f): `it` must be alive, since the
+ * slot may name it while it is being freed, after the loop dropped it,
+ * when it has let go of f and is untracked already. */
+typedef struct {
+    PyObject *func;
+    int found;
+} find_t;
+
+static int find_func(PyObject *o, void *arg)
+{
+    find_t *w = arg;
+    if (o == w->func || (PyMethod_Check(o) && PyMethod_GET_FUNCTION(o) == w->func))
+        w->found = 1;
+    return 0;
+}
+
+static int runs_callable_of(const _PyInterpreterFrame *callee, PyObject *it)
+{
+    if (callee == NULL || !is_thread_frame(callee) || !PyCallIter_Check(it)
+            || !_PyObject_GC_IS_TRACKED(it) || Py_REFCNT(it) < 1)
+        return 0;
+    /* its only references are the callable and the sentinel */
+    find_t w = {frame_func(callee), 0};
+    Py_TYPE(it)->tp_traverse(it, find_func, &w);
+    return w.found;
 }
 
 /* Whether a switch called with keywords got them from the dict `kw`:
@@ -510,12 +628,12 @@ STK_NO_SANITIZE static PyObject *args_tuple(const cps_call *call)
 }
 
 static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
-                             const cps_call *call, PyObject **extra)
+                             const cps_call *call, held_t *extra)
 {
     PyCodeObject *co = frame_code(rf);
     PyObject *const *args = call != NULL ? call->args : NULL;
     if (extra != NULL)
-        *extra = NULL;
+        *extra = (held_t){NULL, 0};
     int op, oparg, d;
     if (!cdp_lookup(co, instr_unit(rf), &op, &oparg, &d))
         return -1;
@@ -536,7 +654,7 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
            that its deallocation holds, a reference of this suspended
            stack all the same. */
         PyObject *it = d >= 1 ? rf->localsplus[nl + d - 1] : NULL;
-        if (it != NULL && (it == gen || runs_next_of(callee, it)))
+        if (it != NULL && (it == gen || runs_next_of(callee, it) || runs_callable_of(callee, it)))
             return nl + d;
         return -1;
     }
@@ -569,7 +687,7 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
            and the tuple too. */
         PyObject *made = extra != NULL ? args_tuple(call) : NULL;
         if (made != NULL && made != callargs) {
-            *extra = made;
+            *extra = (held_t){made, 1};
             return nl + d - 1 - k;
         }
         /* With keywords the switch gets copies of the arguments, and the
@@ -610,18 +728,17 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
             return -1;
         for (Py_ssize_t i = top - nops; i < top; i++)
             if (rf->localsplus[nl + i] == gen)
-                *extra = gen;
-        /* list(g), tuple(g), set(g), frozenset(g): the constructor holds
-           the iterator that PyObject_GetIter returned, g itself, in a C
-           local while it runs g: one more reference of this stack's.  The
-           operands are all in place then (the callable is a static type:
-           compared, never read).  After the call, nothing runs while the
-           operands are dropped unless g is freed, and then it runs being
-           finalized, with a count of 1. */
-        if (oparg == 1 && rf->localsplus[nl + top - 1] == gen && Py_REFCNT(gen) >= 2
-                && (is_iterating_type(rf->localsplus[nl + top - 2])
-                    || is_iterating_type(rf->localsplus[nl + top - 3])))
+                *extra = (held_t){gen, 1};
+        /* list(g), sum(g), "".join(g)...: the callable holds g once more */
+        Py_ssize_t nkw = -1;        /* 3.11: KW_NAMES left them in a C local */
+#ifdef CALL_KW
+        nkw = op == CALL_KW ? keyword_count(rf->localsplus[nl + top - 1]) : 0;
+#endif
+        int refs = holds_iterator(&rf->localsplus[nl + top - nops], oparg, nkw, gen);
+        if (refs > 0) {
+            extra->refs = refs;
             return nl + top;
+        }
         return nl + top - nops;
     }
     default:
@@ -640,44 +757,58 @@ static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visi
     return 0;
 }
 /* 3.11, 3.13: call_depth does it (case CALL) */
-static PyObject *constructor_iterator(const _PyInterpreterFrame *rf, Py_ssize_t n,
-                                      const _PyInterpreterFrame *callee)
+static held_t held_by_callable(const _PyInterpreterFrame *rf, Py_ssize_t n,
+                               const _PyInterpreterFrame *callee)
 {
     (void)rf; (void)n; (void)callee;
-    return NULL;
+    return (held_t){NULL, 0};
 }
 #else
 /* 3.14+ store the stack pointer before every call that may escape */
 static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
-                             const cps_call *call, PyObject **extra)
+                             const cps_call *call, held_t *extra)
 {
     (void)rf; (void)callee; (void)call;
     if (extra != NULL)
-        *extra = NULL;
+        *extra = (held_t){NULL, 0};
     return -1;
 }
 
-/* list(g), tuple(g), set(g), frozenset(g) in a frame whose n values are
- * exact: the operands (the type, NULL, g, which may be a borrowed
- * reference) stay on its stack during the call, and the constructor holds
- * the iterator that PyObject_GetIter returned, g itself, in a C local: one
- * reference more, of this stack's.  The generator cannot run after the
- * call (the constructor has exhausted it). */
-static PyObject *constructor_iterator(const _PyInterpreterFrame *rf, Py_ssize_t n,
-                                      const _PyInterpreterFrame *callee)
+/* An object reference of a stack slot, NULL for none; 0 if it holds a
+ * tagged integer instead. */
+static int slot_object(_PyStackRef ref, PyObject **out)
 {
+    if (PyStackRef_IsTaggedInt(ref))
+        return 0;
+    *out = PyStackRef_IsNull(ref) ? NULL : PyStackRef_AsPyObjectBorrow(ref);
+    return 1;
+}
+
+/* list(g), sum(g), "".join(g)... in a frame whose n values are exact: the
+ * call's operands (which may be borrowed references) stay on its stack
+ * while it runs, and the callable holds g once more (holds_iterator). */
+static held_t held_by_callable(const _PyInterpreterFrame *rf, Py_ssize_t n,
+                               const _PyInterpreterFrame *callee)
+{
+    const held_t none = {NULL, 0};
     if (callee == NULL || callee->owner != FRAME_OWNED_BY_GENERATOR)
-        return NULL;
+        return none;
+    PyCodeObject *co = frame_code(rf);
+    int op, oparg, d;
+    if (!cdp_lookup(co, instr_unit(rf), &op, &oparg, &d) || (op != CALL && op != CALL_KW) || oparg < 1)
+        return none;
+    Py_ssize_t nops = (Py_ssize_t)oparg + 2 + (op == CALL_KW), nkw = 0;
+    if (n - nops < co->co_nlocalsplus)
+        return none;
+    const _PyStackRef *base = &rf->localsplus[n - nops];
+    PyObject *ops[3], *names = NULL;
+    for (int i = 0; i < 3; i++)
+        if (!slot_object(base[i], &ops[i]))
+            return none;
+    if (op == CALL_KW && (!slot_object(base[nops - 1], &names) || (nkw = keyword_count(names)) < 0))
+        return none;
     PyObject *gen = generator_of(callee);
-    if (n - 3 < frame_code(rf)->co_nlocalsplus || Py_REFCNT(gen) < 2)
-        return NULL;
-    const _PyStackRef *top = &rf->localsplus[n];
-    if (PyStackRef_IsNull(top[-1]) || PyStackRef_IsTaggedInt(top[-1])
-            || PyStackRef_AsPyObjectBorrow(top[-1]) != gen || !PyStackRef_IsNull(top[-2])
-            || PyStackRef_IsNull(top[-3]) || PyStackRef_IsTaggedInt(top[-3])
-            || !is_iterating_type(PyStackRef_AsPyObjectBorrow(top[-3])))
-        return NULL;
-    return gen;
+    return (held_t){gen, holds_iterator(ops, oparg, nkw, gen)};
 }
 
 static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visitproc visit, void *arg)
@@ -859,7 +990,7 @@ static int add_opcodes(PyObject *map, PyObject *names)
     return PyErr_Occurred() ? -1 : 0;
 }
 
-int cps_init(void)
+static int find_call_opcodes(void)
 {
     PyObject *m = PyImport_ImportModule("_opcode_metadata");
     if (m == NULL)
@@ -962,9 +1093,14 @@ static void cut_entry_frames(PyThreadState *ts, saved_t *s)
     }
 }
 #else
-int cps_init(void) { return 0; }
+static int find_call_opcodes(void) { return 0; }
 static void cut_entry_frames(PyThreadState *ts, saved_t *s) { (void)ts; (void)s; }
 #endif
+
+int cps_init(void)
+{
+    return find_call_opcodes() < 0 || find_holders() < 0 ? -1 : 0;
+}
 
 /* Put the entry frames back; the pairs stay recorded for the next cut. */
 static void restore_entry_frames(saved_t *s)
@@ -1059,7 +1195,9 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
         if (sp == NULL || sp < lo || sp > hi) {
             /* the method was not called with arguments on this frame's
                stack: f(*args), or through C */
-            Py_ssize_t n = call_depth(top, NULL, call, &s->top_extra);
+            held_t held;
+            Py_ssize_t n = call_depth(top, NULL, call, &held);
+            s->top_extra = held.obj;
             sp = n >= 0 ? base + n : NULL;
         }
         if (sp != NULL && sp >= lo && sp <= hi)
@@ -1210,31 +1348,31 @@ void cps_end(PyThreadState *ts, cps_saved *saved)
  * has one (see call_depth). */
 static Py_ssize_t exact_values(const saved_t *s, const _PyInterpreterFrame *f,
                                const _PyInterpreterFrame *rf, int callee_inlined,
-                               const _PyInterpreterFrame *callee, PyObject **extra)
+                               const _PyInterpreterFrame *callee, held_t *extra)
 {
     PyCodeObject *co = frame_code(rf);
     Py_ssize_t nlocals = co->co_nlocalsplus;
     Py_ssize_t n;
-    *extra = NULL;
+    *extra = (held_t){NULL, 0};
     if (f == s->top && s->top_sp != NULL) {
         n = (PyObject **)s->top_sp - (PyObject **)(void *)rf->localsplus;
-        *extra = s->top_extra;
+        *extra = (held_t){s->top_extra, 1};
     }
     else if ((n = frame_stack_depth(rf, callee_inlined)) < nlocals && f != s->top)
         n = call_depth(rf, callee, NULL, extra);    /* the top one's: see cps_save */
     else if (n >= nlocals && n <= nlocals + co->co_stacksize)
-        *extra = constructor_iterator(rf, n, callee);
+        *extra = held_by_callable(rf, n, callee);
     return n >= nlocals && n <= nlocals + co->co_stacksize ? n : -1;
 }
 
 /* The same for a frame of this stack's own: the locals at least. */
 static Py_ssize_t frame_values(const saved_t *s, const _PyInterpreterFrame *f,
                                const _PyInterpreterFrame *rf, int callee_inlined,
-                               const _PyInterpreterFrame *callee, PyObject **extra)
+                               const _PyInterpreterFrame *callee, held_t *extra)
 {
     Py_ssize_t n = exact_values(s, f, rf, callee_inlined, callee, extra);
     if (n < 0)
-        *extra = NULL;
+        *extra = (held_t){NULL, 0};
     return n >= 0 ? n : frame_code(rf)->co_nlocalsplus;
 }
 
@@ -1312,7 +1450,7 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
            while the stack is suspended */
         _PyInterpreterFrame *rf = locate_frame(slice, f, &scratch);
         int r = 0;
-        PyObject *extra = NULL;
+        held_t extra = {NULL, 0};
         if (is_thread_frame(rf)) {
             r = visit_frame(rf, frame_values(s, f, rf, callee_inlined, callee, &extra), visit, arg);
         }
@@ -1324,11 +1462,12 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
             if (n >= 0)
                 r = visit_running_values(rf, n, visit, arg);
             else
-                extra = NULL;
+                extra = (held_t){NULL, 0};
         }
         if (r)
             return r;
-        Py_VISIT(extra);
+        for (int i = 0; i < extra.refs; i++)
+            Py_VISIT(extra.obj);
         if (is_entry_frame(rf)) {
             callee_inlined = 0;
             callee = NULL;
@@ -1359,7 +1498,7 @@ int cps_discard(cps_saved *saved, int hold_gens)
     int keep_memory = 0;
     /* the values of each frame are counted while the frame above it (its
        callee, which may tell how far they go) is still intact */
-    PyObject *extra;     /* an operand of a call: not released, as the call would */
+    held_t extra;       /* an operand of a call: not released, as the call would */
     Py_ssize_t n = s->top != NULL && (is_thread_frame(s->top) || hold_gens)
         ? frame_values(s, s->top, s->top, 0, NULL, &extra) : 0;
     for (_PyInterpreterFrame *f = s->top; f != NULL; ) {

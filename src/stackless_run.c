@@ -404,6 +404,14 @@ static PyObject *accel_run(PyObject *mod, PyObject *const *args, Py_ssize_t narg
     else {
         PyObject *a[3] = {ts, cur, entry};
         rc = discard(call_hidden(py_end_run, a, 3, NULL));
+        if (rc < 0) {
+            /* a signal landed at its entry, before it did anything: again
+               (it is idempotent, as mend() relies on), keeping that error */
+            PyObject *second = fetch_error();
+            if (discard(call_hidden(py_end_run, a, 3, NULL)) < 0)
+                PyErr_Clear();
+            restore_error(second);
+        }
     }
     if (err != NULL) {
         if (rc < 0)

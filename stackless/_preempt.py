@@ -29,6 +29,7 @@ import sys
 from typing import Any, Callable, Optional
 
 from stackless._common import _OWN_GLOBALS, _PYPY, _index, _may_switch, _own_module
+from stackless._nesting import nested, still_nested
 from stackless._switching import _make_runnable_first, _switch, _take_tempval
 
 _own_module(globals())
@@ -61,7 +62,8 @@ class _Preempt:
 
     __slots__ = ("ts", "watchdog", "timeout", "soft", "ignore_nesting",
                  "total", "outer", "ticks", "interrupted", "old_trace",
-                 "fired", "timer", "armed", "traced", "opframe", "seen", "__weakref__")
+                 "fired", "timer", "armed", "traced", "opframe", "seen", "nest_entry",
+                 "__weakref__")
 
     def __init__(self, ts: Any, watchdog: Any, timeout: int, soft: bool,
                  ignore_nesting: bool, total: bool, outer: Optional["_Preempt"]) -> None:
@@ -81,6 +83,7 @@ class _Preempt:
         self.traced = False         # our trace function is installed
         self.opframe = None         # the frame we asked for opcode events
         self.seen = -1              # ticks at the backstop's last call
+        self.nest_entry = None      # where the running tasklet's nesting began
 
     def start(self) -> None:
         """Start counting this thread's ticks."""
@@ -102,6 +105,7 @@ class _Preempt:
     def stop(self) -> None:
         """Stop counting and restore the previous trace function."""
         self.fired = True
+        self.nest_entry = None
         self.ts.timeout = self.outer
         if self.armed:
             _timer_disarm()
@@ -112,6 +116,7 @@ class _Preempt:
 
     def resumed(self, t: Any) -> None:
         """Tasklet ``t`` runs again: give it a fresh budget and trace its frames."""
+        self.nest_entry = None
         if not self.total:
             self.ticks = 0
         self._no_opcodes()
@@ -154,8 +159,12 @@ class _Preempt:
             # the tick counter to wait for the next event would cost two
             # more changes of the trace function, each of which makes 3.12+
             # re-instrument every function that runs next.
-            self._tick()
+            self._tick(f)
             if self.fired:
+                return
+            if self.nest_entry is not None:
+                # nested (stackless/_nesting.py): the ticker asks again in
+                # a budget's time, at no cost to the nested code meanwhile
                 return
         self._trace(f)
         # A loop on one line without calls makes no line event: ask for an
@@ -203,10 +212,10 @@ class _Preempt:
         pre = self.ts.timeout
         if pre is None:
             return None
-        pre._tick(event != "line" and event != "opcode")
+        pre._tick(frame, event != "line" and event != "opcode")
         return pre._local_trace
 
-    def _tick(self, count_only: bool = False) -> None:
+    def _tick(self, frame: Any, count_only: bool = False) -> None:
         # count_only: a 'call', 'return' or 'exception' event, where the
         # frame is in the middle of an instruction; a tasklet interrupted
         # there could not move or be pickled (stackless/_running.py), so
@@ -222,6 +231,14 @@ class _Preempt:
             # A finalizer that the garbage collector runs: no switch is
             # possible until it is over, and the next tick tries again (as
             # Stackless defers the interrupt of a tasklet in nested C calls).
+            return
+        # Python code that C code runs, or the scheduler's own code: the
+        # next tick outside it interrupts (stackless/_nesting.py)
+        entry = self.nest_entry
+        if entry is not None and still_nested(frame, entry):
+            return
+        self.nest_entry = entry = nested(frame, self.ignore_nesting or cur._ignore_nesting)
+        if entry is not None:
             return
         # Switch with the interpreter's "inside a trace function" state
         # reset, so that the tasklets that run meanwhile are traced.

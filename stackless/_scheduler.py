@@ -135,9 +135,16 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
         if rq:
             _switch(ts, cur, rq[0])
     finally:
-        _end_run(ts, cur, entry)
-        if pre is not None:
-            pre.stop()
+        try:
+            _end_run(ts, cur, entry)
+        except BaseException:
+            # a second signal landed at its entry, before it did anything
+            # (S4): again (idempotent), and that exception goes on
+            _end_run(ts, cur, entry)
+            raise
+        finally:
+            if pre is not None:
+                pre.stop()
     _take_tempval(cur)
     if pre is not None:
         return pre.interrupted

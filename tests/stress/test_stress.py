@@ -205,12 +205,13 @@ for n in range(1, 60):
 """
 
 
-# Open on PyPy (docs/stress.md, S2): there the receiver still stops after
-# run(timeout) preempted and killed a cross-thread sender; not strict, as
-# the preemption point varies from run to run
+# Open on PyPy (docs/stress.md, S2 on PyPy): PyPy switches threads between
+# any two bytecodes, also inside the channel's transactions, and the two
+# threads' operations on the channel interleave (it fails without any
+# timeout too); not strict, as it depends on where the switches fall
 @pytest.mark.xfail(ON_PYPY, strict=False,
-                   reason="S2 on PyPy: the other thread's receiver stops after a preempted "
-                          "cross-thread sender is killed")
+                   reason="S2 on PyPy: PyPy switches threads inside the channel's transactions, "
+                          "which a cross-thread channel then corrupts (docs/stress.md)")
 def test_preempted_cross_thread_send_killed():
     _script_passes(S2_SCRIPT)
 
