@@ -1,0 +1,176 @@
+"""Lifetime: a started tasklet lives as long as something refers to it.
+
+Each thread's registry (``_threads._alive_registry``) holds every live
+tasklet of the thread, so that the thread's end and the interpreter's exit
+can kill them.  It holds an unstarted tasklet strongly, and a started one
+weakly: a weak reference, made when its continulet is (:func:`_new_cont`).
+A started tasklet that nobody refers to any more (its stack refers to it,
+through its continulet, so that is a reference cycle) is then found by the
+garbage collector, and the finalizer of its continulet (a
+:class:`_TaskletCont`) asks ``__continulet_keep__`` what becomes of it.  As
+in Stackless 3.7 with hard switching:
+
+* a *paused* one is killed (``TaskletExit``, its ``finally`` runs) right
+  after that collection, in the thread that collected, if that is its own
+  thread and that thread is not in the middle of a stackless operation
+  (else after a later collection, at its thread's end or at exit);
+* one *blocked* on a channel that went with it is held strongly from then
+  on, and killed when its thread ends or at exit.
+
+The collector may not switch (``_continuation`` refuses), so that method
+only keeps the tasklet (it "resurrects" it, and with it everything its
+stack refers to: nothing of it is cleared), and asks ``_continuation`` to
+call :func:`_kill_doomed` once the collection is over.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from typing import TYPE_CHECKING, Any, Callable
+
+from _continuation import continulet
+
+from stackless._common import _PYPY, _get_ident, _may_switch, _OWN_GLOBALS, _own_module
+
+if not _PYPY:
+    from _continuation import _after_collection  # type: ignore
+
+if TYPE_CHECKING:
+    from stackless._tasklet import tasklet
+
+_own_module(globals())
+
+_ref = weakref.ref
+
+# Every tasklet that has been bound and is not dead, per thread id, by id():
+# the tasklet itself, or a weak reference to it once it has started.
+_alive_registry: "dict[int, dict[int, Any]]" = {}
+
+# Stackless 3.7 kills a dropped paused tasklet that catches TaskletExit and
+# pauses again ten times in a row; then it lives on (until exit).
+_KILL_TRIES = 10
+
+# The paused tasklets that a collection dropped, per thread id, in the order
+# the collector found them; each is held strongly by its registry meanwhile.
+_doomed: "dict[int, list[tasklet]]" = {}
+
+
+class _TaskletCont(continulet):
+    """The continulet of a started tasklet: it knows its tasklet, and keeps
+    a dropped paused or blocked one (see the module)."""
+
+    __slots__ = ("tasklet",)
+
+    def __continulet_keep__(self) -> bool:
+        """Asked by the continulet's finalizer (docs/continuation.md): True
+        when the tasklet lives on, the stack left as it is."""
+        t = self.tasklet
+        return t is not None and _keep(self, t)
+
+
+def _register(t: "tasklet") -> None:
+    d = _alive_registry.get(t._ts.thread_id)
+    if d is None:
+        d = _alive_registry[t._ts.thread_id] = {}
+    d[id(t)] = t
+
+
+def _unregister(t: "tasklet") -> None:
+    d = _alive_registry.get(t._ts.thread_id)
+    if d is not None:
+        d.pop(id(t), None)
+    _unlink(t)
+
+
+def _live_tasklets(thread_id: int) -> "list[tasklet]":
+    """The live tasklets of a thread, in the order they were bound."""
+    d = _alive_registry.get(thread_id)
+    if not d:
+        return []
+    out = []
+    for v in list(d.values()):
+        if type(v) is _ref:
+            v = v()
+            if v is None:
+                continue
+        out.append(v)
+    return out
+
+
+def _new_cont(bootstrap: Callable, t: "tasklet") -> continulet:
+    """The continulet that starts ``t``: from now on its registry holds it
+    weakly."""
+    if _PYPY:
+        return continulet(bootstrap, t)     # (PyPy's would unwind it at once)
+    c = _TaskletCont(bootstrap, t)
+    c.tasklet = t
+    d = _alive_registry.get(t._ts.thread_id)
+    if d is not None and d.get(id(t)) is t:
+        d[id(t)] = _ref(t)
+    return c
+
+
+def _keep(c: _TaskletCont, t: "tasklet") -> bool:
+    """``c``, ``t``'s continulet, is being finalized: True when ``t`` lives
+    on (held by its registry again), False when ``c`` may go."""
+    if t._cont is not c or not t._alive or t._ts.ended or not c.is_pending():
+        return False
+    d = _alive_registry.get(t._ts.thread_id)
+    if d is None or type(d.get(id(t))) is not _ref:
+        return False
+    d[id(t)] = t
+    if not t._blocked and not t._scheduled:
+        if not _doomed:
+            _after_collection(_kill_doomed)
+        _doomed.setdefault(t._ts.thread_id, []).append(t)
+    return True
+
+
+def _unlink(t: "tasklet") -> None:
+    """``t`` is dead: its continulet forgets it (no cycle left to collect)."""
+    c = t._cont
+    if type(c) is _TaskletCont:
+        c.tasklet = None
+
+
+def _at_a_safe_point() -> bool:
+    """Whether this thread may kill a tasklet now: it may switch, and no
+    stackless operation is under way (the collection did not start inside
+    the package's own code, only perhaps under a tasklet's ``_bootstrap``)."""
+    if not _may_switch() or sys.is_finalizing():
+        return False
+    f = sys._getframe(2)      # (below _kill_doomed)
+    while f is not None:
+        if id(f.f_globals) in _OWN_GLOBALS:
+            return f.f_code.co_name == "_bootstrap"
+        f = f.f_back
+    return True
+
+
+def _kill_doomed() -> None:
+    """Called once a collection that found dropped paused tasklets is over
+    (by ``_continuation``'s gc.callbacks hook): kill this thread's.  The
+    others wait for a collection in their own thread."""
+    tid = _get_ident()
+    doomed = _doomed.get(tid) if _at_a_safe_point() else None
+    if doomed:
+        del _doomed[tid]
+    if _doomed:
+        _after_collection(_kill_doomed)
+    for t in doomed or ():
+        _kill_dropped(t)
+
+
+def _kill_dropped(t: "tasklet") -> None:
+    for _ in range(_KILL_TRIES):
+        if not t._alive or t._scheduled or t._blocked or t._ts.ended:
+            break
+        try:
+            t.kill()
+        except BaseException as e:
+            from stackless._switching import _write_unraisable
+            _write_unraisable(e, "Error in killing a dropped tasklet")
+    # One that survived stays held strongly, until its thread ends: its
+    # continulet's finalizer has run (it runs once).
+
