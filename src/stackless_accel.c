@@ -281,6 +281,18 @@ CONT_HOT int run_from_main(PyObject *t)
 static inline int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt, const in_call *ic);
 static inline PyObject *take_tempval(PyObject *t);
 
+/* Above 0 while the schedule callback runs, called from C in the middle
+ * of a switch (the Python fallbacks' frames say so themselves): a
+ * collection there must not kill a dropped tasklet, whose kill switches
+ * (stackless/_lifetime.py; Stackless 3.7 crashes). */
+static int in_schedule_cb;
+
+static PyObject *in_schedule_callback(PyObject *mod, PyObject *unused)
+{
+    (void)mod; (void)unused;
+    return PyBool_FromLong(in_schedule_cb > 0);
+}
+
 int accel_schedule_callback(PyObject *prev, PyObject *nxt)
 {
     if (schedule_cb == NULL)
@@ -289,7 +301,9 @@ int accel_schedule_callback(PyObject *prev, PyObject *nxt)
      * may replace itself; it is the user's code, traced even when a
      * hidden Python fallback of ours switches */
     PyObject *cb = Py_NewRef(schedule_cb), *args[2] = {prev, nxt};
+    in_schedule_cb++;
     PyObject *r = call_visible(cb, args, 2, NULL);
+    in_schedule_cb--;
     Py_DECREF(cb);
     if (r == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception))
@@ -1050,6 +1064,8 @@ static PyMethodDef accel_methods[] = {
      "Install callback(channel, tasklet, sending, willblock); return the previous one."},
     {"forget_thread", forget_thread, METH_NOARGS,
      "The running thread's scheduler is going away: drop the cached reference."},
+    {"in_schedule_callback", in_schedule_callback, METH_NOARGS,
+     "Whether the C code is running the schedule callback (in the middle of a switch)."},
     {NULL, NULL, 0, NULL},
 };
 

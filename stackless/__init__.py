@@ -152,6 +152,7 @@ def _install_accel() -> bool:
             if name in d:
                 d[name] = value
     _threads._forget_thread = _stackless_accel.forget_thread  # it caches each thread's scheduler
+    _lifetime._in_schedule_callback = _stackless_accel.in_schedule_callback
     return True
 
 

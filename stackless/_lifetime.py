@@ -11,9 +11,10 @@ garbage collector, and the finalizer of its continulet (a
 in Stackless 3.7 with hard switching:
 
 * a *paused* one is killed (``TaskletExit``, its ``finally`` runs) right
-  after that collection, in the thread that collected, if that is its own
-  thread and that thread is not in the middle of a stackless operation
-  (else after a later collection, at its thread's end or at exit);
+  after that collection, if the collection ran in the tasklet's own thread
+  (else it is held strongly from then on, and dies with its thread), and
+  that thread was not in the middle of a stackless operation (else after
+  a later collection of the thread, or at its end);
 * one *blocked* on a channel that went with it is held strongly from then
   on, and killed when its thread ends or at exit.
 
@@ -120,7 +121,10 @@ def _keep(c: _TaskletCont, t: "tasklet") -> bool:
     if d is None or type(d.get(id(t))) is not _ref:
         return False
     d[id(t)] = t
-    if not t._blocked and not t._scheduled:
+    # As in Stackless 3.7, only a collection in the tasklet's own thread
+    # kills it; one that another thread's collection found dies with its
+    # thread.
+    if not t._blocked and not t._scheduled and t._ts.thread_id == _get_ident():
         if not _doomed:
             _after_collection(_kill_doomed)
         _doomed.setdefault(t._ts.thread_id, []).append(t)
@@ -134,11 +138,17 @@ def _unlink(t: "tasklet") -> None:
         c.tasklet = None
 
 
+def _in_schedule_callback() -> bool:
+    """Whether the accelerator runs the schedule callback (it has no frame
+    here to say so, see _install_accel)."""
+    return False
+
+
 def _at_a_safe_point() -> bool:
     """Whether this thread may kill a tasklet now: it may switch, and no
     stackless operation is under way (the collection did not start inside
     the package's own code, only perhaps under a tasklet's ``_bootstrap``)."""
-    if not _may_switch() or sys.is_finalizing():
+    if not _may_switch() or sys.is_finalizing() or _in_schedule_callback():
         return False
     f = sys._getframe(2)      # (below _kill_doomed)
     while f is not None:
@@ -150,8 +160,9 @@ def _at_a_safe_point() -> bool:
 
 def _kill_doomed() -> None:
     """Called once a collection that found dropped paused tasklets is over
-    (by ``_continuation``'s gc.callbacks hook): kill this thread's.  The
-    others wait for a collection in their own thread."""
+    (by ``_continuation``'s gc.callbacks hook): kill this thread's, unless
+    it is in the middle of a stackless operation.  What is left waits for
+    the thread's next collection."""
     tid = _get_ident()
     doomed = _doomed.get(tid) if _at_a_safe_point() else None
     if doomed:
