@@ -632,7 +632,12 @@ static int is_unlinked(PyTypeObject *type)
 {
     if (type == &Continulet_Type)
         return 0;
-    PyObject *flag = PyObject_GetAttrString((PyObject *)type, "__continulet_unlinked__");
+    /* (an interned name: a C string would be made and interned at every
+       continulet a subclass makes, stackless's tasklets included) */
+    static PyObject *name;
+    if (name == NULL && (name = PyUnicode_InternFromString("__continulet_unlinked__")) == NULL)
+        return -1;
+    PyObject *flag = PyObject_GetAttr((PyObject *)type, name);
     if (flag == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             return -1;
@@ -739,7 +744,12 @@ static int keeps(PyObject *op)
     cont_stack *s = ((Continulet *)op)->h;
     if (Py_IS_TYPE(op, &Continulet_Type) || s == NULL || s->is_main || !s->started)
         return 0;
-    PyObject *keep = PyObject_GetAttrString((PyObject *)Py_TYPE(op), "__continulet_keep__");
+    static PyObject *name;
+    if (name == NULL && (name = PyUnicode_InternFromString("__continulet_keep__")) == NULL) {
+        PyErr_WriteUnraisable(op);
+        return 0;
+    }
+    PyObject *keep = PyObject_GetAttr((PyObject *)Py_TYPE(op), name);
     if (keep == NULL) {
         if (PyErr_ExceptionMatches(PyExc_AttributeError))
             PyErr_Clear();

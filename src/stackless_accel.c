@@ -257,13 +257,21 @@ static OUT_OF_LINE void mend(PyObject *func, PyObject *a, PyObject *b)
 
 /* --- _switch(ts, cur, nxt) ------------------------------------------------- */
 
+/* t's new continulet: _new_cont(_bootstrap, t) (stackless/_lifetime.py) */
+static OUT_OF_LINE PyObject *new_cont(PyObject *t)
+{
+    PyObject *c;
+    int r = accel_new_cont(py_bootstrap, t, &c);
+    return r > 0 ? c : r < 0 ? NULL : call2(py_new_cont, py_bootstrap, t);
+}
+
 /* From the main tasklet's stack: resume t, or start it in a new
  * continulet (the C version of what _switch and _launch do there). */
 CONT_HOT int run_from_main(PyObject *t)
 {
     PyObject *c = slot(t, t_cont);
     if (c == Py_None) {
-        c = call2(py_new_cont, py_bootstrap, t);
+        c = new_cont(t);
         if (c == NULL)
             return -1;
         set_slot(t, t_cont, c);
@@ -351,7 +359,7 @@ static OUT_OF_LINE int switch_from_main(PyObject *ts, PyObject *nxt)
     if (slot(nxt, t_cont) == Py_None) {
         /* before current changes: the allocation may start a garbage
          * collection, whose finalizers must find cur running */
-        PyObject *c = call2(py_new_cont, py_bootstrap, nxt);
+        PyObject *c = new_cont(nxt);
         if (c == NULL)
             return -1;
         set_slot(nxt, t_cont, c);

@@ -216,6 +216,47 @@ static PyMethodDef call_def = {"__call__", (PyCFunction)(void (*)(void))tasklet_
  * Python _finish is idempotent, so for anything else it simply runs after
  * whatever steps were done here. */
 
+/* --- _new_cont(bootstrap, t) --------------------------------------------------
+ * t starts: its continulet is a _TaskletCont that knows t, and from now on
+ * its registry holds t weakly, so that the GC finds t once nothing else
+ * refers to it (stackless/_lifetime.py). */
+
+static int hold_weakly(PyObject *t)
+{
+    PyObject *d = PyDict_GetItemWithError(registry, slot(slot(t, t_ts), ts_thread_id));
+    if (d == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(d);       /* (an allocation below may run finalizers) */
+    PyObject *key = PyLong_FromVoidPtr(t);
+    PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
+    int rc = key == NULL || (v == NULL && PyErr_Occurred()) ? -1 : 0;
+    if (v == t) {
+        PyObject *w = PyWeakref_NewRef(t, NULL);
+        rc = w == NULL ? -1 : PyDict_SetItem(d, key, w);
+        Py_XDECREF(w);
+    }
+    Py_XDECREF(key);
+    Py_DECREF(d);
+    return rc;
+}
+
+int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
+{
+    if (c_tasklet == 0)
+        return 0;
+    PyObject *args[2] = {bootstrap, t};
+    PyObject *c = PyObject_Vectorcall((PyObject *)tcont_type, args, 2, NULL);
+    if (c == NULL)
+        return -1;
+    set_slot(c, c_tasklet, t);
+    if (hold_weakly(t) < 0) {
+        Py_DECREF(c);
+        return -1;
+    }
+    *cont = c;
+    return 1;
+}
+
 /* _unregister(self), and the dead tasklet's continulet forgets it (no
  * cycle left for the collector, see stackless/_lifetime.py) */
 static int unregister_alive(PyObject *self, PyObject *ts)

@@ -62,6 +62,9 @@ class _TaskletCont(continulet):
     a dropped paused or blocked one (see the module)."""
 
     __slots__ = ("tasklet",)
+    # (found at once: continulet.__init__ looks it up on subclasses, and a
+    # failed lookup costs an AttributeError)
+    __continulet_unlinked__ = False
 
     def __continulet_keep__(self) -> bool:
         """Asked by the continulet's finalizer (docs/continuation.md): True

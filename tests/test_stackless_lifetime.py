@@ -13,6 +13,7 @@ import gc
 import subprocess
 import sys
 import threading
+import weakref
 
 import pytest
 
@@ -83,6 +84,23 @@ def test_a_dropped_paused_tasklet_is_killed_in_the_next_collection():
         (name, "finally", "local " + name, G, [name], False, True, True, False, 2, TaskletExit)]]
     assert stackless.getcurrent() is stackless.getmain() and stackless.getruncount() == 1
     assert gc.collect() >= 0 and len(log) == 6
+
+
+def test_a_finished_tasklet_is_freed_without_the_collector():
+    """Its continulet knows it only while it lives: no cycle is left."""
+    def body():
+        stackless.schedule()
+    gc.disable()
+    try:
+        # (the first ends with the other one runnable, the second with none)
+        ts = [stackless.tasklet(body)(), stackless.tasklet(body)()]
+        stackless.run()
+        assert not any(t.alive for t in ts)
+        refs = [weakref.ref(x) for t in ts for x in (t, t._cont)]
+        del ts
+        assert [r() for r in refs] == [None] * 4
+    finally:
+        gc.enable()
 
 
 def test_a_held_paused_tasklet_lives_and_its_last_reference_alone_does_not_kill_it():
