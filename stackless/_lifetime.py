@@ -1,6 +1,6 @@
 """Lifetime: a started tasklet lives as long as something refers to it.
 
-Each thread's registry (``_threads._alive_registry``) holds every live
+Each thread's registry (``_alive_registry``) holds every live
 tasklet of the thread, so that the thread's end and the interpreter's exit
 can kill them.  It holds an unstarted tasklet strongly, and a started one
 weakly: a weak reference, made when its continulet is (:func:`_new_cont`).
@@ -52,8 +52,8 @@ _alive_registry: "dict[int, dict[int, Any]]" = {}
 # pauses again ten times in a row; then it lives on (until exit).
 _KILL_TRIES = 10
 
-# The paused tasklets that a collection dropped, per thread id, in the order
-# the collector found them; each is held strongly by its registry meanwhile.
+# The paused tasklets that a collection of their thread dropped, per thread
+# id; each is held strongly by its registry meanwhile.
 _doomed: "dict[int, list[tasklet]]" = {}
 
 
@@ -167,13 +167,16 @@ def _kill_doomed() -> None:
     it is in the middle of a stackless operation.  What is left waits for
     the thread's next collection."""
     tid = _get_ident()
-    doomed = _doomed.get(tid) if _at_a_safe_point() else None
-    if doomed:
-        del _doomed[tid]
+    doomed = _doomed.pop(tid, None) if _at_a_safe_point() else None
     if _doomed:
         _after_collection(_kill_doomed)
-    for t in doomed or ():
-        _kill_dropped(t)
+    if doomed:
+        # in the order they were bound (as Stackless 3.7), not the order
+        # in which the collector met them
+        order = {k: i for i, k in enumerate(_alive_registry.get(tid, ()))}
+        doomed.sort(key=lambda t: order.get(id(t), -1))
+        for t in doomed:
+            _kill_dropped(t)
 
 
 def _kill_dropped(t: "tasklet") -> None:
@@ -183,7 +186,9 @@ def _kill_dropped(t: "tasklet") -> None:
         try:
             t.kill()
         except BaseException as e:
-            from stackless._switching import _write_unraisable
+            # (what its finally raised, when this is main; nothing raises
+            # out of a collection)
+            from stackless._switching import _write_unraisable  # (it imports us)
             _write_unraisable(e, "Error in killing a dropped tasklet")
     # One that survived stays held strongly, until its thread ends: its
     # continulet's finalizer has run (it runs once).
