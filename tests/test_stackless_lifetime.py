@@ -209,6 +209,27 @@ def test_the_finally_of_a_dropped_tasklet_may_switch():
     assert log == ["collected", "from the finally", "finally done"]
 
 
+def test_an_error_in_the_finally_of_a_dropped_tasklet_killed_by_main_is_reported(monkeypatch):
+    """Nothing raises out of a collection: what the finally raises is
+    reported as unraisable (Stackless 3.7 drops it silently), and main
+    goes on."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+
+    def body():
+        try:
+            stackless.schedule_remove()
+        finally:
+            raise ValueError("from the finally")
+    stackless.tasklet(body)()
+    stackless.run()
+    gc.collect()
+    assert [(type(u.exc_value), str(u.exc_value)) for u in seen] == [
+        (ValueError, "from the finally")]
+    assert stackless.getruncount() == 1
+    assert stackless.schedule() is stackless.getmain()
+
+
 def test_a_collection_in_a_tasklet_kills_there_and_returns_to_it():
     log = []
     _paused(log, "victim")
