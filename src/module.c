@@ -738,11 +738,13 @@ static void detach(Continulet *self, PyObject *culprit)
  * again ("resurrected" it), to resume or unwind it itself later
  * (stackless kills a dropped paused tasklet so, stackless/_lifetime.py).
  * Only asked for a suspended run: a finished continulet goes without any
- * Python call. */
+ * Python call.  Not while the interpreter finalizes: the modules the
+ * method uses may be half torn down. */
 static int keeps(PyObject *op)
 {
     cont_stack *s = ((Continulet *)op)->h;
-    if (Py_IS_TYPE(op, &Continulet_Type) || s == NULL || s->is_main || !s->started)
+    if (Py_IS_TYPE(op, &Continulet_Type) || s == NULL || s->is_main || !s->started
+            || cps_finalizing())
         return 0;
     static PyObject *name;
     if (name == NULL && (name = PyUnicode_InternFromString("__continulet_keep__")) == NULL) {

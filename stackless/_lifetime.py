@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from _continuation import continulet
 
-from stackless._common import _PYPY, _get_ident, _may_switch, _OWN_GLOBALS, _own_module
+from stackless._common import _PYPY, _get_ident, _may_switch, _own_module
+from stackless._running import _internal
 
 if not _PYPY:
-    from _continuation import _after_collection  # type: ignore
+    from _continuation import _after_collection, _frames  # type: ignore
 
 if TYPE_CHECKING:
     from stackless._tasklet import tasklet
@@ -149,16 +150,20 @@ def _in_schedule_callback() -> bool:
 
 def _at_a_safe_point() -> bool:
     """Whether this thread may kill a tasklet now: it may switch, and no
-    stackless operation is under way (the collection did not start inside
-    the package's own code, only perhaps under a tasklet's ``_bootstrap``)."""
+    stackless operation is under way: none of the package's own frames is
+    on the running stack (from its bottom, which may be the Python
+    ``_bootstrap``, up to the frame the collection started in).  Its
+    bottom, not the first frame of the package that ``f_back`` leads to:
+    a resumed stack's bottom frame links to the frame that switched to
+    it, on another stack."""
     if not _may_switch() or sys.is_finalizing() or _in_schedule_callback():
         return False
-    f = sys._getframe(2)      # (below _kill_doomed)
-    while f is not None:
-        if id(f.f_globals) in _OWN_GLOBALS:
-            return f.f_code.co_name == "_bootstrap"
-        f = f.f_back
-    return True
+    try:
+        records = _frames(sys._getframe(2))[0]      # (below _kill_doomed)
+    except Exception:
+        return False
+    return not any(_internal(r[1]) for r in records[1:]) and (
+        not records or not _internal(records[0][1]) or records[0][1].co_name == "_bootstrap")
 
 
 def _kill_doomed() -> None:

@@ -246,6 +246,29 @@ def test_a_collection_in_a_tasklet_kills_there_and_returns_to_it():
     assert seen == [t]
 
 
+def test_a_collection_in_a_tasklet_that_another_one_resumed_kills_there():
+    """The collecting tasklet was resumed by one that paused through the
+    package's own code: that code is on another stack, not inside an
+    operation of this one."""
+    log = []
+    _paused(log, "victim")
+
+    def pauser():
+        stackless.schedule_remove()     # resumes the collector
+
+    def collector():
+        stackless.schedule()
+        log.append("collects")
+        gc.collect()
+        log.append("collected")
+    stackless.tasklet(collector)()
+    p = stackless.tasklet(pauser)()
+    stackless.run()
+    assert log == ["collects", "victim finally", "collected"]
+    assert p.paused
+    p.kill()
+
+
 def test_a_tasklet_whose_bound_method_refers_to_it_is_killed_too():
     """Here the collector sees the references a paused tasklet's frames
     hold: a tasklet running a method of an object that holds the tasklet
