@@ -148,15 +148,23 @@ def _in_schedule_callback() -> bool:
     return False
 
 
-def _at_a_safe_point() -> bool:
-    """Whether this thread may kill a tasklet now: it may switch, and no
-    stackless operation is under way: none of the package's own frames is
-    on the running stack (from its bottom, which may be the Python
-    ``_bootstrap``, up to the frame the collection started in).  Its
-    bottom, not the first frame of the package that ``f_back`` leads to:
-    a resumed stack's bottom frame links to the frame that switched to
-    it, on another stack."""
+def _at_a_safe_point(ts: Any) -> bool:
+    """Whether this thread (its scheduler ``ts``) may kill a tasklet now:
+    it may switch, and no stackless operation is under way.  The running
+    tasklet is then ``rq[0]``, nothing waits to be launched, and none of
+    the package's own frames is on the running stack (from its bottom,
+    which may be the Python ``_bootstrap``, up to the frame the collection
+    started in).  Its bottom, not the first frame of the package that
+    ``f_back`` leads to: a resumed stack's bottom frame links to the frame
+    that switched to it, on another stack.  The accelerator's operations
+    have no frames: they leave the queue or ``ts.current`` changed while
+    they run (the stress harness met a kill inside ``run()``, which let
+    another tasklet run in main's place)."""
     if not _may_switch() or sys.is_finalizing() or _in_schedule_callback():
+        return False
+    cur = ts.current
+    if (not ts.rq or ts.rq[0] is not cur or not cur._scheduled or cur._blocked
+            or ts.launch is not None or ts.trap):
         return False
     try:
         records = _frames(sys._getframe(2))[0]      # (below _kill_doomed)
@@ -172,7 +180,8 @@ def _kill_doomed() -> None:
     it is in the middle of a stackless operation.  What is left waits for
     the thread's next collection."""
     tid = _get_ident()
-    doomed = _doomed.pop(tid, None) if _at_a_safe_point() else None
+    doomed = _doomed.get(tid)
+    doomed = _doomed.pop(tid) if doomed and _at_a_safe_point(doomed[0]._ts) else None
     if _doomed:
         _after_collection(_kill_doomed)
     if doomed:
