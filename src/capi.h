@@ -9,7 +9,7 @@
 #include <Python.h>
 
 #define CONT_CAPI_NAME "_continuation._C_API"
-#define CONT_CAPI_VERSION 2
+#define CONT_CAPI_VERSION 3
 
 typedef struct {
     int version;                    /* CONT_CAPI_VERSION */
@@ -21,6 +21,16 @@ typedef struct {
     /* 1 when the running thread may switch now, 0 while it collects
      * garbage (when switch_to would raise RuntimeError) */
     int (*may_switch)(void);
+    /* c.switch(to=to) as the tail of a Python-level call of C code, which
+     * got the fast-call arguments [args, end) (NULL, NULL if none): while
+     * the stack is suspended the GC sees what the calling frame holds on
+     * its value stack, and `held` (borrowed, may be NULL), a reference
+     * that the C code keeps in a C local until the switch returns.  The
+     * GC cannot see C locals: unreported, such references make whatever
+     * they hold look referenced from outside (a dropped paused tasklet
+     * would never be found, stackless/_lifetime.py). */
+    PyObject *(*switch_in_call)(PyObject *c, PyObject *to, PyObject *const *args,
+                                PyObject *const *end, PyObject *held);
 } cont_capi;
 
 /* The API, or NULL with an exception (import it once, at install time). */

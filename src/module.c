@@ -676,7 +676,12 @@ static int is_unlinked(PyTypeObject *type)
 {
     if (type == &Continulet_Type)
         return 0;
-    PyObject *flag = PyObject_GetAttrString((PyObject *)type, "__continulet_unlinked__");
+    /* (an interned name: a C string would be made and interned at every
+       continulet a subclass makes, stackless's tasklets included) */
+    static PyObject *name;
+    if (name == NULL && (name = PyUnicode_InternFromString("__continulet_unlinked__")) == NULL)
+        return -1;
+    PyObject *flag = PyObject_GetAttr((PyObject *)type, name);
     if (flag == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             return -1;
@@ -771,6 +776,44 @@ static void detach(Continulet *self, PyObject *culprit)
     }
 }
 
+/* CPython-only extension for subclasses (see docs/continuation.md): a
+ * suspended run of a subclass that defines __continulet_keep__() is not
+ * unwound when that method returns true: it made the continulet reachable
+ * again ("resurrected" it), to resume or unwind it itself later
+ * (stackless kills a dropped paused tasklet so, stackless/_lifetime.py).
+ * Only asked for a suspended run: a finished continulet goes without any
+ * Python call.  Not while the interpreter finalizes: the modules the
+ * method uses may be half torn down. */
+static int keeps(PyObject *op)
+{
+    cont_stack *s = ((Continulet *)op)->h;
+    if (Py_IS_TYPE(op, &Continulet_Type) || s == NULL || s->is_main || !s->started
+            || cps_finalizing())
+        return 0;
+    static PyObject *name;
+    if (name == NULL && (name = PyUnicode_InternFromString("__continulet_keep__")) == NULL) {
+        PyErr_WriteUnraisable(op);
+        return 0;
+    }
+    PyObject *keep = PyObject_GetAttr((PyObject *)Py_TYPE(op), name);
+    if (keep == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        else
+            PyErr_WriteUnraisable(op);
+        return 0;
+    }
+    PyObject *r = PyObject_CallOneArg(keep, op);
+    Py_DECREF(keep);
+    int truth = r != NULL ? PyObject_IsTrue(r) : -1;
+    Py_XDECREF(r);
+    if (truth < 0) {
+        PyErr_WriteUnraisable(op);
+        return 0;
+    }
+    return truth && ((Continulet *)op)->h == s;
+}
+
 /* The PEP 442 finalizer, called once: by the cyclic GC before it clears
  * anything of the garbage this continulet belongs to, or from dealloc.  A
  * pending continulet is unwound here, so that its finally blocks see the
@@ -784,7 +827,8 @@ static void detach(Continulet *self, PyObject *culprit)
 static void Continulet_finalize(PyObject *op)
 {
     PyObject *exc = cps_fetch_exception();
-    detach((Continulet *)op, op);
+    if (!keeps(op))
+        detach((Continulet *)op, op);
     cps_restore_exception(exc);
 }
 
@@ -1060,8 +1104,45 @@ static PyObject *permute(PyObject *module, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+/* The callables that _after_collection() asked for (a list, or NULL). */
+static PyObject *after_gc;
+
+static PyObject *after_collection(PyObject *module, PyObject *fn)
+{
+    (void)module;
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "_after_collection() argument must be callable");
+        return NULL;
+    }
+    if (after_gc == NULL && (after_gc = PyList_New(0)) == NULL)
+        return NULL;
+    if (PyList_Append(after_gc, fn) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Call what _after_collection() asked for, each once (a request made
+ * meanwhile waits for the next collection). */
+static void call_after_collection(void)
+{
+    PyObject *fns = after_gc;
+    after_gc = NULL;
+    PyObject *exc = cps_fetch_exception();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fns); i++) {
+        PyObject *fn = PyList_GET_ITEM(fns, i);
+        PyObject *r = PyObject_CallNoArgs(fn);
+        if (r == NULL)
+            PyErr_WriteUnraisable(fn);
+        Py_XDECREF(r);
+    }
+    Py_DECREF(fns);
+    cps_restore_exception(exc);
+}
+
 /* gc.callbacks hook: note which thread collects, and unwind the runs
- * that the collection dropped once it is over. */
+ * that the collection dropped once it is over; then call what
+ * _after_collection() asked for.  (A hook in C: Python code here would
+ * run, and show in trace functions, at every collection.) */
 static PyObject *gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
@@ -1075,6 +1156,8 @@ static PyObject *gc_callback(PyObject *module, PyObject *const *args, Py_ssize_t
     cont_tls *t = tls_cache;
     if (orphans != NULL && t != NULL && t->thread_id == current_thread_id())
         process_orphans(t);
+    if (after_gc != NULL && !cps_finalizing())
+        call_after_collection();
     Py_RETURN_NONE;
 }
 
@@ -1190,6 +1273,9 @@ static PyMethodDef module_methods[] = {
      "context it starts in)."},
     {"_may_switch", may_switch, METH_NOARGS,
      "_may_switch()\n--\n\nWhether this thread may switch now: False while it collects garbage,\nand while the garbage collector unwinds the running stack."},
+    {"_after_collection", after_collection, METH_O,
+     "_after_collection(fn)\n--\n\nInternal: call fn() once, in the thread that collects, when the\n"
+     "running garbage collection (else the next one) is over."},
     {"_gc_callback", (PyCFunction)(void (*)(void))gc_callback, METH_FASTCALL,
      "_gc_callback(phase, info)\n--\n\nInternal: installed in gc.callbacks."},
     {"permute", (PyCFunction)(void (*)(void))permute, METH_FASTCALL,
@@ -1206,7 +1292,15 @@ static PyObject *capi_switch(PyObject *c, PyObject *value, PyObject *to)
     return cont_switch((Continulet *)c, value, to, NULL);
 }
 
-static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch, capi_may_switch};
+static PyObject *capi_switch_in_call(PyObject *c, PyObject *to, PyObject *const *args,
+                                     PyObject *const *end, PyObject *held)
+{
+    cps_call call = {c, args, end, NULL, 0, held};
+    return cont_switch((Continulet *)c, NULL, to, &call);
+}
+
+static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch, capi_may_switch,
+                               capi_switch_in_call};
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,

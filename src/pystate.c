@@ -58,6 +58,7 @@ typedef struct {
     PyObject **ds_limit;
     PyObject *context;              /* strong reference */
     PyObject *hidden;               /* see cps_find_hidden; strong reference */
+    PyObject *held;                 /* see cps_call; borrowed */
     void *executor;                 /* 3.13 previous_executor, 3.14+ current_executor */
     void *delete_later;
 #if PY_VERSION_HEX < 0x030C0000
@@ -1180,9 +1181,11 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
     s->top_sp = NULL;
     s->top_extra = NULL;
     s->hidden = NULL;
+    s->held = NULL;
     if (call != NULL) {
         s->hidden = call->hidden;       /* taken */
         call->hidden = NULL;
+        s->held = call->held;
     }
     /* Without a call (a switch through the C API) there is neither a
        stack hint nor arguments for call_depth to compare, so the top
@@ -1439,6 +1442,7 @@ int cps_traverse(const cps_saved *saved, const stk_slice *slice, visitproc visit
         if (on_c_stack(slice, s->hidden))
             Py_VISIT(s->hidden);
     }
+    Py_VISIT(s->held);
     Py_VISIT(s->context);
     if (s->root != NULL)
         Py_VISIT(s->root->exc.exc_value);

@@ -11,7 +11,7 @@
  * checks at compile time that its real layout fits.  Pointers and ints
  * are counted apart, so that the size fits 32-bit and 64-bit targets
  * alike without wasting space on either. */
-typedef struct { void *opaque_p[21]; int opaque_i[9]; } cps_saved;
+typedef struct { void *opaque_p[22]; int opaque_i[9]; } cps_saved;
 
 /* Storage that a continulet's stack needs at a fixed address for its whole
  * life (the thread state points into it while the stack runs): its
@@ -51,6 +51,10 @@ typedef struct {
     PyObject *const *end;
     PyObject *hidden;       /* see cps_find_hidden; owned until cps_save takes it */
     Py_ssize_t nkw;         /* how many of them came by keyword (the last ones) */
+    /* A reference that the switching C code holds in a C local until the
+     * switch returns (borrowed, may be NULL): the suspended stack reports
+     * it to the GC, which cannot see C locals (see capi.h). */
+    PyObject *held;
 } cps_call;
 
 /* Before switching, while nothing has moved yet: find a reference to the

@@ -31,7 +31,9 @@ static const cont_capi *capi;
  * schedule and channel callbacks are (read at every call) */
 static PyObject *sched_dict, *chan_dict;
 static PyObject *local;             /* stackless._local (threading.local) */
-static PyObject *bomb_type, *continulet_type;
+static PyObject *bomb_type;
+/* stackless._lifetime's tasklet continulet class, and _new_cont() */
+static PyObject *tcont_type, *py_new_cont;
 static PyObject *py_bootstrap, *py_switch;
 static PyObject *py_send, *py_receive, *py_schedule, *py_recover, *py_leave,
                 *py_raise_pending, *py_not_started;
@@ -154,9 +156,26 @@ static OUT_OF_LINE PyObject *switch_method(PyObject *c, PyObject *to)
 
 CONT_HOT PyObject *cont_switch(PyObject *c, PyObject *to)
 {
-    if (Py_IS_TYPE(c, capi->continulet_type))
+    if (Py_IS_TYPE(c, capi->continulet_type) || Py_IS_TYPE(c, (PyTypeObject *)tcont_type))
         return capi->switch_to(c, NULL, to);
     return switch_method(c, to);
+}
+
+/* The Python-level call that a tasklet's switch away is the tail of: its
+ * fast-call arguments, and the tasklet that the C code holds meanwhile.
+ * A tasklet that pauses must not hold more references than the GC can see
+ * (capi.h, switch_in_call): else it is never found when it is dropped. */
+typedef struct {
+    PyObject *const *args, *const *end;
+    PyObject *held;
+} in_call;
+
+/* cont_switch(c, to) within that call */
+CONT_HOT PyObject *cont_switch_in(PyObject *c, PyObject *to, const in_call *ic)
+{
+    if (ic == NULL || !Py_IS_TYPE(c, (PyTypeObject *)tcont_type))
+        return cont_switch(c, to);
+    return capi->switch_in_call(c, to, ic->args, ic->end, ic->held);
 }
 
 /* The schedule and channel callbacks, read at every switch and channel
@@ -238,13 +257,21 @@ static OUT_OF_LINE void mend(PyObject *func, PyObject *a, PyObject *b)
 
 /* --- _switch(ts, cur, nxt) ------------------------------------------------- */
 
+/* t's new continulet: _new_cont(_bootstrap, t) (stackless/_lifetime.py) */
+static OUT_OF_LINE PyObject *new_cont(PyObject *t)
+{
+    PyObject *c;
+    int r = accel_new_cont(py_bootstrap, t, &c);
+    return r > 0 ? c : r < 0 ? NULL : call2(py_new_cont, py_bootstrap, t);
+}
+
 /* From the main tasklet's stack: resume t, or start it in a new
  * continulet (the C version of what _switch and _launch do there). */
 CONT_HOT int run_from_main(PyObject *t)
 {
     PyObject *c = slot(t, t_cont);
     if (c == Py_None) {
-        c = call2(continulet_type, py_bootstrap, t);
+        c = new_cont(t);
         if (c == NULL)
             return -1;
         set_slot(t, t_cont, c);
@@ -259,8 +286,20 @@ CONT_HOT int run_from_main(PyObject *t)
     return discard(r);
 }
 
-static inline int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt);
+static inline int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt, const in_call *ic);
 static inline PyObject *take_tempval(PyObject *t);
+
+/* Above 0 while the schedule callback runs, called from C in the middle
+ * of a switch (the Python fallbacks' frames say so themselves): a
+ * collection there must not kill a dropped tasklet, whose kill switches
+ * (stackless/_lifetime.py; Stackless 3.7 crashes). */
+static int in_schedule_cb;
+
+static PyObject *in_schedule_callback(PyObject *mod, PyObject *unused)
+{
+    (void)mod; (void)unused;
+    return PyBool_FromLong(in_schedule_cb > 0);
+}
 
 int accel_schedule_callback(PyObject *prev, PyObject *nxt)
 {
@@ -270,7 +309,9 @@ int accel_schedule_callback(PyObject *prev, PyObject *nxt)
      * may replace itself; it is the user's code, traced even when a
      * hidden Python fallback of ours switches */
     PyObject *cb = Py_NewRef(schedule_cb), *args[2] = {prev, nxt};
+    in_schedule_cb++;
     PyObject *r = call_visible(cb, args, 2, NULL);
+    in_schedule_cb--;
     Py_DECREF(cb);
     if (r == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception))
@@ -301,7 +342,7 @@ PyObject *accel_take_tempval(PyObject *t)
 
 int accel_do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
 {
-    return do_switch(ts, cur, nxt);
+    return do_switch(ts, cur, nxt, NULL);
 }
 
 /* Under run(timeout) the Python switch decides whether a spent soft
@@ -318,7 +359,7 @@ static OUT_OF_LINE int switch_from_main(PyObject *ts, PyObject *nxt)
     if (slot(nxt, t_cont) == Py_None) {
         /* before current changes: the allocation may start a garbage
          * collection, whose finalizers must find cur running */
-        PyObject *c = call2(continulet_type, py_bootstrap, nxt);
+        PyObject *c = new_cont(nxt);
         if (c == NULL)
             return -1;
         set_slot(nxt, t_cont, c);
@@ -359,7 +400,7 @@ static OUT_OF_LINE int timeout_resumed(PyObject *timeout, PyObject *cur)
  * is suspended, and a tasklet's stack is copied out and back in at its
  * switches (between two tasklets, whole): the rare branches are out of
  * line so that this frame stays small (docs/performance.md). */
-CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
+CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt, const in_call *ic)
 {
     if (slot(ts, ts_timeout) != Py_None)
         return switch_in_python(ts, cur, nxt);
@@ -391,11 +432,11 @@ CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt)
             set_slot(ts, ts_launch, nxt);
             to = NULL;
         }
-        PyObject *c = Py_NewRef(slot(cur, t_cont));
-        Py_XINCREF(to);
-        PyObject *r = cont_switch(c, to);
-        Py_DECREF(c);
-        xdecref(to);
+        /* Borrowed: this C frame stays on cur's suspended stack, where the
+         * garbage collector cannot see what it holds, and a reference held
+         * there would keep a dropped paused tasklet from being found
+         * (stackless/_lifetime.py).  Neither is used after the switch. */
+        PyObject *r = cont_switch_in(slot(cur, t_cont), to, ic);
         if (discard(r) < 0)
             return -1;
     }
@@ -416,7 +457,9 @@ static PyObject *accel_switch(PyObject *mod, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "_switch(ts, cur, nxt)");
         return NULL;
     }
-    if (do_switch(args[0], args[1], args[2]) < 0)
+    /* (from the Python code: its operands stay on the caller's stack) */
+    in_call ic = {args, args + nargs, NULL};
+    if (do_switch(args[0], args[1], args[2], &ic) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -483,7 +526,8 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
                 goto done;
             }
         }
-        if (do_switch(ts, cur, nxt) < 0) {
+        in_call ic = {args, args + nargs, cur};
+        if (do_switch(ts, cur, nxt, &ic) < 0) {
             recover(ts, cur);
             goto done;
         }
@@ -628,7 +672,7 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
     PyObject *nxt = first_of(rq);
     if (nxt == NULL)
         return NULL;
-    int rc = nxt != cur ? do_switch(ts, cur, nxt) : 0;
+    int rc = nxt != cur ? do_switch(ts, cur, nxt, NULL) : 0;
     Py_DECREF(nxt);
     if (rc < 0)
         return NULL;
@@ -682,7 +726,7 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
         if (gone != NULL) {
             Py_DECREF(swap_slot(cur, t_scheduled, Py_False));
             nxt = first_of(rq);
-            rc = nxt == NULL ? -1 : do_switch(ts, cur, nxt);
+            rc = nxt == NULL ? -1 : do_switch(ts, cur, nxt, NULL);
         }
     }
     else if (first != NULL && !PyErr_Occurred()) {
@@ -909,6 +953,8 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (tstate = need(ns, "_ThreadState")) == NULL
             || (local = need(ns, "_local")) == NULL || (bomb_type = need(ns, "bomb")) == NULL
             || (py_bootstrap = need(ns, "_bootstrap")) == NULL
+            || (py_new_cont = need(ns, "_new_cont")) == NULL
+            || (tcont_type = need(ns, "_TaskletCont")) == NULL
             || (py_switch = need(ns, "_switch")) == NULL
             || (py_schedule = need(ns, "schedule")) == NULL
             || (py_recover = need(ns, "_recover")) == NULL || (py_leave = need(ns, "_leave")) == NULL
@@ -920,7 +966,6 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     if ((py_send = PyObject_GetAttrString(channel, "send")) == NULL
             || (py_receive = PyObject_GetAttrString(channel, "receive")) == NULL
             || (cont = PyImport_ImportModule("_continuation")) == NULL
-            || (continulet_type = PyObject_GetAttrString(cont, "continulet")) == NULL
             || (capi = cont_capi_import()) == NULL
             || (coll = PyImport_ImportModule("collections")) == NULL
             || (deque_type = PyObject_GetAttrString(coll, "deque")) == NULL
@@ -929,7 +974,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (d_appendleft = PyObject_GetAttrString(deque_type, "appendleft")) == NULL)
         goto fail;
     /* the Python fallbacks run hidden from trace functions (stackless_hide.c) */
-    PyObject **fallbacks[] = {&py_switch, &py_schedule, &py_recover, &py_leave, &py_raise_pending,
+    PyObject **fallbacks[] = {&py_new_cont, &py_switch, &py_schedule, &py_recover, &py_leave, &py_raise_pending,
                               &py_not_started, &py_set_schedule_cb, &py_set_channel_cb, &py_send,
                               &py_receive};
     for (size_t i = 0; i < sizeof(fallbacks) / sizeof(fallbacks[0]); i++)
@@ -1030,6 +1075,8 @@ static PyMethodDef accel_methods[] = {
      "Install callback(channel, tasklet, sending, willblock); return the previous one."},
     {"forget_thread", forget_thread, METH_NOARGS,
      "The running thread's scheduler is going away: drop the cached reference."},
+    {"in_schedule_callback", in_schedule_callback, METH_NOARGS,
+     "Whether the C code is running the schedule callback (in the middle of a switch)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -34,6 +34,10 @@ PyObject *accel_take_tempval(PyObject *t);
 
 /* stackless_tasklet.c: _finish(ts, self, None), the tasklet to resume */
 PyObject *accel_finish(PyObject *ts, PyObject *self);
+/* stackless_tasklet.c: _new_cont(bootstrap, t) into *cont: 1, or 0 when
+ * that part is not installed (the Python version must do it), or -1 with
+ * an exception */
+int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont);
 
 /* stackless_hide.c: calls with stackless's own frames kept out of trace
  * and profile functions, and calls of the user's code made visible again

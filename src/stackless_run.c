@@ -216,8 +216,14 @@ static PyObject *body(PyObject *self)
     PyObject *v = slot(self, t_tempval);
     if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type))
         return raise_bomb(self, v);
-    PyObject *func = slot(self, t_func), *args = slot(self, t_args), *kwargs = slot(self, t_kwargs);
-    PyObject *r = NULL;
+    /* Borrowed: the slots keep them until the function returns (a move
+     * empties them, but then this frame never runs again).  This frame
+     * stays on the tasklet's stack, where the GC cannot see C locals:
+     * references held here would keep a dropped paused tasklet whose function or arguments
+     * refer to it (a bound method of an object that holds the tasklet)
+     * from being found (stackless/_lifetime.py). */
+    PyObject *func = slot(self, t_func), *args = slot(self, t_args);
+    PyObject *kwargs = slot(self, t_kwargs), *r = NULL;
     PyObject *ctx = slot(self, t_context);
     if (discard(PyObject_CallOneArg(set_context, ctx)) == 0) {
         int flat = 0;
@@ -246,8 +252,12 @@ static PyObject *body(PyObject *self)
                 PyErr_SetString(PyExc_SystemError, "a tasklet's function failed without an exception");
         }
     }
+    /* (what their release runs must not disturb the function's error) */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
     set_slot(self, t_args, Py_None);
     set_slot(self, t_kwargs, Py_None);
+    PyErr_Restore(type, value, tb);
     return r;
 }
 

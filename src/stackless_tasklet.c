@@ -29,6 +29,9 @@ static int tpl_n;
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
                   t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
+/* stackless._lifetime._TaskletCont, and the offset of its slot `tasklet` */
+static PyTypeObject *tcont_type;
+static Py_ssize_t c_tasklet;
 static PyObject *s_setup, *s_bind, *empty_tuple;
 static PyObject *setup_descr;           /* our C setup(), as tasklet.setup */
 static PyCFunction deque_append;        /* deque.append's C function (METH_O) */
@@ -214,9 +217,54 @@ static PyMethodDef call_def = {"__call__", (PyCFunction)(void (*)(void))tasklet_
  * Python _finish is idempotent, so for anything else it simply runs after
  * whatever steps were done here. */
 
-/* _unregister(self) */
+/* --- _new_cont(bootstrap, t) --------------------------------------------------
+ * t starts: its continulet is a _TaskletCont that knows t, and from now on
+ * its registry holds t weakly, so that the GC finds t once nothing else
+ * refers to it (stackless/_lifetime.py). */
+
+static int hold_weakly(PyObject *t)
+{
+    PyObject *d = PyDict_GetItemWithError(registry, slot(slot(t, t_ts), ts_thread_id));
+    if (d == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(d);       /* (an allocation below may run finalizers) */
+    PyObject *key = PyLong_FromVoidPtr(t);
+    PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
+    int rc = key == NULL || (v == NULL && PyErr_Occurred()) ? -1 : 0;
+    if (v == t) {
+        PyObject *w = PyWeakref_NewRef(t, NULL);
+        rc = w == NULL ? -1 : PyDict_SetItem(d, key, w);
+        Py_XDECREF(w);
+    }
+    Py_XDECREF(key);
+    Py_DECREF(d);
+    return rc;
+}
+
+int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
+{
+    if (c_tasklet == 0)
+        return 0;
+    PyObject *args[2] = {bootstrap, t};
+    PyObject *c = PyObject_Vectorcall((PyObject *)tcont_type, args, 2, NULL);
+    if (c == NULL)
+        return -1;
+    set_slot(c, c_tasklet, t);
+    if (hold_weakly(t) < 0) {
+        Py_DECREF(c);
+        return -1;
+    }
+    *cont = c;
+    return 1;
+}
+
+/* _unregister(self), and the dead tasklet's continulet forgets it (no
+ * cycle left for the collector, see stackless/_lifetime.py) */
 static int unregister_alive(PyObject *self, PyObject *ts)
 {
+    PyObject *c = slot(self, t_cont);
+    if (c != NULL && Py_IS_TYPE(c, tcont_type))
+        set_slot(c, c_tasklet, Py_None);
     PyObject *d = PyDict_GetItemWithError(registry, slot(ts, ts_thread_id));
     if (d == NULL)
         return PyErr_Occurred() ? -1 : 0;
@@ -378,6 +426,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
     ts_rq = rq_offset;
     if ((tstate = need(ns, "_ThreadState")) == NULL || (py_ts = need(ns, "_ts")) == NULL
             || (registry = need(ns, "_alive_registry")) == NULL
+            || (tcont_type = (PyTypeObject *)need(ns, "_TaskletCont")) == NULL
             || (py_finish = need(ns, "_finish")) == NULL
             || (py_new = PyObject_GetAttrString(tasklet, "__new__")) == NULL
             || (py_init = PyObject_GetAttrString(tasklet, "__init__")) == NULL
@@ -415,7 +464,8 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (t_context = slot_offset(tasklet, "_context")) < 0
             || (t_unrestorable = slot_offset(tasklet, "_unrestorable")) < 0
             || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
-            || (ts_current = slot_offset(tstate, "current")) < 0)
+            || (ts_current = slot_offset(tstate, "current")) < 0
+            || (c_tasklet = slot_offset((PyObject *)tcont_type, "tasklet")) < 0)
         goto done;
     static const char *const flags[] = {"_blocked", "_scheduled", "_alive", "_started",
         "_is_main", "_atomic", "_ignore_nesting", "_block_trap", "_orphaned", "_unrestorable",

@@ -11,6 +11,7 @@ The code lives in one module per concept; this one re-exports the API:
 
 * ``_common``: ``TaskletExit``, ``bomb``, messages, the package's own frames;
 * ``_threads``: each thread's scheduler state, thread and interpreter end;
+* ``_lifetime``: the live tasklets, and the kill of a dropped paused one;
 * ``_switching``: switching, tasklet start and end, what runs next;
 * ``_scheduler``: ``schedule()``, ``run()`` and the other module functions;
 * ``_tasklet`` (``_frames``: its frame and recursion depth), ``_channel``,
@@ -26,7 +27,7 @@ import sys
 import types
 from typing import Any
 
-from stackless import (_channel, _common, _pickling, _preempt, _running, _scheduler,
+from stackless import (_channel, _common, _lifetime, _pickling, _preempt, _running, _scheduler,
                        _switching, _tasklet, _threads, _transplant)
 from stackless._channel import channel, get_channel_callback, set_channel_callback
 from stackless._common import _PYPY, TaskletExit, _own_module, bomb
@@ -89,8 +90,8 @@ del _obj
 
 # The modules whose private names ``stackless._name`` still reaches (see
 # __getattr__), in the order they are searched.
-_PARTS = (_common, _threads, _switching, _scheduler, _tasklet, _channel, _pickling, _preempt,
-          _transplant)
+_PARTS = (_common, _lifetime, _threads, _switching, _scheduler, _tasklet, _channel, _pickling,
+          _preempt, _transplant)
 
 stackless = sys.modules[__name__]
 
@@ -131,7 +132,7 @@ def _install_accel() -> bool:
     except ImportError:
         return False
     names = {}
-    for part in (_common, _threads, _switching, _scheduler, _tasklet, _channel):
+    for part in (_common, _lifetime, _threads, _switching, _scheduler, _tasklet, _channel):
         names.update(vars(part))
     # new tasklets start in the C _bootstrap; the Python one stays for
     # the tasklets that pickling restores (stackless/_running.py)
@@ -153,6 +154,7 @@ def _install_accel() -> bool:
             if name in d:
                 d[name] = value
     _threads._forget_thread = _stackless_accel.forget_thread  # it caches each thread's scheduler
+    _lifetime._in_schedule_callback = _stackless_accel.in_schedule_callback
     return True
 
 

@@ -16,7 +16,8 @@ from _continuation import continulet, permute
 from stackless._common import (TaskletExit, _DEADLOCK, _MAIN_RECEIVING, _MAIN_SENDING, _NOARG,
                                _PYPY, _callback, _getframe, _index, _no_args, _one_arg, _own_module,
                                bomb)
-from stackless._threads import _ThreadState, _alive_registry, _states, _ts, _unregister
+from stackless._lifetime import _live_tasklets, _new_cont, _register
+from stackless._threads import _ThreadState, _states, _ts, _unregister
 from stackless import _running
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
     if c is None and cur._is_main:
         # before ts.current changes: the allocation may start a garbage
         # collection, whose finalizers must find cur running
-        c = nxt._cont = continulet(_bootstrap, nxt)
+        c = nxt._cont = _new_cont(_bootstrap, nxt)
     ts.current = nxt
     if _PYPY:
         # CPython reads a suspended tasklet's frame from its stack instead
@@ -176,7 +177,7 @@ def _tracing_per_tasklet(ts: _ThreadState, new: "tasklet") -> None:
     in Stackless, it is not the new tasklet's.  It stays with the tasklets
     that ran until now, and from now on every switch swaps them."""
     trace, profile = sys.gettrace(), sys.getprofile()
-    for t in [ts.main, *_alive_registry.get(ts.thread_id, {}).values()]:
+    for t in [ts.main, *_live_tasklets(ts.thread_id)]:
         if t is not new and t._started:     # (those yet to start get none)
             t._trace, t._profile = trace, profile
     ts.tasklet_tracing = True
@@ -369,7 +370,7 @@ def _launch(ts: _ThreadState) -> None:
     """In the main tasklet's stack: start the new tasklet ``ts.launch``."""
     t = ts.launch
     ts.launch = None
-    c = t._cont = continulet(_bootstrap, t)
+    c = t._cont = _new_cont(_bootstrap, t)
     try:
         c.switch()
     except BaseException:
@@ -386,6 +387,7 @@ def _not_started(t: "tasklet", c: continulet) -> None:
     ``t`` has not started and starts afresh next time."""
     if not t._started and t._cont is c and not c.is_pending():
         t._cont = None
+        _register(t)        # held strongly again, as an unstarted tasklet is
 
 
 def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> Any:

@@ -11,6 +11,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Optional
 
 from stackless._common import _at_most, _c_ulong, _get_ident, _no_args, _own_module
+from stackless._lifetime import (_alive_registry, _doomed, _live_tasklets, _register,  # noqa: F401
+                                 _unlink, _unregister)
 
 if TYPE_CHECKING:
     from stackless._preempt import _Preempt
@@ -151,37 +153,16 @@ class _ThreadReaper:
             _orphan_all(ts)
 
 
-# Every tasklet that has been bound and is not dead, per thread, so that the
-# tasklets of a dying thread (or of the interpreter at exit) can be killed.
-_alive_registry: "dict[int, dict[int, tasklet]]" = {}
-
-
-def _register(t: "tasklet") -> None:
-    d = _alive_registry.get(t._ts.thread_id)
-    if d is None:
-        d = _alive_registry[t._ts.thread_id] = {}
-    d[id(t)] = t
-
-
-def _unregister(t: "tasklet") -> None:
-    d = _alive_registry.get(t._ts.thread_id)
-    if d is not None:
-        d.pop(id(t), None)
-
-
 def _kill_all(ts: _ThreadState) -> None:
     """Kill every live tasklet of this thread (called from its main tasklet)."""
-    d = _alive_registry.get(ts.thread_id)
-    if not d:
-        return
     for _ in range(3):
-        for t in list(d.values()):
+        for t in _live_tasklets(ts.thread_id):
             if t._alive and not t._is_main:
                 try:
                     t.kill()
                 except BaseException:
                     pass
-        if not any(t._alive for t in d.values()):
+        if not any(t._alive for t in _live_tasklets(ts.thread_id)):
             break
     _orphan_all(ts)
 
@@ -189,12 +170,13 @@ def _kill_all(ts: _ThreadState) -> None:
 def _orphan_all(ts: _ThreadState) -> None:
     """Forget the tasklets of a thread that ended: they report thread_id -1."""
     ts.ended = True
-    d = _alive_registry.pop(ts.thread_id, None)
-    if d:
-        for t in d.values():
-            t._orphaned = True
-            t._scheduled = False
-            t._alive = False
+    for t in _live_tasklets(ts.thread_id):
+        t._orphaned = True
+        t._scheduled = False
+        t._alive = False
+        _unlink(t)
+    _alive_registry.pop(ts.thread_id, None)
+    _doomed.pop(ts.thread_id, None)
     ts.rq.clear()
 
 

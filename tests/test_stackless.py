@@ -34,8 +34,7 @@ def clean_scheduler():
     assert stackless.getcurrent() is stackless.getmain()
     assert stackless.getruncount() == 1
     yield
-    leftovers = stackless._alive_registry.get(threading.get_ident(), {})
-    for t in list(leftovers.values()):
+    for t in stackless._live_tasklets(threading.get_ident()):
         if t.alive and not t.is_main:
             t.kill()
     stackless.set_schedule_callback(None)

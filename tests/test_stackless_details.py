@@ -328,49 +328,6 @@ def test_blocking_in_a_collection_raises_and_changes_nothing():
     assert stackless.getruncount() == 1
 
 
-# -- issue 9 item 9: tasklets whose last reference goes away -----------------
-
-LIFETIME_SCRIPT = r"""
-import gc, stackless
-def body(name, how):
-    try:
-        if how == "block":
-            stackless.channel().receive()   # blocked on a channel only it knows
-        else:
-            stackless.schedule_remove()     # paused
-        print(name, "resumed", flush=True)
-    except TaskletExit:
-        print(name, "killed", flush=True)
-        raise
-    finally:
-        print(name, "finally", flush=True)
-for name, how in [("blocked", "block"), ("paused", "remove")]:
-    stackless.tasklet(body)(name, how)
-    stackless.run()
-gc.collect()
-print("collected", flush=True)
-"""
-
-
-def test_dropped_tasklets_are_killed_by_interpreter_exit_at_the_latest():
-    """Stackless 3.7 with hard switching (``enable_softswitch(False)``;
-    every switch here is a hard switch) kills a dropped blocked tasklet at
-    exit, and a dropped paused one at the next collection; here both are
-    killed at exit (docs/stackless.md, "Lifetime").  Each is killed once,
-    with TaskletExit, and its finally runs."""
-    p = subprocess.run([sys.executable, "-c", LIFETIME_SCRIPT], capture_output=True,
-                       text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    lines = p.stdout.splitlines()
-    assert "collected" in lines
-    after = lines[lines.index("collected") + 1:]
-    assert sorted(after) == ["blocked finally", "blocked killed"] + sorted(
-        x for x in ["paused finally", "paused killed"] if x not in lines[:lines.index("collected")])
-    for name in ("blocked", "paused"):
-        assert lines.count(f"{name} killed") == 1 and lines.count(f"{name} finally") == 1
-        assert f"{name} resumed" not in lines
-
-
 # -- an exception that lands while a tasklet starts -----------------------------
 
 def test_taskletexit_from_a_starting_tasklets_profile_function_kills_it():

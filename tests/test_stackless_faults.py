@@ -31,8 +31,7 @@ def clean_scheduler():
     sys.setprofile(None)
     stackless.set_channel_callback(None)
     stackless.set_schedule_callback(None)
-    leftovers = stackless._alive_registry.get(threading.get_ident(), {})
-    for t in list(leftovers.values()):
+    for t in stackless._live_tasklets(threading.get_ident()):
         if t.alive and not t.is_main:
             t.kill()
     assert stackless.getcurrent() is stackless.getmain()
