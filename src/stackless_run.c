@@ -321,7 +321,17 @@ static PyObject *accel_bootstrap(PyObject *mod, PyObject *const *args, Py_ssize_
         return PyObject_Vectorcall(py_bootstrap, args, 2, NULL);
     }
     PyObject *r = begin(ts, self) < 0 ? NULL : body(self);
-    return bootstrap_end(cont, Py_NewRef(slot(self, t_ts)), self, r);
+    ts = slot(self, t_ts);
+    if (ts == NULL) {
+        /* The collector cleared the tasklet while its stack was suspended
+           (at interpreter exit, a tasklet that outlived the exit kills is
+           unwound with the rest of its cycle): no scheduler is left to go
+           back to, and nothing can take an error. */
+        Py_XDECREF(r);
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return bootstrap_end(cont, Py_NewRef(ts), self, r);
 }
 
 /* What follows the call: the tasklet's end (ts is taken) */
