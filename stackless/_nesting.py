@@ -69,14 +69,7 @@ def nested(frame: Any, ignore_nesting: bool) -> Optional[Any]:
     the frame where its nesting begins, else None.  The tasklet stays
     nested while that frame runs (``still_nested``)."""
     if _read_frames is None:
-        # PyPy: the scheduler's own frames only, down to the tasklet's
-        # bottom (_bootstrap's, which is ours and its own frame's callee)
-        f = frame
-        while f is not None:
-            if id(f.f_globals) in _OWN_GLOBALS:
-                return f if f.f_code.co_name != "_bootstrap" else None
-            f = f.f_back
-        return None
+        return None         # PyPy: its frames are not ours to read
     try:
         raw = _read_frames(frame)[0]
     except Exception:       # not the running stack's: nothing to say
