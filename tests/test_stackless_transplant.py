@@ -71,6 +71,18 @@ def started(func, *args):
     return make
 
 
+def moved_here(func):
+    """A tasklet that another thread started with ``func`` and that then
+    moved to this thread (that thread has ended)."""
+    r = Remote(started(func))
+    t = r.made
+    try:
+        t.bind_thread()
+    finally:
+        r.end()
+    return t
+
+
 def wait_for(cond):
     until = time.monotonic() + 10
     while not cond() and time.monotonic() < until:
@@ -215,12 +227,7 @@ def test_a_moved_tasklet_pickles_before_it_runs_again():
         for v in gen():
             OUT.append(v)
 
-    r = Remote(started(body))
-    t = r.made
-    try:
-        t.bind_thread()
-    finally:
-        r.end()
+    t = moved_here(body)
     assert t.restorable
     copy = pickle.loads(pickle.dumps(t))
     copy.insert()
@@ -308,12 +315,7 @@ def test_a_moved_tasklet_keeps_its_context_and_is_killed_there():
         finally:
             log.append(("finally", threading.get_ident()))
 
-    r = Remote(started(body))
-    t = r.made
-    try:
-        t.bind_thread()
-    finally:
-        r.end()
+    t = moved_here(body)
     assert var.get() == "unset"
     t.run()
     t.kill()
