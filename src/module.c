@@ -496,7 +496,9 @@ static PyObject *exchange(PyThreadState *ts, cont_tls *t, Continulet *origin, Co
 
 static int check_continulet(PyObject *o)
 {
-    if (!PyObject_TypeCheck(o, &Continulet_Type)) {
+    /* (a direct subclass, such as stackless's tasklet continulet, without
+       PyType_IsSubtype's walk of the MRO at every switch(to=...)) */
+    if (Py_TYPE(o)->tp_base != &Continulet_Type && !PyObject_TypeCheck(o, &Continulet_Type)) {
         PyErr_Format(PyExc_TypeError, "'_continuation.continulet' object expected, got '%.200s' instead",
                      Py_TYPE(o)->tp_name);
         return -1;
@@ -1292,11 +1294,18 @@ static PyObject *capi_switch(PyObject *c, PyObject *value, PyObject *to)
     return cont_switch((Continulet *)c, value, to, NULL);
 }
 
+/* The call of capi_switch_in_call.  Static, not a local: cps_save reads it
+ * before anything can run (no Python code, the GIL held throughout) and
+ * nothing reads it after, so this function is a tail call and leaves no C
+ * frame of its own under every switching tasklet, whose stack is copied at
+ * each switch (docs/performance.md). */
+static cps_call capi_call;
+
 static PyObject *capi_switch_in_call(PyObject *c, PyObject *to, PyObject *const *args,
                                      PyObject *const *end, PyObject *held)
 {
-    cps_call call = {c, args, end, NULL, 0, held};
-    return cont_switch((Continulet *)c, NULL, to, &call);
+    capi_call = (cps_call){c, args, end, NULL, 0, held};
+    return cont_switch((Continulet *)c, NULL, to, &capi_call);
 }
 
 static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch, capi_may_switch,
