@@ -241,6 +241,84 @@ static int hold_weakly(PyObject *t)
     return rc;
 }
 
+/* Deferred: only a garbage collection can tell that nothing refers to a
+ * started tasklet any more, so its registry entry needs to be weak only
+ * while one runs.  A start notes the tasklet here, and the gc.callbacks
+ * hook below makes the entries of those still registered weak when a
+ * collection starts: most tasklets end before any collection, and their
+ * start and end then skip the weak reference and two dictionary updates.
+ * An entry is the thread id (strong) and the tasklet's address, never
+ * dereferenced: the registry's value under id() must be that very object,
+ * started (its continulet is a _TaskletCont), as _new_cont's check. */
+typedef struct {
+    PyObject *tid;
+    void *addr;
+} pending_t;
+static pending_t *pending;
+static Py_ssize_t npending, cap_pending;
+static int deferring;       /* whether the hook is in gc.callbacks */
+#define PENDING_MAX 4096    /* flushed then (garbage collection disabled) */
+
+static void weaken_pending(void)
+{
+    PyObject *type, *value, *tb;         /* (a collection may start anywhere) */
+    PyErr_Fetch(&type, &value, &tb);
+    for (Py_ssize_t i = 0; i < npending; i++) {
+        pending_t *p = &pending[i];
+        PyObject *d = PyDict_GetItemWithError(registry, p->tid);
+        PyObject *key = d != NULL ? PyLong_FromVoidPtr(p->addr) : NULL;
+        PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
+        if (v == p->addr && PyObject_TypeCheck(v, tasklet_type) && slot(v, t_cont) != NULL
+                && Py_IS_TYPE(slot(v, t_cont), tcont_type)) {
+            Py_INCREF(d);
+            PyObject *w = PyWeakref_NewRef(v, NULL);
+            if (w == NULL || PyDict_SetItem(d, key, w) < 0)
+                PyErr_WriteUnraisable(registry);    /* (it stays held) */
+            Py_XDECREF(w);
+            Py_DECREF(d);
+        }
+        else if (PyErr_Occurred())
+            PyErr_WriteUnraisable(registry);
+        Py_XDECREF(key);
+        Py_DECREF(p->tid);
+    }
+    npending = 0;
+    PyErr_Restore(type, value, tb);
+}
+
+static int defer_weak(PyObject *t)
+{
+    if (npending == cap_pending) {
+        if (npending >= PENDING_MAX) {
+            weaken_pending();
+        }
+        else {
+            Py_ssize_t cap = cap_pending ? 2 * cap_pending : 64;
+            pending_t *p = PyMem_Realloc(pending, (size_t)cap * sizeof(*p));
+            if (p == NULL)
+                return hold_weakly(t);
+            pending = p;
+            cap_pending = cap;
+        }
+    }
+    pending[npending].tid = Py_NewRef(slot(slot(t, t_ts), ts_thread_id));
+    pending[npending++].addr = t;
+    return 0;
+}
+
+/* gc.callbacks hook: a collection starts */
+static PyObject *gc_hook(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (npending > 0 && nargs >= 1 && PyUnicode_Check(args[0])
+            && PyUnicode_CompareWithASCIIString(args[0], "start") == 0)
+        weaken_pending();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef gc_hook_def = {"_gc_hook", (PyCFunction)(void (*)(void))gc_hook, METH_FASTCALL,
+                                  "Internal: installed in gc.callbacks."};
+
 int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
 {
     if (c_tasklet == 0)
@@ -250,7 +328,7 @@ int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
     if (c == NULL)
         return -1;
     set_slot(c, c_tasklet, t);
-    if (hold_weakly(t) < 0) {
+    if ((deferring ? defer_weak(t) : hold_weakly(t)) < 0) {
         Py_DECREF(c);
         return -1;
     }
@@ -265,6 +343,14 @@ static int unregister_alive(PyObject *self, PyObject *ts)
     PyObject *c = slot(self, t_cont);
     if (c != NULL && Py_IS_TYPE(c, tcont_type))
         set_slot(c, c_tasklet, Py_None);
+    /* (its start is usually among the last noted: one that ends before
+       any collection never gets a weak reference) */
+    for (Py_ssize_t i = npending - 1; i >= 0 && i >= npending - 8; i--)
+        if (pending[i].addr == self) {
+            Py_DECREF(pending[i].tid);
+            pending[i] = pending[--npending];
+            break;
+        }
     PyObject *d = PyDict_GetItemWithError(registry, slot(ts, ts_thread_id));
     if (d == NULL)
         return PyErr_Occurred() ? -1 : 0;
@@ -492,6 +578,15 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
         goto done;
     }
     Py_DECREF(fin);
+    PyObject *hook = PyCFunction_New(&gc_hook_def, NULL);
+    PyObject *gc = hook != NULL ? PyImport_ImportModule("gc") : NULL;
+    PyObject *cbs = gc != NULL ? PyObject_GetAttrString(gc, "callbacks") : NULL;
+    deferring = cbs != NULL && PyList_Check(cbs) && PyList_Append(cbs, hook) == 0;
+    Py_XDECREF(cbs);
+    Py_XDECREF(gc);
+    Py_XDECREF(hook);
+    if (PyErr_Occurred())
+        goto done;
     rc = 0;
 done:
     Py_XDECREF(tstate);
