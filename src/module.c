@@ -681,6 +681,15 @@ static int is_unlinked(PyTypeObject *type)
     /* (an interned name: a C string would be made and interned at every
        continulet a subclass makes, stackless's tasklets included) */
     static PyObject *name;
+    /* The last answer, while the class is unchanged: a type's version tag
+       is unique and changes (or becomes 0) whenever the type or one of
+       its bases is modified.  Only for a plain True or False under the
+       metaclass `type`, whose truth and lookup cannot change otherwise. */
+    static PyTypeObject *last_type;
+    static unsigned int last_tag;
+    static int last;
+    if (type == last_type && type->tp_version_tag != 0 && type->tp_version_tag == last_tag)
+        return last;
     if (name == NULL && (name = PyUnicode_InternFromString("__continulet_unlinked__")) == NULL)
         return -1;
     PyObject *flag = PyObject_GetAttr((PyObject *)type, name);
@@ -691,6 +700,11 @@ static int is_unlinked(PyTypeObject *type)
         return 0;
     }
     int truth = PyObject_IsTrue(flag);
+    if ((flag == Py_True || flag == Py_False) && Py_IS_TYPE(type, &PyType_Type)) {
+        last_type = type;
+        last_tag = type->tp_version_tag;
+        last = truth;
+    }
     Py_DECREF(flag);
     return truth;
 }
@@ -828,6 +842,8 @@ static int keeps(PyObject *op)
  * finished. */
 static void Continulet_finalize(PyObject *op)
 {
+    if (((Continulet *)op)->h == NULL)
+        return;     /* finished (a subclass's dealloc calls this for every one) */
     PyObject *exc = cps_fetch_exception();
     if (!keeps(op))
         detach((Continulet *)op, op);

@@ -1418,6 +1418,26 @@ def test_unlinked_subclass_runs_without_a_caller_frame():
 
 
 @cpython_only
+def test_unlinked_flag_follows_changes_of_the_class_and_its_bases():
+    # (module.c remembers the last answer per class while it is unchanged)
+    class Base(continulet):
+        __continulet_unlinked__ = True
+
+    class Sub(Base):
+        pass
+
+    def unlinked(cls):
+        return cls(lambda c: sys._getframe().f_back is None).switch()
+    assert [unlinked(Sub), unlinked(Sub)] == [True, True]
+    Base.__continulet_unlinked__ = False
+    assert unlinked(Sub) is False
+    Sub.__continulet_unlinked__ = True
+    assert unlinked(Sub) is True
+    del Sub.__continulet_unlinked__
+    assert [unlinked(Sub), unlinked(Base)] == [False, False]
+
+
+@cpython_only
 def test_unlinked_flag_whose_lookup_or_truth_test_fails_propagates():
     class NoTruth:
         def __bool__(self):
