@@ -367,14 +367,57 @@ static __attribute__((noinline)) int run_begin(cont_tls *t, cont_stack *me, PyOb
 
 static __attribute__((noinline, noreturn)) void run_end(cont_tls *t, cont_stack *me, PyObject *result);
 
+/* The callable of a run is called as PyObject_Call does.  A builtin that
+ * takes its positional arguments by fast call (stackless's C _bootstrap)
+ * is called straight through its C function: the C frame of the call
+ * machinery (cfunction_vectorcall_FASTCALL, 48 B on 3.11) would stay at
+ * the bottom of the run's stack for its whole life, copied at every
+ * switch (docs/performance.md).  The steps around that call are out of
+ * line, so that run_stack's own frame stays as small. */
+
+/* The C function to call f(*args, **kwargs) with (the recursion check
+ * made), or NULL to call f through PyObject_Call (error set on -1 in *bad). */
+static __attribute__((noinline)) _PyCFunctionFast fast_callable(PyObject *f, PyObject *args,
+                                                                PyObject *kwargs, int *bad)
+{
+    *bad = 0;
+    if (!PyCFunction_CheckExact(f) || PyCFunction_GET_FLAGS(f) != METH_FASTCALL
+            || !PyTuple_CheckExact(args) || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0))
+        return NULL;
+    if (Py_EnterRecursiveCall(" while calling a Python object")) {
+        *bad = 1;
+        return NULL;
+    }
+    return (_PyCFunctionFast)(void (*)(void))PyCFunction_GET_FUNCTION(f);
+}
+
+/* After the fast call: as the call machinery checks a builtin's result */
+static __attribute__((noinline)) PyObject *fast_result(PyObject *f, PyObject *r)
+{
+    Py_LeaveRecursiveCall();
+    if (r == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_SystemError, "%R returned NULL without setting an exception", f);
+    else if (r != NULL && PyErr_Occurred())
+        Py_CLEAR(r);        /* the error it left set stands */
+    return r;
+}
+
 /* The body of every run, on its own fresh slice of the C stack. */
 static void run_stack(void *arg)
 {
     cont_stack *me = arg;
     cont_tls *t = tls_cache;
     PyObject *result;
-    if (run_begin(t, me, &result))
-        result = PyObject_Call(me->callable, me->args, me->kwargs);
+    if (run_begin(t, me, &result)) {
+        int bad;
+        _PyCFunctionFast fn = fast_callable(me->callable, me->args, me->kwargs, &bad);
+        if (fn != NULL)
+            result = fast_result(me->callable, fn(PyCFunction_GET_SELF(me->callable),
+                                                  &PyTuple_GET_ITEM(me->args, 0),
+                                                  PyTuple_GET_SIZE(me->args)));
+        else
+            result = bad ? NULL : PyObject_Call(me->callable, me->args, me->kwargs);
+    }
     run_end(t, me, result);
 }
 
