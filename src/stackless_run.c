@@ -168,6 +168,12 @@ static OUT_OF_LINE int begin(PyObject *ts, PyObject *self)
  * (copied at every switch, see accel_bootstrap). */
 static OUT_OF_LINE void drop_args(PyObject *self)
 {
+    if (!PyErr_Occurred()) {
+        /* (their release reports its own errors, leaving none set) */
+        set_slot(self, t_args, Py_None);
+        set_slot(self, t_kwargs, Py_None);
+        return;
+    }
     /* (what their release runs must not disturb the function's error) */
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
