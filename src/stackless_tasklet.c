@@ -111,6 +111,90 @@ static PyObject *tasklet_init(PyObject *self, PyObject *const *args, Py_ssize_t 
 static PyMethodDef init_def = {"__init__", (PyCFunction)(void (*)(void))tasklet_init,
     METH_FASTCALL | METH_KEYWORDS, "Bind the tasklet to a function (C version)."};
 
+/* --- tasklet(...) ----------------------------------------------------------------
+ * Calling the class runs type.__call__, which finds __new__ and __init__
+ * through the slot wrappers of a heap type (a dictionary lookup, an
+ * argument tuple and a bound call each).  The class's vectorcall does the
+ * same with our two C functions straight, while they are the class's:
+ * anything else (a subclass, a replaced __new__ or __init__, many
+ * arguments) goes through type.__call__ itself. */
+
+static PyObject *new_fn, *init_descr, *s_new, *s_init;
+
+static PyObject *kwargs_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+
+/* The positional arguments as a tuple and the keywords as a dict (*kw
+ * NULL without any): 0, or -1 with an error. */
+static int as_tuple_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                         PyObject **tuple, PyObject **kw)
+{
+    *kw = NULL;
+    if ((*tuple = PyTuple_New(nargs)) == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(*tuple, i, Py_NewRef(args[i]));
+    if (kwnames != NULL && (*kw = kwargs_dict(args, nargs, kwnames)) == NULL) {
+        Py_CLEAR(*tuple);
+        return -1;
+    }
+    return 0;
+}
+
+/* type.__call__(type, *args, **kw) */
+static OUT_OF_LINE PyObject *type_call(PyObject *type, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames)
+{
+    PyObject *tuple, *kw;
+    if (as_tuple_dict(args, nargs, kwnames, &tuple, &kw) < 0)
+        return NULL;
+    PyObject *r = PyType_Type.tp_call(type, tuple, kw);
+    Py_DECREF(tuple);
+    Py_XDECREF(kw);
+    return r;
+}
+
+/* type(self).__init__(self, *args, **kw), as type.__call__ calls it */
+static OUT_OF_LINE PyObject *init_of_type(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                          PyObject *kwnames)
+{
+    PyObject *tuple, *kw;
+    if (as_tuple_dict(args, nargs, kwnames, &tuple, &kw) < 0)
+        return NULL;
+    int rc = Py_TYPE(self)->tp_init != NULL ? Py_TYPE(self)->tp_init(self, tuple, kw) : 0;
+    Py_DECREF(tuple);
+    Py_XDECREF(kw);
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *stack[8];
+    if ((PyTypeObject *)type != tasklet_type || n >= 8
+            || _PyType_Lookup(tasklet_type, s_new) != new_fn
+            || _PyType_Lookup(tasklet_type, s_init) != init_descr)
+        return type_call(type, args, nargs, kwnames);
+    stack[0] = type;
+    for (Py_ssize_t i = 0; i < n; i++)
+        stack[i + 1] = args[i];
+    PyObject *self = tasklet_new(NULL, stack, nargs + 1, kwnames);
+    if (self == NULL || !PyObject_TypeCheck(self, tasklet_type))
+        return self;
+    PyObject *r = Py_IS_TYPE(self, tasklet_type) ? tasklet_init(self, args, nargs, kwnames)
+                                                 : init_of_type(self, args, nargs, kwnames);
+    if (r != Py_None) {
+        if (r != NULL)
+            PyErr_Format(PyExc_TypeError, "__init__() should return None, not '%.200s'",
+                         Py_TYPE(r)->tp_name);
+        Py_XDECREF(r);
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return self;
+}
+
 /* --- setup(*args, **kwargs) and __call__ ---------------------------------- */
 
 /* _register(self): _alive_registry[thread_id][id(self)] = self */
@@ -567,10 +651,15 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             Py_XDECREF(newfn);
             goto done;
         }
-        Py_DECREF(newfn);
+        new_fn = newfn;         /* (kept) */
     }
-    if (put(tasklet, &init_def, NULL) < 0 || put(tasklet, &setup_def, &setup_descr) < 0
+    if (put(tasklet, &init_def, &init_descr) < 0 || put(tasklet, &setup_def, &setup_descr) < 0
             || put(tasklet, &call_def, NULL) < 0)
+        goto done;
+    if (new_fn != NULL && (s_new = PyUnicode_InternFromString("__new__")) != NULL
+            && (s_init = PyUnicode_InternFromString("__init__")) != NULL)
+        ((PyTypeObject *)tasklet)->tp_vectorcall = tasklet_vectorcall;
+    if (PyErr_Occurred())
         goto done;
     PyObject *fin = PyCFunction_New(&finish_def, NULL);
     if (fin == NULL || PyDict_SetItemString(replaced, "_finish", fin) < 0) {
