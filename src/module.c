@@ -367,14 +367,57 @@ static __attribute__((noinline)) int run_begin(cont_tls *t, cont_stack *me, PyOb
 
 static __attribute__((noinline, noreturn)) void run_end(cont_tls *t, cont_stack *me, PyObject *result);
 
+/* The callable of a run is called as PyObject_Call does.  A builtin that
+ * takes its positional arguments by fast call (stackless's C _bootstrap)
+ * is called straight through its C function: the C frame of the call
+ * machinery (cfunction_vectorcall_FASTCALL, 48 B on 3.11) would stay at
+ * the bottom of the run's stack for its whole life, copied at every
+ * switch (docs/performance.md).  The steps around that call are out of
+ * line, so that run_stack's own frame stays as small. */
+
+/* The C function to call f(*args, **kwargs) with (the recursion check
+ * made), or NULL to call f through PyObject_Call (error set on -1 in *bad). */
+static __attribute__((noinline)) _PyCFunctionFast fast_callable(PyObject *f, PyObject *args,
+                                                                PyObject *kwargs, int *bad)
+{
+    *bad = 0;
+    if (!PyCFunction_CheckExact(f) || PyCFunction_GET_FLAGS(f) != METH_FASTCALL
+            || !PyTuple_CheckExact(args) || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0))
+        return NULL;
+    if (Py_EnterRecursiveCall(" while calling a Python object")) {
+        *bad = 1;
+        return NULL;
+    }
+    return (_PyCFunctionFast)(void (*)(void))PyCFunction_GET_FUNCTION(f);
+}
+
+/* After the fast call: as the call machinery checks a builtin's result */
+static __attribute__((noinline)) PyObject *fast_result(PyObject *f, PyObject *r)
+{
+    Py_LeaveRecursiveCall();
+    if (r == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_SystemError, "%R returned NULL without setting an exception", f);
+    else if (r != NULL && PyErr_Occurred())
+        Py_CLEAR(r);        /* the error it left set stands */
+    return r;
+}
+
 /* The body of every run, on its own fresh slice of the C stack. */
 static void run_stack(void *arg)
 {
     cont_stack *me = arg;
     cont_tls *t = tls_cache;
     PyObject *result;
-    if (run_begin(t, me, &result))
-        result = PyObject_Call(me->callable, me->args, me->kwargs);
+    if (run_begin(t, me, &result)) {
+        int bad;
+        _PyCFunctionFast fn = fast_callable(me->callable, me->args, me->kwargs, &bad);
+        if (fn != NULL)
+            result = fast_result(me->callable, fn(PyCFunction_GET_SELF(me->callable),
+                                                  &PyTuple_GET_ITEM(me->args, 0),
+                                                  PyTuple_GET_SIZE(me->args)));
+        else
+            result = bad ? NULL : PyObject_Call(me->callable, me->args, me->kwargs);
+    }
     run_end(t, me, result);
 }
 
@@ -496,7 +539,9 @@ static PyObject *exchange(PyThreadState *ts, cont_tls *t, Continulet *origin, Co
 
 static int check_continulet(PyObject *o)
 {
-    if (!PyObject_TypeCheck(o, &Continulet_Type)) {
+    /* (a direct subclass, such as stackless's tasklet continulet, without
+       PyType_IsSubtype's walk of the MRO at every switch(to=...)) */
+    if (Py_TYPE(o)->tp_base != &Continulet_Type && !PyObject_TypeCheck(o, &Continulet_Type)) {
         PyErr_Format(PyExc_TypeError, "'_continuation.continulet' object expected, got '%.200s' instead",
                      Py_TYPE(o)->tp_name);
         return -1;
@@ -679,6 +724,15 @@ static int is_unlinked(PyTypeObject *type)
     /* (an interned name: a C string would be made and interned at every
        continulet a subclass makes, stackless's tasklets included) */
     static PyObject *name;
+    /* The last answer, while the class is unchanged: a type's version tag
+       is unique and changes (or becomes 0) whenever the type or one of
+       its bases is modified.  Only for a plain True or False under the
+       metaclass `type`, whose truth and lookup cannot change otherwise. */
+    static PyTypeObject *last_type;
+    static unsigned int last_tag;
+    static int last;
+    if (type == last_type && type->tp_version_tag != 0 && type->tp_version_tag == last_tag)
+        return last;
     if (name == NULL && (name = PyUnicode_InternFromString("__continulet_unlinked__")) == NULL)
         return -1;
     PyObject *flag = PyObject_GetAttr((PyObject *)type, name);
@@ -689,6 +743,11 @@ static int is_unlinked(PyTypeObject *type)
         return 0;
     }
     int truth = PyObject_IsTrue(flag);
+    if ((flag == Py_True || flag == Py_False) && Py_IS_TYPE(type, &PyType_Type)) {
+        last_type = type;
+        last_tag = type->tp_version_tag;
+        last = truth;
+    }
     Py_DECREF(flag);
     return truth;
 }
@@ -826,6 +885,8 @@ static int keeps(PyObject *op)
  * finished. */
 static void Continulet_finalize(PyObject *op)
 {
+    if (((Continulet *)op)->h == NULL)
+        return;     /* finished (a subclass's dealloc calls this for every one) */
     PyObject *exc = cps_fetch_exception();
     if (!keeps(op))
         detach((Continulet *)op, op);
@@ -1292,11 +1353,18 @@ static PyObject *capi_switch(PyObject *c, PyObject *value, PyObject *to)
     return cont_switch((Continulet *)c, value, to, NULL);
 }
 
+/* The call of capi_switch_in_call.  Static, not a local: cps_save reads it
+ * before anything can run (no Python code, the GIL held throughout) and
+ * nothing reads it after, so this function is a tail call and leaves no C
+ * frame of its own under every switching tasklet, whose stack is copied at
+ * each switch (docs/performance.md). */
+static cps_call capi_call;
+
 static PyObject *capi_switch_in_call(PyObject *c, PyObject *to, PyObject *const *args,
                                      PyObject *const *end, PyObject *held)
 {
-    cps_call call = {c, args, end, NULL, 0, held};
-    return cont_switch((Continulet *)c, NULL, to, &call);
+    capi_call = (cps_call){c, args, end, NULL, 0, held};
+    return cont_switch((Continulet *)c, NULL, to, &capi_call);
 }
 
 static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch, capi_may_switch,

@@ -162,6 +162,26 @@ static OUT_OF_LINE int begin(PyObject *ts, PyObject *self)
     return 0;
 }
 
+/* The function's arguments go once it returned.  Out of line: the error
+ * that this keeps aside would otherwise take three slots in the frame of
+ * _bootstrap, which stays under the tasklet's function for its whole life
+ * (copied at every switch, see accel_bootstrap). */
+static OUT_OF_LINE void drop_args(PyObject *self)
+{
+    if (!PyErr_Occurred()) {
+        /* (their release reports its own errors, leaving none set) */
+        set_slot(self, t_args, Py_None);
+        set_slot(self, t_kwargs, Py_None);
+        return;
+    }
+    /* (what their release runs must not disturb the function's error) */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    set_slot(self, t_args, Py_None);
+    set_slot(self, t_kwargs, Py_None);
+    PyErr_Restore(type, value, tb);
+}
+
 /* The tasklet's function, with its tempval (a bomb is raised first) and
  * in its own context.  NULL with the error it ended with. */
 static OUT_OF_LINE PyObject *raise_bomb(PyObject *self, PyObject *v)
@@ -252,12 +272,7 @@ static PyObject *body(PyObject *self)
                 PyErr_SetString(PyExc_SystemError, "a tasklet's function failed without an exception");
         }
     }
-    /* (what their release runs must not disturb the function's error) */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    set_slot(self, t_args, Py_None);
-    set_slot(self, t_kwargs, Py_None);
-    PyErr_Restore(type, value, tb);
+    drop_args(self);
     return r;
 }
 
@@ -303,7 +318,7 @@ static int usual_end(PyObject *cont, PyObject *ts, PyObject *self, PyObject **er
  * its switches (between two tasklets, the whole stack out and in): so
  * only the call itself is here, the steps before and after it are out of
  * line, and the frame holds no more than the call's operands. */
-static PyObject *bootstrap_end(PyObject *cont, PyObject *ts, PyObject *self, PyObject *r);
+static PyObject *bootstrap_end(PyObject *cont, PyObject *self, PyObject *r);
 
 static PyObject *accel_bootstrap(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -321,7 +336,13 @@ static PyObject *accel_bootstrap(PyObject *mod, PyObject *const *args, Py_ssize_
         return PyObject_Vectorcall(py_bootstrap, args, 2, NULL);
     }
     PyObject *r = begin(ts, self) < 0 ? NULL : body(self);
-    ts = slot(self, t_ts);
+    return bootstrap_end(cont, self, r);
+}
+
+/* What follows the call: the tasklet's end */
+static OUT_OF_LINE PyObject *bootstrap_end(PyObject *cont, PyObject *self, PyObject *r)
+{
+    PyObject *ts = slot(self, t_ts);
     if (ts == NULL) {
         /* The collector cleared the tasklet while its stack was suspended
            (at interpreter exit, a tasklet that outlived the exit kills is
@@ -331,12 +352,7 @@ static PyObject *accel_bootstrap(PyObject *mod, PyObject *const *args, Py_ssize_
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    return bootstrap_end(cont, Py_NewRef(ts), self, r);
-}
-
-/* What follows the call: the tasklet's end (ts is taken) */
-static OUT_OF_LINE PyObject *bootstrap_end(PyObject *cont, PyObject *ts, PyObject *self, PyObject *r)
-{
+    Py_INCREF(ts);
     PyObject *error = NULL;
     if (r == NULL && !PyErr_ExceptionMatches(tasklet_exit))
         error = fetch_error();

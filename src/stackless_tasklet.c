@@ -111,6 +111,90 @@ static PyObject *tasklet_init(PyObject *self, PyObject *const *args, Py_ssize_t 
 static PyMethodDef init_def = {"__init__", (PyCFunction)(void (*)(void))tasklet_init,
     METH_FASTCALL | METH_KEYWORDS, "Bind the tasklet to a function (C version)."};
 
+/* --- tasklet(...) ----------------------------------------------------------------
+ * Calling the class runs type.__call__, which finds __new__ and __init__
+ * through the slot wrappers of a heap type (a dictionary lookup, an
+ * argument tuple and a bound call each).  The class's vectorcall does the
+ * same with our two C functions straight, while they are the class's:
+ * anything else (a subclass, a replaced __new__ or __init__, many
+ * arguments) goes through type.__call__ itself. */
+
+static PyObject *new_fn, *init_descr, *s_new, *s_init;
+
+static PyObject *kwargs_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+
+/* The positional arguments as a tuple and the keywords as a dict (*kw
+ * NULL without any): 0, or -1 with an error. */
+static int as_tuple_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                         PyObject **tuple, PyObject **kw)
+{
+    *kw = NULL;
+    if ((*tuple = PyTuple_New(nargs)) == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(*tuple, i, Py_NewRef(args[i]));
+    if (kwnames != NULL && (*kw = kwargs_dict(args, nargs, kwnames)) == NULL) {
+        Py_CLEAR(*tuple);
+        return -1;
+    }
+    return 0;
+}
+
+/* type.__call__(type, *args, **kw) */
+static OUT_OF_LINE PyObject *type_call(PyObject *type, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames)
+{
+    PyObject *tuple, *kw;
+    if (as_tuple_dict(args, nargs, kwnames, &tuple, &kw) < 0)
+        return NULL;
+    PyObject *r = PyType_Type.tp_call(type, tuple, kw);
+    Py_DECREF(tuple);
+    Py_XDECREF(kw);
+    return r;
+}
+
+/* type(self).__init__(self, *args, **kw), as type.__call__ calls it */
+static OUT_OF_LINE PyObject *init_of_type(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                          PyObject *kwnames)
+{
+    PyObject *tuple, *kw;
+    if (as_tuple_dict(args, nargs, kwnames, &tuple, &kw) < 0)
+        return NULL;
+    int rc = Py_TYPE(self)->tp_init != NULL ? Py_TYPE(self)->tp_init(self, tuple, kw) : 0;
+    Py_DECREF(tuple);
+    Py_XDECREF(kw);
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *stack[8];
+    if ((PyTypeObject *)type != tasklet_type || n >= 8
+            || _PyType_Lookup(tasklet_type, s_new) != new_fn
+            || _PyType_Lookup(tasklet_type, s_init) != init_descr)
+        return type_call(type, args, nargs, kwnames);
+    stack[0] = type;
+    for (Py_ssize_t i = 0; i < n; i++)
+        stack[i + 1] = args[i];
+    PyObject *self = tasklet_new(NULL, stack, nargs + 1, kwnames);
+    if (self == NULL || !PyObject_TypeCheck(self, tasklet_type))
+        return self;
+    PyObject *r = Py_IS_TYPE(self, tasklet_type) ? tasklet_init(self, args, nargs, kwnames)
+                                                 : init_of_type(self, args, nargs, kwnames);
+    if (r != Py_None) {
+        if (r != NULL)
+            PyErr_Format(PyExc_TypeError, "__init__() should return None, not '%.200s'",
+                         Py_TYPE(r)->tp_name);
+        Py_XDECREF(r);
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return self;
+}
+
 /* --- setup(*args, **kwargs) and __call__ ---------------------------------- */
 
 /* _register(self): _alive_registry[thread_id][id(self)] = self */
@@ -241,6 +325,84 @@ static int hold_weakly(PyObject *t)
     return rc;
 }
 
+/* Deferred: only a garbage collection can tell that nothing refers to a
+ * started tasklet any more, so its registry entry needs to be weak only
+ * while one runs.  A start notes the tasklet here, and the gc.callbacks
+ * hook below makes the entries of those still registered weak when a
+ * collection starts: most tasklets end before any collection, and their
+ * start and end then skip the weak reference and two dictionary updates.
+ * An entry is the thread id (strong) and the tasklet's address, never
+ * dereferenced: the registry's value under id() must be that very object,
+ * started (its continulet is a _TaskletCont), as _new_cont's check. */
+typedef struct {
+    PyObject *tid;
+    void *addr;
+} pending_t;
+static pending_t *pending;
+static Py_ssize_t npending, cap_pending;
+static int deferring;       /* whether the hook is in gc.callbacks */
+#define PENDING_MAX 4096    /* flushed then (garbage collection disabled) */
+
+static void weaken_pending(void)
+{
+    PyObject *type, *value, *tb;         /* (a collection may start anywhere) */
+    PyErr_Fetch(&type, &value, &tb);
+    for (Py_ssize_t i = 0; i < npending; i++) {
+        pending_t *p = &pending[i];
+        PyObject *d = PyDict_GetItemWithError(registry, p->tid);
+        PyObject *key = d != NULL ? PyLong_FromVoidPtr(p->addr) : NULL;
+        PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
+        if (v == p->addr && PyObject_TypeCheck(v, tasklet_type) && slot(v, t_cont) != NULL
+                && Py_IS_TYPE(slot(v, t_cont), tcont_type)) {
+            Py_INCREF(d);
+            PyObject *w = PyWeakref_NewRef(v, NULL);
+            if (w == NULL || PyDict_SetItem(d, key, w) < 0)
+                PyErr_WriteUnraisable(registry);    /* (it stays held) */
+            Py_XDECREF(w);
+            Py_DECREF(d);
+        }
+        else if (PyErr_Occurred())
+            PyErr_WriteUnraisable(registry);
+        Py_XDECREF(key);
+        Py_DECREF(p->tid);
+    }
+    npending = 0;
+    PyErr_Restore(type, value, tb);
+}
+
+static int defer_weak(PyObject *t)
+{
+    if (npending == cap_pending) {
+        if (npending >= PENDING_MAX) {
+            weaken_pending();
+        }
+        else {
+            Py_ssize_t cap = cap_pending ? 2 * cap_pending : 64;
+            pending_t *p = PyMem_Realloc(pending, (size_t)cap * sizeof(*p));
+            if (p == NULL)
+                return hold_weakly(t);
+            pending = p;
+            cap_pending = cap;
+        }
+    }
+    pending[npending].tid = Py_NewRef(slot(slot(t, t_ts), ts_thread_id));
+    pending[npending++].addr = t;
+    return 0;
+}
+
+/* gc.callbacks hook: a collection starts */
+static PyObject *gc_hook(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (npending > 0 && nargs >= 1 && PyUnicode_Check(args[0])
+            && PyUnicode_CompareWithASCIIString(args[0], "start") == 0)
+        weaken_pending();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef gc_hook_def = {"_gc_hook", (PyCFunction)(void (*)(void))gc_hook, METH_FASTCALL,
+                                  "Internal: installed in gc.callbacks."};
+
 int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
 {
     if (c_tasklet == 0)
@@ -250,7 +412,7 @@ int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
     if (c == NULL)
         return -1;
     set_slot(c, c_tasklet, t);
-    if (hold_weakly(t) < 0) {
+    if ((deferring ? defer_weak(t) : hold_weakly(t)) < 0) {
         Py_DECREF(c);
         return -1;
     }
@@ -265,6 +427,14 @@ static int unregister_alive(PyObject *self, PyObject *ts)
     PyObject *c = slot(self, t_cont);
     if (c != NULL && Py_IS_TYPE(c, tcont_type))
         set_slot(c, c_tasklet, Py_None);
+    /* (its start is usually among the last noted: one that ends before
+       any collection never gets a weak reference) */
+    for (Py_ssize_t i = npending - 1; i >= 0 && i >= npending - 8; i--)
+        if (pending[i].addr == self) {
+            Py_DECREF(pending[i].tid);
+            pending[i] = pending[--npending];
+            break;
+        }
     PyObject *d = PyDict_GetItemWithError(registry, slot(ts, ts_thread_id));
     if (d == NULL)
         return PyErr_Occurred() ? -1 : 0;
@@ -481,10 +651,15 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             Py_XDECREF(newfn);
             goto done;
         }
-        Py_DECREF(newfn);
+        new_fn = newfn;         /* (kept) */
     }
-    if (put(tasklet, &init_def, NULL) < 0 || put(tasklet, &setup_def, &setup_descr) < 0
+    if (put(tasklet, &init_def, &init_descr) < 0 || put(tasklet, &setup_def, &setup_descr) < 0
             || put(tasklet, &call_def, NULL) < 0)
+        goto done;
+    if (new_fn != NULL && (s_new = PyUnicode_InternFromString("__new__")) != NULL
+            && (s_init = PyUnicode_InternFromString("__init__")) != NULL)
+        ((PyTypeObject *)tasklet)->tp_vectorcall = tasklet_vectorcall;
+    if (PyErr_Occurred())
         goto done;
     PyObject *fin = PyCFunction_New(&finish_def, NULL);
     if (fin == NULL || PyDict_SetItemString(replaced, "_finish", fin) < 0) {
@@ -492,6 +667,15 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
         goto done;
     }
     Py_DECREF(fin);
+    PyObject *hook = PyCFunction_New(&gc_hook_def, NULL);
+    PyObject *gc = hook != NULL ? PyImport_ImportModule("gc") : NULL;
+    PyObject *cbs = gc != NULL ? PyObject_GetAttrString(gc, "callbacks") : NULL;
+    deferring = cbs != NULL && PyList_Check(cbs) && PyList_Append(cbs, hook) == 0;
+    Py_XDECREF(cbs);
+    Py_XDECREF(gc);
+    Py_XDECREF(hook);
+    if (PyErr_Occurred())
+        goto done;
     rc = 0;
 done:
     Py_XDECREF(tstate);

@@ -166,7 +166,10 @@ static void *save_hook(void *sp, stk_thread *t)
         /* starting a fresh slice right below: nothing gets overwritten */
         return sp;
     }
-    unchain(t, target);
+    /* Only a suspended slice with bytes still in place is on the chain
+       (a whole saved one left it): skip the walk for the others. */
+    if (target->state == STK_SUSPENDED && target->saved < (size_t)(target->stop - target->start))
+        unchain(t, target);
     for (stk_slice **p = &t->on_stack; *p; ) {
         stk_slice *s = *p;
         if (save_below(s, target->stop) < 0) {

@@ -3,7 +3,9 @@
 Each thread's registry (``_alive_registry``) holds every live
 tasklet of the thread, so that the thread's end and the interpreter's exit
 can kill them.  It holds an unstarted tasklet strongly, and a started one
-weakly: a weak reference, made when its continulet is (:func:`_new_cont`).
+weakly: a weak reference, made when its continulet is (:func:`_new_cont`;
+the accelerator makes it when the next garbage collection starts, which
+is the first time it matters, src/stackless_tasklet.c).
 A started tasklet that nobody refers to any more (its stack refers to it,
 through its continulet, so that is a reference cycle) is then found by the
 garbage collector, and the finalizer of its continulet (a

@@ -90,6 +90,72 @@ def test_subclassed_channel_and_tasklet_take_the_fast_path_correctly():
     assert got == ["hello"] and ch.balance == 0
 
 
+def test_calling_the_tasklet_class_runs_its_and_its_subclasses_new_and_init():
+    """As Stackless 3.7 (its tasklet is a C type): a subclass's own
+    __new__ and __init__ run, with the arguments; the class's own
+    construction binds, with arguments makes alive, and rejects what bind()
+    rejects.  (The accelerator calls its C __new__ and __init__ straight
+    while they are the class's, src/stackless_tasklet.c.)"""
+    log = []
+
+    class T(stackless.tasklet):
+        def __new__(cls, *a, **k):
+            log.append(("new", cls.__name__, a, k))
+            return stackless.tasklet.__new__(cls, *a, **k)
+
+        def __init__(self, *a, **k):
+            log.append(("init", a, k))
+            super().__init__(*a, **k)
+
+    def f(x=None, y=None):
+        log.append(("ran", x, y))
+    t = T(f)(1)
+    u = T(f, (2,), {"y": 3})
+    u.insert()
+    stackless.run()
+    assert log == [("new", "T", (f,), {}), ("init", (f,), {}),
+                   ("new", "T", (f, (2,), {"y": 3}), {}), ("init", (f, (2,), {"y": 3}), {}),
+                   ("ran", 1, None), ("ran", 2, 3)]
+    assert type(t) is T and not t.alive
+    t = stackless.tasklet(func=f)
+    assert type(t) is stackless.tasklet and not t.alive and t.tempval is f
+    t = stackless.tasklet(f, args=(1,), kwargs={"y": 2})
+    assert t.alive and not t.scheduled
+    t.kill()
+    with pytest.raises(TypeError, match="^tasklet function must be a callable or None$"):
+        stackless.tasklet(5)
+    with pytest.raises(TypeError, match=r"^bind\(\) takes at most 3 arguments \(4 given\)$"):
+        stackless.tasklet(f, (1,), {}, 4)
+
+
+@cpython_only
+def test_a_replaced_tasklet_init_or_new_is_the_one_called():
+    """The tasklet class is a Python class here (Stackless 3.7's is a C
+    type whose attributes cannot be set): what is set on it counts, and
+    the original comes back when it is put back."""
+    cls, log = stackless.tasklet, []
+    init, new = cls.__dict__["__init__"], cls.__dict__["__new__"]
+
+    def my_init(self, *a):
+        log.append("init")
+        init(self, *a)
+
+    def my_new(c, *a):
+        log.append("new")
+        return new(c, *a)
+    try:
+        cls.__init__ = my_init
+        cls(len)
+        cls.__new__ = my_new
+        cls(len)
+        cls.__init__ = init
+        cls(len)
+    finally:
+        cls.__init__, cls.__new__ = init, new
+    cls(len)
+    assert log == ["init", "new", "init", "new"]
+
+
 @cpython_only
 @accelerated_here
 def test_wrong_arguments_raise_like_the_reference():

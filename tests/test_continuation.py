@@ -1417,6 +1417,40 @@ def test_unlinked_subclass_runs_without_a_caller_frame():
         "test_unlinked_subclass_runs_without_a_caller_frame"
 
 
+def test_a_builtin_as_the_callable_gets_the_continulet_and_the_arguments():
+    # (CPython calls a builtin that takes fast-call arguments straight
+    # through its C function, src/module.c run_stack)
+    assert continulet(isinstance, continulet).switch() is True
+    c = continulet(getattr, "is_pending")
+    assert c.switch()() is False        # (called once c has finished)
+    c = continulet(divmod, 3)
+    with pytest.raises(TypeError) as inside:
+        c.switch()
+    with pytest.raises(TypeError) as direct:
+        divmod(c, 3)
+    assert str(inside.value) == str(direct.value) and not c.is_pending()
+
+
+@cpython_only
+def test_unlinked_flag_follows_changes_of_the_class_and_its_bases():
+    # (module.c remembers the last answer per class while it is unchanged)
+    class Base(continulet):
+        __continulet_unlinked__ = True
+
+    class Sub(Base):
+        pass
+
+    def unlinked(cls):
+        return cls(lambda c: sys._getframe().f_back is None).switch()
+    assert [unlinked(Sub), unlinked(Sub)] == [True, True]
+    Base.__continulet_unlinked__ = False
+    assert unlinked(Sub) is False
+    Sub.__continulet_unlinked__ = True
+    assert unlinked(Sub) is True
+    del Sub.__continulet_unlinked__
+    assert [unlinked(Sub), unlinked(Base)] == [False, False]
+
+
 @cpython_only
 def test_unlinked_flag_whose_lookup_or_truth_test_fails_propagates():
     class NoTruth:

@@ -382,3 +382,21 @@ def test_a_dropped_blocked_tasklet_is_killed_at_exit():
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["collecting", "paused killed", "paused finally",
                                      "collected", "blocked killed", "blocked finally"]
+
+
+def test_every_dropped_paused_tasklet_dies_after_a_long_stretch_without_collections():
+    """Thousands of tasklets pause and are dropped while the collector is
+    off (the accelerator makes a started tasklet's registry entry weak
+    only when a collection starts, or when thousands pile up before one):
+    the first collection kills all of them, in the order they were made,
+    as in Stackless 3.7."""
+    log = []
+    gc.disable()
+    try:
+        for i in range(5000):
+            _paused(log, str(i))
+        assert log == []
+    finally:
+        gc.enable()
+    gc.collect()
+    assert log == [str(i) + " finally" for i in range(5000)]
