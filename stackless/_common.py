@@ -169,6 +169,27 @@ def _at_most(name: str, most: int, more: tuple) -> TypeError:
                      % (name, most, "" if most == 1 else "s", most + len(more)))
 
 
+def _parse(name: str, names: tuple, args: tuple, kw: dict) -> list:
+    """``args`` and ``kw`` matched to the optional parameters ``names``, with
+    the errors (and their order) of Stackless's C argument parser."""
+    most = len(names)
+    given = len(args) + len(kw)
+    if given > most:
+        raise TypeError("%s() takes at most %d argument%s (%d given)"
+                        % (name, most, "" if most == 1 else "s", given))
+    values = list(args) + [None] * (most - len(args))
+    if kw:
+        for i in range(len(args)):
+            if names[i] in kw:
+                raise TypeError("argument for %s() given by name ('%s') and position (%d)"
+                                % (name, names[i], i + 1))
+        for key, value in kw.items():
+            if key not in names:
+                raise TypeError("'%s' is an invalid keyword argument for %s()" % (key, name))
+            values[names.index(key)] = value
+    return values
+
+
 def _at_least_one(name: str) -> TypeError:
     return TypeError("%s() takes at least 1 argument (0 given)" % name)
 

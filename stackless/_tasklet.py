@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from stackless import _frames, _pickling, _transplant
 from stackless._common import (TaskletExit, _NOARG, _PYPY, _RUNNING, _at_least_one,
                                _at_most, _callback, _get_ident, _index, _make_exception,
-                               _no_args, _one_arg, _own_module, bomb)
+                               _no_args, _one_arg, _own_module, _parse, bomb)
 from stackless._switching import _recover, _switch, _take_tempval
 from stackless._threads import (_ThreadState, _register, _states, _ts, _ts_of, _unregister,
                                 _wake)
@@ -22,6 +22,9 @@ else:
     from stackless._common import _set_stack_context, _stack_context
 
 _own_module(globals())
+
+# bind()'s parameters, which tasklet() takes too
+_BIND = ("func", "args", "kwargs")
 
 
 class _TaskletFlags:
@@ -80,26 +83,24 @@ class tasklet(_TaskletFlags):
         self._init_fields(_ts())
         return self
 
-    def __init__(self, func: Optional[Callable] = None, args: Any = None,
-                 kwargs: Any = None, *_more: Any) -> None:
-        if _more:
-            raise _at_most("bind", 3, _more)
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        """``tasklet(func=None, args=None, kwargs=None)``: ``bind()`` them."""
+        func, args, kwargs = _parse("bind", _BIND, args, kw)
         if func is not None or args is not None or kwargs is not None:
             self.bind(func, args, kwargs)
 
     # -- binding ------------------------------------------------------------
 
-    def bind(self, func: Optional[Callable] = None, args: Any = None,
-             kwargs: Any = None, *_more: Any) -> "tasklet":
-        """Bind the tasklet to ``func`` and optionally to its arguments.
+    def bind(self, *args: Any, **kw: Any) -> "tasklet":
+        """``bind(func=None, args=None, kwargs=None)``: bind the tasklet to
+        ``func`` and optionally to its arguments.
 
         With ``args`` or ``kwargs`` the tasklet becomes alive but paused (not
         scheduled).  ``bind(func)`` alone makes it not alive, ``func`` waiting
         in ``tempval`` for ``setup()``.  ``bind(None)`` with no arguments
         unbinds a tasklet that is not running, making it dead and reusable.
         """
-        if _more:
-            raise _at_most("bind", 3, _more)
+        func, args, kwargs = _parse("bind", _BIND, args, kw)
         if self is self._ts.current and not self._orphaned:
             raise RuntimeError("can't (re)bind the current tasklet")
         if self._scheduled or self._blocked:

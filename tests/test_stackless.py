@@ -1841,6 +1841,12 @@ def test_coroutine_throw_and_getcurrent_inside():
     (lambda t, c: c.send_exception(), r"^send_exception\(\) takes at least 1 argument"),
     (lambda t, c: c.close(1), r"^close\(\) takes no arguments \(1 given\)$"),
     (lambda t, c: t.bind(1, 2, 3, 4), r"^bind\(\) takes at most 3 arguments \(4 given\)$"),
+    (lambda t, c: t.bind(len, (), {}, kwargs={}), r"^bind\(\) takes at most 3 arguments \(4 given\)$"),
+    (lambda t, c: t.bind(len, func=len), r"^argument for bind\(\) given by name \('func'\) and position \(1\)$"),
+    (lambda t, c: t.bind(function=len), r"^'function' is an invalid keyword argument for bind\(\)$"),
+    (lambda t, c: tasklet(len, (), args=()), r"^argument for bind\(\) given by name \('args'\) and position \(2\)$"),
+    (lambda t, c: tasklet(len, bogus=1, other=2), r"^'bogus' is an invalid keyword argument for bind\(\)$"),
+    (lambda t, c: tasklet(len, (), {}, 4, 5), r"^bind\(\) takes at most 3 arguments \(5 given\)$"),
     (lambda t, c: t.insert(1), r"^insert\(\) takes no arguments \(1 given\)$"),
     (lambda t, c: t.kill(1, 2), r"^kill\(\) takes at most 1 argument \(2 given\)$"),
     (lambda t, c: t.throw(), r"^throw\(\) missing required argument 'exc' \(pos 1\)$"),
@@ -1855,6 +1861,7 @@ def test_coroutine_throw_and_getcurrent_inside():
      r"^set_schedule_callback\(\) takes exactly one argument \(0 given\)$"),
 ])
 def test_argument_errors_read_like_stackless(call, message):
+    # (each message and its precedence checked with slp37)
     # Stackless's functions are C functions: their argument errors say so
     t = tasklet(lambda: None)
     with pytest.raises(TypeError, match=message):
@@ -2000,3 +2007,16 @@ def test_a_foreign_thread_leaves_no_dummy_thread():
     assert box == [True]
     assert threading.active_count() == before
     assert not any(isinstance(t, threading._DummyThread) for t in threading.enumerate())
+
+
+def test_tasklet_and_bind_take_their_parameters_by_name():
+    # as Stackless's C argument parser (slp37): any of func, args, kwargs
+    t = tasklet(kwargs={"b": 2}, func=lambda a=1, b=0: got.append((a, b)))
+    got = []
+    assert t.alive and not t.scheduled
+    t.insert()
+    stackless.run()
+    u = tasklet().bind(len, args=("abc",))
+    assert u.alive and not u.scheduled
+    u.kill()
+    assert got == [(1, 2)]
