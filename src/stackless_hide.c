@@ -65,9 +65,59 @@ PyObject *call_visible(PyObject *func, PyObject *const *args, size_t nargsf, PyO
 
 /* --- hide(func) and _callback(func, *args) ---------------------------------- */
 
+/* A keyword that func has no parameter for.  CPython's own error would name
+ * the function by its __qualname__, which _hide_python_api extends with
+ * ".__self__" (so that pickle finds the function again): raise it here
+ * instead, worded as the pure-Python API's.  Returns -1 with it set. */
+static int check_keywords(PyObject *func, PyObject *kwnames)
+{
+    PyObject *code = PyFunction_GET_CODE(func);
+    PyObject *names = PyObject_GetAttrString(code, "co_varnames");
+    PyObject *qualname = names == NULL ? NULL : PyObject_GetAttrString(func, "__qualname__");
+    int r = -1;
+    if (qualname == NULL || !PyTuple_Check(names) || !PyUnicode_Check(qualname))
+        goto done;
+    const PyCodeObject *co = (const PyCodeObject *)code;
+    if (co->co_flags & CO_VARKEYWORDS) {
+        r = 0;
+        goto done;
+    }
+    Py_ssize_t first = co->co_posonlyargcount, end = co->co_argcount + co->co_kwonlyargcount;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        int found = 0;
+        for (Py_ssize_t j = first; j < end && j < PyTuple_GET_SIZE(names) && !found; j++)
+            if ((found = PyObject_RichCompareBool(key, PyTuple_GET_ITEM(names, j), Py_EQ)) < 0)
+                goto done;
+        if (!found) {
+            Py_ssize_t n = PyUnicode_GET_LENGTH(qualname), cut = (Py_ssize_t)strlen(".__self__");
+            PyObject *suffix = PyUnicode_FromString(".__self__");
+            int tail = suffix == NULL ? -1 : (int)PyUnicode_Tailmatch(qualname, suffix, 0, n, 1);
+            Py_XDECREF(suffix);
+            if (tail < 0)
+                goto done;
+            PyObject *shown = PyUnicode_Substring(qualname, 0, tail ? n - cut : n);
+            if (shown != NULL) {
+                PyErr_Format(PyExc_TypeError, "%U() got an unexpected keyword argument '%U'",
+                             shown, key);
+                Py_DECREF(shown);
+            }
+            goto done;
+        }
+    }
+    r = 0;
+done:
+    Py_XDECREF(names);
+    Py_XDECREF(qualname);
+    return r;
+}
+
 static PyObject *hidden_call(PyObject *func, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0 && PyFunction_Check(func)
+            && check_keywords(func, kwnames) < 0)
+        return NULL;
     return call_hidden(func, args, (size_t)nargs, kwnames);
 }
 
