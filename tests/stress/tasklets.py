@@ -24,7 +24,7 @@ import stackless
 
 from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Tok, Trace,
                      Unraisables, check_ledgers, drive_with_signals, join,
-                     skipped, unexpected)
+                     signals_wanted, skipped, unexpected)
 
 REFUSALS = {
     "You cannot throw to a dead tasklet",
@@ -423,6 +423,8 @@ class World:
                 stackless.run()
             except Injected as e:
                 self.led.receive(e)
+        # a tasklet that ran meanwhile may have installed a callback again
+        stackless.set_channel_callback(None)
         alive = [t for t in self.tasklets if t.alive]
         if alive:
             self.led.violation(f"{len(alive)} tasklets alive after killing them all")
@@ -462,7 +464,7 @@ def consumer(led: Ledger, xch: Any, errors: list, trace: Trace) -> None:
 
 def run(seed: int, trace: Trace) -> None:
     rng = random.Random(seed)
-    signals = rng.random() < 0.35 and "signals" not in SKIP
+    signals = signals_wanted(rng, 0.35)
     nthreads = rng.choice((0, 1, 1, 2))
     cross = rng.random() < 0.5
     nsteps = rng.randint(20, 150)
