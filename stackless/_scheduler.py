@@ -146,7 +146,13 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
             raise
         finally:
             if pre is not None:
-                pre.stop()
+                try:
+                    pre.stop()
+                except BaseException:
+                    # a signal landed at its entry: again (idempotent), or
+                    # the thread would stay timed, its tick counter on
+                    pre.stop()
+                    raise
     _take_tempval(cur)
     if pre is not None:
         return pre.interrupted

@@ -35,6 +35,15 @@ try:
 except ImportError:         # PyPy
     _pending_threadfunc = None
 
+try:
+    # The pending call runs hidden from trace functions: 3.11 checks a
+    # traced function's entry again and again while a call is pending, so
+    # a traced pending call that adds the next one would never get past
+    # its own entry.
+    from _stackless_accel import hide as _hide
+except ImportError:
+    _hide = None
+
 PKG = os.path.dirname(stackless.__file__) + os.sep
 # the cases' Python points without the accelerator; with it most of the
 # work is C, where no signal handler runs (some cases have none at all)
@@ -58,8 +67,8 @@ class PendingCalls:
             return
         # again at the next check (CPython runs one that a pending call
         # adds at once, a few dozen times: the same check, counted once)
-        _pending_threadfunc(self)
-        f = sys._getframe(1)
+        _pending_threadfunc(_pending)
+        f = sys._getframe(2)        # (below: _dispatch)
         at = (id(f), f.f_lasti)
         if at == self.at or not f.f_code.co_filename.startswith(PKG):
             self.at = at
@@ -73,11 +82,21 @@ class PendingCalls:
 
     def start(self, tasklets: list) -> None:
         self.armed = True
-        _pending_threadfunc(self)
+        _current[0] = self
+        _pending_threadfunc(_pending)
 
     def stop(self, tasklets: list) -> None:
         self.armed = False
 
+
+_current: list = [None]
+
+
+def _dispatch() -> None:
+    _current[0]()
+
+
+_pending = _dispatch if _hide is None else _hide(_dispatch)
 
 _OPS = dis.opmap
 # (3.11 has conditional backward jumps too; a jump that is not taken is
@@ -437,3 +456,77 @@ def test_two_keyboardinterrupts_at_signal_points(case, then):
     # _end_run queued it twice.
     points, seconds = try_every_point(CASES[case], then)
     assert points >= FEW and seconds >= FEW
+
+
+@pytest.mark.skipif(_pending_threadfunc is None, reason="the preemption's own steps run inside "
+                    "its trace function, where no other trace or profile function runs: "
+                    "only pending calls reach them (CPython's _testcapi)")
+def test_keyboardinterrupt_inside_a_preemption(monkeypatch):
+    # run(timeout) interrupts the running tasklet in several steps
+    # (_Preempt.interrupt: its flags, the run queue, the watchdog entry,
+    # the switch).  An exception between two of them left the tasklet
+    # running off the run queue, or main queued while the tasklet ran.
+    # Now the steps are one transaction, and an exception that lands after
+    # it goes to main (ts.pending): run() raises it, the tasklet stays
+    # interrupted.
+    from stackless._preempt import _Preempt
+    interrupt = _Preempt.interrupt
+    hook: Any = None
+
+    def counted_from_here(self: Any, ts: Any, cur: Any) -> None:
+        # (the trace function goes: while one is on and a call is pending,
+        # 3.11 runs a function entry's check over and over; run() puts it
+        # back when it ends)
+        sys.settrace(None)
+        hook.start([])
+        interrupt(self, ts, cur)
+    monkeypatch.setattr(_Preempt, "interrupt", counted_from_here)
+    resumed = _Preempt.resumed
+
+    def resumed_untraced(self: Any, t: Any) -> None:
+        resumed(self, t)
+        if hook.armed:
+            sys.settrace(None)      # (the same)
+    monkeypatch.setattr(_Preempt, "resumed", resumed_untraced)
+
+    seen_running: list = []
+
+    def spin() -> None:
+        try:
+            for _ in range(100000):
+                pass
+        except KeyboardInterrupt:
+            # (it landed before the interruption was decided: the tasklet
+            # runs on, and must be where a running tasklet is)
+            seen_running.append(stackless.getcurrent().scheduled)
+            for _ in range(100000):
+                pass
+    ts = stackless._scheduler._ts()
+    points = 0
+    for n in range(1, 500):
+        t = stackless.tasklet(spin)()
+        t.name = "spin"
+        hook = PendingCalls(n)
+        del seen_running[:]
+        try:
+            raised = False
+            try:
+                try:
+                    stackless.run(50)       # (trace events: deterministic)
+                finally:
+                    hook.stop([])
+            except KeyboardInterrupt:
+                raised = True
+            if not hook.fired:
+                break
+            points += 1
+            assert raised or seen_running, hook.fired
+            assert all(seen_running), hook.fired
+            assert scheduler_problems([t], []) == [], hook.fired
+            assert not ts.watchdogs and ts.timeout is None and ts.pending is None, hook.fired
+            assert sys.gettrace() is None, hook.fired
+        finally:
+            if t.alive:
+                t.kill()
+        assert stackless.getruncount() == 1
+    assert points > 5
