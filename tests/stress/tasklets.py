@@ -431,6 +431,8 @@ class World:
                     t.kill()
                 except Injected as e:
                     self.led.receive(e)
+                except Alarm:
+                    pass    # a signal's, uncaught in a tasklet (at its start): main gets it
                 except BaseException as e:
                     if not _refusal(e):
                         unexpected(self.led, "kill at cleanup", e)
@@ -438,6 +440,8 @@ class World:
                 stackless.run()
             except Injected as e:
                 self.led.receive(e)
+            except Alarm:
+                pass
         # a tasklet that ran meanwhile may have installed a callback again
         stackless.set_channel_callback(None)
         alive = [t for t in self.tasklets if t.alive]
