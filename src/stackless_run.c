@@ -20,7 +20,7 @@
 #include "stackless_accel.h"
 
 static Py_ssize_t t_ts, t_frame, t_trace, t_profile, t_started, t_tempval, t_func, t_args,
-                  t_kwargs, t_context, t_is_main, t_cont, t_scheduled, t_base;
+                  t_kwargs, t_context, t_is_main, t_cont, t_scheduled, t_base, t_alive;
 static Py_ssize_t ts_current, ts_rq, ts_timeout, ts_tracing, ts_launch, ts_pending, ts_trap,
                   ts_watchdogs;
 static PyObject *sys_gettrace, *sys_settrace, *sys_getprofile, *sys_setprofile;
@@ -363,9 +363,21 @@ static OUT_OF_LINE PyObject *bootstrap_end(PyObject *cont, PyObject *self, PyObj
         r = Py_NewRef(Py_None);
     else {
         /* _end takes the error out of a box (it keeps no reference to it,
-           see stackless/_switching.py) */
-        PyObject *box = PyList_New(1);
-        if (box != NULL) {
+           see stackless/_switching.py).  An exception that lands at its
+           entry (a signal handler's) or after its retry loop gave up is an
+           uncaught exception of the tasklet, handed to _end again, as the
+           Python _bootstrap does: returning it would end the stack with
+           the tasklet alive ("continulet already finished" at the next
+           switch to it). */
+        for (int tries = 0; tries < 3 && r == NULL; tries++) {
+            if (tries > 0) {
+                if (slot(self, t_alive) != Py_True)
+                    break;      /* it landed after the switch: ours to raise */
+                error = fetch_error();
+            }
+            PyObject *box = PyList_New(1);
+            if (box == NULL)
+                break;
             PyList_SET_ITEM(box, 0, error != NULL ? error : Py_NewRef(Py_None));
             error = NULL;
             PyObject *a[4] = {cont, self, ts, box};
@@ -506,6 +518,7 @@ int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate)
             || (t_cont = slot_offset(tasklet, "_cont")) < 0
             || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
             || (t_base = slot_offset(tasklet, "_base")) < 0
+            || (t_alive = slot_offset(tasklet, "_alive")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0 || (ts_rq = slot_offset(tstate, "rq")) < 0
             || (ts_timeout = slot_offset(tstate, "timeout")) < 0
             || (ts_tracing = slot_offset(tstate, "tasklet_tracing")) < 0

@@ -107,7 +107,9 @@ class _Preempt:
         self.fired = True
         self.nest_entry = None
         self.ts.timeout = self.outer
-        if self.armed:
+        if _timer_disarm is not None:
+            # (whether or not start() got to note the arming: an exception
+            # may land right after it)
             _timer_disarm()
         self._no_opcodes()
         if self.traced:
@@ -257,16 +259,44 @@ class _Preempt:
         return self.watchdog
 
     def interrupt(self, ts: Any, cur: Any) -> None:
-        """Take ``cur`` off the run queue and resume the waiting ``run()``."""
-        self.fired = True
-        self._no_opcodes()
-        self.interrupted = cur
+        """Take ``cur`` off the run queue and resume the waiting ``run()``.
+
+        The searches come first; the state then changes in one transaction
+        (no call before its last step, docs/design.md "Exception safety").
+        From then on the interruption is decided: an asynchronous exception
+        that lands before the switch (a signal handler's, at the entry of
+        a call) is kept for main in ``ts.pending``, as one that lands after
+        a dying tasklet's switch is decided, and the switch goes on; main
+        raises it when it runs, out of ``run()``."""
+        wd = self.watchdog
         rq = ts.rq
-        if cur._scheduled:
-            i = _index(rq, cur)
-            if i >= 0:
-                del rq[i]
-            cur._scheduled = False
-        _make_runnable_first(ts, self.watchdog)
-        _switch(ts, cur, self.watchdog)
+        wds = ts.watchdogs
+        i = _index(rq, cur) if cur._scheduled else -1
+        j = _index(rq, wd)
+        k = len(wds) - 1
+        while k >= 0 and wds[k][0] is not wd:
+            k -= 1
+        self._no_opcodes()
+        # -- transaction
+        self.fired = True
+        self.interrupted = cur
+        cur._scheduled = False
+        wd._scheduled = True
+        if k >= 0:
+            del wds[k]
+        if j >= 0:
+            del rq[j]
+        if i >= 0:
+            del rq[i - (0 <= j < i)]
+        try:
+            rq.appendleft(wd)
+            # -- end of transaction (an exception right after it lands here)
+            _switch(ts, cur, wd)
+        except BaseException as e:
+            if not (rq and rq[0] is wd and not cur._scheduled):
+                raise       # it landed after cur was resumed: cur's own
+            if ts.pending is None:
+                ts.pending = e
+            e = None
+            _switch(ts, cur, wd)
         _take_tempval(cur)

@@ -120,15 +120,17 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
     if ts.trap:
         raise RuntimeError("switch_trap")
     entry = [cur, bool(threadblock)]
-    ts.watchdogs.append(entry)
     pre = None
-    # Inside a run(timeout), the outermost one keeps counting and is the one
-    # interrupted (as in Stackless): a nested run() only waits.
-    if timeout and timeout > 0 and ts.timeout is None:
-        pre = _Preempt(ts, cur, int(timeout), soft, ignore_nesting, totaltimeout,
-                       ts.timeout)
-        pre.start()
     try:
+        # (inside: an exception that lands right after the append finds
+        # the entry, and _end_run takes it off)
+        ts.watchdogs.append(entry)
+        # Inside a run(timeout), the outermost one keeps counting and is the
+        # one interrupted (as in Stackless): a nested run() only waits.
+        if timeout and timeout > 0 and ts.timeout is None:
+            pre = _Preempt(ts, cur, int(timeout), soft, ignore_nesting, totaltimeout,
+                           ts.timeout)
+            pre.start()
         if rq and rq[0] is cur:
             del rq[0]
             cur._scheduled = False
@@ -144,7 +146,13 @@ def run(timeout: int = 0, threadblock: bool = False, soft: bool = False,
             raise
         finally:
             if pre is not None:
-                pre.stop()
+                try:
+                    pre.stop()
+                except BaseException:
+                    # a signal landed at its entry: again (idempotent), or
+                    # the thread would stay timed, its tick counter on
+                    pre.stop()
+                    raise
     _take_tempval(cur)
     if pre is not None:
         return pre.interrupted
@@ -169,8 +177,8 @@ def _end_run(ts: Any, cur: tasklet, entry: list) -> None:
             del wds[k:]
             break
     if not cur._scheduled:
-        rq.appendleft(cur)
         cur._scheduled = True
+        rq.appendleft(cur)
 
 
 def switch_trap(delta: int = 0, *_more: Any) -> int:

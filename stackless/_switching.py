@@ -242,18 +242,29 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
         pass
     except BaseException as e:
         error = e
-    while True:
-        # handed over in a box: main raises the error with this frame in
-        # its traceback, so this frame must not keep it (see _end)
-        box, error = [error], None
-        try:
-            return _end(cont, self, ts, box)
-        except BaseException as e:
-            if not self._alive:
-                raise       # after the switch, as from our own return
-            # it landed on the way into _end (a profile function's call
-            # event): an uncaught exception of the tasklet, as in _end
-            error = e
+    # The way out.  An exception that lands on the way into _end (at its
+    # entry, where a signal handler or a profile function runs) or after
+    # its retry loop gave up is an uncaught exception of the tasklet, as in
+    # _end: it is tried again, three times, written out.  A loop would not
+    # do: its backward jump is where a signal handler runs too, outside any
+    # try (the exception would end the stack with the tasklet alive), while
+    # falling from an except clause into the next try passes no such point.
+    # The error is handed over in a box: main raises it with this frame in
+    # its traceback, so this frame must not keep it (see _end).
+    box, error = [error], None
+    try:
+        return _end(cont, self, ts, box)
+    except BaseException as e:
+        if not self._alive:
+            raise       # after the switch, as from our own return
+        box = [e]
+    try:
+        return _end(cont, self, ts, box)
+    except BaseException as e:
+        if not self._alive:
+            raise
+        box = [e]
+    return _end(cont, self, ts, box)
 
 
 def _end(cont: continulet, self: "tasklet", ts: _ThreadState, box: list) -> None:

@@ -320,8 +320,10 @@ class tasklet(_TaskletFlags):
             return None
         if pending:
             if not self._scheduled:
-                ts.rq.append(self)
+                # the flag first: the C call ends the transaction (an
+                # exception right after it finds the tasklet queued once)
                 self._scheduled = True
+                ts.rq.append(self)
             return None
         self._run(False)
         return None

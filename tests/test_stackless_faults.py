@@ -311,6 +311,29 @@ class TwoInterrupts(Interrupt):
         return self.trace
 
 
+def two_interrupts(n: int, d: int, partner, action) -> tuple:
+    """Run ``action`` with TwoInterrupts(n, d) as the profile function of
+    this tasklet and of ``partner``: (the hook, whether a
+    KeyboardInterrupt came out, the second one possibly from the handler
+    of the first)."""
+    hook = TwoInterrupts(n, d)
+    partner.profile_function = hook
+    raised = False
+    try:
+        try:
+            sys.setprofile(hook)
+            try:
+                action()
+            finally:
+                sys.setprofile(None)
+                sys.settrace(None)
+        except KeyboardInterrupt:
+            raised = True
+    except KeyboardInterrupt:       # the second, in the handler above
+        raised = True
+    return hook, raised
+
+
 @pytest.mark.parametrize("kind", ["send first", "receive first", "send second", "receive second"])
 def test_two_keyboardinterrupts_inside_a_channel_operation(kind):
     # A second signal landing in the handling of the first (at the entry of
@@ -324,22 +347,11 @@ def test_two_keyboardinterrupts_inside_a_channel_operation(kind):
         for d in range(6):
             ch, got, partner = channel_partner(kind)
             sending = kind.startswith("send")
-            hook = TwoInterrupts(n, d)
-            partner.profile_function = hook
-            raised = False
-            try:
-                try:
-                    sys.setprofile(hook)
-                    try:
-                        ch.send("v") if sending else got.append(ch.receive())
-                        stackless.run()
-                    finally:
-                        sys.setprofile(None)
-                        sys.settrace(None)
-                except KeyboardInterrupt:
-                    raised = True
-            except KeyboardInterrupt:       # the second, in the handler above
-                raised = True
+
+            def action():
+                ch.send("v") if sending else got.append(ch.receive())
+                stackless.run()
+            hook, raised = two_interrupts(n, d, partner, action)
             fired |= hook.fired
             if not hook.fired:
                 break
@@ -374,21 +386,7 @@ def test_two_keyboardinterrupts_inside_run():
         for d in range(6):
             ran = []
             partner = stackless.tasklet(ran.append)("ran")
-            hook = TwoInterrupts(n, d)
-            partner.profile_function = hook
-            raised = False
-            try:
-                try:
-                    sys.setprofile(hook)
-                    try:
-                        stackless.run()
-                    finally:
-                        sys.setprofile(None)
-                        sys.settrace(None)
-                except KeyboardInterrupt:
-                    raised = True
-            except KeyboardInterrupt:       # the second, in the handler above
-                raised = True
+            hook, raised = two_interrupts(n, d, partner, stackless.run)
             fired |= hook.fired
             if not hook.fired:
                 break

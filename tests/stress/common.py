@@ -329,6 +329,17 @@ KNOWN_BUGS = {
 }
 
 
+def signals_wanted(rng: random.Random, share: float) -> bool:
+    """Whether a seed's program runs the timer signal: in ``share`` of the
+    seeds, in all of them with ``STRESS_SIGNALS=1`` (the same programs
+    otherwise: the draw is made either way), in none with
+    ``STRESS_SKIP=signals``."""
+    drawn = rng.random() < share
+    if "signals" in set(filter(None, os.environ.get("STRESS_SKIP", "").split(","))):
+        return False
+    return drawn or os.environ.get("STRESS_SIGNALS") == "1"
+
+
 def skipped(layer: str) -> set:
     """The op kinds this run leaves out: STRESS_SKIP, plus the known bugs."""
     skip = set(filter(None, os.environ.get("STRESS_SKIP", "").split(",")))

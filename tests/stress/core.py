@@ -26,7 +26,7 @@ from _continuation import continulet, error, generator, permute
 
 from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Trace,
                      Unraisables, check_ledgers, collect_here, drive_with_signals,
-                     join, meet, skipped, unexpected)
+                     join, meet, signals_wanted, skipped, unexpected)
 
 # What the API may answer instead of switching (the token is then refused).
 REFUSALS = {
@@ -469,7 +469,7 @@ def run(seed: int, trace: Trace) -> None:
     SIGNALS.star_call = "callex" not in SKIP
     rng = random.Random(seed)
     nthreads = rng.choice((0, 0, 1, 2))
-    signals = rng.random() < 0.35 and "signals" not in SKIP
+    signals = signals_wanted(rng, 0.35)
     permute_ok = rng.random() < 0.7
     nsteps = rng.randint(20, 120)
     trace("core seed", seed, "threads", nthreads, "signals", signals,

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from .common import (SIGNALS, Alarm, Injected, Ledger, Trace,
                      Unraisables, check_ledgers, collect_here, drive_with_signals,
-                     join, meet, skipped, unexpected)
+                     join, meet, signals_wanted, skipped, unexpected)
 
 if os.environ.get("STRESS_GREENLET") == "c":
     import greenlet as G
@@ -300,7 +300,7 @@ WEIGHTS = [0 if o.__name__[3:] in SKIP else w for o, w in OPS_WEIGHTS]
 
 def run(seed: int, trace: Trace) -> None:
     rng = random.Random(seed)
-    signals = rng.random() < 0.3 and "signals" not in SKIP
+    signals = signals_wanted(rng, 0.3)
     nthreads = rng.choice((0, 0, 1, 2))
     nsteps = rng.randint(20, 150)
     trace("greenlet seed", seed, "impl", G.__name__, "signals", signals,

@@ -24,7 +24,7 @@ import stackless
 
 from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Tok, Trace,
                      Unraisables, check_ledgers, drive_with_signals, join,
-                     skipped, unexpected)
+                     signals_wanted, skipped, unexpected)
 
 REFUSALS = {
     "You cannot throw to a dead tasklet",
@@ -60,6 +60,7 @@ class World:
         self.tasklets: list = []
         self.interrupted: list = []
         self.handed: dict = {}          # waiting receiver -> the token a send gave it
+        self.inflight: set = set()      # tokens whose call's bookkeeping has not ended (see call)
         self.signals = signals
         self.n = 0
 
@@ -68,8 +69,16 @@ class World:
         self.trace(self.name, f"[{who}]", *parts)
 
     def call(self, what: str, tok: Any, fn: Any, *args: Any) -> Any:
-        """One API call, accounted: ``tok`` is the token it carries, if any."""
+        """One API call, accounted: ``tok`` is the token it carries, if any.
+
+        The token stays in ``inflight`` until its fate is recorded:
+        run(timeout) interrupts this bookkeeping like any other Python
+        code, and a kill or an exception raised into the tasklet meanwhile
+        cuts it short (seed 83126906: killed inside the handler of a send's
+        refusal).  What is left there at the end counts as refused."""
         led = self.led
+        if tok is not None:
+            self.inflight.add(int(tok))
         try:
             # inside the try: run(timeout) may interrupt this bookkeeping
             # too, and an exception thrown meanwhile lands here
@@ -80,6 +89,7 @@ class World:
             # Whatever raised, the call's own value may not have arrived.
             if tok is not None:
                 led.refuse(tok)
+                self.inflight.discard(int(tok))
             if stackless.getcurrent() is not stackless.getmain() and self.rng.random() < 0.2:
                 self.log("reraise", e.tok)
                 self.forfeit(stackless.getmain())   # an uncaught exception goes to main
@@ -90,17 +100,22 @@ class World:
         except Alarm:
             if tok is not None:
                 led.refuse(tok)       # a send may or may not have delivered
+                self.inflight.discard(int(tok))
             return None
         except (stackless.TaskletExit, GeneratorExit):
             if tok is not None:
                 led.refuse(tok)
+                self.inflight.discard(int(tok))
             raise
         except BaseException as e:
             if tok is not None:
                 led.refuse(tok)
+                self.inflight.discard(int(tok))
             if not _refusal(e):
                 unexpected(led, what, e)
             return None
+        if tok is not None:
+            self.inflight.discard(int(tok))
         if r is not None:
             self.log(what, "returned", repr(r)[:60])
         led.receive(r)
@@ -416,6 +431,8 @@ class World:
                     t.kill()
                 except Injected as e:
                     self.led.receive(e)
+                except Alarm:
+                    pass    # a signal's, uncaught in a tasklet (at its start): main gets it
                 except BaseException as e:
                     if not _refusal(e):
                         unexpected(self.led, "kill at cleanup", e)
@@ -423,6 +440,10 @@ class World:
                 stackless.run()
             except Injected as e:
                 self.led.receive(e)
+            except Alarm:
+                pass
+        # a tasklet that ran meanwhile may have installed a callback again
+        stackless.set_channel_callback(None)
         alive = [t for t in self.tasklets if t.alive]
         if alive:
             self.led.violation(f"{len(alive)} tasklets alive after killing them all")
@@ -462,7 +483,7 @@ def consumer(led: Ledger, xch: Any, errors: list, trace: Trace) -> None:
 
 def run(seed: int, trace: Trace) -> None:
     rng = random.Random(seed)
-    signals = rng.random() < 0.35 and "signals" not in SKIP
+    signals = signals_wanted(rng, 0.35)
     nthreads = rng.choice((0, 1, 1, 2))
     cross = rng.random() < 0.5
     nsteps = rng.randint(20, 150)
@@ -521,4 +542,5 @@ def run(seed: int, trace: Trace) -> None:
     # short: those bodies are excused (and only those).
     for w in worlds:
         w.led.exited |= {t.body for t in w.interrupted}
+        w.led.refused |= w.inflight
     check_ledgers([w.led for w in worlds] + [xled], strict_tokens=not signals)
