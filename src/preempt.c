@@ -67,6 +67,16 @@ struct slot {
     Py_tracefunc saved_func;
     PyObject *saved_obj;
     PyObject *op_frame;
+    /* A budget counted in events (small budgets: see count_event()).  The
+       ticker then only backs it up, for code that makes no event. */
+    int counting;
+    int count_trace;                    /* `counter` is the trace function */
+    uint64_t ticks;                     /* events since the arming */
+    uint64_t spend_at;                  /* ticks at which the budget is spent */
+    uint64_t budget;
+    uint64_t seen;                      /* ticks at the backstop's last look */
+    Py_tracefunc count_saved;           /* what `counter` displaced (its
+                                           object stays c_traceobj) */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -97,10 +107,14 @@ static int64_t read_ns(clockid_t clk)
 /* The slot of the running thread, or NULL.  GIL. */
 static struct slot *own_slot(void)
 {
+    /* called at every counted event: the last thread's first */
+    static struct slot *last;
     PyThreadState *ts = PyThreadState_Get();
+    if (last != NULL && last->ts == ts)
+        return last;
     for (int i = 0; i < NSLOTS; i++)
         if (slots[i].ts == ts)
-            return &slots[i];
+            return last = &slots[i];
     return NULL;
 }
 
@@ -135,10 +149,8 @@ static void tramp_clear(struct slot *s, PyThreadState *ts)
  * event (PyTrace_*): only before an instruction (a line or opcode event)
  * does the frame stand where it can be captured and moved (stackless's
  * bind_thread, pickling: _continuation_frames). */
-static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg)
+static int call_back(struct slot *s, int what)
 {
-    struct slot *s = own_slot();
-    tramp_clear(s, PyThreadState_Get());
     if (s == NULL || s->callback == NULL)
         return 0;
     PyObject *cb = Py_NewRef(s->callback), *ev = PyLong_FromLong(what);
@@ -149,6 +161,13 @@ static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject
         return -1;      /* the exception surfaces in the traced code */
     Py_DECREF(r);
     return 0;
+}
+
+static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg)
+{
+    struct slot *s = own_slot();
+    tramp_clear(s, PyThreadState_Get());
+    return call_back(s, what);
 }
 
 /* Install the trampoline in the slot's thread `ts`, stopped at an eval
@@ -195,6 +214,96 @@ static void install(struct slot *s, uintptr_t gen, PyThreadState *ts)
         PyGC_Enable();
 }
 
+/* Counting events (budgets under 5000 ticks, which must be exact in the
+ * thread itself: docs/design.md, "Preemption").  Each event of the timed
+ * code is one tick, counted here in C; Python runs only once the budget
+ * is spent, as when the ticker finds a CPU-time budget spent, and then
+ * again every budget until the arming is replaced (the callback may have
+ * to wait: atomic or nested code, a soft budget).  The events come from
+ * one of two sources:
+ * - `counter`, a C trace function (3.11; 3.12+ when no sys.monitoring
+ *   tool id is free): every line, call, return and exception.  Tracing
+ *   itself is most of the cost on 3.11 (the interpreter stops using its
+ *   specialized instructions), not this function.
+ * - sys.monitoring's PY_START and JUMP events (3.12+), which stackless
+ *   registers `_preempt_tick` for (stackless/_preempt.py): every function
+ *   start and jump, which bound how long code can run without one, as the
+ *   eval breaker's check points do.  They leave the trace function to the
+ *   user, and only the instructions that make them are instrumented. */
+/* The globals of stackless's own modules, whose frames make no tick (as
+ * the Python tick counter skips them; most of that code runs hidden from
+ * tracing anyway: src/stackless_hide.c).  Module dicts live as long as the
+ * process; they are only compared, never used. */
+#define NOWN 32
+static PyObject *own_globals[NOWN];
+static int n_own;
+
+static int spent(struct slot *s)
+{
+    /* borrowed, and made by no call: the running frame's */
+    PyObject *g = PyEval_GetGlobals();
+    for (int i = 0; i < n_own; i++)
+        if (own_globals[i] == g)
+            return 0;
+    if (++s->ticks < s->spend_at)
+        return 0;
+    s->spend_at = s->ticks + s->budget;
+    return 1;
+}
+
+static int counter(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    struct slot *s = own_slot();
+    if (s == NULL || !s->count_trace || !spent(s))
+        return 0;
+    /* before an instruction: call back now, as the trampoline would */
+    if (what == PyTrace_LINE || what == PyTrace_OPCODE)
+        return call_back(s, what);
+    install(s, s->callback_gen, PyThreadState_Get());
+    return 0;
+}
+
+/* Put `counter` in place of the thread's trace function, keeping that
+ * one's object as c_traceobj (so sys.gettrace() still says what the user
+ * set) and its function in the slot.  PyEval_SetTrace drops the old
+ * object before it takes the new one: hold it meanwhile. */
+static void counter_set(struct slot *s, PyThreadState *ts)
+{
+    if (ts->c_tracefunc == counter)
+        return;
+    PyObject *obj = Py_XNewRef(ts->c_traceobj);
+    s->count_saved = ts->c_tracefunc;
+    PyEval_SetTrace(counter, obj);
+    Py_XDECREF(obj);
+}
+
+static void counter_clear(struct slot *s, PyThreadState *ts)
+{
+    if (ts->c_tracefunc != counter)
+        return;
+    PyObject *obj = Py_XNewRef(ts->c_traceobj);
+    PyEval_SetTrace(s->count_saved, obj);
+    Py_XDECREF(obj);
+}
+
+static PyObject *preempt_own(PyObject *module, PyObject *globals)
+{
+    if (!PyDict_Check(globals) || n_own == NOWN) {
+        PyErr_SetString(PyExc_ValueError, "_preempt_own: a module's globals, at most 32");
+        return NULL;
+    }
+    own_globals[n_own++] = globals;
+    Py_RETURN_NONE;
+}
+
+static PyObject *preempt_tick(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct slot *s = own_slot();
+    if (s != NULL && s->counting && !s->count_trace && spent(s))
+        install(s, s->callback_gen, PyThreadState_Get());
+    Py_RETURN_NONE;
+}
+
 static struct slot *slot_of_gen(uintptr_t gen)
 {
     for (int i = 0; i < NSLOTS; i++)
@@ -226,6 +335,13 @@ static void deliver(uintptr_t gen)
     struct slot *s = slot_of_gen(gen);
     if (s == NULL || cps_finalizing())
         return;
+    if (s->counting && s->ticks != s->seen) {
+        /* the backstop of a counted budget: events came since its last
+           look, so the counting works; it acts only on code that makes
+           none */
+        s->seen = s->ticks;
+        return;
+    }
     PyThreadState *me = PyThreadState_Get(), *p;
     if (s->ts == me) {
         install(s, gen, me);
@@ -459,15 +575,22 @@ static int register_close(void)
 
 static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_preempt_arm(ns, callback) takes 2 arguments");
+    if (nargs < 2 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_preempt_arm(ns, callback, ticks=0, trace=False) takes 2 to 4 arguments");
         return NULL;
     }
     long long ns = PyLong_AsLongLong(args[0]);
     if (ns == -1 && PyErr_Occurred())
         return NULL;
-    if (ns < 0 || !PyCallable_Check(args[1])) {
-        PyErr_SetString(PyExc_ValueError, "_preempt_arm: ns >= 0 and a callable");
+    long long ticks = nargs > 2 ? PyLong_AsLongLong(args[2]) : 0;
+    if (ticks == -1 && PyErr_Occurred())
+        return NULL;
+    int trace = nargs > 3 ? PyObject_IsTrue(args[3]) : 0;
+    if (trace < 0)
+        return NULL;
+    if (ns < 0 || ticks < 0 || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_ValueError, "_preempt_arm: ns >= 0, a callable and ticks >= 0");
         return NULL;
     }
     /* PyGILState_Ensure() (other threads' deliveries) serves the main
@@ -508,6 +631,15 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     tramp_clear(s, ts);
     Py_XSETREF(s->callback, Py_NewRef(args[1]));
     s->callback_gen = gen;
+    s->counting = ticks > 0;
+    s->count_trace = s->counting && trace;
+    s->ticks = 0;
+    s->seen = (uint64_t)-1;
+    s->budget = s->spend_at = (uint64_t)ticks;
+    if (s->count_trace)
+        counter_set(s, ts);
+    else
+        counter_clear(s, ts);
     Py_RETURN_TRUE;
 }
 
@@ -522,6 +654,8 @@ static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
     s->tid = 0;
     pthread_mutex_unlock(&lock);
     tramp_clear(s, PyThreadState_Get());
+    counter_clear(s, PyThreadState_Get());
+    s->counting = s->count_trace = 0;
     Py_CLEAR(s->callback);
     s->ts = NULL;
     Py_RETURN_NONE;
@@ -529,7 +663,7 @@ static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
 
 PyMethodDef cont_preempt_methods[] = {
     {"_preempt_arm", (PyCFunction)(void (*)(void))preempt_arm, METH_FASTCALL,
-     "_preempt_arm(ns, callback)\n--\n\n"
+     "_preempt_arm(ns, callback, ticks=0, trace=False)\n--\n\n"
      "Internal (stackless.run(timeout)): once this thread has used `ns`\n"
      "more nanoseconds of CPU time, call `callback(event)` (the PyTrace_*\n"
      "number of the trace event it came with) here, at the next\n"
@@ -538,7 +672,18 @@ PyMethodDef cont_preempt_methods[] = {
      "of CPU time until disarmed or re-armed.  Replaces this thread's\n"
      "previous arming.  Returns False (and arms nothing) in a\n"
      "subinterpreter, where threads have no CPU clock, and while too many\n"
-     "threads are armed."},
+     "threads are armed.\n\n"
+     "With `ticks`, the budget is also `ticks` events of this thread: those\n"
+     "of a C trace function that it installs if `trace` is true, else the\n"
+     "calls of _preempt_tick (sys.monitoring); `ns` is then a backstop that\n"
+     "calls only if no event came for that long."},
+    {"_preempt_tick", (PyCFunction)(void (*)(void))preempt_tick, METH_FASTCALL,
+     "_preempt_tick(*args)\n--\n\n"
+     "Internal: one tick of this thread's counted budget (a sys.monitoring\n"
+     "callback)."},
+    {"_preempt_own", preempt_own, METH_O,
+     "_preempt_own(globals)\n--\n\n"
+     "Internal: the frames of a module with these globals make no tick."},
     {"_preempt_disarm", preempt_disarm, METH_NOARGS,
      "_preempt_disarm()\n--\n\nInternal: cancel this thread's arming."},
     {NULL, NULL, 0, NULL}
