@@ -77,6 +77,8 @@ struct slot {
     uint64_t seen;                      /* ticks at the backstop's last look */
     Py_tracefunc count_saved;           /* what `counter` displaced (its
                                            object stays c_traceobj) */
+    PyObject *on_spent;                 /* sys.monitoring: on_spent(code) */
+    int due;                            /* ... and _preempt_due calls back */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -296,11 +298,72 @@ static PyObject *preempt_own(PyObject *module, PyObject *globals)
     Py_RETURN_NONE;
 }
 
+/* A tick from sys.monitoring.  Once the budget is spent, `on_spent(code)`
+ * asks for LINE and INSTRUCTION events in that code object only, whose
+ * callback _preempt_due calls back: a trace function (the trampoline)
+ * would make 3.12+ instrument, then de-instrument, every function that
+ * runs meanwhile, most of the cost of an interrupt there. */
+/* Switching sys.monitoring's events on and off costs 3.12+ the
+ * re-instrumentation of all the code that runs next (about 40 us per
+ * run(timeout) call on 3.14), so stackless leaves them on after the last
+ * counted budget and turns them off from `idle_cb`, called after this many
+ * events that no counted budget wanted (far less than a millisecond). */
+#define IDLE_EVENTS 10000
+static PyObject *idle_cb;
+static unsigned idle_events;
+
 static PyObject *preempt_tick(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     struct slot *s = own_slot();
-    if (s != NULL && s->counting && !s->count_trace && spent(s))
+    if (s == NULL || !s->counting || s->count_trace) {
+        if (idle_cb != NULL && ++idle_events >= IDLE_EVENTS) {
+            idle_events = 0;
+            PyObject *f = Py_NewRef(idle_cb), *r = PyObject_CallNoArgs(f);
+            Py_DECREF(f);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+        }
+        Py_RETURN_NONE;
+    }
+    if (!spent(s))
+        Py_RETURN_NONE;
+    PyObject *r = NULL;
+    if (s->on_spent != NULL && nargs > 0) {
+        PyObject *f = Py_NewRef(s->on_spent);
+        r = PyObject_CallOneArg(f, args[0]);
+        Py_DECREF(f);
+    }
+    if (r == NULL) {
+        /* (not expected) the trampoline's way */
+        PyErr_Clear();
         install(s, s->callback_gen, PyThreadState_Get());
+    }
+    else
+        s->due = 1;
+    Py_XDECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *preempt_idle(PyObject *module, PyObject *cb)
+{
+    if (cb != Py_None && !PyCallable_Check(cb)) {
+        PyErr_SetString(PyExc_TypeError, "_preempt_idle: a callable or None");
+        return NULL;
+    }
+    Py_XSETREF(idle_cb, cb == Py_None ? NULL : Py_NewRef(cb));
+    idle_events = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *preempt_due(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct slot *s = own_slot();
+    if (s == NULL || !s->due)
+        Py_RETURN_NONE;
+    s->due = 0;
+    if (call_back(s, PyTrace_LINE) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -586,7 +649,9 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     long long ticks = nargs > 2 ? PyLong_AsLongLong(args[2]) : 0;
     if (ticks == -1 && PyErr_Occurred())
         return NULL;
-    int trace = nargs > 3 ? PyObject_IsTrue(args[3]) : 0;
+    /* a callable: on_spent (sys.monitoring) */
+    PyObject *on_spent = nargs > 3 && PyCallable_Check(args[3]) ? args[3] : NULL;
+    int trace = nargs > 3 && on_spent == NULL ? PyObject_IsTrue(args[3]) : 0;
     if (trace < 0)
         return NULL;
     if (ns < 0 || ticks < 0 || !PyCallable_Check(args[1])) {
@@ -633,6 +698,8 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     s->callback_gen = gen;
     s->counting = ticks > 0;
     s->count_trace = s->counting && trace;
+    s->due = 0;
+    Py_XSETREF(s->on_spent, Py_XNewRef(on_spent));
     s->ticks = 0;
     s->seen = (uint64_t)-1;
     s->budget = s->spend_at = (uint64_t)ticks;
@@ -655,7 +722,8 @@ static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
     pthread_mutex_unlock(&lock);
     tramp_clear(s, PyThreadState_Get());
     counter_clear(s, PyThreadState_Get());
-    s->counting = s->count_trace = 0;
+    s->counting = s->count_trace = s->due = 0;
+    Py_CLEAR(s->on_spent);
     Py_CLEAR(s->callback);
     s->ts = NULL;
     Py_RETURN_NONE;
@@ -675,8 +743,18 @@ PyMethodDef cont_preempt_methods[] = {
      "threads are armed.\n\n"
      "With `ticks`, the budget is also `ticks` events of this thread: those\n"
      "of a C trace function that it installs if `trace` is true, else the\n"
-     "calls of _preempt_tick (sys.monitoring); `ns` is then a backstop that\n"
-     "calls only if no event came for that long."},
+     "calls of _preempt_tick (sys.monitoring), and then `trace`, if\n"
+     "callable, is called with the code object once the budget is spent,\n"
+     "and `callback` at the next call of _preempt_due; `ns` is then a\n"
+     "backstop that calls only if no event came for that long."},
+    {"_preempt_idle", preempt_idle, METH_O,
+     "_preempt_idle(callback)\n--\n\n"
+     "Internal: call `callback()` after every many ticks that no counted\n"
+     "budget wanted (None: never)."},
+    {"_preempt_due", (PyCFunction)(void (*)(void))preempt_due, METH_FASTCALL,
+     "_preempt_due(*args)\n--\n\n"
+     "Internal: a sys.monitoring LINE or INSTRUCTION event once the\n"
+     "counted budget is spent."},
     {"_preempt_tick", (PyCFunction)(void (*)(void))preempt_tick, METH_FASTCALL,
      "_preempt_tick(*args)\n--\n\n"
      "Internal: one tick of this thread's counted budget (a sys.monitoring\n"

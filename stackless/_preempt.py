@@ -58,10 +58,13 @@ _BEFORE_INSTRUCTION = frozenset((_LINE, 7))
 _timer_arm: Optional[Callable[..., bool]] = None
 _timer_disarm: Optional[Callable[[], None]] = None
 _tick: Optional[Callable[..., None]] = None
+_due: Optional[Callable[..., None]] = None
 if not _PYPY:
     from _continuation import _preempt_arm as _timer_arm  # type: ignore[attr-defined]
     from _continuation import _preempt_disarm as _timer_disarm  # type: ignore[attr-defined]
     from _continuation import _preempt_tick as _tick  # type: ignore[attr-defined]
+    from _continuation import _preempt_due as _due  # type: ignore[attr-defined]
+    from _continuation import _preempt_idle  # type: ignore[attr-defined]
 
 # sys.monitoring (3.12+): the tool ids no convention claims (0-2 and 5 are
 # the debugger's, coverage's, the profiler's and the optimizer's)
@@ -69,32 +72,33 @@ _MONITORING = None if _PYPY else getattr(sys, "monitoring", None)
 _TOOLS = (4, 3)
 _monitor_tool = -1      # the id in use while _monitor_users > 0
 _monitor_users = 0
+_LOCAL_EVENTS = 0 if _MONITORING is None else (
+    _MONITORING.events.LINE | _MONITORING.events.INSTRUCTION)
 
 
 def _monitor(on: bool) -> bool:
-    """Have sys.monitoring feed this process's counted budgets (``on``) or
-    stop when the last one ends.  False where it cannot (before 3.12, or no
-    tool id free): the counting then uses a C trace function.
+    """Have sys.monitoring feed this process's counted budgets (``on``), or
+    one fewer.  False where it cannot (before 3.12, or no tool id free):
+    the counting then uses a C trace function.
 
     Function starts and jumps (PY_START, JUMP) bound how long code runs
     without one, as a tick must; counting them costs about a third of the
     code's time (docs/performance.md), where a trace function of any kind
-    costs most of it (3.12+ turn each line into a call).  The events stay
-    on while any thread of the process counts, so other threads' code pays
-    the same meanwhile, and are switched off with the last counted budget:
-    code that never passes a small timeout pays nothing."""
+    costs most of it (3.12+ turn each line into a call).  The events are on
+    while any thread of the process counts, so other threads' code pays the
+    same meanwhile.  Switching them costs the re-instrumentation of all the
+    code that runs next, so they stay on after the last counted budget
+    until src/preempt.c has seen a few thousand events that no budget
+    wanted (:func:`_monitor_idle`): code that never passes a small timeout
+    pays nothing."""
     global _monitor_tool, _monitor_users
     mon = _MONITORING
     if mon is None:
         return False
     if not on:
         _monitor_users -= 1
-        if _monitor_users == 0:
-            mon.set_events(_monitor_tool, 0)
-            mon.free_tool_id(_monitor_tool)
-            _monitor_tool = -1
         return True
-    if _monitor_users == 0:
+    if _monitor_tool < 0:
         tool = next((t for t in _TOOLS if mon.get_tool(t) is None), -1)
         if tool < 0:
             return False
@@ -102,10 +106,25 @@ def _monitor(on: bool) -> bool:
         ev = mon.events
         mon.register_callback(tool, ev.PY_START, _tick)
         mon.register_callback(tool, ev.JUMP, _tick)
+        mon.register_callback(tool, ev.LINE, _due)
+        mon.register_callback(tool, ev.INSTRUCTION, _due)
         mon.set_events(tool, ev.PY_START | ev.JUMP)
         _monitor_tool = tool
+        _preempt_idle(_monitor_idle)
     _monitor_users += 1
     return True
+
+
+def _monitor_idle() -> None:
+    """No counted budget wanted the last events: unless one is running (in
+    another thread), switch them off and give the tool id back."""
+    global _monitor_tool
+    if _monitor_users or _monitor_tool < 0:
+        return
+    _preempt_idle(None)
+    _MONITORING.set_events(_monitor_tool, 0)
+    _MONITORING.free_tool_id(_monitor_tool)
+    _monitor_tool = -1
 
 
 class _Preempt:
@@ -113,7 +132,7 @@ class _Preempt:
 
     __slots__ = ("ts", "watchdog", "timeout", "soft", "ignore_nesting",
                  "total", "outer", "ticks", "interrupted", "old_trace",
-                 "fired", "timer", "armed", "counted", "monitored", "traced", "opframe",
+                 "fired", "timer", "armed", "counted", "monitored", "traced", "opframe", "opcode",
                  "nest_entry", "__weakref__")
 
     def __init__(self, ts: Any, watchdog: Any, timeout: int, soft: bool,
@@ -135,6 +154,7 @@ class _Preempt:
         self.monitored = False      # ... fed by sys.monitoring (else: a C trace function)
         self.traced = False         # our trace function is installed
         self.opframe = None         # the frame we asked for opcode events
+        self.opcode = None          # the code we asked sys.monitoring for line events
         self.nest_entry = None      # where the running tasklet's nesting began
 
     def start(self) -> None:
@@ -158,7 +178,14 @@ class _Preempt:
     def _count(self) -> bool:
         # (re)arm the counted budget, with the ticker as its backstop
         return bool(_timer_arm(self._timer_ns(False), self._expired, self.timeout,
-                               not self.monitored))
+                               self._spent if self.monitored else True))
+
+    def _spent(self, code: Any) -> None:
+        # (sys.monitoring, src/preempt.c) the budget is spent in ``code``:
+        # its next line or instruction calls _expired
+        self._no_opcodes()
+        _MONITORING.set_local_events(_monitor_tool, code, _LOCAL_EVENTS)
+        self.opcode = code
 
     def _timer_ns(self, big: bool) -> int:
         # Counting events, the ticker is only a backstop for code that makes
@@ -174,10 +201,10 @@ class _Preempt:
         self.ts.timeout = self.outer
         if self.armed:
             _timer_disarm()
+        self._no_opcodes()
         if self.monitored:
             self.monitored = False
             _monitor(False)
-        self._no_opcodes()
         if self.traced:
             self.traced = False
             sys.settrace(self.old_trace)
@@ -249,6 +276,9 @@ class _Preempt:
         f, self.opframe = self.opframe, None
         if f is not None:
             f.f_trace_opcodes = False
+        code, self.opcode = self.opcode, None
+        if code is not None and _monitor_tool >= 0:
+            _MONITORING.set_local_events(_monitor_tool, code, 0)
 
     def _trace(self, f: Any) -> None:
         """Install the tick counter in this thread, and in the frames from ``f`` down."""
