@@ -205,9 +205,13 @@ class _Preempt:
         if self.monitored:
             self.monitored = False
             _monitor(False)
-        if self.traced:
+        if self.traced or self.counted:
+            # (counted: a tasklet's sys.settrace() while it ran is not the
+            # caller's, as the Python tick counter, which it replaced,
+            # always made sure)
             self.traced = False
-            sys.settrace(self.old_trace)
+            if sys.gettrace() is not self.old_trace:
+                sys.settrace(self.old_trace)
 
     def resumed(self, t: Any) -> None:
         """Tasklet ``t`` runs again: give it a fresh budget and trace its frames."""
