@@ -27,6 +27,9 @@
  * opcode events are set at the delivery point; the callback runs at the
  * thread's next trace event.
  *
+ * Budgets under 5000 ticks count events instead, in src/preempt_count.c,
+ * and use the ticker only as a backstop.
+ *
  * Each thread with an arming has a slot.  What the ticker reads is guarded
  * by `lock`; the rest of a slot is touched only with the GIL.  A generation
  * number, unique over all armings, tells a delivery that the arming it was
@@ -43,43 +46,11 @@
 #endif
 
 #include "continulet.h"
+#include "preempt.h"
 
 #define IDLE_NS 50000000                /* a ticker unarmed for 50 ms ends */
-#define NSLOTS 16                       /* threads timed at once; more count trace events */
 
-struct slot {
-    /* under lock */
-    unsigned long tid;                  /* the owner; 0: free */
-    int is_main;                        /* the main thread: pending calls */
-    clockid_t clock;                    /* the owner's CPU clock */
-    int64_t deadline;                   /* on clock, ns; 0: not armed */
-    int64_t period;                     /* ns between calls once spent */
-    uintptr_t gen;
-    int in_flight;                      /* a delivery of gen is under way */
-    /* GIL */
-    PyThreadState *ts;
-    PyObject *callback;
-    uintptr_t callback_gen;
-    /* While the callback waits for a trace event: the trace function the
-       trampoline displaced (restored before the callback runs), and the
-       frame that was asked for opcode events. */
-    int tramp_set;
-    Py_tracefunc saved_func;
-    PyObject *saved_obj;
-    PyObject *op_frame;
-    /* A budget counted in events (small budgets: see count_event()).  The
-       ticker then only backs it up, for code that makes no event. */
-    int counting;
-    int count_trace;                    /* `counter` is the trace function */
-    uint64_t ticks;                     /* events since the arming */
-    uint64_t spend_at;                  /* ticks at which the budget is spent */
-    uint64_t budget;
-    uint64_t seen;                      /* ticks at the backstop's last look */
-    Py_tracefunc count_saved;           /* what `counter` displaced (its
-                                           object stays c_traceobj) */
-    PyObject *on_spent;                 /* sys.monitoring: on_spent(code) */
-    int due;                            /* ... and _preempt_due calls back */
-};
+/* struct slot: src/preempt.h */
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake;             /* waits on CLOCK_MONOTONIC */
@@ -107,7 +78,7 @@ static int64_t read_ns(clockid_t clk)
 }
 
 /* The slot of the running thread, or NULL.  GIL. */
-static struct slot *own_slot(void)
+struct slot *preempt_own_slot(void)
 {
     /* called at every counted event: the last thread's first */
     static struct slot *last;
@@ -122,7 +93,7 @@ static struct slot *own_slot(void)
 
 static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg);
 
-/* Undo what install() did, if the trampoline has not run yet.  For the
+/* Undo what preempt_install() did, if the trampoline has not run yet.  For the
  * slot's thread `ts` (current, or parked: see deliver()), with the GIL.  The trace function it displaced
  * comes back only while the trampoline is still in place: a sys.settrace()
  * since then (stackless restoring the tasklet's own function, or the
@@ -151,7 +122,7 @@ static void tramp_clear(struct slot *s, PyThreadState *ts)
  * event (PyTrace_*): only before an instruction (a line or opcode event)
  * does the frame stand where it can be captured and moved (stackless's
  * bind_thread, pickling: _continuation_frames). */
-static int call_back(struct slot *s, int what)
+int preempt_call_back(struct slot *s, int what)
 {
     if (s == NULL || s->callback == NULL)
         return 0;
@@ -167,9 +138,9 @@ static int call_back(struct slot *s, int what)
 
 static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg)
 {
-    struct slot *s = own_slot();
+    struct slot *s = preempt_own_slot();
     tramp_clear(s, PyThreadState_Get());
-    return call_back(s, what);
+    return preempt_call_back(s, what);
 }
 
 /* Install the trampoline in the slot's thread `ts`, stopped at an eval
@@ -183,7 +154,7 @@ static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject
  * on one line without calls makes no other event.  The collector is off
  * meanwhile, so that the frame object it may create cannot start a
  * collection. */
-static void install(struct slot *s, uintptr_t gen, PyThreadState *ts)
+void preempt_install(struct slot *s, uintptr_t gen, PyThreadState *ts)
 {
     /* a trampoline that something has displaced waits for nothing */
     if (s->tramp_set && ts->c_tracefunc != trampoline)
@@ -214,162 +185,6 @@ static void install(struct slot *s, uintptr_t gen, PyThreadState *ts)
     }
     if (gc)
         PyGC_Enable();
-}
-
-/* Counting events (budgets under 5000 ticks, which must be exact in the
- * thread itself: docs/design.md, "Preemption").  Each event of the timed
- * code is one tick, counted here in C; Python runs only once the budget
- * is spent, as when the ticker finds a CPU-time budget spent, and then
- * again every budget until the arming is replaced (the callback may have
- * to wait: atomic or nested code, a soft budget).  The events come from
- * one of two sources:
- * - `counter`, a C trace function (3.11; 3.12+ when no sys.monitoring
- *   tool id is free): every line, call, return and exception.  Tracing
- *   itself is most of the cost on 3.11 (the interpreter stops using its
- *   specialized instructions), not this function.
- * - sys.monitoring's PY_START and JUMP events (3.12+), which stackless
- *   registers `_preempt_tick` for (stackless/_preempt.py): every function
- *   start and jump, which bound how long code can run without one, as the
- *   eval breaker's check points do.  They leave the trace function to the
- *   user, and only the instructions that make them are instrumented. */
-/* The globals of stackless's own modules, whose frames make no tick (as
- * the Python tick counter skips them; most of that code runs hidden from
- * tracing anyway: src/stackless_hide.c).  Module dicts live as long as the
- * process; they are only compared, never used. */
-#define NOWN 32
-static PyObject *own_globals[NOWN];
-static int n_own;
-
-static int spent(struct slot *s)
-{
-    /* borrowed, and made by no call: the running frame's; the globals
-       last found not to be ours, first (compared only, like own_globals) */
-    static PyObject *users;
-    PyObject *g = PyEval_GetGlobals();
-    if (g != users) {
-        for (int i = 0; i < n_own; i++)
-            if (own_globals[i] == g)
-                return 0;
-        users = g;
-    }
-    if (++s->ticks < s->spend_at)
-        return 0;
-    s->spend_at = s->ticks + s->budget;
-    return 1;
-}
-
-static int counter(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
-{
-    struct slot *s = own_slot();
-    if (s == NULL || !s->count_trace || !spent(s))
-        return 0;
-    /* before an instruction: call back now, as the trampoline would */
-    if (what == PyTrace_LINE || what == PyTrace_OPCODE)
-        return call_back(s, what);
-    install(s, s->callback_gen, PyThreadState_Get());
-    return 0;
-}
-
-/* Put `counter` in place of the thread's trace function, keeping that
- * one's object as c_traceobj (so sys.gettrace() still says what the user
- * set) and its function in the slot.  PyEval_SetTrace drops the old
- * object before it takes the new one: hold it meanwhile. */
-static void counter_set(struct slot *s, PyThreadState *ts)
-{
-    if (ts->c_tracefunc == counter)
-        return;
-    PyObject *obj = Py_XNewRef(ts->c_traceobj);
-    s->count_saved = ts->c_tracefunc;
-    PyEval_SetTrace(counter, obj);
-    Py_XDECREF(obj);
-}
-
-static void counter_clear(struct slot *s, PyThreadState *ts)
-{
-    if (ts->c_tracefunc != counter)
-        return;
-    PyObject *obj = Py_XNewRef(ts->c_traceobj);
-    PyEval_SetTrace(s->count_saved, obj);
-    Py_XDECREF(obj);
-}
-
-static PyObject *preempt_own(PyObject *module, PyObject *globals)
-{
-    if (!PyDict_Check(globals) || n_own == NOWN) {
-        PyErr_SetString(PyExc_ValueError, "_preempt_own: a module's globals, at most 32");
-        return NULL;
-    }
-    own_globals[n_own++] = globals;
-    Py_RETURN_NONE;
-}
-
-/* A tick from sys.monitoring.  Once the budget is spent, `on_spent(code)`
- * asks for LINE and INSTRUCTION events in that code object only, whose
- * callback _preempt_due calls back: a trace function (the trampoline)
- * would make 3.12+ instrument, then de-instrument, every function that
- * runs meanwhile, most of the cost of an interrupt there. */
-/* Switching sys.monitoring's events on and off costs 3.12+ the
- * re-instrumentation of all the code that runs next (about 40 us per
- * run(timeout) call on 3.14), so stackless leaves them on after the last
- * counted budget and turns them off from `idle_cb`, called after this many
- * events that no counted budget wanted (far less than a millisecond). */
-#define IDLE_EVENTS 10000
-static PyObject *idle_cb;
-static unsigned idle_events;
-
-static PyObject *preempt_tick(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    struct slot *s = own_slot();
-    if (s == NULL || !s->counting || s->count_trace) {
-        if (idle_cb != NULL && ++idle_events >= IDLE_EVENTS) {
-            idle_events = 0;
-            PyObject *f = Py_NewRef(idle_cb), *r = PyObject_CallNoArgs(f);
-            Py_DECREF(f);
-            if (r == NULL)
-                return NULL;
-            Py_DECREF(r);
-        }
-        Py_RETURN_NONE;
-    }
-    if (!spent(s))
-        Py_RETURN_NONE;
-    PyObject *r = NULL;
-    if (s->on_spent != NULL && nargs > 0) {
-        PyObject *f = Py_NewRef(s->on_spent);
-        r = PyObject_CallOneArg(f, args[0]);
-        Py_DECREF(f);
-    }
-    if (r == NULL) {
-        /* (not expected) the trampoline's way */
-        PyErr_Clear();
-        install(s, s->callback_gen, PyThreadState_Get());
-    }
-    else
-        s->due = 1;
-    Py_XDECREF(r);
-    Py_RETURN_NONE;
-}
-
-static PyObject *preempt_idle(PyObject *module, PyObject *cb)
-{
-    if (cb != Py_None && !PyCallable_Check(cb)) {
-        PyErr_SetString(PyExc_TypeError, "_preempt_idle: a callable or None");
-        return NULL;
-    }
-    Py_XSETREF(idle_cb, cb == Py_None ? NULL : Py_NewRef(cb));
-    idle_events = 0;
-    Py_RETURN_NONE;
-}
-
-static PyObject *preempt_due(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    struct slot *s = own_slot();
-    if (s == NULL || !s->due)
-        Py_RETURN_NONE;
-    s->due = 0;
-    if (call_back(s, PyTrace_LINE) < 0)
-        return NULL;
-    Py_RETURN_NONE;
 }
 
 static struct slot *slot_of_gen(uintptr_t gen)
@@ -412,14 +227,14 @@ static void deliver(uintptr_t gen)
     }
     PyThreadState *me = PyThreadState_Get(), *p;
     if (s->ts == me) {
-        install(s, gen, me);
+        preempt_install(s, gen, me);
         return;
     }
     for (p = PyInterpreterState_ThreadHead(me->interp); p != NULL; p = PyThreadState_Next(p))
         if (p == s->ts && (unsigned long)p->thread_id == s->tid)
             break;
     if (p != NULL)
-        install(s, gen, p);
+        preempt_install(s, gen, p);
 }
 
 /* The pending call. */
@@ -673,7 +488,7 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     if (now < 0 || mono < 0)
         Py_RETURN_FALSE;
     PyThreadState *ts = PyThreadState_Get();
-    struct slot *s = own_slot();
+    struct slot *s = preempt_own_slot();
     for (int i = 0; i < NSLOTS && s == NULL; i++)
         if (slots[i].ts == NULL)
             s = &slots[i];
@@ -709,15 +524,15 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     s->seen = (uint64_t)-1;
     s->budget = s->spend_at = (uint64_t)ticks;
     if (s->count_trace)
-        counter_set(s, ts);
+        preempt_counter_set(s, ts);
     else
-        counter_clear(s, ts);
+        preempt_counter_clear(s, ts);
     Py_RETURN_TRUE;
 }
 
 static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
 {
-    struct slot *s = own_slot();
+    struct slot *s = preempt_own_slot();
     if (s == NULL)
         Py_RETURN_NONE;
     pthread_mutex_lock(&lock);
@@ -726,7 +541,7 @@ static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
     s->tid = 0;
     pthread_mutex_unlock(&lock);
     tramp_clear(s, PyThreadState_Get());
-    counter_clear(s, PyThreadState_Get());
+    preempt_counter_clear(s, PyThreadState_Get());
     s->counting = s->count_trace = s->due = 0;
     Py_CLEAR(s->on_spent);
     Py_CLEAR(s->callback);
@@ -752,21 +567,6 @@ PyMethodDef cont_preempt_methods[] = {
      "callable, is called with the code object once the budget is spent,\n"
      "and `callback` at the next call of _preempt_due; `ns` is then a\n"
      "backstop that calls only if no event came for that long."},
-    {"_preempt_idle", preempt_idle, METH_O,
-     "_preempt_idle(callback)\n--\n\n"
-     "Internal: call `callback()` after every many ticks that no counted\n"
-     "budget wanted (None: never)."},
-    {"_preempt_due", (PyCFunction)(void (*)(void))preempt_due, METH_FASTCALL,
-     "_preempt_due(*args)\n--\n\n"
-     "Internal: a sys.monitoring LINE or INSTRUCTION event once the\n"
-     "counted budget is spent."},
-    {"_preempt_tick", (PyCFunction)(void (*)(void))preempt_tick, METH_FASTCALL,
-     "_preempt_tick(*args)\n--\n\n"
-     "Internal: one tick of this thread's counted budget (a sys.monitoring\n"
-     "callback)."},
-    {"_preempt_own", preempt_own, METH_O,
-     "_preempt_own(globals)\n--\n\n"
-     "Internal: the frames of a module with these globals make no tick."},
     {"_preempt_disarm", preempt_disarm, METH_NOARGS,
      "_preempt_disarm()\n--\n\nInternal: cancel this thread's arming."},
     {NULL, NULL, 0, NULL}
