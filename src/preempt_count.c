@@ -121,12 +121,12 @@ static PyObject *preempt_tick(PyObject *module, PyObject *const *args, Py_ssize_
         }
         Py_RETURN_NONE;
     }
-    /* A jump back, a loop's iteration, weighs about a tick per line of
-       its body (4 code units, caches included; a 3.11 trace event is a
-       line), not one: a
-       soft budget of 100 ticks must run out within 50 iterations of
-       a three-line loop, as Stackless's, which count instructions, do
-       (the suite's test_watchdog).  JUMP gives (code, offset, target). */
+    /* A jump back, a loop's iteration, weighs a tick per 4 code units of
+       its body (caches included: about a line, which is what a 3.11
+       trace event is), not one: a soft budget of 100 ticks must run out
+       within 50 iterations of a three-line loop, as Stackless's ticks,
+       which are instructions, do (the suite's test_watchdog).  JUMP
+       gives (code, offset, target), offsets in bytes. */
     uint64_t n = 1;
     if (nargs == 3) {
         Py_ssize_t from = PyLong_AsSsize_t(args[1]), to = PyLong_AsSsize_t(args[2]);
