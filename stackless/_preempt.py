@@ -9,10 +9,11 @@ Two ways to spend a budget of ``timeout`` ticks (docs/stackless.md,
   the next function entry or backward jump installs a C trace function,
   whose first event calls :meth:`_Preempt._expired`.  The timed code runs
   untraced, at full speed.
-* **Counted events** (smaller budgets, CPython): a tick is one event of
-  the timed code, counted in C (src/preempt.c): on 3.12+ a function start
-  or a jump (``sys.monitoring``, see :func:`_monitor`), on 3.11 a trace
-  event (a line, call, return or exception) of a C trace function.  Python
+* **Counted events** (smaller budgets, CPython): ticks are events of the
+  timed code, counted in C (src/preempt_count.c): on 3.12+ function starts
+  and jumps (``sys.monitoring``, see :func:`_monitor`; a jump back weighs
+  by the length of its loop), on 3.11 trace events (a line, call, return
+  or exception) of a C trace function.  Python
   runs only once the budget is spent, as with CPU time.  The ticker is also
   armed, as a backstop for code that makes no event (a loop on one line
   without calls, 3.11).
@@ -88,7 +89,7 @@ def _monitor(on: bool) -> bool:
     while any thread of the process counts, so other threads' code pays the
     same meanwhile.  Switching them costs the re-instrumentation of all the
     code that runs next, so they stay on after the last counted budget
-    until src/preempt.c has seen a few thousand events that no budget
+    until src/preempt_count.c has seen a few thousand events that no budget
     wanted (:func:`_monitor_idle`): code that never passes a small timeout
     pays nothing."""
     global _monitor_tool, _monitor_users
@@ -181,7 +182,7 @@ class _Preempt:
                                self._spent if self.monitored else True))
 
     def _spent(self, code: Any) -> None:
-        # (sys.monitoring, src/preempt.c) the budget is spent in ``code``:
+        # (sys.monitoring, src/preempt_count.c) the budget is spent in ``code``:
         # its next line or instruction calls _expired
         self._no_opcodes()
         _MONITORING.set_local_events(_monitor_tool, code, _LOCAL_EVENTS)
