@@ -121,7 +121,7 @@ static PyObject *preempt_tick(PyObject *module, PyObject *const *args, Py_ssize_
         }
         Py_RETURN_NONE;
     }
-    /* A jump back, a loop's iteration, weighs a tick per 4 code units of
+    /* A jump back, a loop's iteration, weighs a tick per 8 code units of
        its body (caches included: about a line, which is what a 3.11
        trace event is), not one: a soft budget of 100 ticks must run out
        within 50 iterations of a three-line loop, as Stackless's ticks,
@@ -133,7 +133,7 @@ static PyObject *preempt_tick(PyObject *module, PyObject *const *args, Py_ssize_
         if (from == -1 || to == -1)
             PyErr_Clear();
         else if (to < from)
-            n += (uint64_t)(from - to) / 8;       /* bytes: 2 per code unit */
+            n += (uint64_t)(from - to) / 16;      /* bytes: 2 per code unit */
     }
     if (!spent(s, n))
         Py_RETURN_NONE;
