@@ -128,6 +128,21 @@ def _monitor_idle() -> None:
     _monitor_tool = -1
 
 
+# code -> how many budgets (of any thread) wait for its line events: a
+# code object's local events are one for all threads
+_local_users: "dict[Any, int]" = {}
+
+
+def _local_events(code: Any, delta: int) -> None:
+    """One budget more (``delta`` 1) or fewer (-1) waits for a line or
+    instruction event of ``code`` (sys.monitoring, src/preempt_count.c)."""
+    n = _local_users.pop(code, 0) + delta
+    if n > 0:
+        _local_users[code] = n
+    if (n > 0) == (delta > 0) and n <= 1 and _monitor_tool >= 0:
+        _MONITORING.set_local_events(_monitor_tool, code, _LOCAL_EVENTS if n else 0)
+
+
 class _Preempt:
     """The tick budget of one ``run(timeout)`` call."""
 
@@ -185,7 +200,7 @@ class _Preempt:
         # (sys.monitoring, src/preempt_count.c) the budget is spent in ``code``:
         # its next line or instruction calls _expired
         self._no_opcodes()
-        _MONITORING.set_local_events(_monitor_tool, code, _LOCAL_EVENTS)
+        _local_events(code, 1)
         self.opcode = code
 
     def _timer_ns(self, big: bool) -> int:
@@ -282,8 +297,8 @@ class _Preempt:
         if f is not None:
             f.f_trace_opcodes = False
         code, self.opcode = self.opcode, None
-        if code is not None and _monitor_tool >= 0:
-            _MONITORING.set_local_events(_monitor_tool, code, 0)
+        if code is not None:
+            _local_events(code, -1)
 
     def _trace(self, f: Any) -> None:
         """Install the tick counter in this thread, and in the frames from ``f`` down."""
