@@ -3,12 +3,13 @@
 Two tasklets run a loop-heavy body and a call-heavy body; the table gives
 seconds per round under plain ``run()`` (the reference) and under
 ``run(timeout)`` with a budget so large that it never fires (the pure cost
-of counting ticks) and with one that fires every few thousand ticks.  On
-CPython, budgets of ``_preempt._TIMER_MIN`` ticks or more are CPU time, in
-any thread; the rows marked "trace events" force the trace-based way (which
-smaller budgets and PyPy use) for comparison, and the "another thread" rows
-run in a thread other than the main one (compare them with their own run()
-row).  The last lines give how many interrupts one round had.  Times are
+of counting ticks) and with ones that fire.  On CPython, budgets of
+``_preempt._TIMER_MIN`` ticks or more are CPU time, in any thread, and
+smaller ones are events counted in C; the rows marked "counted" force the
+counting for a large budget, those marked "Python trace events" force the
+``sys.settrace`` way (PyPy's, and the only one for small budgets before),
+and the "another thread" rows run in a thread other than the main one
+(compare them with their own run() row).  The last lines give how many interrupts one round had.  Times are
 CPU time of the thread.
 Issue 9 asks for run(timeout) <= 1.3x run().  Run:
 ``python benchmarks/bench_preempt.py [--quick]`` or through benchmarks/run.py.
@@ -83,11 +84,14 @@ def in_a_thread(fn):
     return run
 
 
-def rounds(timeout: int, traced: bool = False, thread: bool = False):
+def rounds(timeout: int, way: str = "", thread: bool = False):
+    """``way``: "" as chosen by the budget, "counted" or "python"."""
     def run(n: int) -> None:
-        old = _preempt._TIMER_MIN
-        if traced:
+        old = _preempt._TIMER_MIN, _preempt._timer_arm
+        if way:
             _preempt._TIMER_MIN = 1 << 62
+        if way == "python":
+            _preempt._timer_arm = None
         try:
             for _ in range(n):
                 stackless.tasklet(body)()
@@ -101,28 +105,31 @@ def rounds(timeout: int, traced: bool = False, thread: bool = False):
                 else:
                     stackless.run()
         finally:
-            _preempt._TIMER_MIN = old
+            _preempt._TIMER_MIN, _preempt._timer_arm = old
     return in_a_thread(run) if thread else run
 
 
-def interrupts(timeout: int, traced: bool = False, thread: bool = False) -> float:
+def interrupts(timeout: int, way: str = "", thread: bool = False) -> float:
     INTERRUPTS[0] = 0
-    rounds(timeout, traced, thread)(5)
+    rounds(timeout, way, thread)(5)
     return INTERRUPTS[0] / 5
 
 
 def main(quick: bool = False) -> None:
     n = 3 if quick else 10
     cases = {
-        "run()": (0, False),
-        "run(10**9): never fires": (10 ** 9, False),
-        "run(5000): fires": (5000, False),
-        "run(10**9), trace events": (10 ** 9, True),
-        "run(5000), trace events": (5000, True),
-        "run(500): trace events": (500, False),
-        "run(), another thread": (0, False, True),
-        "run(10**9), another thread": (10 ** 9, False, True),
-        "run(5000), another thread": (5000, False, True),
+        "run()": (0,),
+        "run(10**9): never fires": (10 ** 9,),
+        "run(5000): fires": (5000,),
+        "run(10**9), counted: never fires": (10 ** 9, "counted"),
+        "run(1000): counted": (1000,),
+        "run(100): counted": (100,),
+        "run(10**9), Python trace events": (10 ** 9, "python"),
+        "run(1000), Python trace events": (1000, "python"),
+        "run(), another thread": (0, "", True),
+        "run(10**9), another thread": (10 ** 9, "", True),
+        "run(5000), another thread": (5000, "", True),
+        "run(1000), another thread": (1000, "", True),
     }
     values = best_times({name: rounds(*case) for name, case in cases.items()}, n)
     print_table("run(timeout) against run() (issue 9: <= 1.3x)",

@@ -57,8 +57,10 @@ PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, cps_call 
 
 int cont_genlet_init(PyObject *module);
 
-/* src/preempt.c: a CPU-time budget for the main thread (run(timeout)) */
+/* src/preempt.c: a CPU-time budget per thread (run(timeout)); src/preempt_count.c:
+   small budgets, counted in events */
 extern PyMethodDef cont_preempt_methods[];
+extern PyMethodDef cont_preempt_count_methods[];
 
 /* src/framestate.c: frames as data (pickling and copying continulets) */
 extern PyMethodDef cfs_module_methods[];

@@ -1394,6 +1394,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
     if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0
             || PyModule_AddFunctions(m, cont_transplant_methods) < 0
             || PyModule_AddFunctions(m, cont_preempt_methods) < 0
+            || PyModule_AddFunctions(m, cont_preempt_count_methods) < 0
             || PyModule_AddFunctions(m, cdp_methods) < 0)
         goto fail;
     {

@@ -27,6 +27,9 @@
  * opcode events are set at the delivery point; the callback runs at the
  * thread's next trace event.
  *
+ * Budgets under 5000 ticks count events instead, in src/preempt_count.c,
+ * and use the ticker only as a backstop.
+ *
  * Each thread with an arming has a slot.  What the ticker reads is guarded
  * by `lock`; the rest of a slot is touched only with the GIL.  A generation
  * number, unique over all armings, tells a delivery that the arming it was
@@ -43,31 +46,11 @@
 #endif
 
 #include "continulet.h"
+#include "preempt.h"
 
 #define IDLE_NS 50000000                /* a ticker unarmed for 50 ms ends */
-#define NSLOTS 16                       /* threads timed at once; more count trace events */
 
-struct slot {
-    /* under lock */
-    unsigned long tid;                  /* the owner; 0: free */
-    int is_main;                        /* the main thread: pending calls */
-    clockid_t clock;                    /* the owner's CPU clock */
-    int64_t deadline;                   /* on clock, ns; 0: not armed */
-    int64_t period;                     /* ns between calls once spent */
-    uintptr_t gen;
-    int in_flight;                      /* a delivery of gen is under way */
-    /* GIL */
-    PyThreadState *ts;
-    PyObject *callback;
-    uintptr_t callback_gen;
-    /* While the callback waits for a trace event: the trace function the
-       trampoline displaced (restored before the callback runs), and the
-       frame that was asked for opcode events. */
-    int tramp_set;
-    Py_tracefunc saved_func;
-    PyObject *saved_obj;
-    PyObject *op_frame;
-};
+/* struct slot: src/preempt.h */
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake;             /* waits on CLOCK_MONOTONIC */
@@ -95,18 +78,22 @@ static int64_t read_ns(clockid_t clk)
 }
 
 /* The slot of the running thread, or NULL.  GIL. */
-static struct slot *own_slot(void)
+struct slot *preempt_own_slot(void)
 {
+    /* called at every counted event: the last thread's first */
+    static struct slot *last;
     PyThreadState *ts = PyThreadState_Get();
+    if (last != NULL && last->ts == ts)
+        return last;
     for (int i = 0; i < NSLOTS; i++)
         if (slots[i].ts == ts)
-            return &slots[i];
+            return last = &slots[i];
     return NULL;
 }
 
 static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg);
 
-/* Undo what install() did, if the trampoline has not run yet.  For the
+/* Undo what preempt_install() did, if the trampoline has not run yet.  For the
  * slot's thread `ts` (current, or parked: see deliver()), with the GIL.  The trace function it displaced
  * comes back only while the trampoline is still in place: a sys.settrace()
  * since then (stackless restoring the tasklet's own function, or the
@@ -135,10 +122,8 @@ static void tramp_clear(struct slot *s, PyThreadState *ts)
  * event (PyTrace_*): only before an instruction (a line or opcode event)
  * does the frame stand where it can be captured and moved (stackless's
  * bind_thread, pickling: _continuation_frames). */
-static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg)
+int preempt_call_back(struct slot *s, int what)
 {
-    struct slot *s = own_slot();
-    tramp_clear(s, PyThreadState_Get());
     if (s == NULL || s->callback == NULL)
         return 0;
     PyObject *cb = Py_NewRef(s->callback), *ev = PyLong_FromLong(what);
@@ -149,6 +134,13 @@ static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject
         return -1;      /* the exception surfaces in the traced code */
     Py_DECREF(r);
     return 0;
+}
+
+static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject *arg)
+{
+    struct slot *s = preempt_own_slot();
+    tramp_clear(s, PyThreadState_Get());
+    return preempt_call_back(s, what);
 }
 
 /* Install the trampoline in the slot's thread `ts`, stopped at an eval
@@ -162,7 +154,7 @@ static int trampoline(PyObject *unused, PyFrameObject *frame, int what, PyObject
  * on one line without calls makes no other event.  The collector is off
  * meanwhile, so that the frame object it may create cannot start a
  * collection. */
-static void install(struct slot *s, uintptr_t gen, PyThreadState *ts)
+void preempt_install(struct slot *s, uintptr_t gen, PyThreadState *ts)
 {
     /* a trampoline that something has displaced waits for nothing */
     if (s->tramp_set && ts->c_tracefunc != trampoline)
@@ -226,16 +218,23 @@ static void deliver(uintptr_t gen)
     struct slot *s = slot_of_gen(gen);
     if (s == NULL || cps_finalizing())
         return;
+    if (s->counting && s->ticks != s->seen) {
+        /* the backstop of a counted budget: events came since its last
+           look, so the counting works; it acts only on code that makes
+           none */
+        s->seen = s->ticks;
+        return;
+    }
     PyThreadState *me = PyThreadState_Get(), *p;
     if (s->ts == me) {
-        install(s, gen, me);
+        preempt_install(s, gen, me);
         return;
     }
     for (p = PyInterpreterState_ThreadHead(me->interp); p != NULL; p = PyThreadState_Next(p))
         if (p == s->ts && (unsigned long)p->thread_id == s->tid)
             break;
     if (p != NULL)
-        install(s, gen, p);
+        preempt_install(s, gen, p);
 }
 
 /* The pending call. */
@@ -459,15 +458,24 @@ static int register_close(void)
 
 static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_preempt_arm(ns, callback) takes 2 arguments");
+    if (nargs < 2 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_preempt_arm(ns, callback, ticks=0, trace=False) takes 2 to 4 arguments");
         return NULL;
     }
     long long ns = PyLong_AsLongLong(args[0]);
     if (ns == -1 && PyErr_Occurred())
         return NULL;
-    if (ns < 0 || !PyCallable_Check(args[1])) {
-        PyErr_SetString(PyExc_ValueError, "_preempt_arm: ns >= 0 and a callable");
+    long long ticks = nargs > 2 ? PyLong_AsLongLong(args[2]) : 0;
+    if (ticks == -1 && PyErr_Occurred())
+        return NULL;
+    /* a callable: on_spent (sys.monitoring) */
+    PyObject *on_spent = nargs > 3 && PyCallable_Check(args[3]) ? args[3] : NULL;
+    int trace = nargs > 3 && on_spent == NULL ? PyObject_IsTrue(args[3]) : 0;
+    if (trace < 0)
+        return NULL;
+    if (ns < 0 || ticks < 0 || !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_ValueError, "_preempt_arm: ns >= 0, a callable and ticks >= 0");
         return NULL;
     }
     /* PyGILState_Ensure() (other threads' deliveries) serves the main
@@ -480,7 +488,7 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     if (now < 0 || mono < 0)
         Py_RETURN_FALSE;
     PyThreadState *ts = PyThreadState_Get();
-    struct slot *s = own_slot();
+    struct slot *s = preempt_own_slot();
     for (int i = 0; i < NSLOTS && s == NULL; i++)
         if (slots[i].ts == NULL)
             s = &slots[i];
@@ -508,12 +516,23 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     tramp_clear(s, ts);
     Py_XSETREF(s->callback, Py_NewRef(args[1]));
     s->callback_gen = gen;
+    s->counting = ticks > 0;
+    s->count_trace = s->counting && trace;
+    s->due = 0;
+    Py_XSETREF(s->on_spent, Py_XNewRef(on_spent));
+    s->ticks = 0;
+    s->seen = (uint64_t)-1;
+    s->budget = s->spend_at = (uint64_t)ticks;
+    if (s->count_trace)
+        preempt_counter_set(s, ts);
+    else
+        preempt_counter_clear(s, ts);
     Py_RETURN_TRUE;
 }
 
 static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
 {
-    struct slot *s = own_slot();
+    struct slot *s = preempt_own_slot();
     if (s == NULL)
         Py_RETURN_NONE;
     pthread_mutex_lock(&lock);
@@ -522,6 +541,9 @@ static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
     s->tid = 0;
     pthread_mutex_unlock(&lock);
     tramp_clear(s, PyThreadState_Get());
+    preempt_counter_clear(s, PyThreadState_Get());
+    s->counting = s->count_trace = s->due = 0;
+    Py_CLEAR(s->on_spent);
     Py_CLEAR(s->callback);
     s->ts = NULL;
     Py_RETURN_NONE;
@@ -529,7 +551,7 @@ static PyObject *preempt_disarm(PyObject *module, PyObject *unused)
 
 PyMethodDef cont_preempt_methods[] = {
     {"_preempt_arm", (PyCFunction)(void (*)(void))preempt_arm, METH_FASTCALL,
-     "_preempt_arm(ns, callback)\n--\n\n"
+     "_preempt_arm(ns, callback, ticks=0, trace=False)\n--\n\n"
      "Internal (stackless.run(timeout)): once this thread has used `ns`\n"
      "more nanoseconds of CPU time, call `callback(event)` (the PyTrace_*\n"
      "number of the trace event it came with) here, at the next\n"
@@ -538,7 +560,13 @@ PyMethodDef cont_preempt_methods[] = {
      "of CPU time until disarmed or re-armed.  Replaces this thread's\n"
      "previous arming.  Returns False (and arms nothing) in a\n"
      "subinterpreter, where threads have no CPU clock, and while too many\n"
-     "threads are armed."},
+     "threads are armed.\n\n"
+     "With `ticks`, the budget is also `ticks` events of this thread: those\n"
+     "of a C trace function that it installs if `trace` is true, else the\n"
+     "calls of _preempt_tick (sys.monitoring), and then `trace`, if\n"
+     "callable, is called with the code object once the budget is spent,\n"
+     "and `callback` at the next call of _preempt_due; `ns` is then a\n"
+     "backstop that calls only if no event came for that long."},
     {"_preempt_disarm", preempt_disarm, METH_NOARGS,
      "_preempt_disarm()\n--\n\nInternal: cancel this thread's arming."},
     {NULL, NULL, 0, NULL}

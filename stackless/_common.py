@@ -33,6 +33,8 @@ else:
     from _continuation import _stack_context, _set_stack_context  # type: ignore # noqa: F401
     # and the frame a suspended stack stopped in, made when asked for
     from _continuation import _stack_frame  # type: ignore # noqa: F401
+    # run(timeout)'s event counter skips the frames of these globals too
+    from _continuation import _preempt_own  # type: ignore
 
 try:
     # False while this thread collects garbage: _continuation refuses any
@@ -52,6 +54,8 @@ _OWN_GLOBALS: "set[int]" = set()
 def _own_module(namespace: dict) -> None:
     """Count the frames of the module with globals ``namespace`` as ours."""
     _OWN_GLOBALS.add(id(namespace))
+    if not _PYPY:
+        _preempt_own(namespace)
 
 
 _own_module(globals())

@@ -9,11 +9,17 @@ Two ways to spend a budget of ``timeout`` ticks (docs/stackless.md,
   the next function entry or backward jump installs a C trace function,
   whose first event calls :meth:`_Preempt._expired`.  The timed code runs
   untraced, at full speed.
-* **Trace events** (small budgets, PyPy, more threads at once than the
-  ticker has slots for): a tick is one trace event (a line executed or a
-  function called) of ``sys.settrace``.  The ticker is also armed, as a
-  backstop for code that makes no trace event (a loop on one line without
-  calls).
+* **Counted events** (smaller budgets, CPython): ticks are events of the
+  timed code, counted in C (src/preempt_count.c): on 3.12+ function starts
+  and jumps (``sys.monitoring``, see :func:`_monitor`; a jump back weighs
+  by the length of its loop), on 3.11 trace events (a line, call, return
+  or exception) of a C trace function.  Python
+  runs only once the budget is spent, as with CPU time.  The ticker is also
+  armed, as a backstop for code that makes no event (a loop on one line
+  without calls, 3.11).
+* **Trace events** (PyPy, more threads at once than the ticker has slots
+  for): a tick is one trace event of a ``sys.settrace`` function in
+  Python, with the ticker (if any) as the backstop.
 
 Either way the interruption itself happens from a trace function, at the
 first trace event of the user's code once the budget is spent: with CPU
@@ -50,11 +56,91 @@ _BACKSTOP_NS = 1000000
 _LINE = 2
 _BEFORE_INSTRUCTION = frozenset((_LINE, 7))
 
-_timer_arm: Optional[Callable[[int, Any], bool]] = None
+_timer_arm: Optional[Callable[..., bool]] = None
 _timer_disarm: Optional[Callable[[], None]] = None
+_tick: Optional[Callable[..., None]] = None
+_due: Optional[Callable[..., None]] = None
 if not _PYPY:
     from _continuation import _preempt_arm as _timer_arm  # type: ignore[attr-defined]
     from _continuation import _preempt_disarm as _timer_disarm  # type: ignore[attr-defined]
+    from _continuation import _preempt_tick as _tick  # type: ignore[attr-defined]
+    from _continuation import _preempt_due as _due  # type: ignore[attr-defined]
+    from _continuation import _preempt_idle  # type: ignore[attr-defined]
+
+# sys.monitoring (3.12+): the tool ids no convention claims (0-2 and 5 are
+# the debugger's, coverage's, the profiler's and the optimizer's)
+_MONITORING = None if _PYPY else getattr(sys, "monitoring", None)
+_TOOLS = (4, 3)
+_monitor_tool = -1      # the id in use while _monitor_users > 0
+_monitor_users = 0
+_LOCAL_EVENTS = 0 if _MONITORING is None else (
+    _MONITORING.events.LINE | _MONITORING.events.INSTRUCTION)
+
+
+def _monitor(on: bool) -> bool:
+    """Have sys.monitoring feed this process's counted budgets (``on``), or
+    one fewer.  False where it cannot (before 3.12, or no tool id free):
+    the counting then uses a C trace function.
+
+    Function starts and jumps (PY_START, JUMP) bound how long code runs
+    without one, as a tick must; counting them costs about a third of the
+    code's time (docs/performance.md), where a trace function of any kind
+    costs most of it (3.12+ turn each line into a call).  The events are on
+    while any thread of the process counts, so other threads' code pays the
+    same meanwhile.  Switching them costs the re-instrumentation of all the
+    code that runs next, so they stay on after the last counted budget
+    until src/preempt_count.c has seen a few thousand events that no budget
+    wanted (:func:`_monitor_idle`): code that never passes a small timeout
+    pays nothing."""
+    global _monitor_tool, _monitor_users
+    mon = _MONITORING
+    if mon is None:
+        return False
+    if not on:
+        _monitor_users -= 1
+        return True
+    if _monitor_tool < 0:
+        tool = next((t for t in _TOOLS if mon.get_tool(t) is None), -1)
+        if tool < 0:
+            return False
+        mon.use_tool_id(tool, "stackless run(timeout)")
+        ev = mon.events
+        mon.register_callback(tool, ev.PY_START, _tick)
+        mon.register_callback(tool, ev.JUMP, _tick)
+        mon.register_callback(tool, ev.LINE, _due)
+        mon.register_callback(tool, ev.INSTRUCTION, _due)
+        mon.set_events(tool, ev.PY_START | ev.JUMP)
+        _monitor_tool = tool
+        _preempt_idle(_monitor_idle)
+    _monitor_users += 1
+    return True
+
+
+def _monitor_idle() -> None:
+    """No counted budget wanted the last events: unless one is running (in
+    another thread), switch them off and give the tool id back."""
+    global _monitor_tool
+    if _monitor_users or _monitor_tool < 0:
+        return
+    _preempt_idle(None)
+    _MONITORING.set_events(_monitor_tool, 0)
+    _MONITORING.free_tool_id(_monitor_tool)
+    _monitor_tool = -1
+
+
+# code -> how many budgets (of any thread) wait for its line events: a
+# code object's local events are one for all threads
+_local_users: "dict[Any, int]" = {}
+
+
+def _local_events(code: Any, delta: int) -> None:
+    """One budget more (``delta`` 1) or fewer (-1) waits for a line or
+    instruction event of ``code`` (sys.monitoring, src/preempt_count.c)."""
+    n = _local_users.pop(code, 0) + delta
+    if n > 0:
+        _local_users[code] = n
+    if (n > 0) == (delta > 0) and n <= 1 and _monitor_tool >= 0:
+        _MONITORING.set_local_events(_monitor_tool, code, _LOCAL_EVENTS if n else 0)
 
 
 class _Preempt:
@@ -62,8 +148,8 @@ class _Preempt:
 
     __slots__ = ("ts", "watchdog", "timeout", "soft", "ignore_nesting",
                  "total", "outer", "ticks", "interrupted", "old_trace",
-                 "fired", "timer", "armed", "traced", "opframe", "seen", "nest_entry",
-                 "__weakref__")
+                 "fired", "timer", "armed", "counted", "monitored", "traced", "opframe", "opcode",
+                 "nest_entry", "__weakref__")
 
     def __init__(self, ts: Any, watchdog: Any, timeout: int, soft: bool,
                  ignore_nesting: bool, total: bool, outer: Optional["_Preempt"]) -> None:
@@ -78,27 +164,49 @@ class _Preempt:
         self.interrupted = None
         self.old_trace = None
         self.fired = False
-        self.timer = False          # the budget is CPU time (else: trace events)
+        self.timer = False          # C says when the budget is spent (else: trace events)
         self.armed = False          # the ticker watches this run
+        self.counted = False        # C counts events (else, with timer: CPU time)
+        self.monitored = False      # ... fed by sys.monitoring (else: a C trace function)
         self.traced = False         # our trace function is installed
         self.opframe = None         # the frame we asked for opcode events
-        self.seen = -1              # ticks at the backstop's last call
+        self.opcode = None          # the code we asked sys.monitoring for line events
         self.nest_entry = None      # where the running tasklet's nesting began
 
     def start(self) -> None:
         """Start counting this thread's ticks."""
         self.old_trace = sys.gettrace()
         self.ts.timeout = self
-        big = self.timeout >= _TIMER_MIN
-        self.armed = _timer_arm is not None and bool(_timer_arm(self._timer_ns(big), self._expired))
-        self.timer = big and self.armed
+        if _timer_arm is None:
+            pass
+        elif self.timeout >= _TIMER_MIN:
+            self.armed = bool(_timer_arm(self._timer_ns(True), self._expired))
+        else:
+            self.monitored = _monitor(True)
+            self.armed = self.counted = self._count()
+            if not self.armed and self.monitored:
+                self.monitored = False
+                _monitor(False)
+        self.timer = self.armed
         if not self.timer:
             self._trace(sys._getframe(1))
 
+    def _count(self) -> bool:
+        # (re)arm the counted budget, with the ticker as its backstop
+        return bool(_timer_arm(self._timer_ns(False), self._expired, self.timeout,
+                               self._spent if self.monitored else True))
+
+    def _spent(self, code: Any) -> None:
+        # (sys.monitoring, src/preempt_count.c) the budget is spent in ``code``:
+        # its next line or instruction calls _expired
+        self._no_opcodes()
+        _local_events(code, 1)
+        self.opcode = code
+
     def _timer_ns(self, big: bool) -> int:
-        # Counting trace events, the ticker is only a backstop for code that
-        # makes none (a one-line loop): far later than the budget would be
-        # spent even with the trace function's cost.
+        # Counting events, the ticker is only a backstop for code that makes
+        # none (a one-line loop): far later than the budget would be spent
+        # even with the counting's cost.
         ns = self.timeout * _NS_PER_TICK
         return ns if big else max(16 * ns, _BACKSTOP_NS)
 
@@ -112,9 +220,16 @@ class _Preempt:
             # may land right after it)
             _timer_disarm()
         self._no_opcodes()
-        if self.traced:
+        if self.monitored:
+            self.monitored = False
+            _monitor(False)
+        if self.traced or self.counted:
+            # (counted: a tasklet's sys.settrace() while it ran is not the
+            # caller's, as the Python tick counter, which it replaced,
+            # always made sure)
             self.traced = False
-            sys.settrace(self.old_trace)
+            if sys.gettrace() is not self.old_trace:
+                sys.settrace(self.old_trace)
 
     def resumed(self, t: Any) -> None:
         """Tasklet ``t`` runs again: give it a fresh budget and trace its frames."""
@@ -124,14 +239,20 @@ class _Preempt:
         self._no_opcodes()
         if not self.timer:
             self._arm(sys._getframe(1))
-            if self.armed and not self.total:
-                self.seen = -1
-                _timer_arm(self._timer_ns(False), self._expired)
         elif self.ticks >= self.timeout:
             # a spent total budget: t is interrupted at its first tick
             if self.traced:
                 self._arm(sys._getframe(1))
-        elif not self.total:
+        elif self.total:
+            pass
+        elif self.counted:
+            # the tick counter first: the C counter takes the place of the
+            # thread's trace function as it finds it
+            if self.traced:
+                self.traced = False
+                sys.settrace(self.old_trace)
+            self._count()
+        else:
             # re-arming first takes back a trampoline that waits (it would
             # otherwise put the tick counter back: src/preempt.c)
             _timer_arm(self._timer_ns(True), self._expired)
@@ -141,16 +262,10 @@ class _Preempt:
 
     def _expired(self, event: int = _LINE) -> None:
         # Called (src/preempt.c) from a trace event of this thread once the
-        # CPU-time budget is spent, and again every budget (at least 1 ms)
+        # budget is spent, and again every budget (CPU time: at least 1 ms)
         # until the next switch:
         # from now on every tick interrupts (the soft way: the next switch).
         if self.fired or self.ts.timeout is not self:
-            return
-        if not self.timer and self.ticks != self.seen:
-            # the backstop of a trace-event budget: trace events came since
-            # its last call, so the counting works; it acts only on code
-            # that makes none
-            self.seen = self.ticks
             return
         self.ticks = self.timeout
         if self.soft:
@@ -164,9 +279,11 @@ class _Preempt:
             self._tick(f)
             if self.fired:
                 return
-            if self.nest_entry is not None:
+            if self.nest_entry is not None and not self.counted:
                 # nested (stackless/_nesting.py): the ticker asks again in
                 # a budget's time, at no cost to the nested code meanwhile
+                # (a counted budget, which is exact, interrupts at the
+                # first tick after the nesting: the tick counter sees it)
                 return
         self._trace(f)
         # A loop on one line without calls makes no line event: ask for an
@@ -181,6 +298,9 @@ class _Preempt:
         f, self.opframe = self.opframe, None
         if f is not None:
             f.f_trace_opcodes = False
+        code, self.opcode = self.opcode, None
+        if code is not None:
+            _local_events(code, -1)
 
     def _trace(self, f: Any) -> None:
         """Install the tick counter in this thread, and in the frames from ``f`` down."""
