@@ -143,6 +143,17 @@ def _local_events(code: Any, delta: int) -> None:
         _MONITORING.set_local_events(_monitor_tool, code, _LOCAL_EVENTS if n else 0)
 
 
+def _in_finalizer(f: Any) -> bool:
+    """PyPy does not tell whether its collector is running a finalizer
+    (CPython: ``_may_switch()``): a ``__del__`` frame on the stack stands
+    for it, so that the interrupt waits until the finalizer is over."""
+    while f is not None:
+        if f.f_code.co_name == "__del__":
+            return True
+        f = f.f_back
+    return False
+
+
 class _Preempt:
     """The tick budget of one ``run(timeout)`` call."""
 
@@ -349,7 +360,7 @@ class _Preempt:
         cur = ts.current
         if cur._atomic or cur is self.watchdog or ts.timeout is not self:
             return
-        if not _may_switch():
+        if not _may_switch() or (_PYPY and _in_finalizer(frame)):
             # A finalizer that the garbage collector runs: no switch is
             # possible until it is over, and the next tick tries again (as
             # Stackless defers the interrupt of a tasklet in nested C calls).

@@ -178,8 +178,8 @@ def test_a_finalizer_run_by_the_collector_is_not_interrupted(budget, monkeypatch
     try:
         assert stackless.run(budget) is t
     finally:
-        gc.enable()
         t.kill()
+        gc.enable()
     # (with the CPU-time budget the ticker thread, slow to get a core on a
     # loaded machine, may deliver the interrupt after the collection: then
     # "collected" comes first; with trace events it never does on CPython,
