@@ -127,7 +127,12 @@ def test_threads_count_their_own_budgets():
             th.join(60)
     finally:
         sys.setswitchinterval(old)
-    assert [set(r[1:]) for r in results] == [{n} for n in alone]
+    # Each slice is that thread's own; now and then (seen once, in CI on
+    # 3.13-i386) a slice runs on to a second budget before it is cut, never
+    # a part of one: so counts of other threads' events would show.
+    for r, n in zip(results, alone):
+        assert all(x % n == 0 for x in r[1:]), (r, n)
+        assert sum(x == n for x in r[1:]) >= 0.9 * len(r[1:]), (r, n)
 
 
 @monitoring
