@@ -1050,8 +1050,24 @@ static void reserve_splices(saved_t *s, int n)
     s->splices_cap = cap;
 }
 
+/* Cut the frames of the recorded pairs loose from their entry frames. */
+static void cut_pairs(saved_t *s)
+{
+    for (int i = 0; i < s->nsplices; i += 2)
+        s->splices[i]->previous = s->splices[i + 1]->previous;
+}
+
 static void cut_entry_frames(PyThreadState *ts, saved_t *s)
 {
+    /* The usual case: the stack stops in the same call as last time (a
+       loop that switches, sends or receives).  Its pairs are exactly the
+       checkpoint's, and the mark already stands: what the walk below
+       would find and write again, for ~70 instructions less per switch. */
+    if (s->top != NULL && s->top == s->cp_frame && is_checkpoint(s, s->top)) {
+        s->nsplices = s->cp_nsplices;
+        cut_pairs(s);
+        return;
+    }
     /* Walk down to the checkpoint (or the bottom), collecting the new
        pairs after the old ones, top first. */
     int old = s->nsplices, n = old, keep = 0, reached = 0;
@@ -1071,7 +1087,8 @@ static void cut_entry_frames(PyThreadState *ts, saved_t *s)
     /* The pairs below the checkpoint stay; the new ones follow them,
        bottom first. */
     int fresh = n - old;
-    memmove(&s->splices[keep], &s->splices[old], (size_t)fresh * sizeof(*s->splices));
+    if (fresh > 0 && keep != old)
+        memmove(&s->splices[keep], &s->splices[old], (size_t)fresh * sizeof(*s->splices));
     for (int i = keep, j = keep + fresh - 2; i < j; i += 2, j -= 2) {
         _PyInterpreterFrame *f = s->splices[i], *e = s->splices[i + 1];
         s->splices[i] = s->splices[j];
@@ -1080,8 +1097,7 @@ static void cut_entry_frames(PyThreadState *ts, saved_t *s)
         s->splices[j + 1] = e;
     }
     s->nsplices = keep + fresh;
-    for (int i = 0; i < s->nsplices; i += 2)
-        s->splices[i]->previous = s->splices[i + 1]->previous;
+    cut_pairs(s);
 
     if (can_checkpoint(ts, s->top)) {
         s->top->return_offset = CHECKPOINT_MARK;
