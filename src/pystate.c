@@ -123,6 +123,7 @@ static void set_top_frame(PyThreadState *ts, _PyInterpreterFrame *f) { ts->cfram
 #define HAS_C_STACK_FRAMES 0
 /* 3.11 caches tracing in each C frame (handled on restore), nothing more */
 static void note_instrumentation(PyThreadState *ts, saved_t *s) { (void)ts; (void)s; }
+static int instrumentation_changed(PyThreadState *ts, const saved_t *s) { (void)ts; (void)s; return 0; }
 static void catch_up_instrumentation(PyThreadState *ts, saved_t *s) { (void)ts; (void)s; }
 static int is_entry_frame(const _PyInterpreterFrame *f) { (void)f; return 0; }
 static int is_thread_frame(const _PyInterpreterFrame *f) { return f->owner == FRAME_OWNED_BY_THREAD; }
@@ -892,10 +893,14 @@ static int toggle_free_tool(void)
     return 0;
 }
 
-static void catch_up_instrumentation(PyThreadState *ts, saved_t *s)
+static int instrumentation_changed(PyThreadState *ts, const saved_t *s)
 {
-    if (s->instr_version == instrumentation_version(ts))
-        return;
+    return s->instr_version != instrumentation_version(ts);
+}
+
+/* (out of line: cps_catch_up, inlined into every switch, only tests) */
+static __attribute__((noinline)) void catch_up_instrumentation(PyThreadState *ts, saved_t *s)
+{
     PyObject *exc = cps_fetch_exception();
     int r = toggle_free_tool();
     if (r == 0) {
@@ -929,7 +934,8 @@ static void catch_up_instrumentation(PyThreadState *ts, saved_t *s)
  * the walk down to the switcher is short.  NULL when the stack has no
  * frame of its own (its callable is C code that has not called Python),
  * and for a thread's main stack, which has no switcher. */
-static _PyInterpreterFrame *bottom_frame(const saved_t *s, PyThreadState *ts, _PyInterpreterFrame *top)
+static inline __attribute__((always_inline)) _PyInterpreterFrame *bottom_frame(const saved_t *s, PyThreadState *ts,
+                                                                           _PyInterpreterFrame *top)
 {
     _PyStackChunk *root = s->root_chunk;
     if (root == NULL || top == s->switcher)
@@ -1298,16 +1304,23 @@ void cps_restore(PyThreadState *ts, cps_saved *saved)
     }
 }
 
+static __attribute__((noinline)) void release_hidden(saved_t *s)
+{
+    /* the interpreter's own reference lives on until the call returns */
+    PyObject *exc = cps_fetch_exception();
+    Py_CLEAR(s->hidden);
+    cps_restore_exception(exc);
+}
+
+/* Two tests in the usual case, so that it inlines into the switch (3.14's
+   gcc left it a call while the slow paths were in it). */
 void cps_catch_up(PyThreadState *ts, cps_saved *saved)
 {
     saved_t *s = SAVED(saved);
-    catch_up_instrumentation(ts, s);
-    if (s->hidden != NULL) {
-        /* the interpreter's own reference lives on until the call returns */
-        PyObject *exc = cps_fetch_exception();
-        Py_CLEAR(s->hidden);
-        cps_restore_exception(exc);
-    }
+    if (instrumentation_changed(ts, s))
+        catch_up_instrumentation(ts, s);
+    if (s->hidden != NULL)
+        release_hidden(s);
 }
 
 void cps_begin(PyThreadState *ts, cps_saved *saved, cps_root *rootp, void *chunk_mem, int unlinked)
