@@ -213,6 +213,51 @@ def test_preempted_cross_thread_send_killed():
     _script_passes(S2_SCRIPT)
 
 
+# Another thread's send lands inside a receive's transaction, as PyPy's
+# thread switches do (any bytecode): a line event of stackless's _wait, just
+# before it stores the new balance, starts it and gives it half a second.
+# The send must wait for the transaction, then pair with the receiver.
+INTERLEAVED_SCRIPT = r"""
+import faulthandler, sys, threading, stackless
+ch = stackless.channel()
+senders = []
+
+def tracer(frame, event, arg):
+    return local if frame.f_code.co_name == "_wait" else None
+
+def local(frame, event, arg):
+    if (event == "line" and not senders and frame.f_code.co_filename.endswith("_channel.py")
+            and "balance" in frame.f_locals and frame.f_locals.get("direction") == -1):
+        sys.settrace(None)
+        frame.f_trace = None
+        t = threading.Thread(target=ch.send, args=("from the other thread",), daemon=True)
+        senders.append(t)
+        t.start()
+        t.join(0.5)     # it waits for the transaction (with the fix)
+        return None
+    return local
+
+faulthandler.dump_traceback_later(20, exit=True)   # a hang (without the fix) fails
+sys.settrace(tracer)
+try:
+    v = ch.receive()
+finally:
+    sys.settrace(None)
+senders[0].join(5)
+ok = v == "from the other thread" and ch.balance == 0 and not senders[0].is_alive()
+if not ok:
+    print("got", v, "balance", ch.balance)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.skipif(not ON_PYPY, reason="CPython switches threads only where a transaction has "
+                    "no point; a line tracer in stackless's frames is outside that promise "
+                    "(docs/design.md, Exception safety)")
+def test_another_threads_send_inside_a_receives_transaction():
+    _script_passes(INTERLEAVED_SCRIPT)
+
+
 def test_a_position_lookup_looks_again_when_another_thread_appends():
     """A scan of a run queue to which another thread appends meanwhile (a
     cross-thread pairing queues its waiter there; threads switch at the
