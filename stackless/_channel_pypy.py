@@ -18,7 +18,8 @@ deque operations runs while it is held.  The RLock is used for
 inside the window (a ``__del__`` or a signal handler at a bytecode
 boundary) does not wait for its own thread; it releases the lock early
 instead, and the interrupted transaction finishes without it, as every
-transaction did before.  CPython never installs any of this: its channel
+transaction did before.  The release on the way out survives an exception
+that lands in its first attempt.  CPython never installs any of this: its channel
 paths, pure and accelerated, are unchanged.
 """
 
@@ -35,26 +36,32 @@ _xlock = _thread.RLock()
 _owned = _xlock._is_owned
 
 
-def _release() -> None:
-    """Release the lock if this thread holds it (a second exception landing
-    in the first attempt is caught by the second, as in _recover)."""
+def _exclusive(func: Callable, *args: Any) -> Any:
+    """``func(*args)`` holding the lock (unless this thread holds it
+    already: a nested operation goes on without waiting).  Released on
+    the way out however it ends: an exception that lands in the first
+    release (a signal, or a profile function at the ``c_return`` of
+    ``_is_owned``) finds the second."""
     try:
-        if _owned():
-            _xlock.release()
+        if not _owned():
+            _xlock.acquire()
+        return func(*args)
     finally:
-        if _owned():
-            _xlock.release()
-
-
-def _acquire() -> None:
-    if not _owned():
-        _xlock.acquire()
+        try:
+            if _owned():
+                _xlock.release()
+        finally:
+            if _owned():
+                _xlock.release()
 
 
 def _releasing(func: Callable) -> Callable:
-    """``func`` (a switch or a wake-up) called with the lock released."""
+    """``func`` (a wake-up, a switch) called with the lock released first:
+    the transaction is over.  (An exception that lands before the release
+    skips ``func``, and ``_exclusive`` releases.)"""
     def call(*args: Any) -> Any:
-        _release()
+        if _owned():
+            _xlock.release()
         return func(*args)
     call.__name__ = func.__name__
     call.__qualname__ = func.__qualname__
@@ -70,47 +77,38 @@ def install(channel: type, namespace: dict) -> None:
     take_tempval = namespace["_take_tempval"]
     pair, wait, remove = channel._pair, channel._wait, channel._remove_waiter
 
+    def pair_or_wait(self: Any, ts: Any, cur: Any, sending: bool, value: Any) -> Any:
+        if self._balance < 0 if sending else self._balance > 0:
+            return pair(self, ts, cur, sending, value)
+        # another thread took the waiter since send/receive looked: wait
+        # instead, and finish as their waiting branch does
+        wait(self, ts, cur, 1 if sending else -1, value)
+        if sending:
+            take_tempval(cur)
+            return None
+        v, cur._tempval = cur._tempval, None
+        return v
+
+    def wait_or_pair(self: Any, ts: Any, cur: Any, direction: int, value: Any) -> None:
+        if self._balance >= 0 if direction > 0 else self._balance <= 0:
+            return wait(self, ts, cur, direction, value)
+        # a waiter came since send/receive looked: pair with it; a receiver
+        # finds the value where its waiting branch looks
+        v = pair(self, ts, cur, direction > 0, value)
+        if direction < 0:
+            cur._tempval = v
+        return None
+
     def _pair(self: Any, ts: Any, cur: Any, sending: bool, value: Any) -> Any:
-        try:
-            _acquire()
-            if self._balance < 0 if sending else self._balance > 0:
-                return pair(self, ts, cur, sending, value)
-            # another thread took the waiter since send/receive looked:
-            # wait instead, and finish as their waiting branch does
-            wait(self, ts, cur, 1 if sending else -1, value)
-            if sending:
-                take_tempval(cur)
-                return None
-            v, cur._tempval = cur._tempval, None
-            return v
-        finally:
-            _release()
+        return _exclusive(pair_or_wait, self, ts, cur, sending, value)
 
     def _wait(self: Any, ts: Any, cur: Any, direction: int, value: Any) -> None:
-        try:
-            _acquire()
-            if self._balance >= 0 if direction > 0 else self._balance <= 0:
-                return wait(self, ts, cur, direction, value)
-            # a waiter came since send/receive looked: pair with it; a
-            # receiver finds the value where its waiting branch looks
-            v = pair(self, ts, cur, direction > 0, value)
-            if direction < 0:
-                cur._tempval = v
-            return None
-        finally:
-            _release()
+        return _exclusive(wait_or_pair, self, ts, cur, direction, value)
 
     def _remove_waiter(self: Any, t: Any) -> Any:
-        if _owned():
-            return remove(self, t)
-        try:
-            _acquire()
-            return remove(self, t)
-        finally:
-            _release()
+        return _exclusive(remove, self, t)
 
     for name, func in (("_pair", _pair), ("_wait", _wait), ("_remove_waiter", _remove_waiter)):
-        func.__name__ = name
         func.__qualname__ = "channel." + name
         func.__doc__ = getattr(channel, name).__doc__
         setattr(channel, name, func)
