@@ -7,7 +7,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from stackless import _pickling
-from stackless._common import (_BLOCK_TRAP, _CLOSED, _NOARG, _at_least_one, _at_most,
+from stackless._common import (_BLOCK_TRAP, _CLOSED, _NOARG, _PYPY, _at_least_one, _at_most,
                                _callback, _index, _make_exception, _may_switch, _no_args,
                                _one_arg, _own_module, bomb)
 from stackless._switching import _leave, _recover, _switch, _take_tempval
@@ -346,3 +346,9 @@ class channel(_ChannelFlags):
     __reduce__ = _pickling.channel_reduce
     __reduce_ex__ = _pickling.reduce_ex
     __setstate__ = _pickling.channel_setstate
+
+
+if _PYPY:
+    # PyPy switches threads inside a transaction: make them exclusive there
+    from stackless import _channel_pypy
+    _channel_pypy.install(channel, globals())

@@ -72,13 +72,22 @@ def _index(q: Any, t: Any) -> int:
     """The position of ``t`` in the deque ``q`` by identity, or -1.
 
     ``deque.index``/``remove`` would call ``__eq__`` of the other items,
-    which a subclass may define: no user code runs in the scheduler."""
-    i = 0
-    for x in q:
-        if x is t:
-            return i
-        i += 1
-    return -1
+    which a subclass may define: no user code runs in the scheduler.
+    Another thread may change ``q`` meanwhile (a cross-thread pairing
+    appends its waiter to this thread's run queue; the loop's backward jump
+    lets threads switch, and PyPy switches between any two bytecodes): then
+    it looks again.  Another thread only appends to a run queue, so the
+    position stays right for the caller."""
+    while True:
+        i = 0
+        try:
+            for x in q:
+                if x is t:
+                    return i
+                i += 1
+            return -1
+        except RuntimeError:    # "deque mutated during iteration"
+            continue
 
 
 class TaskletExit(SystemExit):

@@ -159,6 +159,10 @@ class Signals:
     # is a Python call, where a pending signal handler would run first.
 
     def _handler(self, signum: int, frame: Any) -> None:
+        # never at the entry of the harness's sys.unraisablehook, before it
+        # sets ``critical``: the report it records would be lost
+        if frame is not None and frame.f_code is Unraisables._hook.__code__:
+            return
         if self.armed and not getattr(self.local, "critical", True):
             self.raised += 1
             raise Alarm()
@@ -292,14 +296,25 @@ class Unraisables:
         return self
 
     def _hook(self, u: Any) -> None:
-        if self.trace is not None:
-            self.trace("unraisable", type(u.exc_value).__name__, u.err_msg or "",
-                       type(u.object).__name__)
-        if not isinstance(u.exc_value, self.allowed) \
-                and not (self.accept is not None and self.accept(u)):
-            self.bad.append("".join(traceback.format_exception(
-                type(u.exc_value), u.exc_value, u.exc_traceback)).strip()
-                + f"\n  (in {u.err_msg or ''} {u.object!r})")
+        # no signal inside: it would lose the report (the handler spares
+        # this frame's entry; from the first line on ``critical`` holds)
+        local = SIGNALS.local
+        try:
+            was = local.critical
+        except AttributeError:
+            was = True
+        local.critical = True
+        try:
+            if self.trace is not None:
+                self.trace("unraisable", type(u.exc_value).__name__, u.err_msg or "",
+                           type(u.object).__name__)
+            if not isinstance(u.exc_value, self.allowed) \
+                    and not (self.accept is not None and self.accept(u)):
+                self.bad.append("".join(traceback.format_exception(
+                    type(u.exc_value), u.exc_value, u.exc_traceback)).strip()
+                    + f"\n  (in {u.err_msg or ''} {u.object!r})")
+        finally:
+            local.critical = was
 
     def __exit__(self, *exc: Any) -> None:
         sys.unraisablehook = self.old

@@ -342,9 +342,11 @@ class World:
             for _ in SIGNALS.call(iter, g):
                 pass
         except (Alarm, Injected) as e:
-            self.led.receive(e)
+            # passed on or received here, never both: whoever it is passed
+            # on to receives it too (a token received twice, signals or not)
             if isinstance(e, Injected) and me is not None and self.rng.random() < 0.2:
                 raise
+            self.led.receive(e)
         finally:
             SIGNALS.call(g.close)
 

@@ -196,7 +196,13 @@ class World:
         i = self.rng.randrange(len(self.pool))
         self.log("drop", i)
         g = self.pool.pop(i)
-        SIGNALS.call(self._release, g)
+        try:
+            SIGNALS.call(self._release, g)
+        except Alarm:
+            # at _release's entry (a signal point) or in the unwinding of
+            # the greenlet it drops, where it ends the greenlet instead of
+            # GreenletExit: harness code, not a finding (core's drive too)
+            self.log("signal at a drop")
 
     @staticmethod
     def _release(g: Any) -> None:
