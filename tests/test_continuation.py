@@ -1213,6 +1213,48 @@ def test_switch_away_while_being_unwound_is_refused():
     assert other.switch() == "x"     # untouched
 
 
+
+@cpython_only
+def test_a_caught_exception_that_replaced_the_unwinding_generatorexit():
+    # A profiler that raises at the c_exception event of the switch the
+    # unwound run is suspended in replaces the GeneratorExit the GC throws
+    # in (CPython: the profiler's exception wins, without a context).  A
+    # body that catches it goes on: its own continulet is finished by then
+    # (what the stress harness tests to keep unwinding, core seed
+    # 826430511), its next switch to it is refused, and that error, which
+    # ends the run, goes to sys.unraisablehook.
+    seen = []
+
+    def body(c):
+        try:
+            c.switch()
+        except ZeroDivisionError as e:
+            seen.append((e.__context__, c.is_pending()))
+            c.switch()
+        finally:
+            seen.append("finally")
+
+    def profiler(frame, event, arg):
+        if event == "c_exception" and getattr(arg, "__name__", "") == "switch":
+            sys.setprofile(None)
+            raise ZeroDivisionError("from the profiler")
+
+    reports = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: reports.append(
+        (type(u.exc_value), str(u.exc_value), type(u.exc_value.__context__)))
+    try:
+        c = continulet(body)
+        sys.setprofile(profiler)    # on at the suspended switch's call and at its return
+        c.switch()
+        del c
+        gc.collect()
+    finally:
+        sys.setprofile(None)
+        sys.unraisablehook = old_hook
+    assert seen == [(None, False), "finally"]
+    assert reports == [(error, "continulet already finished", ZeroDivisionError)]
+
 def test_finishing_into_a_not_yet_started_continuation():
     a = continulet(lambda c: "a finished")
 

@@ -101,6 +101,7 @@ class World:
             return None
         except Alarm:
             self.check_context(what)
+            still_unwinding(me)
             return None
         except GeneratorExit:
             raise
@@ -309,6 +310,7 @@ class World:
                 break
             except (Alarm, Injected) as e:
                 self.led.receive(e)
+                still_unwinding(me)
                 break
             except GeneratorExit:
                 raise
@@ -347,6 +349,7 @@ class World:
             if isinstance(e, Injected) and me is not None and self.rng.random() < 0.2:
                 raise
             self.led.receive(e)
+            still_unwinding(me)
         finally:
             SIGNALS.call(g.close)
 
@@ -447,6 +450,22 @@ class World:
         if alive and not self.stuck:
             self.led.violation(f"continulets of bodies {alive[:10]} not collected "
                                f"after cleanup: {[r().is_pending() for n, r in self.refs if r() is not None][:10]} pending")
+
+
+def still_unwinding(me: Any) -> None:
+    """Go on unwinding when the signal replaced a GeneratorExit.
+
+    A run that the GC unwinds (its continulet dropped) gets GeneratorExit
+    where it is suspended.  The signal may land in the profiler (``_tracer``)
+    at the ``c_exception`` event of that switch and replace the GeneratorExit
+    by an ``Alarm`` without a context; the op that swallowed the ``Alarm`` as
+    an interruption would let the body go on, and its next switch to its own
+    continulet, finished by then, raised ``continulet already finished`` out
+    of the unwinding (core seed 826430511).  A body whose own continulet is
+    no longer pending is being unwound: raise GeneratorExit again, as code
+    that handles an asynchronous exception during ``close()`` should."""
+    if me is not None and not me.is_pending():
+        raise GeneratorExit
 
 
 def _tracer(frame: Any, event: str, arg: Any) -> None:
