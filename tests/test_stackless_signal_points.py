@@ -595,3 +595,44 @@ def test_keyboardinterrupt_at_the_end_of_a_preemption(monkeypatch, way):
             if t.alive:
                 t.kill()
     assert points >= 3
+
+
+@pytest.mark.skipif(_pending_threadfunc is None, reason="no pending calls (CPython's _testcapi)")
+def test_keyboardinterrupt_while_a_failed_run_puts_its_caller_back():
+    # A run() that something stopped before any tasklet woke its caller
+    # (here the schedule callback's KeyboardInterrupt, which stops the
+    # switch: Stackless raises it in the caller) ends in _end_run, which
+    # puts the caller back first in the run queue; run() calls it again if
+    # an exception lands in it.  It queued the caller before it set its
+    # flag: a second exception right after the queueing, and the retry
+    # queued it again (main twice in the run queue).
+    main = stackless.getmain()
+    hook: Any = None
+
+    def callback(prev: Any, nxt: Any) -> None:
+        if prev is main and not hook.armed and not hook.fired:
+            hook.start([])
+            raise KeyboardInterrupt("the first")
+    points = 0
+    for n in range(1, 200):
+        w = World()
+        w.tasklet("t", lambda: None)()
+        hook = PendingCalls(n)
+        stackless.set_schedule_callback(callback)
+        try:
+            try:
+                stackless.run()
+            finally:
+                hook.armed = False      # (no call: nothing lands here)
+        except KeyboardInterrupt:
+            pass
+        stackless.set_schedule_callback(None)
+        if not hook.fired:
+            break
+        points += 1
+        problems = scheduler_problems(w.tasklets, w.channels)
+        if problems:
+            repair(w.tasklets)
+        assert problems == [], hook.fired
+        kill_all(w.tasklets)
+    assert points >= 3
