@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 import stackless
+from preempt_helpers import counter
 
 try:
     from _testcapi import _pending_threadfunc
@@ -568,14 +569,10 @@ def test_keyboardinterrupt_at_the_end_of_a_preemption(monkeypatch, way):
         # would never get past stop()'s entry)
         counted_from_here = _hide(counted_from_here, True)
     monkeypatch.setattr(_preempt._Preempt, "stop", counted_from_here)
-
-    def spin() -> None:
-        for _ in range(100000):
-            pass
     ts = stackless._scheduler._ts()
     points = 0
     for n in range(1, 200):
-        t = stackless.tasklet(spin)()
+        t = stackless.tasklet(counter)([0])
         hook = PendingCalls(n)
         started[0] = False
         try:
