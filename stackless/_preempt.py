@@ -324,7 +324,13 @@ class _Preempt:
     def _trace(self, f: Any) -> None:
         """Install the tick counter in this thread, and in the frames from ``f`` down."""
         if not self.traced:
-            self.old_trace = sys.gettrace()
+            old = sys.gettrace()
+            # Never our own tick counter: _expired can run again while
+            # resumed() or stop() is putting the caller's function back,
+            # from a Python sys.settrace (stackless.greenlet wraps it), and
+            # keeping the tick counter there left it installed for good.
+            if type(getattr(old, "__self__", None)) is not _Preempt:
+                self.old_trace = old
             self.traced = True
         mine = self._global_trace
         if sys.gettrace() != mine:      # (again, if something removed it)
