@@ -136,9 +136,12 @@ _local_users: "dict[Any, int]" = {}
 def _local_events(code: Any, delta: int) -> None:
     """One budget more (``delta`` 1) or fewer (-1) waits for a line or
     instruction event of ``code`` (sys.monitoring, src/preempt_count.c)."""
-    n = _local_users.pop(code, 0) + delta
+    # (no call before the count is stored: see _Preempt.stop())
+    n = (_local_users[code] if code in _local_users else 0) + delta
     if n > 0:
         _local_users[code] = n
+    elif code in _local_users:
+        del _local_users[code]
     if (n > 0) == (delta > 0) and n <= 1 and _monitor_tool >= 0:
         _MONITORING.set_local_events(_monitor_tool, code, _LOCAL_EVENTS if n else 0)
 
@@ -231,16 +234,20 @@ class _Preempt:
             # may land right after it)
             _timer_disarm()
         self._no_opcodes()
+        # Each flag is cleared only once what it stands for is undone: an
+        # exception that lands in between (a signal handler's, at a call's
+        # return or a function's entry) makes run() call stop() again,
+        # which then finishes the job.
         if self.monitored:
-            self.monitored = False
             _monitor(False)
+            self.monitored = False
         if self.traced or self.counted:
             # (counted: a tasklet's sys.settrace() while it ran is not the
             # caller's, as the Python tick counter, which it replaced,
             # always made sure)
-            self.traced = False
             if sys.gettrace() is not self.old_trace:
                 sys.settrace(self.old_trace)
+            self.traced = False
 
     def resumed(self, t: Any) -> None:
         """Tasklet ``t`` runs again: give it a fresh budget and trace its frames."""
@@ -309,14 +316,21 @@ class _Preempt:
         f, self.opframe = self.opframe, None
         if f is not None:
             f.f_trace_opcodes = False
-        code, self.opcode = self.opcode, None
+        code = self.opcode
         if code is not None:
             _local_events(code, -1)
+            self.opcode = None      # (after: see stop())
 
     def _trace(self, f: Any) -> None:
         """Install the tick counter in this thread, and in the frames from ``f`` down."""
         if not self.traced:
-            self.old_trace = sys.gettrace()
+            old = sys.gettrace()
+            # Never our own tick counter: _expired can run again while
+            # resumed() or stop() is putting the caller's function back,
+            # from a Python sys.settrace (stackless.greenlet wraps it), and
+            # keeping the tick counter there left it installed for good.
+            if type(getattr(old, "__self__", None)) is not _Preempt:
+                self.old_trace = old
             self.traced = True
         mine = self._global_trace
         if sys.gettrace() != mine:      # (again, if something removed it)

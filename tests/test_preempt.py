@@ -14,6 +14,8 @@ import stackless
 from stackless import _preempt
 from stackless._common import _PYPY
 
+from preempt_helpers import _clean, counter  # noqa: F401 (_clean: autouse)
+
 # budgets that use the CPU-time way in the main thread
 BIG = max(_preempt._TIMER_MIN, 100000)
 
@@ -32,18 +34,6 @@ def deep(n):
         return deep(n - 1)
     while True:
         pass
-
-
-def counter(box):
-    while True:
-        box[0] += 1
-
-
-@pytest.fixture(autouse=True)
-def _clean():
-    yield
-    assert stackless.getruncount() == 1
-    assert sys.gettrace() is None
 
 
 def test_a_loop_without_calls_is_preempted():

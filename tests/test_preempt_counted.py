@@ -11,21 +11,11 @@ import pytest
 import stackless
 from stackless import _preempt
 
+from preempt_helpers import _clean, counter  # noqa: F401 (_clean: autouse)
+
 pytestmark = pytest.mark.skipif(_preempt._timer_arm is None,
                                 reason="PyPy counts with a Python trace function")
 monitoring = pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="3.12+: sys.monitoring")
-
-
-def counter(box):
-    while True:
-        box[0] += 1
-
-
-@pytest.fixture(autouse=True)
-def _clean():
-    yield
-    assert stackless.getruncount() == 1
-    assert sys.gettrace() is None
 
 
 def test_a_small_budget_interrupts_a_loop_before_it_ends():

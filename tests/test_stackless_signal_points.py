@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 import stackless
+from preempt_helpers import counter
 
 try:
     from _testcapi import _pending_threadfunc
@@ -83,6 +84,12 @@ class PendingCalls:
     def start(self, tasklets: list) -> None:
         self.armed = True
         _current[0] = self
+        # Two in the queue, each adding one as it runs: 3.13+ run a batch
+        # of pending calls and ask for the next check only if one was left
+        # in the queue when the last of the batch was taken out, so that
+        # with one alone, re-added while it runs, the batch at the first
+        # check was the last (only one point was ever reached there).
+        _pending_threadfunc(_pending)
         _pending_threadfunc(_pending)
 
     def stop(self, tasklets: list) -> None:
@@ -461,9 +468,6 @@ def test_two_keyboardinterrupts_at_signal_points(case, then):
 @pytest.mark.skipif(_pending_threadfunc is None, reason="the preemption's own steps run inside "
                     "its trace function, where no other trace or profile function runs: "
                     "only pending calls reach them (CPython's _testcapi)")
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="not yet: on 3.14 the pending call "
-                    "added there reaches no check of stackless's frames (0 points; the "
-                    "cause is not known yet)")
 def test_keyboardinterrupt_inside_a_preemption(monkeypatch):
     # run(timeout) interrupts the running tasklet in several steps
     # (_Preempt.interrupt: its flags, the run queue, the watchdog entry,
@@ -533,3 +537,102 @@ def test_keyboardinterrupt_inside_a_preemption(monkeypatch):
                 t.kill()
         assert stackless.getruncount() == 1
     assert points > 5
+
+
+@pytest.mark.skipif(_pending_threadfunc is None, reason="no pending calls (CPython's _testcapi): "
+                    "the trace-function fallback would itself be the trace function at stake")
+@pytest.mark.parametrize("way", ["trace events", "counted"])
+def test_keyboardinterrupt_at_the_end_of_a_preemption(monkeypatch, way):
+    # run(timeout) ends with _Preempt.stop(): it puts the caller's trace
+    # function back and gives back the sys.monitoring tool (3.12+, counted
+    # budgets); run() calls it again if an exception lands in it.  It
+    # cleared its flags first: a signal right after its sys.gettrace() left
+    # the Python tick counter installed in main for good, and one at
+    # _monitor()'s entry kept the tool id taken.
+    from stackless import _preempt
+    if way == "trace events":
+        # (the way of PyPy, and of threads that find no slot of the ticker)
+        monkeypatch.setattr(_preempt, "_timer_arm", None)
+    stop = _preempt._Preempt.stop
+    hook: Any = None
+    started = [False]
+
+    def counted_from_here(self: Any) -> None:
+        if not started[0]:      # (not again when run() calls it again)
+            started[0] = True
+            hook.start([])
+        stop(self)
+    if _hide is not None:
+        # hidden from trace functions, as the accelerator runs run()
+        # (3.11 checks a traced function's entry again and again while a
+        # call is pending: with the tick counter on, the pending calls
+        # would never get past stop()'s entry)
+        counted_from_here = _hide(counted_from_here, True)
+    monkeypatch.setattr(_preempt._Preempt, "stop", counted_from_here)
+    ts = stackless._scheduler._ts()
+    points = 0
+    for n in range(1, 200):
+        t = stackless.tasklet(counter)([0])
+        hook = PendingCalls(n)
+        started[0] = False
+        try:
+            try:
+                try:
+                    r = stackless.run(50)
+                finally:
+                    hook.armed = False      # (no call: nothing lands here)
+                assert r is t
+            except KeyboardInterrupt:
+                pass
+            if not hook.fired:
+                break
+            points += 1
+            assert sys.gettrace() is None, hook.fired
+            assert ts.timeout is None and not ts.watchdogs, hook.fired
+            assert _preempt._monitor_users == 0, hook.fired
+            assert scheduler_problems([t], []) == [], hook.fired
+        finally:
+            if t.alive:
+                t.kill()
+    assert points >= 3
+
+
+@pytest.mark.skipif(_pending_threadfunc is None, reason="no pending calls (CPython's _testcapi)")
+def test_keyboardinterrupt_while_a_failed_run_puts_its_caller_back():
+    # A run() that something stopped before any tasklet woke its caller
+    # (here the schedule callback's KeyboardInterrupt, which stops the
+    # switch: Stackless raises it in the caller) ends in _end_run, which
+    # puts the caller back first in the run queue; run() calls it again if
+    # an exception lands in it.  It queued the caller before it set its
+    # flag: a second exception right after the queueing, and the retry
+    # queued it again (main twice in the run queue).
+    main = stackless.getmain()
+    hook: Any = None
+
+    def callback(prev: Any, nxt: Any) -> None:
+        if prev is main and not hook.armed and not hook.fired:
+            hook.start([])
+            raise KeyboardInterrupt("the first")
+    points = 0
+    for n in range(1, 200):
+        w = World()
+        w.tasklet("t", lambda: None)()
+        hook = PendingCalls(n)
+        stackless.set_schedule_callback(callback)
+        try:
+            try:
+                stackless.run()
+            finally:
+                hook.armed = False      # (no call: nothing lands here)
+        except KeyboardInterrupt:
+            pass
+        stackless.set_schedule_callback(None)
+        if not hook.fired:
+            break
+        points += 1
+        problems = scheduler_problems(w.tasklets, w.channels)
+        if problems:
+            repair(w.tasklets)
+        assert problems == [], hook.fired
+        kill_all(w.tasklets)
+    assert points >= 3
