@@ -29,6 +29,8 @@ static int tpl_n;
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
                   t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
+/* stackless._lifetime._WEAK: the registry's entry of a tasklet held weakly */
+static PyObject *weak_marker;
 /* stackless._lifetime._TaskletCont, and the offset of its slot `tasklet` */
 static PyTypeObject *tcont_type;
 static Py_ssize_t c_tasklet;
@@ -309,7 +311,26 @@ static PyMethodDef call_def = {"__call__", (PyCFunction)(void (*)(void))tasklet_
 /* --- _new_cont(bootstrap, t) --------------------------------------------------
  * t starts: its continulet is a _TaskletCont that knows t, and from now on
  * its registry holds t weakly, so that the GC finds t once nothing else
- * refers to it (stackless/_lifetime.py). */
+ * refers to it (stackless/_lifetime.py).
+ *
+ * Weakly without a weak reference (80 B per blocked tasklet): the entry
+ * is _WEAK, and its key is t's address.  It is valid while t's continulet
+ * c holds t (c.tasklet is t, t._cont is c) and c's finalizer has not run:
+ * a started tasklet dies only with its continulet, through the garbage
+ * collector, which runs c's finalizer first (PEP 442).  That finalizer is
+ * keep() below, which leaves the entry strong or removes it, whatever
+ * the Python code it calls does; the end of t removes it too
+ * (unregister_alive).  So an entry is made _WEAK only for a c that is
+ * t's, knows t and is not finalized yet. */
+
+/* Whether t's registry entry may become _WEAK: t's continulet is a
+ * _TaskletCont that knows t and whose finalizer has not run. */
+static int may_weaken(PyObject *t)
+{
+    PyObject *c = slot(t, t_cont);
+    return c != NULL && Py_IS_TYPE(c, tcont_type) && slot(c, c_tasklet) == t
+        && !PyObject_GC_IsFinalized(c);
+}
 
 static int hold_weakly(PyObject *t)
 {
@@ -320,15 +341,75 @@ static int hold_weakly(PyObject *t)
     PyObject *key = PyLong_FromVoidPtr(t);
     PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
     int rc = key == NULL || (v == NULL && PyErr_Occurred()) ? -1 : 0;
-    if (v == t) {
-        PyObject *w = PyWeakref_NewRef(t, NULL);
-        rc = w == NULL ? -1 : PyDict_SetItem(d, key, w);
-        Py_XDECREF(w);
-    }
+    if (v == t && may_weaken(t))
+        rc = PyDict_SetItem(d, key, weak_marker);   /* (replaces: allocates nothing) */
     Py_XDECREF(key);
     Py_DECREF(d);
     return rc;
 }
+
+/* _tasklet_at(d, key): the tasklet of the registry d's entry key while
+ * that is _WEAK, else None (stackless._lifetime._live_tasklets) */
+static PyObject *tasklet_at(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_tasklet_at(dict, int)");
+        return NULL;
+    }
+    PyObject *v = PyDict_GetItemWithError(args[0], args[1]);
+    if (v != weak_marker)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    PyObject *t = PyLong_AsVoidPtr(args[1]);
+    if (t == NULL)
+        return NULL;
+    return Py_NewRef(PyObject_TypeCheck(t, tasklet_type) ? t : Py_None);
+}
+
+static PyMethodDef tasklet_at_def = {"_tasklet_at", (PyCFunction)(void (*)(void))tasklet_at,
+    METH_FASTCALL, "Internal: the tasklet of a registry entry _WEAK."};
+
+/* _TaskletCont.__continulet_keep__(c): the Python method, and then t's
+ * entry is no longer _WEAK: t stays (the method kept it) or goes.  If the
+ * entry cannot be fixed (no memory for its key) t is held forever: its
+ * entry must never lead to a freed object. */
+static PyObject *py_keep;
+
+static PyObject *tcont_keep(PyObject *mod, PyObject *c)
+{
+    (void)mod;
+    if (!Py_IS_TYPE(c, tcont_type))
+        return PyObject_CallOneArg(py_keep, c);
+    PyObject *t = Py_XNewRef(slot(c, c_tasklet));
+    PyObject *r = PyObject_CallOneArg(py_keep, c);
+    if (t == NULL || !PyObject_TypeCheck(t, tasklet_type)) {
+        Py_XDECREF(t);
+        return r;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *d = PyDict_GetItemWithError(registry, slot(slot(t, t_ts), ts_thread_id));
+    PyObject *key = d != NULL ? PyLong_FromVoidPtr(t) : NULL;
+    PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
+    int stuck = d == NULL ? PyErr_Occurred() != NULL : key == NULL || (v == NULL && PyErr_Occurred());
+    if (v == weak_marker) {
+        Py_INCREF(d);
+        stuck = (r == Py_True ? PyDict_SetItem(d, key, t) : PyDict_DelItem(d, key)) < 0;
+        Py_DECREF(d);
+    }
+    if (stuck) {
+        /* it never dies: its entry, if _WEAK, stays valid */
+        PyErr_Clear();
+        Py_INCREF(t);
+    }
+    Py_XDECREF(key);
+    Py_DECREF(t);
+    PyErr_Restore(type, value, tb);
+    return r;
+}
+
+static PyMethodDef tcont_keep_def = {"__continulet_keep__", tcont_keep, METH_O,
+    "Whether the tasklet lives on (C wrapper of stackless._lifetime's)."};
 
 /* Deferred: only a garbage collection can tell that nothing refers to a
  * started tasklet any more, so its registry entry needs to be weak only
@@ -357,13 +438,10 @@ static void weaken_pending(void)
         PyObject *d = PyDict_GetItemWithError(registry, p->tid);
         PyObject *key = d != NULL ? PyLong_FromVoidPtr(p->addr) : NULL;
         PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
-        if (v == p->addr && PyObject_TypeCheck(v, tasklet_type) && slot(v, t_cont) != NULL
-                && Py_IS_TYPE(slot(v, t_cont), tcont_type)) {
+        if (v == p->addr && PyObject_TypeCheck(v, tasklet_type) && may_weaken(v)) {
             Py_INCREF(d);
-            PyObject *w = PyWeakref_NewRef(v, NULL);
-            if (w == NULL || PyDict_SetItem(d, key, w) < 0)
+            if (PyDict_SetItem(d, key, weak_marker) < 0)
                 PyErr_WriteUnraisable(registry);    /* (it stays held) */
-            Py_XDECREF(w);
             Py_DECREF(d);
         }
         else if (PyErr_Occurred())
@@ -602,6 +680,8 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
     if ((tstate = need(ns, "_ThreadState")) == NULL || (py_ts = need(ns, "_ts")) == NULL
             || (registry = need(ns, "_alive_registry")) == NULL
             || (tcont_type = (PyTypeObject *)need(ns, "_TaskletCont")) == NULL
+            || (weak_marker = need(ns, "_WEAK")) == NULL
+            || (py_keep = PyObject_GetAttrString((PyObject *)tcont_type, "__continulet_keep__")) == NULL
             || (py_finish = need(ns, "_finish")) == NULL
             || (py_new = PyObject_GetAttrString(tasklet, "__new__")) == NULL
             || (py_init = PyObject_GetAttrString(tasklet, "__init__")) == NULL
@@ -672,6 +752,14 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
         goto done;
     }
     Py_DECREF(fin);
+    PyObject *at = PyCFunction_New(&tasklet_at_def, NULL);
+    PyObject *keep = at != NULL ? PyCFunction_New(&tcont_keep_def, NULL) : NULL;
+    int bad = keep == NULL || PyDict_SetItemString(replaced, "_tasklet_at", at) < 0
+        || PyObject_SetAttrString((PyObject *)tcont_type, "__continulet_keep__", keep) < 0;
+    Py_XDECREF(at);
+    Py_XDECREF(keep);
+    if (bad)
+        goto done;
     PyObject *hook = PyCFunction_New(&gc_hook_def, NULL);
     PyObject *gc = hook != NULL ? PyImport_ImportModule("gc") : NULL;
     PyObject *cbs = gc != NULL ? PyObject_GetAttrString(gc, "callbacks") : NULL;
