@@ -317,9 +317,9 @@ static PyMethodDef call_def = {"__call__", (PyCFunction)(void (*)(void))tasklet_
  * is _WEAK, and its key is t's address.  It is valid while t's continulet
  * c holds t (c.tasklet is t, t._cont is c) and c's finalizer has not run:
  * a started tasklet dies only with its continulet, through the garbage
- * collector, which runs c's finalizer first (PEP 442).  That finalizer is
- * keep() below, which leaves the entry strong or removes it, whatever
- * the Python code it calls does; the end of t removes it too
+ * collector, which runs c's finalizer first (PEP 442), or from c's
+ * dealloc.  That finalizer is tcont_finalize() below, which leaves the
+ * entry strong or removes it; the end of t removes it too
  * (unregister_alive).  So an entry is made _WEAK only for a c that is
  * t's, knows t and is not finalized yet. */
 
@@ -369,47 +369,47 @@ static PyObject *tasklet_at(PyObject *mod, PyObject *const *args, Py_ssize_t nar
 static PyMethodDef tasklet_at_def = {"_tasklet_at", (PyCFunction)(void (*)(void))tasklet_at,
     METH_FASTCALL, "Internal: the tasklet of a registry entry _WEAK."};
 
-/* _TaskletCont.__continulet_keep__(c): the Python method, and then t's
- * entry is no longer _WEAK: t stays (the method kept it) or goes.  If the
- * entry cannot be fixed (no memory for its key) t is held forever: its
- * entry must never lead to a freed object. */
-static PyObject *py_keep;
+/* _TaskletCont's finalizer: continulet's, and then t's entry is no longer
+ * _WEAK: it stays strong if __continulet_keep__ kept t (stackless._lifetime
+ * made it so), else it goes.  Whatever the finalizer did: it may not have
+ * asked __continulet_keep__ at all (a run that never started, one that
+ * ended, the interpreter's exit), or that Python code may have failed.  If
+ * the entry cannot go (no memory for its key) t is held forever: its entry
+ * must never lead to a freed object. */
+static destructor continulet_finalize;
 
-static PyObject *tcont_keep(PyObject *mod, PyObject *c)
+static void tcont_finalize(PyObject *c)
 {
-    (void)mod;
-    if (!Py_IS_TYPE(c, tcont_type))
-        return PyObject_CallOneArg(py_keep, c);
-    PyObject *t = Py_XNewRef(slot(c, c_tasklet));
-    PyObject *r = PyObject_CallOneArg(py_keep, c);
-    if (t == NULL || !PyObject_TypeCheck(t, tasklet_type)) {
-        Py_XDECREF(t);
-        return r;
-    }
+    continulet_finalize(c);
+    PyObject *t = slot(c, c_tasklet);
+    if (t == NULL || !PyObject_TypeCheck(t, tasklet_type))
+        return;
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    PyObject *d = PyDict_GetItemWithError(registry, slot(slot(t, t_ts), ts_thread_id));
-    PyObject *key = d != NULL ? PyLong_FromVoidPtr(t) : NULL;
-    PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
-    int stuck = d == NULL ? PyErr_Occurred() != NULL : key == NULL || (v == NULL && PyErr_Occurred());
-    if (v == weak_marker) {
-        Py_INCREF(d);
-        stuck = (r == Py_True ? PyDict_SetItem(d, key, t) : PyDict_DelItem(d, key)) < 0;
-        Py_DECREF(d);
+    Py_INCREF(t);
+    PyObject *key = PyLong_FromVoidPtr(t);
+    int stuck = key == NULL;
+    PyObject *tid, *d;
+    Py_ssize_t pos = 0;
+    /* every thread's registry: t's may have moved on (a transplant) */
+    while (key != NULL && PyDict_Next(registry, &pos, &tid, &d)) {
+        PyObject *v = PyDict_Check(d) ? PyDict_GetItemWithError(d, key) : NULL;
+        if (v == weak_marker) {
+            Py_INCREF(d);
+            stuck |= PyDict_DelItem(d, key) < 0;
+            Py_DECREF(d);
+            break;
+        }
+        stuck |= PyErr_Occurred() != NULL;
     }
     if (stuck) {
-        /* it never dies: its entry, if _WEAK, stays valid */
         PyErr_Clear();
-        Py_INCREF(t);
+        Py_INCREF(t);       /* (never released) */
     }
     Py_XDECREF(key);
     Py_DECREF(t);
     PyErr_Restore(type, value, tb);
-    return r;
 }
-
-static PyMethodDef tcont_keep_def = {"__continulet_keep__", tcont_keep, METH_O,
-    "Whether the tasklet lives on (C wrapper of stackless._lifetime's)."};
 
 /* Deferred: only a garbage collection can tell that nothing refers to a
  * started tasklet any more, so its registry entry needs to be weak only
@@ -681,7 +681,6 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (registry = need(ns, "_alive_registry")) == NULL
             || (tcont_type = (PyTypeObject *)need(ns, "_TaskletCont")) == NULL
             || (weak_marker = need(ns, "_WEAK")) == NULL
-            || (py_keep = PyObject_GetAttrString((PyObject *)tcont_type, "__continulet_keep__")) == NULL
             || (py_finish = need(ns, "_finish")) == NULL
             || (py_new = PyObject_GetAttrString(tasklet, "__new__")) == NULL
             || (py_init = PyObject_GetAttrString(tasklet, "__init__")) == NULL
@@ -753,13 +752,19 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
     }
     Py_DECREF(fin);
     PyObject *at = PyCFunction_New(&tasklet_at_def, NULL);
-    PyObject *keep = at != NULL ? PyCFunction_New(&tcont_keep_def, NULL) : NULL;
-    int bad = keep == NULL || PyDict_SetItemString(replaced, "_tasklet_at", at) < 0
-        || PyObject_SetAttrString((PyObject *)tcont_type, "__continulet_keep__", keep) < 0;
+    int bad = at == NULL || PyDict_SetItemString(replaced, "_tasklet_at", at) < 0;
     Py_XDECREF(at);
-    Py_XDECREF(keep);
     if (bad)
         goto done;
+    /* (a subclass made later inherits it; none exists: it is internal) */
+    if (tcont_type->tp_finalize != tcont_finalize) {
+        continulet_finalize = tcont_type->tp_finalize;
+        if (continulet_finalize == NULL) {
+            PyErr_SetString(PyExc_SystemError, "_TaskletCont has no finalizer");
+            goto done;
+        }
+        tcont_type->tp_finalize = tcont_finalize;
+    }
     PyObject *hook = PyCFunction_New(&gc_hook_def, NULL);
     PyObject *gc = hook != NULL ? PyImport_ImportModule("gc") : NULL;
     PyObject *cbs = gc != NULL ? PyObject_GetAttrString(gc, "callbacks") : NULL;

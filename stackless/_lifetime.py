@@ -7,10 +7,9 @@ weakly: a weak reference, made when its continulet is (:func:`_new_cont`).
 The accelerator holds it weakly without an object (80 B less per blocked
 tasklet): the entry is ``_WEAK``, and its key, the tasklet's address,
 leads to it (``_tasklet_at``).  It marks the entry when the next garbage
-collection starts, which is the first time it matters, and its C
-``__continulet_keep__`` makes sure that no such entry outlives the
-finalizer of the tasklet's continulet, which holds the tasklet until then
-(src/stackless_tasklet.c).
+collection starts, which is the first time it matters, and the finalizer
+of the tasklet's continulet, which holds the tasklet until then, leaves
+no such entry behind (src/stackless_tasklet.c).
 A started tasklet that nobody refers to any more (its stack refers to it,
 through its continulet, so that is a reference cycle) is then found by the
 garbage collector, and the finalizer of its continulet (a
