@@ -235,13 +235,51 @@ static PyObject *kwargs_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *
     return kw;
 }
 
+/* The thread state, when setup() may take the usual way here: a fresh
+ * bound tasklet of this thread; NULL (an error set or not) when not. */
+static PyObject *usual_setup_ts(PyObject *self)
+{
+    PyObject *ts = accel_thread_state();
+    if (ts != NULL && (slot(self, t_func) == Py_None || !fresh(self, ts)
+                       || !Py_IS_TYPE(slot(ts, ts_rq), deque_type)))
+        Py_CLEAR(ts);
+    return ts;
+}
+
+/* setup(*a, **kw) the usual way: a is the tuple of arguments, kw their
+ * dict or None (both kept) */
+static PyObject *setup_usual(PyObject *self, PyObject *ts, PyObject *a, PyObject *kw)
+{
+    set_slot(self, t_args, a);
+    set_slot(self, t_kwargs, kw);
+    if (slot(self, t_context) == Py_None) {
+        PyObject *ctx = PyContext_CopyCurrent();
+        if (ctx == NULL)
+            return NULL;
+        set_slot(self, t_context, ctx);
+        Py_DECREF(ctx);
+    }
+    /* _make_alive() */
+    set_slot(self, t_alive, Py_True);
+    set_slot(self, t_started, Py_False);
+    set_slot(self, t_cont, Py_None);
+    set_slot(self, t_tempval, Py_None);
+    if (register_alive(self, ts) < 0)
+        return NULL;
+    /* insert() */
+    set_slot(self, t_scheduled, Py_True);
+    PyObject *r = deque_append(slot(ts, ts_rq), self);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    return Py_NewRef(self);
+}
+
 static PyObject *tasklet_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames)
 {
-    PyObject *ts = accel_thread_state();
-    if (ts == NULL || slot(self, t_func) == Py_None || !fresh(self, ts)
-            || !Py_IS_TYPE(slot(ts, ts_rq), deque_type)) {
-        Py_XDECREF(ts);
+    PyObject *ts = usual_setup_ts(self);
+    if (ts == NULL) {
         if (PyErr_Occurred())
             return NULL;
         return call_bound(py_setup, self, args, nargs, kwnames);
@@ -253,29 +291,7 @@ static PyObject *tasklet_setup(PyObject *self, PyObject *const *args, Py_ssize_t
         PyTuple_SET_ITEM(a, i, Py_NewRef(args[i]));
     if ((kw = kwargs_dict(args, nargs, kwnames)) == NULL)
         goto done;
-    set_slot(self, t_args, a);
-    set_slot(self, t_kwargs, kw);
-    if (slot(self, t_context) == Py_None) {
-        PyObject *ctx = PyContext_CopyCurrent();
-        if (ctx == NULL)
-            goto done;
-        set_slot(self, t_context, ctx);
-        Py_DECREF(ctx);
-    }
-    /* _make_alive() */
-    set_slot(self, t_alive, Py_True);
-    set_slot(self, t_started, Py_False);
-    set_slot(self, t_cont, Py_None);
-    set_slot(self, t_tempval, Py_None);
-    if (register_alive(self, ts) < 0)
-        goto done;
-    /* insert() */
-    set_slot(self, t_scheduled, Py_True);
-    PyObject *r = deque_append(slot(ts, ts_rq), self);
-    if (r == NULL)
-        goto done;
-    Py_DECREF(r);
-    result = Py_NewRef(self);
+    result = setup_usual(self, ts, a, kw);
 done:
     Py_XDECREF(a);
     Py_XDECREF(kw);
@@ -294,6 +310,33 @@ static PyObject *tasklet_call(PyObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     PyObject *r = PyObject_Vectorcall(meth, args, (size_t)nargs, kwnames);
     Py_DECREF(meth);
+    return r;
+}
+
+/* The class's tp_call: calling an instance builds the tuple of its
+ * arguments anyway (tasklets have no vectorcall of their own), and the
+ * usual way keeps that very tuple as the arguments, without the heap
+ * type's __call__ lookup and bound call.  Subclasses get the generic slot
+ * (their __call__ is found as a method), as does the class once its
+ * __call__ is replaced. */
+static PyObject *tasklet_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *ts = _PyType_Lookup(Py_TYPE(self), s_setup) == setup_descr
+        && PyTuple_CheckExact(args) ? usual_setup_ts(self) : NULL;
+    if (ts == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        PyObject *meth = PyObject_GetAttr(self, s_setup);
+        PyObject *r = meth != NULL ? PyObject_Call(meth, args, kwargs) : NULL;
+        Py_XDECREF(meth);
+        return r;
+    }
+    /* (a copy: Python's **kwargs is a dict of its own) */
+    PyObject *kw = kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0 ? PyDict_Copy(kwargs)
+                                                                 : Py_NewRef(Py_None);
+    PyObject *r = kw != NULL ? setup_usual(self, ts, args, kw) : NULL;
+    Py_XDECREF(kw);
+    Py_DECREF(ts);
     return r;
 }
 
@@ -740,6 +783,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
     if (put(tasklet, &init_def, &init_descr) < 0 || put(tasklet, &setup_def, &setup_descr) < 0
             || put(tasklet, &call_def, NULL) < 0)
         goto done;
+    ((PyTypeObject *)tasklet)->tp_call = tasklet_tp_call;     /* (after __call__'s slot update) */
     if (new_fn != NULL && (s_new = PyUnicode_InternFromString("__new__")) != NULL
             && (s_init = PyUnicode_InternFromString("__init__")) != NULL)
         ((PyTypeObject *)tasklet)->tp_vectorcall = tasklet_vectorcall;
