@@ -391,6 +391,20 @@ static int hold_weakly(PyObject *t)
     return rc;
 }
 
+/* _TaskletCont's traverse: what the generic one of a class with __slots__
+ * (subtype_traverse) does for it, without walking the class's member
+ * list at every collection: its type, its one slot, and the continulet's
+ * own traverse.  It has no instance dict and no weak reference slot of
+ * its own (install() checks). */
+static traverseproc continulet_traverse;
+
+static int tcont_traverse(PyObject *c, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(c));
+    Py_VISIT(slot(c, c_tasklet));
+    return continulet_traverse(c, visit, arg);
+}
+
 /* _tasklet_at(d, key): the tasklet of the registry d's entry key while
  * that is _WEAK, else None (stackless._lifetime._live_tasklets) */
 static PyObject *tasklet_at(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
@@ -808,6 +822,17 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             goto done;
         }
         tcont_type->tp_finalize = tcont_finalize;
+    }
+    /* its own slot only, directly on continulet */
+    PyTypeObject *base = tcont_type->tp_base;
+    if (tcont_type->tp_traverse != tcont_traverse && base != NULL
+            && base->tp_traverse != NULL && !(base->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            && tcont_type->tp_dictoffset == base->tp_dictoffset
+            && tcont_type->tp_weaklistoffset == base->tp_weaklistoffset
+            && tcont_type->tp_basicsize == base->tp_basicsize + (Py_ssize_t)sizeof(PyObject *)
+            && c_tasklet == base->tp_basicsize) {
+        continulet_traverse = base->tp_traverse;
+        tcont_type->tp_traverse = tcont_traverse;
     }
     PyObject *hook = PyCFunction_New(&gc_hook_def, NULL);
     PyObject *gc = hook != NULL ? PyImport_ImportModule("gc") : NULL;
