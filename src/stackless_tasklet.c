@@ -547,8 +547,17 @@ int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
 {
     if (c_tasklet == 0)
         return 0;
-    PyObject *args[2] = {bootstrap, t};
-    PyObject *c = PyObject_Vectorcall((PyObject *)tcont_type, args, 2, NULL);
+    /* _TaskletCont(bootstrap, t): what type.__call__ does, its __new__
+     * and __init__ slots with one argument tuple, without the generic
+     * call of a type (argument tuple from a vector, type_call's checks).
+     * (A Python __new__ or __init__ of the class would be these slots too.) */
+    PyObject *args = PyTuple_Pack(2, bootstrap, t);
+    if (args == NULL)
+        return -1;
+    PyObject *c = tcont_type->tp_new(tcont_type, args, NULL);
+    if (c != NULL && tcont_type->tp_init(c, args, NULL) < 0)
+        Py_CLEAR(c);
+    Py_DECREF(args);
     if (c == NULL)
         return -1;
     set_slot(c, c_tasklet, t);
