@@ -35,7 +35,6 @@ static PyObject *weak_marker;
 static PyTypeObject *tcont_type;
 static Py_ssize_t c_tasklet;
 static PyObject *s_setup, *s_bind, *empty_tuple;
-static PyObject *setup_descr;           /* our C setup(), as tasklet.setup */
 static PyCFunction deque_append;        /* deque.append's C function (METH_O) */
 static PyCFunction deque_popleft;       /* deque.popleft's (METH_NOARGS) */
 static PyTypeObject *deque_type;
@@ -123,6 +122,38 @@ static PyMethodDef init_def = {"__init__", (PyCFunction)(void (*)(void))tasklet_
 
 static PyObject *new_fn, *init_descr, *s_new, *s_init;
 
+/* The version tag of the tasklet class when the lookups below last found
+ * our C functions, else 0: a type's version tag is unique, and changes
+ * (or becomes 0) whenever the type or one of its bases is modified, so
+ * while it is the same the lookups would find the same. */
+static unsigned int new_init_tag, setup_tag;
+
+/* Whether the tasklet class's __new__ and __init__ are ours */
+static int own_new_init(void)
+{
+    if (new_init_tag != 0 && tasklet_type->tp_version_tag == new_init_tag)
+        return 1;
+    if (_PyType_Lookup(tasklet_type, s_new) != new_fn
+            || _PyType_Lookup(tasklet_type, s_init) != init_descr)
+        return 0;
+    new_init_tag = tasklet_type->tp_version_tag;
+    return 1;
+}
+
+static PyObject *setup_descr;           /* our C setup(), as tasklet.setup */
+
+/* Whether tp's setup() is ours */
+static int own_setup(PyTypeObject *tp)
+{
+    if (tp == tasklet_type && setup_tag != 0 && tp->tp_version_tag == setup_tag)
+        return 1;
+    if (_PyType_Lookup(tp, s_setup) != setup_descr)
+        return 0;
+    if (tp == tasklet_type)
+        setup_tag = tp->tp_version_tag;
+    return 1;
+}
+
 static PyObject *kwargs_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
 /* The positional arguments as a tuple and the keywords as a dict (*kw
@@ -173,9 +204,7 @@ static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
     PyObject *stack[8];
-    if ((PyTypeObject *)type != tasklet_type || n >= 8
-            || _PyType_Lookup(tasklet_type, s_new) != new_fn
-            || _PyType_Lookup(tasklet_type, s_init) != init_descr)
+    if ((PyTypeObject *)type != tasklet_type || n >= 8 || !own_new_init())
         return type_call(type, args, nargs, kwnames);
     stack[0] = type;
     for (Py_ssize_t i = 0; i < n; i++)
@@ -303,7 +332,7 @@ done:
 static PyObject *tasklet_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
-    if (_PyType_Lookup(Py_TYPE(self), s_setup) == setup_descr)
+    if (own_setup(Py_TYPE(self)))
         return tasklet_setup(self, args, nargs, kwnames);
     PyObject *meth = PyObject_GetAttr(self, s_setup);
     if (meth == NULL)
@@ -321,8 +350,8 @@ static PyObject *tasklet_call(PyObject *self, PyObject *const *args, Py_ssize_t 
  * __call__ is replaced. */
 static PyObject *tasklet_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    PyObject *ts = _PyType_Lookup(Py_TYPE(self), s_setup) == setup_descr
-        && PyTuple_CheckExact(args) ? usual_setup_ts(self) : NULL;
+    PyObject *ts = own_setup(Py_TYPE(self)) && PyTuple_CheckExact(args) ? usual_setup_ts(self)
+                                                                         : NULL;
     if (ts == NULL) {
         if (PyErr_Occurred())
             return NULL;
