@@ -29,11 +29,12 @@ static int tpl_n;
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
                   t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
+/* stackless._lifetime._WEAK: the registry's entry of a tasklet held weakly */
+static PyObject *weak_marker;
 /* stackless._lifetime._TaskletCont, and the offset of its slot `tasklet` */
 static PyTypeObject *tcont_type;
 static Py_ssize_t c_tasklet;
 static PyObject *s_setup, *s_bind, *empty_tuple;
-static PyObject *setup_descr;           /* our C setup(), as tasklet.setup */
 static PyCFunction deque_append;        /* deque.append's C function (METH_O) */
 static PyCFunction deque_popleft;       /* deque.popleft's (METH_NOARGS) */
 static PyTypeObject *deque_type;
@@ -121,6 +122,38 @@ static PyMethodDef init_def = {"__init__", (PyCFunction)(void (*)(void))tasklet_
 
 static PyObject *new_fn, *init_descr, *s_new, *s_init;
 
+/* The version tag of the tasklet class when the lookups below last found
+ * our C functions, else 0: a type's version tag is unique, and changes
+ * (or becomes 0) whenever the type or one of its bases is modified, so
+ * while it is the same the lookups would find the same. */
+static unsigned int new_init_tag, setup_tag;
+
+/* Whether the tasklet class's __new__ and __init__ are ours */
+static int own_new_init(void)
+{
+    if (new_init_tag != 0 && tasklet_type->tp_version_tag == new_init_tag)
+        return 1;
+    if (_PyType_Lookup(tasklet_type, s_new) != new_fn
+            || _PyType_Lookup(tasklet_type, s_init) != init_descr)
+        return 0;
+    new_init_tag = tasklet_type->tp_version_tag;
+    return 1;
+}
+
+static PyObject *setup_descr;           /* our C setup(), as tasklet.setup */
+
+/* Whether tp's setup() is ours */
+static int own_setup(PyTypeObject *tp)
+{
+    if (tp == tasklet_type && setup_tag != 0 && tp->tp_version_tag == setup_tag)
+        return 1;
+    if (_PyType_Lookup(tp, s_setup) != setup_descr)
+        return 0;
+    if (tp == tasklet_type)
+        setup_tag = tp->tp_version_tag;
+    return 1;
+}
+
 static PyObject *kwargs_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
 /* The positional arguments as a tuple and the keywords as a dict (*kw
@@ -171,9 +204,7 @@ static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
     PyObject *stack[8];
-    if ((PyTypeObject *)type != tasklet_type || n >= 8
-            || _PyType_Lookup(tasklet_type, s_new) != new_fn
-            || _PyType_Lookup(tasklet_type, s_init) != init_descr)
+    if ((PyTypeObject *)type != tasklet_type || n >= 8 || !own_new_init())
         return type_call(type, args, nargs, kwnames);
     stack[0] = type;
     for (Py_ssize_t i = 0; i < n; i++)
@@ -228,13 +259,51 @@ static PyObject *kwargs_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *
     return kw;
 }
 
+/* The thread state, when setup() may take the usual way here: a fresh
+ * bound tasklet of this thread; NULL (an error set or not) when not. */
+static PyObject *usual_setup_ts(PyObject *self)
+{
+    PyObject *ts = accel_thread_state();
+    if (ts != NULL && (slot(self, t_func) == Py_None || !fresh(self, ts)
+                       || !Py_IS_TYPE(slot(ts, ts_rq), deque_type)))
+        Py_CLEAR(ts);
+    return ts;
+}
+
+/* setup(*a, **kw) the usual way: a is the tuple of arguments, kw their
+ * dict or None (both kept) */
+static PyObject *setup_usual(PyObject *self, PyObject *ts, PyObject *a, PyObject *kw)
+{
+    set_slot(self, t_args, a);
+    set_slot(self, t_kwargs, kw);
+    if (slot(self, t_context) == Py_None) {
+        PyObject *ctx = PyContext_CopyCurrent();
+        if (ctx == NULL)
+            return NULL;
+        set_slot(self, t_context, ctx);
+        Py_DECREF(ctx);
+    }
+    /* _make_alive() */
+    set_slot(self, t_alive, Py_True);
+    set_slot(self, t_started, Py_False);
+    set_slot(self, t_cont, Py_None);
+    set_slot(self, t_tempval, Py_None);
+    if (register_alive(self, ts) < 0)
+        return NULL;
+    /* insert() */
+    set_slot(self, t_scheduled, Py_True);
+    PyObject *r = deque_append(slot(ts, ts_rq), self);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    return Py_NewRef(self);
+}
+
 static PyObject *tasklet_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames)
 {
-    PyObject *ts = accel_thread_state();
-    if (ts == NULL || slot(self, t_func) == Py_None || !fresh(self, ts)
-            || !Py_IS_TYPE(slot(ts, ts_rq), deque_type)) {
-        Py_XDECREF(ts);
+    PyObject *ts = usual_setup_ts(self);
+    if (ts == NULL) {
         if (PyErr_Occurred())
             return NULL;
         return call_bound(py_setup, self, args, nargs, kwnames);
@@ -246,29 +315,7 @@ static PyObject *tasklet_setup(PyObject *self, PyObject *const *args, Py_ssize_t
         PyTuple_SET_ITEM(a, i, Py_NewRef(args[i]));
     if ((kw = kwargs_dict(args, nargs, kwnames)) == NULL)
         goto done;
-    set_slot(self, t_args, a);
-    set_slot(self, t_kwargs, kw);
-    if (slot(self, t_context) == Py_None) {
-        PyObject *ctx = PyContext_CopyCurrent();
-        if (ctx == NULL)
-            goto done;
-        set_slot(self, t_context, ctx);
-        Py_DECREF(ctx);
-    }
-    /* _make_alive() */
-    set_slot(self, t_alive, Py_True);
-    set_slot(self, t_started, Py_False);
-    set_slot(self, t_cont, Py_None);
-    set_slot(self, t_tempval, Py_None);
-    if (register_alive(self, ts) < 0)
-        goto done;
-    /* insert() */
-    set_slot(self, t_scheduled, Py_True);
-    PyObject *r = deque_append(slot(ts, ts_rq), self);
-    if (r == NULL)
-        goto done;
-    Py_DECREF(r);
-    result = Py_NewRef(self);
+    result = setup_usual(self, ts, a, kw);
 done:
     Py_XDECREF(a);
     Py_XDECREF(kw);
@@ -280,13 +327,39 @@ done:
 static PyObject *tasklet_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
-    if (_PyType_Lookup(Py_TYPE(self), s_setup) == setup_descr)
+    if (own_setup(Py_TYPE(self)))
         return tasklet_setup(self, args, nargs, kwnames);
     PyObject *meth = PyObject_GetAttr(self, s_setup);
     if (meth == NULL)
         return NULL;
     PyObject *r = PyObject_Vectorcall(meth, args, (size_t)nargs, kwnames);
     Py_DECREF(meth);
+    return r;
+}
+
+/* The class's tp_call: calling an instance builds the tuple of its
+ * arguments anyway (tasklets have no vectorcall of their own), and the
+ * usual way keeps that very tuple as the arguments, without the heap
+ * type's __call__ lookup and bound call.  Subclasses get the generic slot
+ * (their __call__ is found as a method), as does the class once its
+ * __call__ is replaced. */
+static PyObject *tasklet_tp_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *ts = own_setup(Py_TYPE(self)) && PyTuple_CheckExact(args) ? usual_setup_ts(self)
+                                                                         : NULL;
+    if (ts == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        PyObject *meth = PyObject_GetAttr(self, s_setup);
+        PyObject *r = meth != NULL ? PyObject_Call(meth, args, kwargs) : NULL;
+        Py_XDECREF(meth);
+        return r;
+    }
+    /* (a copy: Python's **kwargs is a dict of its own) */
+    PyObject *kw = kwargs != NULL ? PyDict_Copy(kwargs) : PyDict_New();
+    PyObject *r = kw != NULL ? setup_usual(self, ts, args, kw) : NULL;
+    Py_XDECREF(kw);
+    Py_DECREF(ts);
     return r;
 }
 
@@ -304,7 +377,26 @@ static PyMethodDef call_def = {"__call__", (PyCFunction)(void (*)(void))tasklet_
 /* --- _new_cont(bootstrap, t) --------------------------------------------------
  * t starts: its continulet is a _TaskletCont that knows t, and from now on
  * its registry holds t weakly, so that the GC finds t once nothing else
- * refers to it (stackless/_lifetime.py). */
+ * refers to it (stackless/_lifetime.py).
+ *
+ * Weakly without a weak reference (80 B per blocked tasklet): the entry
+ * is _WEAK, and its key is t's address.  It is valid while t's continulet
+ * c holds t (c.tasklet is t, t._cont is c) and c's finalizer has not run:
+ * a started tasklet dies only with its continulet, through the garbage
+ * collector, which runs c's finalizer first (PEP 442), or from c's
+ * dealloc.  That finalizer is tcont_finalize() below, which leaves the
+ * entry strong or removes it; the end of t removes it too
+ * (unregister_alive).  So an entry is made _WEAK only for a c that is
+ * t's, knows t and is not finalized yet. */
+
+/* Whether t's registry entry may become _WEAK: t's continulet is a
+ * _TaskletCont that knows t and whose finalizer has not run. */
+static int may_weaken(PyObject *t)
+{
+    PyObject *c = slot(t, t_cont);
+    return c != NULL && Py_IS_TYPE(c, tcont_type) && slot(c, c_tasklet) == t
+        && !PyObject_GC_IsFinalized(c);
+}
 
 static int hold_weakly(PyObject *t)
 {
@@ -315,14 +407,88 @@ static int hold_weakly(PyObject *t)
     PyObject *key = PyLong_FromVoidPtr(t);
     PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
     int rc = key == NULL || (v == NULL && PyErr_Occurred()) ? -1 : 0;
-    if (v == t) {
-        PyObject *w = PyWeakref_NewRef(t, NULL);
-        rc = w == NULL ? -1 : PyDict_SetItem(d, key, w);
-        Py_XDECREF(w);
-    }
+    if (v == t && may_weaken(t))
+        rc = PyDict_SetItem(d, key, weak_marker);   /* (replaces: allocates nothing) */
     Py_XDECREF(key);
     Py_DECREF(d);
     return rc;
+}
+
+/* _TaskletCont's traverse: what the generic one of a class with __slots__
+ * (subtype_traverse) does for it, without walking the class's member
+ * list at every collection: its type, its one slot, and the continulet's
+ * own traverse.  It has no instance dict and no weak reference slot of
+ * its own (install() checks). */
+static traverseproc continulet_traverse;
+
+static int tcont_traverse(PyObject *c, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(c));
+    Py_VISIT(slot(c, c_tasklet));
+    return continulet_traverse(c, visit, arg);
+}
+
+/* _tasklet_at(d, key): the tasklet of the registry d's entry key while
+ * that is _WEAK, else None (stackless._lifetime._live_tasklets) */
+static PyObject *tasklet_at(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_tasklet_at(dict, int)");
+        return NULL;
+    }
+    PyObject *v = PyDict_GetItemWithError(args[0], args[1]);
+    if (v != weak_marker)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    PyObject *t = PyLong_AsVoidPtr(args[1]);
+    if (t == NULL)
+        return NULL;
+    return Py_NewRef(PyObject_TypeCheck(t, tasklet_type) ? t : Py_None);
+}
+
+static PyMethodDef tasklet_at_def = {"_tasklet_at", (PyCFunction)(void (*)(void))tasklet_at,
+    METH_FASTCALL, "Internal: the tasklet of a registry entry _WEAK."};
+
+/* _TaskletCont's finalizer: continulet's, and then t's entry is no longer
+ * _WEAK: it stays strong if __continulet_keep__ kept t (stackless._lifetime
+ * made it so), else it goes.  Whatever the finalizer did: it may not have
+ * asked __continulet_keep__ at all (a run that never started, one that
+ * ended, the interpreter's exit), or that Python code may have failed.  If
+ * the entry cannot go (no memory for its key) t is held forever: its entry
+ * must never lead to a freed object. */
+static destructor continulet_finalize;
+
+static void tcont_finalize(PyObject *c)
+{
+    continulet_finalize(c);
+    PyObject *t = slot(c, c_tasklet);
+    if (t == NULL || !PyObject_TypeCheck(t, tasklet_type))
+        return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    Py_INCREF(t);
+    PyObject *key = PyLong_FromVoidPtr(t);
+    int stuck = key == NULL;
+    PyObject *tid, *d;
+    Py_ssize_t pos = 0;
+    /* every thread's registry: t's may have moved on (a transplant) */
+    while (key != NULL && PyDict_Next(registry, &pos, &tid, &d)) {
+        PyObject *v = PyDict_Check(d) ? PyDict_GetItemWithError(d, key) : NULL;
+        if (v == weak_marker) {
+            Py_INCREF(d);
+            stuck |= PyDict_DelItem(d, key) < 0;
+            Py_DECREF(d);
+            break;
+        }
+        stuck |= PyErr_Occurred() != NULL;
+    }
+    if (stuck) {
+        PyErr_Clear();
+        Py_INCREF(t);       /* (never released) */
+    }
+    Py_XDECREF(key);
+    Py_DECREF(t);
+    PyErr_Restore(type, value, tb);
 }
 
 /* Deferred: only a garbage collection can tell that nothing refers to a
@@ -352,13 +518,10 @@ static void weaken_pending(void)
         PyObject *d = PyDict_GetItemWithError(registry, p->tid);
         PyObject *key = d != NULL ? PyLong_FromVoidPtr(p->addr) : NULL;
         PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
-        if (v == p->addr && PyObject_TypeCheck(v, tasklet_type) && slot(v, t_cont) != NULL
-                && Py_IS_TYPE(slot(v, t_cont), tcont_type)) {
+        if (v == p->addr && PyObject_TypeCheck(v, tasklet_type) && may_weaken(v)) {
             Py_INCREF(d);
-            PyObject *w = PyWeakref_NewRef(v, NULL);
-            if (w == NULL || PyDict_SetItem(d, key, w) < 0)
+            if (PyDict_SetItem(d, key, weak_marker) < 0)
                 PyErr_WriteUnraisable(registry);    /* (it stays held) */
-            Py_XDECREF(w);
             Py_DECREF(d);
         }
         else if (PyErr_Occurred())
@@ -407,8 +570,17 @@ int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
 {
     if (c_tasklet == 0)
         return 0;
-    PyObject *args[2] = {bootstrap, t};
-    PyObject *c = PyObject_Vectorcall((PyObject *)tcont_type, args, 2, NULL);
+    /* _TaskletCont(bootstrap, t): what type.__call__ does, its __new__
+     * and __init__ slots with one argument tuple, without the generic
+     * call of a type (argument tuple from a vector, type_call's checks).
+     * (A Python __new__ or __init__ of the class would be these slots too.) */
+    PyObject *args = PyTuple_Pack(2, bootstrap, t);
+    if (args == NULL)
+        return -1;
+    PyObject *c = tcont_type->tp_new(tcont_type, args, NULL);
+    if (c != NULL && tcont_type->tp_init(c, args, NULL) < 0)
+        Py_CLEAR(c);
+    Py_DECREF(args);
     if (c == NULL)
         return -1;
     set_slot(c, c_tasklet, t);
@@ -597,6 +769,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
     if ((tstate = need(ns, "_ThreadState")) == NULL || (py_ts = need(ns, "_ts")) == NULL
             || (registry = need(ns, "_alive_registry")) == NULL
             || (tcont_type = (PyTypeObject *)need(ns, "_TaskletCont")) == NULL
+            || (weak_marker = need(ns, "_WEAK")) == NULL
             || (py_finish = need(ns, "_finish")) == NULL
             || (py_new = PyObject_GetAttrString(tasklet, "__new__")) == NULL
             || (py_init = PyObject_GetAttrString(tasklet, "__init__")) == NULL
@@ -656,6 +829,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
     if (put(tasklet, &init_def, &init_descr) < 0 || put(tasklet, &setup_def, &setup_descr) < 0
             || put(tasklet, &call_def, NULL) < 0)
         goto done;
+    ((PyTypeObject *)tasklet)->tp_call = tasklet_tp_call;     /* (after __call__'s slot update) */
     if (new_fn != NULL && (s_new = PyUnicode_InternFromString("__new__")) != NULL
             && (s_init = PyUnicode_InternFromString("__init__")) != NULL)
         ((PyTypeObject *)tasklet)->tp_vectorcall = tasklet_vectorcall;
@@ -667,6 +841,31 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
         goto done;
     }
     Py_DECREF(fin);
+    PyObject *at = PyCFunction_New(&tasklet_at_def, NULL);
+    int bad = at == NULL || PyDict_SetItemString(replaced, "_tasklet_at", at) < 0;
+    Py_XDECREF(at);
+    if (bad)
+        goto done;
+    /* (a subclass made later inherits it; none exists: it is internal) */
+    if (tcont_type->tp_finalize != tcont_finalize) {
+        continulet_finalize = tcont_type->tp_finalize;
+        if (continulet_finalize == NULL) {
+            PyErr_SetString(PyExc_SystemError, "_TaskletCont has no finalizer");
+            goto done;
+        }
+        tcont_type->tp_finalize = tcont_finalize;
+    }
+    /* its own slot only, directly on continulet */
+    PyTypeObject *base = tcont_type->tp_base;
+    if (tcont_type->tp_traverse != tcont_traverse && base != NULL
+            && base->tp_traverse != NULL && !(base->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            && tcont_type->tp_dictoffset == base->tp_dictoffset
+            && tcont_type->tp_weaklistoffset == base->tp_weaklistoffset
+            && tcont_type->tp_basicsize == base->tp_basicsize + (Py_ssize_t)sizeof(PyObject *)
+            && c_tasklet == base->tp_basicsize) {
+        continulet_traverse = base->tp_traverse;
+        tcont_type->tp_traverse = tcont_traverse;
+    }
     PyObject *hook = PyCFunction_New(&gc_hook_def, NULL);
     PyObject *gc = hook != NULL ? PyImport_ImportModule("gc") : NULL;
     PyObject *cbs = gc != NULL ? PyObject_GetAttrString(gc, "callbacks") : NULL;

@@ -155,6 +155,7 @@ def _install_accel() -> bool:
                 d[name] = value
     _threads._forget_thread = _stackless_accel.forget_thread  # it caches each thread's scheduler
     _lifetime._in_schedule_callback = _stackless_accel.in_schedule_callback
+    _lifetime._tasklet_at = replaced.pop("_tasklet_at")
     return True
 
 

@@ -3,9 +3,13 @@
 Each thread's registry (``_alive_registry``) holds every live
 tasklet of the thread, so that the thread's end and the interpreter's exit
 can kill them.  It holds an unstarted tasklet strongly, and a started one
-weakly: a weak reference, made when its continulet is (:func:`_new_cont`;
-the accelerator makes it when the next garbage collection starts, which
-is the first time it matters, src/stackless_tasklet.c).
+weakly: a weak reference, made when its continulet is (:func:`_new_cont`).
+The accelerator holds it weakly without an object (80 B less per blocked
+tasklet): the entry is ``_WEAK``, and its key, the tasklet's address,
+leads to it (``_tasklet_at``).  It marks the entry when the next garbage
+collection starts, which is the first time it matters, and the finalizer
+of the tasklet's continulet, which holds the tasklet until then, leaves
+no such entry behind (src/stackless_tasklet.c).
 A started tasklet that nobody refers to any more (its stack refers to it,
 through its continulet, so that is a reference cycle) is then found by the
 garbage collector, and the finalizer of its continulet (a
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from _continuation import continulet
 
@@ -48,8 +52,26 @@ _own_module(globals())
 _ref = weakref.ref
 
 # Every tasklet that has been bound and is not dead, per thread id, by id():
-# the tasklet itself, or a weak reference to it once it has started.
+# the tasklet itself, or a weak reference to it once it has started (or,
+# with the accelerator, _WEAK).
 _alive_registry: "dict[int, dict[int, Any]]" = {}
+
+
+class _Weak:
+    """The type of ``_WEAK``: the accelerator's entry of a tasklet that the
+    registry holds weakly, without a weak reference object."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "_WEAK"
+
+
+_WEAK = _Weak()
+
+# The tasklet of an entry _WEAK (the registry, the key), or None: the
+# accelerator's (there is no such entry without it).
+_tasklet_at: "Optional[Callable[[dict, int], Any]]" = None
 
 # Stackless 3.7 kills a dropped paused tasklet that catches TaskletExit and
 # pauses again ten times in a row; then it lives on (until exit).
@@ -96,12 +118,15 @@ def _live_tasklets(thread_id: int) -> "list[tasklet]":
     if not d:
         return []
     out = []
-    for v in list(d.values()):
+    for k, v in list(d.items()):
         if type(v) is _ref:
             v = v()
-            if v is None:
-                continue
-        out.append(v)
+        elif v is _WEAK:
+            # (while the interpreter finalizes, a continulet's finalizer
+            # leaves the entry as it is, src/module.c)
+            v = _tasklet_at(d, k) if _tasklet_at and not sys.is_finalizing() else None
+        if v is not None:
+            out.append(v)
     return out
 
 
@@ -124,7 +149,8 @@ def _keep(c: _TaskletCont, t: "tasklet") -> bool:
     if t._cont is not c or not t._alive or t._ts.ended or not c.is_pending():
         return False
     d = _alive_registry.get(t._ts.thread_id)
-    if d is None or type(d.get(id(t))) is not _ref:
+    v = d.get(id(t)) if d is not None else None
+    if type(v) is not _ref and v is not _WEAK:
         return False
     d[id(t)] = t
     # As in Stackless 3.7, only a collection in the tasklet's own thread

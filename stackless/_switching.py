@@ -397,8 +397,11 @@ def _not_started(t: "tasklet", c: continulet) -> None:
     before ``_bootstrap`` began (the trace or profile event of its call),
     ``t`` has not started and starts afresh next time."""
     if not t._started and t._cont is c and not c.is_pending():
+        # held strongly again, as an unstarted tasklet is: before c goes,
+        # which held it (a second signal between the two lines finds
+        # t._cont still c, and this runs again)
+        _register(t)
         t._cont = None
-        _register(t)        # held strongly again, as an unstarted tasklet is
 
 
 def _make_runnable_first(ts: _ThreadState, t: "tasklet") -> Any:

@@ -135,6 +135,7 @@ def test_a_replaced_tasklet_init_or_new_is_the_one_called():
     the original comes back when it is put back."""
     cls, log = stackless.tasklet, []
     init, new = cls.__dict__["__init__"], cls.__dict__["__new__"]
+    cls(len)            # (the usual way once, before they change)
 
     def my_init(self, *a):
         log.append("init")
@@ -154,6 +155,33 @@ def test_a_replaced_tasklet_init_or_new_is_the_one_called():
         cls.__init__, cls.__new__ = init, new
     cls(len)
     assert log == ["init", "new", "init", "new"]
+
+
+def test_a_replaced_tasklet_setup_is_the_one_called():
+    """The same for setup(), which calling a tasklet runs: after tasklets
+    were set up the usual way, and again once it is put back."""
+    cls, log = stackless.tasklet, []
+    setup = cls.__dict__["setup"]
+
+    def my_setup(self, *a, **k):
+        log.append(("mine", a, k))
+        return setup(self, *a, **k)
+
+    def f(*a, **k):
+        log.append(("ran", a, k))
+    cls(f)(0)
+    stackless.run()
+    try:
+        cls.setup = my_setup
+        cls(f)(1, k=2)
+        cls(f).setup(3)
+        stackless.run()
+    finally:
+        cls.setup = setup
+    cls(f)(4)
+    stackless.run()
+    assert log == [("ran", (0,), {}), ("mine", (1,), {"k": 2}), ("mine", (3,), {}),
+                   ("ran", (1,), {"k": 2}), ("ran", (3,), {}), ("ran", (4,), {})]
 
 
 @cpython_only

@@ -400,3 +400,31 @@ def test_every_dropped_paused_tasklet_dies_after_a_long_stretch_without_collecti
         gc.enable()
     gc.collect()
     assert log == [str(i) + " finally" for i in range(5000)]
+
+
+def test_a_referenced_blocked_tasklet_that_a_collection_saw_dies_with_its_thread():
+    """Held by the caller (so no collection drops it) and blocked when a
+    collection runs (its registry entry is weak from then on): its thread's
+    end still finds it and kills it, as Stackless 3.7 does (alive False
+    afterwards); here its finally runs too (TaskletExit)."""
+    log, keep = [], []
+
+    def thread_body():
+        ch = stackless.channel()
+
+        def waiter():
+            try:
+                ch.receive()
+            finally:
+                log.append("finally")
+        t = stackless.tasklet(waiter)()
+        keep.append((t, ch))
+        stackless.run()
+        gc.collect()
+        log.append(("after collection", t.blocked, t.alive,
+                    t in stackless._live_tasklets(threading.get_ident())))
+    th = threading.Thread(target=thread_body)
+    th.start()
+    th.join()
+    assert log == [("after collection", True, True, True), "finally"]
+    assert keep[0][0].alive is False
