@@ -400,3 +400,21 @@ def test_every_dropped_paused_tasklet_dies_after_a_long_stretch_without_collecti
         gc.enable()
     gc.collect()
     assert log == [str(i) + " finally" for i in range(5000)]
+
+
+def _exchange() -> tuple:
+    ch = stackless.channel()
+    t = stackless.tasklet(ch.send)(3)
+    return ch, t, ch.receive()
+
+
+def test_a_sender_left_runnable_outlives_the_frame_it_last_left():
+    # The sender runs no Python frame of its own (the C channel's send):
+    # the frame that switched out of it last, _exchange's, has returned
+    # when the collector runs (it read that frame: SIGSEGV on 3.14).
+    ch, t, got = _exchange()
+    gc.collect()
+    assert got == 3
+    assert (t.alive, t.scheduled, t.blocked, t.frame) == (True, True, False, None)
+    stackless.run()
+    assert not t.alive and ch.balance == 0
