@@ -1198,6 +1198,14 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
 {
     saved_t *s = SAVED(saved);
     _PyInterpreterFrame *top = top_frame(ts);
+    /* A run with no Python frame of its own (its callable is C code that
+       switches: continulet.switch itself, a C channel's send) finds its
+       switcher's frame on top: another stack's, which goes on running and
+       returns while this one is suspended.  Its record holds no frame, so
+       that the GC's traversal, a discard and the frame walks never read,
+       cut or clear those frames (cps_restore puts the switcher back). */
+    if (s->root_chunk != NULL && top == s->switcher)
+        top = NULL;
     PyObject *const *stack_hint = call != NULL ? call->end : NULL;
     s->top = top;
     s->top_sp = NULL;
@@ -1241,7 +1249,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
     /* Cut the bottom frame loose: while suspended, its frames must not
        point into a stack that may change or vanish.  Remember the link so
        that a resume without a new switcher restores it exactly. */
-    _PyInterpreterFrame *bottom = bottom_frame(s, ts, top);
+    _PyInterpreterFrame *bottom = top != NULL ? bottom_frame(s, ts, top) : NULL;
     s->bottom = bottom;
     s->entry = NULL;
     if (bottom != NULL && bottom->previous != NULL) {

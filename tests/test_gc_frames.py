@@ -462,3 +462,38 @@ def test_stack_depths_agree_with_dis():
             assert _continuation._code_depths(co) == _continuation_pickle._depths(co)[1], co
             n += 1
     assert n > 100
+
+
+def frameless() -> continulet:
+    """A continulet suspended in a C callable: no Python frame of its own."""
+    c = continulet(continulet.switch)
+    c.switch()          # continulet.switch(c) switches straight back
+    return c
+
+
+def test_frameless_run_outlives_the_frame_that_switched_out_of_it():
+    # The frame that last left the run (frameless's) has returned: the
+    # GC must not read it through the run (it did, and crashed on 3.14).
+    c = frameless()
+    gc.collect()
+    names = {getattr(r, "__qualname__", None) for r in gc.get_referents(c)}
+    assert "frameless" not in names
+    assert c.is_pending()
+    assert c.switch() is None
+    assert not c.is_pending()
+
+
+def test_frameless_run_does_not_report_its_switchers_values():
+    # The caller's frame is the running stack's: its values are roots.  A
+    # cycle that only they hold must survive a collection, and so must the
+    # pending continulet itself (it was unwound as garbage).
+    a: list = []
+    a.append(a)
+    c = continulet(continulet.switch)
+    c.switch()
+    for r in gc.get_referents(c):   # (no generator expression: a stays a plain local)
+        assert r is not a
+    gc.collect()
+    assert len(a) == 1 and a[0] is a
+    assert c.is_pending()
+    assert c.switch() is None

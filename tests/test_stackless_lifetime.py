@@ -428,3 +428,21 @@ def test_a_referenced_blocked_tasklet_that_a_collection_saw_dies_with_its_thread
     th.join()
     assert log == [("after collection", True, True, True), "finally"]
     assert keep[0][0].alive is False
+
+
+def _exchange() -> tuple:
+    ch = stackless.channel()
+    t = stackless.tasklet(ch.send)(3)
+    return ch, t, ch.receive()
+
+
+def test_a_sender_left_runnable_outlives_the_frame_it_last_left():
+    # The sender runs no Python frame of its own (the C channel's send):
+    # the frame that switched out of it last, _exchange's, has returned
+    # when the collector runs (it read that frame: SIGSEGV on 3.14).
+    ch, t, got = _exchange()
+    gc.collect()
+    assert got == 3
+    assert (t.alive, t.scheduled, t.blocked, t.frame) == (True, True, False, None)
+    stackless.run()
+    assert not t.alive and ch.balance == 0
