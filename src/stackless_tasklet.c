@@ -356,7 +356,8 @@ static PyObject *tasklet_tp_call(PyObject *self, PyObject *args, PyObject *kwarg
         return r;
     }
     /* (a copy: Python's **kwargs is a dict of its own) */
-    PyObject *kw = kwargs != NULL ? PyDict_Copy(kwargs) : PyDict_New();
+    PyObject *kw = kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0 ? PyDict_Copy(kwargs)
+                                                                 : Py_NewRef(Py_None);
     PyObject *r = kw != NULL ? setup_usual(self, ts, args, kw) : NULL;
     Py_XDECREF(kw);
     Py_DECREF(ts);
