@@ -249,10 +249,15 @@ static int register_alive(PyObject *self, PyObject *ts)
     return rc;
 }
 
+/* The keyword arguments as a dict, or None when there are none: a blocked
+ * tasklet keeps them until its function returns (see stackless_run.c),
+ * and an empty dict is 64 B of every one. */
 static PyObject *kwargs_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *kw = PyDict_New();
     Py_ssize_t n = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (n == 0)
+        return Py_NewRef(Py_None);
+    PyObject *kw = PyDict_New();
     for (Py_ssize_t i = 0; kw != NULL && i < n; i++)
         if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
             Py_CLEAR(kw);
