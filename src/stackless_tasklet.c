@@ -166,7 +166,10 @@ static int as_tuple_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         return -1;
     for (Py_ssize_t i = 0; i < nargs; i++)
         PyTuple_SET_ITEM(*tuple, i, Py_NewRef(args[i]));
-    if (kwnames != NULL && (*kw = kwargs_dict(args, nargs, kwnames)) == NULL) {
+    /* (kwargs_dict gives None for an empty kwnames, which a C caller may
+       pass: type.__call__ takes a dict or NULL) */
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0
+        && (*kw = kwargs_dict(args, nargs, kwnames)) == NULL) {
         Py_CLEAR(*tuple);
         return -1;
     }

@@ -474,3 +474,32 @@ def test_unbound_genlet_send_message():
     if "must return None" in str(info.value):
         pytest.xfail("issue 8 item 9: unbound genlet.send() says 'must return None'")
     Objs().check_usable()
+
+
+
+def test_tasklet_called_from_c_with_empty_keyword_names():
+    # The vectorcall protocol lets a C caller pass an empty tuple of
+    # keyword names: no keywords.  Where tasklet() goes through
+    # type.__call__ (too many arguments, a subclass's own __init__) they
+    # must arrive as no dict, never as None (a debug build asserts on it).
+    try:
+        from _testcapi import pyobject_vectorcall
+    except (ImportError, OSError):  # PyPy: its _testcapi needs a C source it lacks
+        pytest.skip("needs CPython's _testcapi.pyobject_vectorcall")
+
+    class Sub(stackless.tasklet):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    def f(*args):
+        return args
+
+    with pytest.raises(TypeError) as info:
+        pyobject_vectorcall(stackless.tasklet, (f,) * 9, ())
+    assert str(info.value) == "bind() takes at most 3 arguments (9 given)"
+    t = pyobject_vectorcall(Sub, (f,), ())
+    assert type(t) is Sub and not t.alive
+    t.setup(1)
+    assert t.alive
+    t.kill()
+    assert not t.alive
