@@ -7,6 +7,7 @@ holds the main API; the fixture ``gl`` is the same.)"""
 from __future__ import annotations
 
 import contextvars
+import functools
 import ctypes
 import gc
 import subprocess
@@ -522,6 +523,46 @@ def test_failed_kill_goes_to_unraisablehook(gl):
     assert len(events) == 1
     assert type(events[0].exc_value) is KeyError and events[0].err_msg is None
     assert isinstance(events[0].object, gl.greenlet) and events[0].object.dead
+
+
+@needs_refcounting
+@pytest.mark.parametrize("from_main", [True, False])
+def test_greenlet_dropped_as_another_run_ends_is_killed(gl, from_main, capfd):
+    """The run callable of a greenlet is its last reference to a suspended
+    greenlet, so that greenlet is dropped as the run ends.  The C greenlet
+    kills it before switch() returns.  Stress greenlet seed 638749468 found
+    the emulation's kill switching from the finished run's continulet
+    ("continulet already finished" reported, the greenlet kept alive, its
+    finally never run) when the drop came before the finished greenlet's
+    bookkeeping (session 9)."""
+    log, reports = [], []
+
+    def suspended():
+        def run():
+            try:
+                gl.getcurrent().parent.switch()
+            finally:
+                log.append("killed")
+        x = gl.greenlet(run)
+        x.switch()
+        return [x]
+
+    def ends(holder):
+        log.append("ends")
+        return "value"
+
+    def launch():
+        return gl.greenlet(functools.partial(ends, suspended())).switch()
+
+    old, sys.unraisablehook = sys.unraisablehook, reports.append
+    try:
+        got = launch() if from_main else gl.greenlet(launch).switch()
+    finally:
+        sys.unraisablehook = old
+    assert got == "value"
+    assert log == ["ends", "killed"]
+    assert [repr(r.exc_value) for r in reports] == []
+    assert "did not kill" not in capfd.readouterr().err
 
 
 # -- attributes ----------------------------------------------------------------------

@@ -204,10 +204,20 @@ class greenlet(_Attributes):
     def _gl_kill(self, ts: _ThreadState) -> bool:
         """Throw GreenletExit into this suspended greenlet, returning here.
 
-        Returns False if ``_continuation`` refused the switch (during a
-        garbage collection): the kill must be retried later."""
+        Returns False if the kill cannot switch now (``_continuation``
+        refused the switch during a garbage collection, or the current
+        greenlet has just died): it must be retried later."""
         if self._gl_state != _ACTIVE or self._gl_ts is not ts or not ts.alive:
             return True
+        cur = ts.current
+        if not cur._gl_main and (cur._gl_c is None or not cur._gl_c.is_pending()):
+            # ts.current has just died and its outcome is on its way
+            # (_after): the running stack is not its own, and a switch from
+            # its finished continulet would fail.  Anything the frames that
+            # were waiting for that outcome drop as they return (the run
+            # callable a launch held) gets here.  The kill waits for the
+            # end of _after, which runs ts.kills.
+            return False
         # The kill returns here; afterwards the parent is what it was.
         parent = self._gl_parent
         self._gl_parent = ts.current
