@@ -71,6 +71,14 @@ int cfs_check_recipe(PyObject *recipe, PyObject *const *moving, Py_ssize_t nmovi
 PyObject *cfs_reduce(PyObject *self, PyObject *unused);
 PyObject *cfs_setstate(PyObject *self, PyObject *state);
 
+/* src/deferred.c: the package's callbacks called from C code that cannot
+   raise.  cont_call_deferring calls fn(*args) until it returns (a new
+   reference), at most 8 times (then NULL, no exception set); the
+   exceptions that came out are raised again at the main thread's next
+   checks (in another thread: reported unraisable, no retry). */
+PyObject *cont_call_deferring(PyObject *fn, PyObject *const *args, Py_ssize_t nargs);
+extern PyMethodDef cont_deferred_methods[];
+
 /* src/transplant.c: moving a suspended stack's frames to a new stack */
 extern PyMethodDef cont_transplant_methods[];
 void cont_retire_stack(cont_stack *s);

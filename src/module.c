@@ -1183,7 +1183,8 @@ static PyObject *after_collection(PyObject *module, PyObject *fn)
 }
 
 /* Call what _after_collection() asked for, each once (a request made
- * meanwhile waits for the next collection). */
+ * meanwhile waits for the next collection; an asynchronous exception in one
+ * is raised again later, and the call made again: src/deferred.c). */
 static void call_after_collection(void)
 {
     PyObject *fns = after_gc;
@@ -1191,10 +1192,7 @@ static void call_after_collection(void)
     PyObject *exc = cps_fetch_exception();
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fns); i++) {
         PyObject *fn = PyList_GET_ITEM(fns, i);
-        PyObject *r = PyObject_CallNoArgs(fn);
-        if (r == NULL)
-            PyErr_WriteUnraisable(fn);
-        Py_XDECREF(r);
+        Py_XDECREF(cont_call_deferring(fn, NULL, 0));
     }
     Py_DECREF(fns);
     cps_restore_exception(exc);
@@ -1393,6 +1391,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
         goto fail;
     if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0
             || PyModule_AddFunctions(m, cont_transplant_methods) < 0
+            || PyModule_AddFunctions(m, cont_deferred_methods) < 0
             || PyModule_AddFunctions(m, cont_preempt_methods) < 0
             || PyModule_AddFunctions(m, cont_preempt_count_methods) < 0
             || PyModule_AddFunctions(m, cdp_methods) < 0)

@@ -24,6 +24,7 @@ import sys
 from types import TracebackType
 from typing import Any, Callable, Optional
 
+import _continuation
 from _continuation import continulet
 
 from . import _base
@@ -48,6 +49,8 @@ GREENLET_USE_STANDARD_THREADING = True
 CLOCKS_PER_SEC = 1000000
 
 _getframe = sys._getframe
+# (ours, on CPython: src/deferred.c)
+_deferring = getattr(_continuation, "_deferring", None)
 _is_finalizing = sys.is_finalizing
 
 
@@ -236,7 +239,10 @@ class greenlet(_Attributes):
         self._gl_parent = parent
         return True
 
-    def __del__(self) -> None:
+    def _gl_del(self) -> None:
+        """``__del__``, called through ``_continuation._deferring``: a
+        signal's exception anywhere in it is raised again in the main
+        thread's code, and this starts over (docs/design.md)."""
         if self._gl_state != _ACTIVE or self._gl_main:
             return
         ts = self._gl_ts
@@ -255,6 +261,8 @@ class greenlet(_Attributes):
             # greenlet, keep it (and its stack) alive rather than drop it.
             ts.undying.append(self)
             sys.stderr.write("GreenletExit did not kill %r\n" % (self,))
+
+    __del__ = _deferring(_gl_del) if _deferring is not None else _gl_del
 
     # -- attributes -----------------------------------------------------
 

@@ -38,7 +38,7 @@ class _ThreadState:
     """Per-thread bookkeeping: current and main greenlet, tracer, kills."""
 
     __slots__ = ("current", "main", "origin", "trace", "kills", "slow",
-                 "throwing", "alive", "undying", "conts", "swept")
+                 "throwing", "alive", "undying", "conts", "exit_mark")
 
     def __init__(self) -> None:
         self.current: Any = None
@@ -61,9 +61,8 @@ class _ThreadState:
         # True while the transfer into ``current`` is a throw.
         self.throwing = False
         self.alive = True
-        # Once the thread has exited: True after the next garbage
-        # collection, when its suspended greenlets no longer show frames.
-        self.swept = False
+        # Once the thread has exited: the collections seen then (see _swept).
+        self.exit_mark: Optional[tuple] = None
 
 
 class _Local(_thread._local):
@@ -90,7 +89,7 @@ class _ThreadWatch:
             main._gl_c = None
             main._gl_top = None
         ts.current = None
-        _exited.append(ts)
+        ts.exit_mark = _collections_seen()
         ts.kills = []
         ts.undying = []
         ts.conts = set()
@@ -100,20 +99,31 @@ class _ThreadWatch:
 
 
 _tls = _Local()
-# Thread states of threads that have exited since the last collection.
-_exited: list = []
-
-
-def _sweep_exited(phase: str, info: dict) -> None:
-    """A gc callback: like the C greenlet's deferred clean-up of an exited
-    thread, the frames of greenlets left suspended in it are reachable
-    (gr_frame) until the next collection."""
-    while _exited:
-        _exited.pop().swept = True
-
-
+# The info dict that gc.callbacks got at the latest start and stop of a
+# collection, by phase.  The callback is this dict's C ``__setitem__``: a
+# callback with a Python frame would be a point where a signal handler runs,
+# and CPython reports what a gc callback raises as unraisable (a Ctrl-C
+# lost).  Each call gets a new dict, and a thread state that recorded one
+# keeps it alive: an identity test tells whether a collection ran since.
+_last_collection: dict = {}
 if hasattr(gc, "callbacks"):
-    gc.callbacks.append(_sweep_exited)
+    gc.callbacks.append(_last_collection.__setitem__)
+
+
+def _collections_seen() -> tuple:
+    return _last_collection.get("start"), _last_collection.get("stop")
+
+
+def _swept(ts: _ThreadState) -> bool:
+    """Whether a collection has started or ended since ``ts``'s thread
+    exited: like the C greenlet's deferred clean-up of an exited thread, the
+    frames of greenlets left suspended in it are reachable (gr_frame) until
+    then.  (PyPy has no gc.callbacks: they stay reachable.)"""
+    mark = ts.exit_mark
+    if mark is None:
+        return False
+    start, stop = _collections_seen()
+    return start is not mark[0] or stop is not mark[1]
 
 
 def _forget_thread() -> None:
@@ -263,7 +273,7 @@ class _Attributes(_Slots):
     def gr_frame(self) -> Optional[FrameType]:
         """The innermost frame of a suspended greenlet, else None."""
         ts = self._gl_ts
-        if self._gl_state != _ACTIVE or (ts.current is self and ts.alive) or ts.swept:
+        if self._gl_state != _ACTIVE or (ts.current is self and ts.alive) or _swept(ts):
             return None
         # the frames of a greenlet left suspended in a thread that has
         # exited stay reachable, as with the C greenlet
