@@ -42,7 +42,7 @@ from stackless._common import _PYPY, _get_ident, _may_switch, _own_module
 from stackless._running import _internal
 
 if not _PYPY:
-    from _continuation import _after_collection, _frames  # type: ignore
+    from _continuation import _after_collection, _deferring, _frames  # type: ignore
 
 if TYPE_CHECKING:
     from stackless._tasklet import tasklet
@@ -91,11 +91,14 @@ class _TaskletCont(continulet):
     # failed lookup costs an AttributeError)
     __continulet_unlinked__ = False
 
-    def __continulet_keep__(self) -> bool:
+    def _keep_me(self) -> bool:
         """Asked by the continulet's finalizer (docs/continuation.md): True
         when the tasklet lives on, the stack left as it is."""
         t = self.tasklet
         return t is not None and _keep(self, t)
+
+    # (a signal in it is raised again later, and it asks again: src/deferred.c)
+    __continulet_keep__ = _keep_me if _PYPY else _deferring(_keep_me)
 
 
 def _register(t: "tasklet") -> None:
@@ -150,7 +153,8 @@ def _keep(c: _TaskletCont, t: "tasklet") -> bool:
         return False
     d = _alive_registry.get(t._ts.thread_id)
     v = d.get(id(t)) if d is not None else None
-    if type(v) is not _ref and v is not _WEAK:
+    # (v is t: kept by this call's first attempt, which a signal cut short)
+    if type(v) is not _ref and v is not _WEAK and v is not t:
         return False
     d[id(t)] = t
     # As in Stackless 3.7, only a collection in the tasklet's own thread
@@ -159,7 +163,9 @@ def _keep(c: _TaskletCont, t: "tasklet") -> bool:
     if not t._blocked and not t._scheduled and t._ts.thread_id == _get_ident():
         if not _doomed:
             _after_collection(_kill_doomed)
-        _doomed.setdefault(t._ts.thread_id, []).append(t)
+        doomed = _doomed.setdefault(t._ts.thread_id, [])
+        if not any(x is t for x in doomed):
+            doomed.append(t)
     return True
 
 
@@ -206,19 +212,33 @@ def _kill_doomed() -> None:
     """Called once a collection that found dropped paused tasklets is over
     (by ``_continuation``'s gc.callbacks hook): kill this thread's, unless
     it is in the middle of a stackless operation.  What is left waits for
-    the thread's next collection."""
+    the thread's next collection.  An asynchronous exception out of here
+    is raised again later and this is called again (src/deferred.c): the
+    tasklets not killed yet go back to ``_doomed`` first."""
     tid = _get_ident()
-    doomed = _doomed.get(tid)
-    doomed = _doomed.pop(tid) if doomed and _at_a_safe_point(doomed[0]._ts) else None
-    if _doomed:
-        _after_collection(_kill_doomed)
-    if doomed:
-        # in the order they were bound (as Stackless 3.7), not the order
-        # in which the collector met them
-        order = {k: i for i, k in enumerate(_alive_registry.get(tid, ()))}
-        doomed.sort(key=lambda t: order.get(id(t), -1))
-        for t in doomed:
-            _kill_dropped(t)
+    doomed: list = []
+    try:
+        waiting = _doomed.get(tid)
+        if waiting and _at_a_safe_point(waiting[0]._ts):
+            doomed = waiting
+            del _doomed[tid]            # (no call: no signal between the two)
+        if _doomed:
+            _after_collection(_kill_doomed)
+        if doomed:
+            # in the order they were bound (as Stackless 3.7), not the order
+            # in which the collector met them
+            order = {k: i for i, k in enumerate(_alive_registry.get(tid, ()))}
+            doomed.sort(key=lambda t: order.get(id(t), -1))
+            while doomed:
+                _kill_dropped(doomed[0])
+                del doomed[0]
+    except BaseException:
+        if doomed:
+            if tid in _doomed:
+                _doomed[tid][:0] = doomed
+            else:
+                _doomed[tid] = doomed
+        raise
 
 
 def _kill_dropped(t: "tasklet") -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
+import weakref
 
 import pytest
 
@@ -117,3 +119,127 @@ def test_a_signal_in_a_greenlets_finalizer_reaches_the_caller_and_the_kill_happe
     assert unraisable == []
     assert interrupt.landed == ["_gl_del"]
     assert log == ["finally"]
+
+
+class NthCheck(Interrupt):
+    """KeyboardInterrupt at the n-th check in the package's frames."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.seen, self.at = n, 0, None
+        super().__init__(self._nth)
+
+    def _nth(self, f) -> bool:
+        if not f.f_code.co_filename.startswith(PKG):
+            return False
+        at = (id(f), f.f_lasti)
+        if at == self.at:       # the same check, run again for the next call
+            return False
+        self.at = at
+        self.seen += 1
+        return self.seen == self.n
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="refcounting")
+def test_a_signal_at_any_point_of_a_greenlets_kill_is_not_lost():
+    """At every check in the package while a dropped greenlet is killed:
+    the greenlet dies once, its finally runs, and the KeyboardInterrupt
+    reaches the caller, or, where it landed in the killed greenlet's own
+    stack (in place of GreenletExit), goes to sys.unraisablehook as an
+    exception of the kill (the C greenlet's rule for its code)."""
+    n = 0
+    while True:
+        n += 1
+        log = []
+
+        def run():
+            try:
+                greenlet.getcurrent().parent.switch()
+            finally:
+                log.append("finally")
+        g = greenlet.greenlet(run)
+        g.switch()
+        ref = weakref.ref(g)
+        interrupt = NthCheck(n)
+        caught = False
+        try:
+            with Unraisables() as unraisable:
+                try:
+                    interrupt.start()
+                    del g
+                    for _ in range(100):
+                        pass
+                except KeyboardInterrupt:
+                    caught = True
+        finally:
+            interrupt.armed = False
+        if not interrupt.landed:
+            break
+        assert log == ["finally"], (n, interrupt.landed)
+        assert caught != bool(unraisable), (n, interrupt.landed, unraisable)
+        assert all("KeyboardInterrupt" in u for u in unraisable), (n, unraisable)
+        if ref() is not None:
+            gc.collect()        # (a traceback's frames may hold it in a cycle)
+        assert ref() is None, (n, interrupt.landed)
+    assert n > 10, n       # (30 points on 3.11 in either mode)
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="continulet finalizers")
+def test_a_signal_at_any_point_of_a_dropped_tasklets_kill_is_not_lost():
+    """At every check in the package while a collection finds a dropped
+    paused tasklet (its continulet's ``__continulet_keep__``) and kills it
+    afterwards (``_kill_doomed``): the tasklet is killed once (at the next
+    run() if a signal cut the kill short once it had scheduled it), the
+    scheduler is consistent, and a KeyboardInterrupt that landed in the
+    callbacks' own code reaches the caller of gc.collect().  One that
+    landed in the kill or in the tasklet's stack may be reported to
+    sys.unraisablehook as an error of the kill; none is lost."""
+    import stackless
+    gc.collect()
+    n = 0
+    while True:
+        n += 1
+        log = []
+
+        def body():
+            try:
+                stackless.schedule_remove()
+                log.append("resumed")
+            finally:
+                log.append("finally")
+        dropped = weakref.ref(stackless.tasklet(body)())
+        stackless.run()
+        assert log == []
+        in_callback = []      # landed in the callbacks' own code, not in kill()
+        interrupt = NthCheck(n)
+        when = interrupt.when
+        interrupt.when = lambda f: when(f) and not in_callback.append(
+            f.f_code.co_name in ("_keep_me", "_keep", "_kill_doomed", "_at_a_safe_point"))
+        caught = False
+        try:
+            with Unraisables() as unraisable:
+                try:
+                    interrupt.start()
+                    gc.collect(0)       # (it is young: a cheap collection finds it)
+                    for _ in range(100):
+                        pass
+                except KeyboardInterrupt:
+                    caught = True
+        finally:
+            interrupt.armed = False
+        # a kill cut short once it had scheduled the tasklet ends here
+        stackless.run()
+        left = [t for t in stackless._live_tasklets(threading.get_ident())
+                if t.alive and not t.is_main]
+        for t in left:              # (a failure must not leave it to later tests)
+            t.kill()
+        if not interrupt.landed:
+            break
+        assert left == [] and log == ["finally"], (n, interrupt.landed)
+        assert caught != bool(unraisable), (n, interrupt.landed, unraisable)
+        assert all("KeyboardInterrupt" in u for u in unraisable), (n, unraisable)
+        # in the callbacks' code: raised in main; in the kill (kill() and
+        # _kill_dropped's loop, which retries it) or in the tasklet's stack
+        # (in place of TaskletExit) it may be reported as an error of the kill
+        assert caught or not in_callback[0], (n, interrupt.landed, unraisable)
+        assert stackless.getcurrent() is stackless.getmain() and stackless.getruncount() == 1
+    assert n > 5, n

@@ -221,22 +221,25 @@ class greenlet(_Attributes):
             # callable a launch held) gets here.  The kill waits for the
             # end of _after, which runs ts.kills.
             return False
-        # The kill returns here; afterwards the parent is what it was.
+        # The kill returns here; afterwards the parent is what it was (a
+        # store in the finally: no call, so no signal, before it).
         parent = self._gl_parent
         self._gl_parent = ts.current
         try:
             self.throw(GreenletExit)
         except GreenletExit:
             pass
-        except RuntimeError as e:
-            if self._gl_state == _ACTIVE and self._gl_c.is_pending() \
-                    and "garbage collect" in str(e):
-                self._gl_parent = parent
-                return False
-            _unraisable(e, self)
         except BaseException as e:
+            if self._gl_state == _ACTIVE and self._gl_c.is_pending():
+                # The kill never reached it: a refused switch, or an
+                # asynchronous exception in this module's code on the way
+                # (what it raises once it has GreenletExit kills it).
+                if isinstance(e, RuntimeError) and "garbage collect" in str(e):
+                    return False
+                raise           # the caller (__del__'s deferring, a switch) retries
             _unraisable(e, self)
-        self._gl_parent = parent
+        finally:
+            self._gl_parent = parent
         return True
 
     def _gl_del(self) -> None:

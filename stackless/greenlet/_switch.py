@@ -389,12 +389,21 @@ def _run_kills(ts: _ThreadState) -> None:
     """Kill the greenlets of this thread whose kill had to wait: dropped in
     another thread, or found by the garbage collector (no switch can happen
     during a collection)."""
-    while ts.kills:
-        g = ts.kills.pop()
+    kills = ts.kills
+    while kills:
+        g = kills[-1]
         ts.slow = True
-        if not g._gl_kill(ts):
-            ts.kills.append(g)  # still refused: try again later
-            return
+        try:
+            # off the list while it is killed (the kill's own switches run
+            # this again), back on it if an asynchronous exception comes out
+            # of the pop's check or of a kill that never reached it
+            kills.pop()
+            if not g._gl_kill(ts):
+                kills.append(g)     # still refused: try again later
+                return
+        except BaseException:
+            kills.append(g)
+            raise
         del g
     ts.slow = ts.trace is not None
 
