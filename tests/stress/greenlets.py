@@ -322,9 +322,15 @@ def run(seed: int, trace: Trace) -> None:
 
     def drive(w: World) -> None:
         for _ in range(nsteps):
-            w.step()
-            if w.pool and w.rng.random() < 0.1:
-                foreign.append(weakref.ref(w.pool[-1]))
+            try:
+                w.step()
+                if w.pool and w.rng.random() < 0.1:
+                    foreign.append(weakref.ref(w.pool[-1]))
+            except Alarm:
+                # a signal that landed in the package's finalizer (a dropped
+                # greenlet's __del__), raised again at the next check, which
+                # may be the harness's (src/deferred.c): not a finding
+                w.log("signal escaped an op")
 
     def thread_main(w: World) -> None:
         try:
