@@ -14,7 +14,8 @@
  * finish, is called again: each is written so that it can start over
  * (docs/design.md, "Exception safety").  Signal handlers run in the main
  * thread only; in another thread (PyThreadState_SetAsyncExc) or at
- * shutdown the exception is reported as before. */
+ * shutdown the exception is reported as before, and so are the exceptions
+ * of the calls made again but the first one's. */
 #include "continulet.h"
 
 /* Calls of one callback in a row before its exceptions are reported as
@@ -53,11 +54,19 @@ PyObject *cont_call_deferring(PyObject *fn, PyObject *const *args, Py_ssize_t na
             PyErr_WriteUnraisable(fn);
             break;
         }
-        caught[n++] = cps_fetch_exception();
+        PyObject *exc = cps_fetch_exception();
+        if (exc == NULL)
+            break;          /* (NULL without an exception: nothing to raise) */
+        caught[n++] = exc;
     }
+    /* the first one only: the others (signals during the calls made again)
+       would land in the handler of the first one, a second Ctrl-C */
     for (int i = 0; i < n; i++)
-        if (!defer(caught[i]))
+        if (i > 0 || !defer(caught[i])) {
+            if (i > 0)
+                cps_restore_exception(caught[i]);
             PyErr_WriteUnraisable(fn);
+        }
     return r;
 }
 

@@ -321,11 +321,15 @@ def run(seed: int, trace: Trace) -> None:
         w.check_collected = nthreads == 0 and not signals
 
     def drive(w: World) -> None:
-        for _ in range(nsteps):
+        left = nsteps
+        while left:
+            # (the loop inside the try: its backward jump is a check too)
             try:
-                w.step()
-                if w.pool and w.rng.random() < 0.1:
-                    foreign.append(weakref.ref(w.pool[-1]))
+                while left:
+                    left -= 1
+                    w.step()
+                    if w.pool and w.rng.random() < 0.1:
+                        foreign.append(weakref.ref(w.pool[-1]))
             except Alarm:
                 # a signal that landed in the package's finalizer (a dropped
                 # greenlet's __del__), raised again at the next check, which

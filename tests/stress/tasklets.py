@@ -409,12 +409,16 @@ class World:
 
     def drive(self, nsteps: int) -> None:
         self.ident = threading.get_ident()
-        for i in range(nsteps):
+        i = 0
+        while i < nsteps:
+            # (the loop inside the try: its backward jump is a check too)
             try:
-                self.step(False)
-                if i % 5 == 0:
-                    SIGNALS.local.critical = True
-                    self.check_scheduler(f"step {i}")
+                while i < nsteps:
+                    i += 1
+                    self.step(False)
+                    if i % 5 == 1:
+                        SIGNALS.local.critical = True
+                        self.check_scheduler(f"step {i - 1}")
             except Alarm:
                 # a signal that landed in the package's callbacks (a dropped
                 # tasklet's keep or kill after a collection), raised again at
