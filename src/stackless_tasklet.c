@@ -52,7 +52,16 @@ static PyObject *tasklet_new(PyObject *unused, PyObject *const *args, Py_ssize_t
         if (PyErr_Occurred() || (ts = PyObject_CallNoArgs(py_ts)) == NULL)
             return NULL;
     }
-    PyObject *self = PyBaseObject_Type.tp_new((PyTypeObject *)args[0], empty_tuple, NULL);
+    /* The type's allocator, not object.__new__: before 3.13 that also
+     * gives every instance an empty block for the values of its __dict__
+     * (16 B, its allocation and free, and a visit at every collection),
+     * which almost no tasklet uses; without it, a tasklet that gets an
+     * attribute gets an ordinary dict then.  (3.13+ keeps the values
+     * inline, and the allocator sets them up.)  object.__new__ also
+     * refuses abstract classes: those go through it. */
+    PyTypeObject *tp = (PyTypeObject *)args[0];
+    PyObject *self = !(tp->tp_flags & Py_TPFLAGS_IS_ABSTRACT) ? tp->tp_alloc(tp, 0)
+                   : PyBaseObject_Type.tp_new(tp, empty_tuple, NULL);
     if (self == NULL) {
         Py_DECREF(ts);
         return NULL;

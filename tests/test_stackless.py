@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -680,6 +681,21 @@ def test_tasklet_subclass():
     assert isinstance(t, tasklet)
     stackless.run()
     assert out == ["x"]
+
+
+def test_tasklet_takes_attributes_and_a_cycle_through_them_is_collected():
+    """An extension: Stackless 3.7's base tasklet takes no attributes (its
+    subclasses do); here a tasklet has a ``__dict__``, made when first
+    needed, and the collector sees what it holds."""
+    t = tasklet(lambda: None)
+    assert t.__dict__ == {}
+    t.tag = "x"
+    t.me = t
+    assert t.tag == "x" and vars(t) == {"tag": "x", "me": t}
+    r = weakref.ref(t)
+    del t
+    gc.collect()
+    assert r() is None
 
 
 def test_attributes_of_suspended_tasklet():
