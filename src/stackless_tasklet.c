@@ -27,7 +27,7 @@ static PyObject *tpl_val[MAX_FIELDS];
 static int tpl_n;
 
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
-                  t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
+                  t_alive, t_started, t_context, t_unrestorable, t_key, ts_thread_id, ts_current, ts_rq;
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
 /* stackless._lifetime._WEAK: the registry's entry of a tasklet held weakly */
 static PyObject *weak_marker;
@@ -240,6 +240,22 @@ static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_
 
 /* --- setup(*args, **kwargs) and __call__ ---------------------------------- */
 
+/* The tasklet's key in its registry, id(t), as a new reference (NULL with
+ * an error): made once and kept in its slot _key, so that each lookup
+ * finds the very key object that the registry holds (no int made and
+ * freed, and the keys compared by identity, not by value).  A key is
+ * only used when it is t's address: the slot is writable from Python. */
+static PyObject *registry_key(PyObject *t)
+{
+    PyObject *k = slot(t, t_key);
+    if (k != NULL && PyLong_CheckExact(k) && PyLong_AsVoidPtr(k) == t)
+        return Py_NewRef(k);
+    PyErr_Clear();      /* (an int that does not fit a pointer) */
+    if ((k = PyLong_FromVoidPtr(t)) != NULL)
+        set_slot(t, t_key, k);
+    return k;
+}
+
 /* _register(self): _alive_registry[thread_id][id(self)] = self */
 static int register_alive(PyObject *self, PyObject *ts)
 {
@@ -253,7 +269,7 @@ static int register_alive(PyObject *self, PyObject *ts)
         if (bad < 0)
             return -1;
     }
-    PyObject *key = PyLong_FromVoidPtr(self);
+    PyObject *key = registry_key(self);
     if (key == NULL)
         return -1;
     int rc = PyDict_SetItem(d, key, self);
@@ -422,7 +438,7 @@ static int hold_weakly(PyObject *t)
     if (d == NULL)
         return PyErr_Occurred() ? -1 : 0;
     Py_INCREF(d);       /* (an allocation below may run finalizers) */
-    PyObject *key = PyLong_FromVoidPtr(t);
+    PyObject *key = registry_key(t);
     PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
     int rc = key == NULL || (v == NULL && PyErr_Occurred()) ? -1 : 0;
     if (v == t && may_weaken(t))
@@ -485,7 +501,7 @@ static void tcont_finalize(PyObject *c)
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     Py_INCREF(t);
-    PyObject *key = PyLong_FromVoidPtr(t);
+    PyObject *key = registry_key(t);
     int stuck = key == NULL;
     PyObject *tid, *d;
     Py_ssize_t pos = 0;
@@ -515,11 +531,12 @@ static void tcont_finalize(PyObject *c)
  * hook below makes the entries of those still registered weak when a
  * collection starts: most tasklets end before any collection, and their
  * start and end then skip the weak reference and two dictionary updates.
- * An entry is the thread id (strong) and the tasklet's address, never
- * dereferenced: the registry's value under id() must be that very object,
- * started (its continulet is a _TaskletCont), as _new_cont's check. */
+ * An entry is the thread id and the tasklet's registry key (strong) and
+ * the tasklet's address, never dereferenced: the registry's value under
+ * the key must be that very object, started (its continulet is a
+ * _TaskletCont), as _new_cont's check. */
 typedef struct {
-    PyObject *tid;
+    PyObject *tid, *key;
     void *addr;
 } pending_t;
 static pending_t *pending;
@@ -534,17 +551,16 @@ static void weaken_pending(void)
     for (Py_ssize_t i = 0; i < npending; i++) {
         pending_t *p = &pending[i];
         PyObject *d = PyDict_GetItemWithError(registry, p->tid);
-        PyObject *key = d != NULL ? PyLong_FromVoidPtr(p->addr) : NULL;
-        PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
+        PyObject *v = d != NULL ? PyDict_GetItemWithError(d, p->key) : NULL;
         if (v == p->addr && PyObject_TypeCheck(v, tasklet_type) && may_weaken(v)) {
             Py_INCREF(d);
-            if (PyDict_SetItem(d, key, weak_marker) < 0)
+            if (PyDict_SetItem(d, p->key, weak_marker) < 0)
                 PyErr_WriteUnraisable(registry);    /* (it stays held) */
             Py_DECREF(d);
         }
         else if (PyErr_Occurred())
             PyErr_WriteUnraisable(registry);
-        Py_XDECREF(key);
+        Py_DECREF(p->key);
         Py_DECREF(p->tid);
     }
     npending = 0;
@@ -566,7 +582,11 @@ static int defer_weak(PyObject *t)
             cap_pending = cap;
         }
     }
+    PyObject *key = registry_key(t);
+    if (key == NULL)
+        return -1;
     pending[npending].tid = Py_NewRef(slot(slot(t, t_ts), ts_thread_id));
+    pending[npending].key = key;
     pending[npending++].addr = t;
     return 0;
 }
@@ -622,13 +642,14 @@ static int unregister_alive(PyObject *self, PyObject *ts)
     for (Py_ssize_t i = npending - 1; i >= 0 && i >= npending - 8; i--)
         if (pending[i].addr == self) {
             Py_DECREF(pending[i].tid);
+            Py_DECREF(pending[i].key);
             pending[i] = pending[--npending];
             break;
         }
     PyObject *d = PyDict_GetItemWithError(registry, slot(ts, ts_thread_id));
     if (d == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    PyObject *key = PyLong_FromVoidPtr(self);
+    PyObject *key = registry_key(self);
     if (key == NULL)
         return -1;
     Py_INCREF(d);
@@ -824,13 +845,14 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (t_started = slot_offset(tasklet, "_started")) < 0
             || (t_context = slot_offset(tasklet, "_context")) < 0
             || (t_unrestorable = slot_offset(tasklet, "_unrestorable")) < 0
+            || (t_key = slot_offset(tasklet, "_key")) < 0
             || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0
             || (c_tasklet = slot_offset((PyObject *)tcont_type, "tasklet")) < 0)
         goto done;
     static const char *const flags[] = {"_blocked", "_scheduled", "_alive", "_started",
         "_is_main", "_atomic", "_ignore_nesting", "_block_trap", "_orphaned", "_unrestorable",
-        "_base", NULL};
+        "_base", "_key", NULL};
     accel_skip_flags_in_gc(ns, "_TaskletFlags", (PyTypeObject *)tasklet, flags);
     int usable = learn_template(tasklet);
     if (usable < 0)
