@@ -186,7 +186,7 @@ static int as_tuple_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
 }
 
 /* type.__call__(type, *args, **kw) */
-static OUT_OF_LINE PyObject *type_call(PyObject *type, PyObject *const *args, Py_ssize_t nargs,
+OUT_OF_LINE PyObject *accel_type_call(PyObject *type, PyObject *const *args, Py_ssize_t nargs,
                                        PyObject *kwnames)
 {
     PyObject *tuple, *kw;
@@ -217,7 +217,7 @@ static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
     PyObject *stack[8];
     if ((PyTypeObject *)type != tasklet_type || n >= 8 || !own_new_init())
-        return type_call(type, args, nargs, kwnames);
+        return accel_type_call(type, args, nargs, kwnames);
     stack[0] = type;
     for (Py_ssize_t i = 0; i < n; i++)
         stack[i + 1] = args[i];
@@ -708,7 +708,7 @@ static PyMethodDef finish_def = {"_finish", (PyCFunction)(void (*)(void))tasklet
 
 /* --- install ---------------------------------------------------------------- */
 
-static int immutable(PyObject *v)
+int accel_immutable(PyObject *v)
 {
     return v == Py_None || PyBool_Check(v) || PyLong_CheckExact(v) || PyUnicode_CheckExact(v);
 }
@@ -735,7 +735,7 @@ static int learn_template(PyObject *tasklet)
             PyObject *v = slot(probe, m->offset);
             if (v == NULL)
                 continue;
-            if (tpl_n == MAX_FIELDS || !immutable(v))
+            if (tpl_n == MAX_FIELDS || !accel_immutable(v))
                 ok = 0;
             else {
                 tpl_off[tpl_n] = m->offset;

@@ -1085,6 +1085,35 @@ def test_channel_subclass():
     assert ch.sent == 1 and ch.balance == 0
 
 
+def test_a_new_channel_ignores_its_arguments_and_starts_empty():
+    """As Stackless 3.7: channel(1, 2, x=3) is an empty channel with the
+    default settings; each new channel has a queue of its own."""
+    ch, other = channel(1, 2, x=3), channel()
+    assert (ch.balance, ch.preference, ch.schedule_all, ch.closing, ch.queue) == (0, -1, 0, False, None)
+    tasklet(ch.receive)()
+    stackless.run()
+    assert ch.balance == -1 and other.balance == 0 and other.queue is None
+    ch.send(1)
+    assert ch.balance == 0
+
+
+def test_a_replaced_channel_init_is_what_makes_channels(monkeypatch):
+    """Replacing the class's __init__ (the Python reference's own
+    definition) takes effect for every channel made afterwards, and
+    undoing it restores the usual channels."""
+    calls = []
+    original = channel.__init__
+
+    def init(self, *args, **kwargs):
+        calls.append(args)
+        original(self)
+        self.preference = 1
+    monkeypatch.setattr(channel, "__init__", init)
+    assert channel(7).preference == 1 and calls == [(7,)]
+    monkeypatch.undo()
+    assert channel().preference == -1 and calls == [(7,)]
+
+
 def test_channel_many_tasklets():
     ch = channel()
     n = 2000
