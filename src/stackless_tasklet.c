@@ -248,9 +248,13 @@ static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_
 static PyObject *registry_key(PyObject *t)
 {
     PyObject *k = slot(t, t_key);
-    if (k != NULL && PyLong_CheckExact(k) && PyLong_AsVoidPtr(k) == t)
-        return Py_NewRef(k);
-    PyErr_Clear();      /* (an int that does not fit a pointer) */
+    if (k != NULL && PyLong_CheckExact(k)) {
+        void *p = PyLong_AsVoidPtr(k);
+        if (p == t)
+            return Py_NewRef(k);
+        if (p == NULL)
+            PyErr_Clear();      /* (an int that does not fit a pointer) */
+    }
     if ((k = PyLong_FromVoidPtr(t)) != NULL)
         set_slot(t, t_key, k);
     return k;
