@@ -16,6 +16,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <string.h>
+#include "capi.h"
 #include "slots.h"
 #include "stackless_accel.h"
 
@@ -38,6 +39,7 @@ static PyObject *s_setup, *s_bind, *empty_tuple;
 static PyCFunction deque_append;        /* deque.append's C function (METH_O) */
 static PyCFunction deque_popleft;       /* deque.popleft's (METH_NOARGS) */
 static PyTypeObject *deque_type;
+static const cont_capi *capi;           /* _continuation's C API */
 
 /* --- __new__ --------------------------------------------------------------- */
 
@@ -613,16 +615,27 @@ int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
     if (c_tasklet == 0)
         return 0;
     /* _TaskletCont(bootstrap, t): what type.__call__ does, its __new__
-     * and __init__ slots with one argument tuple, without the generic
-     * call of a type (argument tuple from a vector, type_call's checks).
-     * (A Python __new__ or __init__ of the class would be these slots too.) */
-    PyObject *args = PyTuple_Pack(2, bootstrap, t);
-    if (args == NULL)
-        return -1;
-    PyObject *c = tcont_type->tp_new(tcont_type, args, NULL);
-    if (c != NULL && tcont_type->tp_init(c, args, NULL) < 0)
-        Py_CLEAR(c);
-    Py_DECREF(args);
+     * and __init__ slots, without the generic call of a type (argument
+     * tuple from a vector, type_call's checks); while they are
+     * continulet's own, without an argument tuple at all (continulet's
+     * __new__ ignores its arguments).  (A Python __new__ or __init__ of
+     * the class would be these slots too.) */
+    PyObject *c;
+    if (tcont_type->tp_new == capi->continulet_type->tp_new
+            && tcont_type->tp_init == capi->continulet_type->tp_init) {
+        c = tcont_type->tp_new(tcont_type, empty_tuple, NULL);
+        if (c != NULL && capi->init1(c, bootstrap, t) < 0)
+            Py_CLEAR(c);
+    }
+    else {
+        PyObject *args = PyTuple_Pack(2, bootstrap, t);
+        if (args == NULL)
+            return -1;
+        c = tcont_type->tp_new(tcont_type, args, NULL);
+        if (c != NULL && tcont_type->tp_init(c, args, NULL) < 0)
+            Py_CLEAR(c);
+        Py_DECREF(args);
+    }
     if (c == NULL)
         return -1;
     set_slot(c, c_tasklet, t);
@@ -821,6 +834,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (s_setup = PyUnicode_InternFromString("setup")) == NULL
             || (s_bind = PyUnicode_InternFromString("bind")) == NULL
             || (empty_tuple = PyTuple_New(0)) == NULL
+            || (capi = cont_capi_import()) == NULL
             || (coll = PyImport_ImportModule("collections")) == NULL
             || (deque_type = (PyTypeObject *)PyObject_GetAttrString(coll, "deque")) == NULL
             || (app = PyObject_GetAttrString((PyObject *)deque_type, "append")) == NULL
