@@ -80,12 +80,16 @@ static PyMethodDef new_def = {"__new__", (PyCFunction)(void (*)(void))tasklet_ne
 
 /* --- __init__(func) ----------------------------------------------------------- */
 
+/* The int 0: a new tasklet's _blocked (small ints are shared objects) */
+static PyObject *zero;
+
 /* A fresh tasklet that bind() may bind without complaint: not alive, not
  * scheduled, not blocked, not running. */
 static int fresh(PyObject *self, PyObject *ts)
 {
     return slot(self, t_alive) == Py_False && slot(self, t_scheduled) == Py_False
-        && slot_true(self, t_blocked) == 0 && slot(self, t_ts) == ts
+        && (slot(self, t_blocked) == zero || slot_true(self, t_blocked) == 0)
+        && slot(self, t_ts) == ts
         && slot(ts, ts_current) != self;
 }
 
@@ -834,7 +838,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (s_setup = PyUnicode_InternFromString("setup")) == NULL
             || (s_bind = PyUnicode_InternFromString("bind")) == NULL
             || (empty_tuple = PyTuple_New(0)) == NULL
-            || (capi = cont_capi_import()) == NULL
+            || (capi = cont_capi_import()) == NULL || (zero = PyLong_FromLong(0)) == NULL
             || (coll = PyImport_ImportModule("collections")) == NULL
             || (deque_type = (PyTypeObject *)PyObject_GetAttrString(coll, "deque")) == NULL
             || (app = PyObject_GetAttrString((PyObject *)deque_type, "append")) == NULL
