@@ -9,7 +9,7 @@
 #include <Python.h>
 
 #define CONT_CAPI_NAME "_continuation._C_API"
-#define CONT_CAPI_VERSION 3
+#define CONT_CAPI_VERSION 4
 
 typedef struct {
     int version;                    /* CONT_CAPI_VERSION */
@@ -31,6 +31,10 @@ typedef struct {
      * would never be found, stackless/_lifetime.py). */
     PyObject *(*switch_in_call)(PyObject *c, PyObject *to, PyObject *const *args,
                                 PyObject *const *end, PyObject *held);
+    /* c.__init__(callable, arg) for a continulet whose class has
+     * continulet's own __init__ (the caller checks): 0, or -1 with the
+     * method's error */
+    int (*init1)(PyObject *c, PyObject *callable, PyObject *arg);
 } cont_capi;
 
 /* The API, or NULL with an exception (import it once, at install time). */

@@ -752,26 +752,57 @@ static int is_unlinked(PyTypeObject *type)
     return truth;
 }
 
+/* __init__'s checks, before anything is made: the thread's record in *t
+ * and the class's __continulet_unlinked__ in *unlinked; 0, or -1 with an
+ * error. */
+static int init_check(PyObject *op, cont_tls **t, int *unlinked)
+{
+    if ((*t = get_tls()) == NULL || (*unlinked = is_unlinked(Py_TYPE(op))) < 0)
+        return -1;
+    /* checked after the Python code above, which may have initialized us */
+    if (((Continulet *)op)->initialized) {
+        PyErr_SetString(cont_error, "continulet already __init__ialized");
+        return -1;
+    }
+    return 0;
+}
+
+/* The rest of __init__: the record of a run of callable(*callargs, **kw)
+ * (callargs starts with op; both are stolen, kw may be NULL).  0, or -1
+ * with an error. */
+static int init_record(PyObject *op, cont_tls *t, int unlinked, PyObject *callable,
+                       PyObject *callargs, PyObject *kw)
+{
+    cont_stack *s = new_stack(t->thread_id);
+    if (s == NULL) {
+        Py_DECREF(callargs);
+        Py_XDECREF(kw);
+        return -1;
+    }
+    Continulet *self = (Continulet *)op;
+    s->unlinked = unlinked;
+    s->owner = Py_NewRef(op);
+    s->callable = Py_NewRef(callable);
+    s->args = callargs;
+    s->kwargs = kw;
+    self->h = s;
+    self->thread_id = t->thread_id;
+    self->initialized = 1;
+    return 0;
+}
+
 static int Continulet_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
-    Continulet *self = (Continulet *)op;
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     if (n < 1) {
         PyErr_SetString(PyExc_TypeError,
                         "continulet.__init__() missing 1 required positional argument: 'callable'");
         return -1;
     }
-    cont_tls *t = get_tls();
-    if (t == NULL)
+    cont_tls *t;
+    int unlinked;
+    if (init_check(op, &t, &unlinked) < 0)
         return -1;
-    int unlinked = is_unlinked(Py_TYPE(op));
-    if (unlinked < 0)
-        return -1;
-    /* checked after the Python code above, which may have initialized us */
-    if (self->initialized) {
-        PyErr_SetString(cont_error, "continulet already __init__ialized");
-        return -1;
-    }
     PyObject *callargs = PyTuple_New(n);
     if (callargs == NULL)
         return -1;
@@ -786,21 +817,19 @@ static int Continulet_init(PyObject *op, PyObject *args, PyObject *kwds)
             return -1;
         }
     }
-    cont_stack *s = new_stack(t->thread_id);
-    if (s == NULL) {
-        Py_DECREF(callargs);
-        Py_XDECREF(kw);
+    return init_record(op, t, unlinked, PyTuple_GET_ITEM(args, 0), callargs, kw);
+}
+
+/* C API: c.__init__(callable, arg), without the argument tuple that the
+ * call of the slot needs (the accelerator starts every tasklet so) */
+static int capi_init1(PyObject *c, PyObject *callable, PyObject *arg)
+{
+    cont_tls *t;
+    int unlinked;
+    if (init_check(c, &t, &unlinked) < 0)
         return -1;
-    }
-    s->unlinked = unlinked;
-    s->owner = Py_NewRef(op);
-    s->callable = Py_NewRef(PyTuple_GET_ITEM(args, 0));
-    s->args = callargs;
-    s->kwargs = kw;
-    self->h = s;
-    self->thread_id = t->thread_id;
-    self->initialized = 1;
-    return 0;
+    PyObject *callargs = PyTuple_Pack(2, c, arg);
+    return callargs == NULL ? -1 : init_record(c, t, unlinked, callable, callargs, NULL);
 }
 
 static int visit_stack(cont_stack *s, visitproc visit, void *arg)
@@ -1366,7 +1395,7 @@ static PyObject *capi_switch_in_call(PyObject *c, PyObject *to, PyObject *const 
 }
 
 static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch, capi_may_switch,
-                               capi_switch_in_call};
+                               capi_switch_in_call, capi_init1};
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,

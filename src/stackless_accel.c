@@ -1035,7 +1035,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     xdecref(set_s);
     xdecref(set_c);
     if (replaced == NULL || tasklet_accel_install(ns, tasklet, ts_rq, replaced) < 0
-            || run_accel_install(ns, tasklet, tstate) < 0) {
+            || run_accel_install(ns, tasklet, tstate) < 0 || channel_accel_install(channel) < 0) {
         xdecref(replaced);
         goto fail;
     }

@@ -22,6 +22,15 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
 void accel_skip_flags_in_gc(PyObject *ns, const char *name, PyTypeObject *cls,
                             const char *const *flags);
 
+/* type.__call__(type, *args, **kw), from a vectorcall's arguments */
+PyObject *accel_type_call(PyObject *type, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames);
+/* Whether v is None, a bool, an int or a str (a template may share it) */
+int accel_immutable(PyObject *v);
+/* stackless_channel_new.c: channel() made in C while the class's __new__
+ * and __init__ are the originals.  0, or -1 with an exception. */
+int channel_accel_install(PyObject *channel);
+
 /* stackless_accel.c: the scheduler steps the other parts share */
 int accel_do_switch(PyObject *ts, PyObject *cur, PyObject *nxt);
 /* schedule callback(prev, nxt), traced; an Exception is reported as
@@ -47,6 +56,8 @@ PyObject *call_visible(PyObject *func, PyObject *const *args, size_t nargsf, PyO
 /* *func becomes a builtin that calls the old *func hidden: the Python
  * fallbacks that the C code calls */
 int hide_in_place(PyObject **func);
+/* Whether obj is func itself hidden: hide(func) or hide(func, True) */
+int accel_is_hidden(PyObject *obj, PyObject *func);
 extern PyMethodDef hide_methods[];
 
 /* stackless_run.c: run(), _bootstrap and the trace functions of tasklets */

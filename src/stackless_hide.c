@@ -180,6 +180,13 @@ done:
     return r;
 }
 
+int accel_is_hidden(PyObject *obj, PyObject *func)
+{
+    PyObject *f = obj != NULL && PyInstanceMethod_Check(obj) ? PyInstanceMethod_GET_FUNCTION(obj) : obj;
+    return f != NULL && PyCFunction_Check(f) && PyCFunction_GET_SELF(f) == func
+        && ((PyCFunctionObject *)f)->m_ml->ml_meth == (PyCFunction)(void (*)(void))hidden_call;
+}
+
 /* _callback(func, *args): call the user's func, traced even from hidden code */
 static PyObject *accel_callback(PyObject *mod, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames)

@@ -19,7 +19,7 @@
 #include "slots.h"
 #include "stackless_accel.h"
 
-static Py_ssize_t t_ts, t_frame, t_trace, t_profile, t_started, t_tempval, t_func, t_args,
+static Py_ssize_t t_ts, t_trace, t_profile, t_started, t_tempval, t_func, t_args,
                   t_kwargs, t_context, t_is_main, t_cont, t_scheduled, t_base, t_alive;
 static Py_ssize_t ts_current, ts_rq, ts_timeout, ts_tracing, ts_launch, ts_pending, ts_trap,
                   ts_watchdogs;
@@ -131,7 +131,6 @@ static PyObject *base_id(PyFrameObject *below)
  * the tasklet unstarted (see _not_started). */
 static OUT_OF_LINE int begin(PyObject *ts, PyObject *self)
 {
-    set_slot(self, t_frame, Py_None);
     /* started before anything can fail: what lands in the start-up calls
        (a profile function's TaskletExit) is the tasklet's own (slp37) */
     set_slot(self, t_started, Py_True);
@@ -506,7 +505,7 @@ int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate)
             || (bomb_type = need(ns, "bomb")) == NULL
             || (s_raise = PyUnicode_InternFromString("raise_")) == NULL)
         return -1;
-    if ((t_ts = slot_offset(tasklet, "_ts")) < 0 || (t_frame = slot_offset(tasklet, "_frame")) < 0
+    if ((t_ts = slot_offset(tasklet, "_ts")) < 0
             || (t_trace = slot_offset(tasklet, "_trace")) < 0
             || (t_profile = slot_offset(tasklet, "_profile")) < 0
             || (t_started = slot_offset(tasklet, "_started")) < 0

@@ -16,6 +16,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <string.h>
+#include "capi.h"
 #include "slots.h"
 #include "stackless_accel.h"
 
@@ -27,7 +28,7 @@ static PyObject *tpl_val[MAX_FIELDS];
 static int tpl_n;
 
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
-                  t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
+                  t_alive, t_started, t_context, t_unrestorable, t_key, ts_thread_id, ts_current, ts_rq;
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
 /* stackless._lifetime._WEAK: the registry's entry of a tasklet held weakly */
 static PyObject *weak_marker;
@@ -38,6 +39,7 @@ static PyObject *s_setup, *s_bind, *empty_tuple;
 static PyCFunction deque_append;        /* deque.append's C function (METH_O) */
 static PyCFunction deque_popleft;       /* deque.popleft's (METH_NOARGS) */
 static PyTypeObject *deque_type;
+static const cont_capi *capi;           /* _continuation's C API */
 
 /* --- __new__ --------------------------------------------------------------- */
 
@@ -52,7 +54,16 @@ static PyObject *tasklet_new(PyObject *unused, PyObject *const *args, Py_ssize_t
         if (PyErr_Occurred() || (ts = PyObject_CallNoArgs(py_ts)) == NULL)
             return NULL;
     }
-    PyObject *self = PyBaseObject_Type.tp_new((PyTypeObject *)args[0], empty_tuple, NULL);
+    /* The type's allocator, not object.__new__: before 3.13 that also
+     * gives every instance an empty block for the values of its __dict__
+     * (16 B, its allocation and free, and a visit at every collection),
+     * which almost no tasklet uses; without it, a tasklet that gets an
+     * attribute gets an ordinary dict then.  (3.13+ keeps the values
+     * inline, and the allocator sets them up.)  object.__new__ also
+     * refuses abstract classes: those go through it. */
+    PyTypeObject *tp = (PyTypeObject *)args[0];
+    PyObject *self = !(tp->tp_flags & Py_TPFLAGS_IS_ABSTRACT) ? tp->tp_alloc(tp, 0)
+                   : PyBaseObject_Type.tp_new(tp, empty_tuple, NULL);
     if (self == NULL) {
         Py_DECREF(ts);
         return NULL;
@@ -69,12 +80,16 @@ static PyMethodDef new_def = {"__new__", (PyCFunction)(void (*)(void))tasklet_ne
 
 /* --- __init__(func) ----------------------------------------------------------- */
 
+/* The int 0: a new tasklet's _blocked (small ints are shared objects) */
+static PyObject *zero;
+
 /* A fresh tasklet that bind() may bind without complaint: not alive, not
  * scheduled, not blocked, not running. */
 static int fresh(PyObject *self, PyObject *ts)
 {
     return slot(self, t_alive) == Py_False && slot(self, t_scheduled) == Py_False
-        && slot_true(self, t_blocked) == 0 && slot(self, t_ts) == ts
+        && (slot(self, t_blocked) == zero || slot_true(self, t_blocked) == 0)
+        && slot(self, t_ts) == ts
         && slot(ts, ts_current) != self;
 }
 
@@ -177,7 +192,7 @@ static int as_tuple_dict(PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
 }
 
 /* type.__call__(type, *args, **kw) */
-static OUT_OF_LINE PyObject *type_call(PyObject *type, PyObject *const *args, Py_ssize_t nargs,
+OUT_OF_LINE PyObject *accel_type_call(PyObject *type, PyObject *const *args, Py_ssize_t nargs,
                                        PyObject *kwnames)
 {
     PyObject *tuple, *kw;
@@ -208,7 +223,7 @@ static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
     PyObject *stack[8];
     if ((PyTypeObject *)type != tasklet_type || n >= 8 || !own_new_init())
-        return type_call(type, args, nargs, kwnames);
+        return accel_type_call(type, args, nargs, kwnames);
     stack[0] = type;
     for (Py_ssize_t i = 0; i < n; i++)
         stack[i + 1] = args[i];
@@ -231,6 +246,26 @@ static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_
 
 /* --- setup(*args, **kwargs) and __call__ ---------------------------------- */
 
+/* The tasklet's key in its registry, id(t), as a new reference (NULL with
+ * an error): made once and kept in its slot _key, so that each lookup
+ * finds the very key object that the registry holds (no int made and
+ * freed, and the keys compared by identity, not by value).  A key is
+ * only used when it is t's address: the slot is writable from Python. */
+static PyObject *registry_key(PyObject *t)
+{
+    PyObject *k = slot(t, t_key);
+    if (k != NULL && PyLong_CheckExact(k)) {
+        void *p = PyLong_AsVoidPtr(k);
+        if (p == t)
+            return Py_NewRef(k);
+        if (p == NULL)
+            PyErr_Clear();      /* (an int that does not fit a pointer) */
+    }
+    if ((k = PyLong_FromVoidPtr(t)) != NULL)
+        set_slot(t, t_key, k);
+    return k;
+}
+
 /* _register(self): _alive_registry[thread_id][id(self)] = self */
 static int register_alive(PyObject *self, PyObject *ts)
 {
@@ -244,7 +279,7 @@ static int register_alive(PyObject *self, PyObject *ts)
         if (bad < 0)
             return -1;
     }
-    PyObject *key = PyLong_FromVoidPtr(self);
+    PyObject *key = registry_key(self);
     if (key == NULL)
         return -1;
     int rc = PyDict_SetItem(d, key, self);
@@ -413,7 +448,7 @@ static int hold_weakly(PyObject *t)
     if (d == NULL)
         return PyErr_Occurred() ? -1 : 0;
     Py_INCREF(d);       /* (an allocation below may run finalizers) */
-    PyObject *key = PyLong_FromVoidPtr(t);
+    PyObject *key = registry_key(t);
     PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
     int rc = key == NULL || (v == NULL && PyErr_Occurred()) ? -1 : 0;
     if (v == t && may_weaken(t))
@@ -476,7 +511,7 @@ static void tcont_finalize(PyObject *c)
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     Py_INCREF(t);
-    PyObject *key = PyLong_FromVoidPtr(t);
+    PyObject *key = registry_key(t);
     int stuck = key == NULL;
     PyObject *tid, *d;
     Py_ssize_t pos = 0;
@@ -506,11 +541,12 @@ static void tcont_finalize(PyObject *c)
  * hook below makes the entries of those still registered weak when a
  * collection starts: most tasklets end before any collection, and their
  * start and end then skip the weak reference and two dictionary updates.
- * An entry is the thread id (strong) and the tasklet's address, never
- * dereferenced: the registry's value under id() must be that very object,
- * started (its continulet is a _TaskletCont), as _new_cont's check. */
+ * An entry is the thread id and the tasklet's registry key (strong) and
+ * the tasklet's address, never dereferenced: the registry's value under
+ * the key must be that very object, started (its continulet is a
+ * _TaskletCont), as _new_cont's check. */
 typedef struct {
-    PyObject *tid;
+    PyObject *tid, *key;
     void *addr;
 } pending_t;
 static pending_t *pending;
@@ -525,17 +561,16 @@ static void weaken_pending(void)
     for (Py_ssize_t i = 0; i < npending; i++) {
         pending_t *p = &pending[i];
         PyObject *d = PyDict_GetItemWithError(registry, p->tid);
-        PyObject *key = d != NULL ? PyLong_FromVoidPtr(p->addr) : NULL;
-        PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
+        PyObject *v = d != NULL ? PyDict_GetItemWithError(d, p->key) : NULL;
         if (v == p->addr && PyObject_TypeCheck(v, tasklet_type) && may_weaken(v)) {
             Py_INCREF(d);
-            if (PyDict_SetItem(d, key, weak_marker) < 0)
+            if (PyDict_SetItem(d, p->key, weak_marker) < 0)
                 PyErr_WriteUnraisable(registry);    /* (it stays held) */
             Py_DECREF(d);
         }
         else if (PyErr_Occurred())
             PyErr_WriteUnraisable(registry);
-        Py_XDECREF(key);
+        Py_DECREF(p->key);
         Py_DECREF(p->tid);
     }
     npending = 0;
@@ -557,7 +592,11 @@ static int defer_weak(PyObject *t)
             cap_pending = cap;
         }
     }
+    PyObject *key = registry_key(t);
+    if (key == NULL)
+        return -1;
     pending[npending].tid = Py_NewRef(slot(slot(t, t_ts), ts_thread_id));
+    pending[npending].key = key;
     pending[npending++].addr = t;
     return 0;
 }
@@ -580,16 +619,27 @@ int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
     if (c_tasklet == 0)
         return 0;
     /* _TaskletCont(bootstrap, t): what type.__call__ does, its __new__
-     * and __init__ slots with one argument tuple, without the generic
-     * call of a type (argument tuple from a vector, type_call's checks).
-     * (A Python __new__ or __init__ of the class would be these slots too.) */
-    PyObject *args = PyTuple_Pack(2, bootstrap, t);
-    if (args == NULL)
-        return -1;
-    PyObject *c = tcont_type->tp_new(tcont_type, args, NULL);
-    if (c != NULL && tcont_type->tp_init(c, args, NULL) < 0)
-        Py_CLEAR(c);
-    Py_DECREF(args);
+     * and __init__ slots, without the generic call of a type (argument
+     * tuple from a vector, type_call's checks); while they are
+     * continulet's own, without an argument tuple at all (continulet's
+     * __new__ ignores its arguments).  (A Python __new__ or __init__ of
+     * the class would be these slots too.) */
+    PyObject *c;
+    if (tcont_type->tp_new == capi->continulet_type->tp_new
+            && tcont_type->tp_init == capi->continulet_type->tp_init) {
+        c = tcont_type->tp_new(tcont_type, empty_tuple, NULL);
+        if (c != NULL && capi->init1(c, bootstrap, t) < 0)
+            Py_CLEAR(c);
+    }
+    else {
+        PyObject *args = PyTuple_Pack(2, bootstrap, t);
+        if (args == NULL)
+            return -1;
+        c = tcont_type->tp_new(tcont_type, args, NULL);
+        if (c != NULL && tcont_type->tp_init(c, args, NULL) < 0)
+            Py_CLEAR(c);
+        Py_DECREF(args);
+    }
     if (c == NULL)
         return -1;
     set_slot(c, c_tasklet, t);
@@ -613,13 +663,14 @@ static int unregister_alive(PyObject *self, PyObject *ts)
     for (Py_ssize_t i = npending - 1; i >= 0 && i >= npending - 8; i--)
         if (pending[i].addr == self) {
             Py_DECREF(pending[i].tid);
+            Py_DECREF(pending[i].key);
             pending[i] = pending[--npending];
             break;
         }
     PyObject *d = PyDict_GetItemWithError(registry, slot(ts, ts_thread_id));
     if (d == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    PyObject *key = PyLong_FromVoidPtr(self);
+    PyObject *key = registry_key(self);
     if (key == NULL)
         return -1;
     Py_INCREF(d);
@@ -678,7 +729,7 @@ static PyMethodDef finish_def = {"_finish", (PyCFunction)(void (*)(void))tasklet
 
 /* --- install ---------------------------------------------------------------- */
 
-static int immutable(PyObject *v)
+int accel_immutable(PyObject *v)
 {
     return v == Py_None || PyBool_Check(v) || PyLong_CheckExact(v) || PyUnicode_CheckExact(v);
 }
@@ -705,7 +756,7 @@ static int learn_template(PyObject *tasklet)
             PyObject *v = slot(probe, m->offset);
             if (v == NULL)
                 continue;
-            if (tpl_n == MAX_FIELDS || !immutable(v))
+            if (tpl_n == MAX_FIELDS || !accel_immutable(v))
                 ok = 0;
             else {
                 tpl_off[tpl_n] = m->offset;
@@ -787,6 +838,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (s_setup = PyUnicode_InternFromString("setup")) == NULL
             || (s_bind = PyUnicode_InternFromString("bind")) == NULL
             || (empty_tuple = PyTuple_New(0)) == NULL
+            || (capi = cont_capi_import()) == NULL || (zero = PyLong_FromLong(0)) == NULL
             || (coll = PyImport_ImportModule("collections")) == NULL
             || (deque_type = (PyTypeObject *)PyObject_GetAttrString(coll, "deque")) == NULL
             || (app = PyObject_GetAttrString((PyObject *)deque_type, "append")) == NULL
@@ -815,13 +867,14 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (t_started = slot_offset(tasklet, "_started")) < 0
             || (t_context = slot_offset(tasklet, "_context")) < 0
             || (t_unrestorable = slot_offset(tasklet, "_unrestorable")) < 0
+            || (t_key = slot_offset(tasklet, "_key")) < 0
             || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0
             || (c_tasklet = slot_offset((PyObject *)tcont_type, "tasklet")) < 0)
         goto done;
     static const char *const flags[] = {"_blocked", "_scheduled", "_alive", "_started",
         "_is_main", "_atomic", "_ignore_nesting", "_block_trap", "_orphaned", "_unrestorable",
-        "_base", NULL};
+        "_base", "_key", NULL};
     accel_skip_flags_in_gc(ns, "_TaskletFlags", (PyTypeObject *)tasklet, flags);
     int usable = learn_template(tasklet);
     if (usable < 0)

@@ -98,7 +98,6 @@ class Resume:
         # not pickle: one copied when it was unpickled, or set_context()'s),
         # as _bootstrap does for a new one; not in its starter's
         _set_stack_context(t._context)
-        t._frame = None
         _catch_up_instrumentation()
         if self.op in _RETURN_TEMPVAL:
             return _switching._take_tempval(t)

@@ -203,7 +203,7 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
     ts = self._ts
     if _PYPY:
         _set_ctx(self._ctx)
-    self._frame = None
+        self._frame = None
     self._started = True
     error: Optional[BaseException] = None
     try:

@@ -28,17 +28,19 @@ _BIND = ("func", "args", "kwargs")
 
 
 class _TaskletFlags:
-    """The slots of a tasklet that hold only True/False, small ints or None.
+    """The slots of a tasklet that hold only True/False, ints or None.
 
     They live in a base class of their own so that the accelerator can tell
     the cyclic garbage collector to skip them (no cycle can run through
     them): with thousands of live tasklets, walking every slot at every
-    collection was a large part of the collector's time.
+    collection was a large part of the collector's time.  ``_key`` is the
+    accelerator's: the tasklet's key in its registry (``id()``), made once,
+    so that its lookups find the very key object the registry holds.
     """
 
     __slots__ = ("_blocked", "_scheduled", "_alive", "_started", "_is_main",
                  "_atomic", "_ignore_nesting", "_block_trap", "_orphaned",
-                 "_unrestorable", "_base")
+                 "_unrestorable", "_base", "_key")
 
 
 class tasklet(_TaskletFlags):
@@ -49,8 +51,11 @@ class tasklet(_TaskletFlags):
     """
 
     __slots__ = ("_func", "_args", "_kwargs", "_cont", "_ts", "_tempval",
-                 "_channel", "_context", "_ctx", "_frame", "_trace", "_profile",
-                 "__weakref__", "__dict__")
+                 "_channel", "_context", "_trace", "_profile",
+                 "__weakref__", "__dict__") + (
+        # PyPy's switch keeps a suspended tasklet's frame and context here;
+        # CPython reads them from its suspended stack (16 B less a tasklet)
+        ("_ctx", "_frame") if _PYPY else ())
 
     def _init_fields(self, ts: _ThreadState) -> None:
         self._func = None
@@ -69,14 +74,16 @@ class tasklet(_TaskletFlags):
         self._ignore_nesting = False
         self._block_trap = False
         self._context = None
-        self._ctx = None
-        self._frame = None
+        if _PYPY:
+            self._ctx = None
+            self._frame = None
         self._orphaned = False
         self._unrestorable = False
         self._trace = None
         self._profile = None
         # with the C _bootstrap, the id of the frame below the tasklet's own
         self._base = None
+        self._key = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "tasklet":
         self = object.__new__(cls)

@@ -77,7 +77,6 @@ def move(t: "tasklet", ts: _ThreadState) -> None:
     ts_old, ctx_old = t._ts, t._context
     t._ts = ts
     t._orphaned = False
-    t._frame = None
     t._base = None
     if new is not None:
         t._cont = new

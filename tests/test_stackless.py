@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -682,6 +683,21 @@ def test_tasklet_subclass():
     assert out == ["x"]
 
 
+def test_tasklet_takes_attributes_and_a_cycle_through_them_is_collected():
+    """An extension: Stackless 3.7's base tasklet takes no attributes (its
+    subclasses do); here a tasklet has a ``__dict__``, made when first
+    needed, and the collector sees what it holds."""
+    t = tasklet(lambda: None)
+    assert t.__dict__ == {}
+    t.tag = "x"
+    t.me = t
+    assert t.tag == "x" and vars(t) == {"tag": "x", "me": t}
+    r = weakref.ref(t)
+    del t
+    gc.collect()
+    assert r() is None
+
+
 def test_attributes_of_suspended_tasklet():
     ch = channel()
 
@@ -1067,6 +1083,35 @@ def test_channel_subclass():
     stackless.run()
     ch.send(1)
     assert ch.sent == 1 and ch.balance == 0
+
+
+def test_a_new_channel_ignores_its_arguments_and_starts_empty():
+    """As Stackless 3.7: channel(1, 2, x=3) is an empty channel with the
+    default settings; each new channel has a queue of its own."""
+    ch, other = channel(1, 2, x=3), channel()
+    assert (ch.balance, ch.preference, ch.schedule_all, ch.closing, ch.queue) == (0, -1, 0, False, None)
+    tasklet(ch.receive)()
+    stackless.run()
+    assert ch.balance == -1 and other.balance == 0 and other.queue is None
+    ch.send(1)
+    assert ch.balance == 0
+
+
+def test_a_replaced_channel_init_is_what_makes_channels(monkeypatch):
+    """Replacing the class's __init__ (the Python reference's own
+    definition) takes effect for every channel made afterwards, and
+    undoing it restores the usual channels."""
+    calls = []
+    original = channel.__init__
+
+    def init(self, *args, **kwargs):
+        calls.append(args)
+        original(self)
+        self.preference = 1
+    monkeypatch.setattr(channel, "__init__", init)
+    assert channel(7).preference == 1 and calls == [(7,)]
+    monkeypatch.undo()
+    assert channel().preference == -1 and calls == [(7,)]
 
 
 def test_channel_many_tasklets():

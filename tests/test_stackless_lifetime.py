@@ -121,6 +121,33 @@ def test_a_held_paused_tasklet_lives_and_its_last_reference_alone_does_not_kill_
     assert log == ["finally"]
 
 
+@pytest.mark.parametrize("bad", ["other", -1, 2 ** 80, "x"])
+def test_a_tasklet_whose_private_registry_key_was_overwritten_lives_and_dies_as_usual(bad):
+    """The accelerator keeps a tasklet's registry key (its id) in the
+    tasklet; a key that is not its id (here written from Python) is not
+    used: the registry still finds the tasklet, not the object the wrong
+    key names, and still lets it die when dropped."""
+    log = []
+    other = stackless.tasklet(lambda: None)
+
+    def body():
+        try:
+            stackless.schedule_remove()
+        finally:
+            log.append("finally")
+    t = stackless.tasklet(body)
+    t._key = id(other) if bad == "other" else bad
+    t()
+    stackless.run()
+    gc.collect()        # (its entry becomes weak)
+    live = stackless._live_tasklets(threading.get_ident())
+    assert t in live and other not in live and log == [] and t.paused
+    del t, live
+    gc.collect()
+    assert log == ["finally"]
+    assert [x for x in stackless._live_tasklets(threading.get_ident()) if not x.is_main] == []
+
+
 def test_a_paused_tasklet_reachable_only_from_a_dropped_cycle_is_killed():
     log = []
 
