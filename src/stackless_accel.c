@@ -396,11 +396,30 @@ static OUT_OF_LINE int timeout_resumed(PyObject *timeout, PyObject *cur)
     return discard(r);
 }
 
-/* The C frames of a switch stay on the switching tasklet's stack while it
+/* The part of a switch after it, when cur runs again */
+CONT_HOT int after_switch(PyObject *ts, PyObject *cur)
+{
+    int tracing;
+    if ((tracing = slot_true(ts, ts_tracing)) != 0 && (tracing < 0 || accel_tracing_in(ts, cur) < 0))
+        return -1;
+    PyObject *timeout = slot(ts, ts_timeout);
+    if (timeout != Py_None && timeout_resumed(timeout, cur) < 0)
+        return -1;
+    /* an exception for main that landed after a dying tasklet switched away */
+    if (slot(ts, ts_pending) != Py_None && slot(cur, t_is_main) == Py_True)
+        return raise_pending(ts);
+    return 0;
+}
+
+/* The part of a switch from cur to nxt before the stack switch itself: 1
+ * when cur must now switch with cont_switch_in(slot(cur, t_cont), *to) and
+ * then run after_switch(); else the switch's result, 0 or -1 (it went
+ * through main's stack or through the Python code).
+ * The C frames of a switch stay on the switching tasklet's stack while it
  * is suspended, and a tasklet's stack is copied out and back in at its
  * switches (between two tasklets, whole): the rare branches are out of
  * line so that this frame stays small (docs/performance.md). */
-CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt, const in_call *ic)
+CONT_HOT int switch_begin(PyObject *ts, PyObject *cur, PyObject *nxt, PyObject **to)
 {
     if (slot(ts, ts_timeout) != Py_None)
         return switch_in_python(ts, cur, nxt);
@@ -416,39 +435,36 @@ CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt, const in_call
     if (cur_main < 0)
         return -1;
     /* (no cur._frame: on CPython tasklet.frame reads the suspended stack) */
-    if (cur_main) {
-        if (switch_from_main(ts, nxt) < 0)
-            return -1;
-    }
-    else {
-        set_slot(ts, ts_current, nxt);
-        int nxt_main = slot_true(nxt, t_is_main);
-        if (nxt_main < 0)
-            return -1;
-        /* to main's stack: a plain switch back; to a tasklet that has not
-           started: the same, and main starts it (see switch_from_main) */
-        PyObject *to = nxt_main ? NULL : slot(nxt, t_cont);
-        if (to == Py_None) {
-            set_slot(ts, ts_launch, nxt);
-            to = NULL;
-        }
-        /* Borrowed: this C frame stays on cur's suspended stack, where the
-         * garbage collector cannot see what it holds, and a reference held
-         * there would keep a dropped paused tasklet from being found
-         * (stackless/_lifetime.py).  Neither is used after the switch. */
-        PyObject *r = cont_switch_in(slot(cur, t_cont), to, ic);
-        if (discard(r) < 0)
-            return -1;
-    }
-    if ((tracing = slot_true(ts, ts_tracing)) != 0 && (tracing < 0 || accel_tracing_in(ts, cur) < 0))
+    if (cur_main)
+        return switch_from_main(ts, nxt) < 0 ? -1 : after_switch(ts, cur);
+    set_slot(ts, ts_current, nxt);
+    int nxt_main = slot_true(nxt, t_is_main);
+    if (nxt_main < 0)
         return -1;
-    PyObject *timeout = slot(ts, ts_timeout);
-    if (timeout != Py_None && timeout_resumed(timeout, cur) < 0)
+    /* to main's stack: a plain switch back; to a tasklet that has not
+       started: the same, and main starts it (see switch_from_main) */
+    PyObject *t = nxt_main ? NULL : slot(nxt, t_cont);
+    if (t == Py_None) {
+        set_slot(ts, ts_launch, nxt);
+        t = NULL;
+    }
+    /* Borrowed: the C frames of the switch stay on cur's suspended stack,
+     * where the garbage collector cannot see what they hold, and a
+     * reference held there would keep a dropped paused tasklet from being
+     * found (stackless/_lifetime.py).  Neither is used after the switch. */
+    *to = t;
+    return 1;
+}
+
+CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt, const in_call *ic)
+{
+    PyObject *to;
+    int rc = switch_begin(ts, cur, nxt, &to);
+    if (rc <= 0)
+        return rc;
+    if (discard(cont_switch_in(slot(cur, t_cont), to, ic)) < 0)
         return -1;
-    /* an exception for main that landed after a dying tasklet switched away */
-    if (slot(ts, ts_pending) != Py_None && slot(cur, t_is_main) == Py_True)
-        return raise_pending(ts);
-    return 0;
+    return after_switch(ts, cur);
 }
 
 static PyObject *accel_switch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
@@ -627,13 +643,46 @@ CONT_HOT int plain_flag(PyObject *o, Py_ssize_t off)
     return -1;
 }
 
+/* The switch that a channel operation ends with, when its C function can
+ * end with the tail call of _continuation's switch_then (capi.h): then
+ * the C frame of accel_send()/accel_receive() is not under the tasklet's
+ * suspended stack, which is copied at every switch (docs/performance.md). */
+typedef struct {
+    PyObject *c, *to;           /* borrowed (see switch_begin) */
+    PyObject *nxt;              /* owned until the switch returns */
+} tail_switch;
+
+/* pair() and wait_here() return it for "finish with the tail call" */
+static char tail_marker;
+#define TAIL ((PyObject *)&tail_marker)
+
+/* do_switch(ts, cur, nxt, NULL) or, when a tail call can do the switch
+ * and the rest, 1 with *out ready for it (nxt still to be set) */
+CONT_HOT int switch_or_tail(PyObject *ts, PyObject *cur, PyObject *nxt, tail_switch *out)
+{
+    PyObject *to;
+    int rc = switch_begin(ts, cur, nxt, &to);
+    if (rc <= 0)
+        return rc;
+    PyObject *c = slot(cur, t_cont);
+    if (Py_IS_TYPE(c, capi->continulet_type) || Py_IS_TYPE(c, (PyTypeObject *)tcont_type)) {
+        out->c = c;
+        out->to = to;
+        return 1;
+    }
+    if (discard(cont_switch(c, to)) < 0)
+        return -1;
+    return after_switch(ts, cur);
+}
+
 /* The usual case of pairing with the first waiter of ch's queue, `target`,
  * which is in this thread: a receiver gets `value` and runs now, the
  * sender going last (sending, value != NULL); or the sender's value is
  * taken and the sender goes to the end of the run queue (receiving).
- * Returns the received value / None; NULL on error. */
+ * Returns the received value / None; NULL on error; TAIL (sending) when
+ * the caller must finish with the tail call of *out. */
 CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue, PyObject *rq,
-                      PyObject *target, long balance, PyObject *value)
+                      PyObject *target, long balance, PyObject *value, tail_switch *out)
 {
     int sending = value != NULL;
     PyObject *nb = small_long(balance + (sending ? 1 : -1));
@@ -672,7 +721,11 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
     PyObject *nxt = first_of(rq);
     if (nxt == NULL)
         return NULL;
-    int rc = nxt != cur ? do_switch(ts, cur, nxt, NULL) : 0;
+    int rc = nxt != cur ? switch_or_tail(ts, cur, nxt, out) : 0;
+    if (rc > 0) {
+        out->nxt = nxt;
+        return TAIL;
+    }
     Py_DECREF(nxt);
     if (rc < 0)
         return NULL;
@@ -696,9 +749,10 @@ static OUT_OF_LINE void undo_wait(PyObject *ch, PyObject *cur, PyObject *olds[3]
 /* The usual case of blocking: queue cur on ch as a sender of `value` (dir
  * 1) or a receiver (dir -1), leave the run queue (cur is rq[0], another
  * tasklet follows) and switch.  Returns what cur finds in its tempval when
- * it resumes (a receiver takes it), NULL on error. */
+ * it resumes (a receiver takes it), NULL on error, or TAIL when the caller
+ * must finish with the tail call of *out. */
 CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
-                           PyObject *rq, long balance, int dir, PyObject *value)
+                           PyObject *rq, long balance, int dir, PyObject *value, tail_switch *out)
 {
     PyObject *nb = small_long(balance + dir);
     if (nb == NULL)
@@ -726,7 +780,12 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
         if (gone != NULL) {
             Py_DECREF(swap_slot(cur, t_scheduled, Py_False));
             nxt = first_of(rq);
-            rc = nxt == NULL ? -1 : do_switch(ts, cur, nxt, NULL);
+            rc = nxt == NULL ? -1 : switch_or_tail(ts, cur, nxt, out);
+            if (rc > 0) {
+                Py_DECREF(first);       /* cur, which op holds */
+                out->nxt = nxt;
+                return TAIL;
+            }
         }
     }
     else if (first != NULL && !PyErr_Occurred()) {
@@ -824,6 +883,45 @@ CONT_HOT void drop_tempval(PyObject *ts)
         Py_DECREF(swap_slot(cur, t_tempval, Py_None));
 }
 
+/* What accel_send/accel_receive do after their switch once cur runs
+ * again, when the switch was their tail call (switch_then): r is the
+ * switch's result; ts, cur and nxt are theirs to drop. */
+CONT_HOT PyObject *op_finish(PyObject *r, PyObject *ts, PyObject *cur, PyObject *nxt)
+{
+    int rc = discard(r) < 0 ? -1 : after_switch(ts, cur);
+    Py_DECREF(nxt);
+    PyObject *v = rc < 0 ? NULL : take_tempval(cur);
+    if (v == NULL)
+        recover(ts, cur);
+    Py_DECREF(ts);
+    Py_DECREF(cur);
+    return v;
+}
+
+static PyObject *receive_then(PyObject *r, PyObject *ts, PyObject *cur, PyObject *nxt)
+{
+    return op_finish(r, ts, cur, nxt);
+}
+
+static PyObject *send_then(PyObject *r, PyObject *ts, PyObject *cur, PyObject *nxt)
+{
+    PyObject *v = op_finish(r, ts, cur, nxt);
+    if (v == NULL)
+        return NULL;
+    Py_DECREF(v);
+    Py_RETURN_NONE;
+}
+
+/* The end of a channel operation whose pair() or wait_here() gave TAIL:
+ * what op holds goes to `then` (ts, cur) or now (queue, rq, which nothing
+ * uses after the switch). */
+CONT_HOT PyObject *tail_end(Op *op, tail_switch *sw, cont_then_fn then)
+{
+    Py_DECREF(op->queue);
+    Py_DECREF(op->rq);
+    return capi->switch_then(sw->c, sw->to, then, op->ts, op->cur, sw->nxt);
+}
+
 static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 1)
@@ -834,13 +932,14 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
         return NULL;
     drop_tempval(ts);
     Op op;
+    tail_switch sw;
     int usual = op_begin(&op, ch, ts);
     if (usual > 0 && op.balance < 0) {
         PyObject *target = usual_partner(ch, &op, 1);
         PyObject *first = target == NULL ? NULL : first_of(op.rq);
         xdecref(first);
         if (first == op.cur && first != NULL) {
-            r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, value);
+            r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, value, &sw);
             Py_DECREF(target);
             goto done;
         }
@@ -849,7 +948,7 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
     }
     else if (usual > 0) {
         if (usual_wait(ch, &op)) {
-            r = wait_here(ch, op.ts, op.cur, op.queue, op.rq, op.balance, 1, value);
+            r = wait_here(ch, op.ts, op.cur, op.queue, op.rq, op.balance, 1, value, &sw);
             goto done;
         }
         usual = PyErr_Occurred() ? -1 : 0;
@@ -859,6 +958,8 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
         return NULL;
     return call2(py_send, ch, value);
 done:
+    if (r == TAIL)
+        return tail_end(&op, &sw, send_then);
     if (r == NULL)
         recover(op.ts, op.cur);
     else if (r != Py_None) {
@@ -879,11 +980,12 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
         return NULL;
     drop_tempval(ts);
     Op op;
+    tail_switch sw;
     int usual = op_begin(&op, ch, ts);
     if (usual > 0 && op.balance > 0) {
         PyObject *target = usual_partner(ch, &op, 0);
         if (target != NULL) {
-            r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, NULL);
+            r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, NULL, &sw);
             Py_DECREF(target);
             if (r != NULL && Py_IS_TYPE(r, (PyTypeObject *)bomb_type)) {
                 xdecref(call_method0(r, s_raise));
@@ -897,7 +999,7 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
     }
     else if (usual > 0) {
         if (usual_wait(ch, &op)) {
-            r = wait_here(ch, op.ts, op.cur, op.queue, op.rq, op.balance, -1, NULL);
+            r = wait_here(ch, op.ts, op.cur, op.queue, op.rq, op.balance, -1, NULL, &sw);
             goto done;
         }
         usual = PyErr_Occurred() ? -1 : 0;
@@ -907,6 +1009,8 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
         return NULL;
     return PyObject_CallOneArg(py_receive, ch);
 done:
+    if (r == TAIL)
+        return tail_end(&op, &sw, receive_then);
     if (r == NULL)
         recover(op.ts, op.cur);
     op_end(&op);
