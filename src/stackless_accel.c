@@ -131,12 +131,86 @@ static PyCFunction deque_method(PyObject *descr, int flags)
     return m->ml_flags == flags ? m->ml_meth : NULL;
 }
 
-/* q[0] (new reference): a deque's item straight from its sq_item */
+/* The front of a deque read in place.  first_of() runs three or four
+ * times per channel operation (is cur rq[0]? the first waiter, the next
+ * tasklet), and each call of deque's sq_item cost ~20 instructions, a
+ * sixth of a handoff's bookkeeping.  A deque object starts with its
+ * block pointers and indices (Modules/_collectionsmodule.c, the same in
+ * every CPython this builds for); install() checks that on real deques,
+ * across block boundaries both ways, and otherwise leaves dq_in_place 0
+ * and first_of() calls sq_item. */
+struct dq_block {
+    struct dq_block *leftlink;
+    PyObject *data[];
+};
+typedef struct {
+    PyObject_VAR_HEAD
+    struct dq_block *leftblock, *rightblock;
+    Py_ssize_t leftindex, rightindex;
+} dq_head;
+static int dq_in_place;
+
+CONT_HOT PyObject *dq_front(PyObject *d)
+{
+    const dq_head *h = (const dq_head *)d;
+    return h->leftblock->data[h->leftindex];
+}
+
+/* whether dq_front() gives d[0] for a deque grown and shrunk at both ends
+ * (its items cross several blocks of 64) */
+static int dq_front_works(void)
+{
+    PyObject *d = PyObject_CallNoArgs(deque_type), *r;
+    int ok = d != NULL && Py_IS_TYPE(d, (PyTypeObject *)deque_type)
+        && Py_TYPE(d)->tp_as_sequence != NULL && Py_TYPE(d)->tp_as_sequence->sq_item != NULL;
+    static const int steps[] = {200, -150, -200, 130, -120};     /* + append, - appendleft */
+    for (size_t k = 0; ok && k < sizeof(steps) / sizeof(steps[0]); k++) {
+        for (int i = 0; ok && i < abs(steps[k]); i++) {
+            PyObject *v = PyLong_FromLong(k * 1000 + i);
+            r = v == NULL ? NULL : call_method1(d, steps[k] > 0 ? s_append : s_appendleft, v);
+            xdecref(v);
+            ok = r != NULL;
+            xdecref(r);
+            if (ok) {
+                PyObject *f = Py_TYPE(d)->tp_as_sequence->sq_item(d, 0);
+                ok = f != NULL && f == dq_front(d);
+                xdecref(f);
+            }
+            /* shrink from the front too, every third step */
+            if (ok && i % 3 == 2 && Py_SIZE(d) > 1) {
+                r = call_method0(d, s_popleft);
+                ok = r != NULL;
+                xdecref(r);
+                PyObject *f = ok ? Py_TYPE(d)->tp_as_sequence->sq_item(d, 0) : NULL;
+                ok = f != NULL && f == dq_front(d);
+                xdecref(f);
+            }
+        }
+    }
+    xdecref(d);
+    PyErr_Clear();
+    return ok;
+}
+
+/* q[0] (new reference): a deque's front in place, or through its sq_item */
 CONT_HOT PyObject *first_of(PyObject *q)
 {
-    if (Py_IS_TYPE(q, (PyTypeObject *)deque_type))
+    if (Py_IS_TYPE(q, (PyTypeObject *)deque_type)) {
+        if (dq_in_place && Py_SIZE(q) > 0)
+            return Py_NewRef(dq_front(q));
         return Py_TYPE(q)->tp_as_sequence->sq_item(q, 0);
+    }
     return PySequence_GetItem(q, 0);
+}
+
+/* whether q[0] is o: 1 or 0, -1 with an error (an empty queue, ...) */
+CONT_HOT int front_is(PyObject *q, PyObject *o)
+{
+    if (dq_in_place && Py_IS_TYPE(q, (PyTypeObject *)deque_type) && Py_SIZE(q) > 0)
+        return dq_front(q) == o;
+    PyObject *f = first_of(q);
+    xdecref(f);
+    return f == NULL ? -1 : f == o;
 }
 
 /* len(q); a deque's length is its ob_size */
@@ -772,9 +846,9 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
     for (int i = 0; i < 3; i++)
         xdecref(olds[i]);
     xdecref(old);
-    PyObject *first = first_of(rq), *nxt = NULL;
-    int rc = -1;
-    if (first != NULL && first == cur && len_of(rq) > 1) {
+    PyObject *nxt = NULL;
+    int rc = -1, first = front_is(rq, cur);
+    if (first > 0 && len_of(rq) > 1) {
         PyObject *gone = dq_popleft(rq);
         xdecref(gone);
         if (gone != NULL) {
@@ -782,17 +856,15 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
             nxt = first_of(rq);
             rc = nxt == NULL ? -1 : switch_or_tail(ts, cur, nxt, out);
             if (rc > 0) {
-                Py_DECREF(first);       /* cur, which op holds */
                 out->nxt = nxt;
                 return TAIL;
             }
         }
     }
-    else if (first != NULL && !PyErr_Occurred()) {
+    else if (first >= 0 && !PyErr_Occurred()) {
         /* a finalizer changed the run queue meanwhile: the Python code decides */
         rc = discard(call2(py_leave, ts, cur));
     }
-    xdecref(first);
     xdecref(nxt);
     if (rc < 0)
         return NULL;
@@ -865,9 +937,7 @@ CONT_HOT int usual_wait(PyObject *ch, Op *op)
     Py_ssize_t n = len_of(op->rq);
     if (n < 2)
         return 0;
-    PyObject *first = first_of(op->rq);
-    xdecref(first);
-    return first == op->cur;
+    return front_is(op->rq, op->cur) > 0;
 }
 
 /* What the running tasklet holds in its tempval goes before a channel
@@ -936,9 +1006,7 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
     int usual = op_begin(&op, ch, ts);
     if (usual > 0 && op.balance < 0) {
         PyObject *target = usual_partner(ch, &op, 1);
-        PyObject *first = target == NULL ? NULL : first_of(op.rq);
-        xdecref(first);
-        if (first == op.cur && first != NULL) {
+        if (target != NULL && front_is(op.rq, op.cur) > 0) {
             r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, value, &sw);
             Py_DECREF(target);
             goto done;
@@ -1116,6 +1184,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     if ((kw_to = Py_BuildValue("(s)", "to")) == NULL || (minus_one = PyLong_FromLong(-1)) == NULL
             || (one = PyLong_FromLong(1)) == NULL || (zero = PyLong_FromLong(0)) == NULL)
         goto fail;
+    dq_in_place = dq_front_works();
 
     PyObject *d;
     if ((d = method_descr(channel, &send_def)) == NULL)
