@@ -43,6 +43,46 @@ CONT_HOT void set_slot(PyObject *o, Py_ssize_t off, PyObject *v)
     Py_XDECREF(old);
 }
 
+/* Py_NewRef(v) for None, True, False and the small ints (-5..256): those
+ * are immortal on 3.12+, whose Py_INCREF tests that and then leaves them
+ * alone (on 3.14 three instructions a time, a few dozen per channel
+ * operation); 3.11 counts their references like any object's. */
+CONT_HOT PyObject *imm_ref(PyObject *v)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return v;
+#else
+    return Py_NewRef(v);
+#endif
+}
+
+/* set_slot(o, off, v) for such a v */
+CONT_HOT void set_slot_imm(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject **p = (PyObject **)((char *)o + off);
+    PyObject *old = *p;
+    *p = imm_ref(v);
+    Py_XDECREF(old);
+}
+
+/* The slot's old value, replaced by v: the caller drops it later. */
+CONT_HOT PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject **p = (PyObject **)((char *)o + off);
+    PyObject *old = *p;
+    *p = Py_NewRef(v);
+    return old;
+}
+
+/* swap_slot(o, off, v) for a v that imm_ref() takes */
+CONT_HOT PyObject *swap_slot_imm(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject **p = (PyObject **)((char *)o + off);
+    PyObject *old = *p;
+    *p = imm_ref(v);
+    return old;
+}
+
 /* Truth of a slot that must be set; -1 on error. */
 CONT_HOT int slot_true(PyObject *o, Py_ssize_t off)
 {

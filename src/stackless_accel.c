@@ -446,8 +446,8 @@ static OUT_OF_LINE int switch_from_main(PyObject *ts, PyObject *nxt)
     PyObject *t;
     while ((t = slot(ts, ts_launch)) != Py_None) {
         Py_INCREF(t);
-        set_slot(ts, ts_launch, Py_None);
-        set_slot(t, t_cont, Py_None);
+        set_slot_imm(ts, ts_launch, Py_None);
+        set_slot_imm(t, t_cont, Py_None);
         int rc = run_from_main(t);
         Py_DECREF(t);
         if (rc < 0)
@@ -559,8 +559,7 @@ static PyObject *accel_switch(PyObject *mod, PyObject *const *args, Py_ssize_t n
  * tempval as the switch's result, leaving None. */
 CONT_HOT PyObject *take_tempval(PyObject *t)
 {
-    PyObject *v = Py_NewRef(slot(t, t_tempval));
-    set_slot(t, t_tempval, Py_None);
+    PyObject *v = swap_slot_imm(t, t_tempval, Py_None);     /* the slot's reference */
     if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type)) {
         PyObject *r = call_method0(v, s_raise);
         Py_DECREF(v);
@@ -642,15 +641,6 @@ done:
  * needed.  If the switch that follows fails, _recover() makes the running
  * tasklet current again and takes it off the channel. */
 
-/* The slot's old value, replaced by v: the caller drops it later. */
-CONT_HOT PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
-{
-    PyObject **p = (PyObject **)((char *)o + off);
-    PyObject *old = *p;
-    *p = Py_NewRef(v);
-    return old;
-}
-
 /* Whether the usual case can apply to this channel at all: no channel
  * callback, and slots that hold what the Python code put there. */
 CONT_HOT int plain_channel(PyObject *ch)
@@ -682,11 +672,11 @@ CONT_HOT long small_int(PyObject *v, int *overflow)
 CONT_HOT PyObject *small_long(long v)
 {
     if (v == 0)
-        return Py_NewRef(zero);
+        return imm_ref(zero);
     if (v == 1)
-        return Py_NewRef(one);
+        return imm_ref(one);
     if (v == -1)
-        return Py_NewRef(minus_one);
+        return imm_ref(minus_one);
     return PyLong_FromLong(v);
 }
 
@@ -769,9 +759,9 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
         return NULL;
     }
     PyObject *old = swap_slot(target, t_tempval, sending ? value : Py_None);
-    PyObject *olds[4] = {swap_slot(ch, c_balance, nb), swap_slot(target, t_blocked, zero),
-                         swap_slot(target, t_channel, Py_None),
-                         swap_slot(target, t_scheduled, Py_True)};
+    PyObject *olds[4] = {swap_slot(ch, c_balance, nb), swap_slot_imm(target, t_blocked, zero),
+                         swap_slot_imm(target, t_channel, Py_None),
+                         swap_slot_imm(target, t_scheduled, Py_True)};
     /* sending: rq.insert(1, target) and, cur being rq[0] (the caller
      * checked), rq.rotate(-1); that is cur to the end, then target in
      * front.  Receiving: rq.append(target). */
@@ -833,7 +823,7 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
         return NULL;
     /* -- transaction */
     PyObject *old = value != NULL ? swap_slot(cur, t_tempval, value) : NULL;
-    PyObject *olds[3] = {swap_slot(cur, t_blocked, dir > 0 ? one : minus_one),
+    PyObject *olds[3] = {swap_slot_imm(cur, t_blocked, dir > 0 ? one : minus_one),
                          swap_slot(cur, t_channel, ch), swap_slot(ch, c_balance, nb)};
     PyObject *r = dq_append(queue, cur);
     if (r == NULL) {
@@ -852,7 +842,7 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
         PyObject *gone = dq_popleft(rq);
         xdecref(gone);
         if (gone != NULL) {
-            Py_DECREF(swap_slot(cur, t_scheduled, Py_False));
+            Py_DECREF(swap_slot_imm(cur, t_scheduled, Py_False));
             nxt = first_of(rq);
             rc = nxt == NULL ? -1 : switch_or_tail(ts, cur, nxt, out);
             if (rc > 0) {
@@ -950,7 +940,7 @@ CONT_HOT void drop_tempval(PyObject *ts)
         return;
     PyObject *cur = slot(ts, ts_current);
     if (slot(cur, t_tempval) != Py_None)
-        Py_DECREF(swap_slot(cur, t_tempval, Py_None));
+        Py_DECREF(swap_slot_imm(cur, t_tempval, Py_None));
 }
 
 /* What accel_send/accel_receive do after their switch once cur runs
@@ -979,7 +969,7 @@ static PyObject *send_then(PyObject *r, PyObject *ts, PyObject *cur, PyObject *n
     if (v == NULL)
         return NULL;
     Py_DECREF(v);
-    Py_RETURN_NONE;
+    return imm_ref(Py_None);
 }
 
 /* The end of a channel operation whose pair() or wait_here() gave TAIL:
@@ -1032,7 +1022,7 @@ done:
         recover(op.ts, op.cur);
     else if (r != Py_None) {
         Py_DECREF(r);
-        r = Py_NewRef(Py_None);
+        r = imm_ref(Py_None);
     }
     op_end(&op);
     return r;
