@@ -8,12 +8,6 @@
 #include "stk.h"
 #include "capi.h"
 
-/* What runs when a switch_then() returns (capi.h) */
-typedef struct {
-    cont_then_fn fn;
-    PyObject *a, *b, *d;
-} cont_then;
-
 /* One stack of frames: a thread's main stack, or the run of one callable. */
 typedef struct cont_stack {
     stk_slice slice;
@@ -34,7 +28,6 @@ typedef struct cont_stack {
     struct cfs_chain *chain;         /* rebuilt frames that have not returned yet */
     struct cont_stack *kill_return;  /* set while being unwound at GC time */
     struct cont_stack *next;         /* free list, orphan list */
-    cont_then then;         /* of its switch_then() in progress */
     cps_root root;
     /* first data-stack chunk of the run, aligned for PyObject pointers */
     union { void *align; char bytes[CPS_CHUNK_BYTES]; } chunk;

@@ -510,12 +510,10 @@ static int check_switch_allowed(PyThreadState *ts, cont_tls *t)
  * and is stolen. */
 static inline __attribute__((always_inline)) PyObject *
 exchange(PyThreadState *ts, cont_tls *t, Continulet *origin, Continulet *dest, PyObject *v,
-         int is_exc, cps_call *call, const cont_then *then)
+         int is_exc, cps_call *call)
 {
     cont_stack *target = dest->h;
     cont_stack *cur = t->current;
-    if (then != NULL)
-        cur->then = *then;      /* read back by finish_then() */
     if (check_switch_allowed(ts, t) < 0) {
         Py_DECREF(v);
         return NULL;
@@ -587,19 +585,12 @@ static inline __attribute__((always_inline)) int resolve(cont_tls *t, Continulet
     return 1;
 }
 
-/* The result of a switch_then() that reached the exchange: the state that
- * exchange() kept in the running record, where it survived the switch */
-static inline __attribute__((always_inline)) PyObject *finish_then(cont_tls *t, PyObject *r)
-{
-    cont_stack *me = t->current;
-    return me->then.fn(r, me->then.a, me->then.b, me->then.d);
-}
-
 /* switch or throw; `v` is stolen.  With `then` (switch_then), the result
- * is then's, which runs whatever happens. */
+ * is then(r, a, b)'s, which runs whatever happens (switch or not, error
+ * or not). */
 static inline __attribute__((always_inline)) PyObject *
 dispatch_body(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj, cps_call *call,
-              const cont_then *then)
+              cont_then_fn then, PyObject *a, PyObject *b)
 {
     Continulet *to = NULL;
     PyObject *r = NULL;
@@ -626,17 +617,15 @@ dispatch_body(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj, cps_c
             r = v;
         goto early;
     }
-    r = exchange(ts, t, self, to ? to : self, v, is_exc, call, then);
-    return then != NULL ? finish_then(t, r) : r;
+    r = exchange(ts, t, self, to ? to : self, v, is_exc, call);
 early:
-    /* (no switch: the caller's state is still in *then) */
-    return then != NULL ? then->fn(r, then->a, then->b, then->d) : r;
+    return then != NULL ? then(r, a, b) : r;
 }
 
 static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj,
                           cps_call *call)
 {
-    return dispatch_body(self, v, is_exc, to_obj, call, NULL);
+    return dispatch_body(self, v, is_exc, to_obj, call, NULL, NULL, NULL);
 }
 
 PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, cps_call *call)
@@ -1392,17 +1381,15 @@ static PyObject *capi_switch_in_call(PyObject *c, PyObject *to, PyObject *const 
 
 /* The capsule's switch_then: the switch of dispatch() with its own copy
  * of the code, whose frame is the only one between the C caller's caller
- * and the stack switch (capi.h).  Its `then` is static, like capi_call
- * and for the same reason: exchange() moves it into the switching record
- * before anything can run, so that it takes no registers or frame bytes
- * before that (this frame is copied with the stack at every switch). */
-static cont_then capi_then;
-
-static PyObject *capi_switch_then(PyObject *c, PyObject *to, cont_then_fn fn, PyObject *a,
-                                  PyObject *b, PyObject *d)
+ * and the stack switch (capi.h).  `then` and its arguments stay in this
+ * frame (or in the registers that the switch saves with it), which the
+ * switch saves and restores with the rest of the suspended stack: a field
+ * of the record would have made every record, and every blocked tasklet,
+ * bigger. */
+static PyObject *capi_switch_then(PyObject *c, PyObject *to, cont_then_fn then, PyObject *a,
+                                  PyObject *b)
 {
-    capi_then = (cont_then){fn, a, b, d};
-    return dispatch_body((Continulet *)c, Py_NewRef(Py_None), 0, to, NULL, &capi_then);
+    return dispatch_body((Continulet *)c, Py_NewRef(Py_None), 0, to, NULL, then, a, b);
 }
 
 static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch, capi_may_switch,

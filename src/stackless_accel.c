@@ -713,7 +713,7 @@ CONT_HOT int plain_flag(PyObject *o, Py_ssize_t off)
  * suspended stack, which is copied at every switch (docs/performance.md). */
 typedef struct {
     PyObject *c, *to;           /* borrowed (see switch_begin) */
-    PyObject *nxt;              /* owned until the switch returns */
+    PyObject *nxt;              /* owned */
 } tail_switch;
 
 /* pair() and wait_here() return it for "finish with the tail call" */
@@ -729,7 +729,7 @@ CONT_HOT int switch_or_tail(PyObject *ts, PyObject *cur, PyObject *nxt, tail_swi
     if (rc <= 0)
         return rc;
     PyObject *c = slot(cur, t_cont);
-    if (Py_IS_TYPE(c, capi->continulet_type) || Py_IS_TYPE(c, (PyTypeObject *)tcont_type)) {
+    if (Py_IS_TYPE(c, (PyTypeObject *)tcont_type) || Py_IS_TYPE(c, capi->continulet_type)) {
         out->c = c;
         out->to = to;
         return 1;
@@ -945,11 +945,10 @@ CONT_HOT void drop_tempval(PyObject *ts)
 
 /* What accel_send/accel_receive do after their switch once cur runs
  * again, when the switch was their tail call (switch_then): r is the
- * switch's result; ts, cur and nxt are theirs to drop. */
-CONT_HOT PyObject *op_finish(PyObject *r, PyObject *ts, PyObject *cur, PyObject *nxt)
+ * switch's result; ts and cur are theirs to drop. */
+CONT_HOT PyObject *op_finish(PyObject *r, PyObject *ts, PyObject *cur)
 {
     int rc = discard(r) < 0 ? -1 : after_switch(ts, cur);
-    Py_DECREF(nxt);
     PyObject *v = rc < 0 ? NULL : take_tempval(cur);
     if (v == NULL)
         recover(ts, cur);
@@ -958,28 +957,38 @@ CONT_HOT PyObject *op_finish(PyObject *r, PyObject *ts, PyObject *cur, PyObject 
     return v;
 }
 
-static PyObject *receive_then(PyObject *r, PyObject *ts, PyObject *cur, PyObject *nxt)
+static PyObject *receive_then(PyObject *r, PyObject *ts, PyObject *cur)
 {
-    return op_finish(r, ts, cur, nxt);
+    return op_finish(r, ts, cur);
 }
 
-static PyObject *send_then(PyObject *r, PyObject *ts, PyObject *cur, PyObject *nxt)
+static PyObject *send_then(PyObject *r, PyObject *ts, PyObject *cur)
 {
-    PyObject *v = op_finish(r, ts, cur, nxt);
-    if (v == NULL)
-        return NULL;
+    PyObject *v = op_finish(r, ts, cur);
+    if (v == NULL || v == Py_None)
+        return v;
     Py_DECREF(v);
     return imm_ref(Py_None);
 }
 
 /* The end of a channel operation whose pair() or wait_here() gave TAIL:
- * what op holds goes to `then` (ts, cur) or now (queue, rq, which nothing
- * uses after the switch). */
+ * what op holds goes to `then` (ts, cur) or now: nxt, which ts.current
+ * holds since switch_begin(), and queue and rq, which nothing uses after
+ * the switch, unless dropping them would free them (their __del__ must
+ * not run between switch_begin() and the switch: then they go after it,
+ * without the tail call, as before). */
 CONT_HOT PyObject *tail_end(Op *op, tail_switch *sw, cont_then_fn then)
 {
+    Py_DECREF(sw->nxt);
+    if (Py_REFCNT(op->queue) > 1 && Py_REFCNT(op->rq) > 1) {
+        Py_DECREF(op->queue);
+        Py_DECREF(op->rq);
+        return capi->switch_then(sw->c, sw->to, then, op->ts, op->cur);
+    }
+    PyObject *r = capi->switch_then(sw->c, sw->to, then, op->ts, op->cur);
     Py_DECREF(op->queue);
     Py_DECREF(op->rq);
-    return capi->switch_then(sw->c, sw->to, then, op->ts, op->cur, sw->nxt);
+    return r;
 }
 
 static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
