@@ -197,7 +197,7 @@ CONT_HOT PyObject *first_of(PyObject *q)
 {
     if (Py_IS_TYPE(q, (PyTypeObject *)deque_type)) {
         if (dq_in_place && Py_SIZE(q) > 0)
-            return Py_NewRef(dq_front(q));
+            return held_ref(dq_front(q));      /* a tasklet */
         return Py_TYPE(q)->tp_as_sequence->sq_item(q, 0);
     }
     return PySequence_GetItem(q, 0);
@@ -588,9 +588,9 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
         return PyErr_Occurred() ? NULL : PyObject_Vectorcall(py_schedule, args, nargs, kwnames);
     }
     PyObject *retval = nargs ? args[0] : Py_None;
-    cur = Py_NewRef(slot(ts, ts_current));
+    cur = held_ref(slot(ts, ts_current));
     set_slot(cur, t_tempval, retval == Py_None ? cur : retval);
-    rq = Py_NewRef(slot(ts, ts_rq));
+    rq = held_ref(slot(ts, ts_rq));
     int many = more_than_one(rq);
     if (many < 0)
         goto done;
@@ -623,10 +623,10 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
     }
     result = take_tempval(cur);
 done:
-    xdecref(nxt);
-    xdecref(rq);
-    xdecref(cur);
-    Py_DECREF(ts);
+    held_xdrop(nxt);
+    held_xdrop(rq);
+    held_xdrop(cur);
+    held_drop(ts);
     return result;
 }
 
@@ -876,9 +876,9 @@ CONT_HOT int op_begin(Op *op, PyObject *ch, PyObject *ts)
     op->cur = op->queue = op->rq = NULL;
     if (ts == NULL || !plain_channel(ch))
         return PyErr_Occurred() ? -1 : 0;
-    op->cur = Py_NewRef(slot(op->ts, ts_current));
-    op->queue = Py_NewRef(slot(ch, c_queue));
-    op->rq = Py_NewRef(slot(op->ts, ts_rq));
+    op->cur = held_ref(slot(op->ts, ts_current));
+    op->queue = held_ref(slot(ch, c_queue));
+    op->rq = held_ref(slot(op->ts, ts_rq));
     op->balance = balance_of(ch);
     return op->balance != -2 && Py_IS_TYPE(op->rq, (PyTypeObject *)deque_type)
         && plain_flag(op->ts, ts_trap) == 0;
@@ -886,10 +886,10 @@ CONT_HOT int op_begin(Op *op, PyObject *ch, PyObject *ts)
 
 CONT_HOT void op_end(Op *op)
 {
-    xdecref(op->ts);
-    xdecref(op->cur);
-    xdecref(op->queue);
-    xdecref(op->rq);
+    held_xdrop(op->ts);
+    held_xdrop(op->cur);
+    held_xdrop(op->queue);
+    held_xdrop(op->rq);
 }
 
 /* The first waiter if it is in this thread and the channel's preference
@@ -952,8 +952,8 @@ CONT_HOT PyObject *op_finish(PyObject *r, PyObject *ts, PyObject *cur)
     PyObject *v = rc < 0 ? NULL : take_tempval(cur);
     if (v == NULL)
         recover(ts, cur);
-    Py_DECREF(ts);
-    Py_DECREF(cur);
+    held_drop(ts);
+    held_drop(cur);
     return v;
 }
 
@@ -979,15 +979,15 @@ static PyObject *send_then(PyObject *r, PyObject *ts, PyObject *cur)
  * without the tail call, as before). */
 CONT_HOT PyObject *tail_end(Op *op, tail_switch *sw, cont_then_fn then)
 {
-    Py_DECREF(sw->nxt);
+    held_drop(sw->nxt);
     if (Py_REFCNT(op->queue) > 1 && Py_REFCNT(op->rq) > 1) {
-        Py_DECREF(op->queue);
-        Py_DECREF(op->rq);
+        held_drop(op->queue);
+        held_drop(op->rq);
         return capi->switch_then(sw->c, sw->to, then, op->ts, op->cur);
     }
     PyObject *r = capi->switch_then(sw->c, sw->to, then, op->ts, op->cur);
-    Py_DECREF(op->queue);
-    Py_DECREF(op->rq);
+    held_drop(op->queue);
+    held_drop(op->rq);
     return r;
 }
 
