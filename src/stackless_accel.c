@@ -642,15 +642,17 @@ done:
  * tasklet current again and takes it off the channel. */
 
 /* Whether the usual case can apply to this channel at all: no channel
- * callback, and slots that hold what the Python code put there. */
+ * callback, and slots that hold what the Python code put there.  (The
+ * other slots are tested where they are read, as the Python code reads
+ * them: the preference and schedule_all when pairing, closing when
+ * blocking; an unset one sends the operation to the Python code.) */
 CONT_HOT int plain_channel(PyObject *ch)
 {
     if (channel_cb != NULL)
         return 0;
     PyObject *b = slot(ch, c_balance), *q = slot(ch, c_queue);
     return q != NULL && Py_IS_TYPE(q, (PyTypeObject *)deque_type) && b != NULL
-        && PyLong_CheckExact(b) && slot(ch, c_preference) != NULL
-        && slot(ch, c_schedule_all) != NULL && slot(ch, c_closing) != NULL;
+        && PyLong_CheckExact(b);
 }
 
 /* An exact int that is almost always -1, 0 or 1 (a balance, a
@@ -898,7 +900,7 @@ CONT_HOT void op_end(Op *op)
 CONT_HOT PyObject *usual_partner(PyObject *ch, Op *op, int sending)
 {
     PyObject *pref = slot(ch, c_preference);
-    if (!PyLong_CheckExact(pref) || plain_flag(ch, c_schedule_all) != 0)
+    if (pref == NULL || !PyLong_CheckExact(pref) || plain_flag(ch, c_schedule_all) != 0)
         return NULL;
     int overflow;
     long p = small_int(pref, &overflow);
