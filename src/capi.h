@@ -11,6 +11,10 @@
 #define CONT_CAPI_NAME "_continuation._C_API"
 #define CONT_CAPI_VERSION 4
 
+/* What a C caller runs once its switch_then() returns: then(result, a, b),
+ * whose result is switch_then()'s (see switch_then). */
+typedef PyObject *(*cont_then_fn)(PyObject *result, PyObject *a, PyObject *b);
+
 typedef struct {
     int version;                    /* CONT_CAPI_VERSION */
     PyTypeObject *continulet_type;
@@ -35,6 +39,16 @@ typedef struct {
      * continulet's own __init__ (the caller checks): 0, or -1 with the
      * method's error */
     int (*init1)(PyObject *c, PyObject *callable, PyObject *arg);
+    /* then(c.switch(to=to), a, b), run by the switch itself: a C function
+     * whose work after the switch is only that call can end with
+     * `return switch_then(...)`, a tail call, and leave no C frame of its
+     * own under the switching stack while it is suspended (that stack is
+     * copied at every switch).  a and b stay on the suspended stack
+     * meanwhile, like the C locals they replace (references the caller
+     * owned stay owned: `then` drops them); `then` also runs when no
+     * switch happened, with the error (NULL) or the value. */
+    PyObject *(*switch_then)(PyObject *c, PyObject *to, cont_then_fn then, PyObject *a,
+                             PyObject *b);
 } cont_capi;
 
 /* The API, or NULL with an exception (import it once, at install time). */

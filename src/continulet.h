@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include "pystate.h"
 #include "stk.h"
+#include "capi.h"
 
 /* One stack of frames: a thread's main stack, or the run of one callable. */
 typedef struct cont_stack {

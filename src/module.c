@@ -508,8 +508,9 @@ static int check_switch_allowed(PyThreadState *ts, cont_tls *t)
  * the running stack goes into origin, origin's content into dest, and
  * dest's old content runs.  `v` is the value (or exception) to hand over
  * and is stolen. */
-static PyObject *exchange(PyThreadState *ts, cont_tls *t, Continulet *origin, Continulet *dest,
-                          PyObject *v, int is_exc, cps_call *call)
+static inline __attribute__((always_inline)) PyObject *
+exchange(PyThreadState *ts, cont_tls *t, Continulet *origin, Continulet *dest, PyObject *v,
+         int is_exc, cps_call *call)
 {
     cont_stack *target = dest->h;
     cont_stack *cur = t->current;
@@ -551,7 +552,8 @@ static int check_continulet(PyObject *o)
 
 /* Resolve PyPy's rules for self and to=; returns 1 to switch, 0 for a
  * no-op (the value comes straight back), -1 on error. */
-static int resolve(cont_tls *t, Continulet **selfp, Continulet **top)
+static inline __attribute__((always_inline)) int resolve(cont_tls *t, Continulet **selfp,
+                                                        Continulet **top)
 {
     Continulet *self = *selfp, *to = *top;
     if (to != NULL && !to->initialized)
@@ -583,15 +585,19 @@ static int resolve(cont_tls *t, Continulet **selfp, Continulet **top)
     return 1;
 }
 
-/* switch or throw; `v` is stolen. */
-static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj,
-                          cps_call *call)
+/* switch or throw; `v` is stolen.  With `then` (switch_then), the result
+ * is then(r, a, b)'s, which runs whatever happens (switch or not, error
+ * or not). */
+static inline __attribute__((always_inline)) PyObject *
+dispatch_body(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj, cps_call *call,
+              cont_then_fn then, PyObject *a, PyObject *b)
 {
     Continulet *to = NULL;
+    PyObject *r = NULL;
     if (to_obj != NULL && to_obj != Py_None) {
         if (check_continulet(to_obj) < 0) {
             Py_DECREF(v);
-            return NULL;
+            goto early;
         }
         to = (Continulet *)to_obj;
     }
@@ -599,21 +605,27 @@ static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *t
     cont_tls *t = get_tls_of(ts);
     if (t == NULL) {
         Py_DECREF(v);
-        return NULL;
+        goto early;
     }
-    int r = resolve(t, &self, &to);
-    if (r <= 0) {
-        if (r < 0) {
+    int rc = resolve(t, &self, &to);
+    if (rc <= 0) {
+        if (rc < 0)
             Py_DECREF(v);
-            return NULL;
-        }
-        if (is_exc) {
+        else if (is_exc)
             cps_restore_exception(v);
-            return NULL;
-        }
-        return v;
+        else
+            r = v;
+        goto early;
     }
-    return exchange(ts, t, self, to ? to : self, v, is_exc, call);
+    r = exchange(ts, t, self, to ? to : self, v, is_exc, call);
+early:
+    return then != NULL ? then(r, a, b) : r;
+}
+
+static PyObject *dispatch(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj,
+                          cps_call *call)
+{
+    return dispatch_body(self, v, is_exc, to_obj, call, NULL, NULL, NULL);
 }
 
 PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, cps_call *call)
@@ -1394,8 +1406,21 @@ static PyObject *capi_switch_in_call(PyObject *c, PyObject *to, PyObject *const 
     return cont_switch((Continulet *)c, NULL, to, &capi_call);
 }
 
+/* The capsule's switch_then: the switch of dispatch() with its own copy
+ * of the code, whose frame is the only one between the C caller's caller
+ * and the stack switch (capi.h).  `then` and its arguments stay in this
+ * frame (or in the registers that the switch saves with it), which the
+ * switch saves and restores with the rest of the suspended stack: a field
+ * of the record would have made every record, and every blocked tasklet,
+ * bigger. */
+static PyObject *capi_switch_then(PyObject *c, PyObject *to, cont_then_fn then, PyObject *a,
+                                  PyObject *b)
+{
+    return dispatch_body((Continulet *)c, Py_NewRef(Py_None), 0, to, NULL, then, a, b);
+}
+
 static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch, capi_may_switch,
-                               capi_switch_in_call, capi_init1};
+                               capi_switch_in_call, capi_init1, capi_switch_then};
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,

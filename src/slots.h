@@ -43,6 +43,81 @@ CONT_HOT void set_slot(PyObject *o, Py_ssize_t off, PyObject *v)
     Py_XDECREF(old);
 }
 
+/* Py_NewRef(v) for None, True, False and the small ints (-5..256): those
+ * are immortal on 3.12+, whose Py_INCREF tests that and then leaves them
+ * alone (on 3.14 three instructions a time, a few dozen per channel
+ * operation); 3.11 counts their references like any object's. */
+CONT_HOT PyObject *imm_ref(PyObject *v)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return v;
+#else
+    return Py_NewRef(v);
+#endif
+}
+
+/* Py_NewRef and Py_DECREF for objects that are known to be mortal heap
+ * objects (instances of stackless's classes, deques): on 3.12+ without
+ * the immortality test of the macros, which costs ~3 instructions a
+ * reference there and is always false for them.  Debug builds (total
+ * reference counts) and free-threaded ones use the macros. */
+#if PY_VERSION_HEX >= 0x030C0000 && !defined(Py_REF_DEBUG) && !defined(Py_GIL_DISABLED)
+#define CONT_RAW_REFS 1
+#endif
+
+CONT_HOT PyObject *held_ref(PyObject *o)
+{
+#ifdef CONT_RAW_REFS
+    o->ob_refcnt++;
+    return o;
+#else
+    return Py_NewRef(o);
+#endif
+}
+
+CONT_HOT void held_drop(PyObject *o)
+{
+#ifdef CONT_RAW_REFS
+    if (--o->ob_refcnt == 0)
+        _Py_Dealloc(o);
+#else
+    Py_DECREF(o);
+#endif
+}
+
+CONT_HOT void held_xdrop(PyObject *o)
+{
+    if (o != NULL)
+        held_drop(o);
+}
+
+/* set_slot(o, off, v) for such a v */
+CONT_HOT void set_slot_imm(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject **p = (PyObject **)((char *)o + off);
+    PyObject *old = *p;
+    *p = imm_ref(v);
+    Py_XDECREF(old);
+}
+
+/* The slot's old value, replaced by v: the caller drops it later. */
+CONT_HOT PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject **p = (PyObject **)((char *)o + off);
+    PyObject *old = *p;
+    *p = Py_NewRef(v);
+    return old;
+}
+
+/* swap_slot(o, off, v) for a v that imm_ref() takes */
+CONT_HOT PyObject *swap_slot_imm(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject **p = (PyObject **)((char *)o + off);
+    PyObject *old = *p;
+    *p = imm_ref(v);
+    return old;
+}
+
 /* Truth of a slot that must be set; -1 on error. */
 CONT_HOT int slot_true(PyObject *o, Py_ssize_t off)
 {
@@ -131,7 +206,7 @@ CONT_HOT PyObject *thread_state_of(PyObject *local, PyObject *name)
     /* PyThreadState_GetID() without its call: `id` is a public field */
     uint64_t id = PyThreadState_Get()->id;
     if (tl_state != NULL && tl_tstate_id == id)
-        return Py_NewRef(tl_state);
+        return held_ref(tl_state);
     return thread_state_lookup(local, name, id);
 }
 

@@ -131,12 +131,86 @@ static PyCFunction deque_method(PyObject *descr, int flags)
     return m->ml_flags == flags ? m->ml_meth : NULL;
 }
 
-/* q[0] (new reference): a deque's item straight from its sq_item */
+/* The front of a deque read in place.  first_of() runs three or four
+ * times per channel operation (is cur rq[0]? the first waiter, the next
+ * tasklet), and each call of deque's sq_item cost ~20 instructions, a
+ * sixth of a handoff's bookkeeping.  A deque object starts with its
+ * block pointers and indices (Modules/_collectionsmodule.c, the same in
+ * every CPython this builds for); install() checks that on real deques,
+ * across block boundaries both ways, and otherwise leaves dq_in_place 0
+ * and first_of() calls sq_item. */
+struct dq_block {
+    struct dq_block *leftlink;
+    PyObject *data[];
+};
+typedef struct {
+    PyObject_VAR_HEAD
+    struct dq_block *leftblock, *rightblock;
+    Py_ssize_t leftindex, rightindex;
+} dq_head;
+static int dq_in_place;
+
+CONT_HOT PyObject *dq_front(PyObject *d)
+{
+    const dq_head *h = (const dq_head *)d;
+    return h->leftblock->data[h->leftindex];
+}
+
+/* whether dq_front() gives d[0] for a deque grown and shrunk at both ends
+ * (its items cross several blocks of 64) */
+static int dq_front_works(void)
+{
+    PyObject *d = PyObject_CallNoArgs(deque_type), *r;
+    int ok = d != NULL && Py_IS_TYPE(d, (PyTypeObject *)deque_type)
+        && Py_TYPE(d)->tp_as_sequence != NULL && Py_TYPE(d)->tp_as_sequence->sq_item != NULL;
+    static const int steps[] = {200, -150, -200, 130, -120};     /* + append, - appendleft */
+    for (size_t k = 0; ok && k < sizeof(steps) / sizeof(steps[0]); k++) {
+        for (int i = 0; ok && i < abs(steps[k]); i++) {
+            PyObject *v = PyLong_FromLong(k * 1000 + i);
+            r = v == NULL ? NULL : call_method1(d, steps[k] > 0 ? s_append : s_appendleft, v);
+            xdecref(v);
+            ok = r != NULL;
+            xdecref(r);
+            if (ok) {
+                PyObject *f = Py_TYPE(d)->tp_as_sequence->sq_item(d, 0);
+                ok = f != NULL && f == dq_front(d);
+                xdecref(f);
+            }
+            /* shrink from the front too, every third step */
+            if (ok && i % 3 == 2 && Py_SIZE(d) > 1) {
+                r = call_method0(d, s_popleft);
+                ok = r != NULL;
+                xdecref(r);
+                PyObject *f = ok ? Py_TYPE(d)->tp_as_sequence->sq_item(d, 0) : NULL;
+                ok = f != NULL && f == dq_front(d);
+                xdecref(f);
+            }
+        }
+    }
+    xdecref(d);
+    PyErr_Clear();
+    return ok;
+}
+
+/* q[0] (new reference): a deque's front in place, or through its sq_item */
 CONT_HOT PyObject *first_of(PyObject *q)
 {
-    if (Py_IS_TYPE(q, (PyTypeObject *)deque_type))
+    if (Py_IS_TYPE(q, (PyTypeObject *)deque_type)) {
+        if (dq_in_place && Py_SIZE(q) > 0)
+            return held_ref(dq_front(q));      /* a tasklet */
         return Py_TYPE(q)->tp_as_sequence->sq_item(q, 0);
+    }
     return PySequence_GetItem(q, 0);
+}
+
+/* whether q[0] is o: 1 or 0, -1 with an error (an empty queue, ...) */
+CONT_HOT int front_is(PyObject *q, PyObject *o)
+{
+    if (dq_in_place && Py_IS_TYPE(q, (PyTypeObject *)deque_type) && Py_SIZE(q) > 0)
+        return dq_front(q) == o;
+    PyObject *f = first_of(q);
+    xdecref(f);
+    return f == NULL ? -1 : f == o;
 }
 
 /* len(q); a deque's length is its ob_size */
@@ -372,8 +446,8 @@ static OUT_OF_LINE int switch_from_main(PyObject *ts, PyObject *nxt)
     PyObject *t;
     while ((t = slot(ts, ts_launch)) != Py_None) {
         Py_INCREF(t);
-        set_slot(ts, ts_launch, Py_None);
-        set_slot(t, t_cont, Py_None);
+        set_slot_imm(ts, ts_launch, Py_None);
+        set_slot_imm(t, t_cont, Py_None);
         int rc = run_from_main(t);
         Py_DECREF(t);
         if (rc < 0)
@@ -396,11 +470,30 @@ static OUT_OF_LINE int timeout_resumed(PyObject *timeout, PyObject *cur)
     return discard(r);
 }
 
-/* The C frames of a switch stay on the switching tasklet's stack while it
+/* The part of a switch after it, when cur runs again */
+CONT_HOT int after_switch(PyObject *ts, PyObject *cur)
+{
+    int tracing;
+    if ((tracing = slot_true(ts, ts_tracing)) != 0 && (tracing < 0 || accel_tracing_in(ts, cur) < 0))
+        return -1;
+    PyObject *timeout = slot(ts, ts_timeout);
+    if (timeout != Py_None && timeout_resumed(timeout, cur) < 0)
+        return -1;
+    /* an exception for main that landed after a dying tasklet switched away */
+    if (slot(ts, ts_pending) != Py_None && slot(cur, t_is_main) == Py_True)
+        return raise_pending(ts);
+    return 0;
+}
+
+/* The part of a switch from cur to nxt before the stack switch itself: 1
+ * when cur must now switch with cont_switch_in(slot(cur, t_cont), *to) and
+ * then run after_switch(); else the switch's result, 0 or -1 (it went
+ * through main's stack or through the Python code).
+ * The C frames of a switch stay on the switching tasklet's stack while it
  * is suspended, and a tasklet's stack is copied out and back in at its
  * switches (between two tasklets, whole): the rare branches are out of
  * line so that this frame stays small (docs/performance.md). */
-CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt, const in_call *ic)
+CONT_HOT int switch_begin(PyObject *ts, PyObject *cur, PyObject *nxt, PyObject **to)
 {
     if (slot(ts, ts_timeout) != Py_None)
         return switch_in_python(ts, cur, nxt);
@@ -416,39 +509,36 @@ CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt, const in_call
     if (cur_main < 0)
         return -1;
     /* (no cur._frame: on CPython tasklet.frame reads the suspended stack) */
-    if (cur_main) {
-        if (switch_from_main(ts, nxt) < 0)
-            return -1;
-    }
-    else {
-        set_slot(ts, ts_current, nxt);
-        int nxt_main = slot_true(nxt, t_is_main);
-        if (nxt_main < 0)
-            return -1;
-        /* to main's stack: a plain switch back; to a tasklet that has not
-           started: the same, and main starts it (see switch_from_main) */
-        PyObject *to = nxt_main ? NULL : slot(nxt, t_cont);
-        if (to == Py_None) {
-            set_slot(ts, ts_launch, nxt);
-            to = NULL;
-        }
-        /* Borrowed: this C frame stays on cur's suspended stack, where the
-         * garbage collector cannot see what it holds, and a reference held
-         * there would keep a dropped paused tasklet from being found
-         * (stackless/_lifetime.py).  Neither is used after the switch. */
-        PyObject *r = cont_switch_in(slot(cur, t_cont), to, ic);
-        if (discard(r) < 0)
-            return -1;
-    }
-    if ((tracing = slot_true(ts, ts_tracing)) != 0 && (tracing < 0 || accel_tracing_in(ts, cur) < 0))
+    if (cur_main)
+        return switch_from_main(ts, nxt) < 0 ? -1 : after_switch(ts, cur);
+    set_slot(ts, ts_current, nxt);
+    int nxt_main = slot_true(nxt, t_is_main);
+    if (nxt_main < 0)
         return -1;
-    PyObject *timeout = slot(ts, ts_timeout);
-    if (timeout != Py_None && timeout_resumed(timeout, cur) < 0)
+    /* to main's stack: a plain switch back; to a tasklet that has not
+       started: the same, and main starts it (see switch_from_main) */
+    PyObject *t = nxt_main ? NULL : slot(nxt, t_cont);
+    if (t == Py_None) {
+        set_slot(ts, ts_launch, nxt);
+        t = NULL;
+    }
+    /* Borrowed: the C frames of the switch stay on cur's suspended stack,
+     * where the garbage collector cannot see what they hold, and a
+     * reference held there would keep a dropped paused tasklet from being
+     * found (stackless/_lifetime.py).  Neither is used after the switch. */
+    *to = t;
+    return 1;
+}
+
+CONT_HOT int do_switch(PyObject *ts, PyObject *cur, PyObject *nxt, const in_call *ic)
+{
+    PyObject *to;
+    int rc = switch_begin(ts, cur, nxt, &to);
+    if (rc <= 0)
+        return rc;
+    if (discard(cont_switch_in(slot(cur, t_cont), to, ic)) < 0)
         return -1;
-    /* an exception for main that landed after a dying tasklet switched away */
-    if (slot(ts, ts_pending) != Py_None && slot(cur, t_is_main) == Py_True)
-        return raise_pending(ts);
-    return 0;
+    return after_switch(ts, cur);
 }
 
 static PyObject *accel_switch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
@@ -469,8 +559,7 @@ static PyObject *accel_switch(PyObject *mod, PyObject *const *args, Py_ssize_t n
  * tempval as the switch's result, leaving None. */
 CONT_HOT PyObject *take_tempval(PyObject *t)
 {
-    PyObject *v = Py_NewRef(slot(t, t_tempval));
-    set_slot(t, t_tempval, Py_None);
+    PyObject *v = swap_slot_imm(t, t_tempval, Py_None);     /* the slot's reference */
     if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type)) {
         PyObject *r = call_method0(v, s_raise);
         Py_DECREF(v);
@@ -499,9 +588,9 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
         return PyErr_Occurred() ? NULL : PyObject_Vectorcall(py_schedule, args, nargs, kwnames);
     }
     PyObject *retval = nargs ? args[0] : Py_None;
-    cur = Py_NewRef(slot(ts, ts_current));
+    cur = held_ref(slot(ts, ts_current));
     set_slot(cur, t_tempval, retval == Py_None ? cur : retval);
-    rq = Py_NewRef(slot(ts, ts_rq));
+    rq = held_ref(slot(ts, ts_rq));
     int many = more_than_one(rq);
     if (many < 0)
         goto done;
@@ -534,10 +623,10 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
     }
     result = take_tempval(cur);
 done:
-    xdecref(nxt);
-    xdecref(rq);
-    xdecref(cur);
-    Py_DECREF(ts);
+    held_xdrop(nxt);
+    held_xdrop(rq);
+    held_xdrop(cur);
+    held_drop(ts);
     return result;
 }
 
@@ -552,25 +641,18 @@ done:
  * needed.  If the switch that follows fails, _recover() makes the running
  * tasklet current again and takes it off the channel. */
 
-/* The slot's old value, replaced by v: the caller drops it later. */
-CONT_HOT PyObject *swap_slot(PyObject *o, Py_ssize_t off, PyObject *v)
-{
-    PyObject **p = (PyObject **)((char *)o + off);
-    PyObject *old = *p;
-    *p = Py_NewRef(v);
-    return old;
-}
-
 /* Whether the usual case can apply to this channel at all: no channel
- * callback, and slots that hold what the Python code put there. */
+ * callback, and slots that hold what the Python code put there.  (The
+ * other slots are tested where they are read, as the Python code reads
+ * them: the preference and schedule_all when pairing, closing when
+ * blocking; an unset one sends the operation to the Python code.) */
 CONT_HOT int plain_channel(PyObject *ch)
 {
     if (channel_cb != NULL)
         return 0;
     PyObject *b = slot(ch, c_balance), *q = slot(ch, c_queue);
     return q != NULL && Py_IS_TYPE(q, (PyTypeObject *)deque_type) && b != NULL
-        && PyLong_CheckExact(b) && slot(ch, c_preference) != NULL
-        && slot(ch, c_schedule_all) != NULL && slot(ch, c_closing) != NULL;
+        && PyLong_CheckExact(b);
 }
 
 /* An exact int that is almost always -1, 0 or 1 (a balance, a
@@ -592,11 +674,11 @@ CONT_HOT long small_int(PyObject *v, int *overflow)
 CONT_HOT PyObject *small_long(long v)
 {
     if (v == 0)
-        return Py_NewRef(zero);
+        return imm_ref(zero);
     if (v == 1)
-        return Py_NewRef(one);
+        return imm_ref(one);
     if (v == -1)
-        return Py_NewRef(minus_one);
+        return imm_ref(minus_one);
     return PyLong_FromLong(v);
 }
 
@@ -627,13 +709,46 @@ CONT_HOT int plain_flag(PyObject *o, Py_ssize_t off)
     return -1;
 }
 
+/* The switch that a channel operation ends with, when its C function can
+ * end with the tail call of _continuation's switch_then (capi.h): then
+ * the C frame of accel_send()/accel_receive() is not under the tasklet's
+ * suspended stack, which is copied at every switch (docs/performance.md). */
+typedef struct {
+    PyObject *c, *to;           /* borrowed (see switch_begin) */
+    PyObject *nxt;              /* owned */
+} tail_switch;
+
+/* pair() and wait_here() return it for "finish with the tail call" */
+static char tail_marker;
+#define TAIL ((PyObject *)&tail_marker)
+
+/* do_switch(ts, cur, nxt, NULL) or, when a tail call can do the switch
+ * and the rest, 1 with *out ready for it (nxt still to be set) */
+CONT_HOT int switch_or_tail(PyObject *ts, PyObject *cur, PyObject *nxt, tail_switch *out)
+{
+    PyObject *to;
+    int rc = switch_begin(ts, cur, nxt, &to);
+    if (rc <= 0)
+        return rc;
+    PyObject *c = slot(cur, t_cont);
+    if (Py_IS_TYPE(c, (PyTypeObject *)tcont_type) || Py_IS_TYPE(c, capi->continulet_type)) {
+        out->c = c;
+        out->to = to;
+        return 1;
+    }
+    if (discard(cont_switch(c, to)) < 0)
+        return -1;
+    return after_switch(ts, cur);
+}
+
 /* The usual case of pairing with the first waiter of ch's queue, `target`,
  * which is in this thread: a receiver gets `value` and runs now, the
  * sender going last (sending, value != NULL); or the sender's value is
  * taken and the sender goes to the end of the run queue (receiving).
- * Returns the received value / None; NULL on error. */
+ * Returns the received value / None; NULL on error; TAIL (sending) when
+ * the caller must finish with the tail call of *out. */
 CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue, PyObject *rq,
-                      PyObject *target, long balance, PyObject *value)
+                      PyObject *target, long balance, PyObject *value, tail_switch *out)
 {
     int sending = value != NULL;
     PyObject *nb = small_long(balance + (sending ? 1 : -1));
@@ -646,9 +761,9 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
         return NULL;
     }
     PyObject *old = swap_slot(target, t_tempval, sending ? value : Py_None);
-    PyObject *olds[4] = {swap_slot(ch, c_balance, nb), swap_slot(target, t_blocked, zero),
-                         swap_slot(target, t_channel, Py_None),
-                         swap_slot(target, t_scheduled, Py_True)};
+    PyObject *olds[4] = {swap_slot(ch, c_balance, nb), swap_slot_imm(target, t_blocked, zero),
+                         swap_slot_imm(target, t_channel, Py_None),
+                         swap_slot_imm(target, t_scheduled, Py_True)};
     /* sending: rq.insert(1, target) and, cur being rq[0] (the caller
      * checked), rq.rotate(-1); that is cur to the end, then target in
      * front.  Receiving: rq.append(target). */
@@ -672,7 +787,11 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
     PyObject *nxt = first_of(rq);
     if (nxt == NULL)
         return NULL;
-    int rc = nxt != cur ? do_switch(ts, cur, nxt, NULL) : 0;
+    int rc = nxt != cur ? switch_or_tail(ts, cur, nxt, out) : 0;
+    if (rc > 0) {
+        out->nxt = nxt;
+        return TAIL;
+    }
     Py_DECREF(nxt);
     if (rc < 0)
         return NULL;
@@ -696,16 +815,17 @@ static OUT_OF_LINE void undo_wait(PyObject *ch, PyObject *cur, PyObject *olds[3]
 /* The usual case of blocking: queue cur on ch as a sender of `value` (dir
  * 1) or a receiver (dir -1), leave the run queue (cur is rq[0], another
  * tasklet follows) and switch.  Returns what cur finds in its tempval when
- * it resumes (a receiver takes it), NULL on error. */
+ * it resumes (a receiver takes it), NULL on error, or TAIL when the caller
+ * must finish with the tail call of *out. */
 CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *queue,
-                           PyObject *rq, long balance, int dir, PyObject *value)
+                           PyObject *rq, long balance, int dir, PyObject *value, tail_switch *out)
 {
     PyObject *nb = small_long(balance + dir);
     if (nb == NULL)
         return NULL;
     /* -- transaction */
     PyObject *old = value != NULL ? swap_slot(cur, t_tempval, value) : NULL;
-    PyObject *olds[3] = {swap_slot(cur, t_blocked, dir > 0 ? one : minus_one),
+    PyObject *olds[3] = {swap_slot_imm(cur, t_blocked, dir > 0 ? one : minus_one),
                          swap_slot(cur, t_channel, ch), swap_slot(ch, c_balance, nb)};
     PyObject *r = dq_append(queue, cur);
     if (r == NULL) {
@@ -718,22 +838,25 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
     for (int i = 0; i < 3; i++)
         xdecref(olds[i]);
     xdecref(old);
-    PyObject *first = first_of(rq), *nxt = NULL;
-    int rc = -1;
-    if (first != NULL && first == cur && len_of(rq) > 1) {
+    PyObject *nxt = NULL;
+    int rc = -1, first = front_is(rq, cur);
+    if (first > 0 && len_of(rq) > 1) {
         PyObject *gone = dq_popleft(rq);
         xdecref(gone);
         if (gone != NULL) {
-            Py_DECREF(swap_slot(cur, t_scheduled, Py_False));
+            Py_DECREF(swap_slot_imm(cur, t_scheduled, Py_False));
             nxt = first_of(rq);
-            rc = nxt == NULL ? -1 : do_switch(ts, cur, nxt, NULL);
+            rc = nxt == NULL ? -1 : switch_or_tail(ts, cur, nxt, out);
+            if (rc > 0) {
+                out->nxt = nxt;
+                return TAIL;
+            }
         }
     }
-    else if (first != NULL && !PyErr_Occurred()) {
+    else if (first >= 0 && !PyErr_Occurred()) {
         /* a finalizer changed the run queue meanwhile: the Python code decides */
         rc = discard(call2(py_leave, ts, cur));
     }
-    xdecref(first);
     xdecref(nxt);
     if (rc < 0)
         return NULL;
@@ -755,9 +878,9 @@ CONT_HOT int op_begin(Op *op, PyObject *ch, PyObject *ts)
     op->cur = op->queue = op->rq = NULL;
     if (ts == NULL || !plain_channel(ch))
         return PyErr_Occurred() ? -1 : 0;
-    op->cur = Py_NewRef(slot(op->ts, ts_current));
-    op->queue = Py_NewRef(slot(ch, c_queue));
-    op->rq = Py_NewRef(slot(op->ts, ts_rq));
+    op->cur = held_ref(slot(op->ts, ts_current));
+    op->queue = held_ref(slot(ch, c_queue));
+    op->rq = held_ref(slot(op->ts, ts_rq));
     op->balance = balance_of(ch);
     return op->balance != -2 && Py_IS_TYPE(op->rq, (PyTypeObject *)deque_type)
         && plain_flag(op->ts, ts_trap) == 0;
@@ -765,10 +888,10 @@ CONT_HOT int op_begin(Op *op, PyObject *ch, PyObject *ts)
 
 CONT_HOT void op_end(Op *op)
 {
-    xdecref(op->ts);
-    xdecref(op->cur);
-    xdecref(op->queue);
-    xdecref(op->rq);
+    held_xdrop(op->ts);
+    held_xdrop(op->cur);
+    held_xdrop(op->queue);
+    held_xdrop(op->rq);
 }
 
 /* The first waiter if it is in this thread and the channel's preference
@@ -777,7 +900,7 @@ CONT_HOT void op_end(Op *op)
 CONT_HOT PyObject *usual_partner(PyObject *ch, Op *op, int sending)
 {
     PyObject *pref = slot(ch, c_preference);
-    if (!PyLong_CheckExact(pref) || plain_flag(ch, c_schedule_all) != 0)
+    if (pref == NULL || !PyLong_CheckExact(pref) || plain_flag(ch, c_schedule_all) != 0)
         return NULL;
     int overflow;
     long p = small_int(pref, &overflow);
@@ -806,9 +929,7 @@ CONT_HOT int usual_wait(PyObject *ch, Op *op)
     Py_ssize_t n = len_of(op->rq);
     if (n < 2)
         return 0;
-    PyObject *first = first_of(op->rq);
-    xdecref(first);
-    return first == op->cur;
+    return front_is(op->rq, op->cur) > 0;
 }
 
 /* What the running tasklet holds in its tempval goes before a channel
@@ -821,7 +942,55 @@ CONT_HOT void drop_tempval(PyObject *ts)
         return;
     PyObject *cur = slot(ts, ts_current);
     if (slot(cur, t_tempval) != Py_None)
-        Py_DECREF(swap_slot(cur, t_tempval, Py_None));
+        Py_DECREF(swap_slot_imm(cur, t_tempval, Py_None));
+}
+
+/* What accel_send/accel_receive do after their switch once cur runs
+ * again, when the switch was their tail call (switch_then): r is the
+ * switch's result; ts and cur are theirs to drop. */
+CONT_HOT PyObject *op_finish(PyObject *r, PyObject *ts, PyObject *cur)
+{
+    int rc = discard(r) < 0 ? -1 : after_switch(ts, cur);
+    PyObject *v = rc < 0 ? NULL : take_tempval(cur);
+    if (v == NULL)
+        recover(ts, cur);
+    held_drop(ts);
+    held_drop(cur);
+    return v;
+}
+
+static PyObject *receive_then(PyObject *r, PyObject *ts, PyObject *cur)
+{
+    return op_finish(r, ts, cur);
+}
+
+static PyObject *send_then(PyObject *r, PyObject *ts, PyObject *cur)
+{
+    PyObject *v = op_finish(r, ts, cur);
+    if (v == NULL || v == Py_None)
+        return v;
+    Py_DECREF(v);
+    return imm_ref(Py_None);
+}
+
+/* The end of a channel operation whose pair() or wait_here() gave TAIL:
+ * what op holds goes to `then` (ts, cur) or now: nxt, which ts.current
+ * holds since switch_begin(), and queue and rq, which nothing uses after
+ * the switch, unless dropping them would free them (their __del__ must
+ * not run between switch_begin() and the switch: then they go after it,
+ * without the tail call, as before). */
+CONT_HOT PyObject *tail_end(Op *op, tail_switch *sw, cont_then_fn then)
+{
+    held_drop(sw->nxt);
+    if (Py_REFCNT(op->queue) > 1 && Py_REFCNT(op->rq) > 1) {
+        held_drop(op->queue);
+        held_drop(op->rq);
+        return capi->switch_then(sw->c, sw->to, then, op->ts, op->cur);
+    }
+    PyObject *r = capi->switch_then(sw->c, sw->to, then, op->ts, op->cur);
+    held_drop(op->queue);
+    held_drop(op->rq);
+    return r;
 }
 
 static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t nargs)
@@ -834,13 +1003,12 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
         return NULL;
     drop_tempval(ts);
     Op op;
+    tail_switch sw;
     int usual = op_begin(&op, ch, ts);
     if (usual > 0 && op.balance < 0) {
         PyObject *target = usual_partner(ch, &op, 1);
-        PyObject *first = target == NULL ? NULL : first_of(op.rq);
-        xdecref(first);
-        if (first == op.cur && first != NULL) {
-            r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, value);
+        if (target != NULL && front_is(op.rq, op.cur) > 0) {
+            r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, value, &sw);
             Py_DECREF(target);
             goto done;
         }
@@ -849,7 +1017,7 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
     }
     else if (usual > 0) {
         if (usual_wait(ch, &op)) {
-            r = wait_here(ch, op.ts, op.cur, op.queue, op.rq, op.balance, 1, value);
+            r = wait_here(ch, op.ts, op.cur, op.queue, op.rq, op.balance, 1, value, &sw);
             goto done;
         }
         usual = PyErr_Occurred() ? -1 : 0;
@@ -859,11 +1027,13 @@ static PyObject *accel_send(PyObject *ch, PyObject *const *args, Py_ssize_t narg
         return NULL;
     return call2(py_send, ch, value);
 done:
+    if (r == TAIL)
+        return tail_end(&op, &sw, send_then);
     if (r == NULL)
         recover(op.ts, op.cur);
     else if (r != Py_None) {
         Py_DECREF(r);
-        r = Py_NewRef(Py_None);
+        r = imm_ref(Py_None);
     }
     op_end(&op);
     return r;
@@ -879,11 +1049,12 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
         return NULL;
     drop_tempval(ts);
     Op op;
+    tail_switch sw;
     int usual = op_begin(&op, ch, ts);
     if (usual > 0 && op.balance > 0) {
         PyObject *target = usual_partner(ch, &op, 0);
         if (target != NULL) {
-            r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, NULL);
+            r = pair(ch, op.ts, op.cur, op.queue, op.rq, target, op.balance, NULL, &sw);
             Py_DECREF(target);
             if (r != NULL && Py_IS_TYPE(r, (PyTypeObject *)bomb_type)) {
                 xdecref(call_method0(r, s_raise));
@@ -897,7 +1068,7 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
     }
     else if (usual > 0) {
         if (usual_wait(ch, &op)) {
-            r = wait_here(ch, op.ts, op.cur, op.queue, op.rq, op.balance, -1, NULL);
+            r = wait_here(ch, op.ts, op.cur, op.queue, op.rq, op.balance, -1, NULL, &sw);
             goto done;
         }
         usual = PyErr_Occurred() ? -1 : 0;
@@ -907,6 +1078,8 @@ static PyObject *accel_receive(PyObject *ch, PyObject *const *args, Py_ssize_t n
         return NULL;
     return PyObject_CallOneArg(py_receive, ch);
 done:
+    if (r == TAIL)
+        return tail_end(&op, &sw, receive_then);
     if (r == NULL)
         recover(op.ts, op.cur);
     op_end(&op);
@@ -1012,6 +1185,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     if ((kw_to = Py_BuildValue("(s)", "to")) == NULL || (minus_one = PyLong_FromLong(-1)) == NULL
             || (one = PyLong_FromLong(1)) == NULL || (zero = PyLong_FromLong(0)) == NULL)
         goto fail;
+    dq_in_place = dq_front_works();
 
     PyObject *d;
     if ((d = method_descr(channel, &send_def)) == NULL)
