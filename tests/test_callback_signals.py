@@ -92,13 +92,9 @@ def test_a_signal_during_a_collection_reaches_the_caller_of_collect():
     assert interrupt.landed == ["test_a_signal_during_a_collection_reaches_the_caller_of_collect"]
 
 
-@pytest.mark.skipif(sys.implementation.name != "cpython", reason="refcounting")
-def test_a_signal_in_a_greenlets_finalizer_reaches_the_caller_and_the_kill_happens():
-    """The first check inside the package while a suspended greenlet is
-    dropped (its __del__'s entry).  Before: the KeyboardInterrupt went to
-    sys.unraisablehook, and the greenlet was never killed."""
-    log = []
-
+def suspended_greenlet(log: list) -> "greenlet.greenlet":
+    """A greenlet suspended inside a ``try`` whose ``finally`` logs
+    "finally" (the caller holds the only reference)."""
     def run():
         try:
             greenlet.getcurrent().parent.switch()
@@ -106,6 +102,16 @@ def test_a_signal_in_a_greenlets_finalizer_reaches_the_caller_and_the_kill_happe
             log.append("finally")
     g = greenlet.greenlet(run)
     g.switch()
+    return g
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="refcounting")
+def test_a_signal_in_a_greenlets_finalizer_reaches_the_caller_and_the_kill_happens():
+    """The first check inside the package while a suspended greenlet is
+    dropped (its __del__'s entry).  Before: the KeyboardInterrupt went to
+    sys.unraisablehook, and the greenlet was never killed."""
+    log = []
+    g = suspended_greenlet(log)
     interrupt = Interrupt(lambda f: f.f_code.co_filename.startswith(PKG))
     try:
         with Unraisables() as unraisable:
@@ -150,14 +156,7 @@ def test_a_signal_at_any_point_of_a_greenlets_kill_is_not_lost():
     while True:
         n += 1
         log = []
-
-        def run():
-            try:
-                greenlet.getcurrent().parent.switch()
-            finally:
-                log.append("finally")
-        g = greenlet.greenlet(run)
-        g.switch()
+        g = suspended_greenlet(log)
         ref = weakref.ref(g)
         interrupt = NthCheck(n)
         caught = False
