@@ -28,7 +28,7 @@ static PyObject *tpl_val[MAX_FIELDS];
 static int tpl_n;
 
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
-                  t_alive, t_started, t_context, t_unrestorable, t_key, ts_thread_id, ts_current, ts_rq;
+                  t_alive, t_started, t_context, t_unrestorable, t_key, ts_thread_id, ts_current, ts_rq, ts_alive;
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
 /* stackless._lifetime._WEAK: the registry's entry of a tasklet held weakly */
 static PyObject *weak_marker;
@@ -266,23 +266,27 @@ static PyObject *registry_key(PyObject *t)
     return k;
 }
 
-/* _register(self): _alive_registry[thread_id][id(self)] = self */
+/* _register(self): ts.alive, the thread's registry (made the first time
+ * as _alive_registry.setdefault(thread_id, {})), [id(self)] = self */
 static int register_alive(PyObject *self, PyObject *ts)
 {
-    PyObject *tid = slot(ts, ts_thread_id);
-    PyObject *d = PyDict_GetItemWithError(registry, tid);
-    if (d == NULL) {
-        if (PyErr_Occurred() || (d = PyDict_New()) == NULL)
+    PyObject *d = slot(ts, ts_alive);
+    if (d == NULL || d == Py_None) {
+        PyObject *fresh_d = PyDict_New();
+        if (fresh_d == NULL)
             return -1;
-        int bad = PyDict_SetItem(registry, tid, d);
-        Py_DECREF(d);           /* the registry holds it */
-        if (bad < 0)
+        d = PyDict_SetDefault(registry, slot(ts, ts_thread_id), fresh_d);
+        Py_DECREF(fresh_d);     /* (the registry holds the one it keeps) */
+        if (d == NULL)
             return -1;
+        set_slot(ts, ts_alive, d);
     }
     PyObject *key = registry_key(self);
     if (key == NULL)
         return -1;
-    int rc = PyDict_SetItem(d, key, self);
+    Py_INCREF(d);       /* (the insertion may run finalizers) */
+    int rc = PyDict_CheckExact(d) ? PyDict_SetItem(d, key, self) : PyObject_SetItem(d, key, self);
+    Py_DECREF(d);
     Py_DECREF(key);
     return rc;
 }
@@ -667,14 +671,15 @@ static int unregister_alive(PyObject *self, PyObject *ts)
             pending[i] = pending[--npending];
             break;
         }
-    PyObject *d = PyDict_GetItemWithError(registry, slot(ts, ts_thread_id));
-    if (d == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+    /* d = ts.alive; if d is not None: d.pop(id(self), None) */
+    PyObject *d = slot(ts, ts_alive);
+    if (d == NULL || !PyDict_Check(d))
+        return 0;
     PyObject *key = registry_key(self);
     if (key == NULL)
         return -1;
     Py_INCREF(d);
-    int rc = PyDict_Check(d) ? PyDict_DelItem(d, key) : 0;
+    int rc = PyDict_DelItem(d, key);
     if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
         PyErr_Clear();          /* d.pop(id(self), None) */
         rc = 0;
@@ -870,6 +875,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (t_key = slot_offset(tasklet, "_key")) < 0
             || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0
+            || (ts_alive = slot_offset(tstate, "alive")) < 0
             || (c_tasklet = slot_offset((PyObject *)tcont_type, "tasklet")) < 0)
         goto done;
     static const char *const flags[] = {"_blocked", "_scheduled", "_alive", "_started",

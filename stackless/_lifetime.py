@@ -1,7 +1,7 @@
 """Lifetime: a started tasklet lives as long as something refers to it.
 
-Each thread's registry (``_alive_registry``) holds every live
-tasklet of the thread, so that the thread's end and the interpreter's exit
+Each thread's registry (``_alive_registry``, and its thread state's
+``alive``) holds every live tasklet of the thread, so that the thread's end and the interpreter's exit
 can kill them.  It holds an unstarted tasklet strongly, and a started one
 weakly: a weak reference, made when its continulet is (:func:`_new_cont`).
 The accelerator holds it weakly without an object (80 B less per blocked
@@ -102,14 +102,15 @@ class _TaskletCont(continulet):
 
 
 def _register(t: "tasklet") -> None:
-    d = _alive_registry.get(t._ts.thread_id)
+    ts = t._ts
+    d = ts.alive
     if d is None:
-        d = _alive_registry[t._ts.thread_id] = {}
+        d = ts.alive = _alive_registry.setdefault(ts.thread_id, {})
     d[id(t)] = t
 
 
 def _unregister(t: "tasklet") -> None:
-    d = _alive_registry.get(t._ts.thread_id)
+    d = t._ts.alive
     if d is not None:
         d.pop(id(t), None)
     _unlink(t)
@@ -140,7 +141,7 @@ def _new_cont(bootstrap: Callable, t: "tasklet") -> continulet:
         return continulet(bootstrap, t)     # (PyPy's would unwind it at once)
     c = _TaskletCont(bootstrap, t)
     c.tasklet = t
-    d = _alive_registry.get(t._ts.thread_id)
+    d = t._ts.alive
     if d is not None and d.get(id(t)) is t:
         d[id(t)] = _ref(t)
     return c
@@ -151,7 +152,7 @@ def _keep(c: _TaskletCont, t: "tasklet") -> bool:
     on (held by its registry again), False when ``c`` may go."""
     if t._cont is not c or not t._alive or t._ts.ended or not c.is_pending():
         return False
-    d = _alive_registry.get(t._ts.thread_id)
+    d = t._ts.alive
     v = d.get(id(t)) if d is not None else None
     # (v is t: kept by this call's first attempt, which a signal cut short)
     if type(v) is not _ref and v is not _WEAK and v is not t:

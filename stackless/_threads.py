@@ -26,7 +26,7 @@ class _ThreadState:
 
     __slots__ = ("thread_id", "main", "current", "rq", "watchdogs", "wake",
                  "trap", "idle", "timeout", "launch", "tasklet_tracing",
-                 "pending", "ended", "__weakref__")
+                 "pending", "ended", "alive", "__weakref__")
 
     def __init__(self, thread_id: Optional[int] = None) -> None:
         # another thread's id when get_thread_info() asks about a thread
@@ -34,6 +34,10 @@ class _ThreadState:
         self.thread_id = _get_ident() if thread_id is None else thread_id
         # True once the thread ended: its tasklets report thread_id -1
         self.ended = False
+        # the thread's registry of live tasklets, _alive_registry[thread_id],
+        # from its first registration until the thread ends: found here
+        # without a lookup by thread id (stackless/_lifetime.py)
+        self.alive: Optional[dict] = None
         # rq holds the runnable tasklets; when the running tasklet is
         # scheduled it is rq[0].
         self.rq: deque = deque()
@@ -176,6 +180,7 @@ def _orphan_all(ts: _ThreadState) -> None:
         t._alive = False
         _unlink(t)
     _alive_registry.pop(ts.thread_id, None)
+    ts.alive = None
     _doomed.pop(ts.thread_id, None)
     ts.rq.clear()
 
