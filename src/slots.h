@@ -133,10 +133,11 @@ CONT_HOT int slot_true(PyObject *o, Py_ssize_t off)
     return PyObject_IsTrue(v);
 }
 
-/* The offset of the writable object slot `name` of class cls, read from
- * its member descriptor (subclasses keep it); -1 with TypeError if the
- * attribute is not such a slot. */
-static inline Py_ssize_t slot_offset(PyObject *cls, const char *name)
+/* The offset of the writable member `name` of class cls whose type is
+ * `type` (T_OBJECT_EX: an object slot; T_BOOL: a C flag), read from its
+ * member descriptor (subclasses keep it); -1 with TypeError if the
+ * attribute is not such a member. */
+static inline Py_ssize_t member_offset(PyObject *cls, const char *name, int type)
 {
     PyObject *d = PyObject_GetAttrString(cls, name);
     if (d == NULL)
@@ -144,13 +145,20 @@ static inline Py_ssize_t slot_offset(PyObject *cls, const char *name)
     Py_ssize_t off = -1;
     if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+        if (m->type == type && !(m->flags & READONLY))
             off = m->offset;
     }
     Py_DECREF(d);
     if (off < 0)
-        PyErr_Format(PyExc_TypeError, "accelerator: %R.%s is not a slot", cls, name);
+        PyErr_Format(PyExc_TypeError, "accelerator: %R.%s is not a %s", cls, name,
+                     type == T_OBJECT_EX ? "slot" : "C member of the expected type");
     return off;
+}
+
+/* The offset of the writable object slot `name` of class cls */
+static inline Py_ssize_t slot_offset(PyObject *cls, const char *name)
+{
+    return member_offset(cls, name, T_OBJECT_EX);
 }
 
 /* ns[name] (new reference), or NULL with KeyError. */

@@ -1266,7 +1266,7 @@ PyMODINIT_FUNC PyInit__stackless_accel(void)
 {
     PyObject *m = PyModule_Create(&accel_module);
     if (m != NULL && (PyModule_AddFunctions(m, hide_methods) < 0
-                      || PyModule_AddFunctions(m, run_methods) < 0))
+                      || PyModule_AddFunctions(m, run_methods) < 0 || tasklet_flags_add(m) < 0))
         Py_CLEAR(m);
     return m;
 }

@@ -66,6 +66,24 @@ int accel_tracing_in(PyObject *ts, PyObject *cur);
 int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate);
 extern PyMethodDef run_methods[];
 
+/* stackless_flags.c: TaskletFlags, the C base of the tasklet class, whose
+ * flags _alive, _started, _atomic, _ignore_nesting, _orphaned and
+ * _unrestorable are chars (T_BOOL members) */
+int tasklet_flags_add(PyObject *module);
+/* The offset of cls's char flag `name`, or -1 with an error */
+#define flag_offset(cls, name) member_offset((cls), (name), T_BOOL)
+
+/* The char flag at offset off of o, and its setting */
+static inline int flag(PyObject *o, Py_ssize_t off)
+{
+    return *((char *)o + off);
+}
+
+static inline void set_flag(PyObject *o, Py_ssize_t off, int v)
+{
+    *((char *)o + off) = (char)(v != 0);
+}
+
 static inline int discard(PyObject *r)
 {
     if (r == NULL)

@@ -133,7 +133,7 @@ static OUT_OF_LINE int begin(PyObject *ts, PyObject *self)
 {
     /* started before anything can fail: what lands in the start-up calls
        (a profile function's TaskletExit) is the tasklet's own (slp37) */
-    set_slot(self, t_started, Py_True);
+    set_flag(self, t_started, 1);
     /* the frame below ours (the starter's) ends tasklet.recursion_depth */
     PyFrameObject *below = PyEval_GetFrame();
     PyObject *base = below != NULL ? base_id(below) : Py_None;
@@ -370,7 +370,7 @@ static OUT_OF_LINE PyObject *bootstrap_end(PyObject *cont, PyObject *self, PyObj
            switch to it). */
         for (int tries = 0; tries < 3 && r == NULL; tries++) {
             if (tries > 0) {
-                if (slot(self, t_alive) != Py_True)
+                if (!flag(self, t_alive))
                     break;      /* it landed after the switch: ours to raise */
                 error = fetch_error();
             }
@@ -508,7 +508,7 @@ int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate)
     if ((t_ts = slot_offset(tasklet, "_ts")) < 0
             || (t_trace = slot_offset(tasklet, "_trace")) < 0
             || (t_profile = slot_offset(tasklet, "_profile")) < 0
-            || (t_started = slot_offset(tasklet, "_started")) < 0
+            || (t_started = flag_offset(tasklet, "_started")) < 0
             || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
             || (t_func = slot_offset(tasklet, "_func")) < 0 || (t_args = slot_offset(tasklet, "_args")) < 0
             || (t_kwargs = slot_offset(tasklet, "_kwargs")) < 0
@@ -517,7 +517,7 @@ int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate)
             || (t_cont = slot_offset(tasklet, "_cont")) < 0
             || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
             || (t_base = slot_offset(tasklet, "_base")) < 0
-            || (t_alive = slot_offset(tasklet, "_alive")) < 0
+            || (t_alive = flag_offset(tasklet, "_alive")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0 || (ts_rq = slot_offset(tstate, "rq")) < 0
             || (ts_timeout = slot_offset(tstate, "timeout")) < 0
             || (ts_tracing = slot_offset(tstate, "tasklet_tracing")) < 0

@@ -87,7 +87,7 @@ static PyObject *zero;
  * scheduled, not blocked, not running. */
 static int fresh(PyObject *self, PyObject *ts)
 {
-    return slot(self, t_alive) == Py_False && slot(self, t_scheduled) == Py_False
+    return !flag(self, t_alive) && slot(self, t_scheduled) == Py_False
         && (slot(self, t_blocked) == zero || slot_true(self, t_blocked) == 0)
         && slot(self, t_ts) == ts
         && slot(ts, ts_current) != self;
@@ -117,7 +117,7 @@ static PyObject *tasklet_init(PyObject *self, PyObject *const *args, Py_ssize_t 
     set_slot(self, t_func, args[0]);
     set_slot(self, t_context, ctx);
     Py_DECREF(ctx);
-    set_slot(self, t_unrestorable, Py_False);
+    set_flag(self, t_unrestorable, 0);
     set_slot(self, t_args, Py_None);
     set_slot(self, t_kwargs, Py_None);
     set_slot(self, t_tempval, args[0]);
@@ -331,8 +331,8 @@ static PyObject *setup_usual(PyObject *self, PyObject *ts, PyObject *a, PyObject
         Py_DECREF(ctx);
     }
     /* _make_alive() */
-    set_slot(self, t_alive, Py_True);
-    set_slot(self, t_started, Py_False);
+    set_flag(self, t_alive, 1);
+    set_flag(self, t_started, 0);
     set_slot(self, t_cont, Py_None);
     set_slot(self, t_tempval, Py_None);
     if (register_alive(self, ts) < 0)
@@ -713,7 +713,7 @@ static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     set_slot(self, t_scheduled, Py_False);
-    set_slot(self, t_alive, Py_False);
+    set_flag(self, t_alive, 0);
     Py_DECREF(gone);                    /* self: its stack still holds it */
     /* with nothing left to run, the Python code picks what runs next */
     PyObject *nxt = unregister_alive(self, ts) < 0 ? NULL
@@ -756,6 +756,8 @@ static int learn_template(PyObject *tasklet)
     int ok = 1;
     for (PyTypeObject *c = (PyTypeObject *)tasklet; c != NULL && ok; c = c->tp_base)
         for (PyMemberDef *m = c->tp_members; m && m->name && ok; m++) {
+            if (m->type == T_BOOL)      /* (a new instance's chars are 0) */
+                ok = *((char *)probe + m->offset) == 0;
             if (m->type != T_OBJECT_EX || m->offset == t_ts)
                 continue;
             PyObject *v = slot(probe, m->offset);
@@ -868,10 +870,10 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
             || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
             || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
-            || (t_alive = slot_offset(tasklet, "_alive")) < 0
-            || (t_started = slot_offset(tasklet, "_started")) < 0
+            || (t_alive = flag_offset(tasklet, "_alive")) < 0
+            || (t_started = flag_offset(tasklet, "_started")) < 0
             || (t_context = slot_offset(tasklet, "_context")) < 0
-            || (t_unrestorable = slot_offset(tasklet, "_unrestorable")) < 0
+            || (t_unrestorable = flag_offset(tasklet, "_unrestorable")) < 0
             || (t_key = slot_offset(tasklet, "_key")) < 0
             || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0

@@ -22,7 +22,6 @@ The code lives in one module per concept; this one re-exports the API:
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 from typing import Any
@@ -125,11 +124,8 @@ def _install_accel() -> bool:
     everything else.  ``STACKLESS_ACCEL=0`` in the environment keeps the
     pure-Python code.  Returns whether the C versions are in use.
     """
-    if _PYPY or os.environ.get("STACKLESS_ACCEL", "1") == "0":
-        return False
-    try:
-        import _stackless_accel  # type: ignore[import-not-found]
-    except ImportError:
+    _stackless_accel = _common._accel_module()
+    if _stackless_accel is None:
         return False
     names = {}
     for part in (_common, _lifetime, _threads, _switching, _scheduler, _tasklet, _channel):

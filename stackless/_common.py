@@ -4,6 +4,7 @@ error messages and the registry of the package's own module globals."""
 from __future__ import annotations
 
 import builtins
+import os
 import sys
 import _thread
 from typing import Any
@@ -35,6 +36,20 @@ else:
     from _continuation import _stack_frame  # type: ignore # noqa: F401
     # run(timeout)'s event counter skips the frames of these globals too
     from _continuation import _preempt_own  # type: ignore
+
+
+
+def _accel_module() -> Any:
+    """The C accelerator ``_stackless_accel``, or None: on PyPy, with
+    ``STACKLESS_ACCEL=0`` in the environment, or when it is not built."""
+    if _PYPY or os.environ.get("STACKLESS_ACCEL", "1") == "0":
+        return None
+    try:
+        import _stackless_accel  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return _stackless_accel
+
 
 try:
     # False while this thread collects garbage: _continuation refuses any

@@ -9,8 +9,8 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 from stackless import _frames, _pickling, _transplant
-from stackless._common import (TaskletExit, _NOARG, _PYPY, _RUNNING, _at_least_one,
-                               _at_most, _callback, _get_ident, _index, _make_exception,
+from stackless._common import (TaskletExit, _NOARG, _PYPY, _RUNNING, _accel_module,
+                               _at_least_one, _at_most, _callback, _get_ident, _index, _make_exception,
                                _no_args, _one_arg, _own_module, _parse, bomb)
 from stackless._switching import _recover, _switch, _take_tempval
 from stackless._threads import (_ThreadState, _register, _states, _ts, _ts_of, _unregister,
@@ -43,7 +43,15 @@ class _TaskletFlags:
                  "_unrestorable", "_base", "_key")
 
 
-class tasklet(_TaskletFlags):
+# With the accelerator, its C type with the same names, TaskletFlags, is the
+# base instead: the flags that only this code and its tasklet parts use are
+# C chars there, which no tasklet's creation or end counts references of
+# (src/stackless_flags.c)
+_accel = _accel_module()
+_FlagsBase: type = _TaskletFlags if _accel is None else _accel.TaskletFlags
+
+
+class tasklet(_FlagsBase):  # type: ignore[valid-type,misc]
     """A microthread: a callable that runs on its own stack.
 
     ``tasklet(func)(*args, **kwargs)`` binds the function and its arguments

@@ -1,0 +1,73 @@
+/* _stackless_accel.TaskletFlags: the base class of stackless.tasklet when
+ * the accelerator is in use (stackless/_tasklet.py picks it), in place of
+ * the Python class _TaskletFlags, with the same attribute names.
+ *
+ * Why a C type: each object slot of a tasklet costs a reference count
+ * when the tasklet gets its value and another when it is freed
+ * (subtype_dealloc walks every slot), and most tasklets live a few
+ * microseconds.  The flags that only the Python code and the tasklet
+ * parts of the accelerator (stackless_tasklet.c, stackless_run.c) use
+ * are C chars here: T_BOOL members, True/False to Python, a TypeError
+ * for anything that is not a bool (the Python code stores bools only),
+ * and 0 (False, what _init_fields() sets) in a new instance, so that
+ * neither the creation nor the end of a tasklet counts a reference for
+ * them.  The flags that the channel code swaps as objects, and _base and
+ * _key, stay object members.  No reference cycle can run through any of
+ * them (flags, ints, None), so the type has no traverse: the collector
+ * never walks them (what accel_skip_flags_in_gc does for the Python
+ * class). */
+#include <Python.h>
+#include <structmember.h>
+#include <stddef.h>
+#include "stackless_accel.h"
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *blocked, *scheduled, *is_main, *block_trap, *base, *key;
+    char alive, started, atomic, ignore_nesting, orphaned, unrestorable;
+} TaskletFlags;
+
+#define OBJ(name, field) {name, T_OBJECT_EX, offsetof(TaskletFlags, field), 0, NULL}
+#define FLAG(name, field) {name, T_BOOL, offsetof(TaskletFlags, field), 0, NULL}
+
+static PyMemberDef flags_members[] = {
+    OBJ("_blocked", blocked), OBJ("_scheduled", scheduled), FLAG("_alive", alive),
+    FLAG("_started", started), OBJ("_is_main", is_main), FLAG("_atomic", atomic),
+    FLAG("_ignore_nesting", ignore_nesting), OBJ("_block_trap", block_trap),
+    FLAG("_orphaned", orphaned), FLAG("_unrestorable", unrestorable), OBJ("_base", base),
+    OBJ("_key", key), {NULL, 0, 0, 0, NULL},
+};
+
+/* subtype_dealloc has cleared the subclass's slots; this type's own */
+static void flags_dealloc(PyObject *self)
+{
+    TaskletFlags *f = (TaskletFlags *)self;
+    Py_CLEAR(f->blocked);
+    Py_CLEAR(f->scheduled);
+    Py_CLEAR(f->is_main);
+    Py_CLEAR(f->block_trap);
+    Py_CLEAR(f->base);
+    Py_CLEAR(f->key);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyTypeObject flags_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_stackless_accel.TaskletFlags",
+    .tp_basicsize = sizeof(TaskletFlags),
+    .tp_dealloc = flags_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The flags of a tasklet (stackless.tasklet's base with the accelerator).",
+    .tp_members = flags_members,
+};
+
+int tasklet_flags_add(PyObject *module)
+{
+    /* object's own __new__: the Python code makes tasklets with
+     * object.__new__(cls), which refuses a class whose nearest C base has
+     * another one */
+    flags_type.tp_new = PyBaseObject_Type.tp_new;
+    if (PyType_Ready(&flags_type) < 0)
+        return -1;
+    return PyModule_AddObjectRef(module, "TaskletFlags", (PyObject *)&flags_type);
+}
