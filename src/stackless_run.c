@@ -148,14 +148,13 @@ static OUT_OF_LINE int begin(PyObject *ts, PyObject *self)
             return -1;
     }
     else {
-        PyObject *t = PyObject_CallNoArgs(sys_gettrace), *p = PyObject_CallNoArgs(sys_getprofile);
-        int any = t != NULL && p != NULL && (t != Py_None || p != Py_None);
-        Py_XDECREF(t);
-        Py_XDECREF(p);
-        if (t == NULL || p == NULL)
-            return -1;
+        /* sys.gettrace() or sys.getprofile() is not None: read where they
+         * read it (the same field on every version), not with two calls
+         * of them for every tasklet that starts */
+        PyThreadState *pts = PyThreadState_Get();
         PyObject *args[2] = {ts, self};
-        if (any && discard(call_hidden(py_tracing_per_tasklet, args, 2, NULL)) < 0)
+        if ((pts->c_traceobj != NULL || pts->c_profileobj != NULL)
+                && discard(call_hidden(py_tracing_per_tasklet, args, 2, NULL)) < 0)
             return -1;
     }
     return 0;
