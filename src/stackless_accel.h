@@ -70,6 +70,9 @@ extern PyMethodDef run_methods[];
  * flags _alive, _started, _atomic, _ignore_nesting, _orphaned and
  * _unrestorable are chars (T_BOOL members) */
 int tasklet_flags_add(PyObject *module);
+extern PyTypeObject accel_flags_type;
+/* where an instance of it keeps its registry key (an object or NULL) */
+extern const Py_ssize_t accel_key_offset;
 /* The offset of cls's char flag `name`, or -1 with an error */
 #define flag_offset(cls, name) member_offset((cls), (name), T_BOOL)
 

@@ -23,9 +23,14 @@
 
 typedef struct {
     PyObject_HEAD
-    PyObject *blocked, *scheduled, *is_main, *block_trap, *base, *key;
+    PyObject *blocked, *scheduled, *is_main, *block_trap, *base;
     char alive, started, atomic, ignore_nesting, orphaned, unrestorable;
+    /* the tasklet's key in its registry (stackless_tasklet.c,
+       registry_key): no attribute, so that nothing else can change it */
+    PyObject *key;
 } TaskletFlags;
+
+const Py_ssize_t accel_key_offset = offsetof(TaskletFlags, key);
 
 #define OBJ(name, field) {name, T_OBJECT_EX, offsetof(TaskletFlags, field), 0, NULL}
 #define FLAG(name, field) {name, T_BOOL, offsetof(TaskletFlags, field), 0, NULL}
@@ -35,7 +40,7 @@ static PyMemberDef flags_members[] = {
     FLAG("_started", started), OBJ("_is_main", is_main), FLAG("_atomic", atomic),
     FLAG("_ignore_nesting", ignore_nesting), OBJ("_block_trap", block_trap),
     FLAG("_orphaned", orphaned), FLAG("_unrestorable", unrestorable), OBJ("_base", base),
-    OBJ("_key", key), {NULL, 0, 0, 0, NULL},
+    {NULL, 0, 0, 0, NULL},
 };
 
 /* subtype_dealloc has cleared the subclass's slots; this type's own */
@@ -51,7 +56,7 @@ static void flags_dealloc(PyObject *self)
     Py_TYPE(self)->tp_free(self);
 }
 
-static PyTypeObject flags_type = {
+PyTypeObject accel_flags_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "_stackless_accel.TaskletFlags",
     .tp_basicsize = sizeof(TaskletFlags),
@@ -66,8 +71,8 @@ int tasklet_flags_add(PyObject *module)
     /* object's own __new__: the Python code makes tasklets with
      * object.__new__(cls), which refuses a class whose nearest C base has
      * another one */
-    flags_type.tp_new = PyBaseObject_Type.tp_new;
-    if (PyType_Ready(&flags_type) < 0)
+    accel_flags_type.tp_new = PyBaseObject_Type.tp_new;
+    if (PyType_Ready(&accel_flags_type) < 0)
         return -1;
-    return PyModule_AddObjectRef(module, "TaskletFlags", (PyObject *)&flags_type);
+    return PyModule_AddObjectRef(module, "TaskletFlags", (PyObject *)&accel_flags_type);
 }

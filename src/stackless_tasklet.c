@@ -28,7 +28,7 @@ static PyObject *tpl_val[MAX_FIELDS];
 static int tpl_n;
 
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
-                  t_alive, t_started, t_context, t_unrestorable, t_key, ts_thread_id, ts_current, ts_rq, ts_alive;
+                  t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq, ts_alive;
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
 /* stackless._lifetime._WEAK: the registry's entry of a tasklet held weakly */
 static PyObject *weak_marker;
@@ -247,23 +247,18 @@ static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_
 /* --- setup(*args, **kwargs) and __call__ ---------------------------------- */
 
 /* The tasklet's key in its registry, id(t), as a new reference (NULL with
- * an error): made once and kept in its slot _key, so that each lookup
- * finds the very key object that the registry holds (no int made and
- * freed, and the keys compared by identity, not by value).  A key is
- * only used when it is t's address: the slot is writable from Python. */
+ * an error): made once and kept in the tasklet (TaskletFlags's hidden
+ * field, stackless_flags.c), so that each lookup finds the very key
+ * object that the registry holds (no int made and freed, and the keys
+ * compared by identity, not by value).  Nothing else can write it. */
 static PyObject *registry_key(PyObject *t)
 {
-    PyObject *k = slot(t, t_key);
-    if (k != NULL && PyLong_CheckExact(k)) {
-        void *p = PyLong_AsVoidPtr(k);
-        if (p == t)
-            return Py_NewRef(k);
-        if (p == NULL)
-            PyErr_Clear();      /* (an int that does not fit a pointer) */
-    }
-    if ((k = PyLong_FromVoidPtr(t)) != NULL)
-        set_slot(t, t_key, k);
-    return k;
+    if (!PyObject_TypeCheck(t, &accel_flags_type))
+        return PyLong_FromVoidPtr(t);
+    PyObject **kept = (PyObject **)((char *)t + accel_key_offset);
+    if (*kept == NULL && (*kept = PyLong_FromVoidPtr(t)) == NULL)
+        return NULL;
+    return Py_NewRef(*kept);
 }
 
 /* _register(self): ts.alive, the thread's registry (made the first time
@@ -874,7 +869,6 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (t_started = flag_offset(tasklet, "_started")) < 0
             || (t_context = slot_offset(tasklet, "_context")) < 0
             || (t_unrestorable = flag_offset(tasklet, "_unrestorable")) < 0
-            || (t_key = slot_offset(tasklet, "_key")) < 0
             || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0
             || (ts_alive = slot_offset(tstate, "alive")) < 0
@@ -882,7 +876,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
         goto done;
     static const char *const flags[] = {"_blocked", "_scheduled", "_alive", "_started",
         "_is_main", "_atomic", "_ignore_nesting", "_block_trap", "_orphaned", "_unrestorable",
-        "_base", "_key", NULL};
+        "_base", NULL};
     accel_skip_flags_in_gc(ns, "_TaskletFlags", (PyTypeObject *)tasklet, flags);
     int usable = learn_template(tasklet);
     if (usable < 0)

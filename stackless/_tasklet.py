@@ -33,14 +33,12 @@ class _TaskletFlags:
     They live in a base class of their own so that the accelerator can tell
     the cyclic garbage collector to skip them (no cycle can run through
     them): with thousands of live tasklets, walking every slot at every
-    collection was a large part of the collector's time.  ``_key`` is the
-    accelerator's: the tasklet's key in its registry (``id()``), made once,
-    so that its lookups find the very key object the registry holds.
+    collection was a large part of the collector's time.
     """
 
     __slots__ = ("_blocked", "_scheduled", "_alive", "_started", "_is_main",
                  "_atomic", "_ignore_nesting", "_block_trap", "_orphaned",
-                 "_unrestorable", "_base", "_key")
+                 "_unrestorable", "_base")
 
 
 # With the accelerator, its C type with the same names, TaskletFlags, is the
@@ -91,7 +89,6 @@ class tasklet(_FlagsBase):  # type: ignore[valid-type,misc]
         self._profile = None
         # with the C _bootstrap, the id of the frame below the tasklet's own
         self._base = None
-        self._key = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "tasklet":
         self = object.__new__(cls)
