@@ -480,7 +480,7 @@ CONT_HOT int after_switch(PyObject *ts, PyObject *cur)
     if (timeout != Py_None && timeout_resumed(timeout, cur) < 0)
         return -1;
     /* an exception for main that landed after a dying tasklet switched away */
-    if (slot(ts, ts_pending) != Py_None && slot(cur, t_is_main) == Py_True)
+    if (slot(ts, ts_pending) != Py_None && flag(cur, t_is_main))
         return raise_pending(ts);
     return 0;
 }
@@ -505,16 +505,11 @@ CONT_HOT int switch_begin(PyObject *ts, PyObject *cur, PyObject *nxt, PyObject *
         return -1;
     if (tracing && accel_tracing_out(ts, cur) < 0)
         return -1;
-    int cur_main = slot_true(cur, t_is_main);
-    if (cur_main < 0)
-        return -1;
     /* (no cur._frame: on CPython tasklet.frame reads the suspended stack) */
-    if (cur_main)
+    if (flag(cur, t_is_main))
         return switch_from_main(ts, nxt) < 0 ? -1 : after_switch(ts, cur);
     set_slot(ts, ts_current, nxt);
-    int nxt_main = slot_true(nxt, t_is_main);
-    if (nxt_main < 0)
-        return -1;
+    int nxt_main = flag(nxt, t_is_main);
     /* to main's stack: a plain switch back; to a tasklet that has not
        started: the same, and main starts it (see switch_from_main) */
     PyObject *t = nxt_main ? NULL : slot(nxt, t_cont);
@@ -924,7 +919,7 @@ CONT_HOT PyObject *usual_partner(PyObject *ch, Op *op, int sending)
  * tasklet follows, the channel is open, no block trap. */
 CONT_HOT int usual_wait(PyObject *ch, Op *op)
 {
-    if (plain_flag(ch, c_closing) != 0 || plain_flag(op->cur, t_block_trap) != 0)
+    if (plain_flag(ch, c_closing) != 0 || flag(op->cur, t_block_trap))
         return 0;
     Py_ssize_t n = len_of(op->rq);
     if (n < 2)
@@ -1162,8 +1157,8 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
             || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
             || (t_channel = slot_offset(tasklet, "_channel")) < 0
             || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
-            || (t_is_main = slot_offset(tasklet, "_is_main")) < 0
-            || (t_block_trap = slot_offset(tasklet, "_block_trap")) < 0
+            || (t_is_main = flag_offset(tasklet, "_is_main")) < 0
+            || (t_block_trap = flag_offset(tasklet, "_block_trap")) < 0
             || (c_queue = slot_offset(channel, "_queue")) < 0
             || (c_balance = slot_offset(channel, "_balance")) < 0
             || (c_preference = slot_offset(channel, "_preference")) < 0

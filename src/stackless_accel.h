@@ -67,8 +67,8 @@ int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate);
 extern PyMethodDef run_methods[];
 
 /* stackless_flags.c: TaskletFlags, the C base of the tasklet class, whose
- * flags _alive, _started, _atomic, _ignore_nesting, _orphaned and
- * _unrestorable are chars (T_BOOL members) */
+ * flags _alive, _started, _is_main, _atomic, _ignore_nesting, _block_trap,
+ * _orphaned and _unrestorable are chars (T_BOOL members) */
 int tasklet_flags_add(PyObject *module);
 extern PyTypeObject accel_flags_type;
 /* where an instance of it keeps its registry key (an object or NULL) */

@@ -5,17 +5,16 @@
  * Why a C type: each object slot of a tasklet costs a reference count
  * when the tasklet gets its value and another when it is freed
  * (subtype_dealloc walks every slot), and most tasklets live a few
- * microseconds.  The flags that only the Python code and the tasklet
- * parts of the accelerator (stackless_tasklet.c, stackless_run.c) use
- * are C chars here: T_BOOL members, True/False to Python, a TypeError
- * for anything that is not a bool (the Python code stores bools only),
- * and 0 (False, what _init_fields() sets) in a new instance, so that
- * neither the creation nor the end of a tasklet counts a reference for
- * them.  The flags that the channel code swaps as objects, and _base and
- * _key, stay object members.  No reference cycle can run through any of
- * them (flags, ints, None), so the type has no traverse: the collector
- * never walks them (what accel_skip_flags_in_gc does for the Python
- * class). */
+ * microseconds.  The flags that are only ever True or False are C chars
+ * here: T_BOOL members, True/False to Python, a TypeError for anything
+ * that is not a bool (the Python code stores bools only), and 0 (False,
+ * what _init_fields() sets) in a new instance, so that neither the
+ * creation nor the end of a tasklet counts a reference for them.
+ * _blocked (-1, 0 or 1) and _scheduled, which the channel code swaps as
+ * objects, stay object members, and so does _base.  No reference cycle
+ * can run through any of them (flags, ints, None), so the type has no
+ * traverse: the collector never walks them (what accel_skip_flags_in_gc
+ * does for the Python class). */
 #include <Python.h>
 #include <structmember.h>
 #include <stddef.h>
@@ -23,8 +22,8 @@
 
 typedef struct {
     PyObject_HEAD
-    PyObject *blocked, *scheduled, *is_main, *block_trap, *base;
-    char alive, started, atomic, ignore_nesting, orphaned, unrestorable;
+    PyObject *blocked, *scheduled, *base;
+    char alive, started, is_main, atomic, ignore_nesting, block_trap, orphaned, unrestorable;
     /* the tasklet's key in its registry (stackless_tasklet.c,
        registry_key): no attribute, so that nothing else can change it */
     PyObject *key;
@@ -37,8 +36,8 @@ const Py_ssize_t accel_key_offset = offsetof(TaskletFlags, key);
 
 static PyMemberDef flags_members[] = {
     OBJ("_blocked", blocked), OBJ("_scheduled", scheduled), FLAG("_alive", alive),
-    FLAG("_started", started), OBJ("_is_main", is_main), FLAG("_atomic", atomic),
-    FLAG("_ignore_nesting", ignore_nesting), OBJ("_block_trap", block_trap),
+    FLAG("_started", started), FLAG("_is_main", is_main), FLAG("_atomic", atomic),
+    FLAG("_ignore_nesting", ignore_nesting), FLAG("_block_trap", block_trap),
     FLAG("_orphaned", orphaned), FLAG("_unrestorable", unrestorable), OBJ("_base", base),
     {NULL, 0, 0, 0, NULL},
 };
@@ -49,8 +48,6 @@ static void flags_dealloc(PyObject *self)
     TaskletFlags *f = (TaskletFlags *)self;
     Py_CLEAR(f->blocked);
     Py_CLEAR(f->scheduled);
-    Py_CLEAR(f->is_main);
-    Py_CLEAR(f->block_trap);
     Py_CLEAR(f->base);
     Py_CLEAR(f->key);
     Py_TYPE(self)->tp_free(self);

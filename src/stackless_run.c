@@ -291,7 +291,7 @@ static int usual_end(PyObject *cont, PyObject *ts, PyObject *self, PyObject **er
         PyErr_Clear();
     /* from here on no call may come before the switch: nxt is current */
     set_slot(ts, ts_current, nxt);
-    int is_main = slot(nxt, t_is_main) == Py_True;
+    int is_main = flag(nxt, t_is_main);
     PyObject *c = slot(nxt, t_cont);
     if (!is_main && c == Py_None)
         set_slot(ts, ts_launch, nxt);       /* main starts it (see _switch) */
@@ -512,7 +512,7 @@ int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate)
             || (t_func = slot_offset(tasklet, "_func")) < 0 || (t_args = slot_offset(tasklet, "_args")) < 0
             || (t_kwargs = slot_offset(tasklet, "_kwargs")) < 0
             || (t_context = slot_offset(tasklet, "_context")) < 0
-            || (t_is_main = slot_offset(tasklet, "_is_main")) < 0
+            || (t_is_main = flag_offset(tasklet, "_is_main")) < 0
             || (t_cont = slot_offset(tasklet, "_cont")) < 0
             || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
             || (t_base = slot_offset(tasklet, "_base")) < 0
