@@ -705,7 +705,7 @@ static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t
     PyObject *rq = slot(ts, ts_rq);
     if (!Py_IS_TYPE(rq, deque_type) || Py_SIZE(rq) == 0)
         return PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
-    PyObject *first = PySequence_GetItem(rq, 0);
+    PyObject *first = accel_rq_first(rq);
     Py_XDECREF(first);
     if (first != self)
         return first == NULL ? NULL : PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
@@ -720,7 +720,7 @@ static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t
     Py_DECREF(gone);                    /* self: its stack still holds it */
     /* with nothing left to run, the Python code picks what runs next */
     PyObject *nxt = unregister_alive(self, ts) < 0 ? NULL
-        : Py_SIZE(rq) > 0 && Py_IS_TYPE(rq, deque_type) ? PySequence_GetItem(rq, 0)
+        : Py_SIZE(rq) > 0 && Py_IS_TYPE(rq, deque_type) ? accel_rq_first(rq)
         : PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
     Py_DECREF(rq);
     return nxt;
