@@ -110,16 +110,40 @@ static int fresh(PyObject *self, PyObject *ts)
         && slot(ts, ts_current) != self;
 }
 
+/* Whether __init__'s arguments are bind(func)'s usual case for self's type */
+static int usual_init_args(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames)
+{
+    return kwnames == NULL && nargs == 1 && args[0] != Py_None && PyCallable_Check(args[0])
+        /* a subclass's own bind() is called; the class's may have been
+           replaced by its hidden version since install (stackless_hide.c),
+           and for the class itself the two lookups agree */
+        && (Py_TYPE(self) == tasklet_type
+            || _PyType_Lookup(Py_TYPE(self), s_bind) == _PyType_Lookup(tasklet_type, s_bind));
+}
+
+/* bind(func) of a fresh tasklet */
+static PyObject *bind_fresh(PyObject *self, PyObject *func)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL)
+        return NULL;
+    /* bind(func): Stackless keeps the function in tempval until setup() */
+    set_slot(self, t_func, func);
+    set_slot(self, t_context, ctx);
+    Py_DECREF(ctx);
+    set_flag(self, t_unrestorable, 0);
+    clear_to_none(self, t_args);
+    clear_to_none(self, t_kwargs);
+    set_slot(self, t_tempval, func);
+    Py_RETURN_NONE;
+}
+
 static PyObject *tasklet_init(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
     PyObject *ts = NULL;
-    if (kwnames != NULL || nargs != 1 || args[0] == Py_None || !PyCallable_Check(args[0])
-            /* a subclass's own bind() is called; the class's may have been
-               replaced by its hidden version since install (stackless_hide.c),
-               and for the class itself the two lookups agree */
-            || (Py_TYPE(self) != tasklet_type
-                && _PyType_Lookup(Py_TYPE(self), s_bind) != _PyType_Lookup(tasklet_type, s_bind))
+    if (!usual_init_args(self, args, nargs, kwnames)
             || (ts = accel_thread_state()) == NULL || !fresh(self, ts)) {
         Py_XDECREF(ts);
         if (PyErr_Occurred())
@@ -127,18 +151,7 @@ static PyObject *tasklet_init(PyObject *self, PyObject *const *args, Py_ssize_t 
         return call_bound(py_init, self, args, nargs, kwnames);
     }
     Py_DECREF(ts);
-    PyObject *ctx = PyContext_CopyCurrent();
-    if (ctx == NULL)
-        return NULL;
-    /* bind(func): Stackless keeps the function in tempval until setup() */
-    set_slot(self, t_func, args[0]);
-    set_slot(self, t_context, ctx);
-    Py_DECREF(ctx);
-    set_flag(self, t_unrestorable, 0);
-    clear_to_none(self, t_args);
-    clear_to_none(self, t_kwargs);
-    set_slot(self, t_tempval, args[0]);
-    Py_RETURN_NONE;
+    return bind_fresh(self, args[0]);
 }
 
 static PyMethodDef init_def = {"__init__", (PyCFunction)(void (*)(void))tasklet_init,
@@ -247,8 +260,10 @@ static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_
     PyObject *self = tasklet_new(NULL, stack, nargs + 1, kwnames);
     if (self == NULL || !is_tasklet(self))
         return self;
-    PyObject *r = Py_IS_TYPE(self, tasklet_type) ? tasklet_init(self, args, nargs, kwnames)
-                                                 : init_of_type(self, args, nargs, kwnames);
+    /* (one that tasklet_new just made for this thread is fresh) */
+    PyObject *r = !Py_IS_TYPE(self, tasklet_type) ? init_of_type(self, args, nargs, kwnames)
+                : usual_init_args(self, args, nargs, kwnames) ? bind_fresh(self, args[0])
+                : tasklet_init(self, args, nargs, kwnames);
     if (r != Py_None) {
         if (r != NULL)
             PyErr_Format(PyExc_TypeError, "__init__() should return None, not '%.200s'",
