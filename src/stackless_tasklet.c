@@ -32,6 +32,9 @@ CONT_HOT int is_tasklet(PyObject *o)
 }
 static Py_ssize_t tpl_off[MAX_FIELDS];
 static PyObject *tpl_val[MAX_FIELDS];
+/* whether tpl_val[i] is None, a bool or a small int: immortal on 3.12+,
+ * so that a new tasklet takes no reference to it there (imm_ref) */
+static char tpl_imm[MAX_FIELDS];
 static int tpl_n;
 
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
@@ -76,8 +79,10 @@ static PyObject *tasklet_new(PyObject *unused, PyObject *const *args, Py_ssize_t
         Py_DECREF(ts);
         return NULL;
     }
+    /* (new memory: no old values to release) */
     for (int i = 0; i < tpl_n; i++)
-        set_slot(self, tpl_off[i], tpl_val[i]);
+        *(PyObject **)((char *)self + tpl_off[i]) = tpl_imm[i] ? imm_ref(tpl_val[i])
+                                                               : Py_NewRef(tpl_val[i]);
     set_slot(self, t_ts, ts);
     Py_DECREF(ts);
     return self;
@@ -793,6 +798,10 @@ static int learn_template(PyObject *tasklet)
             if (tpl_n == MAX_FIELDS || !accel_immutable(v))
                 ok = 0;
             else {
+                int overflow = 0;
+                long n = PyLong_CheckExact(v) ? PyLong_AsLongAndOverflow(v, &overflow) : 1000;
+                tpl_imm[tpl_n] = v == Py_None || PyBool_Check(v)
+                                 || (!overflow && n >= -5 && n <= 256);
                 tpl_off[tpl_n] = m->offset;
                 tpl_val[tpl_n++] = Py_NewRef(v);
             }
