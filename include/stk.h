@@ -62,7 +62,17 @@ struct stk_thread {
     stk_run_fn run;
     void *run_arg;
     int from_dies;
+    int lane;               /* the lane of the last slice started (stk_start) */
 };
+
+/* Every other slice started begins STK_LANE_GAP bytes below its starter's
+ * stack pointer instead of right below it: of two slices started one
+ * after the other from the same place (two tasklets of one scheduler, a
+ * producer and its consumer), the lower one then runs without
+ * overwriting the upper one, which stays in place while suspended, so a
+ * switch between them copies one slice instead of two (docs/design.md,
+ * "Lanes").  The gap costs that much C stack depth, nothing else. */
+#define STK_LANE_GAP 2048
 
 /* Make the calling C frame's slice the main slice of this thread. */
 void stk_thread_init(stk_thread *t, stk_slice *main_slice);

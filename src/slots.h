@@ -56,6 +56,16 @@ CONT_HOT PyObject *imm_ref(PyObject *v)
 #endif
 }
 
+/* Py_DECREF(v) for such a v */
+CONT_HOT void imm_drop(PyObject *v)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    (void)v;
+#else
+    Py_DECREF(v);
+#endif
+}
+
 /* Py_NewRef and Py_DECREF for objects that are known to be mortal heap
  * objects (instances of stackless's classes, deques): on 3.12+ without
  * the immortality test of the macros, which costs ~3 instructions a

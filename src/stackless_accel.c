@@ -91,32 +91,48 @@ CONT_HOT int fast_deque(PyObject *d)
     return fn_popleft != NULL && Py_IS_TYPE(d, (PyTypeObject *)deque_type);
 }
 
-CONT_HOT PyObject *dq_popleft(PyObject *d)
+/* d's methods; `known`: d is a deque that op_begin() checked (exact type,
+ * and it found the C functions), which the channel operations pass as a
+ * constant, so that the test goes (a few instructions per call, four
+ * calls per handoff) */
+CONT_HOT PyObject *dq_popleft_k(PyObject *d, int known)
 {
-    return fast_deque(d) ? fn_popleft(d, NULL) : deque_call(d_popleft, s_popleft, d, NULL);
+    return known || fast_deque(d) ? fn_popleft(d, NULL) : deque_call(d_popleft, s_popleft, d, NULL);
 }
 
-CONT_HOT PyObject *dq_append(PyObject *d, PyObject *v)
+CONT_HOT PyObject *dq_append_k(PyObject *d, PyObject *v, int known)
 {
-    return fast_deque(d) ? fn_append(d, v) : deque_call(d_append, s_append, d, v);
+    return known || fast_deque(d) ? fn_append(d, v) : deque_call(d_append, s_append, d, v);
 }
 
-CONT_HOT PyObject *dq_appendleft(PyObject *d, PyObject *v)
+CONT_HOT PyObject *dq_appendleft_k(PyObject *d, PyObject *v, int known)
 {
-    return fast_deque(d) ? fn_appendleft(d, v) : deque_call(d_appendleft, s_appendleft, d, v);
+    return known || fast_deque(d) ? fn_appendleft(d, v) : deque_call(d_appendleft, s_appendleft, d, v);
+}
+
+CONT_HOT PyObject *dq_popleft(PyObject *d) { return dq_popleft_k(d, 0); }
+
+/* Drop the result of deque.append(): None, or another object from a
+ * deque subclass (known is 0 then) */
+CONT_HOT void drop_append_result(PyObject *r, int known)
+{
+    if (known)
+        imm_drop(r);
+    else
+        Py_DECREF(r);
 }
 
 /* d.rotate(-1) for a deque of two or more items whose first item is
  * `first`: append it again, then drop it from the front.  Two of deque's
  * cheapest operations instead of rotate() with its int argument; if the
  * append fails (no memory) nothing has changed. */
-CONT_HOT int dq_first_to_end(PyObject *d, PyObject *first)
+CONT_HOT int dq_first_to_end(PyObject *d, PyObject *first, int known)
 {
-    PyObject *r = dq_append(d, first);
+    PyObject *r = dq_append_k(d, first, known);
     if (r == NULL)
         return -1;
-    Py_DECREF(r);
-    r = dq_popleft(d);
+    drop_append_result(r, known);
+    r = dq_popleft_k(d, known);
     xdecref(r);
     return r == NULL ? -1 : 0;
 }
@@ -603,7 +619,7 @@ static PyObject *accel_schedule(PyObject *mod, PyObject *const *args, Py_ssize_t
             goto done;
         if (nxt == cur) {
             Py_CLEAR(nxt);
-            if (dq_first_to_end(rq, cur) < 0)
+            if (dq_first_to_end(rq, cur, 0) < 0)
                 goto done;
             if ((nxt = first_of(rq)) == NULL) {
                 recover(ts, cur);
@@ -750,7 +766,7 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
     if (nb == NULL)
         return NULL;
     /* -- transaction */
-    PyObject *gone = dq_popleft(queue);     /* target */
+    PyObject *gone = dq_popleft_k(queue, 1);     /* target */
     if (gone == NULL) {
         Py_DECREF(nb);
         return NULL;
@@ -762,18 +778,21 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
     /* sending: rq.insert(1, target) and, cur being rq[0] (the caller
      * checked), rq.rotate(-1); that is cur to the end, then target in
      * front.  Receiving: rq.append(target). */
-    PyObject *r = sending ? (dq_first_to_end(rq, cur) < 0 ? NULL : dq_appendleft(rq, target))
-                          : dq_append(rq, target);
+    PyObject *r = sending ? (dq_first_to_end(rq, cur, 1) < 0 ? NULL : dq_appendleft_k(rq, target, 1))
+                          : dq_append_k(rq, target, 1);
     /* -- end of transaction: drop what was replaced */
     Py_DECREF(nb);
-    Py_DECREF(gone);
-    for (int i = 0; i < 4; i++)
-        xdecref(olds[i]);
+    held_drop(gone);
+    /* (one by one: gcc kept a loop here) */
+    xdecref(olds[0]);
+    xdecref(olds[1]);
+    xdecref(olds[2]);
+    xdecref(olds[3]);
     if (r == NULL) {
         xdecref(old);
         return NULL;
     }
-    Py_DECREF(r);
+    imm_drop(r);
     if (!sending)
         return old;                     /* the sender's value */
     xdecref(old);                    /* the receiver's previous tempval */
@@ -822,23 +841,24 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
     PyObject *old = value != NULL ? swap_slot(cur, t_tempval, value) : NULL;
     PyObject *olds[3] = {swap_slot_imm(cur, t_blocked, dir > 0 ? one : minus_one),
                          swap_slot(cur, t_channel, ch), swap_slot(ch, c_balance, nb)};
-    PyObject *r = dq_append(queue, cur);
+    PyObject *r = dq_append_k(queue, cur, 1);
     if (r == NULL) {
         undo_wait(ch, cur, olds, nb, old);
         return NULL;
     }
-    Py_DECREF(r);
+    imm_drop(r);
     /* -- end of transaction; cur leaves the run queue and blocks */
     Py_DECREF(nb);
-    for (int i = 0; i < 3; i++)
-        xdecref(olds[i]);
+    xdecref(olds[0]);
+    xdecref(olds[1]);
+    xdecref(olds[2]);
     xdecref(old);
     PyObject *nxt = NULL;
     int rc = -1, first = front_is(rq, cur);
     if (first > 0 && len_of(rq) > 1) {
-        PyObject *gone = dq_popleft(rq);
-        xdecref(gone);
+        PyObject *gone = dq_popleft_k(rq, 1);
         if (gone != NULL) {
+            held_drop(gone);            /* cur: op->cur holds it */
             Py_DECREF(swap_slot_imm(cur, t_scheduled, Py_False));
             nxt = first_of(rq);
             rc = nxt == NULL ? -1 : switch_or_tail(ts, cur, nxt, out);
@@ -877,8 +897,10 @@ CONT_HOT int op_begin(Op *op, PyObject *ch, PyObject *ts)
     op->queue = held_ref(slot(ch, c_queue));
     op->rq = held_ref(slot(op->ts, ts_rq));
     op->balance = balance_of(ch);
+    /* the queues are deques (plain_channel() checked the channel's) whose
+       C functions install() found: pair() and wait_here() rely on it */
     return op->balance != -2 && Py_IS_TYPE(op->rq, (PyTypeObject *)deque_type)
-        && plain_flag(op->ts, ts_trap) == 0;
+        && fn_popleft != NULL && plain_flag(op->ts, ts_trap) == 0;
 }
 
 CONT_HOT void op_end(Op *op)

@@ -163,8 +163,11 @@ static void *save_hook(void *sp, stk_thread *t)
         t->on_stack = from;
     }
     if (target == NULL) {
-        /* starting a fresh slice right below: nothing gets overwritten */
-        return sp;
+        /* starting a fresh slice below: nothing gets overwritten.  The
+           stack pointer moves down by the lane's gap, whose bytes belong
+           to no slice (stk.h). */
+        t->lane ^= 1;
+        return (char *)sp - (t->lane ? STK_LANE_GAP : 0);
     }
     /* Only a suspended slice with bytes still in place is on the chain
        (a whole saved one left it): skip the walk for the others. */

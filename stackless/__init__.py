@@ -30,6 +30,7 @@ from stackless import (_channel, _common, _lifetime, _pickling, _preempt, _runni
                        _switching, _tasklet, _threads, _transplant)
 from stackless._channel import channel, get_channel_callback, set_channel_callback
 from stackless._common import _PYPY, TaskletExit, _own_module, bomb
+from stackless._lifetime import _live_tasklets  # (for tests and debugging)
 from stackless._coroutine import coroutine
 from stackless._scheduler import (atomic, getcurrent, getcurrentid, getmain, getruncount,
                                   run, schedule, schedule_remove, switch_trap)
@@ -87,33 +88,45 @@ for _obj in (TaskletExit, atomic, bomb, channel, enable_softswitch, get_channel_
         _obj.__module__ = __name__
 del _obj
 
-# The modules whose private names ``stackless._name`` still reaches (see
-# __getattr__), in the order they are searched.
-_PARTS = (_common, _lifetime, _threads, _switching, _scheduler, _tasklet, _channel, _pickling,
-          _preempt, _transplant)
-
 stackless = sys.modules[__name__]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "current":
+class _StacklessModule(types.ModuleType):
+    """The type of the ``stackless`` module: ``current``, ``main``,
+    ``runcount``, ``threads`` and ``uncollectables`` are read-only
+    properties of the module, as in Stackless 3.7.  (Not a module
+    ``__getattr__``: CPython specializes no attribute lookup on a module
+    that has one, and ``stackless.schedule()`` would pay a dictionary
+    lookup at every call; on 3.14 a module of a subclass like this one is
+    specialized.)"""
+
+    @property
+    def current(self) -> tasklet:
+        """The running tasklet of this thread."""
         return getcurrent()
-    if name == "main":
+
+    @property
+    def main(self) -> tasklet:
+        """The main tasklet of this thread."""
         return getmain()
-    if name == "runcount":
+
+    @property
+    def runcount(self) -> int:
+        """The number of tasklets in this thread's run queue."""
         return getruncount()
-    if name == "threads":
+
+    @property
+    def threads(self) -> list:
+        """The ids of the threads that have a main tasklet."""
         return getthreads()
-    if name == "uncollectables":
+
+    @property
+    def uncollectables(self) -> list:
+        """``getuncollectables()``."""
         return getuncollectables()
-    if name.startswith("_") and not name.startswith("__"):
-        # the implementation's internals, as they are now (the callbacks
-        # and the lock are rebound at run time)
-        for part in _PARTS:
-            d = vars(part)
-            if name in d:
-                return d[name]
-    raise AttributeError("module 'stackless' has no attribute %r" % name)
+
+
+stackless.__class__ = _StacklessModule
 
 
 def _install_accel() -> bool:
@@ -172,7 +185,7 @@ def _hide_python_api(hide: Any, replaced: dict) -> None:
         if (isinstance(value, types.FunctionType) and not name.startswith("_")
                 and name not in replaced and value.__module__.startswith("stackless")):
             replaced[name] = hidden(value)
-    for cls in (tasklet, channel, atomic, bomb):
+    for cls in (tasklet, channel, atomic, bomb, _StacklessModule):
         for name, value in list(vars(cls).items()):
             if name.startswith("_") and not name.startswith("__"):
                 continue        # reached only from the code hidden already

@@ -1636,6 +1636,32 @@ def test_stack_saved_counts_the_bytes_kept_off_the_stack():
 
 
 @cpython_only
+def test_two_runs_started_in_turn_switch_copying_one_of_them():
+    # Two runs started one after the other from the same place lie in
+    # different lanes of the C stack (docs/design.md): while the lower one
+    # runs, the upper one stays in place, so of the two, one is suspended
+    # with nothing saved; the other, suspended while the upper one runs, is
+    # saved whole.  (Without lanes both would be saved whole.)
+    seen = {}
+
+    def f1(c1):
+        c1.switch()                             # back to main
+        seen["f2"] = c1._stack_saved            # f2's stack, suspended in c1
+        c1.switch()                             # back to f2
+
+    def f2(c2):
+        c1.switch()                             # into f1, f2's stack into c1
+        seen["f1"] = c1._stack_saved            # f1's stack, suspended in c1
+
+    c1, c2 = continulet(f1), continulet(f2)
+    c1.switch()
+    c2.switch()
+    c1.switch()                                 # f1 ends
+    assert not c1.is_pending() and not c2.is_pending()
+    assert sorted(seen.values())[0] == 0 and sorted(seen.values())[1] > 0, seen
+
+
+@cpython_only
 def test_other_threads_switch_while_a_collection_waits_in_a_finalizer():
     started = threading.Event()
     done = threading.Event()

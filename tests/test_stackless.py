@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import contextvars
+import dis
 import gc
 import os
 import pickle
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import weakref
 
 import pytest
@@ -92,6 +94,38 @@ def test_module_attributes():
     assert stackless.runcount == 2
     stackless.run()
     assert stackless.runcount == 1
+
+
+def test_module_properties_are_read_only():
+    # as in Stackless 3.7, whose module type has them as properties: they
+    # can be neither replaced nor deleted, and stay right after the attempt
+    for name in ("current", "main", "runcount", "threads", "uncollectables"):
+        with pytest.raises(AttributeError):
+            setattr(stackless, name, 1)
+        with pytest.raises(AttributeError):
+            delattr(stackless, name)
+    assert stackless.current is stackless.getcurrent()
+    assert stackless.runcount == 1
+    assert stackless.uncollectables == []
+    assert isinstance(stackless, types.ModuleType)
+
+
+@pytest.mark.skipif(PYPY, reason="CPython's specializing interpreter")
+def test_module_attribute_lookups_can_be_specialized():
+    # A module __getattr__ keeps CPython from specializing any attribute
+    # lookup on the module: `stackless.schedule()` would pay a dictionary
+    # lookup at each call.  3.14 specializes lookups on a module of a
+    # ModuleType subclass (3.11 and 3.13 on exact modules only).
+    assert "__getattr__" not in vars(stackless)
+    assert type(stackless).__getattribute__ is types.ModuleType.__getattribute__
+    assert "__getattr__" not in vars(type(stackless))
+    if sys.version_info < (3, 14):
+        return
+    ns = {}
+    exec("def f(m):\n    for _ in range(100):\n        m.getruncount\n", ns)
+    ns["f"](stackless)
+    ops = [i.opname for i in dis.get_instructions(ns["f"], adaptive=True) if "ATTR" in i.opname]
+    assert ops == ["LOAD_ATTR_MODULE"]
 
 
 def test_enable_softswitch_is_one_setting_for_the_process():
