@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import gc
+import itertools
 import os
 import random
 import signal
@@ -78,7 +79,10 @@ class Ledger:
     def __init__(self, name: str) -> None:
         self._count[0] += 1
         self.base = self._count[0] * 1_000_000
-        self.next = 0
+        # one C call hands out a number: run(timeout) may interrupt a
+        # tasklet between any two bytecodes of token(), and another tasklet
+        # of the thread take a token meanwhile
+        self._numbers = itertools.count(1)
         self.name = name
         self.sent: set = set()
         self.refused: set = set()
@@ -90,8 +94,7 @@ class Ledger:
 
     def token(self) -> "Tok":
         """A new token (numbered per ledger: the same seed, the same numbers)."""
-        self.next += 1
-        return Tok(self.base + self.next)
+        return Tok(self.base + next(self._numbers))
 
     def send(self, tok: int) -> int:
         self.sent.add(int(tok))
