@@ -99,6 +99,58 @@ def test_cleanup_collects_while_another_thread_collects():
     _script_passes(SEED_80004_SCRIPT)
 
 
+TOKEN_SCRIPT = r"""
+import sys
+sys.path.insert(0, %r)
+from stress.common import Ledger
+
+led = Ledger("one thread")
+
+def token_with_another_at(n):
+    # run(timeout) may interrupt a tasklet between any two bytecodes of
+    # token(), and let another tasklet of the thread take a token: here
+    # the trace function takes it, before the n-th instruction
+    seen, got = [0], []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not Ledger.token.__code__:
+            return None
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            seen[0] += 1
+            if seen[0] == n:
+                got.append(led.token())
+        return tracer
+    sys.settrace(tracer)
+    try:
+        got.append(led.token())
+    finally:
+        sys.settrace(None)
+    return got, seen[0]
+
+n = 1
+while True:
+    got, seen = token_with_another_at(n)
+    if len(set(got)) != len(got):
+        print("instruction", n, "tokens", got)
+        sys.exit(1)
+    if n >= seen:
+        break
+    n += 1
+if n < 3:
+    print("only", n, "instructions")
+    sys.exit(1)
+""" % os.path.dirname(HERE)
+
+
+def test_tokens_stay_unique_when_another_tasklet_takes_one_meanwhile():
+    # Seed 202976991 (xsignals, STACKLESS_ACCEL=0): "tokens received more
+    # than once".  Two tasklets of a thread without the signal sent the same
+    # token: run(timeout) had interrupted one between token()'s increment
+    # and its read.  A token is now one C call's number.
+    _script_passes(TOKEN_SCRIPT)
+
+
 # C1 and C2 (a continulet suspended in f(*args), or with a generator running
 # on its stack, never collected on 3.11/3.13): tests/test_gc_frames.py.
 
