@@ -339,8 +339,6 @@ KNOWN_BUGS = {
     "core": {
     },
     "stackless": {
-        "xsignals": "open: the timer signal with a cross-thread channel (seed 30011 passes "
-                    "since S2's fix; other seeds not checked at length)",
     },
     "greenlet": {
     },
