@@ -155,7 +155,6 @@ class Signals:
         self.local = threading.local()
         self.armed = False
         self.raised = 0
-        self.old: Any = None
 
     # ``critical`` lives on the thread-local object and is set with a plain
     # attribute store (``SIGNALS.local.critical = True``): a property setter
@@ -171,15 +170,20 @@ class Signals:
             raise Alarm()
 
     def start(self, rng: random.Random) -> None:
-        self.old = signal.signal(signal.SIGALRM, self._handler)
+        signal.signal(signal.SIGALRM, self._handler)
         self.armed = True
         interval = rng.choice((0.0002, 0.0005, 0.001, 0.003))
         signal.setitimer(signal.ITIMER_REAL, interval, interval)
 
     def stop(self) -> None:
+        """Stop the timer.  The handler stays (disarmed, it does nothing):
+        a SIGALRM sent just before the timer stopped may be delivered to
+        another thread a little later, and with the default handler back
+        it would kill the process, or, caught already but not yet handled,
+        CPython would report it ("Signal 14 ignored due to race
+        condition", stackless seed 409073225 on 3.14)."""
         self.armed = False
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, self.old or signal.SIG_DFL)
 
     star_call = False
 
