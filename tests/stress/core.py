@@ -74,12 +74,17 @@ class World:
         self.refs: list = []            # (n, weakref) of every continulet made here
         self.stuck = 0                  # finalizers switched out of and not resumed
         self.tag = f"{name}-tag"
+        self.thread: Optional[int] = None   # the thread that runs this world (drive)
 
     # -- bookkeeping ----------------------------------------------------
     def log(self, *parts: Any) -> None:
         self.trace(self.name, *parts)
 
     def check_context(self, where: str) -> None:
+        # (a finalizer of this world that another thread's collection ran,
+        # core seed 107708654, runs in that thread's context)
+        if threading.get_ident() != self.thread:
+            return
         if CHECK_CONTEXT and THREAD_VAR.get(None) != self.tag:
             self.log("VIOLATION context variable after", where)
             self.led.violation(f"context variable is {THREAD_VAR.get(None)!r} "
@@ -412,6 +417,7 @@ class World:
 
     # -- driving -----------------------------------------------------------
     def drive(self, nsteps: int) -> None:
+        self.thread = threading.get_ident()
         THREAD_VAR.set(self.tag)
         for _ in range(nsteps):
             try:
@@ -511,6 +517,7 @@ def run(seed: int, trace: Trace) -> None:
 
     def thread_main(w: World, end_pending: bool) -> None:
         try:
+            w.thread = threading.get_ident()
             THREAD_VAR.set(w.tag)
             for _ in range(nsteps):
                 w.step(None)
