@@ -476,9 +476,22 @@ def _idle_target(ts: _ThreadState, cur: "tasklet", dying: bool = False) -> "task
                 return rq[0]
             continue
         break
-    if ts.watchdogs:
-        wd = ts.watchdogs.pop()[0]
-        _make_runnable_first(ts, wd)
+    wds = ts.watchdogs
+    if wds:
+        # The waiting run() is woken: its entry goes as its tasklet is
+        # queued, in one transaction (docs/design.md, "Exception safety").
+        # The entry popped first and the tasklet queued by a call, a signal
+        # landing in between lost the run(): nothing named it any more, and
+        # the thread waited for good (or, with other threads, made one of
+        # them report a deadlock).  The tasklet waits in run(): it is
+        # neither blocked nor queued (rq may have gained tasklets that
+        # another thread's channel operation woke).
+        wd = wds[-1][0]
+        # -- transaction
+        del wds[-1]
+        wd._scheduled = True
+        rq.appendleft(wd)
+        # -- end of transaction
         return wd
     if not dying:
         raise RuntimeError(_DEADLOCK)

@@ -649,6 +649,34 @@ def test_genlet_must_return_none():
         next(x)
 
 
+def test_genlet_permuted_while_running_ends_into_the_other_stack():
+    # (as PyPy: checked with ../shared/tools/pyver pypy3) a genlet that
+    # permutes itself with an unstarted continulet goes back there when
+    # its function returns; that body's first switch hands its value to
+    # next()'s caller, with the genlet finished: "must return None"
+    # (stress core seed 524805730 took this for a bug)
+    seen = []
+
+    def body(c):
+        seen.append("body starts")
+        c.switch("tok")
+
+    b = continulet(body)
+
+    @generator
+    def gen(g):
+        g.switch(1)
+        permute(g, b)
+    g = gen()
+    assert next(g) == 1
+    with pytest.raises(TypeError, match=r"^_continuation.generator must return None$"):
+        next(g)
+    assert seen == ["body starts"]
+    assert not g.is_pending() and b.is_pending()
+    assert b.switch() is None           # the body ends
+    assert not b.is_pending()
+
+
 @pytest.mark.skipif(ON_PYPY, reason="PyPy 3's genlet.send is broken")
 def test_genlet_send():
     @generator

@@ -425,6 +425,22 @@ def switch_case(w: World) -> Callable[[], Any]:
     return action
 
 
+def block_while_main_runs_case(w: World) -> Callable[[], Any]:
+    # the last runnable tasklet blocks while main waits in run(): main's
+    # run() is woken, unless the exception lands in the receive, which
+    # then raises it and does not block
+    ch = w.channel()
+
+    def body() -> None:
+        try:
+            ch.receive()
+        except KeyboardInterrupt:
+            pass
+        ch.receive()            # (blocks: main's run() must return now)
+    w.tasklet("receiver", body)()
+    return stackless.run
+
+
 CASES = {
     "send to a waiting receiver": channel_case("send", True, -1),
     "send to a waiting receiver, sender first": channel_case("send", True, 1),
@@ -439,6 +455,7 @@ CASES = {
     "run, tasklets end": run_case("end"),
     "run, a tasklet fails": run_case("error"),
     "switch and insert": switch_case,
+    "block while main waits in run": block_while_main_runs_case,
 }
 
 
@@ -449,13 +466,18 @@ def test_keyboardinterrupt_at_any_signal_point(case):
     # queued it twice ("continulet already finished" at the next run()).
     # run() appended its watchdog entry before its try: an exception right
     # after the append left the entry, and the next idle run queue woke main
-    # out of whatever it waited in.
+    # out of whatever it waited in.  The last runnable tasklet that blocked
+    # while main waited in run() took run()'s entry off before it queued
+    # main: an exception in between lost main (the tasklet's next block
+    # raised the deadlock error; with another thread alive, the thread
+    # waited for it, and the xsignals stress kind's other thread reported a
+    # deadlock).
     points, _ = try_every_point(CASES[case])
     assert points >= FEW
 
 
 @pytest.mark.parametrize("case", ["run, tasklets end", "run, a tasklet fails", "kill paused",
-                                  "throw pending"])
+                                  "throw pending", "block while main waits in run"])
 @pytest.mark.parametrize("then", [0, 1, 3])
 def test_two_keyboardinterrupts_at_signal_points(case, then):
     # run()'s _end_run put the running tasklet back in the queue before it

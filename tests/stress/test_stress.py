@@ -99,6 +99,89 @@ def test_cleanup_collects_while_another_thread_collects():
     _script_passes(SEED_80004_SCRIPT)
 
 
+TOKEN_SCRIPT = r"""
+import sys
+sys.path.insert(0, %r)
+from stress.common import Ledger
+
+led = Ledger("one thread")
+
+def token_with_another_at(n):
+    # run(timeout) may interrupt a tasklet between any two bytecodes of
+    # token(), and let another tasklet of the thread take a token: here
+    # the trace function takes it, before the n-th instruction
+    seen, got = [0], []
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not Ledger.token.__code__:
+            return None
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            seen[0] += 1
+            if seen[0] == n:
+                got.append(led.token())
+        return tracer
+    sys.settrace(tracer)
+    try:
+        got.append(led.token())
+    finally:
+        sys.settrace(None)
+    return got, seen[0]
+
+n = 1
+while True:
+    got, seen = token_with_another_at(n)
+    if len(set(got)) != len(got):
+        print("instruction", n, "tokens", got)
+        sys.exit(1)
+    if n >= seen:
+        break
+    n += 1
+if n < 3:
+    print("only", n, "instructions")
+    sys.exit(1)
+""" % os.path.dirname(HERE)
+
+
+def test_tokens_stay_unique_when_another_tasklet_takes_one_meanwhile():
+    # Seed 202976991 (xsignals, STACKLESS_ACCEL=0): "tokens received more
+    # than once".  Two tasklets of a thread without the signal sent the same
+    # token: run(timeout) had interrupted one between token()'s increment
+    # and its read.  A token is now one C call's number.
+    _script_passes(TOKEN_SCRIPT)
+
+
+LATE_SIGNAL_SCRIPT = r"""
+import os, random, signal, sys, threading, time
+sys.path.insert(0, %r)
+from stress.common import SIGNALS
+
+SIGNALS.start(random.Random(1))
+time.sleep(0.01)
+SIGNALS.stop()
+# a SIGALRM that the timer sent just before it stopped, delivered late
+# (to another thread): it must do nothing
+t = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGALRM))
+t.start()
+t.join()
+for _ in range(1000):
+    time.sleep(0)       # (the handler runs at the main thread's next check)
+print("alive")
+""" % os.path.dirname(HERE)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGALRM")
+def test_a_signal_delivered_after_the_timer_stopped_is_harmless():
+    # Stackless seed 409073225 on 3.14: "OSError: Signal 14 ignored due to
+    # race condition" reached sys.unraisablehook at the cleanup: the
+    # harness put the default handler back as it stopped the timer, and a
+    # SIGALRM caught just before was handled after.  The handler now stays,
+    # disarmed (with the default handler, the late signal kills the process).
+    p = subprocess.run([sys.executable, "-c", LATE_SIGNAL_SCRIPT], capture_output=True,
+                       text=True, timeout=120)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "alive\n", "")
+
+
 # C1 and C2 (a continulet suspended in f(*args), or with a generator running
 # on its stack, never collected on 3.11/3.13): tests/test_gc_frames.py.
 
