@@ -476,6 +476,7 @@ typedef struct {
 
 static holder_t holders[16];
 static int nholders;
+static PyObject *builtin_next;     /* a strong reference, kept for good */
 
 static int add_holder(PyObject *callable, int refs, int method, int one_positional)
 {
@@ -496,6 +497,11 @@ static int find_holders(void)
     if (b == NULL)
         return -1;
     int rc = 0;
+    builtin_next = PyObject_GetAttrString(b, "next");
+    if (builtin_next == NULL) {
+        Py_DECREF(b);
+        return -1;
+    }
     const char *any_args[] = {"sum", "sorted", "any", "all"};
     for (size_t i = 0; i < sizeof(any_args) / sizeof(any_args[0]) && rc == 0; i++)
         rc = add_holder(PyObject_GetAttrString(b, any_args[i]), 1, 0, 0);
@@ -629,6 +635,17 @@ STK_NO_SANITIZE static PyObject *args_tuple(const cps_call *call)
     return t;
 }
 
+/* Whether the callargs slot of a CALL_FUNCTION_EX that calls next() holds
+ * the tuple (g,) or (g, default) whose genlet g is stepping: the slot may
+ * be stale only if C code stepped g while the instruction dropped its
+ * operands after the call (no Python-level code can), hence no address
+ * checking, as in args_tuple. */
+STK_NO_SANITIZE static int stepped_tuple(PyObject *t, PyObject *gen)
+{
+    return t != NULL && Py_TYPE(t) == &PyTuple_Type && Py_REFCNT(t) >= 1
+        && (Py_SIZE(t) == 1 || Py_SIZE(t) == 2) && PyTuple_GET_ITEM(t, 0) == gen;
+}
+
 static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
                              const cps_call *call, held_t *extra)
 {
@@ -644,6 +661,11 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
         return -1;
     /* a generator that the instruction is running, as the callee frame */
     PyObject *gen = callee != NULL && callee->owner == FRAME_OWNED_BY_GENERATOR ? generator_of(callee) : NULL;
+    /* or a genlet that the top frame's instruction steps through its
+       tp_iternext (issue 8: `next(g)`, `next(*(g,))` with g a genlet):
+       the switch proves that it runs now, as a callee generator frame does */
+    if (gen == NULL && callee == NULL && call != NULL && call->stepped)
+        gen = call->self;
     switch (op) {
     case FOR_ITER: {
         /* The iterator stays on the stack while its __next__ runs.  When
@@ -682,6 +704,11 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
             return nl + d - k;
         if (callee != NULL && func != NULL && frame_func(callee) == func)
             return nl + d - 1 - k;
+        /* next(*args) stepping the genlet args[0] (3.11 and 3.13 keep the
+           tuple in a C local): the callable is compared, never read, and
+           the tuple is read only then (see stepped_tuple) */
+        if (callee == NULL && gen != NULL && func == builtin_next && stepped_tuple(callargs, gen))
+            return nl + d - k;
         /* callargs was no tuple (f(*a_list)): the call runs with the items
            of a tuple made from it, which only a C local holds, and the
            slot may name a freed object.  If the switch got that tuple's

@@ -55,6 +55,10 @@ typedef struct {
      * switch returns (borrowed, may be NULL): the suspended stack reports
      * it to the GC, which cannot see C locals (see capi.h). */
     PyObject *held;
+    /* The switch is a genlet's step through its tp_iternext (next(g), a
+     * `for` loop, list(g)): self is the genlet, run by a call in the top
+     * frame, and there are no arguments (args and end are NULL). */
+    int stepped;
 } cps_call;
 
 /* Before switching, while nothing has moved yet: find a reference to the
