@@ -52,6 +52,7 @@ typedef struct {
     root_t *root;
     PyObject **top_sp;              /* exact value-stack top of `top`, or NULL */
     PyObject *top_extra;            /* what `top` holds above top_sp (see call_depth); borrowed */
+    PyObject *stepped;              /* the genlet whose step suspended it (cps_call.stepped), else NULL; borrowed, compared only */
     _PyErr_StackItem *exc_info;
     _PyStackChunk *chunk;
     PyObject **ds_top;
@@ -787,9 +788,9 @@ static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visi
 }
 /* 3.11, 3.13: call_depth does it (case CALL) */
 static held_t held_by_callable(const _PyInterpreterFrame *rf, Py_ssize_t n,
-                               const _PyInterpreterFrame *callee)
+                               const _PyInterpreterFrame *callee, PyObject *stepped)
 {
-    (void)rf; (void)n; (void)callee;
+    (void)rf; (void)n; (void)callee; (void)stepped;
     return (held_t){NULL, 0};
 }
 #else
@@ -817,10 +818,14 @@ static int slot_object(_PyStackRef ref, PyObject **out)
  * call's operands (which may be borrowed references) stay on its stack
  * while it runs, and the callable holds g once more (holds_iterator). */
 static held_t held_by_callable(const _PyInterpreterFrame *rf, Py_ssize_t n,
-                               const _PyInterpreterFrame *callee)
+                               const _PyInterpreterFrame *callee, PyObject *stepped)
 {
     const held_t none = {NULL, 0};
-    if (callee == NULL || callee->owner != FRAME_OWNED_BY_GENERATOR)
+    /* the generator that the call runs: the callee frame's, or, for the
+       top frame, the genlet whose tp_iternext made the switch (list(g)) */
+    PyObject *gen = callee != NULL && callee->owner == FRAME_OWNED_BY_GENERATOR ? generator_of(callee)
+        : callee == NULL ? stepped : NULL;
+    if (gen == NULL)
         return none;
     PyCodeObject *co = frame_code(rf);
     int op, oparg, d;
@@ -836,7 +841,6 @@ static held_t held_by_callable(const _PyInterpreterFrame *rf, Py_ssize_t n,
             return none;
     if (op == CALL_KW && (!slot_object(base[nops - 1], &names) || (nkw = keyword_count(names)) < 0))
         return none;
-    PyObject *gen = generator_of(callee);
     return (held_t){gen, holds_iterator(ops, oparg, nkw, gen)};
 }
 
@@ -1239,6 +1243,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
     s->top_extra = NULL;
     s->hidden = NULL;
     s->held = NULL;
+    s->stepped = call != NULL && call->stepped ? call->self : NULL;
     if (call != NULL) {
         s->hidden = call->hidden;       /* taken */
         call->hidden = NULL;
@@ -1428,7 +1433,7 @@ static Py_ssize_t exact_values(const saved_t *s, const _PyInterpreterFrame *f,
     else if ((n = frame_stack_depth(rf, callee_inlined)) < nlocals && f != s->top)
         n = call_depth(rf, callee, NULL, extra);    /* the top one's: see cps_save */
     else if (n >= nlocals && n <= nlocals + co->co_stacksize)
-        *extra = held_by_callable(rf, n, callee);
+        *extra = held_by_callable(rf, n, callee, f == s->top ? s->stepped : NULL);
     return n >= nlocals && n <= nlocals + co->co_stacksize ? n : -1;
 }
 
