@@ -11,7 +11,7 @@
  * checks at compile time that its real layout fits.  Pointers and ints
  * are counted apart, so that the size fits 32-bit and 64-bit targets
  * alike without wasting space on either. */
-typedef struct { void *opaque_p[22]; int opaque_i[9]; } cps_saved;
+typedef struct { void *opaque_p[23]; int opaque_i[9]; } cps_saved;
 
 /* Storage that a continulet's stack needs at a fixed address for its whole
  * life (the thread state points into it while the stack runs): its
