@@ -41,7 +41,11 @@ static PyObject *genlet_step(PyObject *self, PyObject *value, cps_call *call)
 
 static PyObject *genlet_iternext(PyObject *self)
 {
-    return genlet_step(self, Py_None, NULL);
+    /* no arguments, but the top frame's call that runs it may tell its
+       depth from the genlet (see call_depth in pystate.c) */
+    cps_call call = {self, NULL, NULL, NULL};
+    call.stepped = 1;
+    return genlet_step(self, Py_None, &call);
 }
 
 static PyObject *genlet_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs)

@@ -52,6 +52,7 @@ typedef struct {
     root_t *root;
     PyObject **top_sp;              /* exact value-stack top of `top`, or NULL */
     PyObject *top_extra;            /* what `top` holds above top_sp (see call_depth); borrowed */
+    PyObject *stepped;              /* the genlet whose step suspended it (cps_call.stepped), else NULL; borrowed, compared only */
     _PyErr_StackItem *exc_info;
     _PyStackChunk *chunk;
     PyObject **ds_top;
@@ -476,6 +477,7 @@ typedef struct {
 
 static holder_t holders[16];
 static int nholders;
+static PyObject *builtin_next;     /* a strong reference, kept for good */
 
 static int add_holder(PyObject *callable, int refs, int method, int one_positional)
 {
@@ -496,6 +498,11 @@ static int find_holders(void)
     if (b == NULL)
         return -1;
     int rc = 0;
+    builtin_next = PyObject_GetAttrString(b, "next");
+    if (builtin_next == NULL) {
+        Py_DECREF(b);
+        return -1;
+    }
     const char *any_args[] = {"sum", "sorted", "any", "all"};
     for (size_t i = 0; i < sizeof(any_args) / sizeof(any_args[0]) && rc == 0; i++)
         rc = add_holder(PyObject_GetAttrString(b, any_args[i]), 1, 0, 0);
@@ -629,6 +636,17 @@ STK_NO_SANITIZE static PyObject *args_tuple(const cps_call *call)
     return t;
 }
 
+/* Whether the callargs slot of a CALL_FUNCTION_EX that calls next() holds
+ * the tuple (g,) or (g, default) whose genlet g is stepping: the slot may
+ * be stale only if C code stepped g while the instruction dropped its
+ * operands after the call (no Python-level code can), hence no address
+ * checking, as in args_tuple. */
+STK_NO_SANITIZE static int stepped_tuple(PyObject *t, PyObject *gen)
+{
+    return t != NULL && Py_TYPE(t) == &PyTuple_Type && Py_REFCNT(t) >= 1
+        && (Py_SIZE(t) == 1 || Py_SIZE(t) == 2) && PyTuple_GET_ITEM(t, 0) == gen;
+}
+
 static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreterFrame *callee,
                              const cps_call *call, held_t *extra)
 {
@@ -644,6 +662,11 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
         return -1;
     /* a generator that the instruction is running, as the callee frame */
     PyObject *gen = callee != NULL && callee->owner == FRAME_OWNED_BY_GENERATOR ? generator_of(callee) : NULL;
+    /* or a genlet that the top frame's instruction steps through its
+       tp_iternext (issue 8: `next(g)`, `next(*(g,))` with g a genlet):
+       the switch proves that it runs now, as a callee generator frame does */
+    if (gen == NULL && callee == NULL && call != NULL && call->stepped)
+        gen = call->self;
     switch (op) {
     case FOR_ITER: {
         /* The iterator stays on the stack while its __next__ runs.  When
@@ -682,6 +705,11 @@ static Py_ssize_t call_depth(const _PyInterpreterFrame *rf, const _PyInterpreter
             return nl + d - k;
         if (callee != NULL && func != NULL && frame_func(callee) == func)
             return nl + d - 1 - k;
+        /* next(*args) stepping the genlet args[0] (3.11 and 3.13 keep the
+           tuple in a C local): the callable is compared, never read, and
+           the tuple is read only then (see stepped_tuple) */
+        if (callee == NULL && gen != NULL && func == builtin_next && stepped_tuple(callargs, gen))
+            return nl + d - k;
         /* callargs was no tuple (f(*a_list)): the call runs with the items
            of a tuple made from it, which only a C local holds, and the
            slot may name a freed object.  If the switch got that tuple's
@@ -760,9 +788,9 @@ static int visit_running_values(const _PyInterpreterFrame *f, Py_ssize_t n, visi
 }
 /* 3.11, 3.13: call_depth does it (case CALL) */
 static held_t held_by_callable(const _PyInterpreterFrame *rf, Py_ssize_t n,
-                               const _PyInterpreterFrame *callee)
+                               const _PyInterpreterFrame *callee, PyObject *stepped)
 {
-    (void)rf; (void)n; (void)callee;
+    (void)rf; (void)n; (void)callee; (void)stepped;
     return (held_t){NULL, 0};
 }
 #else
@@ -790,10 +818,14 @@ static int slot_object(_PyStackRef ref, PyObject **out)
  * call's operands (which may be borrowed references) stay on its stack
  * while it runs, and the callable holds g once more (holds_iterator). */
 static held_t held_by_callable(const _PyInterpreterFrame *rf, Py_ssize_t n,
-                               const _PyInterpreterFrame *callee)
+                               const _PyInterpreterFrame *callee, PyObject *stepped)
 {
     const held_t none = {NULL, 0};
-    if (callee == NULL || callee->owner != FRAME_OWNED_BY_GENERATOR)
+    /* the generator that the call runs: the callee frame's, or, for the
+       top frame, the genlet whose tp_iternext made the switch (list(g)) */
+    PyObject *gen = callee != NULL && callee->owner == FRAME_OWNED_BY_GENERATOR ? generator_of(callee)
+        : callee == NULL ? stepped : NULL;
+    if (gen == NULL)
         return none;
     PyCodeObject *co = frame_code(rf);
     int op, oparg, d;
@@ -809,7 +841,6 @@ static held_t held_by_callable(const _PyInterpreterFrame *rf, Py_ssize_t n,
             return none;
     if (op == CALL_KW && (!slot_object(base[nops - 1], &names) || (nkw = keyword_count(names)) < 0))
         return none;
-    PyObject *gen = generator_of(callee);
     return (held_t){gen, holds_iterator(ops, oparg, nkw, gen)};
 }
 
@@ -1212,6 +1243,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
     s->top_extra = NULL;
     s->hidden = NULL;
     s->held = NULL;
+    s->stepped = call != NULL && call->stepped ? call->self : NULL;
     if (call != NULL) {
         s->hidden = call->hidden;       /* taken */
         call->hidden = NULL;
@@ -1401,7 +1433,7 @@ static Py_ssize_t exact_values(const saved_t *s, const _PyInterpreterFrame *f,
     else if ((n = frame_stack_depth(rf, callee_inlined)) < nlocals && f != s->top)
         n = call_depth(rf, callee, NULL, extra);    /* the top one's: see cps_save */
     else if (n >= nlocals && n <= nlocals + co->co_stacksize)
-        *extra = held_by_callable(rf, n, callee);
+        *extra = held_by_callable(rf, n, callee, f == s->top ? s->stepped : NULL);
     return n >= nlocals && n <= nlocals + co->co_stacksize ? n : -1;
 }
 

@@ -11,7 +11,7 @@
  * checks at compile time that its real layout fits.  Pointers and ints
  * are counted apart, so that the size fits 32-bit and 64-bit targets
  * alike without wasting space on either. */
-typedef struct { void *opaque_p[22]; int opaque_i[9]; } cps_saved;
+typedef struct { void *opaque_p[23]; int opaque_i[9]; } cps_saved;
 
 /* Storage that a continulet's stack needs at a fixed address for its whole
  * life (the thread state points into it while the stack runs): its
@@ -55,6 +55,10 @@ typedef struct {
      * switch returns (borrowed, may be NULL): the suspended stack reports
      * it to the GC, which cannot see C locals (see capi.h). */
     PyObject *held;
+    /* The switch is a genlet's step through its tp_iternext (next(g), a
+     * `for` loop, list(g)): self is the genlet, run by a call in the top
+     * frame, and there are no arguments (args and end are NULL). */
+    int stepped;
 } cps_call;
 
 /* Before switching, while nothing has moved yet: find a reference to the

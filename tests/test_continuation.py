@@ -805,6 +805,55 @@ def test_collected_while_the_tracer_is_still_on():
     assert [r() for r in refs] == [None] * 5 and len(unwound) == 5
 
 
+def _genlet_steps_away(how, done):
+    """A continulet whose body steps a genlet by `how`; the genlet's function
+    switches back to the driver, leaving both runs suspended in a cycle
+    (the genlet holds the body's frames, the continulet the function's)."""
+    @generator
+    def gen(g, c):
+        try:
+            c.switch()
+        finally:
+            done.append("gen")
+
+    def body(c):
+        box = [c]
+        try:
+            g = gen(c)
+            if how == "next":
+                next(g)
+            elif how == "star":
+                next(*(g,))         # harness's SIGNALS.call_args: fn(*args, **{})
+            elif how == "star_kw":
+                next(*(g,), **{})
+            elif how == "for":
+                for _ in g:
+                    break
+            else:
+                list(g)
+        finally:
+            done.append(len(box))
+    c = continulet(body)
+    c.switch()
+    return weakref.ref(c)
+
+
+@pytest.mark.parametrize("how", ["next", "star", "star_kw", "for", "list"])
+@cpython_only       # PyPy collects them too, but runs no finally block
+def test_genlet_stepped_by_next_while_suspended_is_collected(how):
+    # Issue 8 (stress core seed 232994504): a genlet stepped through its
+    # tp_iternext switches with no arguments, and 3.11/3.13 keep the
+    # calling frame's stack depth in C: the operands of next(g) (and the
+    # tuple of next(*(g,)), in a C local) must still be reported, or the
+    # genlet and the continulet whose frames lead to it are never freed.
+    done = []
+    refs = [_genlet_steps_away(how, done) for i in range(5)]
+    gc.collect()
+    gc.collect()
+    assert [r() for r in refs] == [None] * 5
+    assert sorted(done, key=str) == [1] * 5 + ["gen"] * 5
+
+
 class Token:
     pass
 
