@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from stackless import _frames, _pickling, _transplant
 from stackless._common import (TaskletExit, _NOARG, _PYPY, _RUNNING, _accel_module,
                                _at_least_one, _at_most, _callback, _get_ident, _index, _make_exception,
-                               _no_args, _one_arg, _own_module, _parse, bomb)
+                               _may_switch, _no_args, _one_arg, _own_module, _parse, bomb)
 from stackless._switching import _recover, _switch, _take_tempval
 from stackless._threads import (_ThreadState, _register, _states, _ts, _ts_of, _unregister,
                                 _wake)
@@ -330,7 +330,12 @@ class tasklet(_FlagsBase):  # type: ignore[valid-type,misc]
         if self._ts is not ts:
             self.insert()
             return None
-        if pending:
+        if pending or not _may_switch():
+            # A collection of this thread allows no switch (a __del__ or a
+            # gc callback): the tasklet gets the exception when it next
+            # runs, as a channel operation there pairs without switching
+            # (docs/stackless.md); raising instead would leave it queued
+            # with the bomb and the caller told that nothing happened.
             if not self._scheduled:
                 # the flag first: the C call ends the transaction (an
                 # exception right after it finds the tasklet queued once)

@@ -328,6 +328,59 @@ def test_blocking_in_a_collection_raises_and_changes_nothing():
     assert stackless.getruncount() == 1
 
 
+@ONLY_OURS
+def test_kill_and_raise_exception_in_a_collection_take_effect_when_the_tasklet_runs():
+    """No switch is possible while this thread collects garbage, so a kill
+    or raise_exception made from a __del__ there returns at once and the
+    tasklet gets its exception when the scheduler next runs it (as a
+    channel send there pairs without switching).  Stackless 3.7 switches at
+    once; before, the call raised RuntimeError and still left the tasklet
+    queued with its exception (and a blocked one off its channel)."""
+    import gc
+    ch = stackless.channel()
+    log = []
+
+    def waiter():
+        try:
+            ch.receive()
+        except ValueError as e:
+            log.append(("waiter", str(e)))
+        finally:
+            log.append("waiter finally")
+
+    def paused():
+        try:
+            stackless.schedule_remove()
+        finally:
+            log.append("paused finally")
+    w = stackless.tasklet(waiter)()
+    p = stackless.tasklet(paused)()
+    stackless.run()
+    assert w.blocked and not p.scheduled and ch.balance == -1
+    fresh = stackless.tasklet(lambda: log.append("fresh ran"))()
+    outcome = []
+
+    class Cyclic:
+        def __del__(self):
+            try:
+                w.raise_exception(ValueError, "from __del__")
+                p.kill()
+                fresh.kill()
+                outcome.append("returned")
+            except Exception as e:
+                outcome.append(e)
+    c = Cyclic()
+    c.me = c
+    del c
+    gc.collect()
+    assert outcome == ["returned"] and log == []
+    assert ch.balance == 0 and ch.queue is None and not w.blocked
+    assert w.scheduled and p.scheduled and fresh.scheduled and stackless.getruncount() == 4
+    stackless.run()
+    assert log == [("waiter", "from __del__"), "waiter finally", "paused finally"]
+    assert not (w.alive or p.alive or fresh.alive) and stackless.getruncount() == 1
+
+
 # -- an exception that lands while a tasklet starts -----------------------------
 
 def test_taskletexit_from_a_starting_tasklets_profile_function_kills_it():
