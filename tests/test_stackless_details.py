@@ -258,29 +258,38 @@ ONLY_OURS = pytest.mark.skipif(
     reason="PyPy runs finalizers after its collections, where switching is allowed")
 
 
+def _from_a_collection(fn) -> None:
+    """Call fn() from the __del__ of a cycle that gc.collect() frees, so
+    that it runs while this thread collects garbage."""
+    import gc
+
+    class Cyclic:
+        def __del__(self):
+            fn()
+    c = Cyclic()
+    c.me = c
+    del c
+    gc.collect()
+
+
 @ONLY_OURS
 def test_finalizer_in_a_collection_sends_to_a_waiting_receiver():
     """A __del__ run by the cyclic GC sends to a waiting receiver.  The
     collecting thread may not switch (_continuation refuses), so the send
     pairs without switching, as under a switch trap: the value arrives
     once, the receiver runs later (Stackless 3.7 switches there)."""
-    import gc
     ch = stackless.channel()
     got, sent = [], []
     r = stackless.tasklet(lambda: got.append(ch.receive()))()
     stackless.run()
 
-    class Cyclic:
-        def __del__(self):
-            try:
-                ch.send("from __del__")
-                sent.append("ok")
-            except Exception as e:
-                sent.append(e)
-    c = Cyclic()
-    c.me = c
-    del c
-    gc.collect()
+    def send():
+        try:
+            ch.send("from __del__")
+            sent.append("ok")
+        except Exception as e:
+            sent.append(e)
+    _from_a_collection(send)
     assert sent == ["ok"] and got == [] and r.scheduled and not r.blocked
     stackless.run()
     assert got == ["from __del__"] and ch.balance == 0
@@ -289,38 +298,25 @@ def test_finalizer_in_a_collection_sends_to_a_waiting_receiver():
 
 @ONLY_OURS
 def test_may_switch_is_false_while_this_thread_collects():
-    import gc
     import _continuation
     seen = []
-
-    class Cyclic:
-        def __del__(self):
-            seen.append(_continuation._may_switch())
-    c = Cyclic()
-    c.me = c
-    del c
     assert _continuation._may_switch() is True
-    gc.collect()
+    _from_a_collection(lambda: seen.append(_continuation._may_switch()))
     assert seen == [False] and _continuation._may_switch() is True
 
 
 @ONLY_OURS
 def test_blocking_in_a_collection_raises_and_changes_nothing():
-    import gc
     ch = stackless.channel()
     stackless.tasklet(lambda: None)()       # something else could run
     errors = []
 
-    class Cyclic:
-        def __del__(self):
-            try:
-                ch.receive()
-            except RuntimeError as e:
-                errors.append(str(e))
-    c = Cyclic()
-    c.me = c
-    del c
-    gc.collect()
+    def receive():
+        try:
+            ch.receive()
+        except RuntimeError as e:
+            errors.append(str(e))
+    _from_a_collection(receive)
     assert errors == ["cannot switch continulets while the garbage collector is running"]
     assert ch.balance == 0 and ch.queue is None
     assert stackless.getcurrent() is stackless.getmain() and stackless.getruncount() == 2
@@ -336,7 +332,6 @@ def test_kill_and_raise_exception_in_a_collection_take_effect_when_the_tasklet_r
     channel send there pairs without switching).  Stackless 3.7 switches at
     once; before, the call raised RuntimeError and still left the tasklet
     queued with its exception (and a blocked one off its channel)."""
-    import gc
     ch = stackless.channel()
     log = []
 
@@ -360,19 +355,15 @@ def test_kill_and_raise_exception_in_a_collection_take_effect_when_the_tasklet_r
     fresh = stackless.tasklet(lambda: log.append("fresh ran"))()
     outcome = []
 
-    class Cyclic:
-        def __del__(self):
-            try:
-                w.raise_exception(ValueError, "from __del__")
-                p.kill()
-                fresh.kill()
-                outcome.append("returned")
-            except Exception as e:
-                outcome.append(e)
-    c = Cyclic()
-    c.me = c
-    del c
-    gc.collect()
+    def raise_and_kill():
+        try:
+            w.raise_exception(ValueError, "from __del__")
+            p.kill()
+            fresh.kill()
+            outcome.append("returned")
+        except Exception as e:
+            outcome.append(e)
+    _from_a_collection(raise_and_kill)
     assert outcome == ["returned"] and log == []
     assert ch.balance == 0 and ch.queue is None and not w.blocked
     assert w.scheduled and p.scheduled and fresh.scheduled and stackless.getruncount() == 4
@@ -445,23 +436,18 @@ def test_a_start_refused_during_a_collection_leaves_no_start_request():
     start request).  When that switch is refused (here: in a __del__ that a
     collection runs), the request must go with it: else main later starts
     the tasklet although it was paused meanwhile."""
-    import gc
     log, new = [], []
 
-    class Cyclic:
-        def __del__(self):
-            t = stackless.tasklet(log.append)("new tasklet ran")
-            new.append(t)
-            try:
-                t.run()
-            except RuntimeError:
-                log.append("refused")
+    def start():
+        t = stackless.tasklet(log.append)("new tasklet ran")
+        new.append(t)
+        try:
+            t.run()
+        except RuntimeError:
+            log.append("refused")
 
     def body():
-        c = Cyclic()
-        c.me = c
-        del c
-        gc.collect()
+        _from_a_collection(start)
         new[0].remove()
         log.append("body ends")
     stackless.tasklet(body)()
