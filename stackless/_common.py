@@ -38,7 +38,6 @@ else:
     from _continuation import _preempt_own  # type: ignore
 
 
-
 def _accel_module() -> Any:
     """The C accelerator ``_stackless_accel``, or None: on PyPy, with
     ``STACKLESS_ACCEL=0`` in the environment, or when it is not built."""

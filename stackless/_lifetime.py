@@ -1,9 +1,10 @@
 """Lifetime: a started tasklet lives as long as something refers to it.
 
 Each thread's registry (``_alive_registry``, and its thread state's
-``alive``) holds every live tasklet of the thread, so that the thread's end and the interpreter's exit
-can kill them.  It holds an unstarted tasklet strongly, and a started one
-weakly: a weak reference, made when its continulet is (:func:`_new_cont`).
+``alive``) holds every live tasklet of the thread, so that the thread's
+end and the interpreter's exit can kill them.  It holds an unstarted
+tasklet strongly, and a started one weakly: a weak reference, made when
+its continulet is (:func:`_new_cont`).
 The accelerator holds it weakly without an object (80 B less per blocked
 tasklet): the entry is ``_WEAK``, and its key, the tasklet's address,
 leads to it (``_tasklet_at``).  It marks the entry when the next garbage
