@@ -29,8 +29,11 @@ typedef struct cont_stack {
     struct cont_stack *kill_return;  /* set while being unwound at GC time */
     struct cont_stack *next;         /* free list, orphan list */
     cps_root root;
-    /* first data-stack chunk of the run, aligned for PyObject pointers */
-    union { void *align; char bytes[CPS_CHUNK_BYTES]; } chunk;
+    /* First data-stack chunk of the run (CPS_CHUNK_BYTES), taken when the
+     * run starts and given back when its record is recycled: a bound but
+     * unstarted continulet holds none, and runs that start and finish one
+     * after the other reuse the same, cache-hot chunk (module.c). */
+    void *chunk;
 } cont_stack;
 
 typedef struct {

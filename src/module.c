@@ -36,6 +36,8 @@ static cont_stack *orphans;         /* runs dropped by a foreign thread */
 static cont_stack *free_stacks;     /* recycled records */
 static int n_free_stacks;
 #define MAX_FREE_STACKS 256
+static void *free_chunks;           /* recycled first chunks, linked through their first word */
+static int n_free_chunks;
 
 static uint64_t current_thread_id(void)
 {
@@ -194,6 +196,38 @@ static cont_stack *new_stack(uint64_t thread_id)
     return s;
 }
 
+/* Give the record its first data-stack chunk, before its run starts: the
+ * most recently freed one, still in the cache.  0, or -1 (no memory). */
+static int take_chunk(cont_stack *s)
+{
+    if (s->chunk != NULL)
+        return 0;
+    void *c = free_chunks;
+    if (c != NULL) {
+        free_chunks = *(void **)c;
+        n_free_chunks--;
+    }
+    else if ((c = PyMem_RawMalloc(CPS_CHUNK_BYTES)) == NULL)
+        return -1;
+    s->chunk = c;
+    return 0;
+}
+
+static void give_chunk(cont_stack *s)
+{
+    void *c = s->chunk;
+    if (c == NULL)
+        return;
+    s->chunk = NULL;
+    if (n_free_chunks >= MAX_FREE_STACKS) {
+        PyMem_RawFree(c);
+        return;
+    }
+    *(void **)c = free_chunks;
+    free_chunks = c;
+    n_free_chunks++;
+}
+
 /* Give a record back; its copy buffer stays with it for the next user. */
 static void recycle_stack(cont_stack *s)
 {
@@ -203,6 +237,7 @@ static void recycle_stack(cont_stack *s)
     Py_CLEAR(s->args);
     Py_CLEAR(s->kwargs);
     cfs_release(s);
+    give_chunk(s);
     if (n_free_stacks >= MAX_FREE_STACKS || s->slice.cap > 64 * 1024) {
         stk_release(&s->slice);
         cps_release(&s->saved);
@@ -281,6 +316,10 @@ static inline __attribute__((always_inline)) int resume(PyThreadState *ts, cont_
     void *switcher = cps_top_frame(ts);
     int rc;
 
+    if (!target->started && take_chunk(target) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
     cps_save(ts, &cur->saved, call);
     size_t spare_n;
     void *spare = cps_spare(&cur->saved, &spare_n);
@@ -338,7 +377,7 @@ static void put_xfer(cont_tls *t, PyObject *v, int is_exc)
 static __attribute__((noinline)) int run_begin(cont_tls *t, cont_stack *me, PyObject **result)
 {
     PyThreadState *ts = PyThreadState_Get();
-    cps_begin(ts, &me->saved, &me->root, me->chunk.bytes, me->unlinked);
+    cps_begin(ts, &me->saved, &me->root, me->chunk, me->unlinked);
     if (me->context != NULL) {
         cps_set_current_context(me->context);      /* taken */
         me->context = NULL;
@@ -463,8 +502,13 @@ static void run_end(cont_tls *t, cont_stack *me, PyObject *result)
     t->current = target;
     if (!target->started) {
         /* permute() handed us a not-yet-started continuation: start it on
-         * top of this finished run (whose record is then never recycled) */
+         * top of this finished run (whose record is then never recycled),
+         * in the chunk that this run no longer uses (cps_end) */
         t->dead = NULL;
+        if (target->chunk == NULL) {
+            target->chunk = me->chunk;
+            me->chunk = NULL;
+        }
         target->started = 1;
         stk_start(&t->eng, &target->slice, run_stack, target);
     }

@@ -81,11 +81,14 @@ static int learn(PyObject *probe)
     if (r == NULL)
         return -1;
     Py_DECREF(r);
-    PyObject *dict = PyObject_GenericGetDict(probe, NULL);
-    if (dict == NULL)
-        return -1;
-    int ok = PyDict_GET_SIZE(dict) == 0;
-    Py_DECREF(dict);
+    int ok = 1;
+    if (channel_type->tp_dictoffset != 0) {     /* (Stackless's channel has no __dict__) */
+        PyObject *dict = PyObject_GenericGetDict(probe, NULL);
+        if (dict == NULL)
+            return -1;
+        ok = PyDict_GET_SIZE(dict) == 0;
+        Py_DECREF(dict);
+    }
     for (PyTypeObject *c = channel_type; c != NULL && ok; c = c->tp_base)
         for (PyMemberDef *m = c->tp_members; m && m->name && ok; m++) {
             PyObject *v = m->type == T_OBJECT_EX ? slot(probe, m->offset) : NULL;

@@ -57,7 +57,7 @@ class channel(_ChannelFlags):
     -1 the receiver (default), 1 the sender, 0 nobody switches.
     """
 
-    __slots__ = ("_queue", "__weakref__", "__dict__")
+    __slots__ = ("_queue", "__weakref__")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Stackless's channel ignores its arguments

@@ -63,6 +63,7 @@ def test_coroutine_exception_goes_to_caller():
 
 def test_all_four_interleave():
     log = []
+    names = {}      # each tasklet's name (a tasklet takes no attributes)
     gmain = greenlet_current()
     cmain = coroutine.getcurrent()
     smain = stackless.getcurrent()
@@ -70,7 +71,7 @@ def test_all_four_interleave():
     def greenlet_body(name):
         gen = counter(100, 3)
         for i in range(3):
-            assert stackless.getcurrent().name == name
+            assert names[id(stackless.getcurrent())] == name
             assert coroutine.getcurrent() is cmain
             log.append((name, "greenlet", i, next(gen)))
             gmain.switch(i * 10)
@@ -78,14 +79,14 @@ def test_all_four_interleave():
 
     def coroutine_body(name):
         for i in range(3):
-            assert stackless.getcurrent().name == name
+            assert names[id(stackless.getcurrent())] == name
             assert greenlet_current() is gmain
             log.append((name, "coroutine", i))
             cmain.switch()
 
     def tasklet_body(name):
         me = stackless.getcurrent()
-        me.name = name
+        names[id(me)] = name
         gen = counter(0, 3)
         g = greenlet(greenlet_body)
         co = coroutine()

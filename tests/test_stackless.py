@@ -717,19 +717,30 @@ def test_tasklet_subclass():
     assert out == ["x"]
 
 
-def test_tasklet_takes_attributes_and_a_cycle_through_them_is_collected():
-    """An extension: Stackless 3.7's base tasklet takes no attributes (its
-    subclasses do); here a tasklet has a ``__dict__``, made when first
-    needed, and the collector sees what it holds."""
-    t = tasklet(lambda: None)
-    assert t.__dict__ == {}
-    t.tag = "x"
-    t.me = t
-    assert t.tag == "x" and vars(t) == {"tag": "x", "me": t}
-    r = weakref.ref(t)
-    del t
-    gc.collect()
-    assert r() is None
+def test_tasklet_and_channel_take_no_attributes_but_their_subclasses_do():
+    """As in Stackless 3.7: a tasklet or a channel has no ``__dict__``, so
+    storing an attribute raises AttributeError; the instances of a subclass
+    have one, and the collector sees what it holds."""
+    for obj in (tasklet(lambda: None), channel()):
+        assert not hasattr(obj, "__dict__")
+        with pytest.raises(AttributeError, match="object has no attribute 'tag'"):
+            obj.tag = "x"
+
+    class Named(tasklet):
+        pass
+
+    class Tagged(channel):
+        pass
+
+    for make in (lambda: Named(lambda: None), Tagged):
+        obj = make()
+        obj.tag = "x"
+        obj.me = obj
+        assert vars(obj) == {"tag": "x", "me": obj}
+        r = weakref.ref(obj)
+        del obj
+        gc.collect()
+        assert r() is None
 
 
 def test_attributes_of_suspended_tasklet():

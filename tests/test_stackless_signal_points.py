@@ -213,6 +213,11 @@ class TracePoints:
 Points = TracePoints if _pending_threadfunc is None else PendingCalls
 
 
+# Each case's tasklets by name, for the reports (by id: a tasklet, as in
+# Stackless, takes no attributes of its own)
+NAMES: dict = {}
+
+
 def scheduler_problems(tasklets: list, channels: list) -> list:
     """What is wrong with this thread's scheduler (main should run)."""
     ts = stackless._scheduler._ts()
@@ -228,11 +233,11 @@ def scheduler_problems(tasklets: list, channels: list) -> list:
     for t in tasklets:
         queued = sum(x is t for x in rq)
         if queued != (t.alive and t.scheduled and not t.blocked):
-            out.append(f"{t.name}: in the run queue {queued} times, {t!r}")
+            out.append(f"{NAMES.get(id(t))}: in the run queue {queued} times, {t!r}")
         if t.alive and t._started and (t._cont is None or not t._cont.is_pending()):
-            out.append(f"{t.name}: alive, but its continulet finished")
+            out.append(f"{NAMES.get(id(t))}: alive, but its continulet finished")
         if t.blocked and (not t.alive or t not in list(t._channel._queue)):
-            out.append(f"{t.name}: blocked, but not waiting on its channel")
+            out.append(f"{NAMES.get(id(t))}: blocked, but not waiting on its channel")
     for ch in channels:
         q = list(ch._queue)
         if abs(ch.balance) != len(q) or any(
@@ -268,7 +273,7 @@ class World:
 
     def tasklet(self, name: str, func: Callable) -> Any:
         t = stackless.tasklet(func)
-        t.name = name
+        NAMES[id(t)] = name
         self.tasklets.append(t)
         return t
 
@@ -539,7 +544,7 @@ def test_keyboardinterrupt_inside_a_preemption(monkeypatch):
     points = 0
     for n in range(1, 500):
         t = stackless.tasklet(spin)()
-        t.name = "spin"
+        NAMES[id(t)] = "spin"
         hook = PendingCalls(n)
         del seen_running[:]
         try:

@@ -26,6 +26,15 @@ from .common import (SIGNALS, Alarm, Failure, Injected, Ledger, Tok, Trace,
                      Unraisables, check_ledgers, drive_with_signals, join,
                      signals_wanted, skipped, unexpected)
 
+# What each tasklet of a world is, for the log: by id, since a tasklet, as in
+# Stackless, takes no attributes of its own
+BODY: dict = {}
+
+
+def body_of(t: Any) -> str:
+    return BODY.get(id(t), "main")
+
+
 REFUSALS = {
     "You cannot throw to a dead tasklet",
     "Send/receive operation on a closed channel",
@@ -142,7 +151,7 @@ class World:
                 world.log("end", n)
 
         t = stackless.tasklet(body)
-        t.body = f"t{n}"
+        BODY[id(t)] = f"t{n}"
         self.tasklets.append(t)
         self.log("spawn", n)
         self.call("tasklet()", None, t)
@@ -229,7 +238,7 @@ class World:
         not run since replaces that value (as in Stackless 3.7)."""
         v = t.tempval
         if os.environ.get("STRESS_DEBUG"):
-            self.log("tempval of", getattr(t, "body", "main"), repr(v)[:80],
+            self.log("tempval of", body_of(t), repr(v)[:80],
                      getattr(v, "value", None))
         if isinstance(v, stackless.bomb):   # an exception sent by send_exception
             val = v.value
@@ -239,14 +248,14 @@ class World:
                 val = val[0]
             v = val
         if type(v) is Tok:
-            self.log("forfeit", v, "of", getattr(t, "body", "main"))
+            self.log("forfeit", v, "of", body_of(t))
             self.led.refuse(v)
 
     def op_kill(self, in_body: bool) -> None:
         t = self.pick()
         if t is not None:
             self.forfeit(t)
-            self.log("kill", t.body)
+            self.log("kill", body_of(t))
             self.call("kill", None, t.kill, self.rng.random() < 0.2)
 
     def op_raise(self, in_body: bool) -> None:
@@ -256,7 +265,7 @@ class World:
         tok = self.led.token()
         self.forfeit(t)
         self.forfeit(stackless.getmain())   # if t lets it through, main gets it
-        self.log("raise_exception", t.body, tok)
+        self.log("raise_exception", body_of(t), tok)
         if self.rng.random() < 0.5:
             self.call("raise_exception", tok, t.raise_exception, Injected, tok)
         elif self.rng.random() < 0.5:
@@ -272,7 +281,7 @@ class World:
         if t is None or t.is_current or t.blocked:
             return
         how = "insert" if not t.scheduled else "remove"
-        self.log(how, t.body)
+        self.log(how, body_of(t))
         self.call(how, None, getattr(t, how))
 
     def op_close(self, in_body: bool) -> None:
@@ -343,7 +352,7 @@ class World:
                 world.chans.append(ch)      # counted by check_scheduler like the others
                 world.log("payload __del__ sends", tok)
                 t = stackless.tasklet(lambda: world.led.receive(ch.receive()))
-                t.body = f"recv{tok}"
+                BODY[id(t)] = f"recv{tok}"
                 world.tasklets.append(t)
                 t()
                 # the receiver waits first, so that the send does not block:
@@ -568,6 +577,6 @@ def run(seed: int, trace: Trace) -> None:
     # finally block, where a later raise_exception/kill legitimately cuts it
     # short: those bodies are excused (and only those).
     for w in worlds:
-        w.led.exited |= {t.body for t in w.interrupted}
+        w.led.exited |= {body_of(t) for t in w.interrupted}
         w.led.refused |= w.inflight
     check_ledgers([w.led for w in worlds] + [xled], strict_tokens=not signals)
