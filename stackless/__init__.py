@@ -14,7 +14,8 @@ The code lives in one module per concept; this one re-exports the API:
 * ``_lifetime``: the live tasklets, and the kill of a dropped paused one;
 * ``_switching``: switching, tasklet start and end, what runs next;
 * ``_scheduler``: ``schedule()``, ``run()`` and the other module functions;
-* ``_tasklet`` (``_frames``: its frame and recursion depth), ``_channel``,
+* ``_tasklet`` (``_frames``: its frame and recursion depth; ``_contexts``:
+  its ``contextvars`` context), ``_channel``,
   ``_pickling``; ``_transplant`` (``bind_thread`` of a started tasklet,
   ``enable_softswitch``); ``_preempt`` (``run(timeout)``);
   ``_coroutine`` (the plain coroutine API).
@@ -26,8 +27,8 @@ import sys
 import types
 from typing import Any
 
-from stackless import (_channel, _common, _lifetime, _pickling, _preempt, _running, _scheduler,
-                       _switching, _tasklet, _threads, _transplant)
+from stackless import (_channel, _common, _contexts, _lifetime, _pickling, _preempt, _running,
+                       _scheduler, _switching, _tasklet, _threads, _transplant)
 from stackless._channel import channel, get_channel_callback, set_channel_callback
 from stackless._common import _PYPY, TaskletExit, _own_module, bomb
 from stackless._lifetime import _live_tasklets  # (for tests and debugging)
@@ -157,7 +158,8 @@ def _install_accel() -> bool:
     # Every module that uses one of the replaced names gets the C version;
     # _preempt keeps calling the Python _switch (it interrupts from a trace
     # function and re-arms the frames above its caller).
-    for module in (sys.modules[__name__], _threads, _switching, _scheduler, _tasklet, _channel):
+    for module in (sys.modules[__name__], _threads, _switching, _scheduler, _tasklet, _contexts,
+                   _channel):
         d = vars(module)
         for name, value in replaced.items():
             if name in d:
