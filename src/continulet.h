@@ -21,7 +21,12 @@ typedef struct cont_stack {
      * only on the C stack, so that tp_traverse can report them. */
     PyObject *owner;
     PyObject *callable;
-    PyObject *args;         /* (owner, *args) */
+    PyObject *args;         /* (owner, *args), or NULL: the arguments are argv */
+    /* A run of callable(owner, arg) made through the C API (every tasklet's)
+     * keeps its arguments here, not in a tuple: one object and one
+     * allocation less per tasklet, and one less for the collector to count
+     * and walk.  argv[0] is owner (borrowed), argv[1] is arg (strong). */
+    PyObject *argv[2];
     PyObject *kwargs;
     PyObject *context;      /* the context to start in, if set before it starts */
     PyObject *frames;       /* frames to rebuild when it starts (see framestate.c) */
@@ -60,6 +65,10 @@ extern PyObject *cont_error;
 PyObject *cont_switch(Continulet *self, PyObject *value, PyObject *to, cps_call *call);
 
 int cont_genlet_init(PyObject *module);
+
+/* The arguments of a run after its owner, as a new tuple (NULL with an
+ * error): what pickling records. */
+PyObject *cont_run_args(const cont_stack *s);
 
 /* src/preempt.c: a CPU-time budget per thread (run(timeout)); src/preempt_count.c:
    small budgets, counted in events */

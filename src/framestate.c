@@ -338,13 +338,13 @@ static PyObject *fs_kind(PyObject *mod, PyObject *c)
     if (h == NULL)
         return Py_BuildValue("(sO)", "finished", Py_None);
     if (!h->started && h->frames != NULL) {
-        PyObject *args = PyTuple_GetSlice(h->args, 1, PyTuple_GET_SIZE(h->args));
+        PyObject *args = cont_run_args(h);
         if (args == NULL)
             return NULL;
         return Py_BuildValue("(s(OON))", "recipe", h->frames, h->callable, args);
     }
     if (!h->started && !h->is_main) {
-        PyObject *args = PyTuple_GetSlice(h->args, 1, PyTuple_GET_SIZE(h->args));
+        PyObject *args = cont_run_args(h);
         if (args == NULL)
             return NULL;
         return Py_BuildValue("(s(ONO))", "unstarted", h->callable, args,
@@ -352,7 +352,7 @@ static PyObject *fs_kind(PyObject *mod, PyObject *c)
     }
     if (h->callable == NULL)     /* a thread's main stack */
         return Py_BuildValue("(sO)", "suspended", Py_None);
-    PyObject *args = PyTuple_GetSlice(h->args, 1, PyTuple_GET_SIZE(h->args));
+    PyObject *args = cont_run_args(h);
     if (args == NULL)
         return NULL;
     return Py_BuildValue("(s(ON))", "suspended", h->callable, args);

@@ -188,12 +188,26 @@ static cont_stack *new_stack(uint64_t thread_id)
     s->is_main = 0;
     s->started = 0;
     s->owner = s->callable = s->args = s->kwargs = s->context = NULL;
+    s->argv[0] = s->argv[1] = NULL;
     s->frames = NULL;
     s->chain = NULL;
     s->kill_return = NULL;
     s->next = NULL;
     s->slice.state = STK_FREE;
     return s;
+}
+
+static void clear_argv(cont_stack *s)
+{
+    s->argv[0] = NULL;
+    Py_CLEAR(s->argv[1]);
+}
+
+PyObject *cont_run_args(const cont_stack *s)
+{
+    if (s->args == NULL)
+        return PyTuple_Pack(1, s->argv[1]);
+    return PyTuple_GetSlice(s->args, 1, PyTuple_GET_SIZE(s->args));
 }
 
 /* Give the record its first data-stack chunk, before its run starts: the
@@ -235,6 +249,7 @@ static void recycle_stack(cont_stack *s)
     Py_CLEAR(s->owner);
     Py_CLEAR(s->callable);
     Py_CLEAR(s->args);
+    clear_argv(s);
     Py_CLEAR(s->kwargs);
     cfs_release(s);
     give_chunk(s);
@@ -263,6 +278,7 @@ static void discard_stack(cont_stack *s, stk_thread *eng, int moved)
         Py_CLEAR(s->owner);
         Py_CLEAR(s->callable);
         Py_CLEAR(s->args);
+        clear_argv(s);
         Py_CLEAR(s->kwargs);
         return;
     }
@@ -416,12 +432,12 @@ static __attribute__((noinline, noreturn)) void run_end(cont_tls *t, cont_stack 
 
 /* The C function to call f(*args, **kwargs) with (the recursion check
  * made), or NULL to call f through PyObject_Call (error set on -1 in *bad). */
-static __attribute__((noinline)) _PyCFunctionFast fast_callable(PyObject *f, PyObject *args,
-                                                                PyObject *kwargs, int *bad)
+static __attribute__((noinline)) _PyCFunctionFast fast_callable(PyObject *f, PyObject *kwargs,
+                                                                int *bad)
 {
     *bad = 0;
     if (!PyCFunction_CheckExact(f) || PyCFunction_GET_FLAGS(f) != METH_FASTCALL
-            || !PyTuple_CheckExact(args) || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0))
+            || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0))
         return NULL;
     if (Py_EnterRecursiveCall(" while calling a Python object")) {
         *bad = 1;
@@ -449,13 +465,17 @@ static void run_stack(void *arg)
     PyObject *result;
     if (run_begin(t, me, &result)) {
         int bad;
-        _PyCFunctionFast fn = fast_callable(me->callable, me->args, me->kwargs, &bad);
+        _PyCFunctionFast fn = fast_callable(me->callable, me->kwargs, &bad);
+        PyObject *const *argv = me->args != NULL ? &PyTuple_GET_ITEM(me->args, 0) : me->argv;
+        Py_ssize_t n = me->args != NULL ? PyTuple_GET_SIZE(me->args) : 2;
         if (fn != NULL)
-            result = fast_result(me->callable, fn(PyCFunction_GET_SELF(me->callable),
-                                                  &PyTuple_GET_ITEM(me->args, 0),
-                                                  PyTuple_GET_SIZE(me->args)));
+            result = fast_result(me->callable, fn(PyCFunction_GET_SELF(me->callable), argv, n));
+        else if (bad)
+            result = NULL;
+        else if (me->args != NULL)
+            result = PyObject_Call(me->callable, me->args, me->kwargs);
         else
-            result = bad ? NULL : PyObject_Call(me->callable, me->args, me->kwargs);
+            result = PyObject_Vectorcall(me->callable, argv, n, NULL);
     }
     run_end(t, me, result);
 }
@@ -482,6 +502,7 @@ static void run_end(cont_tls *t, cont_stack *me, PyObject *result)
     }
     Py_CLEAR(me->callable);
     Py_CLEAR(me->args);
+    clear_argv(me);
     Py_CLEAR(me->kwargs);
     Py_CLEAR(me->owner);
     if (target != NULL && !target->started && target->context == NULL) {
@@ -824,14 +845,15 @@ static int init_check(PyObject *op, cont_tls **t, int *unlinked)
 }
 
 /* The rest of __init__: the record of a run of callable(*callargs, **kw)
- * (callargs starts with op; both are stolen, kw may be NULL).  0, or -1
+ * (callargs starts with op; both are stolen, kw may be NULL; callargs
+ * NULL: the caller puts the one argument after op in argv[1]).  0, or -1
  * with an error. */
 static int init_record(PyObject *op, cont_tls *t, int unlinked, PyObject *callable,
                        PyObject *callargs, PyObject *kw)
 {
     cont_stack *s = new_stack(t->thread_id);
     if (s == NULL) {
-        Py_DECREF(callargs);
+        Py_XDECREF(callargs);
         Py_XDECREF(kw);
         return -1;
     }
@@ -841,6 +863,8 @@ static int init_record(PyObject *op, cont_tls *t, int unlinked, PyObject *callab
     s->callable = Py_NewRef(callable);
     s->args = callargs;
     s->kwargs = kw;
+    if (callargs == NULL)
+        s->argv[0] = op;
     self->h = s;
     self->thread_id = t->thread_id;
     self->initialized = 1;
@@ -884,8 +908,10 @@ static int capi_init1(PyObject *c, PyObject *callable, PyObject *arg)
     int unlinked;
     if (init_check(c, &t, &unlinked) < 0)
         return -1;
-    PyObject *callargs = PyTuple_Pack(2, c, arg);
-    return callargs == NULL ? -1 : init_record(c, t, unlinked, callable, callargs, NULL);
+    if (init_record(c, t, unlinked, callable, NULL, NULL) < 0)
+        return -1;
+    ((Continulet *)c)->h->argv[1] = Py_NewRef(arg);
+    return 0;
 }
 
 static int visit_stack(cont_stack *s, visitproc visit, void *arg)
@@ -895,6 +921,7 @@ static int visit_stack(cont_stack *s, visitproc visit, void *arg)
     Py_VISIT(s->owner);
     Py_VISIT(s->callable);
     Py_VISIT(s->args);
+    Py_VISIT(s->argv[1]);
     Py_VISIT(s->kwargs);
     Py_VISIT(s->context);
     Py_VISIT(s->frames);

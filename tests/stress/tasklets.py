@@ -35,6 +35,15 @@ def body_of(t: Any) -> str:
     return BODY.get(id(t), "main")
 
 
+def others_alive() -> bool:
+    """Whether other threads are alive.  Atomic: threading.active_count()
+    holds threading's own lock for a moment, and a tasklet that run(timeout)
+    (or a kill from a collection) switched away while holding it would
+    block every other caller in its thread for good."""
+    with stackless.atomic():
+        return threading.active_count() > 1
+
+
 REFUSALS = {
     "You cannot throw to a dead tasklet",
     "Send/receive operation on a closed channel",
@@ -176,7 +185,7 @@ class World:
             # (alone in the process: with other threads, a main blocked for
             # good waits for them, and the deadlock is reported in any one)
             if "mainsend" in SKIP or stackless.getruncount() < 2 \
-                    or threading.active_count() > 1 or self.rng.random() < 0.7:
+                    or others_alive() or self.rng.random() < 0.7:
                 return
             self.log("main blocks in send")
         tok = self.led.token()
@@ -324,7 +333,7 @@ class World:
         Alone in the process only: the __del__ blocks where it runs, and
         with other threads alive a thread whose tasklets all wait waits
         for them instead of reporting the deadlock (see op_send)."""
-        if threading.active_count() > 1:
+        if others_alive():
             return
         world = self
 
