@@ -79,6 +79,10 @@ class World:
         self.interrupted: list = []
         self.handed: dict = {}          # waiting receiver -> the token a send gave it
         self.inflight: set = set()      # tokens whose call's bookkeeping has not ended (see call)
+        # tokens raised into a tasklet (by id) that it has not recorded yet:
+        # run(timeout) may interrupt it before it does, and a kill then
+        # replaces the exception (see forfeit)
+        self.raised_into: dict = {}
         self.signals = signals
         self.n = 0
 
@@ -114,6 +118,7 @@ class World:
                 raise                   # uncaught: main receives it
             self.log("caught", e.tok, "in", what)
             led.receive(e)
+            self.raised_into.get(id(stackless.getcurrent()), set()).discard(int(e.tok))
             return None
         except Alarm:
             if tok is not None:
@@ -244,7 +249,13 @@ class World:
 
     def forfeit(self, t: Any) -> None:
         """An exception raised into a tasklet that was handed a value and has
-        not run since replaces that value (as in Stackless 3.7)."""
+        not run since replaces that value (as in Stackless 3.7), and so does
+        one raised into a tasklet that has not recorded an earlier one yet
+        (seed 11233, STACKLESS_ACCEL=0: run(timeout) interrupted it in
+        call()'s handler, then a kill landed there)."""
+        for tok in self.raised_into.pop(id(t), ()):
+            self.log("forfeit", tok, "raised into", body_of(t))
+            self.led.refuse(tok)
         v = t.tempval
         if os.environ.get("STRESS_DEBUG"):
             self.log("tempval of", body_of(t), repr(v)[:80],
@@ -275,6 +286,7 @@ class World:
         self.forfeit(t)
         self.forfeit(stackless.getmain())   # if t lets it through, main gets it
         self.log("raise_exception", body_of(t), tok)
+        self.raised_into.setdefault(id(t), set()).add(int(tok))
         if self.rng.random() < 0.5:
             self.call("raise_exception", tok, t.raise_exception, Injected, tok)
         elif self.rng.random() < 0.5:
