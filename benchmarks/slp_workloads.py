@@ -8,6 +8,7 @@ has, and it must stay valid Python 3.7 using only the standard library.
     python slp_workloads.py time WORKLOAD N REPEAT   best seconds per operation
     python slp_workloads.py run WORKLOAD N           one untimed run (callgrind)
     python slp_workloads.py rss N                    RSS bytes per blocked tasklet
+    python slp_workloads.py blocks N                 the memory blocks each blocked tasklet adds
 
 Each prints one JSON object.  The definitions are the same on both sides:
 
@@ -19,6 +20,7 @@ Each prints one JSON object.  The definitions are the same on both sides:
   before the timed region; a kick is one pass of the ball, and its time
   includes creating the players and stopping them at the end.
 """
+import collections
 import gc
 import json
 import sys
@@ -194,17 +196,43 @@ def blocked(n):
     return ch, ts
 
 
-def rss_per_blocked(n):
-    ch, ts = blocked(100)           # warm up the allocators and code paths
+def warm_up():
+    """Run the blocked-tasklet code once, so that what is measured after
+    it is the tasklets' own memory."""
+    ch, ts = blocked(100)
     for t in ts:
         t.kill()
     del ch, ts
     gc.collect()
+
+
+def rss_per_blocked(n):
+    warm_up()
     before = rss_bytes()
     keep = blocked(n)
     after = rss_bytes()
     assert keep[0].balance == -n, keep[0].balance
     return (after - before) / n
+
+
+def blocks_per_blocked(n):
+    """The blocks that each of n blocked tasklets adds, as tracemalloc
+    sees them: {block size: blocks per tasklet}, for the sizes that at
+    least one tasklet in 20 adds, and the traced bytes per tasklet."""
+    import tracemalloc
+    warm_up()
+    tracemalloc.start()
+    try:
+        first = tracemalloc.take_snapshot()
+        keep = blocked(n)
+        second = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert keep[0].balance == -n, keep[0].balance
+    added = collections.Counter(t.size for t in second.traces)
+    added.subtract(t.size for t in first.traces)
+    per = {size: k / n for size, k in sorted(added.items()) if abs(k) >= n // 20}
+    return per, sum(size * k for size, k in added.items()) / n
 
 
 def main(argv):
@@ -219,6 +247,9 @@ def main(argv):
         out = {}
     elif mode == "rss":
         out = {"bytes": rss_per_blocked(int(argv[2]))}
+    elif mode == "blocks":
+        per, total = blocks_per_blocked(int(argv[2]))
+        out = {"blocks": per, "bytes": total}
     else:
         raise SystemExit(__doc__)
     out["python"] = sys.version.split()[0]
