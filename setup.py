@@ -50,7 +50,7 @@ if platform.python_implementation() == "CPython":
         sources=["src/module.c", "src/genlet.c", "src/pystate.c", "src/stk.c",
                  "src/stk_x86_64.c", "src/stk_i386.c", "src/stk_aarch64.c",
                  "src/chunkcache.c", "src/framestate.c", "src/transplant.c", "src/preempt.c",
-                 "src/preempt_count.c", "src/codedepth.c", "src/deferred.c"],
+                 "src/preempt_count.c", "src/preempt_monitor.c", "src/codedepth.c", "src/deferred.c"],
         include_dirs=["include", "src"],
         depends=["include/stk.h", "src/pystate.h", "src/continulet.h", "src/chunkcache.h", "src/capi.h",
                  "src/preempt.h"],

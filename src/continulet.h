@@ -74,6 +74,7 @@ PyObject *cont_run_args(const cont_stack *s);
    small budgets, counted in events */
 extern PyMethodDef cont_preempt_methods[];
 extern PyMethodDef cont_preempt_count_methods[];
+extern PyMethodDef cont_preempt_monitor_methods[];
 
 /* src/framestate.c: frames as data (pickling and copying continulets) */
 extern PyMethodDef cfs_module_methods[];

@@ -1519,6 +1519,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
             || PyModule_AddFunctions(m, cont_deferred_methods) < 0
             || PyModule_AddFunctions(m, cont_preempt_methods) < 0
             || PyModule_AddFunctions(m, cont_preempt_count_methods) < 0
+            || PyModule_AddFunctions(m, cont_preempt_monitor_methods) < 0
             || PyModule_AddFunctions(m, cdp_methods) < 0)
         goto fail;
     {

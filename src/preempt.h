@@ -54,5 +54,8 @@ void preempt_install(struct slot *s, uintptr_t gen, PyThreadState *ts);
    running thread's trace function */
 void preempt_counter_set(struct slot *s, PyThreadState *ts);
 void preempt_counter_clear(struct slot *s, PyThreadState *ts);
+/* src/preempt_monitor.c: an event that no counted budget wanted; enough of
+   them in a row with no budget left give the sys.monitoring tool back */
+void preempt_monitor_idle(void);
 
 #endif

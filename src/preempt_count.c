@@ -17,7 +17,7 @@
  *   itself is most of the cost on 3.11 (the interpreter stops using its
  *   specialized instructions), not this function.
  * - sys.monitoring's PY_START and JUMP events (3.12+), which stackless
- *   registers `_preempt_tick` for (stackless/_preempt.py): every function
+ *   registers `_preempt_tick` for (src/preempt_monitor.c): every function
  *   start and jump, which bound how long code can run without one, as the
  *   eval breaker's check points do.  They leave the trace function to the
  *   user, and only the instructions that make them are instrumented. */
@@ -98,27 +98,11 @@ static PyObject *preempt_own(PyObject *module, PyObject *globals)
  * callback _preempt_due calls back: a trace function (the trampoline)
  * would make 3.12+ instrument, then de-instrument, every function that
  * runs meanwhile, most of the cost of an interrupt there. */
-/* Switching sys.monitoring's events on and off costs 3.12+ the
- * re-instrumentation of all the code that runs next (about 40 us per
- * run(timeout) call on 3.14), so stackless leaves them on after the last
- * counted budget and turns them off from `idle_cb`, called after this many
- * events that no counted budget wanted (far less than a millisecond). */
-#define IDLE_EVENTS 10000
-static PyObject *idle_cb;
-static unsigned idle_events;
-
 static PyObject *preempt_tick(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     struct slot *s = preempt_own_slot();
     if (s == NULL || !s->counting || s->count_trace) {
-        if (idle_cb != NULL && ++idle_events >= IDLE_EVENTS) {
-            idle_events = 0;
-            PyObject *f = Py_NewRef(idle_cb), *r = PyObject_CallNoArgs(f);
-            Py_DECREF(f);
-            if (r == NULL)
-                return NULL;
-            Py_DECREF(r);
-        }
+        preempt_monitor_idle();
         Py_RETURN_NONE;
     }
     /* A jump back, a loop's iteration, weighs a tick per 8 code units of
@@ -154,17 +138,6 @@ static PyObject *preempt_tick(PyObject *module, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
-static PyObject *preempt_idle(PyObject *module, PyObject *cb)
-{
-    if (cb != Py_None && !PyCallable_Check(cb)) {
-        PyErr_SetString(PyExc_TypeError, "_preempt_idle: a callable or None");
-        return NULL;
-    }
-    Py_XSETREF(idle_cb, cb == Py_None ? NULL : Py_NewRef(cb));
-    idle_events = 0;
-    Py_RETURN_NONE;
-}
-
 static PyObject *preempt_due(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     struct slot *s = preempt_own_slot();
@@ -184,10 +157,6 @@ PyMethodDef cont_preempt_count_methods[] = {
      "_preempt_tick(*args)\n--\n\n"
      "Internal: one tick of this thread's counted budget (a sys.monitoring\n"
      "callback)."},
-    {"_preempt_idle", preempt_idle, METH_O,
-     "_preempt_idle(callback)\n--\n\n"
-     "Internal: call `callback()` after every many ticks that no counted\n"
-     "budget wanted (None: never)."},
     {"_preempt_due", (PyCFunction)(void (*)(void))preempt_due, METH_FASTCALL,
      "_preempt_due(*args)\n--\n\n"
      "Internal: a sys.monitoring LINE or INSTRUCTION event once the\n"

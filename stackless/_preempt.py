@@ -11,7 +11,7 @@ Two ways to spend a budget of ``timeout`` ticks (docs/stackless.md,
   untraced, at full speed.
 * **Counted events** (smaller budgets, CPython): ticks are events of the
   timed code, counted in C (src/preempt_count.c): on 3.12+ function starts
-  and jumps (``sys.monitoring``, see :func:`_monitor`; a jump back weighs
+  and jumps (``sys.monitoring``, see ``_TOOLS``; a jump back weighs
   by the length of its loop), on 3.11 trace events (a line, call, return
   or exception) of a C trace function.  Python
   runs only once the budget is spent, as with CPU time.  The ticker is also
@@ -58,92 +58,33 @@ _BEFORE_INSTRUCTION = frozenset((_LINE, 7))
 
 _timer_arm: Optional[Callable[..., bool]] = None
 _timer_disarm: Optional[Callable[[], None]] = None
-_tick: Optional[Callable[..., None]] = None
-_due: Optional[Callable[..., None]] = None
+_monitor: Optional[Callable[[Any, tuple], bool]] = None
+_unmonitor: Optional[Callable[[Any], None]] = None
+_local_events: Optional[Callable[[Any, Any], None]] = None
+_monitoring: Optional[Callable[[], "tuple[int, int]"]] = None
 if not _PYPY:
     from _continuation import _preempt_arm as _timer_arm  # type: ignore[attr-defined]
     from _continuation import _preempt_disarm as _timer_disarm  # type: ignore[attr-defined]
-    from _continuation import _preempt_tick as _tick  # type: ignore[attr-defined]
-    from _continuation import _preempt_due as _due  # type: ignore[attr-defined]
-    from _continuation import _preempt_idle  # type: ignore[attr-defined]
+    # src/preempt_monitor.c: the process's sys.monitoring tool, shared by
+    # its threads, kept in C so that no thread switch splits a step
+    from _continuation import _preempt_monitor as _monitor  # type: ignore[attr-defined]
+    from _continuation import _preempt_unmonitor as _unmonitor  # type: ignore[attr-defined]
+    from _continuation import _preempt_local as _local_events  # type: ignore[attr-defined]
+    from _continuation import _preempt_monitoring as _monitoring  # type: ignore[attr-defined]
 
 # sys.monitoring (3.12+): the tool ids no convention claims (0-2 and 5 are
-# the debugger's, coverage's, the profiler's and the optimizer's)
-_MONITORING = None if _PYPY else getattr(sys, "monitoring", None)
+# the debugger's, coverage's, the profiler's and the optimizer's).  Function
+# starts and jumps (PY_START, JUMP) bound how long code runs without one,
+# as a tick must; counting them costs about a third of the code's time
+# (docs/performance.md), where a trace function of any kind costs most of
+# it (3.12+ turn each line into a call).  The events are on while any
+# thread of the process counts, so other threads' code pays the same
+# meanwhile.  Switching them costs the re-instrumentation of all the code
+# that runs next, so they stay on after the last counted budget until
+# src/preempt_monitor.c has seen many events that no budget wanted: code
+# that never passes a small timeout pays nothing.  Where no id is free the
+# counting uses a C trace function (as on 3.11).
 _TOOLS = (4, 3)
-_monitor_tool = -1      # the id in use while _monitor_users > 0
-_monitor_users = 0
-_LOCAL_EVENTS = 0 if _MONITORING is None else (
-    _MONITORING.events.LINE | _MONITORING.events.INSTRUCTION)
-
-
-def _monitor(on: bool) -> bool:
-    """Have sys.monitoring feed this process's counted budgets (``on``), or
-    one fewer.  False where it cannot (before 3.12, or no tool id free):
-    the counting then uses a C trace function.
-
-    Function starts and jumps (PY_START, JUMP) bound how long code runs
-    without one, as a tick must; counting them costs about a third of the
-    code's time (docs/performance.md), where a trace function of any kind
-    costs most of it (3.12+ turn each line into a call).  The events are on
-    while any thread of the process counts, so other threads' code pays the
-    same meanwhile.  Switching them costs the re-instrumentation of all the
-    code that runs next, so they stay on after the last counted budget
-    until src/preempt_count.c has seen a few thousand events that no budget
-    wanted (:func:`_monitor_idle`): code that never passes a small timeout
-    pays nothing."""
-    global _monitor_tool, _monitor_users
-    mon = _MONITORING
-    if mon is None:
-        return False
-    if not on:
-        _monitor_users -= 1
-        return True
-    if _monitor_tool < 0:
-        tool = next((t for t in _TOOLS if mon.get_tool(t) is None), -1)
-        if tool < 0:
-            return False
-        mon.use_tool_id(tool, "stackless run(timeout)")
-        ev = mon.events
-        mon.register_callback(tool, ev.PY_START, _tick)
-        mon.register_callback(tool, ev.JUMP, _tick)
-        mon.register_callback(tool, ev.LINE, _due)
-        mon.register_callback(tool, ev.INSTRUCTION, _due)
-        mon.set_events(tool, ev.PY_START | ev.JUMP)
-        _monitor_tool = tool
-        _preempt_idle(_monitor_idle)
-    _monitor_users += 1
-    return True
-
-
-def _monitor_idle() -> None:
-    """No counted budget wanted the last events: unless one is running (in
-    another thread), switch them off and give the tool id back."""
-    global _monitor_tool
-    if _monitor_users or _monitor_tool < 0:
-        return
-    _preempt_idle(None)
-    _MONITORING.set_events(_monitor_tool, 0)
-    _MONITORING.free_tool_id(_monitor_tool)
-    _monitor_tool = -1
-
-
-# code -> how many budgets (of any thread) wait for its line events: a
-# code object's local events are one for all threads
-_local_users: "dict[Any, int]" = {}
-
-
-def _local_events(code: Any, delta: int) -> None:
-    """One budget more (``delta`` 1) or fewer (-1) waits for a line or
-    instruction event of ``code`` (sys.monitoring, src/preempt_count.c)."""
-    # (no call before the count is stored: see _Preempt.stop())
-    n = (_local_users[code] if code in _local_users else 0) + delta
-    if n > 0:
-        _local_users[code] = n
-    elif code in _local_users:
-        del _local_users[code]
-    if (n > 0) == (delta > 0) and n <= 1 and _monitor_tool >= 0:
-        _MONITORING.set_local_events(_monitor_tool, code, _LOCAL_EVENTS if n else 0)
 
 
 def _in_finalizer(f: Any) -> bool:
@@ -196,11 +137,10 @@ class _Preempt:
         elif self.timeout >= _TIMER_MIN:
             self.armed = bool(_timer_arm(self._timer_ns(True), self._expired))
         else:
-            self.monitored = _monitor(True)
+            _monitor(self, _TOOLS)      # (sets self.monitored)
             self.armed = self.counted = self._count()
-            if not self.armed and self.monitored:
-                self.monitored = False
-                _monitor(False)
+            if not self.armed:
+                _unmonitor(self)
         self.timer = self.armed
         if not self.timer:
             self._trace(sys._getframe(1))
@@ -214,8 +154,7 @@ class _Preempt:
         # (sys.monitoring, src/preempt_count.c) the budget is spent in ``code``:
         # its next line or instruction calls _expired
         self._no_opcodes()
-        _local_events(code, 1)
-        self.opcode = code
+        _local_events(self, code)   # (sets self.opcode)
 
     def _timer_ns(self, big: bool) -> int:
         # Counting events, the ticker is only a backstop for code that makes
@@ -239,8 +178,7 @@ class _Preempt:
         # return or a function's entry) makes run() call stop() again,
         # which then finishes the job.
         if self.monitored:
-            _monitor(False)
-            self.monitored = False
+            _unmonitor(self)        # (clears it)
         if self.traced or self.counted:
             # (counted: a tasklet's sys.settrace() while it ran is not the
             # caller's, as the Python tick counter, which it replaced,
@@ -316,10 +254,8 @@ class _Preempt:
         f, self.opframe = self.opframe, None
         if f is not None:
             f.f_trace_opcodes = False
-        code = self.opcode
-        if code is not None:
-            _local_events(code, -1)
-            self.opcode = None      # (after: see stop())
+        if self.opcode is not None:
+            _local_events(self, None)   # (clears it)
 
     def _trace(self, f: Any) -> None:
         """Install the tick counter in this thread, and in the frames from ``f`` down."""

@@ -21,12 +21,13 @@ _MONITORING = getattr(sys, "monitoring", None)
 
 def _idle_tool() -> int:
     """The tool id that run(timeout) keeps after its last counted budget
-    (stackless/_preempt.py gives it back after a few thousand events that
+    (src/preempt_monitor.c gives it back after a few thousand events that
     no budget wanted: by design, not a leak), or -1."""
     pre = sys.modules.get("stackless._preempt")
-    if pre is None or pre._monitor_users:
+    if pre is None or pre._monitoring is None:
         return -1
-    return pre._monitor_tool
+    tool, users = pre._monitoring()
+    return -1 if users else tool
 
 
 def _state() -> dict:
@@ -38,8 +39,8 @@ def _state() -> dict:
         state["sys.monitoring tools"] = [(i, _MONITORING.get_tool(i)) for i in range(6)
                                          if i != idle and _MONITORING.get_tool(i) is not None]
     pre = sys.modules.get("stackless._preempt")
-    if pre is not None:
-        state["run(timeout)'s sys.monitoring users"] = pre._monitor_users
+    if pre is not None and pre._monitoring is not None:
+        state["run(timeout)'s sys.monitoring users"] = pre._monitoring()[1]
     return state
 
 
