@@ -62,7 +62,8 @@ if platform.python_implementation() == "CPython":
     ext_modules.append(Extension(
         "_stackless_accel",
         sources=["src/stackless_accel.c", "src/stackless_tasklet.c", "src/stackless_hide.c",
-                 "src/stackless_run.c", "src/stackless_channel_new.c", "src/stackless_flags.c"],
+                 "src/stackless_run.c", "src/stackless_channel_new.c", "src/stackless_flags.c",
+                 "src/stackless_waitqueue.c"],
         depends=["src/slots.h", "src/capi.h", "src/stackless_accel.h"],
         extra_compile_args=cflags,
         extra_link_args=ldflags,

@@ -662,7 +662,7 @@ CONT_HOT int plain_channel(PyObject *ch)
     if (channel_cb != NULL)
         return 0;
     PyObject *b = slot(ch, c_balance), *q = slot(ch, c_queue);
-    return q != NULL && Py_IS_TYPE(q, (PyTypeObject *)deque_type) && b != NULL
+    return q != NULL && Py_IS_TYPE(q, &accel_waitqueue_type) && b != NULL
         && PyLong_CheckExact(b);
 }
 
@@ -766,11 +766,7 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
     if (nb == NULL)
         return NULL;
     /* -- transaction */
-    PyObject *gone = dq_popleft_k(queue, 1);     /* target */
-    if (gone == NULL) {
-        Py_DECREF(nb);
-        return NULL;
-    }
+    PyObject *gone = accel_wq_popleft(queue);    /* target (the caller saw it first) */
     PyObject *old = swap_slot(target, t_tempval, sending ? value : Py_None);
     PyObject *olds[4] = {swap_slot(ch, c_balance, nb), swap_slot_imm(target, t_blocked, zero),
                          swap_slot_imm(target, t_channel, Py_None),
@@ -841,12 +837,10 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
     PyObject *old = value != NULL ? swap_slot(cur, t_tempval, value) : NULL;
     PyObject *olds[3] = {swap_slot_imm(cur, t_blocked, dir > 0 ? one : minus_one),
                          swap_slot(cur, t_channel, ch), swap_slot(ch, c_balance, nb)};
-    PyObject *r = dq_append_k(queue, cur, 1);
-    if (r == NULL) {
+    if (accel_wq_append(queue, cur) < 0) {
         undo_wait(ch, cur, olds, nb, old);
         return NULL;
     }
-    imm_drop(r);
     /* -- end of transaction; cur leaves the run queue and blocks */
     Py_DECREF(nb);
     xdecref(olds[0]);
@@ -897,8 +891,9 @@ CONT_HOT int op_begin(Op *op, PyObject *ch, PyObject *ts)
     op->queue = held_ref(slot(ch, c_queue));
     op->rq = held_ref(slot(op->ts, ts_rq));
     op->balance = balance_of(ch);
-    /* the queues are deques (plain_channel() checked the channel's) whose
-       C functions install() found: pair() and wait_here() rely on it */
+    /* the channel's queue is a WaitQueue (plain_channel() checked it) and
+       the run queue a deque whose C functions install() found: pair() and
+       wait_here() rely on it */
     return op->balance != -2 && Py_IS_TYPE(op->rq, (PyTypeObject *)deque_type)
         && fn_popleft != NULL && plain_flag(op->ts, ts_trap) == 0;
 }
@@ -927,14 +922,10 @@ CONT_HOT PyObject *usual_partner(PyObject *ch, Op *op, int sending)
      * garbage (the Python code pairs without switching then) */
     if (sending && !capi->may_switch())
         return NULL;
-    PyObject *target = first_of(op->queue);
-    if (target == NULL)
+    PyObject *target = accel_wq_first(op->queue);
+    if (target == NULL || slot(target, t_ts) != op->ts)
         return NULL;
-    if (slot(target, t_ts) != op->ts) {
-        Py_DECREF(target);
-        return NULL;
-    }
-    return target;
+    return held_ref(target);
 }
 
 /* Whether cur may block here in the usual way: cur is rq[0] and another
@@ -1225,8 +1216,13 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     xdecref(sw);
     xdecref(set_s);
     xdecref(set_c);
+    /* new channels' queues are WaitQueues (stackless_waitqueue.c) from
+       here on: the Python __init__ makes them with _new_queue(), and
+       channel_accel_install() learns what __init__ makes */
     if (replaced == NULL || tasklet_accel_install(ns, tasklet, ts_rq, replaced) < 0
-            || run_accel_install(ns, tasklet, tstate) < 0 || channel_accel_install(channel) < 0) {
+            || run_accel_install(ns, tasklet, tstate) < 0
+            || PyDict_SetItemString(args[2], "_new_queue", (PyObject *)&accel_waitqueue_type) < 0
+            || channel_accel_install(channel) < 0) {
         xdecref(replaced);
         goto fail;
     }
@@ -1283,7 +1279,8 @@ PyMODINIT_FUNC PyInit__stackless_accel(void)
 {
     PyObject *m = PyModule_Create(&accel_module);
     if (m != NULL && (PyModule_AddFunctions(m, hide_methods) < 0
-                      || PyModule_AddFunctions(m, run_methods) < 0 || tasklet_flags_add(m) < 0))
+                      || PyModule_AddFunctions(m, run_methods) < 0 || tasklet_flags_add(m) < 0
+                      || waitqueue_add(m) < 0))
         Py_CLEAR(m);
     return m;
 }

@@ -66,6 +66,16 @@ int accel_tracing_in(PyObject *ts, PyObject *cur);
 int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate);
 extern PyMethodDef run_methods[];
 
+/* stackless_waitqueue.c: WaitQueue, a channel's queue of waiters with the
+ * accelerator.  append: 0 or -1 (no memory, nothing changed); popleft: the
+ * first (taken, a new reference; the queue must not be empty); first: the
+ * first, borrowed, or NULL when empty.  No Python code runs in them. */
+int waitqueue_add(PyObject *module);
+extern PyTypeObject accel_waitqueue_type;
+int accel_wq_append(PyObject *q, PyObject *v);
+PyObject *accel_wq_popleft(PyObject *q);
+PyObject *accel_wq_first(PyObject *q);
+
 /* stackless_flags.c: TaskletFlags, the C base of the tasklet class, whose
  * flags _alive, _started, _is_main, _atomic, _ignore_nesting, _block_trap,
  * _orphaned and _unrestorable are chars (T_BOOL members) */

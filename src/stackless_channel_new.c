@@ -2,7 +2,7 @@
  *
  * `channel()` ran type.__call__, object.__new__ (which before 3.13 also
  * gives the instance an empty block for the values of its __dict__) and
- * the Python __init__ (a frame, a deque and five attribute stores): a
+ * the Python __init__ (a frame, a queue and five attribute stores): a
  * program that makes a channel per tasklet (hackysack) paid it for each.
  * The class's vectorcall below does the same in C while the class's
  * __new__ and __init__ are the originals (Stackless's channel ignores its
@@ -19,9 +19,9 @@
 
 #define MAX_FIELDS 16
 
-static PyTypeObject *channel_type, *deque_type;
+static PyTypeObject *channel_type;
 static PyObject *py_init, *object_new, *s_new, *s_init, *empty_tuple;
-/* the slots __init__ fills: their values, NULL for a new empty deque */
+/* the slots __init__ fills: their values, NULL for a new empty WaitQueue */
 static Py_ssize_t tpl_off[MAX_FIELDS];
 static PyObject *tpl_val[MAX_FIELDS];
 static int tpl_n;
@@ -43,12 +43,9 @@ static int own_new_init(void)
     return 1;
 }
 
-static PyObject *new_deque(void)
+static PyObject *new_queue(void)
 {
-    PyObject *d = deque_type->tp_new(deque_type, empty_tuple, NULL);
-    if (d != NULL && deque_type->tp_init(d, empty_tuple, NULL) < 0)
-        Py_CLEAR(d);
-    return d;
+    return accel_waitqueue_type.tp_new(&accel_waitqueue_type, empty_tuple, NULL);
 }
 
 static PyObject *channel_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf,
@@ -61,7 +58,7 @@ static PyObject *channel_vectorcall(PyObject *type, PyObject *const *args, size_
     if (self == NULL)
         return NULL;
     for (int i = 0; i < tpl_n; i++) {
-        PyObject *v = tpl_val[i] != NULL ? Py_NewRef(tpl_val[i]) : new_deque();
+        PyObject *v = tpl_val[i] != NULL ? Py_NewRef(tpl_val[i]) : new_queue();
         if (v == NULL) {
             Py_DECREF(self);
             return NULL;
@@ -73,7 +70,7 @@ static PyObject *channel_vectorcall(PyObject *type, PyObject *const *args, size_
 }
 
 /* What the Python __init__ stored in the probe's slots, if the template
- * can make it: immutable values and empty deques, nothing in its dict.
+ * can make it: immutable values and empty WaitQueues, nothing in its dict.
  * 1 when usable, 0 when not, -1 with an error. */
 static int learn(PyObject *probe)
 {
@@ -96,12 +93,8 @@ static int learn(PyObject *probe)
                 continue;
             if (tpl_n == MAX_FIELDS)
                 ok = 0;
-            else if (Py_IS_TYPE(v, deque_type)) {
-                PyObject *ml = PyObject_GetAttrString(v, "maxlen");
-                if (ml == NULL)
-                    return -1;
-                ok = Py_SIZE(v) == 0 && ml == Py_None;
-                Py_DECREF(ml);
+            else if (Py_IS_TYPE(v, &accel_waitqueue_type)) {
+                ok = Py_SIZE(v) == 0;
                 tpl_off[tpl_n] = m->offset;
                 tpl_val[tpl_n++] = NULL;
             }
@@ -117,21 +110,19 @@ static int learn(PyObject *probe)
 
 int channel_accel_install(PyObject *channel)
 {
-    PyObject *coll = NULL, *probe = NULL;
+    PyObject *probe = NULL;
     int rc = -1;
     if (!PyType_Check(channel) || !Py_IS_TYPE(channel, &PyType_Type))
         return 0;       /* (a metaclass: its own call) */
     channel_type = (PyTypeObject *)Py_NewRef(channel);
     if ((s_new = PyUnicode_InternFromString("__new__")) == NULL
             || (s_init = PyUnicode_InternFromString("__init__")) == NULL
-            || (empty_tuple = PyTuple_New(0)) == NULL
-            || (coll = PyImport_ImportModule("collections")) == NULL
-            || (deque_type = (PyTypeObject *)PyObject_GetAttrString(coll, "deque")) == NULL)
+            || (empty_tuple = PyTuple_New(0)) == NULL)
         goto done;
     object_new = _PyType_Lookup(&PyBaseObject_Type, s_new);     /* (object's: kept) */
     py_init = Py_XNewRef(_PyType_Lookup(channel_type, s_init));
     if (object_new == NULL || py_init == NULL || !PyFunction_Check(py_init)
-            || !PyType_Check(deque_type) || !own_new_init()
+            || !own_new_init()
             || (channel_type->tp_flags & Py_TPFLAGS_IS_ABSTRACT)) {
         rc = 0;         /* not what this code knows: keep the Python way */
         goto done;
@@ -145,7 +136,6 @@ int channel_accel_install(PyObject *channel)
         channel_type->tp_vectorcall = channel_vectorcall;
     rc = 0;
 done:
-    Py_XDECREF(coll);
     Py_XDECREF(probe);
     return rc;
 }

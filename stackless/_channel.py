@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 _own_module(globals())
 
 _channel_cb: Optional[Callable] = None
+# What makes a channel's queue of waiters: a deque here, and with the
+# accelerator its WaitQueue (src/stackless_waitqueue.c: the same
+# operations, a tenth of a deque's memory), which install() puts here.
+_new_queue: Callable[[], Any] = deque
 
 
 def set_channel_callback(callback: Any = _NOARG, *_more: Any) -> Optional[Callable]:
@@ -61,7 +65,7 @@ class channel(_ChannelFlags):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Stackless's channel ignores its arguments
-        self._queue: deque = deque()
+        self._queue: Any = _new_queue()
         self._balance = 0
         self._preference = -1
         self._schedule_all = 0
