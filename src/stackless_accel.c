@@ -1229,6 +1229,7 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     static const char *const chan_flags[] = {"_balance", "_preference", "_schedule_all",
                                              "_closing", NULL};
     accel_skip_flags_in_gc(ns, "_ChannelFlags", (PyTypeObject *)channel, chan_flags);
+    accel_fast_traverse((PyTypeObject *)channel, 1);
     sched_dict = Py_NewRef(args[1]);
     chan_dict = Py_NewRef(args[2]);
     Py_DECREF(tasklet);

@@ -21,6 +21,10 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
  * is not such a class. */
 void accel_skip_flags_in_gc(PyObject *ns, const char *name, PyTypeObject *cls,
                             const char *const *flags);
+/* Give the tasklet class (channel 0) or the channel class (1) a traverse
+ * that visits its own slots from offsets found once, if it is what that
+ * code knows (after accel_skip_flags_in_gc on its base) */
+void accel_fast_traverse(PyTypeObject *cls, int channel);
 
 /* type.__call__(type, *args, **kw), from a vectorcall's arguments */
 PyObject *accel_type_call(PyObject *type, PyObject *const *args, Py_ssize_t nargs,
