@@ -24,7 +24,7 @@
 
 typedef struct {
     PyObject_VAR_HEAD                   /* ob_size: the number of waiters */
-    /* (32 bits each: a queue of 2**31 tasklets would be 100s of GB) */
+    /* (32 bits each: a queue of 2**30 tasklets would be 100s of GB) */
     uint32_t head;                      /* index of the first in items */
     uint32_t cap;                       /* a power of two */
     uint32_t state;                     /* changes with every change */
@@ -55,9 +55,9 @@ static PyObject *wq_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 static int grow(WaitQueue *q)
 {
     Py_ssize_t n = Py_SIZE(q);
-    if (n < q->cap)
+    if (n < (Py_ssize_t)q->cap)
         return 0;
-    if (q->cap >= ((uint32_t)1 << 31)) {
+    if (q->cap >= ((uint32_t)1 << 30)) {     /* (and cap fits a 32-bit Py_ssize_t) */
         PyErr_NoMemory();
         return -1;
     }
