@@ -9,7 +9,7 @@
 #include <Python.h>
 
 #define CONT_CAPI_NAME "_continuation._C_API"
-#define CONT_CAPI_VERSION 4
+#define CONT_CAPI_VERSION 5
 
 /* What a C caller runs once its switch_then() returns: then(result, a, b),
  * whose result is switch_then()'s (see switch_then). */
@@ -49,6 +49,9 @@ typedef struct {
      * switch happened, with the error (NULL) or the value. */
     PyObject *(*switch_then)(PyObject *c, PyObject *to, cont_then_fn then, PyObject *a,
                              PyObject *b);
+    /* the running stack's contextvars context, borrowed; NULL while it
+     * has none yet (CPython makes one when code first needs it) */
+    PyObject *(*current_context)(void);
 } cont_capi;
 
 /* The API, or NULL with an exception (import it once, at install time). */

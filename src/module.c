@@ -1494,7 +1494,8 @@ static PyObject *capi_switch_then(PyObject *c, PyObject *to, cont_then_fn then, 
 }
 
 static const cont_capi capi = {CONT_CAPI_VERSION, &Continulet_Type, capi_switch, capi_may_switch,
-                               capi_switch_in_call, capi_init1, capi_switch_then};
+                               capi_switch_in_call, capi_init1, capi_switch_then,
+                               cps_current_context};
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,

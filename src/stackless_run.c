@@ -24,7 +24,7 @@ static Py_ssize_t t_ts, t_trace, t_profile, t_started, t_tempval, t_func, t_args
 static Py_ssize_t ts_current, ts_rq, ts_timeout, ts_tracing, ts_launch, ts_pending, ts_trap,
                   ts_watchdogs;
 static PyObject *sys_gettrace, *sys_settrace, *sys_getprofile, *sys_setprofile;
-static PyObject *py_bootstrap, *py_tracing_per_tasklet, *py_end, *py_end_run, *py_run, *set_context,
+static PyObject *fresh_context, *py_bootstrap, *py_tracing_per_tasklet, *py_end, *py_end_run, *py_run, *set_context,
                 *permute, *tasklet_exit, *bomb_type, *s_raise;
 
 /* The raised exception, normalized and with its traceback (new
@@ -243,6 +243,8 @@ static PyObject *body(PyObject *self)
     PyObject *func = slot(self, t_func), *args = slot(self, t_args);
     PyObject *kwargs = slot(self, t_kwargs), *r = NULL;
     PyObject *ctx = slot(self, t_context);
+    if (ctx == fresh_context)
+        ctx = Py_None;          /* the stack starts without one (_FRESH_CONTEXT) */
     if (discard(PyObject_CallOneArg(set_context, ctx)) == 0) {
         int flat = 0;
         if (!PyTuple_Check(args)) {
@@ -500,6 +502,7 @@ int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate)
             || (py_bootstrap = need(ns, "_python_bootstrap")) == NULL
             || (py_end = need(ns, "_end")) == NULL || (py_end_run = need(ns, "_end_run")) == NULL
             || (py_run = need(ns, "run")) == NULL || (set_context = need(ns, "_set_stack_context")) == NULL
+            || (fresh_context = need(ns, "_FRESH_CONTEXT")) == NULL
             || (permute = need(ns, "permute")) == NULL || (tasklet_exit = need(ns, "TaskletExit")) == NULL
             || (bomb_type = need(ns, "bomb")) == NULL
             || (s_raise = PyUnicode_InternFromString("raise_")) == NULL)

@@ -42,6 +42,8 @@ static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, 
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
 /* stackless._lifetime._WEAK: the registry's entry of a tasklet held weakly */
 static PyObject *weak_marker;
+/* stackless._common._FRESH_CONTEXT */
+static PyObject *fresh_context;
 /* stackless._lifetime._TaskletCont, and the offset of its slot `tasklet` */
 static PyTypeObject *tcont_type;
 static Py_ssize_t c_tasklet;
@@ -127,10 +129,22 @@ static int usual_init_args(PyObject *self, PyObject *const *args, Py_ssize_t nar
             || _PyType_Lookup(Py_TYPE(self), s_bind) == _PyType_Lookup(tasklet_type, s_bind));
 }
 
+/* The context a tasklet gets when it is bound (new reference): a copy of
+ * the current one, or _FRESH_CONTEXT where that is empty, so that its
+ * stack starts with none and CPython makes one only if it is needed (as
+ * stackless/_contexts.py's new_context) */
+static PyObject *new_context(void)
+{
+    PyObject *cur = capi->current_context();
+    if (cur == NULL || PyObject_Length(cur) == 0)
+        return Py_NewRef(fresh_context);
+    return PyContext_CopyCurrent();
+}
+
 /* bind(func) of a fresh tasklet */
 static PyObject *bind_fresh(PyObject *self, PyObject *func)
 {
-    PyObject *ctx = PyContext_CopyCurrent();
+    PyObject *ctx = new_context();
     if (ctx == NULL)
         return NULL;
     /* bind(func): Stackless keeps the function in tempval until setup() */
@@ -356,7 +370,7 @@ static PyObject *setup_usual(PyObject *self, PyObject *ts, PyObject *a, PyObject
     set_slot(self, t_args, a);
     set_slot(self, t_kwargs, kw);
     if (slot(self, t_context) == Py_None) {
-        PyObject *ctx = PyContext_CopyCurrent();
+        PyObject *ctx = new_context();
         if (ctx == NULL)
             return NULL;
         set_slot(self, t_context, ctx);
@@ -934,6 +948,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (registry = need(ns, "_alive_registry")) == NULL
             || (tcont_type = (PyTypeObject *)need(ns, "_TaskletCont")) == NULL
             || (weak_marker = need(ns, "_WEAK")) == NULL
+            || (fresh_context = need(ns, "_FRESH_CONTEXT")) == NULL
             || (py_finish = need(ns, "_finish")) == NULL
             || (py_new = PyObject_GetAttrString(tasklet, "__new__")) == NULL
             || (py_init = PyObject_GetAttrString(tasklet, "__init__")) == NULL

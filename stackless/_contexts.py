@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextvars
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from stackless._common import _PYPY, _RUNNING, _callback, _get_ident, _own_module
+from stackless._common import _FRESH_CONTEXT, _PYPY, _RUNNING, _callback, _get_ident, _own_module
 
 if _PYPY:
     from stackless._common import _get_ctx, _set_ctx
@@ -18,6 +18,17 @@ if TYPE_CHECKING:
     from stackless._tasklet import tasklet
 
 _own_module(globals())
+
+
+def new_context() -> Any:
+    """The context a tasklet gets when it is bound: a copy of the current
+    one, or _FRESH_CONTEXT where that is empty (CPython: reading the
+    running stack's context makes no copy)."""
+    if not _PYPY:
+        cur = _stack_context()
+        if cur is None or not len(cur):
+            return _FRESH_CONTEXT
+    return contextvars.copy_context()
 
 
 def set_context(self: "tasklet", context: contextvars.Context) -> "tasklet":
@@ -70,11 +81,22 @@ def live_context(self: "tasklet") -> Optional[contextvars.Context]:
     start in."""
     where = self._context_place() if self._ts.thread_id == _get_ident() \
         or self is not self._ts.current else None
-    if where is _RUNNING:
-        return _get_ctx() if _PYPY else _stack_context()
     if where is None:
+        if self._context is _FRESH_CONTEXT:
+            # asked for before it starts: made now, so that the answer
+            # (and context_id) stays the same
+            self._context = contextvars.Context()
         return self._context
-    return self._ctx if _PYPY else _stack_context(where)
+    if _PYPY:
+        return _get_ctx() if where is _RUNNING else self._ctx
+    on = None if where is _RUNNING else where
+    ctx = _stack_context(on)
+    if ctx is None:
+        # a stack that has not needed one yet (_FRESH_CONTEXT): made now,
+        # as CPython would at its first use, so that the answer stays
+        ctx = contextvars.Context()
+        _set_stack_context(ctx, on)
+    return ctx
 
 def context_run(self: "tasklet", callable: Callable, *args: Any, **kwargs: Any) -> Any:
     """Call ``callable(*args, **kwargs)`` in the tasklet's context."""

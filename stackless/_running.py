@@ -22,7 +22,7 @@ import pickle
 import sys
 from typing import Any, Optional
 
-from stackless._common import _own_module
+from stackless._common import _own_module, _stack_start_context
 
 _own_module(globals())
 
@@ -97,7 +97,7 @@ class Resume:
         # the rebuilt stack runs in the tasklet's own context (contexts do
         # not pickle: one copied when it was unpickled, or set_context()'s),
         # as _bootstrap does for a new one; not in its starter's
-        _set_stack_context(t._context)
+        _set_stack_context(_stack_start_context(t._context))
         _catch_up_instrumentation()
         if self.op in _RETURN_TEMPVAL:
             return _switching._take_tempval(t)

@@ -32,7 +32,7 @@ _error_handler: Optional[Callable] = None
 if _PYPY:
     from stackless._common import _get_ctx, _set_ctx
 else:
-    from stackless._common import _set_stack_context
+    from stackless._common import _set_stack_context, _stack_start_context
 
 
 def _switch(ts: _ThreadState, cur: "tasklet", nxt: "tasklet") -> None:
@@ -224,7 +224,7 @@ def _bootstrap(cont: continulet, self: "tasklet") -> Any:
         if _PYPY:
             _set_ctx(self._context)
         else:
-            _set_stack_context(self._context)
+            _set_stack_context(_stack_start_context(self._context))
         # A plain call where it can be: CPython runs a Python function
         # called with CALL (not CALL_FUNCTION_EX) in the interpreter's C
         # frame that runs us, so a suspended tasklet saves one C frame of

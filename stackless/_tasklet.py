@@ -3,7 +3,6 @@ attributes (their contexts: stackless/_contexts.py)."""
 
 from __future__ import annotations
 
-import contextvars
 import sys
 from collections import deque
 from typing import Any, Optional
@@ -121,7 +120,7 @@ class tasklet(_FlagsBase):  # type: ignore[valid-type,misc]
             raise TypeError("tasklet function must be a callable or None")
         if func is not None:
             self._func = func
-            self._context = contextvars.copy_context()
+            self._context = _contexts.new_context()
             self._unrestorable = False
             if args is None and kwargs is None:
                 # Stackless keeps the function in tempval until setup()
@@ -137,7 +136,7 @@ class tasklet(_FlagsBase):  # type: ignore[valid-type,misc]
             self._args = tuple(args) if args is not None else ()
             self._kwargs = dict(kwargs) if kwargs is not None else {}
             if self._context is None:
-                self._context = contextvars.copy_context()
+                self._context = _contexts.new_context()
             self._make_alive()
         return self
 
@@ -171,7 +170,7 @@ class tasklet(_FlagsBase):  # type: ignore[valid-type,misc]
         self._args = args
         self._kwargs = kwargs or None       # (none: 64 B less per tasklet)
         if self._context is None:
-            self._context = contextvars.copy_context()
+            self._context = _contexts.new_context()
         self._make_alive()
         self.insert()
         return self

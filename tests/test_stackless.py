@@ -1202,6 +1202,51 @@ def test_context_isolated_per_tasklet():
     assert VAR.get() == "main"
 
 
+def test_a_tasklet_bound_in_an_empty_context_makes_one_only_when_it_needs_one():
+    # A copy of an empty context is an empty context: on CPython a tasklet
+    # bound where no variable is set starts without one, and one is made
+    # when its code first uses contextvars or context_id/context_run ask
+    # for it (thousands of tasklets that never use them own no Context:
+    # docs/performance.md).  What the tasklets see is a copy's all the
+    # same.  (In a new thread, whose context is empty.)
+    out = {}
+
+    def contexts():
+        return sum(type(o) is contextvars.Context for o in gc.get_objects())
+
+    def body():
+        contextvars.copy_context()      # (the thread's own context exists)
+        ch = stackless.channel()
+        seen = []
+
+        def g():
+            seen.append(VAR.get())
+            VAR.set("g")
+            ch.receive()
+            seen.append(VAR.get())
+        before = contexts()
+        idle = [tasklet(ch.receive)() for _ in range(100)]
+        t = tasklet(g)()
+        VAR.set("creator")              # after the binding: not in the copy
+        stackless.run()
+        out["made"] = contexts() - before
+        ids = (t.context_id, idle[0].context_id)
+        out["stable"] = ids == (t.context_id, idle[0].context_id)
+        out["peek"] = (t.context_run(VAR.get), idle[0].context_run(VAR.get))
+        for x in idle:
+            x.kill()
+        ch.send(None)
+        out["seen"] = seen
+        out["creator"] = VAR.get()
+    th = threading.Thread(target=body)
+    th.start()
+    th.join()
+    if sys.implementation.name != "pypy":     # (PyPy's tasklets copy it: docs/stackless.md)
+        assert out["made"] == 1
+    assert out["stable"] and out["peek"] == ("g", "unset")
+    assert out["seen"] == ["unset", "g"] and out["creator"] == "creator"
+
+
 def test_set_context_and_context_run():
     ctx = contextvars.Context()
     ctx.run(VAR.set, "in ctx")
