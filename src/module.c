@@ -2,6 +2,7 @@
  * and the per-thread bookkeeping around the stk engine. */
 #include "continulet.h"
 #include "chunkcache.h"
+#include "firstchunk.h"
 #include "capi.h"
 #include "codedepth.h"
 
@@ -36,8 +37,6 @@ static cont_stack *orphans;         /* runs dropped by a foreign thread */
 static cont_stack *free_stacks;     /* recycled records */
 static int n_free_stacks;
 #define MAX_FREE_STACKS 256
-static void *free_chunks;           /* recycled first chunks, linked through their first word */
-static int n_free_chunks;
 
 static uint64_t current_thread_id(void)
 {
@@ -213,20 +212,13 @@ PyObject *cont_run_args(const cont_stack *s)
     return PyTuple_GetSlice(s->args, 1, PyTuple_GET_SIZE(s->args));
 }
 
-/* Give the record its first data-stack chunk, before its run starts: the
- * most recently freed one, still in the cache.  0, or -1 (no memory). */
+/* Give the record its first data-stack chunk, before its run starts (the
+ * one the last run left, still in the cache: firstchunk.c).  0, or -1
+ * with MemoryError. */
 static int take_chunk(cont_stack *s)
 {
-    if (s->chunk != NULL)
-        return 0;
-    void *c = free_chunks;
-    if (c != NULL) {
-        free_chunks = *(void **)c;
-        n_free_chunks--;
-    }
-    else if ((c = PyMem_RawMalloc(CPS_CHUNK_BYTES)) == NULL)
+    if (s->chunk == NULL && (s->chunk = cont_first_chunk_take()) == NULL)
         return -1;
-    s->chunk = c;
     return 0;
 }
 
@@ -236,13 +228,7 @@ static void give_chunk(cont_stack *s)
     if (c == NULL)
         return;
     s->chunk = NULL;
-    if (n_free_chunks >= MAX_FREE_STACKS) {
-        PyMem_RawFree(c);
-        return;
-    }
-    *(void **)c = free_chunks;
-    free_chunks = c;
-    n_free_chunks++;
+    cont_first_chunk_give(c);
 }
 
 /* Give a record back; its copy buffer stays with it for the next user. */
