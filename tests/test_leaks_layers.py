@@ -176,7 +176,9 @@ def test_the_memory_of_many_tasklets_ended_in_any_order_is_given_back():
     # and a slab goes once all of its chunks are back, in whatever order
     # they come.  What stays is what keeps its size by design: the
     # registry dict's capacity (~150 KB for 5000), the pool of 256
-    # continulet records (~120 KB) and one spare slab (~50 KB).
+    # continulet records (~120 KB; ~560 KB on 3.14, where each keeps the
+    # buffer for the part of its C stack that its chunk cannot hold) and
+    # one spare slab (~50 KB); a slab never freed would keep ~10 MB.
     import tracemalloc
     gc.collect()
     tracemalloc.start()
@@ -189,4 +191,4 @@ def test_the_memory_of_many_tasklets_ended_in_any_order_is_given_back():
     finally:
         tracemalloc.stop()
     assert peak > 5_000_000, peak
-    assert kept < 512 * 1024, kept
+    assert kept < 1024 * 1024, kept
