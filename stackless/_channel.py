@@ -189,9 +189,17 @@ class channel(_ChannelFlags):
         cur = ts.current
         if _channel_cb is not None:
             # as in Stackless: the callback finds the value in the sender's
-            # tempval, and its flags are ints
+            # tempval, and its flags are ints.  If it raises, nothing was
+            # sent and the value goes: left there, a bomb would go off at
+            # the sender's next switch, out of some later run() (which
+            # then never returned the tasklet it had interrupted).
             cur._tempval = value
-            _callback(_channel_cb, self, cur, 1, int(self._balance >= 0))
+            try:
+                _callback(_channel_cb, self, cur, 1, int(self._balance >= 0))
+            except BaseException:
+                if cur._tempval is value:
+                    cur._tempval = None
+                raise
         if cur._tempval is not None:
             # what the sender held goes now: its __del__ may use channels
             cur._tempval = None

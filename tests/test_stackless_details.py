@@ -456,3 +456,36 @@ def test_a_start_refused_during_a_collection_leaves_no_start_request():
     assert new[0].paused and stackless.getruncount() == 1
     new[0].kill()
     assert log == ["refused", "body ends"] and not new[0].alive
+
+
+def test_a_raising_channel_callback_leaves_no_value_in_the_senders_tempval():
+    # The callback finds the value in the sender's tempval (as in
+    # Stackless 3.7); when it raises, nothing was sent and the value goes.
+    # Left there, send_exception()'s bomb went off at the sender's next
+    # switch: out of a later kill() or run(), which then never returned
+    # the tasklet it had interrupted (stress seed 15334, docs/stress.md S5).
+    ch = stackless.channel()
+    log = []
+
+    def body():
+        try:
+            ch.receive()
+        finally:
+            log.append("finally")
+    t = stackless.tasklet(body)()
+    stackless.run()
+
+    def cb(*args):
+        raise KeyError("cb")
+    stackless.set_channel_callback(cb)
+    try:
+        with pytest.raises(KeyError):
+            ch.send_exception(ValueError, "x")
+        with pytest.raises(KeyError):
+            ch.send("v")
+    finally:
+        stackless.set_channel_callback(None)
+    assert stackless.getcurrent().tempval is None
+    assert ch.balance == -1 and t.blocked
+    t.kill()                    # (raised the ValueError)
+    assert log == ["finally"] and not t.alive and ch.balance == 0
