@@ -97,17 +97,17 @@ void cont_first_chunk_give(void *c)
     slab *s = slab_of(c);
     *(void **)c = s->free;
     s->free = c;
-    if (s->nfree++ == 0)
+    if (++s->nfree == SLAB_CHUNKS) {            /* empty: kept as the spare, or freed */
+        unlink_slab(s);
+        if (spare == NULL)
+            spare = s;
+        else
+            PyMem_RawFree(s);
+    }
+    else if (s->nfree == 1)
         push_slab(s);                           /* was full */
     else if (s != partial) {
         unlink_slab(s);                         /* the last given to goes first */
         push_slab(s);
     }
-    if (s->nfree < SLAB_CHUNKS)
-        return;
-    unlink_slab(s);
-    if (spare == NULL)
-        spare = s;
-    else
-        PyMem_RawFree(s);
 }

@@ -21,6 +21,7 @@ static int tool = -1;                   /* the tool id in use, or -1 */
 static Py_ssize_t users;                /* budgets that count its events */
 static PyObject *local_users;           /* code -> budgets waiting for its line events */
 static unsigned idle_events;
+static long line_bits;                  /* LINE | INSTRUCTION, read when the tool is taken */
 
 /* sys.monitoring.<name>(tool, ...), the result dropped; -1 on error */
 static int mon_call(PyObject *mon, const char *name, const char *fmt, ...)
@@ -64,6 +65,7 @@ static long event_bits(PyObject *mon, const char *const *names)
 static int take_tool(PyObject *module, PyObject *mon, PyObject *tools)
 {
     static const char *const start[] = {"PY_START", "JUMP", NULL};
+    static const char *const line[] = {"LINE", "INSTRUCTION", NULL};
     static const char *const callbacks[][2] = {
         {"PY_START", "_preempt_tick"}, {"JUMP", "_preempt_tick"},
         {"LINE", "_preempt_due"}, {"INSTRUCTION", "_preempt_due"}};
@@ -97,9 +99,19 @@ static int take_tool(PyObject *module, PyObject *mon, PyObject *tools)
             return -1;
     }
     long bits = event_bits(mon, start);
-    if (bits < 0 || mon_call(mon, "set_events", "(il)", t, bits) < 0)
+    if (bits < 0 || (line_bits = event_bits(mon, line)) < 0
+            || mon_call(mon, "set_events", "(il)", t, bits) < 0)
         return -1;
     return 1;
+}
+
+/* Whether the budget's `monitored` is set: 1, 0, or -1 with an error */
+static int monitored(PyObject *budget)
+{
+    PyObject *on = PyObject_GetAttrString(budget, "monitored");
+    int was = on == NULL ? -1 : PyObject_IsTrue(on);
+    Py_XDECREF(on);
+    return was;
 }
 
 /* _preempt_monitor(budget, tools): have sys.monitoring feed this budget's
@@ -122,9 +134,7 @@ static PyObject *preempt_monitor(PyObject *module, PyObject *const *args, Py_ssi
         if (rc <= 0)
             return rc < 0 ? NULL : Py_NewRef(Py_False);
     }
-    PyObject *on = PyObject_GetAttrString(args[0], "monitored");
-    int was = on == NULL ? -1 : PyObject_IsTrue(on);
-    Py_XDECREF(on);
+    int was = monitored(args[0]);
     if (was < 0 || (!was && PyObject_SetAttrString(args[0], "monitored", Py_True) < 0))
         return NULL;
     users += !was;
@@ -135,11 +145,7 @@ static PyObject *preempt_monitor(PyObject *module, PyObject *const *args, Py_ssi
  * The events stay on until preempt_monitor_idle() finds them unwanted. */
 static PyObject *preempt_unmonitor(PyObject *module, PyObject *budget)
 {
-    PyObject *on = PyObject_GetAttrString(budget, "monitored");
-    if (on == NULL)
-        return NULL;
-    int was = PyObject_IsTrue(on);
-    Py_DECREF(on);
+    int was = monitored(budget);
     if (was < 0)
         return NULL;
     if (was) {
@@ -167,8 +173,10 @@ void preempt_monitor_idle(void)
     PyObject *mon = PySys_GetObject("monitoring");
     int t = tool;
     tool = -1;
+    if (mon == NULL)
+        return;                 /* (sys.monitoring gone: nothing to give back to) */
     int gc = PyGC_Disable();
-    if (mon == NULL || mon_call(mon, "set_events", "(ii)", t, 0) < 0
+    if (mon_call(mon, "set_events", "(ii)", t, 0) < 0
             || mon_call(mon, "free_tool_id", "(i)", t) < 0)
         /* (a monitoring callback must not raise into the code it watches) */
         PyErr_WriteUnraisable(NULL);
@@ -183,7 +191,6 @@ void preempt_monitor_idle(void)
  * all threads: they go when no budget waits for them. */
 static PyObject *preempt_local(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    static const char *const line[] = {"LINE", "INSTRUCTION", NULL};
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_preempt_local(budget, code or None)");
         return NULL;
@@ -220,8 +227,7 @@ static PyObject *preempt_local(PyObject *module, PyObject *const *args, Py_ssize
     n = Py_NewRef(Py_None);
     if (count == (delta > 0) && tool >= 0 && mon != NULL) {
         /* the first budget to wait, or the last one gone */
-        long bits = count ? event_bits(mon, line) : 0;
-        if (bits < 0 || mon_call(mon, "set_local_events", "(iOl)", tool, code, bits) < 0)
+        if (mon_call(mon, "set_local_events", "(iOl)", tool, code, count ? line_bits : 0) < 0)
             Py_CLEAR(n);
     }
 done:

@@ -913,9 +913,6 @@ void accel_fast_traverse(PyTypeObject *cls, int channel)
         return;
     slot_list found = {0, {0}};
     for (PyMemberDef *m = cls->tp_members; m && m->name; m++) {
-        if (strcmp(m->name, "__weakrefoffset__") == 0 || strcmp(m->name, "__dictoffset__") == 0
-                || strcmp(m->name, "__vectorcalloffset__") == 0)
-            continue;
         if (m->type != T_OBJECT_EX || found.n == MAX_SLOTS)
             return;
         found.off[found.n++] = m->offset;

@@ -114,11 +114,6 @@ static PyObject *wq_append_meth(PyObject *self, PyObject *v)
     Py_RETURN_NONE;
 }
 
-static PyObject *wq_popleft_meth(PyObject *self, PyObject *unused)
-{
-    return accel_wq_popleft(self);
-}
-
 static Py_ssize_t wq_len(PyObject *self)
 {
     return Py_SIZE(self);
@@ -244,7 +239,6 @@ static PyTypeObject wq_iter_type = {
 
 static PyMethodDef wq_methods[] = {
     {"append", wq_append_meth, METH_O, "append(tasklet): one more waiter, last."},
-    {"popleft", wq_popleft_meth, METH_NOARGS, "popleft() -> the first waiter, taken off."},
     {NULL, NULL, 0, NULL},
 };
 

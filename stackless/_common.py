@@ -43,6 +43,8 @@ def _stack_start_context(ctx: Any) -> Any:
     """What a tasklet's stack starts or resumes in for its ``_context``:
     None (no context until one is needed) for _FRESH_CONTEXT."""
     return None if ctx is _FRESH_CONTEXT else ctx
+
+
 _getframe = sys._getframe
 _get_ident = _thread.get_ident
 
