@@ -11,7 +11,7 @@
  * one or two waiters, so this queue keeps two inline and grows into a
  * ring on the heap beyond that: 80 B with its GC header.
  *
- * It has what the Python code uses of a deque: append(), popleft(), len,
+ * It has what the Python code uses of a deque: append(), len,
  * q[i] (negative too), del q[i] and iteration, which raises RuntimeError
  * if the queue changed meanwhile, as a deque's does (another thread's
  * pairing: stackless/_common.py's _index looks again then).  Every change
