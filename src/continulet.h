@@ -13,9 +13,10 @@ typedef struct cont_stack {
     stk_slice slice;
     cps_saved saved;
     uint64_t thread_id;
-    int is_main;
-    int started;
-    int unlinked;           /* its bottom frame never links to a switcher */
+    /* (chars: the record is 8 B smaller, a pymalloc size class less) */
+    char is_main;
+    char started;
+    char unlinked;          /* its bottom frame never links to a switcher */
     /* What the run holds on to for its whole life (the continulet passed
      * as first argument, the callable and its arguments).  Kept here, not
      * only on the C stack, so that tp_traverse can report them. */

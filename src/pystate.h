@@ -8,10 +8,22 @@
 #include "stk.h"
 
 /* Saved fields of a suspended stack of frames.  Opaque here; pystate.c
- * checks at compile time that its real layout fits.  Pointers and ints
- * are counted apart, so that the size fits 32-bit and 64-bit targets
- * alike without wasting space on either. */
-typedef struct { void *opaque_p[23]; int opaque_i[9]; } cps_saved;
+ * checks at compile time that its real layout has exactly this size.
+ * Pointers and ints are counted apart, so that the size fits 32-bit and
+ * 64-bit targets alike, and per version: every byte is paid by each of
+ * thousands of suspended tasklets (the record is a pymalloc block, whose
+ * size classes are 16 B apart). */
+#if PY_VERSION_HEX < 0x030C0000
+#  define CPS_SAVED_POINTERS 23     /* 3.11: the cframe */
+#  define CPS_SAVED_INTS 9          /* 3.11: delete_nesting, root_at_switcher */
+#elif PY_VERSION_HEX >= 0x030F0000
+#  define CPS_SAVED_POINTERS 23     /* 3.15: jit_exit */
+#  define CPS_SAVED_INTS 7
+#else
+#  define CPS_SAVED_POINTERS 22
+#  define CPS_SAVED_INTS 7
+#endif
+typedef struct { void *opaque_p[CPS_SAVED_POINTERS]; int opaque_i[CPS_SAVED_INTS]; } cps_saved;
 
 /* Storage that a continulet's stack needs at a fixed address for its whole
  * life (the thread state points into it while the stack runs): its
@@ -27,10 +39,11 @@ typedef struct { void *opaque[5]; } cps_root;
  * (its frame and ~0.85 KiB of C stack) in the record alone; every byte more
  * is paid by each of thousands of idle tasklets (docs/performance.md). */
 #if PY_VERSION_HEX >= 0x030E0000
-/* 3.14+: the interpreter's C frame alone is 744 B, a blocked tasklet's C
- * stack ~1.3 KiB, so 1 KiB would send part of every such stack to a heap
- * buffer (the same memory, more copying at each switch) */
-#  define CPS_CHUNK_BYTES 1536
+/* 3.14+: the interpreter's C frame alone is 736 B, a blocked tasklet's C
+ * stack ~1.2 KiB, so 1 KiB would send part of every such stack to a heap
+ * buffer (the same memory, more copying at each switch); 1408 B holds
+ * that stack and a small function's frame (docs/performance.md) */
+#  define CPS_CHUNK_BYTES 1408
 #else
 #  define CPS_CHUNK_BYTES 1024
 #endif
