@@ -1507,6 +1507,7 @@ PyMODINIT_FUNC PyInit__continuation(void)
     if (cont_genlet_init(m) < 0 || PyModule_AddFunctions(m, cfs_module_methods) < 0
             || PyModule_AddFunctions(m, cont_transplant_methods) < 0
             || PyModule_AddFunctions(m, cont_deferred_methods) < 0
+            || PyModule_AddFunctions(m, cont_first_chunk_methods) < 0
             || PyModule_AddFunctions(m, cont_preempt_methods) < 0
             || PyModule_AddFunctions(m, cont_preempt_count_methods) < 0
             || PyModule_AddFunctions(m, cont_preempt_monitor_methods) < 0

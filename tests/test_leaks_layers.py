@@ -171,24 +171,65 @@ def _blocked_wave(n: int, seed: int) -> None:
     assert len(done) == n - n // 2 and not any(t.alive for t in ts)
 
 
+def _first_chunk_cache(*decay: float) -> "tuple[int, float]":
+    import _continuation
+    return _continuation._first_chunk_cache(*decay)
+
+
 def test_the_memory_of_many_tasklets_ended_in_any_order_is_given_back():
     # Their first frame chunks come from slabs of 32 (src/firstchunk.c),
-    # and a slab goes once all of its chunks are back, in whatever order
-    # they come.  What stays is what keeps its size by design: the
-    # registry dict's capacity (~150 KB for 5000), the pool of 256
-    # continulet records (~120 KB; ~560 KB on 3.14, where each keeps the
-    # buffer for the part of its C stack that its chunk cannot hold) and
-    # one spare slab (~50 KB); a slab never freed would keep ~10 MB.
+    # and a slab empties once all of its chunks are back, in whatever order
+    # they come.  An empty slab is cached for the next wave of tasklets
+    # until it has been unused for a while (a second by default), and then
+    # freed; decay 0 frees it at once.  What stays is what keeps its size by
+    # design: the registry dict's capacity (~150 KB for 5000) and the pool
+    # of 256 continulet records (~120 KB); a slab never freed would keep
+    # ~10 MB.
     import tracemalloc
     gc.collect()
+    old_decay = _first_chunk_cache(0)[1]
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
+        _first_chunk_cache(3600)
         for seed in (0, 1):
             _blocked_wave(5000, seed)
         gc.collect()
+        cached_slabs = _first_chunk_cache()[0]
+        cached = tracemalloc.get_traced_memory()[0] - base
+        assert _first_chunk_cache(0) == (0, 0.0)
         kept, peak = (x - base for x in tracemalloc.get_traced_memory())
     finally:
         tracemalloc.stop()
+        _first_chunk_cache(old_decay)
+    # the second wave took the first one's slabs back: no more than one
+    # wave's worth (5000 chunks, 157 slabs) was cached
+    assert 150 <= cached_slabs <= 160, cached_slabs
+    assert cached > 5_000_000, cached
     assert peak > 5_000_000, peak
     assert kept < 1024 * 1024, kept
+
+
+def test_a_cached_slab_is_freed_once_it_has_waited_out_its_decay():
+    import time
+    old_decay = _first_chunk_cache(0)[1]
+    try:
+        _first_chunk_cache(0.2)
+        _blocked_wave(2000, 2)
+        assert _first_chunk_cache()[0] >= 55
+        # a new wave within the decay takes the cached slabs back
+        _blocked_wave(2000, 3)
+        assert _first_chunk_cache()[0] >= 55
+        time.sleep(0.3)
+        # The slabs that have waited out the decay are freed when a slab
+        # empties or, at the latest, within 256 chunks taken: this wave
+        # takes 300, and what is cached after it is what it emptied.
+        _blocked_wave(300, 4)
+        assert 5 <= _first_chunk_cache()[0] <= 12
+        with pytest.raises(ValueError, match="between 0 and 3600"):
+            _first_chunk_cache(-1)
+        with pytest.raises(TypeError):
+            _first_chunk_cache("1")
+        assert _first_chunk_cache()[1] == 0.2
+    finally:
+        _first_chunk_cache(old_decay)
