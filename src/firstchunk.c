@@ -150,7 +150,10 @@ void cont_first_chunk_give(void *c)
     slab *s = slab_of(c);
     *(void **)c = s->free;
     s->free = c;
-    if (++s->nfree == SLAB_CHUNKS) {            /* empty: cached until it decays */
+    if (++s->nfree == SLAB_CHUNKS && partial.n > 1) {   /* empty: cached until it decays */
+        /* (the only slab with free chunks stays where it is, for the next
+           take: a program that starts and ends one run at a time neither
+           looks at the clock nor moves it) */
         unlink_slab(&partial, s);
         s->emptied = now_ns();
         push_slab(&cached, s);
