@@ -53,7 +53,7 @@ if platform.python_implementation() == "CPython":
                  "src/preempt_count.c", "src/preempt_monitor.c", "src/firstchunk.c", "src/codedepth.c", "src/deferred.c"],
         include_dirs=["include", "src"],
         depends=["include/stk.h", "src/pystate.h", "src/continulet.h", "src/chunkcache.h", "src/capi.h",
-                 "src/preempt.h", "src/firstchunk.h"],
+                 "src/preempt.h", "src/firstchunk.h", "src/clockns.h"],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
         define_macros=macros,

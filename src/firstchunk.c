@@ -24,7 +24,7 @@
  * wave's slabs until it next starts or ends a tasklet after that time.
  * The GIL serialises every call. */
 #include <Python.h>
-#include <time.h>
+#include "clockns.h"
 #include "pystate.h"
 #include "firstchunk.h"
 
@@ -103,14 +103,12 @@ static slab *new_slab(void)
 
 static int64_t now_ns(void)
 {
-    struct timespec t;
 #ifdef CLOCK_MONOTONIC_COARSE
     /* (a few ns through the vDSO; milliseconds of precision are plenty) */
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+    return cont_clock_ns(CLOCK_MONOTONIC_COARSE);
 #else
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    return cont_clock_ns(CLOCK_MONOTONIC);
 #endif
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
 /* Free the cached slabs that have stayed unused for decay_ns. */

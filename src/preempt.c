@@ -46,6 +46,7 @@
 #endif
 
 #include "continulet.h"
+#include "clockns.h"
 #include "preempt.h"
 
 #define IDLE_NS 50000000                /* a ticker unarmed for 50 ms ends */
@@ -68,14 +69,6 @@ static int closed;
 static int delivering;                  /* the ticker is queuing or delivering */
 static pthread_cond_t settled;          /* signalled when delivering ends */
 static struct slot slots[NSLOTS];
-
-static int64_t read_ns(clockid_t clk)
-{
-    struct timespec t;
-    if (clock_gettime(clk, &t) != 0)
-        return -1;
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
 
 /* The slot of the running thread, or NULL.  GIL. */
 struct slot *preempt_own_slot(void)
@@ -303,7 +296,7 @@ static void *ticker(void *unused)
             struct slot *s = &slots[i];
             if (s->deadline == 0)
                 continue;
-            int64_t now = read_ns(s->clock);
+            int64_t now = cont_clock_ns(s->clock);
             if (now < 0 || now >= s->deadline) {
                 /* Spent.  The callback is called again every `period`
                    for as long as the arming stands: if what it did could
@@ -338,7 +331,7 @@ static void *ticker(void *unused)
             /* Idle: end after a while.  A process with a thread makes
                os.fork() warn (3.12+), and arming starts a new ticker. */
             next_wake = 0;
-            if (wait_until(read_ns(CLOCK_MONOTONIC) + IDLE_NS) == ETIMEDOUT && next_wake == 0) {
+            if (wait_until(cont_clock_ns(CLOCK_MONOTONIC) + IDLE_NS) == ETIMEDOUT && next_wake == 0) {
                 int armed = 0;
                 for (int i = 0; i < NSLOTS; i++)
                     armed |= slots[i].deadline != 0;
@@ -349,7 +342,7 @@ static void *ticker(void *unused)
         }
         /* A CPU clock never runs faster than the wall clock, so sleeping
            for what is left never sleeps past the deadline. */
-        next_wake = read_ns(CLOCK_MONOTONIC) + left;
+        next_wake = cont_clock_ns(CLOCK_MONOTONIC) + left;
         wait_until(next_wake);
     }
     ticker_running = 0;
@@ -484,7 +477,7 @@ static PyObject *preempt_arm(PyObject *module, PyObject *const *args, Py_ssize_t
     if (PyInterpreterState_Get() != PyInterpreterState_Main()
         || pthread_getcpuclockid(pthread_self(), &clk) != 0)
         Py_RETURN_FALSE;
-    int64_t now = read_ns(clk), mono = read_ns(CLOCK_MONOTONIC);
+    int64_t now = cont_clock_ns(clk), mono = cont_clock_ns(CLOCK_MONOTONIC);
     if (now < 0 || mono < 0)
         Py_RETURN_FALSE;
     PyThreadState *ts = PyThreadState_Get();
