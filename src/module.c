@@ -374,13 +374,19 @@ static void put_xfer(cont_tls *t, PyObject *v, int is_exc)
     t->xfer_is_exc = is_exc;
 }
 
+/* What run_begin returns when me->callable is to be called (a result is
+ * an object, or NULL with an error). */
+static char call_it;
+#define CALL_IT ((PyObject *)(void *)&call_it)
+
 /* The steps of run_stack before its call, out of line (noinline): the
  * C frame of run_stack stays at the bottom of the run's slice while the
  * callable runs, and its bytes are copied with the slice at the run's
- * switches, so it holds little more than the call's operands.  1: call
- * me->callable; 0: *result is the run's result already. */
-static __attribute__((noinline)) int run_begin(cont_tls *t, cont_stack *me, PyObject **result)
+ * switches, so it holds nothing but `me` (16 B with the return address):
+ * this returns CALL_IT, or the run's result already. */
+static __attribute__((noinline)) PyObject *run_begin(cont_stack *me)
 {
+    cont_tls *t = tls_cache;
     PyThreadState *ts = PyThreadState_Get();
     cps_begin(ts, &me->saved, &me->root, me->chunk, me->unlinked);
     if (me->context != NULL) {
@@ -390,26 +396,23 @@ static __attribute__((noinline)) int run_begin(cont_tls *t, cont_stack *me, PyOb
     if (me->frames != NULL) {
         /* rebuilt frames: what the switch brings is the result of their
            call in progress (NULL: an exception thrown in) */
-        *result = cfs_run(ts, me, take_xfer(t));
-        return 0;
+        return cfs_run(ts, me, take_xfer(t));
     }
     if (t->xfer_is_exc) {
         (void)take_xfer(t);          /* thrown in before the first switch */
-        *result = NULL;
-        return 0;
+        return NULL;
     }
     PyObject *v = take_xfer(t);
     int is_none = v == Py_None;
     Py_DECREF(v);
     if (!is_none) {
         PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started continulet");
-        *result = NULL;
-        return 0;
+        return NULL;
     }
-    return 1;
+    return CALL_IT;
 }
 
-static __attribute__((noinline, noreturn)) void run_end(cont_tls *t, cont_stack *me, PyObject *result);
+static __attribute__((noinline, noreturn)) void run_end(cont_stack *me, PyObject *result);
 
 /* The callable of a run is called as PyObject_Call does.  A builtin that
  * takes its positional arguments by fast call (stackless's C _bootstrap)
@@ -419,19 +422,23 @@ static __attribute__((noinline, noreturn)) void run_end(cont_tls *t, cont_stack 
  * switch (docs/performance.md).  The steps around that call are out of
  * line, so that run_stack's own frame stays as small. */
 
-/* The C function to call f(*args, **kwargs) with (the recursion check
- * made), or NULL to call f through PyObject_Call (error set on -1 in *bad). */
-static __attribute__((noinline)) _PyCFunctionFast fast_callable(PyObject *f, PyObject *kwargs,
-                                                                int *bad)
+/* Never called: what fast_callable returns when the recursion check
+ * failed (an error is set). */
+static PyObject *call_refused(PyObject *self, PyObject *const *args, Py_ssize_t n)
 {
-    *bad = 0;
+    return NULL;
+}
+
+/* The C function to call f(*args, **kwargs) with (the recursion check
+ * made), call_refused with an error set, or NULL to call f through
+ * PyObject_Call. */
+static __attribute__((noinline)) _PyCFunctionFast fast_callable(PyObject *f, PyObject *kwargs)
+{
     if (!PyCFunction_CheckExact(f) || PyCFunction_GET_FLAGS(f) != METH_FASTCALL
             || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0))
         return NULL;
-    if (Py_EnterRecursiveCall(" while calling a Python object")) {
-        *bad = 1;
-        return NULL;
-    }
+    if (Py_EnterRecursiveCall(" while calling a Python object"))
+        return call_refused;
     return (_PyCFunctionFast)(void (*)(void))PyCFunction_GET_FUNCTION(f);
 }
 
@@ -450,28 +457,27 @@ static __attribute__((noinline)) PyObject *fast_result(PyObject *f, PyObject *r)
 static void run_stack(void *arg)
 {
     cont_stack *me = arg;
-    cont_tls *t = tls_cache;
-    PyObject *result;
-    if (run_begin(t, me, &result)) {
-        int bad;
-        _PyCFunctionFast fn = fast_callable(me->callable, me->kwargs, &bad);
+    PyObject *result = run_begin(me);
+    if (result == CALL_IT) {
+        _PyCFunctionFast fn = fast_callable(me->callable, me->kwargs);
         PyObject *const *argv = me->args != NULL ? &PyTuple_GET_ITEM(me->args, 0) : me->argv;
         Py_ssize_t n = me->args != NULL ? PyTuple_GET_SIZE(me->args) : 2;
-        if (fn != NULL)
-            result = fast_result(me->callable, fn(PyCFunction_GET_SELF(me->callable), argv, n));
-        else if (bad)
+        if (fn == call_refused)
             result = NULL;
+        else if (fn != NULL)
+            result = fast_result(me->callable, fn(PyCFunction_GET_SELF(me->callable), argv, n));
         else if (me->args != NULL)
             result = PyObject_Call(me->callable, me->args, me->kwargs);
         else
             result = PyObject_Vectorcall(me->callable, argv, n, NULL);
     }
-    run_end(t, me, result);
+    run_end(me, result);
 }
 
 /* The end of a run: hand its result over and leave the slice for good. */
-static void run_end(cont_tls *t, cont_stack *me, PyObject *result)
+static void run_end(cont_stack *me, PyObject *result)
 {
+    cont_tls *t = tls_cache;
     PyThreadState *ts = PyThreadState_Get();
     Continulet *owner = (Continulet *)me->owner;
 

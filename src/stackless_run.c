@@ -223,55 +223,59 @@ static OUT_OF_LINE int flatten_kwargs(PyObject *self, PyObject *args, PyObject *
     return 1;
 }
 
-/* The tasklet's function, with its tempval (a bomb is raised first) and
- * in its own context.  NULL with the error it ended with.  This C frame
- * holds no reference of its own across the call: the function and its
- * operands stay in the tasklet's slots until it returns.  A tasklet that
- * moves to another thread (stackless/_transplant.py) leaves this frame
- * behind, never to run again, and the move empties those slots. */
-static PyObject *body(PyObject *self)
+/* The steps before the tasklet's function is called: begin(), its
+ * tempval (a bomb is raised instead), its context, its operands.  NULL
+ * when *x is the result already (NULL with an error); else the function
+ * to vectorcall the tasklet's function with, with the operands in the
+ * tasklet's slots, and *x the names of keyword arguments (a tuple, or
+ * NULL).  Out of line: see accel_bootstrap. */
+static OUT_OF_LINE vectorcallfunc call_begin(PyObject *ts, PyObject *self, PyObject **x)
 {
+    *x = NULL;
+    if (begin(ts, self) < 0)
+        return NULL;
     PyObject *v = slot(self, t_tempval);
-    if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type))
-        return raise_bomb(self, v);
-    /* Borrowed: the slots keep them until the function returns (a move
-     * empties them, but then this frame never runs again).  This frame
-     * stays on the tasklet's stack, where the GC cannot see C locals:
-     * references held here would keep a dropped paused tasklet whose function or arguments
-     * refer to it (a bound method of an object that holds the tasklet)
-     * from being found (stackless/_lifetime.py). */
+    if (Py_IS_TYPE(v, (PyTypeObject *)bomb_type)) {
+        *x = raise_bomb(self, v);
+        return NULL;
+    }
     PyObject *func = slot(self, t_func), *args = slot(self, t_args);
-    PyObject *kwargs = slot(self, t_kwargs), *r = NULL;
+    PyObject *kwargs = slot(self, t_kwargs);
     PyObject *ctx = slot(self, t_context);
     if (ctx == fresh_context)
         ctx = Py_None;          /* the stack starts without one (_FRESH_CONTEXT) */
-    if (discard(PyObject_CallOneArg(set_context, ctx)) == 0) {
-        int flat = 0;
-        if (!PyTuple_Check(args)) {
-            PyErr_SetString(PyExc_TypeError, "tasklet arguments must be a tuple");
-        }
-        else if (PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) > 0
-                 && (flat = flatten_kwargs(self, args, kwargs)) <= 0) {
-            if (flat == 0)
-                r = PyObject_Call(func, args, kwargs);
-        }
-        else {
-            /* the usual case: a vectorcall, whose Python callee runs in a
-               new interpreter C frame, as the Python _bootstrap's call did.
-               Called through the callable's own vectorcall function: the C
-               frame of PyObject_Vectorcall (32 B on 3.11) would stay under
-               the tasklet's frames for its whole life, copied at every
-               switch and kept by every blocked tasklet. */
-            PyObject *stack = slot(self, t_args), *names = flat ? slot(self, t_kwargs) : NULL;
-            Py_ssize_t nargs = PyTuple_GET_SIZE(stack) - (names ? PyTuple_GET_SIZE(names) : 0);
-            vectorcallfunc vc = PyVectorcall_Function(func);
-            PyObject *const *items = &PyTuple_GET_ITEM(stack, 0);
-            r = vc != NULL ? vc(func, items, (size_t)nargs, names)
-                           : PyObject_Vectorcall(func, items, (size_t)nargs, names);
-            if (r == NULL && !PyErr_Occurred())
-                PyErr_SetString(PyExc_SystemError, "a tasklet's function failed without an exception");
-        }
+    if (discard(PyObject_CallOneArg(set_context, ctx)) < 0) {
+        drop_args(self);
+        return NULL;
     }
+    if (!PyTuple_Check(args)) {
+        PyErr_SetString(PyExc_TypeError, "tasklet arguments must be a tuple");
+        drop_args(self);
+        return NULL;
+    }
+    if (PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) > 0) {
+        int flat = flatten_kwargs(self, args, kwargs);
+        if (flat == 0)
+            *x = PyObject_Call(func, args, kwargs);
+        if (flat <= 0) {
+            drop_args(self);
+            return NULL;
+        }
+        *x = slot(self, t_kwargs);      /* (borrowed, as the operands) */
+    }
+    /* Through the callable's own vectorcall function: the C frame of
+       PyObject_Vectorcall (32 B on 3.11) would stay under the tasklet's
+       frames for its whole life. */
+    vectorcallfunc vc = PyVectorcall_Function(func);
+    return vc != NULL ? vc : PyObject_Vectorcall;
+}
+
+/* After the function's vectorcall: as the call machinery checks a
+ * result, and its arguments go. */
+static OUT_OF_LINE PyObject *call_end(PyObject *self, PyObject *r)
+{
+    if (r == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_SystemError, "a tasklet's function failed without an exception");
     drop_args(self);
     return r;
 }
@@ -317,8 +321,23 @@ static int usual_end(PyObject *cont, PyObject *ts, PyObject *self, PyObject **er
  * function runs, and the bytes of a tasklet's stack are copied at each of
  * its switches (between two tasklets, the whole stack out and in): so
  * only the call itself is here, the steps before and after it are out of
- * line, and the frame holds no more than the call's operands. */
+ * line, and across the call the frame holds cont and self (32 B with
+ * the return address).  No reference of its own either:
+ * the function and its operands stay borrowed from the tasklet's slots
+ * until it returns, because the GC cannot see C locals on a suspended
+ * stack, and a reference held here would keep a dropped paused tasklet
+ * whose function or arguments refer to it (a bound method of an object
+ * that holds the tasklet) from being found (stackless/_lifetime.py).  A
+ * tasklet that moves to another thread (stackless/_transplant.py) leaves
+ * this frame behind, never to run again, and the move empties those
+ * slots. */
 static PyObject *bootstrap_end(PyObject *cont, PyObject *self, PyObject *r);
+
+/* call_begin's out-parameter: static, not a local of accel_bootstrap,
+ * whose frame would hold it for the tasklet's whole life (16 B more
+ * there, with the alignment).  Read at once after the call, under the
+ * GIL, with no Python code in between. */
+static PyObject *call_x;
 
 static PyObject *accel_bootstrap(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -327,16 +346,23 @@ static PyObject *accel_bootstrap(PyObject *mod, PyObject *const *args, Py_ssize_
         return NULL;
     }
     PyObject *cont = args[0], *self = args[1];
-    /* (borrowed: the tasklet holds it, and nothing else holds a
-       reference in this frame across the call, see body) */
+    /* (borrowed: the tasklet holds it) */
     PyObject *ts = slot(self, t_ts);
     if (slot(ts, ts_timeout) != Py_None) {
         /* run(timeout) is Python code that counts the tasklet's trace
            events, from the frames above the Python _bootstrap's */
         return PyObject_Vectorcall(py_bootstrap, args, 2, NULL);
     }
-    PyObject *r = begin(ts, self) < 0 ? NULL : body(self);
-    return bootstrap_end(cont, self, r);
+    vectorcallfunc vc = call_begin(ts, self, &call_x);
+    PyObject *x = call_x;
+    if (vc != NULL) {
+        /* the usual case: a vectorcall, whose Python callee runs in a new
+           interpreter C frame, as the Python _bootstrap's call did */
+        PyObject *func = slot(self, t_func), *stack = slot(self, t_args);
+        size_t n = (size_t)(PyTuple_GET_SIZE(stack) - (x != NULL ? PyTuple_GET_SIZE(x) : 0));
+        x = call_end(self, vc(func, &PyTuple_GET_ITEM(stack, 0), n, x));
+    }
+    return bootstrap_end(cont, self, x);
 }
 
 /* What follows the call: the tasklet's end */
