@@ -20,14 +20,21 @@ typedef struct cont_stack {
     /* What the run holds on to for its whole life (the continulet passed
      * as first argument, the callable and its arguments).  Kept here, not
      * only on the C stack, so that tp_traverse can report them. */
-    PyObject *owner;
+    union {
+        /* A run of callable(owner, arg) made through the C API (every
+         * tasklet's) keeps its arguments here, not in a tuple: one object
+         * and one allocation less per tasklet, and one less for the
+         * collector to count and walk.  The owner and that argument, both
+         * strong, are the array of the run's call (argv), so the owner is
+         * not stored twice. */
+        PyObject *argv[2];
+        struct {
+            PyObject *owner;
+            PyObject *arg;  /* NULL for a run whose arguments are args */
+        };
+    };
     PyObject *callable;
     PyObject *args;         /* (owner, *args), or NULL: the arguments are argv */
-    /* A run of callable(owner, arg) made through the C API (every tasklet's)
-     * keeps its arguments here, not in a tuple: one object and one
-     * allocation less per tasklet, and one less for the collector to count
-     * and walk.  argv[0] is owner (borrowed), argv[1] is arg (strong). */
-    PyObject *argv[2];
     PyObject *kwargs;
     PyObject *context;      /* the context to start in, if set before it starts */
     PyObject *frames;       /* frames to rebuild when it starts (see framestate.c) */

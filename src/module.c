@@ -189,8 +189,7 @@ static cont_stack *new_stack(uint64_t thread_id)
     s->thread_id = thread_id;
     s->is_main = 0;
     s->started = 0;
-    s->owner = s->callable = s->args = s->kwargs = s->context = NULL;
-    s->argv[0] = s->argv[1] = NULL;
+    s->owner = s->arg = s->callable = s->args = s->kwargs = s->context = NULL;
     s->frames = NULL;
     s->chain = NULL;
     s->kill_return = NULL;
@@ -199,16 +198,10 @@ static cont_stack *new_stack(uint64_t thread_id)
     return s;
 }
 
-static void clear_argv(cont_stack *s)
-{
-    s->argv[0] = NULL;
-    Py_CLEAR(s->argv[1]);
-}
-
 PyObject *cont_run_args(const cont_stack *s)
 {
     if (s->args == NULL)
-        return PyTuple_Pack(1, s->argv[1]);
+        return PyTuple_Pack(1, s->arg);
     return PyTuple_GetSlice(s->args, 1, PyTuple_GET_SIZE(s->args));
 }
 
@@ -238,7 +231,7 @@ static void recycle_stack(cont_stack *s)
     Py_CLEAR(s->owner);
     Py_CLEAR(s->callable);
     Py_CLEAR(s->args);
-    clear_argv(s);
+    Py_CLEAR(s->arg);
     Py_CLEAR(s->kwargs);
     cfs_release(s);
     give_chunk(s);
@@ -267,7 +260,7 @@ static void discard_stack(cont_stack *s, stk_thread *eng, int moved)
         Py_CLEAR(s->owner);
         Py_CLEAR(s->callable);
         Py_CLEAR(s->args);
-        clear_argv(s);
+        Py_CLEAR(s->arg);
         Py_CLEAR(s->kwargs);
         return;
     }
@@ -497,7 +490,7 @@ static void run_end(cont_stack *me, PyObject *result)
     }
     Py_CLEAR(me->callable);
     Py_CLEAR(me->args);
-    clear_argv(me);
+    Py_CLEAR(me->arg);
     Py_CLEAR(me->kwargs);
     Py_CLEAR(me->owner);
     if (target != NULL && !target->started && target->context == NULL) {
@@ -841,7 +834,7 @@ static int init_check(PyObject *op, cont_tls **t, int *unlinked)
 
 /* The rest of __init__: the record of a run of callable(*callargs, **kw)
  * (callargs starts with op; both are stolen, kw may be NULL; callargs
- * NULL: the caller puts the one argument after op in argv[1]).  0, or -1
+ * NULL: the caller puts the one argument after op in arg).  0, or -1
  * with an error. */
 static int init_record(PyObject *op, cont_tls *t, int unlinked, PyObject *callable,
                        PyObject *callargs, PyObject *kw)
@@ -858,8 +851,6 @@ static int init_record(PyObject *op, cont_tls *t, int unlinked, PyObject *callab
     s->callable = Py_NewRef(callable);
     s->args = callargs;
     s->kwargs = kw;
-    if (callargs == NULL)
-        s->argv[0] = op;
     self->h = s;
     self->thread_id = t->thread_id;
     self->initialized = 1;
@@ -905,7 +896,7 @@ static int capi_init1(PyObject *c, PyObject *callable, PyObject *arg)
         return -1;
     if (init_record(c, t, unlinked, callable, NULL, NULL) < 0)
         return -1;
-    ((Continulet *)c)->h->argv[1] = Py_NewRef(arg);
+    ((Continulet *)c)->h->arg = Py_NewRef(arg);
     return 0;
 }
 
@@ -916,7 +907,7 @@ static int visit_stack(cont_stack *s, visitproc visit, void *arg)
     Py_VISIT(s->owner);
     Py_VISIT(s->callable);
     Py_VISIT(s->args);
-    Py_VISIT(s->argv[1]);
+    Py_VISIT(s->arg);
     Py_VISIT(s->kwargs);
     Py_VISIT(s->context);
     Py_VISIT(s->frames);

@@ -86,7 +86,7 @@ typedef struct {
 } saved_t;
 
 _Static_assert(sizeof(saved_t) == sizeof(cps_saved), "cps_saved is not the size of saved_t: recount CPS_SAVED_POINTERS and CPS_SAVED_INTS");
-_Static_assert(sizeof(root_t) <= sizeof(cps_root), "cps_root is too small");
+_Static_assert(sizeof(root_t) == sizeof(cps_root), "cps_root is not the size of root_t: recount CPS_ROOT_POINTERS");
 
 #define SAVED(p) ((saved_t *)(void *)(p))
 

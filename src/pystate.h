@@ -27,9 +27,15 @@ typedef struct { void *opaque_p[CPS_SAVED_POINTERS]; int opaque_i[CPS_SAVED_INTS
 
 /* Storage that a continulet's stack needs at a fixed address for its whole
  * life (the thread state points into it while the stack runs): its
- * bottom exception-state entry and, on 3.11, its root C frame (five
- * pointers' worth there, the largest; pystate.c checks it fits). */
-typedef struct { void *opaque[5]; } cps_root;
+ * bottom exception-state entry (two pointers) and, on 3.11, its root C
+ * frame (three more).  Sized per version, as cps_saved: pystate.c checks
+ * that the size is exact. */
+#if PY_VERSION_HEX < 0x030C0000
+#  define CPS_ROOT_POINTERS 5
+#else
+#  define CPS_ROOT_POINTERS 2
+#endif
+typedef struct { void *opaque[CPS_ROOT_POINTERS]; } cps_root;
 
 /* Bytes of the first frame data-stack chunk that a new stack gets.  Frames
  * that need more spill over into chunks that CPython allocates itself.
