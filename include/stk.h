@@ -104,6 +104,15 @@ void stk_forget(stk_thread *t, stk_slice *s);
 /* Release the heap buffer of a slice that is not suspended. */
 void stk_release(stk_slice *s);
 
+/* The allocator of the heap buffers: realloc() and free() unless the
+ * embedder sets others before any slice saves a byte (the _continuation
+ * module sets Python's object allocator, whose small blocks cost a
+ * fraction of glibc's, and always runs the engine under the GIL that it
+ * needs).  Most buffers are small: the part of a stack that its offered
+ * memory could not hold. */
+extern void *(*stk_mem_realloc)(void *p, size_t n);
+extern void (*stk_mem_free)(void *p);
+
 /* Where the byte that a suspended slice had at address p lives now: in its
  * saved copy (offered memory or heap), or still at p.  Lets debuggers and
  * the GC read suspended C stack memory (CPython keeps some frames on the

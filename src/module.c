@@ -1496,6 +1496,9 @@ PyMODINIT_FUNC PyInit__continuation(void)
     if (cps_init() < 0 || cdp_init() < 0 || PyType_Ready(&Continulet_Type) < 0)
         goto fail;
     cont_chunkcache_install();
+    /* every heap buffer is made, grown and freed under the GIL (stk.h) */
+    stk_mem_realloc = PyMem_Realloc;
+    stk_mem_free = PyMem_Free;
     if (PyModule_AddObjectRef(m, "continulet", (PyObject *)&Continulet_Type) < 0)
         goto fail;
     cont_error = PyErr_NewException("_continuation.error", NULL, NULL);

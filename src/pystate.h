@@ -49,7 +49,7 @@ typedef struct { void *opaque[CPS_ROOT_POINTERS]; } cps_root;
  * stack ~1.2 KiB, so 1 KiB would send part of every such stack to a heap
  * buffer (the same memory, more copying at each switch); 1408 B holds
  * that stack and a small function's frame (docs/performance.md) */
-#  define CPS_CHUNK_BYTES 1408
+#  define CPS_CHUNK_BYTES 1280
 #else
 #  define CPS_CHUNK_BYTES 1024
 #endif

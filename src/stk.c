@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+void *(*stk_mem_realloc)(void *p, size_t n) = realloc;
+void (*stk_mem_free)(void *p) = free;
+
 static char *lowest(char *a, char *b) { return a < b ? a : b; }
 
 /* AddressSanitizer (the CONTINULET_SANITIZE build, see docs/design.md)
@@ -81,7 +84,7 @@ static int reserve(stk_slice *s, size_t want)
            at the same depth every time, and thousands of suspended slices
            must cost little memory.  realloc() absorbs the rare growth. */
         size_t cap = (heap_n + 63) & ~(size_t)63;
-        char *heap = realloc(s->heap, cap);
+        char *heap = stk_mem_realloc(s->heap, cap);
         if (heap == NULL)
             return -1;
         s->heap = heap;
@@ -283,7 +286,7 @@ void stk_forget(stk_thread *t, stk_slice *s)
 
 void stk_release(stk_slice *s)
 {
-    free(s->heap);
+    stk_mem_free(s->heap);
     s->heap = NULL;
     s->cap = 0;
     s->saved = 0;
