@@ -52,11 +52,19 @@ typedef struct cont_stack {
 typedef struct {
     PyObject_HEAD
     cont_stack *h;          /* the stored continuation, NULL if unbound or finished */
+    /* The thread it was initialized in (a transplant moves it), 0 before
+     * __init__: no thread has id 0 (a pthread_t is an address), and no
+     * flag of its own keeps stackless's tasklet continulet, which adds a
+     * slot, in the 64 B pymalloc size class (80 B with one). */
     uint64_t thread_id;
-    char initialized;
-    char permuting;         /* marked while permute() checks its arguments */
     PyObject *weakrefs;
 } Continulet;
+
+/* Whether __init__ has run (see thread_id) */
+static inline int cont_initialized(const Continulet *c)
+{
+    return c->thread_id != 0;
+}
 
 extern PyTypeObject Continulet_Type;
 

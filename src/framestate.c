@@ -333,7 +333,7 @@ static PyObject *fs_kind(PyObject *mod, PyObject *c)
     }
     Continulet *self = (Continulet *)c;
     cont_stack *h = self->h;
-    if (!self->initialized)
+    if (!cont_initialized(self))
         return Py_BuildValue("(sO)", "unbound", Py_None);
     if (h == NULL)
         return Py_BuildValue("(sO)", "finished", Py_None);

@@ -13,7 +13,7 @@
 
 static PyObject *genlet_step(PyObject *self, PyObject *value, cps_call *call)
 {
-    if (!((Continulet *)self)->initialized) {
+    if (!cont_initialized((Continulet *)self)) {
         /* made by genlet.__new__ alone: no function, nothing to resume.  It
          * iterates as empty, as on PyPy; a value sent into it could reach
          * nobody (and switch() would hand it straight back, which would

@@ -609,9 +609,9 @@ static inline __attribute__((always_inline)) int resolve(cont_tls *t, Continulet
                                                         Continulet **top)
 {
     Continulet *self = *selfp, *to = *top;
-    if (to != NULL && !to->initialized)
+    if (to != NULL && !cont_initialized(to))
         to = NULL;
-    if (!self->initialized) {
+    if (!cont_initialized(self)) {
         if (to == NULL)
             return 0;
         self = to;
@@ -825,7 +825,7 @@ static int init_check(PyObject *op, cont_tls **t, int *unlinked)
     if ((*t = get_tls()) == NULL || (*unlinked = is_unlinked(Py_TYPE(op))) < 0)
         return -1;
     /* checked after the Python code above, which may have initialized us */
-    if (((Continulet *)op)->initialized) {
+    if (cont_initialized((Continulet *)op)) {
         PyErr_SetString(cont_error, "continulet already __init__ialized");
         return -1;
     }
@@ -853,7 +853,6 @@ static int init_record(PyObject *op, cont_tls *t, int unlinked, PyObject *callab
     s->kwargs = kw;
     self->h = s;
     self->thread_id = t->thread_id;
-    self->initialized = 1;
     return 0;
 }
 
@@ -1199,14 +1198,15 @@ PyTypeObject Continulet_Type = {
  * permute() and the module
  * --------------------------------------------------------------------- */
 
-/* One permute() argument, checked: 1 to take part, 0 to ignore (unbound),
- * -1 with an exception set. */
-static int permute_check(PyObject *o, cont_tls **tp)
+/* Argument i of permute(), checked: 1 to take part, 0 to ignore
+ * (unbound), -1 with an exception set. */
+static int permute_check(PyObject *const *args, Py_ssize_t i, cont_tls **tp)
 {
+    PyObject *o = args[i];
     if (check_continulet(o) < 0)
         return -1;
     Continulet *c = (Continulet *)o;
-    if (!c->initialized)
+    if (!cont_initialized(c))
         return 0;       /* ignored, like switch() ignores them */
     if (*tp == NULL && (*tp = get_tls()) == NULL)
         return -1;
@@ -1221,12 +1221,14 @@ static int permute_check(PyObject *o, cont_tls **tp)
     /* Twice in one rotation, a continulet would be handed two stored
      * continuations and keep only the second: one C stack would end up in
      * two continulets and another in none (PyPy does exactly that and
-     * crashes later).  Refuse before anything moves. */
-    if (c->permuting) {
-        PyErr_SetString(cont_error, "permute() got the same continulet twice");
-        return -1;
-    }
-    c->permuting = 1;
+     * crashes later).  Refuse before anything moves.  A scan of the
+     * arguments before it, not a mark on the object (a byte that would
+     * make every continulet 16 B bigger): rotations are short. */
+    for (Py_ssize_t j = 0; j < i; j++)
+        if (args[j] == o) {
+            PyErr_SetString(cont_error, "permute() got the same continulet twice");
+            return -1;
+        }
     return 1;
 }
 
@@ -1236,24 +1238,21 @@ static PyObject *permute(PyObject *module, PyObject *const *args, Py_ssize_t nar
     cont_tls *t = NULL;
     Py_ssize_t n = 0, i;
     for (i = 0; i < nargs; i++) {
-        int r = permute_check(args[i], &t);
+        int r = permute_check(args, i, &t);
         if (r < 0)
             break;
         n += r;
     }
-    /* no Python code ran since the marks were set: nothing else saw them */
-    for (Py_ssize_t j = 0; j < i; j++)
-        ((Continulet *)args[j])->permuting = 0;
     if (i < nargs)
         return NULL;
     if (n > 1) {
         /* each one gets the previous one's continuation; the first gets the last's */
         cont_stack *carry = NULL;
         for (i = nargs - 1; i >= 0; i--)
-            if (((Continulet *)args[i])->initialized) { carry = ((Continulet *)args[i])->h; break; }
+            if (cont_initialized((Continulet *)args[i])) { carry = ((Continulet *)args[i])->h; break; }
         for (i = 0; i < nargs; i++) {
             Continulet *c = (Continulet *)args[i];
-            if (!c->initialized)
+            if (!cont_initialized(c))
                 continue;
             cont_stack *mine = c->h;
             c->h = carry;

@@ -67,7 +67,7 @@ static int parse_thread_id(PyObject *o, uint64_t *id)
 
 static Continulet *continulet_arg(PyObject *o)
 {
-    if (!PyObject_TypeCheck(o, &Continulet_Type) || !((Continulet *)o)->initialized) {
+    if (!PyObject_TypeCheck(o, &Continulet_Type) || !cont_initialized((Continulet *)o)) {
         PyErr_SetString(PyExc_TypeError, "_transplant: expected an initialized continulet");
         return NULL;
     }
