@@ -24,6 +24,10 @@ typedef struct cont_tls {
     PyObject *xfer;             /* what a switch hands over (owned) */
     int xfer_is_exc;            /* xfer is an exception to raise */
     cont_stack *dead;           /* a finished run, recycled by whoever resumes */
+    /* the exchange of the switch in progress, undone if its swap fails */
+    Continulet *undo_origin, *undo_dest;
+    cont_stack *undo_target;
+    int swap_failed;            /* set by swap_stacks() */
     struct cont_tls *next;      /* all live threads */
 } cont_tls;
 
@@ -304,16 +308,30 @@ void cont_retire_stack(cont_stack *s)
 static void run_stack(void *arg);
 static void process_orphans(cont_tls *t);
 
-/* Suspend the running stack and resume (or start) `target`.  Returns 0
- * once this stack is resumed again, -1 with MemoryError set if the switch
- * could not even start. */
-static inline __attribute__((always_inline)) int resume(PyThreadState *ts, cont_tls *t,
-                                                       cont_stack *target, cps_call *call)
+/* A switch comes in three steps, each its own function, so that the C
+ * frame that calls them holds almost nothing across the swap itself: every
+ * byte of the frames under stk_swap is copied out and back in at each
+ * switch, and kept by every suspended stack (a blocked tasklet).  One
+ * inlined function did it all before, with ten values live across the
+ * swap in a 112 B frame; now the frames there are swap_stacks's 16 B and
+ * whatever the caller keeps (capi_switch_then: its `then` and operands).
+ * What the step after the swap needs is the thread's record, which the
+ * swap hands on, and the running stack, the engine's current slice. */
+
+/* The stack of a slice (the slice is its first member) */
+static cont_stack *stack_of(stk_slice *s)
+{
+    return (cont_stack *)(void *)((char *)s - offsetof(cont_stack, slice));
+}
+
+/* Before the swap to `target` (to resume, or to start): the running
+ * stack's Python state is saved.  0, or -1 with MemoryError set (nothing
+ * changed). */
+static inline __attribute__((always_inline)) int switch_out(PyThreadState *ts, cont_tls *t,
+                                                cont_stack *target, cps_call *call)
 {
     cont_stack *cur = t->current;
     void *switcher = cps_top_frame(ts);
-    int rc;
-
     if (!target->started && take_chunk(target) < 0) {
         PyErr_NoMemory();
         return -1;
@@ -323,16 +341,36 @@ static inline __attribute__((always_inline)) int resume(PyThreadState *ts, cont_
     void *spare = cps_spare(&cur->saved, &spare_n);
     stk_offer_spare(&cur->slice, spare, spare_n);
     t->current = target;
+    if (target->started)
+        cps_set_switcher(&target->saved, target->unlinked ? NULL : switcher);
+    return 0;
+}
+
+/* The swap to t->current: returns t once the stack that switch_out left
+ * is resumed again, or at once if it could not even start (then with
+ * t->swap_failed set).  Returning t spares switch_in a lookup of it. */
+static __attribute__((noinline)) cont_tls *swap_stacks(cont_tls *t)
+{
+    cont_stack *target = t->current;
+    int rc;
     if (!target->started) {
         target->started = 1;
         rc = stk_start(&t->eng, &target->slice, run_stack, target);
     }
-    else {
-        cps_set_switcher(&target->saved, target->unlinked ? NULL : switcher);
+    else
         rc = stk_switch(&t->eng, &target->slice);
-    }
-    /* Back on this stack: either nothing happened (rc < 0) or someone
-       switched back here.  Either way, our own Python state comes back. */
+    t->swap_failed = rc < 0;
+    return t;
+}
+
+/* Back on this stack after swap_stacks(): either nothing happened
+ * (t->swap_failed) or someone switched back here.  Either way, our own
+ * Python state comes back.  0, or -1 with MemoryError set (the swap
+ * failed). */
+static inline __attribute__((always_inline)) int switch_in(cont_tls *t)
+{
+    PyThreadState *ts = cps_tstate();
+    cont_stack *cur = stack_of(t->eng.current);
     cps_restore(ts, &cur->saved);
     t->current = cur;
     if (t->dead != NULL) {
@@ -341,11 +379,21 @@ static inline __attribute__((always_inline)) int resume(PyThreadState *ts, cont_
         recycle_stack(d);
     }
     cps_catch_up(ts, &cur->saved);
-    if (rc < 0) {
+    if (t->swap_failed) {
         PyErr_NoMemory();
         return -1;
     }
     return 0;
+}
+
+/* Suspend the running stack and resume (or start) `target`.  Returns 0
+ * once this stack is resumed again, -1 with MemoryError set if the switch
+ * could not even start. */
+static int resume(PyThreadState *ts, cont_tls *t, cont_stack *target, cps_call *call)
+{
+    if (switch_out(ts, t, target, call) < 0)
+        return -1;
+    return switch_in(swap_stacks(t));
 }
 
 /* The value or exception handed over by the switch that resumed us. */
@@ -557,40 +605,6 @@ static int check_switch_allowed(PyThreadState *ts, cont_tls *t)
     return 0;
 }
 
-/* The three-way exchange at the heart of switch() and throw():
- * the running stack goes into origin, origin's content into dest, and
- * dest's old content runs.  `v` is the value (or exception) to hand over
- * and is stolen. */
-static inline __attribute__((always_inline)) PyObject *
-exchange(PyThreadState *ts, cont_tls *t, Continulet *origin, Continulet *dest, PyObject *v,
-         int is_exc, cps_call *call)
-{
-    cont_stack *target = dest->h;
-    cont_stack *cur = t->current;
-    if (check_switch_allowed(ts, t) < 0) {
-        Py_DECREF(v);
-        return NULL;
-    }
-    dest->h = origin->h;
-    origin->h = cur;
-    put_xfer(t, v, is_exc);
-    if (resume(ts, t, target, call) < 0) {
-        if (origin == dest)
-            origin->h = target;
-        else {
-            origin->h = dest->h;
-            dest->h = target;
-        }
-        Py_CLEAR(t->xfer);
-        t->xfer_is_exc = 0;
-        return NULL;
-    }
-    PyObject *res = take_xfer(t);
-    if (orphans != NULL)
-        process_orphans(t);     /* keeps the raised exception, if any */
-    return res;
-}
-
 static int check_continulet(PyObject *o)
 {
     /* (a direct subclass, such as stackless's tasklet continulet, without
@@ -638,19 +652,40 @@ static inline __attribute__((always_inline)) int resolve(cont_tls *t, Continulet
     return 1;
 }
 
-/* switch or throw; `v` is stolen.  With `then` (switch_then), the result
- * is then(r, a, b)'s, which runs whatever happens (switch or not, error
- * or not). */
-static inline __attribute__((always_inline)) PyObject *
-dispatch_body(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj, cps_call *call,
-              cont_then_fn then, PyObject *a, PyObject *b)
+/* A switch that could not swap gives every continulet its stack back. */
+static void exchange_undo(cont_tls *t)
+{
+    Continulet *origin = t->undo_origin, *dest = t->undo_dest;
+    if (origin == dest)
+        origin->h = t->undo_target;
+    else {
+        origin->h = dest->h;
+        dest->h = t->undo_target;
+    }
+    Py_CLEAR(t->xfer);
+    t->xfer_is_exc = 0;
+}
+
+/* What exchange_begin() leaves when there is no swap to do: the result of
+ * the switch (the value back, or NULL with an error).  Static, not an
+ * out-parameter: read at once, under the GIL, and no local of the frame
+ * that stays under the swap (see switch_out). */
+static PyObject *no_swap_result;
+
+/* switch or throw up to the swap: the three-way exchange at its heart
+ * (the running stack goes into origin, origin's content into dest, and
+ * dest's old content is to run), then switch_out().  `v` is the value (or
+ * exception) to hand over, stolen.  The thread's record when the swap is
+ * to be done, else NULL with the result in no_swap_result. */
+static __attribute__((noinline)) cont_tls *
+exchange_begin(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj, cps_call *call)
 {
     Continulet *to = NULL;
-    PyObject *r = NULL;
+    no_swap_result = NULL;
     if (to_obj != NULL && to_obj != Py_None) {
         if (check_continulet(to_obj) < 0) {
             Py_DECREF(v);
-            goto early;
+            return NULL;
         }
         to = (Continulet *)to_obj;
     }
@@ -658,7 +693,7 @@ dispatch_body(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj, cps_c
     cont_tls *t = get_tls_of(ts);
     if (t == NULL) {
         Py_DECREF(v);
-        goto early;
+        return NULL;
     }
     int rc = resolve(t, &self, &to);
     if (rc <= 0) {
@@ -667,11 +702,54 @@ dispatch_body(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj, cps_c
         else if (is_exc)
             cps_restore_exception(v);
         else
-            r = v;
-        goto early;
+            no_swap_result = v;
+        return NULL;
     }
-    r = exchange(ts, t, self, to ? to : self, v, is_exc, call);
-early:
+    Continulet *origin = self, *dest = to ? to : self;
+    cont_stack *target = dest->h;
+    cont_stack *cur = t->current;
+    if (check_switch_allowed(ts, t) < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    dest->h = origin->h;
+    origin->h = cur;
+    put_xfer(t, v, is_exc);
+    /* what exchange_end() undoes if the swap fails (only then: later
+       switches overwrite these) */
+    t->undo_origin = origin;
+    t->undo_dest = dest;
+    t->undo_target = target;
+    if (switch_out(ts, t, target, call) < 0) {
+        exchange_undo(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* The rest of switch or throw, after swap_stacks(t): the value handed
+ * over, or NULL with an exception. */
+static __attribute__((noinline)) PyObject *exchange_end(cont_tls *t)
+{
+    if (switch_in(t) < 0) {
+        exchange_undo(t);
+        return NULL;
+    }
+    PyObject *res = take_xfer(t);
+    if (orphans != NULL)
+        process_orphans(t);     /* keeps the raised exception, if any */
+    return res;
+}
+
+/* switch or throw; `v` is stolen.  With `then` (switch_then), the result
+ * is then(r, a, b)'s, which runs whatever happens (switch or not, error
+ * or not).  Across the swap this frame holds then, a and b only. */
+static inline __attribute__((always_inline)) PyObject *
+dispatch_body(Continulet *self, PyObject *v, int is_exc, PyObject *to_obj, cps_call *call,
+              cont_then_fn then, PyObject *a, PyObject *b)
+{
+    cont_tls *t = exchange_begin(self, v, is_exc, to_obj, call);
+    PyObject *r = t != NULL ? exchange_end(swap_stacks(t)) : no_swap_result;
     return then != NULL ? then(r, a, b) : r;
 }
 

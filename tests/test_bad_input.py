@@ -503,3 +503,39 @@ def test_tasklet_called_from_c_with_empty_keyword_names():
     assert t.alive
     t.kill()
     assert not t.alive
+
+
+def test_a_switch_that_cannot_save_its_stack_raises_memoryerror_and_changes_nothing():
+    # A switch copies the C stack it leaves to memory of its own; what the
+    # stack's frame chunk cannot hold goes to a heap buffer, from Python's
+    # allocator.  When that allocation fails the switch must not happen:
+    # MemoryError is raised where switch() was called, and both
+    # continulets stay as they were, usable.
+    try:
+        import _testcapi
+        set_nomemory, remove_mem_hooks = _testcapi.set_nomemory, _testcapi.remove_mem_hooks
+    except (ImportError, AttributeError):
+        pytest.skip("needs CPython's _testcapi.set_nomemory")
+    seen = []
+
+    def deep(c, n):
+        if n:
+            # each level adds C frames (map, list, the lambda's call): a C
+            # stack far bigger than a frame chunk
+            return list(map(lambda _: deep(c, n - 1), [0]))[0]
+        try:
+            set_nomemory(0)
+            got = c.switch("not reached")
+        except MemoryError:
+            remove_mem_hooks()
+            seen.append(c.is_pending())
+            got = c.switch("after the failed switch")
+        finally:
+            remove_mem_hooks()
+        return ("done", got)
+
+    c = continulet(deep, 30)
+    assert c.switch() == "after the failed switch"
+    assert seen == [True]
+    assert c.switch("back") == ("done", "back")
+    assert not c.is_pending()

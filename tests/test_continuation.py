@@ -339,7 +339,7 @@ def test_permute_refuses_the_same_continulet_twice(pattern):
     for x, c in conts.items():
         assert c.switch("resumed") == (x, "resumed")
         assert not c.is_pending()
-    # and the marks are gone: the same continulets permute normally again
+    # and the refusal leaves nothing behind: they permute normally again
     a, b = fresh(), fresh()
     with pytest.raises(error):
         permute(a, b, a)
