@@ -336,7 +336,8 @@ static inline __attribute__((always_inline)) int switch_out(PyThreadState *ts, c
         PyErr_NoMemory();
         return -1;
     }
-    cps_save(ts, &cur->saved, call);
+    if (cps_save(ts, &cur->saved, call) < 0)
+        return -1;
     size_t spare_n;
     void *spare = cps_spare(&cur->saved, &spare_n);
     stk_offer_spare(&cur->slice, spare, spare_n);

@@ -1073,18 +1073,44 @@ static int is_checkpoint(const saved_t *s, const _PyInterpreterFrame *f)
         && f->return_offset == CHECKPOINT_MARK && frame_code(f) == s->cp_code;
 }
 
-static void reserve_splices(saved_t *s, int n)
+/* Room for n entries in s->splices: 0, or -1 with MemoryError set. */
+static int reserve_splices(saved_t *s, int n)
 {
     if (n <= s->splices_cap)
-        return;
+        return 0;
     int cap = s->splices_cap ? s->splices_cap : 8;
     while (cap < n)
         cap *= 2;
     void *p = PyMem_RawRealloc(s->splices, (size_t)cap * sizeof(*s->splices));
-    if (p == NULL)
-        Py_FatalError("_continuation: out of memory while suspending frames");
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     s->splices = p;
     s->splices_cap = cap;
+    return 0;
+}
+
+/* Room in s->splices for every pair that cut_entry_frames() will collect
+ * below `top`, made before cps_save() changes anything, so that a switch
+ * that cannot have it fails cleanly (MemoryError where it was called)
+ * instead of stopping the interpreter halfway through.  The walk is
+ * cut_entry_frames()'s, counting only; the usual case (the checkpoint on
+ * top) collects nothing.  0, or -1 with MemoryError set. */
+static int reserve_cut(PyThreadState *ts, saved_t *s, _PyInterpreterFrame *top)
+{
+    if (top == NULL || (top == s->cp_frame && is_checkpoint(s, top)))
+        return 0;
+    /* the frame whose link cps_save() cuts: the walk ends there */
+    _PyInterpreterFrame *bottom = bottom_frame(s, ts, top);
+    int n = s->nsplices;
+    for (_PyInterpreterFrame *f = top; f != NULL && f != bottom; f = f->previous) {
+        if (s->cp_frame != NULL && is_checkpoint(s, f))
+            break;
+        if (f->previous != NULL && is_entry_frame(f->previous))
+            n += 2;
+    }
+    return reserve_splices(s, n);
 }
 
 /* Cut the frames of the recorded pairs loose from their entry frames. */
@@ -1117,7 +1143,8 @@ static void cut_entry_frames(PyThreadState *ts, saved_t *s)
         _PyInterpreterFrame *prev = f->previous;
         if (prev == NULL || !is_entry_frame(prev))
             continue;
-        reserve_splices(s, n + 2);
+        if (reserve_splices(s, n + 2) < 0)      /* (reserve_cut made the room) */
+            Py_FatalError("_continuation: out of memory while suspending frames");
         s->splices[n++] = f;
         s->splices[n++] = prev;
     }
@@ -1149,6 +1176,11 @@ static void cut_entry_frames(PyThreadState *ts, saved_t *s)
 #else
 static int find_call_opcodes(void) { return 0; }
 static void cut_entry_frames(PyThreadState *ts, saved_t *s) { (void)ts; (void)s; }
+static int reserve_cut(PyThreadState *ts, saved_t *s, _PyInterpreterFrame *top)
+{
+    (void)ts; (void)s; (void)top;
+    return 0;       /* 3.11: no entry frames to cut */
+}
 #endif
 
 int cps_init(void)
@@ -1225,7 +1257,7 @@ void cps_find_hidden(cps_call *call)
     call->hidden = hidden_method(PyThreadState_Get(), call);
 }
 
-void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
+int cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
 {
     saved_t *s = SAVED(saved);
     _PyInterpreterFrame *top = top_frame(ts);
@@ -1237,6 +1269,8 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
        cut or clear those frames (cps_restore puts the switcher back). */
     if (s->root_chunk != NULL && top == s->switcher)
         top = NULL;
+    if (reserve_cut(ts, s, top) < 0)
+        return -1;
     PyObject *const *stack_hint = call != NULL ? call->end : NULL;
     s->top = top;
     s->top_sp = NULL;
@@ -1298,6 +1332,7 @@ void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
     note_root_link(s);
     cut_entry_frames(ts, s);
     note_instrumentation(ts, s);
+    return 0;
 }
 
 void *cps_spare(const cps_saved *saved, size_t *n)

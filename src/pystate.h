@@ -42,13 +42,15 @@ typedef struct { void *opaque[CPS_ROOT_POINTERS]; } cps_root;
  * While the stack is suspended, the chunk's unused end also holds its saved
  * C stack (stk_offer_spare), the rest going to a heap buffer.  1 KiB holds
  * a tasklet blocked in receive() inside a Python function on 3.11 and 3.13
- * (its frame and ~0.85 KiB of C stack) in the record alone; every byte more
+ * (its frame and 640 / 672 B of C stack) in the record alone, and a
+ * function with a bigger frame too (hackysack's player); every byte more
  * is paid by each of thousands of idle tasklets (docs/performance.md). */
 #if PY_VERSION_HEX >= 0x030E0000
 /* 3.14+: the interpreter's C frame alone is 736 B, a blocked tasklet's C
- * stack ~1.2 KiB, so 1 KiB would send part of every such stack to a heap
- * buffer (the same memory, more copying at each switch); 1408 B holds
- * that stack and a small function's frame (docs/performance.md) */
+ * stack 1072 B; 1280 B holds that stack and a small function's frame
+ * with 80 B to spare, hackysack's player's with 24 B; a function with a
+ * bigger frame puts the rest of its stack in the heap buffer
+ * (docs/performance.md) */
 #  define CPS_CHUNK_BYTES 1280
 #else
 #  define CPS_CHUNK_BYTES 1024
@@ -89,8 +91,10 @@ void cps_find_hidden(cps_call *call);
 
 /* Suspend the running stack: copy its fields into `saved` and cut its
  * bottom frame loose from the frames of whoever switched into it.  `call`
- * (may be NULL) is the switching method's call. */
-void cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call);
+ * (may be NULL) is the switching method's call.  0, or -1 with
+ * MemoryError set and nothing changed (3.13+: no room to note the frames
+ * that it cuts loose from entry frames). */
+int cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call);
 
 /* The unused end of a suspended stack's frame data stack: free memory
  * until the stack resumes (see stk_offer_spare). */
