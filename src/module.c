@@ -28,6 +28,7 @@ typedef struct cont_tls {
     Continulet *undo_origin, *undo_dest;
     cont_stack *undo_target;
     int swap_failed;            /* set by swap_stacks() */
+    PyThreadState *switch_ts;   /* set by switch_out(), read by switch_in() */
     struct cont_tls *next;      /* all live threads */
 } cont_tls;
 
@@ -344,6 +345,7 @@ static inline __attribute__((always_inline)) int switch_out(PyThreadState *ts, c
     t->current = target;
     if (target->started)
         cps_set_switcher(&target->saved, target->unlinked ? NULL : switcher);
+    t->switch_ts = ts;
     return 0;
 }
 
@@ -370,7 +372,9 @@ static __attribute__((noinline)) cont_tls *swap_stacks(cont_tls *t)
  * failed). */
 static inline __attribute__((always_inline)) int switch_in(cont_tls *t)
 {
-    PyThreadState *ts = cps_tstate();
+    /* (the thread state that switched out, as a register kept across the
+       swap would give it: a stack resumes in the thread that left it) */
+    PyThreadState *ts = t->switch_ts;
     cont_stack *cur = stack_of(t->eng.current);
     cps_restore(ts, &cur->saved);
     t->current = cur;

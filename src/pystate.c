@@ -1095,11 +1095,14 @@ static int reserve_splices(saved_t *s, int n)
  * below `top`, made before cps_save() changes anything, so that a switch
  * that cannot have it fails cleanly (MemoryError where it was called)
  * instead of stopping the interpreter halfway through.  The walk is
- * cut_entry_frames()'s, counting only; the usual case (the checkpoint on
- * top) collects nothing.  0, or -1 with MemoryError set. */
+ * cut_entry_frames()'s, counting only.  1 in the usual case, which
+ * collects nothing: the stack stops at the checkpoint again (see
+ * cut_entry_frames); else 0, or -1 with MemoryError set. */
 static int reserve_cut(PyThreadState *ts, saved_t *s, _PyInterpreterFrame *top)
 {
-    if (top == NULL || (top == s->cp_frame && is_checkpoint(s, top)))
+    if (top != NULL && top == s->cp_frame && is_checkpoint(s, top))
+        return 1;
+    if (top == NULL)
         return 0;
     /* the frame whose link cps_save() cuts: the walk ends there */
     _PyInterpreterFrame *bottom = bottom_frame(s, ts, top);
@@ -1120,13 +1123,14 @@ static void cut_pairs(saved_t *s)
         s->splices[i]->previous = s->splices[i + 1]->previous;
 }
 
-static void cut_entry_frames(PyThreadState *ts, saved_t *s)
+static void cut_entry_frames(PyThreadState *ts, saved_t *s, int at_checkpoint)
 {
-    /* The usual case: the stack stops in the same call as last time (a
-       loop that switches, sends or receives).  Its pairs are exactly the
-       checkpoint's, and the mark already stands: what the walk below
-       would find and write again, for ~70 instructions less per switch. */
-    if (s->top != NULL && s->top == s->cp_frame && is_checkpoint(s, s->top)) {
+    /* The usual case (reserve_cut found it): the stack stops in the same
+       call as last time (a loop that switches, sends or receives).  Its
+       pairs are exactly the checkpoint's, and the mark already stands:
+       what the walk below would find and write again, for ~70
+       instructions less per switch. */
+    if (at_checkpoint) {
         s->nsplices = s->cp_nsplices;
         cut_pairs(s);
         return;
@@ -1175,7 +1179,10 @@ static void cut_entry_frames(PyThreadState *ts, saved_t *s)
 }
 #else
 static int find_call_opcodes(void) { return 0; }
-static void cut_entry_frames(PyThreadState *ts, saved_t *s) { (void)ts; (void)s; }
+static void cut_entry_frames(PyThreadState *ts, saved_t *s, int at_checkpoint)
+{
+    (void)ts; (void)s; (void)at_checkpoint;
+}
 static int reserve_cut(PyThreadState *ts, saved_t *s, _PyInterpreterFrame *top)
 {
     (void)ts; (void)s; (void)top;
@@ -1269,7 +1276,8 @@ int cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
        cut or clear those frames (cps_restore puts the switcher back). */
     if (s->root_chunk != NULL && top == s->switcher)
         top = NULL;
-    if (reserve_cut(ts, s, top) < 0)
+    int at_checkpoint = reserve_cut(ts, s, top);
+    if (at_checkpoint < 0)
         return -1;
     PyObject *const *stack_hint = call != NULL ? call->end : NULL;
     s->top = top;
@@ -1330,7 +1338,7 @@ int cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
         bottom->previous = NULL;
     }
     note_root_link(s);
-    cut_entry_frames(ts, s);
+    cut_entry_frames(ts, s, at_checkpoint);
     note_instrumentation(ts, s);
     return 0;
 }
