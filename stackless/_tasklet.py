@@ -52,8 +52,9 @@ class tasklet(_FlagsBase):  # type: ignore[valid-type,misc]
 
     __slots__ = ("_func", "_args", "_kwargs", "_cont", "_ts", "_tempval",
                  "_channel", "_context", "_trace", "_profile") + (
-        # (the accelerator's base lists the weak references itself)
-        () if _FlagsBase.__weakrefoffset__ else ("__weakref__",)) + (
+        # (the accelerator's base lists the weak references itself; PyPy's
+        # types have no __weakrefoffset__)
+        () if getattr(_FlagsBase, "__weakrefoffset__", 0) else ("__weakref__",)) + (
         # PyPy's switch keeps a suspended tasklet's frame and context here;
         # CPython reads them from its suspended stack (16 B less a tasklet)
         ("_ctx", "_frame") if _PYPY else ())
