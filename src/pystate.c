@@ -1098,14 +1098,13 @@ static int reserve_splices(saved_t *s, int n)
  * cut_entry_frames()'s, counting only.  1 in the usual case, which
  * collects nothing: the stack stops at the checkpoint again (see
  * cut_entry_frames); else 0, or -1 with MemoryError set. */
-static int reserve_cut(PyThreadState *ts, saved_t *s, _PyInterpreterFrame *top)
+static int reserve_cut(saved_t *s, _PyInterpreterFrame *top, _PyInterpreterFrame *bottom)
 {
     if (top != NULL && top == s->cp_frame && is_checkpoint(s, top))
         return 1;
     if (top == NULL)
         return 0;
-    /* the frame whose link cps_save() cuts: the walk ends there */
-    _PyInterpreterFrame *bottom = bottom_frame(s, ts, top);
+    /* (bottom: the frame whose link cps_save() cuts, where the walk ends) */
     int n = s->nsplices;
     for (_PyInterpreterFrame *f = top; f != NULL && f != bottom; f = f->previous) {
         if (s->cp_frame != NULL && is_checkpoint(s, f))
@@ -1183,9 +1182,9 @@ static void cut_entry_frames(PyThreadState *ts, saved_t *s, int at_checkpoint)
 {
     (void)ts; (void)s; (void)at_checkpoint;
 }
-static int reserve_cut(PyThreadState *ts, saved_t *s, _PyInterpreterFrame *top)
+static int reserve_cut(saved_t *s, _PyInterpreterFrame *top, _PyInterpreterFrame *bottom)
 {
-    (void)ts; (void)s; (void)top;
+    (void)s; (void)top; (void)bottom;
     return 0;       /* 3.11: no entry frames to cut */
 }
 #endif
@@ -1276,7 +1275,8 @@ int cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
        cut or clear those frames (cps_restore puts the switcher back). */
     if (s->root_chunk != NULL && top == s->switcher)
         top = NULL;
-    int at_checkpoint = reserve_cut(ts, s, top);
+    _PyInterpreterFrame *bottom = top != NULL ? bottom_frame(s, ts, top) : NULL;
+    int at_checkpoint = reserve_cut(s, top, bottom);
     if (at_checkpoint < 0)
         return -1;
     PyObject *const *stack_hint = call != NULL ? call->end : NULL;
@@ -1323,7 +1323,6 @@ int cps_save(PyThreadState *ts, cps_saved *saved, cps_call *call)
     /* Cut the bottom frame loose: while suspended, its frames must not
        point into a stack that may change or vanish.  Remember the link so
        that a resume without a new switcher restores it exactly. */
-    _PyInterpreterFrame *bottom = top != NULL ? bottom_frame(s, ts, top) : NULL;
     s->bottom = bottom;
     s->entry = NULL;
     if (bottom != NULL && bottom->previous != NULL) {
