@@ -63,7 +63,7 @@ if platform.python_implementation() == "CPython":
         "_stackless_accel",
         sources=["src/stackless_accel.c", "src/stackless_tasklet.c", "src/stackless_hide.c",
                  "src/stackless_run.c", "src/stackless_channel_new.c", "src/stackless_flags.c",
-                 "src/stackless_waitqueue.c"],
+                 "src/stackless_waitqueue.c", "src/stackless_registry.c"],
         depends=["src/slots.h", "src/capi.h", "src/stackless_accel.h"],
         extra_compile_args=cflags,
         extra_link_args=ldflags,

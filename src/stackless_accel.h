@@ -85,8 +85,29 @@ PyObject *accel_wq_first(PyObject *q);
  * _orphaned and _unrestorable are chars (T_BOOL members) */
 int tasklet_flags_add(PyObject *module);
 extern PyTypeObject accel_flags_type;
-/* where an instance of it keeps its registry key (an object or NULL) */
-extern const Py_ssize_t accel_key_offset;
+/* A tasklet's place in its thread's registry (stackless_registry.c):
+ * next is NULL while it is in none; prev's low bit says whether the
+ * registry holds a reference to it */
+typedef struct reg_link {
+    struct reg_link *next;
+    uintptr_t prev;
+} reg_link;
+/* where an instance of TaskletFlags keeps it */
+extern const Py_ssize_t accel_link_offset;
+
+/* stackless_registry.c: the registry of a thread's live tasklets, a list
+ * through them.  add: in ts's registry (made if need be, -1 with an error
+ * for no memory), held; remove: out of it (its reference released);
+ * weaken: not held; forget_weak: out of it if not held (garbage);
+ * dealloc: out of it.  No Python code runs in them but the release of a
+ * held tasklet's reference, which the caller's own reference keeps. */
+int accel_registry_init(PyObject *registry, PyObject *tasklet, PyObject *tstate);
+int accel_reg_add(PyObject *t, PyObject *ts);
+void accel_reg_remove(PyObject *t);
+void accel_reg_weaken(PyObject *t);
+void accel_reg_forget_weak(PyObject *t);
+void accel_reg_dealloc(PyObject *t);
+extern PyMethodDef accel_registry_methods[];
 /* The offset of cls's char flag `name`, or -1 with an error */
 #define flag_offset(cls, name) member_offset((cls), (name), T_BOOL)
 

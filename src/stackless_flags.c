@@ -29,13 +29,13 @@ typedef struct {
     PyObject_HEAD
     PyObject *blocked, *scheduled, *base;
     char alive, started, is_main, atomic, ignore_nesting, block_trap, orphaned, unrestorable;
-    /* the tasklet's key in its registry (stackless_tasklet.c,
-       registry_key): no attribute, so that nothing else can change it */
-    PyObject *key;
+    /* its place in its thread's registry (stackless_registry.c): no
+       attribute, so that nothing else can change it */
+    reg_link link;
     PyObject *weakrefs;
 } TaskletFlags;
 
-const Py_ssize_t accel_key_offset = offsetof(TaskletFlags, key);
+const Py_ssize_t accel_link_offset = offsetof(TaskletFlags, link);
 
 #define OBJ(name, field) {name, T_OBJECT_EX, offsetof(TaskletFlags, field), 0, NULL}
 #define FLAG(name, field) {name, T_BOOL, offsetof(TaskletFlags, field), 0, NULL}
@@ -52,13 +52,13 @@ static PyMemberDef flags_members[] = {
 static void flags_dealloc(PyObject *self)
 {
     TaskletFlags *f = (TaskletFlags *)self;
+    accel_reg_dealloc(self);
     /* (subtype_dealloc leaves them to the base that lists them) */
     if (f->weakrefs != NULL)
         PyObject_ClearWeakRefs(self);
     Py_CLEAR(f->blocked);
     Py_CLEAR(f->scheduled);
     Py_CLEAR(f->base);
-    Py_CLEAR(f->key);
     Py_TYPE(self)->tp_free(self);
 }
 

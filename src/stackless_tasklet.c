@@ -38,10 +38,8 @@ static char tpl_imm[MAX_FIELDS];
 static int tpl_n;
 
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
-                  t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq, ts_alive;
+                  t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
-/* stackless._lifetime._WEAK: the registry's entry of a tasklet held weakly */
-static PyObject *weak_marker;
 /* stackless._common._FRESH_CONTEXT */
 static PyObject *fresh_context;
 /* stackless._lifetime._TaskletCont, and the offset of its slot `tasklet` */
@@ -297,46 +295,6 @@ static PyObject *tasklet_vectorcall(PyObject *type, PyObject *const *args, size_
 
 /* --- setup(*args, **kwargs) and __call__ ---------------------------------- */
 
-/* The tasklet's key in its registry, id(t), as a new reference (NULL with
- * an error): made once and kept in the tasklet (TaskletFlags's hidden
- * field, stackless_flags.c), so that each lookup finds the very key
- * object that the registry holds (no int made and freed, and the keys
- * compared by identity, not by value).  Nothing else can write it. */
-static PyObject *registry_key(PyObject *t)
-{
-    if (!is_tasklet(t) && !PyObject_TypeCheck(t, &accel_flags_type))
-        return PyLong_FromVoidPtr(t);
-    PyObject **kept = (PyObject **)((char *)t + accel_key_offset);
-    if (*kept == NULL && (*kept = PyLong_FromVoidPtr(t)) == NULL)
-        return NULL;
-    return Py_NewRef(*kept);
-}
-
-/* _register(self): ts.alive, the thread's registry (made the first time
- * as _alive_registry.setdefault(thread_id, {})), [id(self)] = self */
-static int register_alive(PyObject *self, PyObject *ts)
-{
-    PyObject *d = slot(ts, ts_alive);
-    if (d == NULL || d == Py_None) {
-        PyObject *fresh_d = PyDict_New();
-        if (fresh_d == NULL)
-            return -1;
-        d = PyDict_SetDefault(registry, slot(ts, ts_thread_id), fresh_d);
-        Py_DECREF(fresh_d);     /* (the registry holds the one it keeps) */
-        if (d == NULL)
-            return -1;
-        set_slot(ts, ts_alive, d);
-    }
-    PyObject *key = registry_key(self);
-    if (key == NULL)
-        return -1;
-    Py_INCREF(d);       /* (the insertion may run finalizers) */
-    int rc = PyDict_CheckExact(d) ? PyDict_SetItem(d, key, self) : PyObject_SetItem(d, key, self);
-    Py_DECREF(d);
-    Py_DECREF(key);
-    return rc;
-}
-
 /* The keyword arguments as a dict, or None when there are none: a blocked
  * tasklet keeps them until its function returns (see stackless_run.c),
  * and an empty dict is 64 B of every one. */
@@ -381,7 +339,7 @@ static PyObject *setup_usual(PyObject *self, PyObject *ts, PyObject *a, PyObject
     set_flag(self, t_started, 0);
     clear_to_none(self, t_cont);
     clear_to_none(self, t_tempval);
-    if (register_alive(self, ts) < 0)
+    if (accel_reg_add(self, ts) < 0)
         return NULL;
     /* insert() */
     set_slot(self, t_scheduled, Py_True);
@@ -471,42 +429,7 @@ static PyMethodDef call_def = {"__call__", (PyCFunction)(void (*)(void))tasklet_
 /* --- _new_cont(bootstrap, t) --------------------------------------------------
  * t starts: its continulet is a _TaskletCont that knows t, and from now on
  * its registry holds t weakly, so that the GC finds t once nothing else
- * refers to it (stackless/_lifetime.py).
- *
- * Weakly without a weak reference (80 B per blocked tasklet): the entry
- * is _WEAK, and its key is t's address.  It is valid while t's continulet
- * c holds t (c.tasklet is t, t._cont is c) and c's finalizer has not run:
- * a started tasklet dies only with its continulet, through the garbage
- * collector, which runs c's finalizer first (PEP 442), or from c's
- * dealloc.  That finalizer is tcont_finalize() below, which leaves the
- * entry strong or removes it; the end of t removes it too
- * (unregister_alive).  So an entry is made _WEAK only for a c that is
- * t's, knows t and is not finalized yet. */
-
-/* Whether t's registry entry may become _WEAK: t's continulet is a
- * _TaskletCont that knows t and whose finalizer has not run. */
-static int may_weaken(PyObject *t)
-{
-    PyObject *c = slot(t, t_cont);
-    return c != NULL && Py_IS_TYPE(c, tcont_type) && slot(c, c_tasklet) == t
-        && !PyObject_GC_IsFinalized(c);
-}
-
-static int hold_weakly(PyObject *t)
-{
-    PyObject *d = PyDict_GetItemWithError(registry, slot(slot(t, t_ts), ts_thread_id));
-    if (d == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    Py_INCREF(d);       /* (an allocation below may run finalizers) */
-    PyObject *key = registry_key(t);
-    PyObject *v = key != NULL ? PyDict_GetItemWithError(d, key) : NULL;
-    int rc = key == NULL || (v == NULL && PyErr_Occurred()) ? -1 : 0;
-    if (v == t && may_weaken(t))
-        rc = PyDict_SetItem(d, key, weak_marker);   /* (replaces: allocates nothing) */
-    Py_XDECREF(key);
-    Py_DECREF(d);
-    return rc;
-}
+ * refers to it (stackless/_lifetime.py, src/stackless_registry.c). */
 
 /* _TaskletCont's traverse: what the generic one of a class with __slots__
  * (subtype_traverse) does for it, without walking the class's member
@@ -522,147 +445,22 @@ static int tcont_traverse(PyObject *c, visitproc visit, void *arg)
     return continulet_traverse(c, visit, arg);
 }
 
-/* _tasklet_at(d, key): the tasklet of the registry d's entry key while
- * that is _WEAK, else None (stackless._lifetime._live_tasklets) */
-static PyObject *tasklet_at(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)mod;
-    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyLong_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "_tasklet_at(dict, int)");
-        return NULL;
-    }
-    PyObject *v = PyDict_GetItemWithError(args[0], args[1]);
-    if (v != weak_marker)
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    PyObject *t = PyLong_AsVoidPtr(args[1]);
-    if (t == NULL)
-        return NULL;
-    return Py_NewRef(is_tasklet(t) ? t : Py_None);
-}
-
-static PyMethodDef tasklet_at_def = {"_tasklet_at", (PyCFunction)(void (*)(void))tasklet_at,
-    METH_FASTCALL, "Internal: the tasklet of a registry entry _WEAK."};
-
-/* _TaskletCont's finalizer: continulet's, and then t's entry is no longer
- * _WEAK: it stays strong if __continulet_keep__ kept t (stackless._lifetime
- * made it so), else it goes.  Whatever the finalizer did: it may not have
- * asked __continulet_keep__ at all (a run that never started, one that
- * ended, the interpreter's exit), or that Python code may have failed.  If
- * the entry cannot go (no memory for its key) t is held forever: its entry
- * must never lead to a freed object. */
+/* _TaskletCont's finalizer: continulet's, and then t leaves its registry
+ * unless it is held there: __continulet_keep__ kept it (stackless._lifetime
+ * made it so), or else t is garbage with c.  Whatever the finalizer did:
+ * it may not have asked __continulet_keep__ at all (a run that never
+ * started, one that ended, the interpreter's exit), or that Python code
+ * may have failed.  Only while c is t's continulet: else t lives on with
+ * another one (which its registry entry is about). */
 static destructor continulet_finalize;
 
 static void tcont_finalize(PyObject *c)
 {
     continulet_finalize(c);
     PyObject *t = slot(c, c_tasklet);
-    if (t == NULL || !is_tasklet(t))
-        return;
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    Py_INCREF(t);
-    PyObject *key = registry_key(t);
-    int stuck = key == NULL;
-    PyObject *tid, *d;
-    Py_ssize_t pos = 0;
-    /* every thread's registry: t's may have moved on (a transplant) */
-    while (key != NULL && PyDict_Next(registry, &pos, &tid, &d)) {
-        PyObject *v = PyDict_Check(d) ? PyDict_GetItemWithError(d, key) : NULL;
-        if (v == weak_marker) {
-            Py_INCREF(d);
-            stuck |= PyDict_DelItem(d, key) < 0;
-            Py_DECREF(d);
-            break;
-        }
-        stuck |= PyErr_Occurred() != NULL;
-    }
-    if (stuck) {
-        PyErr_Clear();
-        Py_INCREF(t);       /* (never released) */
-    }
-    Py_XDECREF(key);
-    Py_DECREF(t);
-    PyErr_Restore(type, value, tb);
+    if (t != NULL && is_tasklet(t) && slot(t, t_cont) == c)
+        accel_reg_forget_weak(t);
 }
-
-/* Deferred: only a garbage collection can tell that nothing refers to a
- * started tasklet any more, so its registry entry needs to be weak only
- * while one runs.  A start notes the tasklet here, and the gc.callbacks
- * hook below makes the entries of those still registered weak when a
- * collection starts: most tasklets end before any collection, and their
- * start and end then skip the weak reference and two dictionary updates.
- * An entry is the thread id and the tasklet's registry key (strong) and
- * the tasklet's address, never dereferenced: the registry's value under
- * the key must be that very object, started (its continulet is a
- * _TaskletCont), as _new_cont's check. */
-typedef struct {
-    PyObject *tid, *key;
-    void *addr;
-} pending_t;
-static pending_t *pending;
-static Py_ssize_t npending, cap_pending;
-static int deferring;       /* whether the hook is in gc.callbacks */
-#define PENDING_MAX 4096    /* flushed then (garbage collection disabled) */
-
-static void weaken_pending(void)
-{
-    PyObject *type, *value, *tb;         /* (a collection may start anywhere) */
-    PyErr_Fetch(&type, &value, &tb);
-    for (Py_ssize_t i = 0; i < npending; i++) {
-        pending_t *p = &pending[i];
-        PyObject *d = PyDict_GetItemWithError(registry, p->tid);
-        PyObject *v = d != NULL ? PyDict_GetItemWithError(d, p->key) : NULL;
-        if (v == p->addr && is_tasklet(v) && may_weaken(v)) {
-            Py_INCREF(d);
-            if (PyDict_SetItem(d, p->key, weak_marker) < 0)
-                PyErr_WriteUnraisable(registry);    /* (it stays held) */
-            Py_DECREF(d);
-        }
-        else if (PyErr_Occurred())
-            PyErr_WriteUnraisable(registry);
-        Py_DECREF(p->key);
-        Py_DECREF(p->tid);
-    }
-    npending = 0;
-    PyErr_Restore(type, value, tb);
-}
-
-static int defer_weak(PyObject *t)
-{
-    if (npending == cap_pending) {
-        if (npending >= PENDING_MAX) {
-            weaken_pending();
-        }
-        else {
-            Py_ssize_t cap = cap_pending ? 2 * cap_pending : 64;
-            pending_t *p = PyMem_Realloc(pending, (size_t)cap * sizeof(*p));
-            if (p == NULL)
-                return hold_weakly(t);
-            pending = p;
-            cap_pending = cap;
-        }
-    }
-    PyObject *key = registry_key(t);
-    if (key == NULL)
-        return -1;
-    pending[npending].tid = Py_NewRef(slot(slot(t, t_ts), ts_thread_id));
-    pending[npending].key = key;
-    pending[npending++].addr = t;
-    return 0;
-}
-
-/* gc.callbacks hook: a collection starts */
-static PyObject *gc_hook(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)mod;
-    if (npending > 0 && nargs >= 1 && PyUnicode_Check(args[0])
-            && PyUnicode_CompareWithASCIIString(args[0], "start") == 0)
-        weaken_pending();
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef gc_hook_def = {"_gc_hook", (PyCFunction)(void (*)(void))gc_hook, METH_FASTCALL,
-                                  "Internal: installed in gc.callbacks."};
 
 int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
 {
@@ -693,47 +491,34 @@ int accel_new_cont(PyObject *bootstrap, PyObject *t, PyObject **cont)
     if (c == NULL)
         return -1;
     set_slot(c, c_tasklet, t);
-    if ((deferring ? defer_weak(t) : hold_weakly(t)) < 0) {
-        Py_DECREF(c);
-        return -1;
-    }
+    accel_reg_weaken(t);
     *cont = c;
     return 1;
 }
 
 /* _unregister(self), and the dead tasklet's continulet forgets it (no
  * cycle left for the collector, see stackless/_lifetime.py) */
-static int unregister_alive(PyObject *self, PyObject *ts)
+static void unregister_alive(PyObject *self)
 {
     PyObject *c = slot(self, t_cont);
     if (c != NULL && Py_IS_TYPE(c, tcont_type))
         set_slot(c, c_tasklet, Py_None);
-    /* (its start is usually among the last noted: one that ends before
-       any collection never gets a weak reference) */
-    for (Py_ssize_t i = npending - 1; i >= 0 && i >= npending - 8; i--)
-        if (pending[i].addr == self) {
-            Py_DECREF(pending[i].tid);
-            Py_DECREF(pending[i].key);
-            pending[i] = pending[--npending];
-            break;
-        }
-    /* d = ts.alive; if d is not None: d.pop(id(self), None) */
-    PyObject *d = slot(ts, ts_alive);
-    if (d == NULL || !PyDict_Check(d))
-        return 0;
-    PyObject *key = registry_key(self);
-    if (key == NULL)
-        return -1;
-    Py_INCREF(d);
-    int rc = PyDict_DelItem(d, key);
-    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
-        PyErr_Clear();          /* d.pop(id(self), None) */
-        rc = 0;
-    }
-    Py_DECREF(d);
-    Py_DECREF(key);
-    return rc;
+    accel_reg_remove(self);
 }
+
+static PyObject *py_unregister(PyObject *mod, PyObject *t)
+{
+    (void)mod;
+    if (!is_tasklet(t)) {
+        PyErr_SetString(PyExc_TypeError, "expected a tasklet");
+        return NULL;
+    }
+    unregister_alive(t);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef unregister_def = {"_unregister", py_unregister, METH_O,
+    "Internal: the dead tasklet leaves its registry (C version)."};
 
 static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -762,8 +547,8 @@ static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t
     set_flag(self, t_alive, 0);
     Py_DECREF(gone);                    /* self: its stack still holds it */
     /* with nothing left to run, the Python code picks what runs next */
-    PyObject *nxt = unregister_alive(self, ts) < 0 ? NULL
-        : Py_SIZE(rq) > 0 && Py_IS_TYPE(rq, deque_type) ? accel_rq_first(rq)
+    unregister_alive(self);
+    PyObject *nxt = Py_SIZE(rq) > 0 && Py_IS_TYPE(rq, deque_type) ? accel_rq_first(rq)
         : PyObject_Vectorcall(py_finish, args, (size_t)nargs, NULL);
     Py_DECREF(rq);
     return nxt;
@@ -921,6 +706,15 @@ void accel_fast_traverse(PyTypeObject *cls, int channel)
     cls->tp_traverse = channel ? channel_traverse : tasklet_traverse;
 }
 
+/* replaced[def's name] = the builtin function of def */
+static int add_function(PyObject *replaced, PyMethodDef *def)
+{
+    PyObject *f = PyCFunction_New(def, NULL);
+    int rc = f == NULL ? -1 : PyDict_SetItemString(replaced, def->ml_name, f);
+    Py_XDECREF(f);
+    return rc;
+}
+
 static int put(PyObject *cls, PyMethodDef *def, PyObject **descr)
 {
     PyObject *d = PyDescr_NewMethod((PyTypeObject *)cls, def);
@@ -944,7 +738,6 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
     if ((tstate = need(ns, "_ThreadState")) == NULL || (py_ts = need(ns, "_ts")) == NULL
             || (registry = need(ns, "_alive_registry")) == NULL
             || (tcont_type = (PyTypeObject *)need(ns, "_TaskletCont")) == NULL
-            || (weak_marker = need(ns, "_WEAK")) == NULL
             || (fresh_context = need(ns, "_FRESH_CONTEXT")) == NULL
             || (py_finish = need(ns, "_finish")) == NULL
             || (py_new = PyObject_GetAttrString(tasklet, "__new__")) == NULL
@@ -985,7 +778,6 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (t_unrestorable = flag_offset(tasklet, "_unrestorable")) < 0
             || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0
-            || (ts_alive = slot_offset(tstate, "alive")) < 0
             || (c_tasklet = slot_offset((PyObject *)tcont_type, "tasklet")) < 0)
         goto done;
     if (!PyType_IsSubtype((PyTypeObject *)tasklet, &accel_flags_type)) {
@@ -1018,16 +810,14 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
         ((PyTypeObject *)tasklet)->tp_vectorcall = tasklet_vectorcall;
     if (PyErr_Occurred())
         goto done;
-    PyObject *fin = PyCFunction_New(&finish_def, NULL);
-    if (fin == NULL || PyDict_SetItemString(replaced, "_finish", fin) < 0) {
-        Py_XDECREF(fin);
+    if (add_function(replaced, &finish_def) < 0)
         goto done;
-    }
-    Py_DECREF(fin);
-    PyObject *at = PyCFunction_New(&tasklet_at_def, NULL);
-    int bad = at == NULL || PyDict_SetItemString(replaced, "_tasklet_at", at) < 0;
-    Py_XDECREF(at);
-    if (bad)
+    if (accel_registry_init(registry, tasklet, tstate) < 0)
+        goto done;
+    for (PyMethodDef *m = accel_registry_methods; m->ml_name != NULL; m++)
+        if (add_function(replaced, m) < 0)
+            goto done;
+    if (add_function(replaced, &unregister_def) < 0)
         goto done;
     /* (a subclass made later inherits it; none exists: it is internal) */
     if (tcont_type->tp_finalize != tcont_finalize) {
@@ -1049,15 +839,6 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
         continulet_traverse = base->tp_traverse;
         tcont_type->tp_traverse = tcont_traverse;
     }
-    PyObject *hook = PyCFunction_New(&gc_hook_def, NULL);
-    PyObject *gc = hook != NULL ? PyImport_ImportModule("gc") : NULL;
-    PyObject *cbs = gc != NULL ? PyObject_GetAttrString(gc, "callbacks") : NULL;
-    deferring = cbs != NULL && PyList_Check(cbs) && PyList_Append(cbs, hook) == 0;
-    Py_XDECREF(cbs);
-    Py_XDECREF(gc);
-    Py_XDECREF(hook);
-    if (PyErr_Occurred())
-        goto done;
     rc = 0;
 done:
     Py_XDECREF(tstate);

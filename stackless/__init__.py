@@ -158,15 +158,14 @@ def _install_accel() -> bool:
     # Every module that uses one of the replaced names gets the C version;
     # _preempt keeps calling the Python _switch (it interrupts from a trace
     # function and re-arms the frames above its caller).
-    for module in (sys.modules[__name__], _threads, _switching, _scheduler, _tasklet, _contexts,
-                   _channel):
+    for module in (sys.modules[__name__], _lifetime, _threads, _switching, _scheduler, _tasklet,
+                   _contexts, _channel, _transplant):
         d = vars(module)
         for name, value in replaced.items():
             if name in d:
                 d[name] = value
     _threads._forget_thread = _stackless_accel.forget_thread  # it caches each thread's scheduler
     _lifetime._in_schedule_callback = _stackless_accel.in_schedule_callback
-    _lifetime._tasklet_at = replaced.pop("_tasklet_at")
     return True
 
 

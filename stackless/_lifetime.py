@@ -1,16 +1,15 @@
 """Lifetime: a started tasklet lives as long as something refers to it.
 
 Each thread's registry (``_alive_registry``, and its thread state's
-``alive``) holds every live tasklet of the thread, so that the thread's
-end and the interpreter's exit can kill them.  It holds an unstarted
-tasklet strongly, and a started one weakly: a weak reference, made when
-its continulet is (:func:`_new_cont`).
-The accelerator holds it weakly without an object (80 B less per blocked
-tasklet): the entry is ``_WEAK``, and its key, the tasklet's address,
-leads to it (``_tasklet_at``).  It marks the entry when the next garbage
-collection starts, which is the first time it matters, and the finalizer
-of the tasklet's continulet, which holds the tasklet until then, leaves
-no such entry behind (src/stackless_tasklet.c).
+``alive``) holds every live tasklet of the thread, in the order they were
+bound, so that the thread's end and the interpreter's exit can kill them.
+It holds an unstarted tasklet strongly, and a started one weakly: from the
+moment its continulet is made (:func:`_new_cont`).  Here it is a dict of
+the tasklets and of weak references to them, by id().  The accelerator
+replaces the functions below that use it (``_register``, ``_unregister``,
+``_weaken``, ``_hold`` and ``_live_tasklets``) with a list threaded
+through the tasklets (src/stackless_registry.c): no entry, key or weak
+reference object per tasklet.
 A started tasklet that nobody refers to any more (its stack refers to it,
 through its continulet, so that is a reference cycle) is then found by the
 garbage collector, and the finalizer of its continulet (a
@@ -53,26 +52,9 @@ _own_module(globals())
 _ref = weakref.ref
 
 # Every tasklet that has been bound and is not dead, per thread id, by id():
-# the tasklet itself, or a weak reference to it once it has started (or,
-# with the accelerator, _WEAK).
-_alive_registry: "dict[int, dict[int, Any]]" = {}
-
-
-class _Weak:
-    """The type of ``_WEAK``: the accelerator's entry of a tasklet that the
-    registry holds weakly, without a weak reference object."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "_WEAK"
-
-
-_WEAK = _Weak()
-
-# The tasklet of an entry _WEAK (the registry, the key), or None: the
-# accelerator's (there is no such entry without it).
-_tasklet_at: "Optional[Callable[[dict, int], Any]]" = None
+# the tasklet itself, or a weak reference to it once it has started.  (With
+# the accelerator, per thread id, its registry object.)
+_alive_registry: "dict[int, Any]" = {}
 
 # Stackless 3.7 kills a dropped paused tasklet that catches TaskletExit and
 # pauses again ten times in a row; then it lives on (until exit).
@@ -123,13 +105,9 @@ def _live_tasklets(thread_id: int) -> "list[tasklet]":
     if not d:
         return []
     out = []
-    for k, v in list(d.items()):
+    for v in list(d.values()):
         if type(v) is _ref:
             v = v()
-        elif v is _WEAK:
-            # (while the interpreter finalizes, a continulet's finalizer
-            # leaves the entry as it is, src/module.c)
-            v = _tasklet_at(d, k) if _tasklet_at and not sys.is_finalizing() else None
         if v is not None:
             out.append(v)
     return out
@@ -142,23 +120,35 @@ def _new_cont(bootstrap: Callable, t: "tasklet") -> continulet:
         return continulet(bootstrap, t)     # (PyPy's would unwind it at once)
     c = _TaskletCont(bootstrap, t)
     c.tasklet = t
+    _weaken(t)
+    return c
+
+
+def _weaken(t: "tasklet") -> None:
+    """Its registry holds ``t`` (started) weakly from now on, if it holds
+    it at all."""
     d = t._ts.alive
     if d is not None and d.get(id(t)) is t:
         d[id(t)] = _ref(t)
-    return c
+
+
+def _hold(t: "tasklet") -> bool:
+    """Its registry holds ``t`` strongly from now on, if it holds it at
+    all: True then."""
+    d = t._ts.alive
+    v = d.get(id(t)) if d is not None else None
+    # (v is t: kept by an earlier call that a signal cut short)
+    if type(v) is not _ref and v is not t:
+        return False
+    d[id(t)] = t
+    return True
 
 
 def _keep(c: _TaskletCont, t: "tasklet") -> bool:
     """``c``, ``t``'s continulet, is being finalized: True when ``t`` lives
     on (held by its registry again), False when ``c`` may go."""
-    if t._cont is not c or not t._alive or t._ts.ended or not c.is_pending():
+    if t._cont is not c or not t._alive or t._ts.ended or not c.is_pending() or not _hold(t):
         return False
-    d = t._ts.alive
-    v = d.get(id(t)) if d is not None else None
-    # (v is t: kept by this call's first attempt, which a signal cut short)
-    if type(v) is not _ref and v is not _WEAK and v is not t:
-        return False
-    d[id(t)] = t
     # As in Stackless 3.7, only a collection in the tasklet's own thread
     # kills it; one that another thread's collection found dies with its
     # thread.
@@ -229,7 +219,7 @@ def _kill_doomed() -> None:
         if doomed:
             # in the order they were bound (as Stackless 3.7), not the order
             # in which the collector met them
-            order = {k: i for i, k in enumerate(_alive_registry.get(tid, ()))}
+            order = {id(x): i for i, x in enumerate(_live_tasklets(tid))}
             doomed.sort(key=lambda t: order.get(id(t), -1))
             while doomed:
                 _kill_dropped(doomed[0])

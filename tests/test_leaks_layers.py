@@ -182,10 +182,10 @@ def test_the_memory_of_many_tasklets_ended_in_any_order_is_given_back():
     # they come.  An empty slab is cached for the next wave of tasklets
     # until it has been unused for a while (a second by default), and then
     # freed; decay 0 frees it at once.  What stays is what keeps its size by
-    # design: the registry dict's capacity (~150 KB for 5000), the pool
-    # of 256 continulet records (~120 KB) and the one slab with free chunks
-    # left, which stays for the next take (~41 KB on 3.14); a slab never freed
-    # would keep ~10 MB.
+    # design: without the accelerator, the registry dict's capacity (~150 KB
+    # for 5000); the pool of 256 continulet records (~120 KB) and the one
+    # slab with free chunks left, which stays for the next take (~41 KB on
+    # 3.14).  A slab never freed would keep ~10 MB.
     import tracemalloc
     gc.collect()
     old_decay = _first_chunk_cache(0)[1]

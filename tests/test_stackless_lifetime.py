@@ -121,8 +121,8 @@ def test_a_held_paused_tasklet_lives_and_its_last_reference_alone_does_not_kill_
     assert log == ["finally"]
 
 
-def test_a_tasklets_registry_key_cannot_be_written_and_it_lives_and_dies_as_usual():
-    """The accelerator keeps a tasklet's registry key (its id) inside the
+def test_a_tasklets_registry_entry_cannot_be_written_and_it_lives_and_dies_as_usual():
+    """The accelerator keeps a tasklet's place in its registry inside the
     tasklet, where Python code cannot write it (a tasklet, as in Stackless,
     takes no new attributes): the registry finds the tasklet, not another
     one, and lets it die when dropped."""
@@ -139,7 +139,7 @@ def test_a_tasklets_registry_key_cannot_be_written_and_it_lives_and_dies_as_usua
         t._key = id(other)
     t()
     stackless.run()
-    gc.collect()        # (its entry becomes weak)
+    gc.collect()
     live = stackless._live_tasklets(threading.get_ident())
     assert t in live and other not in live and log == [] and t.paused
     del t, live
@@ -413,10 +413,8 @@ def test_a_dropped_blocked_tasklet_is_killed_at_exit():
 
 def test_every_dropped_paused_tasklet_dies_after_a_long_stretch_without_collections():
     """Thousands of tasklets pause and are dropped while the collector is
-    off (the accelerator makes a started tasklet's registry entry weak
-    only when a collection starts, or when thousands pile up before one):
-    the first collection kills all of them, in the order they were made,
-    as in Stackless 3.7."""
+    off: the first collection kills all of them, in the order they were
+    made, as in Stackless 3.7."""
     log = []
     gc.disable()
     try:
@@ -431,7 +429,7 @@ def test_every_dropped_paused_tasklet_dies_after_a_long_stretch_without_collecti
 
 def test_a_referenced_blocked_tasklet_that_a_collection_saw_dies_with_its_thread():
     """Held by the caller (so no collection drops it) and blocked when a
-    collection runs (its registry entry is weak from then on): its thread's
+    collection runs (its registry holds it weakly): its thread's
     end still finds it and kills it, as Stackless 3.7 does (alive False
     afterwards); here its finally runs too (TaskletExit)."""
     log, keep = [], []
