@@ -768,9 +768,9 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
     /* -- transaction */
     PyObject *gone = accel_wq_popleft(queue);    /* target (the caller saw it first) */
     PyObject *old = swap_slot(target, t_tempval, sending ? value : Py_None);
-    PyObject *olds[4] = {swap_slot(ch, c_balance, nb), swap_slot_imm(target, t_blocked, zero),
-                         swap_slot_imm(target, t_channel, Py_None),
-                         swap_slot_imm(target, t_scheduled, Py_True)};
+    PyObject *olds[2] = {swap_slot(ch, c_balance, nb), swap_slot_imm(target, t_channel, Py_None)};
+    set_blocked(target, t_blocked, 0);
+    set_flag(target, t_scheduled, 1);
     /* sending: rq.insert(1, target) and, cur being rq[0] (the caller
      * checked), rq.rotate(-1); that is cur to the end, then target in
      * front.  Receiving: rq.append(target). */
@@ -782,8 +782,6 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
     /* (one by one: gcc kept a loop here) */
     xdecref(olds[0]);
     xdecref(olds[1]);
-    xdecref(olds[2]);
-    xdecref(olds[3]);
     if (r == NULL) {
         xdecref(old);
         return NULL;
@@ -809,12 +807,12 @@ CONT_HOT PyObject *pair(PyObject *ch, PyObject *ts, PyObject *cur, PyObject *que
 }
 
 /* wait_here's queueing failed (no memory): put the fields back */
-static OUT_OF_LINE void undo_wait(PyObject *ch, PyObject *cur, PyObject *olds[3], PyObject *nb,
-                                  PyObject *old)
+static OUT_OF_LINE void undo_wait(PyObject *ch, PyObject *cur, int old_blocked, PyObject *olds[2],
+                                  PyObject *nb, PyObject *old)
 {
-    PyObject *back[3] = {swap_slot(cur, t_blocked, olds[0]), swap_slot(cur, t_channel, olds[1]),
-                         swap_slot(ch, c_balance, olds[2])};
-    for (int i = 0; i < 3; i++) {
+    set_blocked(cur, t_blocked, old_blocked);
+    PyObject *back[2] = {swap_slot(cur, t_channel, olds[0]), swap_slot(ch, c_balance, olds[1])};
+    for (int i = 0; i < 2; i++) {
         xdecref(olds[i]);
         xdecref(back[i]);
     }
@@ -835,17 +833,17 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
         return NULL;
     /* -- transaction */
     PyObject *old = value != NULL ? swap_slot(cur, t_tempval, value) : NULL;
-    PyObject *olds[3] = {swap_slot_imm(cur, t_blocked, dir > 0 ? one : minus_one),
-                         swap_slot(cur, t_channel, ch), swap_slot(ch, c_balance, nb)};
+    int old_blocked = blocked(cur, t_blocked);
+    set_blocked(cur, t_blocked, dir > 0 ? 1 : -1);
+    PyObject *olds[2] = {swap_slot(cur, t_channel, ch), swap_slot(ch, c_balance, nb)};
     if (accel_wq_append(queue, cur) < 0) {
-        undo_wait(ch, cur, olds, nb, old);
+        undo_wait(ch, cur, old_blocked, olds, nb, old);
         return NULL;
     }
     /* -- end of transaction; cur leaves the run queue and blocks */
     Py_DECREF(nb);
     xdecref(olds[0]);
     xdecref(olds[1]);
-    xdecref(olds[2]);
     xdecref(old);
     PyObject *nxt = NULL;
     int rc = -1, first = front_is(rq, cur);
@@ -853,7 +851,7 @@ CONT_HOT PyObject *wait_here(PyObject *ch, PyObject *ts, PyObject *cur, PyObject
         PyObject *gone = dq_popleft_k(rq, 1);
         if (gone != NULL) {
             held_drop(gone);            /* cur: op->cur holds it */
-            Py_DECREF(swap_slot_imm(cur, t_scheduled, Py_False));
+            set_flag(cur, t_scheduled, 0);
             nxt = first_of(rq);
             rc = nxt == NULL ? -1 : switch_or_tail(ts, cur, nxt, out);
             if (rc > 0) {
@@ -1167,9 +1165,9 @@ static PyObject *accel_install(PyObject *mod, PyObject *const *args, Py_ssize_t 
     fn_popleft = fn_append && fn_appendleft ? deque_method(d_popleft, METH_NOARGS) : NULL;
     if ((t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
             || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
-            || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
+            || (t_blocked = blocked_offset(tasklet)) < 0
             || (t_channel = slot_offset(tasklet, "_channel")) < 0
-            || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
+            || (t_scheduled = flag_offset(tasklet, "_scheduled")) < 0
             || (t_is_main = flag_offset(tasklet, "_is_main")) < 0
             || (t_block_trap = flag_offset(tasklet, "_block_trap")) < 0
             || (c_queue = slot_offset(channel, "_queue")) < 0

@@ -110,6 +110,8 @@ void accel_reg_dealloc(PyObject *t);
 extern PyMethodDef accel_registry_methods[];
 /* The offset of cls's char flag `name`, or -1 with an error */
 #define flag_offset(cls, name) member_offset((cls), (name), T_BOOL)
+/* The offset of the tasklet's _blocked (a short: -1, 0 or 1), or -1 with an error */
+#define blocked_offset(cls) member_offset((cls), "_blocked", T_SHORT)
 
 /* The char flag at offset off of o, and its setting */
 static inline int flag(PyObject *o, Py_ssize_t off)
@@ -120,6 +122,17 @@ static inline int flag(PyObject *o, Py_ssize_t off)
 static inline void set_flag(PyObject *o, Py_ssize_t off, int v)
 {
     *((char *)o + off) = (char)(v != 0);
+}
+
+/* The tasklet's _blocked at offset off, and its setting */
+static inline int blocked(PyObject *o, Py_ssize_t off)
+{
+    return *(short *)((char *)o + off);
+}
+
+static inline void set_blocked(PyObject *o, Py_ssize_t off, int v)
+{
+    *(short *)((char *)o + off) = (short)v;
 }
 
 static inline int discard(PyObject *r)

@@ -10,9 +10,10 @@
  * that is not a bool (the Python code stores bools only), and 0 (False,
  * what _init_fields() sets) in a new instance, so that neither the
  * creation nor the end of a tasklet counts a reference for them.
- * _blocked (-1, 0 or 1) and _scheduled, which the channel code swaps as
- * objects, stay object members, and so does _base.  No reference cycle
- * can run through any of them (flags, ints, None), so the type has no
+ * _blocked (-1, 0 or 1) is a short (T_SHORT, an int to Python): a signed
+ * char would be read back as 255 where char is unsigned (arm64), because
+ * T_BYTE reads a plain char.  _base (an int or None) stays an object.  No
+ * reference cycle can run through any of them, so the type has no
  * traverse: the collector never walks them (what accel_skip_flags_in_gc
  * does for the Python class).
  *
@@ -27,8 +28,9 @@
 
 typedef struct {
     PyObject_HEAD
-    PyObject *blocked, *scheduled, *base;
-    char alive, started, is_main, atomic, ignore_nesting, block_trap, orphaned, unrestorable;
+    PyObject *base;
+    short blocked;
+    char scheduled, alive, started, is_main, atomic, ignore_nesting, block_trap, orphaned, unrestorable;
     /* its place in its thread's registry (stackless_registry.c): no
        attribute, so that nothing else can change it */
     reg_link link;
@@ -41,7 +43,8 @@ const Py_ssize_t accel_link_offset = offsetof(TaskletFlags, link);
 #define FLAG(name, field) {name, T_BOOL, offsetof(TaskletFlags, field), 0, NULL}
 
 static PyMemberDef flags_members[] = {
-    OBJ("_blocked", blocked), OBJ("_scheduled", scheduled), FLAG("_alive", alive),
+    {"_blocked", T_SHORT, offsetof(TaskletFlags, blocked), 0, NULL},
+    FLAG("_scheduled", scheduled), FLAG("_alive", alive),
     FLAG("_started", started), FLAG("_is_main", is_main), FLAG("_atomic", atomic),
     FLAG("_ignore_nesting", ignore_nesting), FLAG("_block_trap", block_trap),
     FLAG("_orphaned", orphaned), FLAG("_unrestorable", unrestorable), OBJ("_base", base),
@@ -56,8 +59,6 @@ static void flags_dealloc(PyObject *self)
     /* (subtype_dealloc leaves them to the base that lists them) */
     if (f->weakrefs != NULL)
         PyObject_ClearWeakRefs(self);
-    Py_CLEAR(f->blocked);
-    Py_CLEAR(f->scheduled);
     Py_CLEAR(f->base);
     Py_TYPE(self)->tp_free(self);
 }

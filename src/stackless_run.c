@@ -455,7 +455,7 @@ static PyObject *accel_run(PyObject *mod, PyObject *const *args, Py_ssize_t narg
     if (first == cur) {
         rc = accel_rq_popleft(rq);
         if (rc == 0)
-            set_slot(cur, t_scheduled, Py_False);
+            set_flag(cur, t_scheduled, 0);
     }
     PyObject *nxt = rc == 0 && Py_SIZE(rq) > 0 ? accel_rq_first(rq) : NULL;
     if (nxt != NULL) {
@@ -471,7 +471,7 @@ static PyObject *accel_run(PyObject *mod, PyObject *const *args, Py_ssize_t narg
     Py_ssize_t n = PyList_GET_SIZE(wds), k = n;
     while (k > 0 && PyList_GET_ITEM(wds, k - 1) != entry)
         k--;
-    if ((k == 0 || k == n) && slot(cur, t_scheduled) == Py_True) {
+    if ((k == 0 || k == n) && flag(cur, t_scheduled)) {
         set_slot(ts, ts_current, cur);
         rc = k > 0 ? PyList_SetSlice(wds, k - 1, k, NULL) : 0;
     }
@@ -543,7 +543,7 @@ int run_accel_install(PyObject *ns, PyObject *tasklet, PyObject *tstate)
             || (t_context = slot_offset(tasklet, "_context")) < 0
             || (t_is_main = flag_offset(tasklet, "_is_main")) < 0
             || (t_cont = slot_offset(tasklet, "_cont")) < 0
-            || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
+            || (t_scheduled = flag_offset(tasklet, "_scheduled")) < 0
             || (t_base = slot_offset(tasklet, "_base")) < 0
             || (t_alive = flag_offset(tasklet, "_alive")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0 || (ts_rq = slot_offset(tstate, "rq")) < 0

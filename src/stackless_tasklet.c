@@ -102,15 +102,11 @@ CONT_HOT void clear_to_none(PyObject *o, Py_ssize_t off)
         set_slot(o, off, Py_None);
 }
 
-/* The int 0: a new tasklet's _blocked (small ints are shared objects) */
-static PyObject *zero;
-
 /* A fresh tasklet that bind() may bind without complaint: not alive, not
  * scheduled, not blocked, not running. */
 static int fresh(PyObject *self, PyObject *ts)
 {
-    return !flag(self, t_alive) && slot(self, t_scheduled) == Py_False
-        && (slot(self, t_blocked) == zero || slot_true(self, t_blocked) == 0)
+    return !flag(self, t_alive) && !flag(self, t_scheduled) && blocked(self, t_blocked) == 0
         && slot(self, t_ts) == ts
         && slot(ts, ts_current) != self;
 }
@@ -342,7 +338,7 @@ static PyObject *setup_usual(PyObject *self, PyObject *ts, PyObject *a, PyObject
     if (accel_reg_add(self, ts) < 0)
         return NULL;
     /* insert() */
-    set_slot(self, t_scheduled, Py_True);
+    set_flag(self, t_scheduled, 1);
     PyObject *r = deque_append(slot(ts, ts_rq), self);
     if (r == NULL)
         return NULL;
@@ -543,7 +539,7 @@ static PyObject *tasklet_finish(PyObject *mod, PyObject *const *args, Py_ssize_t
         Py_DECREF(rq);
         return NULL;
     }
-    set_slot(self, t_scheduled, Py_False);
+    set_flag(self, t_scheduled, 0);
     set_flag(self, t_alive, 0);
     Py_DECREF(gone);                    /* self: its stack still holds it */
     /* with nothing left to run, the Python code picks what runs next */
@@ -587,8 +583,10 @@ static int learn_template(PyObject *tasklet)
     int ok = 1;
     for (PyTypeObject *c = (PyTypeObject *)tasklet; c != NULL && ok; c = c->tp_base)
         for (PyMemberDef *m = c->tp_members; m && m->name && ok; m++) {
-            if (m->type == T_BOOL)      /* (a new instance's chars are 0) */
+            if (m->type == T_BOOL)      /* (a new instance's flags are 0) */
                 ok = *((char *)probe + m->offset) == 0;
+            else if (m->type == T_SHORT)
+                ok = *(short *)((char *)probe + m->offset) == 0;
             if (m->type != T_OBJECT_EX || m->offset == t_ts)
                 continue;
             PyObject *v = slot(probe, m->offset);
@@ -747,7 +745,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (s_setup = PyUnicode_InternFromString("setup")) == NULL
             || (s_bind = PyUnicode_InternFromString("bind")) == NULL
             || (empty_tuple = PyTuple_New(0)) == NULL
-            || (capi = cont_capi_import()) == NULL || (zero = PyLong_FromLong(0)) == NULL
+            || (capi = cont_capi_import()) == NULL
             || (coll = PyImport_ImportModule("collections")) == NULL
             || (deque_type = (PyTypeObject *)PyObject_GetAttrString(coll, "deque")) == NULL
             || (app = PyObject_GetAttrString((PyObject *)deque_type, "append")) == NULL
@@ -770,8 +768,8 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (t_kwargs = slot_offset(tasklet, "_kwargs")) < 0
             || (t_cont = slot_offset(tasklet, "_cont")) < 0 || (t_ts = slot_offset(tasklet, "_ts")) < 0
             || (t_tempval = slot_offset(tasklet, "_tempval")) < 0
-            || (t_blocked = slot_offset(tasklet, "_blocked")) < 0
-            || (t_scheduled = slot_offset(tasklet, "_scheduled")) < 0
+            || (t_blocked = blocked_offset(tasklet)) < 0
+            || (t_scheduled = flag_offset(tasklet, "_scheduled")) < 0
             || (t_alive = flag_offset(tasklet, "_alive")) < 0
             || (t_started = flag_offset(tasklet, "_started")) < 0
             || (t_context = slot_offset(tasklet, "_context")) < 0
