@@ -471,3 +471,38 @@ def test_a_sender_left_runnable_outlives_the_frame_it_last_left():
     assert (t.alive, t.scheduled, t.blocked, t.frame) == (True, True, False, None)
     stackless.run()
     assert not t.alive and ch.balance == 0
+
+
+def test_the_tasklets_of_an_ended_thread_are_freed_once_dropped():
+    """A thread ends with tasklets in every state its registry knows:
+    bound and runnable, bound and removed (held by the registry alone),
+    blocked, paused.  Its end kills them (the finally of each started one
+    runs; Stackless 3.7 runs none, docs/stackless.md); once the caller
+    drops them, nothing keeps any of them (Stackless 3.7 frees them too)."""
+    log, refs = [], []
+
+    def thread_body():
+        ch = stackless.channel()
+
+        def waiter(kind):
+            try:
+                if kind == "blocked":
+                    ch.receive()
+                else:
+                    stackless.schedule_remove()
+            finally:
+                log.append(kind)
+        made = [stackless.tasklet(waiter)(k) for k in ("blocked", "paused") * 3]
+        stackless.run()
+        made += [stackless.tasklet(waiter)("runnable") for _ in range(3)]
+        removed = [stackless.tasklet(waiter)("removed") for _ in range(3)]
+        for t in removed:
+            t.remove()
+        refs.extend(weakref.ref(t) for t in made + removed)
+        gc.collect()
+    th = threading.Thread(target=thread_body)
+    th.start()
+    th.join()
+    gc.collect()
+    assert (log.count("blocked"), log.count("paused"), log.count("removed")) == (3, 3, 0)
+    assert [r() for r in refs] == [None] * len(refs)
