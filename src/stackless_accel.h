@@ -25,6 +25,9 @@ void accel_skip_flags_in_gc(PyObject *ns, const char *name, PyTypeObject *cls,
  * that visits its own slots from offsets found once, if it is what that
  * code knows (after accel_skip_flags_in_gc on its base) */
 void accel_fast_traverse(PyTypeObject *cls, int channel);
+/* After that, give the tasklet class a dealloc that clears the same slots
+ * (stackless_gcslots.c), if it is what that code knows */
+void accel_fast_dealloc(PyTypeObject *cls);
 
 /* type.__call__(type, *args, **kw), from a vectorcall's arguments */
 PyObject *accel_type_call(PyObject *type, PyObject *const *args, Py_ssize_t nargs,
@@ -85,6 +88,9 @@ PyObject *accel_wq_first(PyObject *q);
  * _orphaned and _unrestorable are chars (T_BOOL members) */
 int tasklet_flags_add(PyObject *module);
 extern PyTypeObject accel_flags_type;
+/* What its dealloc releases, for a subclass's own dealloc: the registry
+ * link, the weak references and _base (nothing else: the caller frees) */
+void accel_flags_clear(PyObject *self);
 /* A tasklet's place in its thread's registry (stackless_registry.c):
  * next is NULL while it is in none; prev's low bit says whether the
  * registry holds a reference to it */

@@ -51,8 +51,7 @@ static PyMemberDef flags_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
-/* subtype_dealloc has cleared the subclass's slots; this type's own */
-static void flags_dealloc(PyObject *self)
+void accel_flags_clear(PyObject *self)
 {
     TaskletFlags *f = (TaskletFlags *)self;
     accel_reg_dealloc(self);
@@ -60,6 +59,12 @@ static void flags_dealloc(PyObject *self)
     if (f->weakrefs != NULL)
         PyObject_ClearWeakRefs(self);
     Py_CLEAR(f->base);
+}
+
+/* subtype_dealloc has cleared the subclass's slots; this type's own */
+static void flags_dealloc(PyObject *self)
+{
+    accel_flags_clear(self);
     Py_TYPE(self)->tp_free(self);
 }
 

@@ -607,103 +607,6 @@ static int learn_template(PyObject *tasklet)
     return ok;
 }
 
-/* The bases _TaskletFlags and _ChannelFlags hold only flags (True/False,
- * small ints, None): no reference cycle can run through them.  CPython's
- * traverse of a class with __slots__ (subtype_traverse) walks its own
- * slots, its instance dict, and then calls the traverse of the first base
- * that has a different one, which must visit the instance's (heap) type;
- * with this one as the base's traverse, the flag slots are never walked.
- * Skipping a reference can only keep objects alive, never free a live
- * one: a flag slot that someone fills with a container would at worst
- * keep a cycle through it uncollected. */
-static int flags_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    return 0;
-}
-
-/* Give the base `name` of `cls` the traverse above, if it is what this
- * code knows: a direct base of cls, under object, with slots only (no
- * dict, no weak references), all of them named in `flags`. */
-void accel_skip_flags_in_gc(PyObject *ns, const char *name, PyTypeObject *cls,
-                            const char *const *flags)
-{
-    PyObject *f = PyDict_GetItemString(ns, name);
-    if (f == NULL || !PyType_Check(f))
-        return;
-    PyTypeObject *base = (PyTypeObject *)f;
-    if (cls->tp_base != base || base->tp_base != &PyBaseObject_Type
-            || !(base->tp_flags & Py_TPFLAGS_HEAPTYPE) || base->tp_traverse != cls->tp_traverse
-            || base->tp_dictoffset != 0 || base->tp_weaklistoffset != 0)
-        return;
-    for (PyMemberDef *m = base->tp_members; m && m->name; m++) {
-        int known = 0;
-        for (const char *const *n = flags; *n && !known; n++)
-            known = strcmp(m->name, *n) == 0;
-        if (!known)
-            return;
-    }
-    base->tp_traverse = flags_traverse;
-}
-
-/* The traverse of the tasklet and the channel class themselves.  CPython
- * gives a class with __slots__ the generic subtype_traverse, which at
- * every visit of every instance walks the class chain and each class's
- * member list, testing each member's kind: ~1,100 instructions per
- * hackysack kick on 3.11, where the collector visits every blocked
- * player.  These visit the same references from a list of offsets made
- * once: the instance's (heap) type and the class's own object slots.  The
- * bases hold only flags (above, and TaskletFlags has no traverse), and a
- * subclass keeps subtype_traverse, which walks its own slots and dict and
- * then calls this one for the rest, leaving the type to it. */
-#define MAX_SLOTS 16
-typedef struct {
-    int n;
-    Py_ssize_t off[MAX_SLOTS];
-} slot_list;
-static slot_list tasklet_slots, channel_slots;
-
-static inline int visit_slots(PyObject *self, const slot_list *l, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    for (int i = 0; i < l->n; i++)
-        Py_VISIT(*(PyObject **)((char *)self + l->off[i]));
-    return 0;
-}
-
-static int tasklet_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    return visit_slots(self, &tasklet_slots, visit, arg);
-}
-
-static int channel_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    return visit_slots(self, &channel_slots, visit, arg);
-}
-
-/* Give cls (the tasklet class, or the channel class when `channel`) the
- * traverse above, if it is what this code knows: a heap type without an
- * instance dict, whose own members are object slots, and whose base has
- * no traverse or flags_traverse (visiting the type only). */
-void accel_fast_traverse(PyTypeObject *cls, int channel)
-{
-    slot_list *l = channel ? &channel_slots : &tasklet_slots;
-    PyTypeObject *base = cls->tp_base;
-    if (!(cls->tp_flags & Py_TPFLAGS_HEAPTYPE) || !(cls->tp_flags & Py_TPFLAGS_HAVE_GC)
-            || cls->tp_dictoffset != 0 || base == NULL || cls->tp_traverse == base->tp_traverse
-            || (base->tp_traverse != NULL && base->tp_traverse != flags_traverse)
-            || base->tp_dictoffset != 0)
-        return;
-    slot_list found = {0, {0}};
-    for (PyMemberDef *m = cls->tp_members; m && m->name; m++) {
-        if (m->type != T_OBJECT_EX || found.n == MAX_SLOTS)
-            return;
-        found.off[found.n++] = m->offset;
-    }
-    *l = found;
-    cls->tp_traverse = channel ? channel_traverse : tasklet_traverse;
-}
-
 /* replaced[def's name] = the builtin function of def */
 static int add_function(PyObject *replaced, PyMethodDef *def)
 {
@@ -787,6 +690,7 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
         "_base", NULL};
     accel_skip_flags_in_gc(ns, "_TaskletFlags", (PyTypeObject *)tasklet, flags);
     accel_fast_traverse((PyTypeObject *)tasklet, 0);
+    accel_fast_dealloc((PyTypeObject *)tasklet);
     int usable = learn_template(tasklet);
     if (usable < 0)
         goto done;

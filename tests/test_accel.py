@@ -261,6 +261,52 @@ def test_cycles_through_a_tasklet_or_channel_are_collected():
     assert _collected_in_one_pass(channel_in_its_dict) == [True, True]
 
 
+def test_a_freed_tasklet_releases_everything_it_held_once_with_any_class():
+    """A tasklet's end frees what its slots held and calls its weak
+    references' callbacks, for the class itself and for a subclass with
+    slots and a __del__ of its own (the accelerator deallocates the class's
+    slots itself, src/stackless_gcslots.c); __del__ runs once, and a
+    tasklet that it revives stays whole."""
+    import gc
+    import weakref
+
+    class Held:
+        pass
+    revived, log = [], []
+
+    class Sub(stackless.tasklet):
+        __slots__ = ("extra",)
+
+        def __del__(self):
+            log.append(("del", self.extra is not None, self.tempval is not None))
+            if not revived:
+                revived.append(self)
+
+    for cls in (stackless.tasklet, Sub):
+        held = [Held(), Held()]
+        refs = [weakref.ref(h) for h in held]
+        t = cls(lambda: None)()
+        stackless.run()
+        t.tempval = held[0]
+        if cls is Sub:
+            t.extra = held[1]
+        called = []
+        wr = weakref.ref(t, called.append)
+        del held
+        if cls is Sub:
+            del t
+            # revived by its __del__, whole
+            assert [r() is not None for r in refs] == [True, True]
+            assert log == [("del", True, True)] and called == []
+            t = revived.pop()
+            assert wr() is t and t.extra is refs[1]() and t.tempval is refs[0]()
+        del t
+        gc.collect()
+        assert [r() for r in refs] == [None, None]
+        assert wr() is None and called == [wr]
+    assert log == [("del", True, True)]
+
+
 def test_a_channels_waiters_keep_their_order_through_growth_and_removal():
     # The accelerator's queue of waiters (src/stackless_waitqueue.c) keeps
     # two inline and grows into a ring: waiters added after the first one
