@@ -441,6 +441,26 @@ static int tcont_traverse(PyObject *c, visitproc visit, void *arg)
     return continulet_traverse(c, visit, arg);
 }
 
+/* Its dealloc, likewise (subtype_dealloc walks the class chain twice and
+ * the member list): the finalizer first, as subtype_dealloc runs it (the
+ * object tracked; it may come back to life), then its slot (untracked),
+ * then continulet's own dealloc, which frees it; a heap type's instance
+ * releases its type.  Also the base dealloc of a subclass (none exists),
+ * whose subtype_dealloc has run the finalizer already. */
+static destructor continulet_dealloc;
+
+static void tcont_dealloc(PyObject *c)
+{
+    PyTypeObject *tp = Py_TYPE(c);
+    if (PyObject_CallFinalizerFromDealloc(c) < 0)
+        return;
+    /* (what the release runs must not meet c in a collection) */
+    PyObject_GC_UnTrack(c);
+    Py_CLEAR(*(PyObject **)((char *)c + c_tasklet));
+    continulet_dealloc(c);
+    Py_DECREF(tp);
+}
+
 /* _TaskletCont's finalizer: continulet's, and then t leaves its registry
  * unless it is held there: __continulet_keep__ kept it (stackless._lifetime
  * made it so), or else t is garbage with c.  Whatever the finalizer did:
@@ -740,6 +760,10 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             && c_tasklet == base->tp_basicsize) {
         continulet_traverse = base->tp_traverse;
         tcont_type->tp_traverse = tcont_traverse;
+        if (tcont_type->tp_del == NULL && base->tp_dealloc != NULL) {
+            continulet_dealloc = base->tp_dealloc;
+            tcont_type->tp_dealloc = tcont_dealloc;
+        }
     }
     rc = 0;
 done:
