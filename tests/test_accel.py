@@ -261,6 +261,7 @@ def test_cycles_through_a_tasklet_or_channel_are_collected():
     assert _collected_in_one_pass(channel_in_its_dict) == [True, True]
 
 
+@cpython_only      # (freed when its last reference goes: reference counting)
 def test_a_freed_tasklet_releases_everything_it_held_once_with_any_class():
     """A tasklet's end frees what its slots held and calls its weak
     references' callbacks, for the class itself and for a subclass with
