@@ -123,6 +123,15 @@ static PyObject *registry_of(PyObject *ts)
     return r;
 }
 
+/* The list takes a reference to t (n), unless it has one */
+static void hold(reg_link *n, PyObject *t)
+{
+    if (!is_held(n)) {
+        n->prev |= HELD;
+        Py_INCREF(t);
+    }
+}
+
 int accel_reg_add(PyObject *t, PyObject *ts)
 {
     reg_link *n = link_of(t);
@@ -136,10 +145,7 @@ int accel_reg_add(PyObject *t, PyObject *ts)
         last->next = n;
         head->prev = (uintptr_t)n;
     }
-    if (!is_held(n)) {
-        n->prev |= HELD;
-        Py_INCREF(t);
-    }
+    hold(n, t);
     return 0;
 }
 
@@ -220,10 +226,7 @@ static PyObject *py_hold(PyObject *mod, PyObject *t)
     reg_link *n = link_of(t);
     if (n->next == NULL)
         Py_RETURN_FALSE;
-    if (!is_held(n)) {
-        n->prev |= HELD;
-        Py_INCREF(t);
-    }
+    hold(n, t);
     Py_RETURN_TRUE;
 }
 

@@ -38,7 +38,7 @@ static char tpl_imm[MAX_FIELDS];
 static int tpl_n;
 
 static Py_ssize_t t_func, t_args, t_kwargs, t_cont, t_ts, t_tempval, t_blocked, t_scheduled,
-                  t_alive, t_started, t_context, t_unrestorable, ts_thread_id, ts_current, ts_rq;
+                  t_alive, t_started, t_context, t_unrestorable, ts_current, ts_rq;
 static PyObject *py_new, *py_init, *py_bind, *py_setup, *py_ts, *py_finish, *registry;
 /* stackless._common._FRESH_CONTEXT */
 static PyObject *fresh_context;
@@ -697,7 +697,6 @@ int tasklet_accel_install(PyObject *ns, PyObject *tasklet, Py_ssize_t rq_offset,
             || (t_started = flag_offset(tasklet, "_started")) < 0
             || (t_context = slot_offset(tasklet, "_context")) < 0
             || (t_unrestorable = flag_offset(tasklet, "_unrestorable")) < 0
-            || (ts_thread_id = slot_offset(tstate, "thread_id")) < 0
             || (ts_current = slot_offset(tstate, "current")) < 0
             || (c_tasklet = slot_offset((PyObject *)tcont_type, "tasklet")) < 0)
         goto done;
